@@ -1,0 +1,55 @@
+# The README's commands. Each target sets itself up from nothing: a virtual environment in
+# .venv, torch (the CPU wheel unless a CUDA driver is present), then this package.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines: the CPU wheel (on PyPI for this version it is found via --find-links or
+# the PyTorch CPU index). GPU machines: override, e.g. TORCH_SPEC="torch" or a CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= outputs/demo
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test bench bench-quick model lint clean
+
+help:
+	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~10 min)"
+	@echo "make test   - set up, then run the test suite"
+	@echo "make bench  - full benchmark report (accuracy and speed)"
+	@echo "make model  - retrain the released demo model in models/"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA driver found: installing a CUDA build of torch"; $(BIN)/python -m pip install -q "torch>=2.4,<3"; \
+	else \
+		echo "no CUDA driver: installing the CPU build ($(TORCH_SPEC))"; $(BIN)/python -m pip install -q $(TORCH_SPEC); \
+	fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/python scripts/demo.py --output-dir $(DEMO_DIR)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/spinelesion-bench output_dir=outputs/bench
+
+bench-quick: setup
+	$(BIN)/spinelesion-bench output_dir=outputs/bench-quick quick=true
+
+model: setup
+	$(BIN)/python scripts/train_release_model.py
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+
+clean:
+	rm -rf outputs .pytest_cache
