@@ -1,0 +1,179 @@
+"""LightningDataModule: manifest -> validated rows -> patient-level splits -> cached ROIs -> loaders."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from spinelesion.data.augment import augmentation_from_dict, build_augmentation
+from spinelesion.data.cache import StudyCache
+from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
+from spinelesion.data.manifest import Manifest, Row, read_manifest
+from spinelesion.data.roi import RoiSpec
+from spinelesion.data.sampler import KeyedSampler
+from spinelesion.data.splits import assign_splits, check_no_leakage, class_count_table
+from spinelesion.labels import SPLITS, TASKS
+
+log = logging.getLogger(__name__)
+
+
+def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None) -> RoiSpec:
+    if isinstance(values, RoiSpec):
+        return values
+    values = dict(values or {})
+    return RoiSpec(
+        shape=tuple(int(v) for v in values.get("shape", RoiSpec.shape)),  # type: ignore[arg-type]
+        spacing=tuple(float(v) for v in values.get("spacing", RoiSpec.spacing)),  # type: ignore[arg-type]
+        margin=float(values.get("margin", RoiSpec.margin)),
+    )
+
+
+def balanced_weights(rows: Sequence[Row]) -> np.ndarray:
+    """Per-row weight: mean over tasks (with a known label) of 1 / class frequency."""
+    counts = {t: Counter(r.labels[t] for r in rows if r.labels[t]) for t in TASKS}
+    weights = np.zeros(len(rows))
+    for i, r in enumerate(rows):
+        terms = [1.0 / counts[t][r.labels[t]] for t in TASKS if r.labels[t]]
+        weights[i] = float(np.mean(terms)) if terms else 0.0
+    return weights
+
+
+class SpineDataModule(pl.LightningDataModule):
+    """Batches of multi-sequence ROIs from any manifest that follows the data contract."""
+
+    def __init__(
+        self,
+        manifest: str | Path,
+        cache_dir: str | Path | None = None,
+        reference: str = "auto",
+        roi: Mapping[str, Any] | RoiSpec | None = None,
+        splits: Mapping[str, float] | None = None,
+        split_seed: int = 42,
+        seed: int = 0,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        balanced_sampling: bool = False,
+        check_geometry: bool = True,
+        augment: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.manifest_path = Path(manifest)
+        self.spec = roi_spec_from(roi)
+        self.cache = StudyCache(cache_dir, reference=reference)
+        self.ratios = dict(splits or {"train": 0.7, "val": 0.15, "test": 0.15})
+        self.split_seed = split_seed
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.balanced_sampling = balanced_sampling
+        self.check_geometry = check_geometry
+        self.augment_cfg = augmentation_from_dict(augment)
+        self.progress = progress
+        self.manifest: Manifest | None = None
+        self.split_of: dict[str, str] = {}
+        self.bank: RoiBank | None = None
+        self.split_indices: dict[str, list[int]] = {}
+        self._built_splits: set[str] = set()
+
+    # -- preparation -----------------------------------------------------------------------
+    def load_manifest(self) -> Manifest:
+        if self.manifest is None:
+            manifest = read_manifest(self.manifest_path, check_files=True, geometry=self.check_geometry)
+            self.split_of = assign_splits(manifest.rows, self.ratios, self.split_seed)
+            for row in manifest.rows:
+                row.split = self.split_of[row.patient_id]
+            check_no_leakage(manifest.rows)
+            self.manifest = manifest
+        return self.manifest
+
+    def prepare_data(self) -> None:
+        """Rank zero only: fill the disk cache so that every rank's setup reads it."""
+        if self.cache.cache_dir is None:
+            return
+        by_study: dict[str, Row] = {}
+        for row in self.load_manifest().rows:
+            by_study.setdefault(row.study_id, row)
+        failures = []
+        for study_id, row in tqdm(by_study.items(), desc="cache", unit="study", disable=not self.progress):
+            try:
+                self.cache.get(study_id, row.sequences)
+            except Exception as exc:  # noqa: BLE001 - collected, then raised together by setup
+                failures.append(f"{study_id}: {exc}")
+        if failures:
+            log.warning("%d study(ies) failed while caching; setup() will list them", len(failures))
+
+    @staticmethod
+    def _splits_for(stage: str | None) -> set[str]:
+        return {"fit": {"train", "val"}, "validate": {"val"}, "test": {"test"}}.get(stage or "", set(SPLITS))
+
+    def _build_bank(self, rows: list[Row]) -> RoiBank:
+        return build_roi_bank(rows, self.cache, self.spec, on_error="raise", progress=self.progress)
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = self._splits_for(stage) | self._built_splits
+        if self.bank is not None and wanted == self._built_splits:
+            return
+        rows = [r for r in self.load_manifest().rows if r.split in wanted]
+        if not rows:
+            raise ValueError(f"{self.manifest_path}: no rows in the splits needed for stage '{stage}'")
+        self.bank = self._build_bank(rows)
+        self._built_splits = wanted
+        self.split_indices = {s: [i for i, r in enumerate(self.bank.rows) if r.split == s] for s in SPLITS}
+        log.info("class counts per split (ROIs) from %s:\n%s", self.manifest_path,
+                 class_count_table(self.bank.rows, self.split_of))
+        log.info("study cache: %d hit(s), %d miss(es)", self.cache.hits, self.cache.misses)
+
+    # -- loaders ---------------------------------------------------------------------------
+    def dataset(self, split: str, augment: bool | None = None) -> RoiDataset:
+        assert self.bank is not None, "call setup() first"
+        augment = (split == "train") if augment is None else augment
+        transform = build_augmentation(self.augment_cfg, self.spec) if augment and self.augment_cfg.enabled else None
+        return RoiDataset(self.bank, self.split_indices[split], self.spec, transform)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = self.dataset(split)
+        if not ds.indices:
+            raise ValueError(f"{self.manifest_path}: split '{split}' is empty")
+        weights = None
+        if train and self.balanced_sampling:
+            weights = balanced_weights([self.bank.rows[i] for i in ds.indices])  # type: ignore[union-attr]
+        sampler = KeyedSampler(ds.indices, seed=self.seed, shuffle=train, weights=weights)
+        return DataLoader(
+            ds, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
+            num_workers=self.num_workers, pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers, drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def class_counts(self, split: str = "train") -> dict[str, np.ndarray]:
+        """Counts per class for each task in a split (for loss weights)."""
+        assert self.bank is not None
+        idx = self.split_indices[split]
+        out = {}
+        for task, classes in TASKS.items():
+            t = self.bank.targets[task][idx]
+            out[task] = np.array([(t == c).sum().item() for c in range(len(classes))])
+        return out

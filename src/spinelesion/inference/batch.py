@@ -1,0 +1,69 @@
+"""Run a network over ROI batches: device choice, inference mode, mixed precision on GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from spinelesion.labels import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device (CPU build or no driver)")
+    return dev
+
+
+def autocast_for(device: torch.device, amp: bool | str = "auto") -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on CUDA GPUs that support it (fp16 otherwise); nothing on CPU."""
+    if device.type != "cuda" or amp is False or amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def prepare_for_device(net: torch.nn.Module, device: torch.device, channels_last: bool | str = "auto") -> torch.nn.Module:
+    net = net.to(device).eval()
+    if device.type == "cuda" and channels_last in (True, "auto"):
+        net = net.to(memory_format=torch.channels_last_3d)
+    return net
+
+
+def to_device(image: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    image = image.to(device, non_blocking=device.type == "cuda")
+    return image.contiguous(memory_format=torch.channels_last_3d) if channels_last else image
+
+
+@torch.inference_mode()
+def predict_logits(net: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
+                   device: torch.device | str = "cpu", amp: bool | str = "auto") -> dict[str, np.ndarray]:
+    """Raw logits per task for every item of ``batches`` (dicts with ``image``/``available``)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    channels_last = device.type == "cuda"
+    net = prepare_for_device(net, device)
+    out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
+    for batch in batches:
+        image = to_device(batch["image"], device, channels_last)
+        available = batch["available"].to(device, non_blocking=device.type == "cuda")
+        with autocast_for(device, amp):
+            logits = net(image, available)
+        for task, lg in zip(TASKS, logits, strict=True):
+            out[task].append(lg.float().cpu().numpy())
+    return {t: np.concatenate(v) if v else np.zeros((0, len(TASKS[t])), np.float32) for t, v in out.items()}
+
+
+def softmax_np(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,33 @@
+"""Temperature scaling of a trained network on held-out data (Guo et al., 2017)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.utils.data import DataLoader
+
+from spinelesion.data.dataset import RoiDataset
+
+from spinelesion.inference.batch import predict_logits
+from spinelesion.labels import TASKS
+from spinelesion.models.networks import MultiTaskNet
+
+log = logging.getLogger(__name__)
+
+
+def calibrate_on(net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto") -> dict[str, float]:
+    """Fit one temperature per task on ``dataset`` (unaugmented), store it in ``net``."""
+    from spinelesion.evaluation.calibration import fit_temperature
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    logits = predict_logits(net, loader, device=device)
+    targets = {t: dataset.bank.targets[t][dataset.indices].numpy() for t in TASKS}
+    temps: dict[str, float] = {}
+    with torch.no_grad():
+        for i, task in enumerate(TASKS):
+            t = float(fit_temperature(logits[task], targets[task]))
+            net.temperature[i] = t
+            temps[task] = round(t, 4)
+    log.info("temperature scaling on %d validation ROIs: %s", len(dataset), temps)
+    return temps

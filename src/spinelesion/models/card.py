@@ -1,0 +1,134 @@
+"""What a model folder says about itself: ``metadata.json`` content and the model card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from spinelesion import __version__
+from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.networks import MultiTaskNet, count_parameters
+
+DISCLAIMER = (
+    "Trained on synthetic spine MRI rendered by spinelesion's own generator. It is a "
+    "demonstration of the pipeline, NOT a clinical tool: it has never seen a real patient's "
+    "lesion and must not be used for diagnosis or treatment decisions."
+)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.system()} {cpu}, {threads} torch threads, {gpu}, torch {torch.__version__}"
+
+
+def model_metadata(cfg: DictConfig, dm: Any, net: MultiTaskNet, fit_seconds: float, epochs: int) -> dict[str, Any]:
+    """Everything a predictor needs to rebuild the inputs the network was trained on."""
+    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
+    counts = {split: len(idx) for split, idx in dm.split_indices.items()}
+    return {
+        "name": str(cfg.get("model_name", "spinelesion")),
+        "version": __version__,
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "network": net_cfg,
+        "parameters": count_parameters(net),
+        "sequences": list(SEQUENCES),
+        "tasks": {t: list(c) for t, c in TASKS.items()},
+        "roi": {"shape": list(dm.spec.shape), "spacing": list(dm.spec.spacing), "margin": dm.spec.margin,
+                "frame": "LPS axis-aligned, centred on the ROI centre"},
+        "normalization": {"method": "robust_unit_range", "lower_percentile": 1.0, "upper_percentile": 99.0,
+                          "statistics_over": "context crop (margin x ROI), non-zero voxels"},
+        "reference": dm.cache.reference,
+        "training": {
+            "manifest": str(dm.manifest_path),
+            "rois_per_split": counts,
+            "epochs": int(epochs),
+            "fit_seconds": round(float(fit_seconds), 1),
+            "seed": int(cfg.seed),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+            "optimizer": OmegaConf.to_container(cfg.model.optimizer, resolve=True),
+            "machine": machine_description(),
+            "command": "spinelesion-train " + " ".join(_overrides()),
+        },
+        "intended_use": DISCLAIMER,
+    }
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - not running under @hydra.main (tests)
+        return []
+
+
+def _metric_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = ["| split | n | compartment AUC (95 % CI) | compartment ECE | benign vs pathologic AUC (95 % CI) | fracture ECE |",
+             "|---|---|---|---|---|---|"]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    def ci(v: Any) -> str:
+        return "" if not v else f" ({v[0]:.3f}-{v[1]:.3f})"
+
+    for split, m in metrics.items():
+        lines.append(
+            f"| {split} | {m.get('n')} | {f(m.get('compartment_auc_macro'))}{ci(m.get('compartment_auc_macro_ci95'))} "
+            f"| {f(m.get('compartment_ece'))} | {f(m.get('fracture_auc_benign_vs_pathologic'))}"
+            f"{ci(m.get('fracture_auc_benign_vs_pathologic_ci95'))} | {f(m.get('fracture_ece'))} |")
+    return lines
+
+
+def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
+    """A README.md beside the weights: what it is, what it is not, how it was made, how good."""
+    roi = meta["roi"]
+    training = meta.get("training", {})
+    lines = [
+        f"# {meta['name']} (spinelesion {meta['version']})",
+        "",
+        f"> **{DISCLAIMER}**",
+        "",
+        "## What it does",
+        "For a region of interest (ROI) in a spine MRI study, two answers: the compartment of the lesion "
+        f"centred there ({', '.join(TASKS['compartment'])}) and the state of the vertebral body "
+        f"({', '.join(TASKS['fracture'])}). Probabilities are temperature-scaled on the validation split "
+        f"(T = {meta.get('temperature')}).",
+        "",
+        "## Inputs",
+        f"- Sequences (channels, in order): {', '.join(meta['sequences'])}; any may be missing "
+        "(zero channel plus an availability flag the network sees).",
+        f"- ROI: {roi['shape']} voxels at {roi['spacing']} mm, axis-aligned in LPS (L-R, A-P, S-I), "
+        "around the ROI centre in patient LPS millimetres.",
+        "- Intensities: per sequence, 1st-99th percentile of the ROI context mapped to [0, 1].",
+        "",
+        "## Network",
+        f"`{meta['network']}`, {meta.get('parameters', '?'):,} parameters.",
+        "",
+        "## Training",
+        f"- Data: `{training.get('manifest')}`; ROIs per split: {training.get('rois_per_split')}.",
+        f"- {training.get('epochs')} epochs in {training.get('fit_seconds')} s on {training.get('machine')}.",
+        f"- Seed {training.get('seed')}; command: `{training.get('command')}`.",
+        "",
+        "## Metrics (from `spinelesion-evaluate` on splits of the same synthetic generator)",
+        *_metric_lines(meta.get("metrics") or {}),
+        "",
+        "These figures describe synthetic data only. Nothing here says how the model would do on "
+        "real patients.",
+        "",
+        "## Files",
+        f"- `{meta.get('weights', 'weights.safetensors')}` (sha256 `{meta.get('weights_sha256', '')[:16]}...`): "
+        "tensors only, loads without executing code.",
+        "- `metadata.json`: everything above, machine-readable; `spinelesion-predict model_dir=<this folder>` uses it.",
+        "",
+    ]
+    path = Path(folder) / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,152 @@
+"""Model folders and checkpoints that load without executing code.
+
+A model folder describes itself (MONAI bundle / nnU-Net habit): ``metadata.json`` says which
+network (by registry name), which sequences, classes, ROI size and spacing, normalisation and
+calibration it expects; ``weights.safetensors`` holds tensors only. Lightning ``.ckpt``
+files are read with ``torch.load(weights_only=True)``, which refuses any pickled object
+that is not plain data, so a crafted checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.networks import MultiTaskNet, build_network
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+METADATA = "metadata.json"
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class ModelLoadError(ValueError):
+    """A model folder or checkpoint that cannot be used, with the path and the reason."""
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Network configs must be plain JSON data: no class paths to import, nothing to call."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if str(k).startswith("_"):
+                raise ModelLoadError(f"{where}: key '{k}' is not allowed in a network config")
+            _check_plain(v, where)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_plain(v, where)
+    elif not isinstance(value, _PLAIN):
+        raise ModelLoadError(f"{where}: value of type {type(value).__name__} is not plain data")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model_folder(net: MultiTaskNet, folder: str | os.PathLike[str], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``weights.safetensors`` and ``metadata.json`` (with the weights' sha256); return the metadata written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = folder / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    meta = dict(metadata)
+    meta["weights"] = WEIGHTS
+    meta["weights_sha256"] = sha256_of(folder / WEIGHTS)
+    meta.setdefault("sequences", list(SEQUENCES))
+    meta.setdefault("tasks", {t: list(c) for t, c in TASKS.items()})
+    meta["temperature"] = {t: float(net.temperature[i]) for i, t in enumerate(TASKS)}
+    _check_plain(meta.get("network", {}), str(folder / METADATA))
+    write_json_atomic(folder / METADATA, meta)
+    return meta
+
+
+def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu") -> tuple[MultiTaskNet, dict[str, Any]]:
+    """Build the network named in ``metadata.json`` and load its safetensors weights."""
+    folder = Path(folder)
+    meta_path = folder / METADATA
+    if not meta_path.is_file():
+        raise ModelLoadError(f"{folder}: no {METADATA}; a model folder needs {METADATA} and {WEIGHTS}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{meta_path}: not valid JSON ({exc})") from exc
+    for key in ("network", "roi"):
+        if key not in meta:
+            raise ModelLoadError(f"{meta_path}: missing '{key}'")
+    if list(meta.get("sequences", SEQUENCES)) != list(SEQUENCES):
+        raise ModelLoadError(f"{meta_path}: sequences {meta.get('sequences')} differ from {list(SEQUENCES)}")
+    if {t: list(c) for t, c in meta.get("tasks", TASKS).items()} != {t: list(c) for t, c in TASKS.items()}:
+        raise ModelLoadError(f"{meta_path}: task classes differ from this version's {dict(TASKS)}")
+    _check_plain(meta["network"], str(meta_path))
+    weights = folder / meta.get("weights", WEIGHTS)
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise ModelLoadError(f"{folder}: weights file '{weights.name}' missing or not .safetensors")
+    net = build_network(meta["network"])
+    try:
+        state = load_file(str(weights), device=map_location)
+        net.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{weights}: cannot load weights into {meta['network']} ({exc})") from exc
+    meta["weights_sha256"] = meta.get("weights_sha256") or sha256_of(weights)
+    net.eval()
+    return net, meta
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> tuple[MultiTaskNet, dict[str, Any]]:
+    """Network and hyper-parameters from a Lightning checkpoint, without unpickling code.
+
+    ``weights_only=True`` admits tensors and plain containers only; Lightning's
+    ``AttributeDict`` (a plain dict subclass) is the one class allowed besides.
+    """
+    from pytorch_lightning.utilities.parsing import AttributeDict
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals([AttributeDict]):
+            ckpt = torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError for anything that is not plain data
+        raise ModelLoadError(f"{path}: refused to load (only tensors and plain data are accepted): {exc}") from exc
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise ModelLoadError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    if "net" not in hparams:
+        raise ModelLoadError(f"{path}: no network config in its hyper-parameters")
+    _check_plain(dict(hparams["net"]), str(path))
+    net = build_network(dict(hparams["net"]))
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: weights do not fit {hparams['net']} ({exc})") from exc
+    net.eval()
+    return net, {"network": dict(hparams["net"]), "checkpoint": str(path), "hyper_parameters": hparams,
+                 "weights_sha256": sha256_of(path)}

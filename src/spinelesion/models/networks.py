@@ -1,0 +1,148 @@
+"""Networks: a backbone over the multi-sequence ROI, the availability flags, and one head per task.
+
+Networks are built by *name* from a registry, never from a class path stored in a file, so
+a model folder or checkpoint from elsewhere cannot make the loader import or run anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from spinelesion.labels import SEQUENCES, TASKS
+
+
+class ResBlock3d(nn.Module):
+    """conv-BN-ReLU-conv-BN plus a (projected) skip, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: Sequence[int] | int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(cout)
+        self.conv2 = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(cout)
+        needs_proj = cin != cout or any(s != 1 for s in ([stride] * 3 if isinstance(stride, int) else stride))
+        self.skip = (nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
+                     if needs_proj else nn.Identity())
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.act(y + self.skip(x))
+
+
+class SpineNet(nn.Module):
+    """Small residual 3D CNN; the project's default backbone.
+
+    A strided stem takes the 1.5 mm ROI to 3 mm at once (the sagittal source slices are
+    3-5 mm thick, so little is lost across the patient), then each stage halves all three
+    axes. Cheap enough to train on two CPU cores. Global average and max pooling are
+    concatenated: the mean carries the diffuse signal (whole-body marrow replacement), the
+    max the small focal one (an enhancing nodule, a fluid cleft).
+    """
+
+    def __init__(self, in_channels: int = len(SEQUENCES), widths: Sequence[int] = (16, 32, 64, 128),
+                 blocks: Sequence[int] = (1, 1, 1, 1), stem_stride: Sequence[int] = (2, 2, 2)):
+        super().__init__()
+        w0 = widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv3d(in_channels, w0, 3, stride=tuple(stem_stride), padding=1, bias=False),
+            nn.BatchNorm3d(w0), nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        cin = w0
+        for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
+            for j in range(n):
+                stride = 2 if (j == 0 and i > 0) else 1
+                layers.append(ResBlock3d(cin, w, stride))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.out_features = 2 * cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1)
+
+
+class _MonaiBackbone(nn.Module):
+    """A MONAI classification network with its classifier removed: features only."""
+
+    def __init__(self, net: nn.Module, out_features: int):
+        super().__init__()
+        self.net = net
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _densenet121(in_channels: int = len(SEQUENCES), dropout: float = 0.0) -> nn.Module:
+    from monai.networks.nets import DenseNet121
+
+    net = DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1, dropout_prob=dropout)
+    features = net.class_layers.out.in_features
+    net.class_layers.out = nn.Identity()
+    return _MonaiBackbone(net, features)
+
+
+def _resnet(in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence[int] = (64, 128, 256, 512)) -> nn.Module:
+    from monai.networks.nets import ResNet
+    from monai.networks.nets.resnet import ResNetBlock, get_inplanes
+
+    layers = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth]
+    net = ResNet(ResNetBlock, layers, list(widths) or get_inplanes(), spatial_dims=3, n_input_channels=in_channels,
+                 conv1_t_stride=(1, 2, 2), feed_forward=False, shortcut_type="B")
+    return _MonaiBackbone(net, int(widths[-1]))
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "spinenet": SpineNet,
+    "densenet121": _densenet121,
+    "resnet": _resnet,
+}
+
+
+class MultiTaskNet(nn.Module):
+    """Backbone features + sequence-availability flags -> one logit vector per task.
+
+    ``forward(image, available)`` returns a tuple of logits in :data:`TASKS` order (a tuple
+    rather than a dict so TorchScript and ONNX export it as is). ``temperature`` (one per
+    task, fitted on validation data after training) is stored with the weights and applied
+    only by :meth:`probabilities`, never in training.
+    """
+
+    def __init__(self, backbone: str = "spinenet", hidden: int = 128, dropout: float = 0.2,
+                 in_channels: int = len(SEQUENCES), **backbone_kwargs: object):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
+        self.backbone = BACKBONES[backbone](in_channels=in_channels, **backbone_kwargs)
+        features = int(self.backbone.out_features) + in_channels
+        self.heads = nn.ModuleList([
+            nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                          nn.Linear(hidden, len(classes)))
+            for classes in TASKS.values()
+        ])
+        self.register_buffer("temperature", torch.ones(len(TASKS)))
+
+    def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = torch.cat([self.backbone(image), available.to(image.dtype)], dim=1)
+        return tuple(head(feats) for head in self.heads)
+
+    def probabilities(self, image: torch.Tensor, available: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self(image, available)
+        return {task: torch.softmax(lg.float() / self.temperature[i], dim=1)
+                for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True))}
+
+
+def build_network(config: dict[str, object]) -> MultiTaskNet:
+    """A :class:`MultiTaskNet` from a plain config dict (``backbone`` name plus keyword args)."""
+    cfg = dict(config)
+    return MultiTaskNet(**cfg)  # type: ignore[arg-type]
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

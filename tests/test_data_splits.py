@@ -1,0 +1,74 @@
+"""Patient-level splits and the keyed sampler."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from spinelesion.data.manifest import Row
+from spinelesion.data.sampler import KeyedSampler
+from spinelesion.data.splits import assign_splits, check_no_leakage
+
+
+def _rows(n_patients: int = 60, rows_per_patient: int = 3, seed: int = 0) -> list[Row]:
+    rng = np.random.default_rng(seed)
+    comps = ["none", "extradural", "intradural_extramedullary", "intramedullary"]
+    rows = []
+    for p in range(n_patients):
+        rare = comps[3] if p % 10 == 0 else comps[int(rng.integers(0, 3))]
+        for k in range(rows_per_patient):
+            rows.append(Row(case_id=f"p{p}-{k}", study_id=f"s{p}", patient_id=f"p{p}", center_lps=np.zeros(3),
+                            sequences={}, labels={"compartment": rare if k == 0 else "none", "fracture": "none"}))
+    return rows
+
+
+def test_splits_are_by_patient_deterministic_and_in_ratio():
+    rows = _rows()
+    a = assign_splits(rows, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=3)
+    b = assign_splits(list(reversed(rows)), {"train": 0.7, "val": 0.15, "test": 0.15}, seed=3)
+    assert a == b  # row order does not matter
+    counts = Counter(a.values())
+    assert counts == {"train": 42, "val": 9, "test": 9}
+    # the rare class (6 patients) reaches every split
+    rare = Counter(a[r.patient_id] for r in rows if r.labels["compartment"] == "intramedullary")
+    assert set(rare) == {"train", "val", "test"}
+    assert assign_splits(rows, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=4) != a
+
+
+def test_given_splits_are_kept_and_leakage_is_detected():
+    rows = _rows(10)
+    for r in rows:
+        if r.patient_id == "p1":
+            r.split = "test"
+    out = assign_splits(rows, {"train": 0.8, "val": 0.2}, seed=0)
+    assert out["p1"] == "test"
+    assert set(out.values()) == {"train", "val", "test"}
+    for r in rows:
+        r.split = out[r.patient_id]
+    check_no_leakage(rows)
+    rows[-1].split = "test" if rows[-1].split != "test" else "train"  # one row of a patient moves
+    with pytest.raises(AssertionError, match=rows[-1].patient_id):
+        check_no_leakage(rows)
+
+
+def test_sampler_is_reproducible_per_epoch_and_covers_the_set():
+    s = KeyedSampler(range(20), seed=5)
+    s.set_epoch(0)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    s.set_epoch(0)
+    assert list(s) == e0
+    assert e0 != e1
+    assert sorted(i for i, _ in e0) == list(range(20))
+    assert len({seed for _, seed in e0}) == 20
+
+
+def test_weighted_sampler_balances_classes():
+    labels = np.array([0] * 90 + [1] * 10)
+    weights = np.where(labels == 0, 1 / 90, 1 / 10)
+    s = KeyedSampler(range(100), seed=0, weights=weights, num_samples=4000)
+    drawn = labels[[i for i, _ in s]]
+    assert 0.45 < drawn.mean() < 0.55
