@@ -8,7 +8,12 @@ import torch
 from scipy.ndimage import map_coordinates
 from scipy.spatial.transform import Rotation
 
-from spinelesion.data.augment import AugmentConfig, SequenceDropoutd, augmentation_from_dict, build_augmentation
+from spinelesion.data.augment import (
+    AugmentConfig,
+    SequenceDropoutd,
+    augmentation_from_dict,
+    build_augmentation,
+)
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, crop_rois, sample_grid
 from spinelesion.io.volume import grid_affine

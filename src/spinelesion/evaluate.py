@@ -18,6 +18,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from spinelesion.atomic import atomic_path
 from spinelesion.config_path import CONFIG_DIR
 
 log = logging.getLogger("spinelesion.evaluate")
@@ -78,8 +79,7 @@ def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndar
     header = ["case_id", "study_id", "patient_id", "finding", "level"]
     for t, classes in TASKS.items():
         header += [f"{t}_true", f"{t}_pred"] + [f"p_{t}_{c}" for c in classes]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for i, r in enumerate(rows):
@@ -88,7 +88,6 @@ def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndar
                 p = probs[t][i]
                 line += [r.labels[t], classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p]
             w.writerow(line)
-    tmp.replace(path)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -34,10 +34,10 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSimulateLowResolutiond,
-    Randomizable,
 )
 
 from spinelesion.data.roi import RoiSpec

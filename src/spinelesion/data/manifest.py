@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spinelesion.atomic import atomic_path
 from spinelesion.labels import SEQUENCES, SPLITS, TASKS
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "study_id", "patient_id", "x_mm", "y_mm", "z_mm")
@@ -270,11 +271,9 @@ def write_manifest(path: str | os.PathLike[str], records: Iterable[dict[str, obj
     """Write manifest records (dicts keyed by contract column) with the contract's column order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="raise")
         writer.writeheader()
         for rec in records:
             writer.writerow({k: ("" if rec.get(k) is None else rec.get(k)) for k in COLUMNS})
-    os.replace(tmp, path)
     return path

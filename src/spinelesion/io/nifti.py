@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from spinelesion.atomic import atomic_path
 from spinelesion.io.volume import LPS_TO_RAS, Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -57,13 +57,6 @@ def write_nifti(volume: Volume, path: str | os.PathLike[str], dtype: type | None
     img.set_qform(ras, code=1)
     img.set_sform(ras, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
     return path

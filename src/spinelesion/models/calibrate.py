@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from spinelesion.data.dataset import RoiDataset
-
 from spinelesion.inference.batch import predict_logits
 from spinelesion.labels import TASKS
 from spinelesion.models.networks import MultiTaskNet

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from spinelesion.atomic import atomic_path, write_json
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.networks import MultiTaskNet, build_network
 
@@ -57,27 +57,13 @@ def _check_plain(value: Any, where: str) -> None:
         raise ModelLoadError(f"{where}: value of type {type(value).__name__} is not plain data")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_model_folder(net: MultiTaskNet, folder: str | os.PathLike[str], metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``weights.safetensors`` and ``metadata.json`` (with the weights' sha256); return the metadata written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, folder / WEIGHTS)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
     meta = dict(metadata)
     meta["weights"] = WEIGHTS
     meta["weights_sha256"] = sha256_of(folder / WEIGHTS)
@@ -85,7 +71,7 @@ def save_model_folder(net: MultiTaskNet, folder: str | os.PathLike[str], metadat
     meta.setdefault("tasks", {t: list(c) for t, c in TASKS.items()})
     meta["temperature"] = {t: float(net.temperature[i]) for i, t in enumerate(TASKS)}
     _check_plain(meta.get("network", {}), str(folder / METADATA))
-    write_json_atomic(folder / METADATA, meta)
+    write_json(folder / METADATA, meta)
     return meta
 
 

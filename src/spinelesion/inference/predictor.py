@@ -1,0 +1,241 @@
+"""The predictor: a model folder in, per-study predictions, saliency NIfTI and PNGs out.
+
+Built from a model folder alone (its ``metadata.json`` says how inputs must look).
+Per study: read and resample (io), find or take ROIs, classify them in one batch,
+compute saliency in batches, paste it back onto the reference sequence's own grid, write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spinelesion.data.dataset import crop_study_rois
+from spinelesion.data.roi import RoiSpec, center_crop
+from spinelesion.inference.batch import autocast_for, prepare_for_device, resolve_device, to_device
+from spinelesion.inference.saliency import paste_to_grid, saliency
+from spinelesion.inference.scan import ScanConfig, scan_study
+from spinelesion.inference.writers import inside, safe_name, write_predictions_json
+from spinelesion.io.nifti import write_nifti
+from spinelesion.io.volume import Volume
+from spinelesion.labels import SEQUENCES, TASKS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_LAYER = {"spinenet": "backbone.layers.2", "densenet121": "backbone.net.features.denseblock3",
+                        "resnet": "backbone.net.layer3"}
+
+
+@dataclass
+class RoiRequest:
+    roi_id: str
+    center_lps: np.ndarray
+    source: str = "given"  # "given" | "scan"
+
+
+@dataclass
+class StudyInput:
+    """One study to predict: an id, where it came from, how to read it, and optional ROIs."""
+
+    study_id: str
+    source: str
+    load: Callable[[], Any]  # -> spinelesion.io.study.Study
+    rois: list[RoiRequest] = field(default_factory=list)
+
+
+@dataclass
+class StudyResult:
+    study_id: str
+    folder: Path
+    rois: list[dict[str, Any]]
+    warnings: list[str]
+    timings: dict[str, float]
+
+
+@dataclass
+class PredictorConfig:
+    device: str = "auto"
+    amp: bool | str = "auto"
+    compile: bool = False
+    threads: int | None = None
+    batch_size: int = 32
+    saliency_method: str = "gradcam"
+    target_layer: str | None = None
+    png: bool = True
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    write_maps: bool = True
+
+
+class Predictor:
+    def __init__(self, net: torch.nn.Module, meta: Mapping[str, Any], cfg: PredictorConfig | None = None):
+        self.cfg = cfg or PredictorConfig()
+        if self.cfg.threads:
+            torch.set_num_threads(int(self.cfg.threads))
+        self.device = resolve_device(self.cfg.device)
+        self.channels_last = self.device.type == "cuda"
+        self.meta = dict(meta)
+        self.spec = RoiSpec(shape=tuple(meta["roi"]["shape"]), spacing=tuple(meta["roi"]["spacing"]),  # type: ignore[arg-type]
+                            margin=float(meta["roi"].get("margin", 1.25)))
+        self.reference = str(meta.get("reference", "auto"))
+        self.net = prepare_for_device(net, self.device)
+        # Saliency needs gradients through the eager module; compile only the plain forward.
+        self.forward = torch.compile(self.net) if (self.cfg.compile and self.device.type == "cuda") else self.net
+        backbone = str(meta.get("network", {}).get("backbone", "spinenet"))
+        self.target_layer = self.cfg.target_layer or meta.get("saliency_layer") or DEFAULT_TARGET_LAYER.get(backbone, "")
+        self.model_info = {"name": meta.get("name"), "version": meta.get("version"),
+                           "weights_sha256": meta.get("weights_sha256")}
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, cfg: PredictorConfig | None = None) -> Predictor:
+        from spinelesion.models.folder import load_model_folder
+
+        net, meta = load_model_folder(model_dir)
+        return cls(net, meta, cfg)
+
+    # -- pieces that tests and the benchmark call one by one -----------------------------------
+    def prepare(self, study: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        from spinelesion.io.resample import to_reference
+
+        array, affine, available, ref_name = to_reference(study, reference=self.reference)
+        return np.asarray(array, np.float32), np.asarray(affine), np.asarray(available, bool), ref_name
+
+    def crops(self, array: np.ndarray, affine: np.ndarray, available: np.ndarray,
+              centers: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx, flags = crop_study_rois(array, affine, available, centers, self.spec)
+        return center_crop(ctx, self.spec.shape).contiguous(), flags
+
+    def classify(self, images: torch.Tensor, flags: torch.Tensor) -> dict[str, np.ndarray]:
+        """Temperature-scaled probabilities per task, batched."""
+        temps = self.net.temperature.detach().float()
+        out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
+        with torch.inference_mode():
+            for s in range(0, images.shape[0], self.cfg.batch_size):
+                x = to_device(images[s:s + self.cfg.batch_size], self.device, self.channels_last)
+                f = flags[s:s + self.cfg.batch_size].to(self.device)
+                with autocast_for(self.device, self.cfg.amp):
+                    logits = self.forward(x, f)
+                for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
+                    out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
+        return {t: np.concatenate(v) for t, v in out.items()}
+
+    def saliency(self, images: torch.Tensor, flags: torch.Tensor, probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task."""
+        classes = {t: probs[t].argmax(1).tolist() for t in TASKS}
+        out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
+        for s in range(0, images.shape[0], self.cfg.batch_size):
+            x = to_device(images[s:s + self.cfg.batch_size], self.device, self.channels_last)
+            f = flags[s:s + self.cfg.batch_size].to(self.device)
+            maps = saliency(self.net, x, f, {t: c[s:s + self.cfg.batch_size] for t, c in classes.items()},
+                            method=self.cfg.saliency_method, target_layer=self.target_layer)
+            for t in TASKS:
+                out[t].append(maps[t].cpu().numpy())
+        return {t: np.concatenate(v) for t, v in out.items()}
+
+    # -- one study end to end -------------------------------------------------------------------
+    def predict_study(self, item: StudyInput, output_dir: str | Path) -> StudyResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        study = item.load()
+        timings["read"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        array, affine, available, ref_name = self.prepare(study)
+        ref_shape = array.shape[1:]
+        warnings = list(getattr(study, "warnings", []))
+        missing = [s for s, a in zip(SEQUENCES, available, strict=True) if not a]
+        if missing:
+            warnings.append(f"missing sequence(s): {', '.join(missing)} (zero channel, flagged to the model)")
+        timings["preprocess"] = time.perf_counter() - t0
+
+        folder = inside(Path(output_dir), safe_name(item.study_id))
+        rois = list(item.rois)
+        scan_maps = None
+        t_scan = 0.0
+        if not rois:
+            t0 = time.perf_counter()
+            result = scan_study(self.net, array, affine, available, self.spec, self.cfg.scan, self.device)
+            t_scan = time.perf_counter() - t0
+            rois = [RoiRequest(f"scan{i + 1:02d}", c, "scan") for i, (c, _score) in enumerate(result.candidates)]
+            scan_maps = result
+            if not rois:
+                warnings.append(f"scan found no ROI above p(lesion or fracture) >= {self.cfg.scan.threshold}")
+        for r in rois:
+            if not _inside_volume(r.center_lps, ref_shape, affine):
+                warnings.append(f"ROI {r.roi_id} at {np.round(r.center_lps, 1).tolist()} mm lies outside the "
+                                f"{ref_name} volume; its crop is zero-padded")
+
+        records: list[dict[str, Any]] = []
+        if rois:
+            t0 = time.perf_counter()
+            images, flags = self.crops(array, affine, available, [r.center_lps for r in rois])
+            timings["preprocess"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            probs = self.classify(images, flags)
+            timings["network"] = time.perf_counter() - t0 + t_scan
+            maps: dict[str, np.ndarray] = {}
+            if self.cfg.saliency_method != "none":
+                t0 = time.perf_counter()
+                maps = self.saliency(images, flags, probs)
+                timings["saliency"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            records = self._write_rois(folder, rois, probs, maps, array, affine, available, ref_shape)
+            timings["write"] = time.perf_counter() - t0
+        else:
+            timings["network"] = t_scan
+        t0 = time.perf_counter()
+        if scan_maps is not None and self.cfg.write_maps:
+            self._write_scan_maps(folder, scan_maps, affine, ref_shape)
+        inputs = {s: (str(study.volumes[s].meta.get("source")) if s in study.volumes else None) for s in SEQUENCES}
+        warnings.append(f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)")
+        write_predictions_json(folder / "predictions.json", item.study_id, self.model_info, inputs, records, warnings)
+        timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
+        return StudyResult(item.study_id, folder, records, warnings, timings)
+
+    def _write_rois(self, folder: Path, rois: Sequence[RoiRequest], probs: Mapping[str, np.ndarray],
+                    maps: Mapping[str, np.ndarray], array: np.ndarray, affine: np.ndarray, available: np.ndarray,
+                    ref_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+        from spinelesion.inference.overlay import write_roi_png
+
+        roi_affines = [self.spec.affine(r.center_lps) for r in rois]
+        pasted = {t: paste_to_grid(maps[t], roi_affines, affine, ref_shape) for t in maps}
+        records = []
+        for i, r in enumerate(rois):
+            rid = safe_name(r.roi_id)
+            rec: dict[str, Any] = {"roi_id": r.roi_id, "center_lps_mm": [float(v) for v in r.center_lps],
+                                   "source": r.source}
+            for task, classes in TASKS.items():
+                p = probs[task][i].astype(np.float64)
+                p = p / p.sum()
+                rec[task] = {"label": classes[int(np.argmax(p))],
+                             "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
+            rec["saliency"] = {}
+            for task in maps:
+                rel = f"saliency/{rid}_{task}.nii.gz"
+                write_nifti(Volume(pasted[task][i].astype(np.float32), affine), inside(folder, rel))
+                rec["saliency"][task] = rel
+            if self.cfg.png and maps:
+                write_roi_png(inside(folder, f"png/{rid}.png"), array, affine, available, r.center_lps, self.spec,
+                              {t: maps[t][i] for t in maps}, rec, title=f"{folder.name} / {r.roi_id}")
+            records.append(rec)
+        return records
+
+    def _write_scan_maps(self, folder: Path, scan: Any, affine: np.ndarray, ref_shape: tuple[int, ...]) -> None:
+        from spinelesion.data.roi import sample_grid
+
+        for task, classes in TASKS.items():
+            on_ref = sample_grid(scan.probabilities[task], scan.affine, affine, ref_shape)[0].numpy()
+            for c, cls in enumerate(classes):
+                write_nifti(Volume(on_ref[c].astype(np.float32), affine),
+                            inside(folder, f"probability/{task}_{cls}.nii.gz"))
+
+
+def _inside_volume(point: np.ndarray, shape: Sequence[int], affine: np.ndarray) -> bool:
+    ijk = np.linalg.solve(affine[:3, :3], np.asarray(point) - affine[:3, 3])
+    return bool(np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(shape) - 0.5))

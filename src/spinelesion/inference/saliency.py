@@ -1,0 +1,98 @@
+"""Saliency maps with MONAI's CAMs and occlusion, computed in batches and pasted back by geometry.
+
+MONAI's default CAM post-processing maps (min, max) to (1, 0), i.e. it *inverts* the map
+(meant for some colour maps). Here the raw ReLU'd CAM is kept and each map is divided by
+its own maximum, so 1 is the most salient voxel of that ROI and 0 means no evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from spinelesion.data.roi import sample_grid
+from spinelesion.inference.batch import autocast_for
+from spinelesion.labels import TASKS
+
+METHODS = ("gradcam", "gradcampp", "occlusion")
+
+
+class TaskLogits(nn.Module):
+    """One task's logits from a single tensor, the call signature MONAI's CAMs expect."""
+
+    def __init__(self, net: nn.Module, task_index: int, available: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.task_index = task_index
+        self.available = available
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.available[: x.shape[0]].to(x.device))[self.task_index]
+
+
+def unit_max(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map scaling to [0, 1] by the map's own maximum; all-zero maps stay zero."""
+    maps = maps.clamp(min=0)
+    peak = maps.flatten(1).amax(1).clamp(min=1e-12)
+    return maps / peak.view(-1, *([1] * (maps.ndim - 1)))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def cam_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: Sequence[int],
+             task_index: int, target_layer: str, method: str = "gradcam", amp: bool | str = "auto") -> torch.Tensor:
+    """Grad-CAM or Grad-CAM++ for a batch of ROIs and one task: (R, X, Y, Z) in [0, 1]."""
+    from monai.visualize import GradCAM, GradCAMpp
+
+    cls = {"gradcam": GradCAM, "gradcampp": GradCAMpp}[method]
+    wrapper = TaskLogits(net, task_index, available)
+    cam = cls(nn_module=wrapper, target_layers=f"net.{target_layer}", postprocessing=_identity)
+    with torch.enable_grad(), autocast_for(images.device, amp):
+        maps = cam(images, class_idx=torch.as_tensor(list(class_idx), device=images.device))
+    return unit_max(maps[:, 0].float().detach())
+
+
+def occlusion_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: Sequence[int],
+                   task_index: int, mask_size: Sequence[int] = (8, 12, 12), overlap: float = 0.5,
+                   n_batch: int = 64) -> torch.Tensor:
+    """Occlusion sensitivity: the drop of the class logit when a Gaussian patch is masked."""
+    from monai.visualize import OcclusionSensitivity
+
+    out = []
+    for r in range(images.shape[0]):
+        wrapper = TaskLogits(net, task_index, available[r:r + 1].expand(n_batch, -1))
+        occ = OcclusionSensitivity(wrapper, mask_size=tuple(mask_size), n_batch=n_batch, overlap=overlap,
+                                   mode="gaussian", activate=False)
+        with torch.no_grad():
+            base = wrapper(images[r:r + 1])[0, class_idx[r]]
+            occ_map, _ = occ(images[r:r + 1])
+        drop = (base - occ_map[0, class_idx[r]]).clamp(min=0)
+        out.append(drop[None])
+    return unit_max(torch.cat(out).float())
+
+
+def saliency(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: dict[str, Sequence[int]],
+             method: str = "gradcam", target_layer: str = "backbone.layers.2", **kwargs: object) -> dict[str, torch.Tensor]:
+    """Maps for every task, for the class given per ROI (usually the predicted one)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown saliency method '{method}'; choose from {', '.join(METHODS)}")
+    out = {}
+    for t, task in enumerate(TASKS):
+        if method == "occlusion":
+            out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]
+        else:
+            out[task] = cam_maps(net, images, available, class_idx[task], t, target_layer, method)
+    return out
+
+
+def paste_to_grid(maps: torch.Tensor | np.ndarray, roi_affines: Sequence[np.ndarray], dst_affine: np.ndarray,
+                  dst_shape: Sequence[int]) -> np.ndarray:
+    """Resample ROI-grid maps (R, X, Y, Z) onto a study grid: (R, *dst_shape), 0 outside each ROI."""
+    maps_t = torch.as_tensor(maps).float()
+    out = [sample_grid(maps_t[r][None], roi_affines[r], dst_affine, dst_shape)[0, 0] for r in range(maps_t.shape[0])]
+    return torch.stack(out).clamp(0.0, 1.0).numpy() if out else np.zeros((0, *dst_shape), np.float32)

@@ -1,0 +1,109 @@
+"""Find ROIs when none are given: slide the classifier over the spine, keep the peaks.
+
+The study is resampled onto an LPS-aligned grid at the model's ROI spacing; MONAI's
+:class:`~monai.inferers.SlidingWindowInferer` moves a context-sized window over it. Each
+window is normalised and classified exactly like a training ROI, and its class
+probabilities are spread over the window with MONAI's Gaussian weighting, so the blended
+map at a voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
+"some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
+candidate ROIs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from spinelesion.data.normalize import robust_unit_range
+from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
+from spinelesion.inference.batch import autocast_for
+from spinelesion.io.volume import apply_affine
+from spinelesion.labels import TASKS
+
+
+@dataclass
+class ScanConfig:
+    overlap: float = 0.75
+    sw_batch_size: int = 32
+    threshold: float = 0.5          # minimum 1 - p(none) for a candidate
+    min_distance_mm: float = 20.0   # peaks closer than this are one finding
+    max_rois: int = 8
+    max_extent_mm: float = 400.0    # guards against a huge field of view
+
+
+@dataclass
+class ScanResult:
+    affine: np.ndarray                 # LPS-aligned scan grid
+    probabilities: dict[str, np.ndarray]  # task -> (classes, X, Y, Z)
+    candidates: list[tuple[np.ndarray, float]]  # (LPS centre, score), best first
+
+
+def scan_grid(shape: tuple[int, ...], affine: np.ndarray, spacing: tuple[float, float, float],
+              max_extent_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """LPS-aligned grid at ``spacing`` covering the bounding box of a volume."""
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1).T
+    world = apply_affine(affine, corners)
+    lo, hi = world.min(0), world.max(0)
+    extent = np.minimum(hi - lo, max_extent_mm)
+    centre = (lo + hi) / 2
+    size = np.maximum(np.ceil(extent / np.asarray(spacing)).astype(int), 1)
+    out = np.eye(4)
+    out[:3, :3] = np.diag(spacing)
+    out[:3, 3] = centre - np.asarray(spacing) * (size - 1) / 2
+    return out, tuple(int(s) for s in size)  # type: ignore[return-value]
+
+
+def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, available: np.ndarray, spec: RoiSpec,
+               cfg: ScanConfig, device: torch.device) -> ScanResult:
+    """Sliding-window probability maps and candidate ROI centres for one prepared study."""
+    from monai.inferers import SlidingWindowInferer
+
+    grid_affine, grid_shape = scan_grid(array.shape[1:], affine, spec.spacing, cfg.max_extent_mm)
+    volume = sample_grid(array, affine, grid_affine, grid_shape)  # (1, C, X, Y, Z)
+    flags = torch.as_tensor(np.asarray(available, dtype=np.float32))
+    temps = net.temperature.detach().float().cpu()
+    n_classes = [len(c) for c in TASKS.values()]
+
+    def window_predictor(patches: torch.Tensor) -> torch.Tensor:
+        b = patches.shape[0]
+        f = flags.to(patches.device).expand(b, -1)
+        x = center_crop(robust_unit_range(patches.float(), f), spec.shape).contiguous()
+        with autocast_for(patches.device):
+            logits = net(x, f)
+        probs = [torch.softmax(lg.float() / temps[i].to(lg.device), 1) for i, lg in enumerate(logits)]
+        p = torch.cat(probs, 1)
+        return p.view(b, -1, 1, 1, 1).expand(b, p.shape[1], *patches.shape[2:])
+
+    inferer = SlidingWindowInferer(roi_size=spec.context_shape, sw_batch_size=cfg.sw_batch_size,
+                                   overlap=cfg.overlap, mode="gaussian", padding_mode="constant", cval=0.0)
+    with torch.inference_mode():
+        maps = inferer(volume.to(device), window_predictor)[0].float().cpu().numpy()
+    probabilities, start = {}, 0
+    for task, n in zip(TASKS, n_classes, strict=True):
+        probabilities[task] = maps[start:start + n]
+        start += n
+    score = np.maximum(1.0 - probabilities["compartment"][0], 1.0 - probabilities["fracture"][0])
+    # Only voxels inside the scanned volume may become candidates (the padding is not anatomy).
+    inside = sample_grid(np.ones((1, *array.shape[1:]), np.float32), affine, grid_affine, grid_shape)[0, 0].numpy() > 0.5
+    score = np.where(inside, score, 0.0)
+    return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
+
+
+def find_peaks(score: np.ndarray, affine: np.ndarray, spacing: tuple[float, float, float],
+               cfg: ScanConfig) -> list[tuple[np.ndarray, float]]:
+    """Local maxima above the threshold, at least ``min_distance_mm`` apart, best first."""
+    size = np.maximum(np.round(cfg.min_distance_mm / np.asarray(spacing)).astype(int), 1)
+    local_max = (score == ndimage.maximum_filter(score, size=tuple(size), mode="constant")) & (score >= cfg.threshold)
+    idx = np.argwhere(local_max)
+    order = np.argsort(-score[tuple(idx.T)], kind="stable")
+    kept: list[tuple[np.ndarray, float]] = []
+    for i in order:
+        p = apply_affine(affine, idx[i].astype(float))
+        if all(np.linalg.norm(p - q) >= cfg.min_distance_mm for q, _ in kept):
+            kept.append((p, float(score[tuple(idx[i])])))
+        if len(kept) >= cfg.max_rois:
+            break
+    return kept

@@ -1,0 +1,77 @@
+"""Run outputs of ``predict``: per-study JSON, the run-level CSV and the list of failures.
+
+File and folder names come only from sanitised study identifiers, never from patient names
+or IDs, and every path is checked to stay inside the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from spinelesion.atomic import atomic_path, write_json
+from spinelesion.labels import TASKS
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, max_len: int = 64) -> str:
+    """A file-system-safe name for an identifier: [A-Za-z0-9._-], no leading dots, bounded,
+    with a short hash when anything was changed so two different ids never collide."""
+    cleaned = _SAFE.sub("_", text).strip("._") or "study"
+    if cleaned != text or len(cleaned) > max_len:
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+        cleaned = f"{cleaned[: max_len - 9]}-{digest}"
+    return cleaned
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root / parts`` after checking the result cannot escape ``root``."""
+    root = root.resolve()
+    path = root.joinpath(*parts).resolve()
+    if root != path and root not in path.parents:
+        raise ValueError(f"refusing to write outside the output folder: {path}")
+    return path
+
+
+def write_predictions_json(path: Path, study_id: str, model: Mapping[str, Any], inputs: Mapping[str, str | None],
+                           rois: Sequence[Mapping[str, Any]], warnings: Sequence[str]) -> Path:
+    """``predictions.json`` exactly as the data contract's schema."""
+    return write_json(path, {
+        "study_id": study_id,
+        "model": {"name": str(model.get("name")), "version": str(model.get("version")),
+                  "weights_sha256": str(model.get("weights_sha256"))},
+        "inputs": dict(inputs),
+        "rois": list(rois),
+        "warnings": list(warnings),
+    })
+
+
+CSV_HEADER = ["study_id", "roi_id", "source", "x_mm", "y_mm", "z_mm",
+              *[f"{t}_{k}" for t, classes in TASKS.items() for k in ("label", *[f"p_{c}" for c in classes])],
+              "saliency_compartment", "saliency_fracture"]
+
+
+def roi_csv_rows(study_id: str, rois: Iterable[Mapping[str, Any]], study_dir: str) -> list[list[object]]:
+    out = []
+    for roi in rois:
+        line: list[object] = [study_id, roi["roi_id"], roi["source"], *[f"{v:.2f}" for v in roi["center_lps_mm"]]]
+        for task, classes in TASKS.items():
+            line.append(roi[task]["label"])
+            line.extend(f"{roi[task]['probabilities'][c]:.6f}" for c in classes)
+        sal = roi.get("saliency") or {}
+        line.extend(f"{study_dir}/{sal[t]}" if sal.get(t) else "" for t in TASKS)
+        out.append(line)
+    return out
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
