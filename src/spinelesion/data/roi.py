@@ -3,7 +3,7 @@
 The ROI grid is axis-aligned in the patient frame (i->Left, j->Posterior, k->Superior)
 whatever the orientation of the source series, so the network always sees the anatomy the
 same way round: a sagittal, axial or oblique study gives the same ROI for the same patient.
-Sampling goes through each grid's affine (``torch.nn.functional.grid_sample``, trilinear),
+Sampling goes through each grid's affine (:func:`spinelesion.io.resample.sample_grid`),
 never through array indices.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from spinelesion.io.resample import sample_grid
 from spinelesion.io.volume import grid_affine
 
 
@@ -42,50 +42,6 @@ class RoiSpec:
     def affine(self, center_lps: np.ndarray, context: bool = False) -> np.ndarray:
         shape = self.context_shape if context else self.shape
         return grid_affine(center_lps, shape, self.spacing)
-
-
-def sample_grid(
-    array: torch.Tensor | np.ndarray,
-    src_affine: np.ndarray,
-    dst_affines: np.ndarray | Sequence[np.ndarray],
-    dst_shape: Sequence[int],
-    mode: str = "bilinear",
-) -> torch.Tensor:
-    """Sample a (C, I, J, K) array on one or several destination grids, by geometry.
-
-    Args:
-        array: source image, channels first, spatial axes in affine order.
-        src_affine: voxel-to-LPS affine of ``array``.
-        dst_affines: one 4x4 affine or a stack (R, 4, 4) of destination grids.
-        dst_shape: spatial shape of each destination grid.
-        mode: ``"bilinear"`` (trilinear in 3D) or ``"nearest"``.
-
-    Returns:
-        (R, C, *dst_shape) float32; points outside the source are 0.
-    """
-    src = torch.as_tensor(array)
-    if src.ndim != 4:
-        raise ValueError(f"expected a (C, I, J, K) array, got shape {tuple(src.shape)}")
-    src = src.float()
-    dst = np.asarray(dst_affines, dtype=np.float64)
-    single = dst.ndim == 2
-    dst = dst[None] if single else dst
-    shape = tuple(int(s) for s in dst_shape)
-    # Voxel indices of every destination voxel, in source index space.
-    mesh = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij"), -1)
-    homog = np.concatenate([mesh, np.ones((*shape, 1))], -1).reshape(-1, 4)
-    to_src = np.linalg.inv(src_affine)[None] @ dst  # (R, 4, 4)
-    ijk = np.einsum("rab,nb->rna", to_src[:, :3], homog)  # (R, N, 3)
-    size = np.asarray(src.shape[1:], dtype=np.float64)
-    # grid_sample(align_corners=True): -1 and +1 are the centres of the first and last voxels.
-    # A singleton axis has no extent: put every sample on it when within half a voxel.
-    denom = np.where(size > 1, size - 1, 1.0)
-    norm = np.where(size > 1, 2.0 * ijk / denom - 1.0, np.where(np.abs(ijk) <= 0.5, 0.0, 2.0))
-    grid = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy())  # (x, y, z) = (K, J, I)
-    grid = grid.reshape(1, dst.shape[0] * shape[0], shape[1], shape[2], 3)
-    out = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
-    out = out.reshape(src.shape[0], dst.shape[0], *shape).transpose(0, 1)
-    return out.contiguous()
 
 
 def crop_rois(
