@@ -1,0 +1,24 @@
+"""``spinelesion-make-data``: render a synthetic multi-sequence spine MRI dataset with labels."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from spinelesion.config_path import CONFIG_DIR
+
+log = logging.getLogger("spinelesion.make_data")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="make_data")
+def main(cfg: DictConfig) -> None:
+    from spinelesion.phantom.dataset import generate_dataset
+
+    manifest = generate_dataset(cfg)
+    log.info("manifest: %s", manifest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Render one synthetic study: anatomy, findings, painting, acquisition of every sequence, ROIs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spinelesion.io.volume import Volume
+from spinelesion.phantom.acquisition import SEQ_NAMES, SeriesPlan, acquire, plan_series
+from spinelesion.phantom.anatomy import (
+    Anatomy,
+    canvas_bounds,
+    layout,
+    paint_background,
+    paint_basivertebral_vein,
+    paint_canal,
+    paint_disc,
+    paint_vertebra,
+    sample_anatomy,
+)
+from spinelesion.phantom.canvas import Canvas
+from spinelesion.phantom.lesions import (
+    DISC_FINDINGS,
+    FINDINGS,
+    BodyMetastasis,
+    DropMetastases,
+    EpiduralExtension,
+    Finding,
+    Fracture,
+    IntraduralMass,
+    IntramedullaryMetastasis,
+    ParaspinalMass,
+    RoiRecord,
+)
+from spinelesion.phantom.tissues import TissueTable
+
+CANAL_STAGE = (EpiduralExtension, IntraduralMass, DropMetastases, IntramedullaryMetastasis, ParaspinalMass)
+MIMICS = ("haemangioma", "modic1", "schmorl_node", "discitis")
+
+
+@dataclass
+class RenderedStudy:
+    study_id: str
+    patient_id: str
+    volumes: dict[str, Volume]
+    plans: dict[str, SeriesPlan]
+    rois: list[RoiRecord]
+    findings: list[Finding]
+    anatomy: Anatomy
+    canvas: Canvas | None
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    names = list(weights)
+    p = np.array([weights[n] for n in names], dtype=float)
+    return str(rng.choice(names, p=p / p.sum()))
+
+
+def _free_level(rng: np.random.Generator, an: Anatomy, taken: set[int], disc: bool = False,
+                avoid: set[int] | None = None) -> int | None:
+    n = len(an.vertebrae)  # levels 0 and n-1 are context: findings go in between
+    hi = n - 3 if disc else n - 2
+    candidates = [i for i in range(1, hi + 1) if i not in taken and (not disc or i + 1 not in taken)]
+    if avoid:
+        candidates = [i for i in candidates if i not in avoid and (not disc or i + 1 not in avoid)]
+    return int(rng.choice(candidates)) if candidates else None
+
+
+def plan_findings(rng: np.random.Generator, an: Anatomy, cfg: dict, forced: str | None = None) -> list[Finding]:
+    """Primary finding (weighted by class), its companions, an occasional incidental one."""
+    feat = cfg["features"]
+    primary = forced or _choose(rng, cfg["finding_weights"])
+    findings: list[Finding] = []
+    taken: set[int] = set()
+
+    def add(name: str | Finding, level: int | None = None, disc: bool = False, avoid: set[int] | None = None) -> Finding | None:
+        f = FINDINGS[name]() if isinstance(name, str) else name
+        lvl = level if level is not None else _free_level(rng, an, taken, disc=disc, avoid=avoid)
+        if lvl is None:
+            return None
+        f.level_index = lvl
+        taken.add(lvl)
+        if disc:
+            taken.add(lvl + 1)
+        findings.append(f)
+        return f
+
+    level = None
+    if primary == "intramedullary_metastasis" and an.region == "lumbar":
+        level = 1  # the cord ends at the conus: put it in the top level, above it
+    main = add(primary, level=level, disc=primary in DISC_FINDINGS)
+    fractured: set[int] = set()
+    if isinstance(main, Fracture):
+        fractured.add(main.level_index)
+        if main.kind == "pathologic":
+            if rng.random() < feat["pathologic_epidural_rate"]:
+                add(EpiduralExtension(), level=main.level_index)
+            if rng.random() < feat["pathologic_paraspinal_rate"]:
+                add(ParaspinalMass(), level=main.level_index)
+            for _ in range(int(rng.random() < feat["pathologic_other_metastases_rate"]) * int(rng.integers(1, 3))):
+                add(_choose(rng, {"lytic_metastasis": 0.6, "blastic_metastasis": 0.25, "mixed_metastasis": 0.15}))
+        elif rng.random() < feat["benign_multiple_rate"]:
+            old = add(Fracture("benign", chronic=True))
+            if old is not None:
+                fractured.add(old.level_index)
+    if primary == "epidural_extension" and rng.random() < feat["epidural_with_body_metastasis_rate"]:
+        add(BodyMetastasis(str(rng.choice(["lytic", "mixed"]))), level=main.level_index if main else None)
+    if rng.random() < cfg["incidental_rate"]:
+        name = str(rng.choice(MIMICS))
+        adjacent = {i + d for i in fractured for d in (-1, 0, 1)}
+        add(name, disc=name in DISC_FINDINGS, avoid=adjacent)
+    return findings
+
+
+def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], cfg: dict) -> list[RoiRecord]:
+    """ROIs on normal anatomy (body, canal, disc), away from the findings, labelled none."""
+    busy = set().union(*[f.occupies | {f.level_index} for f in findings]) if findings else set()
+    lesion_z = [float(f.center[2]) for f in findings]
+    long_reach = [float(f.center[2]) for f in findings if isinstance(f, IntramedullaryMetastasis | DropMetastases)]
+    out = []
+    n = int(rng.integers(cfg["normal_rois"][0], cfg["normal_rois"][1] + 1))
+    for _ in range(n):
+        kind = _choose(rng, cfg["normal_roi_kinds"])
+        inner = range(1, len(an.vertebrae) - 1)  # the first and last levels are context only
+        free = [i for i in inner if i not in busy and an.vertebrae[i].state == "none"]
+        if not free:
+            break
+        i = int(rng.choice(free))
+        v = an.vertebrae[i]
+        if kind == "disc" and i < len(an.discs) - 1 and i + 1 not in busy and an.vertebrae[i + 1].state == "none":
+            c = an.discs[i].center.copy()
+        elif kind == "canal":
+            yc = float(an.sac_geometry(np.array([v.center[2]]))[0][0])
+            c = np.array([0.0, yc, v.center[2]])
+        else:
+            c = v.center + np.array([rng.uniform(-0.2, 0.2) * v.width, rng.uniform(-0.2, 0.2) * v.depth, 0.0])
+        if any(abs(c[2] - z) < 30 for z in lesion_z) or any(abs(c[2] - z) < 90 for z in long_reach):
+            continue
+        busy.add(i)
+        out.append(RoiRecord(c, "none", "none", "normal", v.name))
+    return out
+
+
+def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | list[int] | None = None,
+                 finding: str | None = None, region: str | None = None, keep_canvas: bool = False,
+                 study_id: str = "S0", patient_id: str = "P0") -> RenderedStudy:
+    """Render every sequence of one study.
+
+    Args:
+        study_seed: findings and acquisition draw from this.
+        patient_seed: the anatomy draws from this (a patient's follow-up study shares it).
+        finding: force the primary finding (tests, previews); otherwise drawn by weight.
+        keep_canvas: keep the painted object grid (ground truth for tests).
+    """
+    rng_p = np.random.default_rng(patient_seed if patient_seed is not None else study_seed)
+    rng = np.random.default_rng(study_seed)
+    primary = finding or _choose(rng, cfg["finding_weights"])
+    bias = cfg.get("finding_region_bias", {}).get(primary)
+    if region is None and bias and rng.random() < bias["rate"]:
+        region = _choose(rng, bias["regions"])  # e.g. meningioma: mostly thoracic
+    an = sample_anatomy(rng_p, cfg["anatomy"], region=region)
+    findings = plan_findings(rng, an, cfg, forced=primary)
+    feat = cfg["features"]
+    for f in findings:
+        f.modify(an, rng, feat)
+    layout(an, rng_p)
+    for f in findings:
+        f.canal(an, rng, feat)
+
+    lo, hi = canvas_bounds(an, cfg["anatomy"])
+    cv = Canvas.empty(lo, hi, float(cfg["object_spacing_mm"]))
+    tt = TissueTable(rng, spread=float(cfg["tissue_spread"]), age=an.age)
+    paint_background(cv, an, tt, rng)
+    for v in an.vertebrae:
+        paint_vertebra(cv, an, v, tt, rng)
+        if rng.random() < feat["basivertebral_vein_rate"]:
+            paint_basivertebral_vein(cv, v, tt)
+    for d in an.discs:
+        paint_disc(cv, d, tt)
+    for f in findings:
+        if not isinstance(f, CANAL_STAGE):
+            f.paint(cv, an, tt, rng, feat)
+    paint_canal(cv, an, tt, rng)
+    for f in findings:
+        if isinstance(f, CANAL_STAGE):
+            f.paint(cv, an, tt, rng, feat)
+
+    rois = []
+    jitter = np.asarray(cfg["roi_jitter_mm"], dtype=float)
+    for f in findings:
+        for r in f.rois(an):
+            if isinstance(f, Fracture) and f.chronic and rng.random() > feat["chronic_fracture_roi_rate"]:
+                continue
+            level_state = an.level_at(float(r.center[2])).state
+            fracture = r.fracture if isinstance(f, Fracture) else (
+                level_state if (r.compartment == "extradural" and f.name not in DISC_FINDINGS) else r.fracture)
+            rois.append(RoiRecord(r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, fracture, r.finding, r.level))
+    for r in normal_rois(rng, an, findings, cfg):
+        rois.append(RoiRecord(r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, r.fracture, r.finding, r.level))
+
+    acq = cfg["acquisition"]
+    field_strength = float(rng.choice([1.5, 3.0]))
+    present = [s for s in SEQ_NAMES if rng.random() >= acq["missing_rate"][s]]
+    if "t1" not in present and "t2" not in present:
+        present.append(str(rng.choice(["t1", "t2"])))
+    centre = np.array([0.0, float(an.centre_y(0.0)) + an.canal_ap, 0.0])
+    extent = hi - lo - 10.0  # the field of view stays inside the painted object
+    volumes, plans = {}, {}
+    for c, seq in enumerate(SEQ_NAMES):
+        if seq not in present:
+            continue
+        plan = plan_series(rng, seq, centre, extent, acq, field_strength)
+        plans[seq] = plan
+        volumes[seq] = acquire(cv, c, plan, rng)
+    info = {"region": an.region, "age": round(an.age, 1), "sex": str(rng.choice(["F", "M"])),
+            "field_strength": field_strength, "levels": [v.name for v in an.vertebrae],
+            "findings": [f.name for f in findings], "fat_fraction": round(tt.fat_fraction, 3)}
+    return RenderedStudy(study_id, patient_id, volumes, plans, rois, findings, an, cv if keep_canvas else None, info)

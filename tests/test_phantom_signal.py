@@ -1,0 +1,255 @@
+"""Each class's signature from docs/radiology.md is measurable in the rendered volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers_phantom import (
+    T1,
+    T2,
+    acquired_on_box,
+    body_marrow_mask,
+    mean_where,
+    normal_level,
+    rendered,
+)
+
+from spinelesion.phantom.anatomy import sac_distance
+from spinelesion.phantom.canvas import soft
+
+
+def lesion(study, name: str | None = None):
+    f = study.findings[0] if name is None else next(x for x in study.findings if x.name == name)
+    return f, f.truth["lesion"]
+
+
+def marrow_ref(study, seq: str) -> float:
+    box, mask = body_marrow_mask(study, normal_level(study))
+    return mean_where(acquired_on_box(study, seq, box), mask)
+
+
+def lesion_mean(study, seq: str, name: str | None = None) -> float:
+    _, (box, mask) = lesion(study, name)
+    return mean_where(acquired_on_box(study, seq, box), mask, thr=0.9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lytic_metastasis_dark_on_t1_bright_on_stir_and_enhancing(seed):
+    s = rendered("lytic_metastasis", seed)
+    assert lesion_mean(s, "t1") < 0.6 * marrow_ref(s, "t1")
+    assert lesion_mean(s, "stir") > 1.8 * marrow_ref(s, "stir")
+    assert lesion_mean(s, "t2") > 1.1 * marrow_ref(s, "t2")
+    assert lesion_mean(s, "t1c") > 1.5 * marrow_ref(s, "t1c")
+
+
+def test_lytic_lesion_does_not_cross_the_disc():
+    from spinelesion.phantom.anatomy import disc_distance
+
+    s = rendered("lytic_metastasis", 2)
+    f, (box, mask) = lesion(s)
+    assert float(mask.max()) > 0.9
+    for disc in s.anatomy.discs:
+        if f.level_index not in (s.anatomy.vertebrae.index(disc.upper), s.anatomy.vertebrae.index(disc.lower)):
+            continue
+        whole, _ = disc_distance(disc, *disc.local(*s.canvas.coords(box)))
+        in_disc = soft(whole + 1.5)  # well inside the disc, away from the endplate
+        assert float((np.broadcast_to(mask, in_disc.shape) * in_disc).max()) < 0.05
+
+
+def test_blastic_metastasis_dark_on_every_sequence():
+    s = rendered("blastic_metastasis", 0)
+    assert lesion_mean(s, "t1") < 0.5 * marrow_ref(s, "t1")
+    assert lesion_mean(s, "t2") < 0.6 * marrow_ref(s, "t2")
+    assert lesion_mean(s, "stir") < 1.3 * marrow_ref(s, "stir")
+
+
+def test_epidural_extension_enhances_and_pushes_the_sac_from_outside():
+    s = rendered("epidural_extension", 0)
+    f, (box, mask) = lesion(s, "epidural_extension")
+    assert lesion_mean(s, "t1c", "epidural_extension") > 2.0 * marrow_ref(s, "t1c")
+    assert lesion_mean(s, "t1", "epidural_extension") < 0.7 * marrow_ref(s, "t1")
+    # the mass lies outside the dural sac (extradural): its voxels are not inside the sac
+    x, y, z = s.canvas.coords(box)
+    inside_sac = soft(sac_distance(s.anatomy, x, y, z) + 0.5)
+    sel = np.broadcast_to(mask, inside_sac.shape) > 0.9
+    assert float(inside_sac[sel].mean()) < 0.1
+
+
+def _axial_canvas(s, z: float, ch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cv = s.canvas
+    k = int(round((z - cv.origin[2]) / cv.spacing))
+    x = cv.origin[0] + cv.spacing * np.arange(cv.shape[0])
+    y = cv.origin[1] + cv.spacing * np.arange(cv.shape[1])
+    return cv.img[ch, :, :, k], x, y
+
+
+def _cord_centroid_and_area(s, z: float) -> tuple[np.ndarray, float]:
+    """Cord = voxels inside the sac brighter than the CSF/cord midpoint on T1 (CSF is dark on T1)."""
+    img, x, y = _axial_canvas(s, z, T1)
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    inside = soft(sac_distance(s.anatomy, xx, yy, np.full_like(xx, z)) + 1.0) > 0.99
+    vals = img[inside]
+    thr = 0.5 * (np.percentile(vals, 5) + np.percentile(vals, 95))
+    cord = inside & (img > thr)
+    return np.array([xx[cord].mean(), yy[cord].mean()]), float(cord.sum())
+
+
+@pytest.mark.parametrize("kind", ["meningioma", "schwannoma"])
+def test_idem_mass_displaces_the_cord_with_csf_caps(kind):
+    s = rendered(kind, 3, region="thoracic")
+    f = s.findings[0]
+    z0, phi, rz, cap = (float(f.params[k]) for k in ("z0", "phi", "rz", "cap"))
+    direction = np.array([np.cos(phi), np.sin(phi)])
+    far = z0 + 60.0 if z0 + 60 < s.anatomy.z_range[1] - 10 else z0 - 60.0
+    c_far, _ = _cord_centroid_and_area(s, far)
+    if s.anatomy.conus_z is not None and min(z0, far) < s.anatomy.conus_z + 20:
+        pytest.skip("below the conus: no cord to displace in this draw")
+    c_cap, _ = _cord_centroid_and_area(s, z0 + rz + cap / 2)  # just above the mass: the CSF cap
+    shift = float(np.dot(c_cap - c_far, direction))
+    assert shift < -1.0, f"cord not displaced away from the mass at the cap level (shift {shift:.2f} mm)"
+    # the mass itself: iso to cord on T1, enhancing
+    assert lesion_mean(s, "t1c") > 1.8 * marrow_ref(s, "t1c")
+
+
+def test_intramedullary_lesion_expands_the_cord_with_long_oedema():
+    s = rendered("intramedullary_metastasis", 0, region="cervical")
+    f = s.findings[0]
+    z0 = float(f.params["z0"])
+    top = s.anatomy.z_range[1]
+    far = z0 + 85 if z0 + 85 < top - 5 else z0 - 85
+    _, area_lesion = _cord_centroid_and_area(s, z0)
+    _, area_far = _cord_centroid_and_area(s, far)
+    assert area_lesion > 1.3 * area_far
+    # oedema: cord T2 brighter over several centimetres, not just at the nodule
+
+    def cord_t2(z: float) -> float:
+        img, x, y = _axial_canvas(s, z, T2)
+        xx, yy = np.meshgrid(x, y, indexing="ij")
+        from spinelesion.phantom.anatomy import cord_geometry
+
+        cx, cy, ra, rb = (float(t[0]) for t in cord_geometry(s.anatomy, np.array([z])))
+        core = ((xx - cx) / max(ra * 0.5, 0.5)) ** 2 + ((yy - cy) / max(rb * 0.5, 0.5)) ** 2 < 1
+        return float(img[core].mean())
+
+    assert cord_t2(z0 + 22) > 1.2 * cord_t2(far)
+    assert lesion_mean(s, "t1c") > 2.0 * marrow_ref(s, "t1c")
+
+
+def test_drop_metastases_enhance():
+    s = rendered("drop_metastases", 0)
+    assert lesion_mean(s, "t1c") > 2.0 * marrow_ref(s, "t1c")
+
+
+def _body_height(s, index: int) -> float:
+    v = s.anatomy.vertebrae[index]
+    u, vv = np.zeros(1), np.zeros(1)
+    return float(2 * v.half_height(u, vv)[0])
+
+
+def test_benign_fracture_height_loss_oedema_and_fluid_sign_only_when_labelled():
+    with_fluid, without = None, None
+    for seed in range(12):
+        s = rendered("osteoporotic_fracture", seed)
+        f = s.findings[0]
+        if f.chronic:
+            continue
+        if f.params.get("fluid_sign") and with_fluid is None:
+            with_fluid = s
+        if not f.params.get("fluid_sign") and without is None:
+            without = s
+        if with_fluid and without:
+            break
+    assert with_fluid is not None and without is not None
+    for s in (with_fluid, without):
+        f = s.findings[0]
+        assert f.fracture == "benign" and f.compartment == "none"
+        assert _body_height(s, f.level_index) < 0.85 * _body_height(s, normal_level(s))
+        assert lesion_mean(s, "stir") > 1.5 * marrow_ref(s, "stir")
+    # fluid sign: CSF-like T2 signal in a cleft under the endplate, only where the label says so
+    box, cleft = with_fluid.findings[0].truth["fluid_sign"]
+    assert mean_where(with_fluid.canvas.img[(T2, *box)], cleft, 0.9) > 0.8 * csf_t2(with_fluid)
+    f = without.findings[0]
+    box, marrow = body_marrow_mask(without, f.level_index)
+    body_t2 = without.canvas.img[(T2, *box)][np.broadcast_to(marrow, [s.stop - s.start for s in box]) > 0.9]
+    assert float(body_t2.max()) < 0.9 * csf_t2(without)
+
+
+def csf_t2(s) -> float:
+    """T2 of CSF: the bright end of the sac's contents."""
+    from spinelesion.phantom.anatomy import canal_box
+
+    box = canal_box(s.canvas, s.anatomy)
+    x, y, z = s.canvas.coords(box)
+    inside = soft(sac_distance(s.anatomy, x, y, z) + 1.5) > 0.99
+    return float(np.percentile(s.canvas.img[(T2, *box)][inside], 90))
+
+
+def test_pathologic_fracture_diffuse_t1_replacement_and_convex_border():
+    for seed in range(10):
+        s = rendered("pathologic_fracture", seed)
+        f = s.findings[0]
+        v = s.anatomy.vertebrae[f.level_index]
+        if v.posterior_bulge > 0 and not f.params.get("partial"):
+            break
+    assert f.fracture == "pathologic" and f.compartment == "extradural"
+    box, marrow = body_marrow_mask(s, f.level_index)
+    t1 = acquired_on_box(s, "t1", box)
+    sel = np.broadcast_to(marrow, t1.shape) > 0.9
+    dark = float((t1[sel] < 0.7 * marrow_ref(s, "t1")).mean())
+    assert dark > 0.6
+    # convex posterior border: the back of the body reaches further at mid-height than nearer the
+    # endplates, where a normal body's border is straight or concave
+    def bulge(vert) -> float:
+        u = np.zeros(1)
+        hh = float(vert.half_height(u, np.array([vert.depth / 2]))[0])
+        vs = np.linspace(0, vert.depth, 800)
+        reach = [float(vs[(vert.body_distance(u, vs, np.full_like(vs, w)) < 0)].max()) for w in (0.0, 0.7 * hh)]
+        return reach[0] - reach[1]
+
+    assert bulge(v) > 0.6
+    assert bulge(s.anatomy.vertebrae[normal_level(s)]) < 0.0
+
+
+def test_haemangioma_bright_on_t1_and_t2():
+    s = rendered("haemangioma", 0)
+    assert lesion_mean(s, "t1") > 1.02 * marrow_ref(s, "t1")
+    assert lesion_mean(s, "t2") > 1.1 * marrow_ref(s, "t2")
+
+
+def test_modic1_bands_beside_a_degenerated_disc():
+    s = rendered("modic1", 0)
+    f = s.findings[0]
+    disc = s.anatomy.discs[f.level_index]
+    assert disc.degeneration > 0.7
+    assert lesion_mean(s, "t1") < 0.85 * marrow_ref(s, "t1")
+    assert lesion_mean(s, "stir") > 1.5 * marrow_ref(s, "stir")
+
+
+def test_discitis_crosses_the_disc():
+    s = rendered("discitis", 0)
+    f = s.findings[0]
+    disc = s.anatomy.discs[f.level_index]
+    # fluid in the disc: T2 brighter than a normal disc's annulus
+    assert lesion_mean(s, "t2") > 1.5 * marrow_ref(s, "t2")
+    # oedema on both sides: both adjacent bodies near the disc are STIR-bright
+    for index, sign in ((f.level_index, -1.0), (f.level_index + 1, 1.0)):
+        v = s.anatomy.vertebrae[index]
+        box, marrow = body_marrow_mask(s, index)
+        u, vv, w = v.local(*s.canvas.coords(box))
+        near = (v.half_height(u, vv) + sign * w) < 5.0
+        stir = acquired_on_box(s, "stir", box)
+        assert mean_where(stir, np.broadcast_to(marrow, stir.shape) * near, 0.9) > 1.5 * marrow_ref(s, "stir")
+    assert disc is not None
+
+
+def test_labels_follow_the_contract():
+    from spinelesion.labels import TASKS
+
+    for name in ("lytic_metastasis", "meningioma", "intramedullary_metastasis", "osteoporotic_fracture", "haemangioma"):
+        s = rendered(name, 0)
+        assert s.rois, name
+        for r in s.rois:
+            assert r.compartment in TASKS["compartment"] and r.fracture in TASKS["fracture"]
+            assert r.level[0] in "CTLS"
+        first = s.rois[0]
+        assert first.finding == name
