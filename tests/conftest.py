@@ -31,3 +31,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def generate(out: Path, studies: int, seed: int, **overrides: object) -> Path:
+    """A small synthetic dataset through the real generator (both DICOM and NIfTI)."""
+    from omegaconf import OmegaConf
+
+    from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.phantom.dataset import generate_dataset
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "make_data.yaml")
+    cfg.output_dir = str(out)
+    cfg.studies = studies
+    cfg.seed = seed
+    cfg.workers = 2
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return generate_dataset(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 generated studies with every class; shared by the data, training and predict tests."""
+    return generate(tmp_path_factory.mktemp("tiny"), studies=24, seed=77)

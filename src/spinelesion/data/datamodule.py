@@ -67,6 +67,7 @@ class SpineDataModule(pl.LightningDataModule):
         check_geometry: bool = True,
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
+        build_all: bool = True,
     ):
         super().__init__()
         self.manifest_path = Path(manifest)
@@ -84,6 +85,7 @@ class SpineDataModule(pl.LightningDataModule):
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
         self.progress = progress
+        self.build_all = build_all
         self.manifest: Manifest | None = None
         self.split_of: dict[str, str] = {}
         self.bank: RoiBank | None = None
@@ -125,8 +127,10 @@ class SpineDataModule(pl.LightningDataModule):
         return build_roi_bank(rows, self.cache, self.spec, on_error="raise", progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = self._splits_for(stage) | self._built_splits
-        if self.bank is not None and wanted == self._built_splits:
+        # Every split at once: the final evaluation needs test after fit, and a second pass
+        # over the studies would cost more than the memory the test ROIs take.
+        wanted = set(SPLITS) if self.build_all else (self._splits_for(stage) | self._built_splits)
+        if self.bank is not None and wanted <= self._built_splits:
             return
         rows = [r for r in self.load_manifest().rows if r.split in wanted]
         if not rows:

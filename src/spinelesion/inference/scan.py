@@ -75,7 +75,8 @@ def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, avai
             logits = net(x, f)
         probs = [torch.softmax(lg.float() / temps[i].to(lg.device), 1) for i, lg in enumerate(logits)]
         p = torch.cat(probs, 1)
-        return p.view(b, -1, 1, 1, 1).expand(b, p.shape[1], *patches.shape[2:])
+        # a real tensor, not an expanded view: MONAI weights the window output in place
+        return p.view(b, -1, 1, 1, 1).expand(b, p.shape[1], *patches.shape[2:]).contiguous()
 
     inferer = SlidingWindowInferer(roi_size=spec.context_shape, sw_batch_size=cfg.sw_batch_size,
                                    overlap=cfg.overlap, mode="gaussian", padding_mode="constant", cval=0.0)

@@ -175,10 +175,17 @@ def load_study_folder(folder: str | os.PathLike[str], overrides: Mapping[str, st
     if any(is_nifti(p) for p in folder.iterdir()):
         return load_nifti_folder(folder, study_id)
     studies, _skipped = group_dicom_studies(folder)
+    # A report or presentation state filed under another study does not make a second study.
+    imaging = {uid: series for uid, series in studies.items() if any(s.is_image for s in series)}
+    dropped = [f"{s.label}: skipped, {non_image_reason(s.header)}" for uid, series in studies.items()
+               if uid not in imaging for s in series if s.header is not None]
+    studies = imaging or studies
     if not studies:
         raise StudyError(study_id or folder.name, f"{folder}: no DICOM or NIfTI image found")
     if len(studies) > 1:
         raise StudyError(study_id or folder.name, f"{folder} holds {len(studies)} studies; give one study folder "
                                                    "or predict on the parent folder (one result per study)")
     uid, series = next(iter(studies.items()))
-    return load_dicom_study(study_id or uid, series, overrides)
+    study = load_dicom_study(study_id or uid, series, overrides)
+    study.warnings.extend(dropped)
+    return study

@@ -79,6 +79,11 @@ class SpineLesionModule(pl.LightningModule):
             self.register_buffer(f"class_weight_{task}", torch.ones(len(classes)))
         self._val_outputs: dict[str, list[torch.Tensor]] = {}
 
+    def on_train_start(self) -> None:
+        import time
+
+        self._fit_t0 = time.perf_counter() - float(getattr(self, "_elapsed_before", 0.0))
+
     def on_fit_start(self) -> None:
         if self.channels_last_cfg == "auto":
             self.channels_last = self.device.type == "cuda"
@@ -154,6 +159,10 @@ class SpineLesionModule(pl.LightningModule):
         scores["score"] = float(np.mean(defined)) if defined else 0.0
         for k, v in scores.items():
             self.log(f"val/{k}", float("nan") if v is None else float(v), prog_bar=k == "score", sync_dist=False)
+        if hasattr(self, "_fit_t0"):  # training seconds so far: learning curves against time
+            import time
+
+            self.log("time/train_seconds", time.perf_counter() - self._fit_t0, sync_dist=False)
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -44,6 +44,7 @@ class RoiRecord:
     fracture: str
     finding: str
     level: str
+    index: int = -1  # position among the study's ROIs before any is dropped: keeps case ids stable
 
 
 @dataclass

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spinelesion.io.resample import REFERENCE_ORDER
 from spinelesion.io.volume import Volume
 from spinelesion.phantom.acquisition import SEQ_NAMES, SeriesPlan, acquire, plan_series
 from spinelesion.phantom.anatomy import (
@@ -214,6 +215,12 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
         plan = plan_series(rng, seq, centre, extent, acq, field_strength)
         plans[seq] = plan
         volumes[seq] = acquire(cv, c, plan, rng)
+    # A ROI whose centre falls outside the reference sequence's field of view (a lateral mass
+    # beyond the slab, a level at the edge of the FOV) has no image to learn from: drop it.
+    reference = next(s for s in REFERENCE_ORDER if s in volumes)
+    for k, r in enumerate(rois):
+        r.index = k
+    rois = [r for r in rois if volumes[reference].contains(r.center)]
     info = {"region": an.region, "age": round(an.age, 1), "sex": str(rng.choice(["F", "M"])),
             "field_strength": field_strength, "levels": [v.name for v in an.vertebrae],
             "findings": [f.name for f in findings], "fat_fraction": round(tt.fat_fraction, 3)}

@@ -67,7 +67,7 @@ def manifest_records(study: RenderedStudy, paths: dict[str, str]) -> list[dict[s
     rows = []
     for k, roi in enumerate(study.rois):
         rows.append({
-            "case_id": f"{study.study_id}_r{k:02d}", "study_id": study.study_id, "patient_id": study.patient_id,
+            "case_id": f"{study.study_id}_r{roi.index if roi.index >= 0 else k:02d}", "study_id": study.study_id, "patient_id": study.patient_id,
             "split": "", **{s: paths.get(s, "") for s in SEQ_NAMES},
             "x_mm": f"{roi.center[0]:.2f}", "y_mm": f"{roi.center[1]:.2f}", "z_mm": f"{roi.center[2]:.2f}",
             "compartment": roi.compartment, "fracture": roi.fracture, "level": roi.level, "finding": roi.finding,

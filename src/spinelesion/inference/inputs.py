@@ -1,0 +1,114 @@
+"""What ``predict`` was given -> a list of studies to run, each with a loader and optional ROIs.
+
+Accepted: a manifest CSV (its rows are the ROIs), a NIfTI file, a folder of NIfTI files named
+by sequence, a folder with DICOM series of one or several studies (grouped by
+StudyInstanceUID, nested as deep as the export likes), or a folder of such study folders.
+Problems found while listing inputs are returned as failures, never raised: one bad study
+must not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spinelesion.inference.predictor import RoiRequest, StudyInput
+from spinelesion.io.nifti import is_nifti
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InputFailure:
+    study_id: str
+    source: str
+    reason: str
+
+
+def _given_rois(points: Sequence[Sequence[float]] | None) -> list[RoiRequest]:
+    out = []
+    for k, p in enumerate(points or []):
+        arr = np.asarray(p, dtype=np.float64)
+        if arr.shape != (3,) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"ROI {k + 1}: expected [x, y, z] in LPS mm, got {p}")
+        out.append(RoiRequest(f"roi{k + 1:02d}", arr, "given"))
+    return out
+
+
+def from_manifest(path: Path) -> tuple[list[StudyInput], list[InputFailure]]:
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.io.study import load_study_from_paths
+
+    manifest = read_manifest(path, check_files=False)  # missing files fail their own study, not the run
+    items = []
+    for study_id, rows in manifest.studies().items():
+        seqs = dict(rows[0].sequences)
+        rois = [RoiRequest(r.case_id, r.center_lps, "given") for r in rows]
+        items.append(StudyInput(study_id, str(path), lambda sid=study_id, s=seqs: load_study_from_paths(sid, s), rois))
+    return items, []
+
+
+def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str
+                ) -> tuple[list[StudyInput], list[InputFailure]]:
+    from spinelesion.io.study import group_dicom_studies, load_dicom_study, load_nifti_folder
+
+    items: list[StudyInput] = []
+    failures: list[InputFailure] = []
+    # NIfTI studies: every folder (this one or below) that holds NIfTI files named by sequence
+    nifti_dirs = sorted({p.parent for p in folder.rglob("*") if p.is_file() and is_nifti(p)})
+    for d in nifti_dirs:
+        sid = d.name if d != folder else folder.name
+        items.append(StudyInput(sid, str(d), lambda d=d, sid=sid: load_nifti_folder(d, sid)))
+    try:
+        studies, skipped = group_dicom_studies(folder)
+    except Exception as exc:  # noqa: BLE001 - reported, the NIfTI studies still run
+        failures.append(InputFailure(folder.name, str(folder), f"cannot list DICOM files: {exc}"))
+        return items, failures
+    for uid, series in studies.items():
+        if not any(s.is_image for s in series):
+            continue
+        src = os.path.commonpath([str(s.files[0].parent) for s in series])
+        items.append(StudyInput(uid, src, lambda uid=uid, series=series: load_dicom_study(uid, series, overrides)))
+    if skipped:
+        log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(skipped))
+    if not items and not failures:
+        failures.append(InputFailure(folder.name, str(folder), "no DICOM image series or NIfTI file found"))
+    return items, failures
+
+
+def discover_inputs(path: str | os.PathLike[str], rois: Sequence[Sequence[float]] | None = None,
+                    overrides: Mapping[str, str] | None = None, nifti_sequence: str = "t2"
+                    ) -> tuple[list[StudyInput], list[InputFailure]]:
+    """Studies to predict, and what could not even be listed."""
+    from spinelesion.io.nifti import read_nifti
+    from spinelesion.io.study import Study, nifti_sequence_name
+
+    path = Path(path)
+    if not path.exists():
+        return [], [InputFailure(path.name, str(path), "input does not exist")]
+    given = _given_rois(rois)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        items, failures = from_manifest(path)
+        if given:
+            for it in items:
+                it.rois = list(given)
+        return items, failures
+    if path.is_file() and is_nifti(path):
+        seq = nifti_sequence_name(path) or nifti_sequence
+        sid = path.name.split(".")[0]
+
+        def load(p: Path = path, s: str = seq, i: str = sid) -> Study:
+            return Study(i, {s: read_nifti(p)})
+
+        return [StudyInput(sid, str(path), load, list(given))], []
+    if path.is_dir():
+        items, failures = from_folder(path, dict(overrides or {}), nifti_sequence)
+        for it in items:
+            it.rois = list(given)
+        return items, failures
+    return [], [InputFailure(path.name, str(path), "not a manifest (.csv), NIfTI file or folder")]

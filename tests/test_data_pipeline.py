@@ -1,0 +1,171 @@
+"""From a generated manifest to batches: shapes, flags, cache, determinism, splits, bad studies."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from spinelesion.data.cache import StudyCache
+from spinelesion.data.datamodule import SpineDataModule
+from spinelesion.data.dataset import BadStudiesError, build_roi_bank
+from spinelesion.data.manifest import read_manifest
+from spinelesion.data.roi import RoiSpec
+from spinelesion.labels import SEQUENCES
+
+
+def dm_for(manifest: Path, cache: Path | None, **kw: object) -> SpineDataModule:
+    args = {"batch_size": 4, "num_workers": 0, "progress": False, "seed": 3}
+    args.update(kw)
+    return SpineDataModule(manifest, cache_dir=cache, **args)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def dicom_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every pixel-reading pydicom.dcmread call (header-only reads for validation are not counted)."""
+    calls: list[str] = []
+    real = pydicom.dcmread
+
+    def counting(fp, *a, **k):  # noqa: ANN001
+        if not k.get("stop_before_pixels"):
+            calls.append(str(fp))
+        return real(fp, *a, **k)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    return calls
+
+
+def test_batches_have_the_contract_shape_and_missing_sequences_are_flagged(tiny_dataset: Path, tmp_path: Path):
+    dm = dm_for(tiny_dataset, tmp_path / "cache")
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert tuple(batch["image"].shape) == (4, 4, *RoiSpec().shape)
+    assert batch["image"].dtype == torch.float32 and torch.isfinite(batch["image"]).all()
+    # every bank entry's flags match the manifest's sequence columns, and missing ones are zero
+    manifest = read_manifest(tiny_dataset)
+    by_case = {r.case_id: r for r in manifest.rows}
+    saw_missing = False
+    for i, row in enumerate(dm.bank.rows):
+        expected = [s in by_case[row.case_id].sequences for s in SEQUENCES]
+        assert dm.bank.available[i].bool().tolist() == expected
+        for c, present in enumerate(expected):
+            if not present:
+                saw_missing = True
+                assert float(dm.bank.images[i, c].abs().max()) == 0.0
+    assert saw_missing, "the generated set should include a study with a missing sequence"
+
+
+def test_second_epoch_and_second_run_read_no_dicom_and_a_changed_file_is_reread(
+        tiny_dataset: Path, tmp_path: Path, dicom_reads: list[str]):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset.parent, data)
+    manifest = data / "manifest.csv"
+    dm = dm_for(manifest, tmp_path / "cache")
+    dm.setup("fit")
+    first = len(dicom_reads)
+    assert first > 0
+    loader = dm.train_dataloader()
+    for _epoch in range(2):
+        for _ in loader:
+            pass
+    assert len(dicom_reads) == first  # epochs read from memory
+    before = len(dicom_reads)
+    dm2 = dm_for(manifest, tmp_path / "cache")
+    dm2.setup("fit")
+    assert dm2.cache.hits > 0 and dm2.cache.misses == 0
+    assert len(dicom_reads) == before  # a second run decodes nothing: the disk cache serves it
+    # change one slice of one study: that study, and only it, is read again
+    with open(manifest) as fh:
+        row = next(csv.DictReader(fh))
+    series = data / row["t2"] if row["t2"] else data / row["t1"]
+    first_file = sorted(series.iterdir())[0]
+    ds = pydicom.dcmread(first_file)
+    ds.SeriesDescription = ds.SeriesDescription + " edited"
+    ds.save_as(first_file)
+    mark = len(dicom_reads)
+    dm3 = dm_for(manifest, tmp_path / "cache")
+    dm3.setup("fit")
+    assert dm3.cache.misses == 1
+    reread = {Path(p).parent.parent.parent.name for p in dicom_reads[mark:] if "studies" in p}
+    assert reread == {row["study_id"]}
+
+
+def test_same_seed_same_batches(tiny_dataset: Path, tmp_path: Path):
+    def first_batches(seed: int) -> list[torch.Tensor]:
+        dm = dm_for(tiny_dataset, tmp_path / "cache", seed=seed)
+        dm.setup("fit")
+        out = []
+        for i, b in enumerate(dm.train_dataloader()):
+            out.append(b["image"])
+            if i == 1:
+                break
+        return out
+
+    a, b, c = first_batches(5), first_batches(5), first_batches(6)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+    assert not torch.allclose(a[0], c[0])
+
+
+def test_same_batches_with_worker_processes(tiny_dataset: Path, tmp_path: Path):
+    dm0 = dm_for(tiny_dataset, tmp_path / "cache", num_workers=0)
+    dm2 = dm_for(tiny_dataset, tmp_path / "cache", num_workers=2)
+    dm0.setup("fit")
+    dm2.setup("fit")
+    b0 = next(iter(dm0.train_dataloader()))
+    b2 = next(iter(dm2.train_dataloader()))
+    torch.testing.assert_close(b0["image"], b2["image"])
+
+
+def test_splits_keep_patients_together(tiny_dataset: Path, tmp_path: Path):
+    dm = dm_for(tiny_dataset, tmp_path / "cache")
+    rows = dm.load_manifest().rows
+    seen: dict[str, set[str]] = {}
+    for r in rows:
+        seen.setdefault(r.patient_id, set()).add(r.split)
+    assert all(len(s) == 1 for s in seen.values())
+    assert {r.split for r in rows} == {"train", "val", "test"}
+
+
+def test_nifti_and_dicom_manifests_give_the_same_rois(tiny_dataset: Path):
+    spec = RoiSpec()
+    a = build_roi_bank(read_manifest(tiny_dataset).rows[:4], StudyCache(None), spec, progress=False)
+    b = build_roi_bank(read_manifest(tiny_dataset.parent / "manifest_nifti.csv").rows[:4], StudyCache(None), spec,
+                       progress=False)
+    torch.testing.assert_close(a.images.float(), b.images.float(), atol=2e-3, rtol=0)
+
+
+def _break_one_study(tmp_path: Path, tiny_dataset: Path) -> tuple[Path, str]:
+    data = tmp_path / "broken"
+    shutil.copytree(tiny_dataset.parent, data, ignore=shutil.ignore_patterns("*.nii.gz"))
+    with open(data / "manifest.csv") as fh:
+        row = next(csv.DictReader(fh))
+    series = data / (row["t2"] or row["t1"])
+    files = sorted(series.iterdir())
+    files[len(files) // 2].unlink()  # a missing slice
+    return data / "manifest.csv", row["study_id"]
+
+
+def test_bad_study_fails_training_fast_with_its_rows(tiny_dataset: Path, tmp_path: Path):
+    manifest, study = _break_one_study(tmp_path, tiny_dataset)
+    dm = dm_for(manifest, None)
+    with pytest.raises(BadStudiesError) as err:
+        dm.setup("fit")
+    text = str(err.value)
+    assert study in text and "missing slice" in text and "manifest rows" in text
+
+
+def test_bad_study_is_skipped_and_reported_at_inference(tiny_dataset: Path, tmp_path: Path):
+    manifest, study = _break_one_study(tmp_path, tiny_dataset)
+    rows = read_manifest(manifest).rows
+    bank = build_roi_bank(rows, StudyCache(None), RoiSpec(), on_error="skip", progress=False)
+    assert [f.study_id for f in bank.failures] == [study]
+    assert "missing slice" in bank.failures[0].reason
+    assert len(bank) == sum(r.study_id != study for r in rows)
+    assert np.all([r.study_id != study for r in bank.rows])

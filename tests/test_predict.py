@@ -1,0 +1,220 @@
+"""Inference: saliency lands where the lesion is, in every orientation; outputs follow the contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spinelesion.inference.export import export_onnx, export_torchscript, parity
+from spinelesion.inference.inputs import discover_inputs
+from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
+from spinelesion.io.dicom_write import make_uid, write_dicom_series
+from spinelesion.io.nifti import write_nifti
+from spinelesion.io.reader import read_volume
+from spinelesion.io.study import Study
+from spinelesion.io.volume import LPS_TO_RAS, Volume, grid_affine
+from spinelesion.labels import TASKS
+from spinelesion.models.folder import save_model_folder
+from spinelesion.models.networks import build_network
+
+ROI = {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5], "margin": 1.25}
+
+
+class ProbeNet(nn.Module):
+    """A transparent 'model': its evidence is local brightness, so Grad-CAM must peak on the blob."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(4, 2, 5, padding=2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0 / (4 * 125))
+        self.register_buffer("temperature", torch.ones(len(TASKS)))
+
+    def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a = torch.relu(self.conv(image)).flatten(2).amax(2)  # (B, 2): peak local brightness
+        s = a[:, :1] * 10
+        return torch.cat([-s, s, -s, -s], 1), torch.cat([-s, -s, s], 1)
+
+
+def probe_predictor() -> Predictor:
+    meta = {"name": "probe", "version": "0", "weights_sha256": "-", "roi": ROI, "network": {"backbone": "probe"}}
+    return Predictor(ProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False))
+
+
+SAG = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]]).T
+AX = np.eye(3)
+
+
+def blob_volume(axes: np.ndarray, spacing, oblique: float, point: np.ndarray) -> Volume:
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xyz", [oblique, oblique / 2, -oblique / 3], degrees=True).as_matrix() @ axes
+    shape = (90, 90, 40) if spacing[2] < 2 else (110, 110, 22)
+    aff = grid_affine(np.array([3.0, -5.0, 8.0]), shape, spacing, rot)
+    v = Volume(np.zeros(shape, np.float32), aff)
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    world = ijk @ aff[:3, :3].T + aff[:3, 3]
+    d2 = ((world - point) ** 2).sum(-1)
+    rng = np.random.default_rng(0)
+    v.array[:] = 100 + 10 * rng.random(shape) + 900 * np.exp(-d2 / (2 * 3.0 ** 2))
+    return v
+
+
+CASES = {
+    "axial_dicom": (AX, (1.2, 1.2, 1.5), 0.0, "dicom"),
+    "sagittal_dicom": (SAG, (1.0, 1.0, 3.0), 0.0, "dicom"),
+    "oblique_dicom": (SAG, (1.0, 1.0, 3.0), 9.0, "dicom"),
+    "nifti_lps": (SAG, (1.0, 1.0, 3.0), 0.0, "nifti"),
+    "nifti_ras": (AX, (1.2, 1.2, 1.5), 5.0, "nifti_ras"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_saliency_peak_lands_on_the_lesion_in_the_written_nifti(case: str, tmp_path: Path):
+    axes, spacing, oblique, kind = CASES[case]
+    lesion = np.array([6.0, -2.0, 12.0])
+    vol = blob_volume(axes, spacing, oblique, lesion)
+    if kind == "dicom":
+        write_dicom_series(vol, tmp_path / "in", study={"StudyInstanceUID": make_uid(case), "PatientID": "X"},
+                           series={"SeriesInstanceUID": make_uid(case, 1), "SeriesDescription": "T2"})
+        src = tmp_path / "in"
+    else:
+        src = tmp_path / "t2.nii.gz"
+        write_nifti(vol, src)
+        if kind == "nifti_ras":
+            img = nib.as_closest_canonical(nib.load(src))
+            nib.save(img, src)
+    reference = read_volume(src)
+    item = StudyInput(case, str(src), lambda: Study(case, {"t2": read_volume(src)}),
+                      [RoiRequest("r1", lesion + np.array([9.0, -7.0, 11.0]))])  # ROI centre 16 mm away
+    res = probe_predictor().predict_study(item, tmp_path / "out")
+    sal_path = res.folder / res.rois[0]["saliency"]["compartment"]
+    img = nib.load(sal_path)
+    data = np.asarray(img.dataobj)
+    assert data.shape == reference.shape
+    np.testing.assert_allclose(LPS_TO_RAS @ img.affine, reference.affine, atol=1e-4)
+    assert 0.0 <= data.min() and data.max() <= 1.0 and data.max() > 0.5
+    peak = np.array(np.unravel_index(np.argmax(data), data.shape), dtype=float)
+    peak_lps = (LPS_TO_RAS @ img.affine)[:3, :3] @ peak + (LPS_TO_RAS @ img.affine)[:3, 3]
+    assert np.linalg.norm(peak_lps - lesion) < 6.0, f"peak at {peak_lps}, lesion at {lesion}"
+    if kind == "dicom":  # the same peak through pydicom's geometry
+        dcm = read_volume(src)
+        np.testing.assert_allclose(dcm.voxel_to_world(peak), peak_lps, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = {"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}
+    net = build_network(cfg)
+    folder = tmp_path_factory.mktemp("model") / "m"
+    save_model_folder(net, folder, {"name": "random", "version": "test", "network": cfg, "roi": ROI,
+                                    "reference": "auto"})
+    return folder
+
+
+def run_predict(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spinelesion.predict", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Path, random_model: Path):
+    from hydra import compose, initialize_config_dir
+
+    from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.predict import predict
+
+    manifest = tmp_path / "m.csv"
+    with open(tiny_dataset) as fh, open(manifest, "w", newline="") as out:
+        rows = list(csv.DictReader(fh))
+        study = rows[0]["study_id"]
+        w = csv.DictWriter(out, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            if r["study_id"] == study:
+                r = {k: (str(tiny_dataset.parent / v) if k in ("t1", "t2", "stir", "t1c") and v else v) for k, v in r.items()}
+                w.writerow(r)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("predict", [f"input={manifest}", f"model_dir={random_model}", f"output_dir={tmp_path / 'o'}",
+                                  "paths.output_dir=.", "saliency.png=true"])
+    summary = predict(cfg)
+    assert not summary["failed"]
+    data = json.loads((tmp_path / "o" / study / "predictions.json").read_text())
+    assert set(data) == {"study_id", "model", "inputs", "rois", "warnings"}
+    assert data["study_id"] == study
+    assert set(data["model"]) == {"name", "version", "weights_sha256"} and len(data["model"]["weights_sha256"]) == 64
+    assert set(data["inputs"]) == {"t1", "t2", "stir", "t1c"}
+    assert isinstance(data["warnings"], list)
+    for roi in data["rois"]:
+        assert set(roi) == {"roi_id", "center_lps_mm", "source", "compartment", "fracture", "saliency"}
+        assert roi["source"] == "given" and len(roi["center_lps_mm"]) == 3
+        for task, classes in TASKS.items():
+            probs = roi[task]["probabilities"]
+            assert list(probs) == list(classes)
+            assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+            assert roi[task]["label"] == max(probs, key=probs.get)
+            sal = tmp_path / "o" / study / roi["saliency"][task]
+            assert sal.is_file()
+        assert (tmp_path / "o" / study / "png" / f"{roi['roi_id']}.png").is_file()
+    with open(tmp_path / "o" / "predictions.csv") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert len(csv_rows) == len(data["rois"])
+    for r in csv_rows:
+        total = sum(float(r[f"compartment_p_{c}"]) for c in TASKS["compartment"])
+        assert total == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_corrupt_study_is_reported_and_the_others_finish(tiny_dataset: Path, tmp_path: Path, random_model: Path):
+    studies = sorted((tiny_dataset.parent / "studies").iterdir())[:3]
+    root = tmp_path / "export"
+    for s in studies:
+        shutil.copytree(s / "dicom", root / s.name)
+    bad = root / studies[1].name
+    for f in bad.rglob("*.dcm"):  # truncate every file: headers survive, pixels do not
+        f.write_bytes(f.read_bytes()[:2000])
+    items, failures = discover_inputs(root)
+    proc = run_predict([f"input={root}", f"model_dir={random_model}", f"output_dir={tmp_path / 'o'}",
+                        f"hydra.run.dir={tmp_path / 'o'}", "saliency.png=false", "scan.max_rois=2"])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    with open(tmp_path / "o" / "failed_studies.csv") as fh:
+        failed = list(csv.DictReader(fh))
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert len(run["studies"]) == 2 and len(failed) == 1
+    assert failed[0]["reason"]
+    assert len(items) + len(failures) >= 3
+
+
+def test_missing_input_exits_nonzero(tmp_path: Path, random_model: Path):
+    proc = run_predict([f"input={tmp_path / 'nope'}", f"model_dir={random_model}", f"output_dir={tmp_path / 'o'}",
+                        f"hydra.run.dir={tmp_path / 'o'}"])
+    assert proc.returncode == 1
+    assert "input does not exist" in (tmp_path / "o" / "failed_studies.csv").read_text()
+
+
+def test_outputs_never_leave_the_output_folder(tmp_path: Path):
+    from spinelesion.inference.writers import inside, safe_name
+
+    assert safe_name("../../etc/passwd").startswith("etc_passwd-")
+    assert "/" not in safe_name("DOE^JOHN/1") and safe_name("1.2.840.113") == "1.2.840.113"
+    with pytest.raises(ValueError, match="outside the output folder"):
+        inside(tmp_path, "../escape")
+
+
+def test_torchscript_and_onnx_exports_match_eager(tmp_path: Path):
+    torch.manual_seed(0)
+    net = build_network({"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
+    shape = tuple(ROI["shape"])
+    ts = export_torchscript(net, tmp_path / "m.ts", shape)
+    ox = export_onnx(net, tmp_path / "m.onnx", shape)
+    diffs = parity(net, ts, ox, shape, batch=3)
+    assert diffs["torchscript"] < 1e-4 and diffs["onnx"] < 1e-3

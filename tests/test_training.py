@@ -1,0 +1,111 @@
+"""Training: the model learns (overfit, beats chance), DDP runs, resume is exact, evaluate writes the contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from spinelesion.config_path import CONFIG_DIR
+
+SMALL_NET = ["model.net.widths=[8,16,16,16]", "model.net.hidden=16"]
+
+
+def compose_cfg(name: str, overrides: list[str], out: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        if "output_dir" in cfg:
+            cfg.output_dir = str(out)
+    return cfg
+
+
+def train_cfg(manifest: Path, out: Path, extra: list[str]) -> DictConfig:
+    return compose_cfg("train", [f"data.manifest={manifest}", f"data.cache_dir={out.parent / 'cache'}",
+                                 "data.progress=false", "logger=csv", *extra], out)
+
+
+def test_debug_overfit_reaches_near_zero_loss(tiny_dataset: Path, tmp_path: Path):
+    from spinelesion.train import train
+
+    cfg = train_cfg(tiny_dataset, tmp_path / "run", ["debug=overfit", "trainer.max_epochs=80",
+                                                     "callbacks.progress_bar=null", *SMALL_NET])
+    summary = train(cfg)
+    metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    col = header.index("train/loss")
+    losses = [float(r.split(",")[col]) for r in metrics[1:] if r.split(",")[col]]
+    assert losses[0] > 1.0
+    assert min(losses[-5:]) < 0.05, f"overfit loss stayed at {losses[-5:]}"
+    assert summary["epochs"] == 80
+
+
+def test_ddp_with_two_cpu_processes_writes_one_checkpoint(tiny_dataset: Path, tmp_path: Path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "spinelesion.train", f"data.manifest={tiny_dataset}", "trainer=ddp",
+           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "logger=csv", "data.progress=false",
+           f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}", "evaluate_splits=[]", "calibrate=false",
+           "callbacks.progress_bar=null", *SMALL_NET]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gloo" in (proc.stdout + proc.stderr).lower() or "distributed" in (proc.stdout + proc.stderr).lower()
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) == 2  # the best and last, written once (rank zero)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path):
+    from spinelesion.train import train
+
+    common = ["evaluate_splits=[]", "calibrate=false", "callbacks.progress_bar=null", "trainer.deterministic=true",
+              *SMALL_NET]
+    full = train_cfg(tiny_dataset, tmp_path / "full", ["trainer.max_epochs=2", *common])
+    train(full)
+    part = train_cfg(tiny_dataset, tmp_path / "part", ["trainer.max_epochs=1", *common])
+    train(part)
+    # the interrupted run resumes from its last checkpoint with the full schedule
+    resumed = train_cfg(tiny_dataset, tmp_path / "resumed",
+                        ["trainer.max_epochs=2", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", *common])
+    with open_dict(resumed):
+        resumed.trainer.max_epochs = 2
+    train(resumed)
+    a = _weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
+    """Trains briefly on freshly generated studies and evaluates on studies of another seed."""
+    from conftest import generate
+
+    from spinelesion.evaluate import evaluate
+    from spinelesion.train import train
+
+    train_manifest = generate(tmp_path / "train_data", studies=48, seed=501)
+    test_manifest = generate(tmp_path / "test_data", studies=20, seed=502)
+    cfg = train_cfg(train_manifest, tmp_path / "run", ["trainer.max_epochs=6", "callbacks.progress_bar=null",
+                                                         "evaluate_splits=[]", "data.splits={train: 0.85, val: 0.15}"])
+    summary = train(cfg)
+    ev = compose_cfg("eval", [f"model_dir={summary['model_dir']}", f"data.manifest={test_manifest}",
+                              "bootstrap.n=200", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "eval")
+    metrics = evaluate(ev)
+    data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert data == json.loads(json.dumps(metrics))
+    assert data["compartment"]["auc_macro"] > 0.70, data["compartment"]
+    assert (tmp_path / "eval" / "roc_compartment.png").is_file()
