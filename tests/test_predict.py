@@ -218,3 +218,21 @@ def test_torchscript_and_onnx_exports_match_eager(tmp_path: Path):
     ox = export_onnx(net, tmp_path / "m.onnx", shape)
     diffs = parity(net, ts, ox, shape, batch=3)
     assert diffs["torchscript"] < 1e-4 and diffs["onnx"] < 1e-3
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "occlusion"])
+def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str):
+    from spinelesion.inference.saliency import saliency
+
+    torch.manual_seed(0)
+    net = build_network({"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
+    x = torch.rand(3, 4, 32, 48, 48)
+    f = torch.ones(3, 4)
+    maps = saliency(net, x, f, {"compartment": [0, 1, 2], "fracture": [2, 1, 0]}, method=method,
+                    target_layer="backbone.layers.2", mask_size=(16, 24, 24), n_batch=16) \
+        if method == "occlusion" else saliency(net, x, f, {"compartment": [0, 1, 2], "fracture": [2, 1, 0]},
+                                               method=method, target_layer="backbone.layers.2")
+    for task in TASKS:
+        m = maps[task]
+        assert tuple(m.shape) == (3, 32, 48, 48)
+        assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0

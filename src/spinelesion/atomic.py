@@ -23,8 +23,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     suffix = "".join(path.suffixes)  # keep .nii.gz etc.: some writers choose the format by suffix
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

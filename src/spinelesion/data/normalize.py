@@ -37,7 +37,7 @@ def robust_unit_range(
     frac = valid.float().mean(-1)
     # torch.nanquantile ignores NaN: mark the out-of-volume zeros as NaN for the statistics.
     stats_src = torch.where(valid, flat, torch.full_like(flat, float("nan")))
-    q = torch.tensor([lower / 100.0, upper / 100.0], dtype=flat.dtype)
+    q = torch.tensor([lower / 100.0, upper / 100.0], dtype=flat.dtype, device=flat.device)
     lo, hi = torch.nanquantile(stats_src, q, dim=-1)  # (R, C) each
     lo = torch.nan_to_num(lo, nan=0.0)
     hi = torch.nan_to_num(hi, nan=1.0)

@@ -44,21 +44,23 @@ def to_device(image: torch.Tensor, device: torch.device, channels_last: bool) ->
     return image.contiguous(memory_format=torch.channels_last_3d) if channels_last else image
 
 
-@torch.inference_mode()
 def predict_logits(net: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
                    device: torch.device | str = "cpu", amp: bool | str = "auto") -> dict[str, np.ndarray]:
     """Raw logits per task for every item of ``batches`` (dicts with ``image``/``available``)."""
     device = resolve_device(device) if isinstance(device, str) else device
     channels_last = device.type == "cuda"
+    # Move the weights outside inference mode: tensors created inside it can never be
+    # updated in place again (temperature scaling writes into the network afterwards).
     net = prepare_for_device(net, device)
     out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
-    for batch in batches:
-        image = to_device(batch["image"], device, channels_last)
-        available = batch["available"].to(device, non_blocking=device.type == "cuda")
-        with autocast_for(device, amp):
-            logits = net(image, available)
-        for task, lg in zip(TASKS, logits, strict=True):
-            out[task].append(lg.float().cpu().numpy())
+    with torch.inference_mode():
+        for batch in batches:
+            image = to_device(batch["image"], device, channels_last)
+            available = batch["available"].to(device, non_blocking=device.type == "cuda")
+            with autocast_for(device, amp):
+                logits = net(image, available)
+            for task, lg in zip(TASKS, logits, strict=True):
+                out[task].append(lg.float().cpu().numpy())
     return {t: np.concatenate(v) if v else np.zeros((0, len(TASKS[t])), np.float32) for t, v in out.items()}
 
 

@@ -52,8 +52,14 @@ def cam_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, clas
     cls = {"gradcam": GradCAM, "gradcampp": GradCAMpp}[method]
     wrapper = TaskLogits(net, task_index, available)
     cam = cls(nn_module=wrapper, target_layers=f"net.{target_layer}", postprocessing=_identity)
+    idx = torch.as_tensor(list(class_idx), device=images.device)
     with torch.enable_grad(), autocast_for(images.device, amp):
-        maps = cam(images, class_idx=torch.as_tensor(list(class_idx), device=images.device))
+        if method == "gradcampp":
+            # MONAI's Grad-CAM++ multiplies a (B,) score into (B, C, ...) gradients, which only
+            # broadcasts for one sample at a time: run it per ROI.
+            maps = torch.cat([cam(images[i:i + 1], class_idx=idx[i:i + 1]) for i in range(images.shape[0])])
+        else:
+            maps = cam(images, class_idx=idx)
     return unit_max(maps[:, 0].float().detach())
 
 

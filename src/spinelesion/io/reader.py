@@ -1,4 +1,9 @@
-"""One sequence path (DICOM series folder or NIfTI file) -> :class:`Volume` or its geometry."""
+"""One sequence path -> :class:`Volume`, or just its geometry.
+
+A path is a folder holding a DICOM series (the only image series there, or the one named
+by ``series_uid``), a NIfTI file (``.nii``, ``.nii.gz``), or a single DICOM file holding a
+whole volume (an enhanced multi-frame object).
+"""
 
 from __future__ import annotations
 
@@ -8,33 +13,80 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from spinelesion.io.dicom import DicomError, read_dicom_folder, read_dicom_geometry
+from spinelesion.io.dicom import (
+    DicomError,
+    header_geometry,
+    read_dataset,
+    read_dicom_folder,
+    read_dicom_geometry,
+    read_file_header,
+    series_context,
+    volume_from_datasets,
+)
+from spinelesion.io.dicom_discover import sniff
 from spinelesion.io.nifti import NiftiError, is_nifti, read_nifti
 from spinelesion.io.volume import LPS_TO_RAS, Volume
 
 
-def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
-    """A DICOM folder holding one image series (or the one named), or a NIfTI file."""
-    path = Path(path)
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(132)) is not None
+    except OSError:
+        return False
+
+
+def _missing(path: Path) -> Exception:
     if is_nifti(path):
-        if not path.is_file():
-            raise NiftiError(f"{path}: file not found")
-        return read_nifti(path)
+        return NiftiError(f"{path}: file not found")
+    return DicomError(path, "does not exist")
+
+
+def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
+    """A DICOM series folder (one image series, or the one named), a NIfTI file, or a
+    multi-frame DICOM file, as an LPS :class:`Volume`."""
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path)
     if path.is_dir():
         return read_dicom_folder(path, series_uid=series_uid)
-    if not path.exists():
-        raise DicomError(path, "does not exist")
-    raise DicomError(path, "neither a DICOM series folder nor a NIfTI file (.nii, .nii.gz)")
-
-
-def read_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int], np.ndarray]:
-    """(shape, voxel-to-LPS affine) from headers only."""
-    path = Path(path)
     if is_nifti(path):
-        try:
-            img = nib.load(str(path))
-        except Exception as exc:  # nibabel raises many types for broken files
-            raise NiftiError(f"{path}: not a readable NIfTI file ({exc})") from exc
-        shape = tuple(int(s) for s in img.shape[:3])
-        return shape, LPS_TO_RAS @ img.affine  # type: ignore[return-value]
-    return read_dicom_geometry(path)
+        return read_nifti(path)
+    if _is_dicom_file(path):
+        ds = read_dataset(path)
+        return volume_from_datasets([ds], [path], ctx=series_context(ds, [path], path))
+    raise DicomError(path, "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)")
+
+
+def _nifti_geometry(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise NiftiError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    shape = tuple(int(s) for s in img.shape)
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
+        raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
+    ras = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(ras)) or abs(np.linalg.det(ras[:3, :3])) < 1e-9:
+        raise NiftiError(f"{path}: affine is singular or not finite")
+    return shape[:3], LPS_TO_RAS @ ras  # type: ignore[return-value]
+
+
+def read_geometry(path: str | os.PathLike[str], series_uid: str | None = None
+                  ) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape, voxel-to-LPS affine) from headers only, with the same checks as reading.
+
+    Agrees exactly with ``read_volume(path).shape`` and ``.affine``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path)
+    if path.is_dir():
+        return read_dicom_geometry(path, series_uid=series_uid)
+    if is_nifti(path):
+        return _nifti_geometry(path)
+    if _is_dicom_file(path):
+        header = read_file_header(path)
+        geometry = header_geometry([header], [path], series_context(header, [path], path))
+        return geometry.shape, geometry.affine
+    raise DicomError(path, "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)")

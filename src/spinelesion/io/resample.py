@@ -3,13 +3,20 @@
 One function, :func:`sample_grid`, does every resampling in the project (sequences onto a
 study's reference grid, ROI crops, saliency back onto the study, scan maps), so there is
 one place where the index conventions can go wrong, and it is tested against scipy.
-It is ``torch.nn.functional.grid_sample`` (trilinear) with the affine algebra around it,
-batched over destination grids, and it runs on whatever device the array is on.
+
+Voxel (i, j, k) of a destination grid sits at LPS point ``dst_affine @ (i, j, k, 1)``,
+which is voxel ``inv(src_affine) @ that`` of the source: the composition is one affine
+map, so ``torch.nn.functional.affine_grid`` builds the sampling grid directly from it
+(float32, no per-voxel float64 mesh) and ``grid_sample`` interpolates, on whatever device
+the array is on. Points outside the source are 0. Orders above 1 (cubic...) go through
+``scipy.ndimage.map_coordinates``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +28,37 @@ from spinelesion.labels import SEQUENCES
 REFERENCE_ORDER: tuple[str, ...] = ("t2", "t1", "stir", "t1c")
 """``reference='auto'``: the first available of these is the grid every sequence is put on
 (a sagittal T2 is in nearly every spine protocol and shows the whole anatomy)."""
+
+_MODES = {0: "nearest", 1: "bilinear"}
+
+
+def _index_to_normalised(size: Sequence[int]) -> np.ndarray:
+    """4x4 map from voxel index (i, j, k) to grid_sample coordinates (x, y, z) = (k, j, i)
+    scaled to [-1, 1] between the first and last voxel centres (``align_corners=True``).
+
+    A singleton axis is sampled from a copy of itself doubled (see :func:`sample_grid`), so
+    index -0.5..+0.5 maps to -1..+1: the voxel covers its own half-voxel extent.
+    """
+    m = np.zeros((4, 4))
+    for axis, n in enumerate(size):
+        row = 2 - axis  # x is the last array axis
+        if n > 1:
+            m[row, axis], m[row, 3] = 2.0 / (n - 1), -1.0
+        else:
+            m[row, axis], m[row, 3] = 2.0, 0.0
+    m[3, 3] = 1.0
+    return m
+
+
+def _normalised_to_index(size: Sequence[int]) -> np.ndarray:
+    """4x4 map from ``affine_grid`` output coordinates to destination voxel indices
+    (``affine_grid`` puts a singleton axis at 0)."""
+    m = np.zeros((4, 4))
+    for axis, n in enumerate(size):
+        half = (n - 1) / 2.0
+        m[axis, 2 - axis], m[axis, 3] = half, half
+    m[3, 3] = 1.0
+    return m
 
 
 def sample_grid(
@@ -46,34 +84,63 @@ def sample_grid(
     if src.ndim != 4:
         raise ValueError(f"expected a (C, I, J, K) array, got shape {tuple(src.shape)}")
     src = src.float()
+    size = tuple(int(s) for s in src.shape[1:])
+    for axis, n in enumerate(size):
+        if n == 1:  # two copies at -0.5 and +0.5: constant inside the voxel's extent, 0 beyond
+            src = src.repeat_interleave(2, dim=axis + 1)
     dst = np.asarray(dst_affines, dtype=np.float64)
-    single = dst.ndim == 2
-    dst = dst[None] if single else dst
+    dst = dst[None] if dst.ndim == 2 else dst
     shape = tuple(int(s) for s in dst_shape)
-    # Voxel indices of every destination voxel, in source index space.
-    mesh = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij"), -1)
-    homog = np.concatenate([mesh, np.ones((*shape, 1))], -1).reshape(-1, 4)
-    to_src = np.linalg.inv(src_affine)[None] @ dst  # (R, 4, 4)
-    ijk = np.einsum("rab,nb->rna", to_src[:, :3], homog)  # (R, N, 3)
-    size = np.asarray(src.shape[1:], dtype=np.float64)
-    # grid_sample(align_corners=True): -1 and +1 are the centres of the first and last voxels.
-    # A singleton axis has no extent: put every sample on it when within half a voxel.
-    denom = np.where(size > 1, size - 1, 1.0)
-    norm = np.where(size > 1, 2.0 * ijk / denom - 1.0, np.where(np.abs(ijk) <= 0.5, 0.0, 2.0))
-    grid = torch.from_numpy(norm[..., ::-1].astype(np.float32).copy())  # (x, y, z) = (K, J, I)
-    grid = grid.reshape(1, dst.shape[0] * shape[0], shape[1], shape[2], 3)
+    n_dst = dst.shape[0]
+    theta = (_index_to_normalised(size) @ np.linalg.inv(np.asarray(src_affine, dtype=np.float64))[None]
+             @ dst @ _normalised_to_index(shape))
+    with warnings.catch_warnings():
+        # A unit-size destination axis draws a warning about how affine_grid places it;
+        # _normalised_to_index sends that axis to index 0 whatever the placement.
+        warnings.filterwarnings("ignore", message=".*affine_grid behavior has changed for unit-size grids.*")
+        grid = F.affine_grid(torch.from_numpy(theta[:, :3].astype(np.float32)).to(src.device),
+                             [n_dst, 1, *shape], align_corners=True)  # (R, I, J, K, 3)
+    # All destination grids in one call: stack them along the first spatial axis.
+    grid = grid.reshape(1, n_dst * shape[0], shape[1], shape[2], 3)
     out = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
-    out = out.reshape(src.shape[0], dst.shape[0], *shape).transpose(0, 1)
+    out = out.reshape(src.shape[0], n_dst, *shape).transpose(0, 1)
     return out.contiguous()
 
 
-def resample_to(volume: Volume, shape: Sequence[int], affine: np.ndarray, mode: str = "bilinear") -> Volume:
-    """``volume`` resampled onto the grid (shape, affine); 0 outside the source."""
-    out = sample_grid(volume.array[None], volume.affine, affine, shape, mode=mode)[0, 0].numpy()
-    return Volume(out, np.asarray(affine, dtype=np.float64), dict(volume.meta))
+def _map_coordinates(volume: Volume, shape: Sequence[int], affine: np.ndarray, order: int) -> np.ndarray:
+    from scipy.ndimage import map_coordinates
+
+    mesh = np.indices(tuple(shape), dtype=np.float64).reshape(3, -1)
+    to_src = np.linalg.inv(volume.affine) @ np.asarray(affine, dtype=np.float64)
+    ijk = to_src[:3, :3] @ mesh + to_src[:3, 3:4]
+    out = map_coordinates(np.asarray(volume.array, dtype=np.float32), ijk, order=order, mode="grid-constant", cval=0.0)
+    return out.reshape(tuple(shape)).astype(np.float32)
+
+
+def resample_to(volume: Volume, target_shape: Sequence[int], target_affine: np.ndarray, order: int = 1,
+                **legacy: Any) -> Volume:
+    """``volume`` resampled onto the grid (target_shape, target_affine); 0 outside the source.
+
+    Args:
+        order: 0 nearest, 1 (tri)linear, 2-5 spline (through scipy; slower).
+    """
+    if "mode" in legacy:  # the former keyword: "nearest" / "bilinear"
+        order = 0 if legacy.pop("mode") == "nearest" else 1
+    if legacy:
+        raise TypeError(f"unexpected keyword(s): {', '.join(legacy)}")
+    if order in _MODES:
+        out = sample_grid(volume.array[None], volume.affine, target_affine, target_shape, mode=_MODES[order])[0, 0]
+        array = out.numpy()
+    elif 2 <= order <= 5:
+        array = _map_coordinates(volume, target_shape, target_affine, order)
+    else:
+        raise ValueError(f"order must be 0..5, got {order}")
+    return Volume(array, np.asarray(target_affine, dtype=np.float64), dict(volume.meta))
 
 
 def choose_reference(available: Sequence[str], reference: str = "auto") -> str:
+    """The sequence whose grid the study is put on: the one named, or the first of
+    :data:`REFERENCE_ORDER` that is available."""
     if reference != "auto":
         if reference not in available:
             raise ValueError(f"reference sequence '{reference}' is not in this study (has {', '.join(available)})")
@@ -88,7 +155,8 @@ def to_reference(study: object, reference: str = "auto") -> tuple[np.ndarray, np
     """All sequences of ``study`` on the reference sequence's own grid, by geometry.
 
     Returns ``(array (C, I, J, K) float32 in SEQUENCES order, affine, available (C,) bool,
-    reference name)``. Missing sequences are zero channels.
+    reference name)``. Missing sequences are zero channels. The reference grid is the
+    reference volume's grid exactly as read from disk (so outputs overlay on it).
     """
     volumes: dict[str, Volume] = study.volumes  # type: ignore[attr-defined]
     ref_name = choose_reference(list(volumes), reference)

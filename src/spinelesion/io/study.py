@@ -2,10 +2,18 @@
 
 Three ways in, matching the data contract:
 
-* a manifest row's paths: one DICOM series folder or NIfTI file per sequence;
+* a manifest row's paths: one DICOM series folder or NIfTI file per sequence
+  (:func:`load_study_from_paths`);
 * a DICOM export folder with any number of series: series are discovered, recognised from
-  their metadata (or a user override) and one is picked per sequence;
-* a folder of NIfTI files named by sequence (``t2.nii.gz``, ``T1c.nii``...).
+  their metadata (or a user override) and one is picked per sequence
+  (:func:`load_study_folder`, :func:`assign_series`);
+* a folder of NIfTI files named by sequence (``t2.nii.gz``, ``T1c.nii``, BIDS
+  ``sub-01_ce-gadolinium_T1w.nii.gz``...).
+
+When two series claim one sequence the choice follows one rule, and a warning names both:
+a user override first, then a sagittal series (the plane the model reads), then the
+higher recognition confidence, then more slices, then the later series number (a repeated
+acquisition is usually the better one).
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spinelesion.io.dicom import DicomError, SeriesInfo, discover_series, non_image_reason, read_series
+from spinelesion.io.dicom import DicomError, read_series
+from spinelesion.io.dicom_discover import SeriesInfo, discover_series, non_image_reason
+from spinelesion.io.dicom_meta import acquisition_tags
+from spinelesion.io.dicom_values import fast_get
 from spinelesion.io.nifti import NIFTI_SUFFIXES, is_nifti, read_nifti
 from spinelesion.io.reader import read_volume
 from spinelesion.io.sequences import apply_override, guess_sequence
@@ -29,16 +40,20 @@ from spinelesion.labels import SEQUENCES
 log = logging.getLogger(__name__)
 
 NIFTI_NAME = re.compile(r"(?:^|[_\-. ])(t1c|t1ce|t1gd|t1_?post|t1|t2|stir)(?:[_\-. ]|$)", re.I)
+NOT_AN_IMAGE_NAME = re.compile(r"seg|mask|label|\broi\b|lesion|saliency|probab", re.I)
 
 
 @dataclass
 class Study:
+    """One imaging study: a :class:`Volume` per sequence (each on its own grid) and warnings."""
+
     study_id: str
     volumes: dict[str, Volume] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def sequences(self) -> list[str]:
+        """Sequences present, in channel order."""
         return [s for s in SEQUENCES if s in self.volumes]
 
 
@@ -50,12 +65,14 @@ class StudyError(ValueError):
         super().__init__(f"study '{study_id}': {reason}")
 
 
-def load_study_from_paths(study_id: str, sequences: Mapping[str, str | os.PathLike[str]]) -> Study:
-    """Read the given sequence paths (DICOM series folders or NIfTI files)."""
+def load_study_from_paths(study_id: str, sequences: Mapping[str, str | os.PathLike[str] | None]) -> Study:
+    """Read the given sequence paths (DICOM series folders or NIfTI files); empty ones are skipped."""
     study = Study(study_id)
     for seq, path in sequences.items():
         if seq not in SEQUENCES:
             raise StudyError(study_id, f"unknown sequence name '{seq}' (allowed: {', '.join(SEQUENCES)})")
+        if path is None or str(path) == "":
+            continue
         try:
             study.volumes[seq] = read_volume(path)
         except (DicomError, ValueError, OSError) as exc:
@@ -66,25 +83,32 @@ def load_study_from_paths(study_id: str, sequences: Mapping[str, str | os.PathLi
 
 
 def nifti_sequence_name(path: Path) -> str | None:
-    """Sequence named by a NIfTI file name, e.g. ``sub-01_T2w.nii.gz`` -> ``t2``, ``t1c.nii`` -> ``t1c``."""
+    """Sequence named by a NIfTI file name, e.g. ``sub-01_T2w.nii.gz`` -> ``t2``, ``T1c.nii`` -> ``t1c``,
+    ``sub-01_ce-gadolinium_T1w.nii.gz`` -> ``t1c``; None for masks and segmentations."""
     stem = path.name
     for suffix in NIFTI_SUFFIXES:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
+    if NOT_AN_IMAGE_NAME.search(stem):
+        return None
     stem = re.sub(r"(?i)(t[12])w\b", r"\1", stem)
     m = NIFTI_NAME.search(stem)
     if not m:
         return None
     token = m.group(1).lower()
+    if token == "t1" and re.search(r"(?i)(^|_)ce-(?!none)", stem):  # BIDS contrast-enhanced entity
+        return "t1c"
     return "t1c" if token.startswith("t1") and token != "t1" else token
 
 
 def load_nifti_folder(folder: Path, study_id: str | None = None) -> Study:
+    """A study from NIfTI files named by sequence in ``folder`` (other files are named in warnings)."""
     study = Study(study_id or folder.name)
     for path in sorted(p for p in folder.iterdir() if is_nifti(p)):
         seq = nifti_sequence_name(path)
         if seq is None:
-            study.warnings.append(f"{path.name}: file name does not name a sequence (t1, t2, stir, t1c); skipped")
+            study.warnings.append(f"{path.name}: file name does not name an image sequence (t1, t2, stir, t1c); "
+                                  "skipped")
             continue
         if seq in study.volumes:
             study.warnings.append(f"{path.name}: a second {seq} file; kept {study.volumes[seq].meta['source']}")
@@ -95,53 +119,87 @@ def load_nifti_folder(folder: Path, study_id: str | None = None) -> Study:
     return study
 
 
-def _orientation_rank(info: SeriesInfo) -> float:
-    """Prefer sagittal series (slice normal along L-R) when two series claim one sequence."""
+def _normal(info: SeriesInfo) -> np.ndarray | None:
+    """Slice normal of a series from its first header (classic or enhanced), or None."""
     h = info.header
+    if h is None:
+        return None
+    o = fast_get(h, "ImageOrientationPatient")
+    if o is None:
+        for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            try:
+                o = h[group][0].PlaneOrientationSequence[0].ImageOrientationPatient
+                break
+            except (KeyError, AttributeError, IndexError):
+                continue
     try:
-        o = np.asarray([float(v) for v in h.ImageOrientationPatient])  # type: ignore[union-attr]
-        return float(abs(np.cross(o[:3], o[3:])[0]))
-    except (AttributeError, TypeError, ValueError):
-        return 0.0
+        v = np.asarray([float(x) for x in o], dtype=np.float64)  # type: ignore[union-attr]
+        return np.cross(v[:3], v[3:])
+    except (TypeError, ValueError):
+        return None
+
+
+def is_sagittal(info: SeriesInfo) -> bool:
+    n = _normal(info)
+    return bool(n is not None and abs(n[0]) >= 0.7)  # within ~45 deg of left-right
+
+
+def _rank(cand: tuple[float, SeriesInfo, str]) -> tuple[float, bool, float, int, int]:
+    confidence, info, _ = cand
+    forced = confidence > 1.0
+    return (forced, is_sagittal(info), confidence, len(info.files), info.number or 0)  # type: ignore[return-value]
+
+
+CHOICE_RULE = "override, then sagittal, then confidence, then most slices, then latest series number"
 
 
 def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None = None
                   ) -> tuple[dict[str, SeriesInfo], list[str]]:
-    """Pick one series per sequence; returns the choice and warnings naming what was skipped."""
+    """Pick one series per sequence; returns the choice and warnings naming what was skipped.
+
+    ``overrides`` maps a SeriesInstanceUID, a SeriesNumber or a description regex to a
+    sequence name (``"ignore"`` or ``"skip"`` leaves that series out).
+    """
     overrides = dict(overrides or {})
     candidates: dict[str, list[tuple[float, SeriesInfo, str]]] = {}
     warnings: list[str] = []
     for info in series:
-        assert info.header is not None
-        reason = non_image_reason(info.header)
+        reason = info.unusable_reason()
         if reason:
             warnings.append(f"{info.label}: skipped, {reason}")
             continue
         forced = apply_override(overrides, info.series_uid, info.number, info.description)
+        if forced in ("ignore", "skip"):
+            warnings.append(f"{info.label}: skipped by the user")
+            continue
         if forced:
             if forced not in SEQUENCES:
-                raise ValueError(f"override for {info.label} names unknown sequence '{forced}'")
+                raise ValueError(f"override for {info.label} names unknown sequence '{forced}' "
+                                 f"(allowed: {', '.join(SEQUENCES)}, or 'ignore')")
             candidates.setdefault(forced, []).append((2.0, info, "user override"))
             continue
-        meta = {k: info.header.get(k) for k in ("SeriesDescription", "ScanningSequence", "RepetitionTime",
-                                                 "EchoTime", "InversionTime", "ContrastBolusAgent", "ImageType")}
-        guess = guess_sequence(meta)
+        guess = guess_sequence(acquisition_tags(info.header))  # type: ignore[arg-type]
         if guess.sequence is None:
             warnings.append(f"{info.label}: skipped, {guess.reason}")
             continue
         candidates.setdefault(guess.sequence, []).append((guess.confidence, info, guess.reason))
     chosen: dict[str, SeriesInfo] = {}
-    for seq, cands in candidates.items():
-        cands.sort(key=lambda c: (c[0], _orientation_rank(c[1]), len(c[1].files)), reverse=True)
+    for seq in SEQUENCES:
+        cands = sorted(candidates.get(seq, []), key=_rank, reverse=True)
+        if not cands:
+            continue
         chosen[seq] = cands[0][1]
-        for _, other, _why in cands[1:]:
-            warnings.append(f"{other.label}: also looks like {seq}; used {cands[0][1].label} "
-                            "(rule: override, then confidence, then sagittal, then most slices)")
+        log.debug("%s: %s (%s)", seq, cands[0][1].label, cands[0][2])
+        for _, other, why in cands[1:]:
+            msg = (f"{other.label} also looks like {seq} ({why}); used {cands[0][1].label} "
+                   f"(rule: {CHOICE_RULE})")
+            warnings.append(msg)
+            log.warning(msg)
     return chosen, warnings
 
 
 def group_dicom_studies(folder: str | os.PathLike[str]) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
-    """Series under ``folder`` grouped by StudyInstanceUID."""
+    """Series under ``folder`` grouped by StudyInstanceUID, and the files skipped with why."""
     series, skipped = discover_series(folder)
     studies: dict[str, list[SeriesInfo]] = {}
     for info in series:
@@ -150,7 +208,7 @@ def group_dicom_studies(folder: str | os.PathLike[str]) -> tuple[dict[str, list[
 
 
 def load_dicom_study(study_id: str, series: list[SeriesInfo], overrides: Mapping[str, str] | None = None) -> Study:
-    """Read the series chosen for each sequence of one study."""
+    """Read the series chosen for each sequence of one study; unreadable ones become warnings."""
     chosen, warnings = assign_series(series, overrides)
     if not chosen:
         raise StudyError(study_id, "no series recognised as t1, t2, stir or t1c: " + "; ".join(warnings)
@@ -170,8 +228,10 @@ def load_dicom_study(study_id: str, series: list[SeriesInfo], overrides: Mapping
 
 def load_study_folder(folder: str | os.PathLike[str], overrides: Mapping[str, str] | None = None,
                       study_id: str | None = None) -> Study:
-    """One study from a folder of DICOM series or of NIfTI files named by sequence."""
+    """One study from a folder of DICOM series (any layout) or of NIfTI files named by sequence."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise StudyError(study_id or folder.name, f"{folder}: not a folder")
     if any(is_nifti(p) for p in folder.iterdir()):
         return load_nifti_folder(folder, study_id)
     studies, _skipped = group_dicom_studies(folder)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spinelesion.bench.timing import measure, peak_memory, ratio
+from spinelesion.benchmark.timing import measure, peak_memory, ratio
 from spinelesion.data.roi import RoiSpec
 from spinelesion.labels import SEQUENCES, TASKS
 
@@ -148,7 +148,13 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
 
 def export_runtimes(net: torch.nn.Module, spec: RoiSpec, batch_size: int = 8, repeats: int = 10) -> dict[str, Any]:
     """Eager vs TorchScript vs ONNX Runtime on CPU, same inputs, same threads."""
-    from spinelesion.inference.export import example_inputs, export_onnx, export_torchscript, onnx_session, parity
+    from spinelesion.inference.export import (
+        example_inputs,
+        export_onnx,
+        export_torchscript,
+        onnx_session,
+        parity,
+    )
 
     net = net.eval().cpu()
     tmp = Path(tempfile.mkdtemp(prefix="bench-export-"))

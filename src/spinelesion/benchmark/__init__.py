@@ -1,0 +1,1 @@
+"""Benchmark pieces: timing, machine description, speed and accuracy measurements, report."""
