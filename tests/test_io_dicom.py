@@ -173,7 +173,10 @@ def test_missing_slice_is_named(good_series):
     _raises(folder, DicomSeriesError, "missing slice(s): about 1 between IM0004.dcm", "IM0006.dcm",
             "series 7 'T2 SAG'", "SeriesInstanceUID ", str(folder))
     with pytest.raises(DicomSeriesError, match="missing slice"):
-        read_geometry(folder)  # the header-only path runs the same checks
+        read_geometry(folder, strict=True)  # the header-only path runs the same checks when asked
+    shape, affine = read_geometry(folder)  # lenient (manifest checks): still places the grid
+    assert shape == (20, 20, 7)
+    np.testing.assert_allclose(affine[:3, 3], pydicom.dcmread(paths[0]).ImagePositionPatient, atol=1e-4)
 
 
 def test_duplicated_slice_is_named(good_series):
@@ -438,3 +441,37 @@ def test_volume_from_datasets_refuses_a_lone_slice_with_its_name():
     path = pydicom_file("MR_small.dcm")
     with pytest.raises(DicomSeriesError, match=r"single-slice series \(MR_small.dcm\)"):
         volume_from_datasets([pydicom.dcmread(path)], [path])
+
+
+def test_headers_longer_than_the_discovery_prefix_are_read_whole(tmp_path: Path):
+    from spinelesion.io import dicom_discover
+
+    vol = make_volume(shape=(10, 10, 3))
+    paths = write_series(vol, tmp_path / "s")
+    for p in paths:  # a vendor's private blob before the pixels, larger than the prefix read
+        ds = pydicom.dcmread(p)
+        ds.add_new(0x00291010, "OB", b"\x01" * (dicom_discover.HEADER_BYTES + 1000))
+        ds.save_as(p)
+    infos, _ = discover_series(tmp_path / "s")
+    assert len(infos) == 1 and "ImagePositionPatient" in infos[0].headers[0]
+    shape, affine = read_geometry(tmp_path / "s")
+    assert shape == vol.shape
+    np.testing.assert_allclose(affine, vol.affine, atol=1e-4)
+
+
+def test_truncated_pixel_data_names_the_file(good_series):
+    folder, paths = good_series
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[:-300])
+    _raises(folder, DicomDecodeError, "IM0003.dcm: cannot read pixel data", "series 7 'T2 SAG'")
+
+
+def test_damaged_dicom_header_is_skipped_with_its_reason(tmp_path: Path, caplog):
+    write_series(make_volume(shape=(10, 10, 3)), tmp_path / "s")
+    (tmp_path / "s" / "broken").write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(0).bytes(2000))
+    with caplog.at_level("WARNING"):
+        infos, skipped = discover_series(tmp_path / "s")
+    assert len(infos) == 1 and [p.name for p, _ in skipped] == ["broken"]
+    assert "damaged or truncated DICOM header" in skipped[0][1]
+    assert "broken" in caplog.text  # a file that may be a lost slice is not skipped silently
+    assert read_dicom_folder(tmp_path / "s").shape == (10, 10, 3)

@@ -37,6 +37,9 @@ from spinelesion.io.study import (
     ({"SeriesDescription": "t2_tse_dixon_sag_F"}, None),        # Dixon fat image
     ({"SeriesDescription": "T1 TSE SAG FS +C"}, "t1c"),
     ({"SeriesDescription": "SAG T1 C+"}, "t1c"),
+    ({"SeriesDescription": "T1W_TSE_SAG_FS_GD"}, "t1c"),        # underscores separate words
+    ({"SeriesDescription": "t1_tse_fs_sag_post"}, "t1c"),
+    ({"SeriesDescription": "t2_tirm_sag"}, "stir"),
     ({"SeriesDescription": "POST GAD SAG", "EchoTime": 10, "RepetitionTime": 500}, "t1c"),
     ({"SeriesDescription": "SAG T1", "ContrastBolusAgent": "Gadobutrol"}, "t1c"),
     ({"SeriesDescription": "SAG T1", "ContrastBolusAgent": "NONE"}, "t1"),

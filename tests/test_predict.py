@@ -236,3 +236,18 @@ def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str)
         m = maps[task]
         assert tuple(m.shape) == (3, 32, 48, 48)
         assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0
+
+
+def test_saliency_leaves_no_hooks_behind():
+    """MONAI's CAMs register hooks on every call; piling them up slows prediction and breaks export."""
+    from spinelesion.inference.saliency import saliency
+
+    net = build_network({"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
+    layer = net.get_submodule("backbone.layers.2")
+    x, f = torch.rand(2, 4, 32, 48, 48), torch.ones(2, 4)
+    for method in ("gradcam", "gradcampp"):
+        for _ in range(3):
+            saliency(net, x, f, {"compartment": [0, 1], "fracture": [1, 2]}, method=method,
+                     target_layer="backbone.layers.2")
+    assert not layer._forward_hooks and not layer._backward_hooks
+    export_torchscript(net, Path("/tmp") / "hooks-free.ts", tuple(ROI["shape"]))  # tracing refuses hooked modules

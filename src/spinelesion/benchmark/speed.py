@@ -21,28 +21,10 @@ log = logging.getLogger(__name__)
 # -- data ---------------------------------------------------------------------------------------
 
 def dicom_vs_simpleitk(series_folder: Path, repeats: int = 5) -> dict[str, Any]:
-    """Our series reader (discovery, sorting, checks, pixels, geometry) against SimpleITK's
-    (GDCM file-name sorting + ImageSeriesReader) on the same files."""
-    from spinelesion.io.dicom import read_dicom_folder
+    """Our series reader against SimpleITK's on the same files (see :mod:`.data_read`)."""
+    from spinelesion.benchmark.data_read import bench_dicom_read
 
-    ours = measure(lambda: read_dicom_folder(series_folder), repeats=repeats)
-    out: dict[str, Any] = {"series": str(series_folder), "files": len(list(series_folder.iterdir())),
-                           "spinelesion": ours}
-    try:
-        import SimpleITK as sitk
-    except ImportError:
-        out["simpleitk"] = "not installed"
-        return out
-
-    def read_sitk() -> Any:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series_folder)))
-        return reader.Execute()
-
-    ref = measure(read_sitk, repeats=repeats)
-    out["simpleitk"] = ref
-    out["speedup_vs_simpleitk"] = round(ratio(ref, ours), 2)  # > 1: ours is faster
-    return out
+    return bench_dicom_read(series_folder, repeats=repeats)
 
 
 def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3) -> dict[str, Any]:

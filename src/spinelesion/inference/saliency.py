@@ -7,7 +7,8 @@ its own maximum, so 1 is the most salient voxel of that ROI and 0 means no evide
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +45,26 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@contextlib.contextmanager
+def hooks_removed_after(module: nn.Module) -> Iterator[None]:
+    """Remove every hook registered on ``module`` inside the block.
+
+    MONAI's CAMs register forward and backward hooks on the target layer and never remove
+    them: a predictor would pile up hooks study after study (slower, more memory) and a
+    network with hooks cannot be exported to TorchScript.
+    """
+    before_f, before_b = set(module._forward_hooks), set(module._backward_hooks)
+    try:
+        yield
+    finally:
+        for key in set(module._forward_hooks) - before_f:
+            del module._forward_hooks[key]
+        for key in set(module._backward_hooks) - before_b:
+            del module._backward_hooks[key]
+        if not module._backward_hooks:
+            module._is_full_backward_hook = None
+
+
 def cam_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: Sequence[int],
              task_index: int, target_layer: str, method: str = "gradcam", amp: bool | str = "auto") -> torch.Tensor:
     """Grad-CAM or Grad-CAM++ for a batch of ROIs and one task: (R, X, Y, Z) in [0, 1]."""
@@ -51,9 +72,9 @@ def cam_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, clas
 
     cls = {"gradcam": GradCAM, "gradcampp": GradCAMpp}[method]
     wrapper = TaskLogits(net, task_index, available)
-    cam = cls(nn_module=wrapper, target_layers=f"net.{target_layer}", postprocessing=_identity)
     idx = torch.as_tensor(list(class_idx), device=images.device)
-    with torch.enable_grad(), autocast_for(images.device, amp):
+    with hooks_removed_after(net.get_submodule(target_layer)), torch.enable_grad(), autocast_for(images.device, amp):
+        cam = cls(nn_module=wrapper, target_layers=f"net.{target_layer}", postprocessing=_identity)
         if method == "gradcampp":
             # MONAI's Grad-CAM++ multiplies a (B,) score into (B, C, ...) gradients, which only
             # broadcasts for one sample at a time: run it per ROI.

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 
 from spinelesion.io.dicom_discover import (
     SeriesInfo,
+    check_identity,
     common_folder,
     discover_series,
     geometry_reason,
@@ -68,6 +69,18 @@ def _checks(checks: SeriesChecks | None, tolerances: dict[str, float]) -> Series
     return checks if checks is not None else SeriesChecks(**tolerances)
 
 
+class FileBytes(io.BytesIO):
+    """A file's bytes in memory that still carry its name: pydicom sets ``Dataset.filename``
+    from it, and the repr names the file in logs and tracebacks."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 def read_dataset(path: Path, data: bytes | None = None) -> Dataset:
     """A whole DICOM file (header and pixel bytes), read with one ``open`` (or from ``data``).
 
@@ -82,9 +95,11 @@ def read_dataset(path: Path, data: bytes | None = None) -> Dataset:
     if kind is None:
         raise DicomError(path, "not a DICOM file")
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=kind == "raw")
+        ds = pydicom.dcmread(FileBytes(data, str(path)), force=kind == "raw")
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
         raise DicomError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+    check_identity(ds, path, kind)
+    return ds
 
 
 def _read_bytes(path: Path) -> bytes | OSError:
@@ -129,8 +144,9 @@ def series_context(first: Dataset, files: Sequence[Path], where: str | os.PathLi
 
 
 def header_geometry(headers: Sequence[Dataset], files: Sequence[Path], ctx: SeriesContext,
-                    checks: SeriesChecks = DEFAULT_CHECKS) -> StackGeometry:
-    """Checked stack geometry of a series from its headers (pixels are not needed)."""
+                    checks: SeriesChecks = DEFAULT_CHECKS, strict: bool = True) -> StackGeometry:
+    """Stack geometry of a series from its headers (pixels are not needed); ``strict``: with
+    every regularity check reading runs (see :func:`stack_geometry`)."""
     first = headers[0]
     reason = non_image_reason(first)
     if reason:
@@ -139,7 +155,7 @@ def header_geometry(headers: Sequence[Dataset], files: Sequence[Path], ctx: Seri
     multi = [nm for d, nm in zip(headers, names, strict=True) if n_frames(d) > 1]
     if multi:
         if len(headers) == 1:
-            return multiframe_layout(first, names[0], ctx, checks).geometry
+            return multiframe_layout(first, names[0], ctx, checks, strict=strict).geometry
         raise ctx.error(DicomSeriesError, f"{len(multi)} multi-frame file(s) (e.g. {multi[0]}) together with "
                                           f"{len(headers) - len(multi)} other file(s) in one series; read each "
                                           "multi-frame file on its own")
@@ -151,7 +167,7 @@ def header_geometry(headers: Sequence[Dataset], files: Sequence[Path], ctx: Seri
                           [fast_get(d, "ImageOrientationPatient") for d in headers],
                           [fast_get(d, "PixelSpacing") for d in headers],
                           [(int(fast_get(d, "Rows", 0)), int(fast_get(d, "Columns", 0))) for d in headers],
-                          names, ctx, checks, headers=headers)
+                          names, ctx, checks, headers=headers, strict=strict)
 
 
 def volume_from_datasets(datasets: Sequence[Dataset], files: Sequence[Path], where: str | os.PathLike[str] | None = None,
@@ -249,20 +265,33 @@ def _choose(groups: dict[str, list[tuple[Dataset, Path]]], folder: Path, series_
 
 def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = None,
                       checks: SeriesChecks | None = None, **tolerances: float) -> Volume:
-    """The one image series under ``folder`` (or the one named), in one pass over the files.
+    """The one image series under ``folder`` (or the one named).
 
-    Files are read whole once (header and pixels); non-DICOM files, DICOMDIR, non-image
-    objects and image series without patient geometry are ignored unless nothing else is
-    there. Several candidate series are an error that lists them.
+    Without ``series_uid`` (the contract's case: one series per folder) every file is read
+    whole once, headers and pixels in one pass. With it, headers are scanned first and only
+    that series' files are read, so a large export is never held in memory. Non-DICOM
+    files, DICOMDIR, non-image objects and image series without patient geometry are
+    ignored unless nothing else is there; several candidate series are an error that lists
+    them.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(folder, "not a folder" if folder.exists() else "does not exist")
+    if series_uid is not None:
+        infos, skipped = discover_series(folder)
+        uid = _choose({i.series_uid: list(zip(i.headers, i.files, strict=True)) for i in infos}, folder,
+                      series_uid, len(skipped))
+        info = next(i for i in infos if i.series_uid == uid)
+        if not info.is_image:
+            raise info.context.error(NonImageError, non_image_reason(info.header), where=info.files[0])  # type: ignore[arg-type]
+        return read_series(info, checks=checks, **tolerances)
     files = list(iter_files(folder))
     groups: dict[str, list[tuple[Dataset, Path]]] = {}
     not_dicom = 0
     for path, ds in zip(files, read_datasets(files), strict=True):
         if isinstance(ds, DicomError) or has(ds, "DirectoryRecordSequence"):
+            if isinstance(ds, DicomError) and ds.reason != "not a DICOM file":
+                log.warning("%s", ds)  # a DICOM file that cannot be parsed: say so, it may be a slice
             not_dicom += 1
             continue
         groups.setdefault(str(fast_get(ds, "SeriesInstanceUID", "")), []).append((ds, path))
@@ -275,18 +304,24 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
                                 **tolerances)
 
 
-def read_dicom_geometry(folder: str | os.PathLike[str], series_uid: str | None = None,
+def read_dicom_geometry(folder: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False,
                         checks: SeriesChecks | None = None, **tolerances: float
                         ) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and voxel-to-LPS affine of the series :func:`read_dicom_folder` would read,
-    from headers alone, with the same checks (no pixel data is read)."""
+    from headers alone (no pixel data is read).
+
+    By default only what places the grid is checked (tags present, one orientation, one
+    size): a broken stack (gap, duplicate, uneven step, tilt) is reported when the series is
+    read, per study. ``strict=True`` runs every check reading runs, and then agrees exactly
+    with ``read_dicom_folder(folder).affine``.
+    """
     folder = Path(folder)
     infos, skipped = discover_series(folder)
     groups = {i.series_uid: list(zip(i.headers, i.files, strict=True)) for i in infos}
     uid = _choose(groups, folder, series_uid, len(skipped))
     info = next(i for i in infos if i.series_uid == uid)
     geometry = header_geometry(info.headers, info.files, series_context(info.headers[0], info.files, folder),
-                               _checks(checks, tolerances))
+                               _checks(checks, tolerances), strict=strict)
     return geometry.shape, geometry.affine
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.3.12.2.1107.5.9.1",           # Siemens CSA non-image (protocol, spectroscopy raw data)
 )
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
-HEADER_BYTES = 128 * 1024
+HEADER_BYTES = 64 * 1024
 """Discovery reads this much of each file; longer headers (enhanced multi-frame) are read whole."""
 IO_THREADS = 4
 """File reads overlap with parsing (the parser holds the GIL, the reads do not)."""
@@ -182,16 +183,31 @@ def parse_header(path: Path, head: bytes, complete: bool) -> Dataset:
         raise DicomError(path, "not a DICOM file")
     buf = io.BytesIO(head)
     try:
-        ds = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
-        # Parsing stopped before the end of the buffer only if it met the pixel data (or the
-        # file end); otherwise the header was cut by the prefix: read it from the file.
-        if not complete and buf.tell() >= len(head):
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=kind == "raw")
+        with warnings.catch_warnings():
+            # Odd but readable headers (VR mismatches...) are common in exports; scanning a
+            # folder should not print a warning per file. Reading the series still warns.
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
+            # Parsing stopped before the end of the buffer only if it met the pixel data (or
+            # the file end); otherwise the prefix cut the header: read it from the file.
+            if not complete and buf.tell() >= len(head):
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=kind == "raw")
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
         raise DicomError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
-    if kind == "raw" and "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
-        raise DicomError(path, "not a DICOM file (no SOP class or series UID)")
+    check_identity(ds, path, kind)
     return ds
+
+
+def check_identity(ds: Dataset, path: Path, kind: str | None) -> None:
+    """Refuse what parsed but is no DICOM object: no SOP class and no series UID."""
+    if "SOPClassUID" in ds or "SeriesInstanceUID" in ds or "DirectoryRecordSequence" in ds:
+        return
+    if kind == "raw":
+        raise DicomError(path, "not a DICOM file")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY:
+        return
+    raise DicomError(path, "damaged or truncated DICOM header (no SOP class or series UID)")
 
 
 def read_prefix(path: Path) -> tuple[bytes, bool]:
@@ -242,6 +258,8 @@ def discover_series(folder: str | os.PathLike[str], progress: bool = False
         try:
             ds = parse_header(path, *got)
         except DicomError as exc:
+            if exc.reason != "not a DICOM file":
+                log.warning("%s", exc)  # looks like DICOM but cannot be parsed: may be a lost slice
             skipped.append((path, exc.reason))
             continue
         sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))

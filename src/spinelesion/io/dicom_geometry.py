@@ -103,6 +103,7 @@ def stack_geometry(
     checks: SeriesChecks = DEFAULT_CHECKS,
     headers: Sequence[Mapping[str, Any]] | None = None,
     kind: str = "slice",
+    strict: bool = True,
 ) -> StackGeometry:
     """Order ``n`` slices along their normal and check they form one regular grid.
 
@@ -113,6 +114,9 @@ def stack_geometry(
         names: what to call each slice in messages (file name, ``frame 7``).
         headers: per-slice attributes, only used to explain duplicated positions.
         kind: ``"slice"`` or ``"frame"``, for messages.
+        strict: run the regularity checks (duplicates, gaps, even spacing, tilt, collinearity).
+            Without them the grid runs from the first to the last position in ``n`` even
+            steps: enough to place a point, not to trust the voxels.
 
     Raises:
         DicomSeriesError: naming the series, the offending slices and the reason.
@@ -148,6 +152,12 @@ def stack_geometry(
     dist, pos = dist[order], pos[order]
     sorted_names = [names[i] for i in order]
     steps = np.diff(dist)
+    if not strict:
+        step_vec = (pos[-1] - pos[0]) / (n - 1)
+        if np.linalg.norm(step_vec) < 1e-6:  # all at one position: any non-singular step
+            step_vec = normal
+        rows, cols = size_set[0]
+        return StackGeometry(order, affine_from_dicom(pos[0], o0, spacing[0], step_vec), (cols, rows, n))
 
     dup = np.flatnonzero(steps < 1e-3)
     if dup.size:

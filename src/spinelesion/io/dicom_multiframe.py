@@ -69,7 +69,8 @@ def _frame_attributes(frame: Dataset | None, shared: Dataset | None) -> dict[str
     return out
 
 
-def multiframe_layout(ds: Dataset, name: str, ctx: SeriesContext, checks: SeriesChecks = DEFAULT_CHECKS) -> FrameLayout:
+def multiframe_layout(ds: Dataset, name: str, ctx: SeriesContext, checks: SeriesChecks = DEFAULT_CHECKS,
+                      strict: bool = True) -> FrameLayout:
     """Geometry and per-frame rescale of a multi-frame object, from its header alone."""
     frames = n_frames(ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -112,5 +113,5 @@ def multiframe_layout(ds: Dataset, name: str, ctx: SeriesContext, checks: Series
                                           "GridFrameOffsetVector); export it as single-frame slices or Enhanced MR")
     names = [f"{name} frame {i + 1}" for i in range(frames)]
     geometry = stack_geometry(positions, orientations, spacings, [(rows, cols)] * frames, names, ctx, checks,
-                              headers=headers, kind="frame")
+                              headers=headers, kind="frame", strict=strict)
     return FrameLayout(geometry, np.asarray(rescale, dtype=np.float64))

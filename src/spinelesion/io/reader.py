@@ -72,21 +72,24 @@ def _nifti_geometry(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     return shape[:3], LPS_TO_RAS @ ras  # type: ignore[return-value]
 
 
-def read_geometry(path: str | os.PathLike[str], series_uid: str | None = None
+def read_geometry(path: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False
                   ) -> tuple[tuple[int, int, int], np.ndarray]:
-    """(shape, voxel-to-LPS affine) from headers only, with the same checks as reading.
+    """(shape, voxel-to-LPS affine) from headers only, equal to ``read_volume(path)``'s
+    whenever that read succeeds.
 
-    Agrees exactly with ``read_volume(path).shape`` and ``.affine``.
+    ``strict=False`` (for manifest checks: is an ROI inside the volume?) does not fail on a
+    broken DICOM stack (missing or duplicated slices, uneven steps, tilt), which reading
+    reports per study; ``strict=True`` runs every check reading runs.
     """
     path = Path(path)
     if not path.exists():
         raise _missing(path)
     if path.is_dir():
-        return read_dicom_geometry(path, series_uid=series_uid)
+        return read_dicom_geometry(path, series_uid=series_uid, strict=strict)
     if is_nifti(path):
         return _nifti_geometry(path)
     if _is_dicom_file(path):
         header = read_file_header(path)
-        geometry = header_geometry([header], [path], series_context(header, [path], path))
+        geometry = header_geometry([header], [path], series_context(header, [path], path), strict=strict)
         return geometry.shape, geometry.affine
     raise DicomError(path, "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)")

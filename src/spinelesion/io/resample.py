@@ -8,8 +8,9 @@ Voxel (i, j, k) of a destination grid sits at LPS point ``dst_affine @ (i, j, k,
 which is voxel ``inv(src_affine) @ that`` of the source: the composition is one affine
 map, so ``torch.nn.functional.affine_grid`` builds the sampling grid directly from it
 (float32, no per-voxel float64 mesh) and ``grid_sample`` interpolates, on whatever device
-the array is on. Points outside the source are 0. Orders above 1 (cubic...) go through
-``scipy.ndimage.map_coordinates``.
+the array is on. Outside the source the image is 0 (zero padding: trilinear values fall
+to 0 within one voxel beyond the outermost voxel centres, as scipy's ``grid-constant``).
+Orders above 1 (cubic...) go through ``scipy.ndimage.map_coordinates``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def _index_to_normalised(size: Sequence[int]) -> np.ndarray:
     scaled to [-1, 1] between the first and last voxel centres (``align_corners=True``).
 
     A singleton axis is sampled from a copy of itself doubled (see :func:`sample_grid`), so
-    index -0.5..+0.5 maps to -1..+1: the voxel covers its own half-voxel extent.
+    index -0.5..+0.5 maps to -1..+1: the slice is constant over its own thickness (instead
+    of being smeared over all space, which is what ``align_corners=True`` does to a size-1
+    axis), then falls to 0 within one more voxel.
     """
     m = np.zeros((4, 4))
     for axis, n in enumerate(size):

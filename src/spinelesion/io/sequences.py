@@ -35,10 +35,9 @@ CONTRAST = re.compile(r"\+ ?c\b|\bc ?\+|\+ ?gd|\bpost|\bgad|\bgd\b|contrast|\bkm
 NO_CONTRAST = re.compile(r"\bpre\b|\bpre[-_ ]?(gad|contrast|c)\b|\bw/?o\b|without|\bnativ|\bnon.?contrast|\bohne\b",
                          re.I)
 STIR = re.compile(r"stir|tirm|short.?tau|\bt2.?ir\b", re.I)
-FAT_SUPPRESSED = re.compile(r"\bfs\b|fat.?sat|\bfatsat|spair|\bspir\b|\bchess\b|fat.?supp|\bdixon.*\bw\b|_w\b|water",
+FAT_SUPPRESSED = re.compile(r"\bfs\b|fat.?sat|\bfatsat|spair|\bspir\b|\bchess\b|fat.?supp|\bdixon.*\bw\b|water",
                             re.I)
-DIXON_SKIP = re.compile(r"\bdixon.*\b(f|fat|opp?)\b|_(f|fat|opp?)\b|\bfat\b(?!.?(sat|supp))|opp(osed)?.?phase|"
-                        r"out.?of.?phase", re.I)
+DIXON_SKIP = re.compile(r"\bdixon.*\b(f|fat|opp?)\b|\bfat\b(?!.?(sat|supp))|opp(osed)?.?phase|out.?of.?phase", re.I)
 # "T1"/"T2" not inside a word or a level name ("T12-L5"), and not T2* / T2s / T1rho.
 T2 = re.compile(r"(?<![a-z0-9])t2(?![0-9*s])|frfse|\bhaste\b|ssfse|\bspace\b|\bcube\b|\bdrive\b", re.I)
 T1 = re.compile(r"(?<![a-z0-9])t1(?![0-9]|\s*rho)|mprage|\bvibe\b|\blava\b|\bthrive\b|\bspgr\b|\bflash\b|"
@@ -79,13 +78,19 @@ def _description(meta: Mapping[str, Any]) -> str:
     return desc or _text(meta.get("ProtocolName")).strip()
 
 
+def _words(desc: str) -> str:
+    """The description with underscores as spaces: ``T1W_TSE_SAG_FS_GD`` has word boundaries
+    around ``GD`` only once the underscores (word characters to ``re``) are gone."""
+    return desc.replace("_", " ")
+
+
 def has_contrast(meta: Mapping[str, Any]) -> bool:
     """Whether the series was acquired after a contrast agent."""
-    desc = _description(meta)
-    if NO_CONTRAST.search(desc):
+    words = _words(_description(meta))
+    if NO_CONTRAST.search(words):
         return False
     agent = _text(meta.get("ContrastBolusAgent")).strip().upper()
-    return agent not in NO_AGENT or bool(CONTRAST.search(desc))
+    return agent not in NO_AGENT or bool(CONTRAST.search(words))
 
 
 def _image_type(meta: Mapping[str, Any]) -> set[str]:
@@ -101,31 +106,32 @@ def _t1(contrast: bool, reason: str, confidence: float) -> SequenceGuess:
 def guess_sequence(meta: Mapping[str, Any]) -> SequenceGuess:
     """Classify one series from its attributes (DICOM keyword -> value, as in ``Volume.meta``)."""
     desc = _description(meta)
+    words = _words(desc)  # what the patterns read; messages quote the description as written
     scanning = _text(meta.get("ScanningSequence")).upper()
     tr, te, ti = _num(meta, "RepetitionTime"), _num(meta, "EchoTime"), _num(meta, "InversionTime")
     image_type = _image_type(meta)
     timing = f"TR={tr:g} TE={te:g}" if tr is not None and te is not None else "no TR/TE"
-    if SKIP.search(desc):
+    if SKIP.search(words):
         return SequenceGuess(None, f"description '{desc}' is not a structural sequence", 0.9)
     skip_types = sorted(image_type & SKIP_IMAGE_TYPES)
     if skip_types:
         return SequenceGuess(None, f"image type {'/'.join(skip_types)} is not a structural image", 0.8)
-    if DIXON_SKIP.search(desc):
+    if DIXON_SKIP.search(words):
         return SequenceGuess(None, f"description '{desc}' is a Dixon fat or opposed-phase image", 0.8)
     contrast = has_contrast(meta)
     inversion = "IR" in scanning.replace("\\", " ").split()
     options = set(_text(meta.get("ScanOptions")).upper().replace("\\", " ").split())
-    if STIR.search(desc):
+    if STIR.search(words):
         return SequenceGuess("stir", f"STIR in description '{desc}'", 0.95)
     if inversion and ti is not None and 80 <= ti <= 300:
         return SequenceGuess("stir", f"inversion recovery with a fat-nulling TI of {ti:g} ms ('{desc}')", 0.85)
-    if T1.search(desc):
+    if T1.search(words):
         return _t1(contrast, f"T1 in description '{desc}'", 0.9)
-    if T2.search(desc):
-        if FAT_SUPPRESSED.search(desc) or {"WATER", "W"} & image_type or FAT_SAT_OPTIONS & options:
+    if T2.search(words):
+        if FAT_SUPPRESSED.search(words) or {"WATER", "W"} & image_type or FAT_SAT_OPTIONS & options:
             return SequenceGuess("stir", f"fat-suppressed T2 '{desc}' stands in for STIR", 0.75)
         return SequenceGuess("t2", f"T2 in description '{desc}'", 0.9)
-    if contrast and CONTRAST.search(desc) and not inversion:
+    if contrast and CONTRAST.search(words) and not inversion:
         # "POST GAD", "SAG +C": post-contrast structural series are T1-weighted in practice.
         if te is None or te <= 30:
             return _t1(True, f"post-contrast description '{desc}' ({timing})", 0.75)

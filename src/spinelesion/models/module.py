@@ -183,6 +183,8 @@ class SpineLesionModule(pl.LightningModule):
             raise ValueError(f"unknown scheduler '{name}'; use onecycle, cosine or none")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_train_epoch_start(self) -> None:
-        # Dropout draws from torch's global RNG; tie it to (seed, epoch) so resume is exact.
-        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.current_epoch]).generate_state(1)[0]))
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from torch's global RNG, which data loading also touches at moments
+        # that differ between a fresh and a resumed run; seeding it from (seed, step) right
+        # before every step makes a resumed run continue exactly as an uninterrupted one.
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.global_step]).generate_state(1)[0]))

@@ -237,7 +237,7 @@ def layout(anatomy: Anatomy, rng: np.random.Generator) -> None:
     _, slope, bow = anatomy.curve
     half = total / 200.0  # t = z / 100 at either end
     anatomy.curve = (0.0, slope, bow / max(half * half, 1e-6))
-    for kind, obj, zc in centres:
+    for _kind, obj, zc in centres:
         y = float(anatomy.centre_y(zc))
         tilt = float(np.arctan(anatomy.slope(zc)))
         obj.center = np.array([0.0, y, zc])  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ check, decode, rescale to float32); SimpleITK's is GDCM series discovery
 interleaved so that load from other processes hits both alike. The results also say
 whether both readers agree on the voxels and the affine.
 
-Run: ``python -m spinelesion.benchmarks.data_read FOLDER [--repeats 5]`` (prints JSON).
+Run: ``python -m spinelesion.benchmark.data_read FOLDER [--repeats 5]`` (prints JSON).
 """
 
 from __future__ import annotations
