@@ -40,6 +40,9 @@ def prepare_for_device(net: torch.nn.Module, device: torch.device, channels_last
 
 
 def to_device(image: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Host-to-GPU copies from pinned memory, without blocking; a no-op move on CPU."""
+    if device.type == "cuda" and image.device.type == "cpu" and not image.is_pinned():
+        image = image.pin_memory()
     image = image.to(device, non_blocking=device.type == "cuda")
     return image.contiguous(memory_format=torch.channels_last_3d) if channels_last else image
 
