@@ -99,3 +99,19 @@ def test_written_manifest_has_contract_columns_in_order(folder: Path):
     path = write_manifest(folder / "m.csv", [_row()])
     with open(path) as fh:
         assert next(csv.reader(fh)) == list(COLUMNS)
+
+
+def test_subset_keeps_whole_studies_and_makes_paths_absolute(folder: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    from spinelesion.data.manifest import subset_manifest
+
+    monkeypatch.chdir(folder.parent)  # the source manifest given by a relative path
+
+    path = write_manifest(folder / "manifest.csv", [
+        _row(), _row(case_id="c1b", x_mm=2.0),
+        _row(case_id="c2", study_id="s2", patient_id="p2", t2="s2_t2.nii.gz", z_mm=100.0),
+    ])
+    sub = subset_manifest(Path(folder.name) / path.name, tmp_path / "elsewhere" / "sub.csv", studies=1)
+    m = read_manifest(sub, geometry=True)
+    assert [r.case_id for r in m.rows] == ["c1", "c1b"]  # both ROIs of the first study, none of the second
+    assert m.rows[0].sequences == {"t2": folder / "s1_t2.nii.gz"}

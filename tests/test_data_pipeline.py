@@ -45,8 +45,15 @@ def test_batches_have_the_contract_shape_and_missing_sequences_are_flagged(tiny_
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert tuple(batch["image"].shape) == (4, 4, *RoiSpec().shape)
-    assert batch["image"].dtype == torch.float32 and torch.isfinite(batch["image"]).all()
+    # training items carry their context box; the batch is augmented and cropped on its device
+    assert tuple(batch["image"].shape) == (4, 4, *RoiSpec().context_shape)
+    aug = dm.augmenter()
+    image, available = aug(batch["image"], batch["available"], aug.generator(batch["image"].device, 0, 0, 0))
+    assert tuple(image.shape) == (4, 4, *RoiSpec().shape)
+    assert image.dtype == torch.float32 and torch.isfinite(image).all()
+    assert bool((available <= batch["available"]).all())  # dropout only removes sequences
+    val = next(iter(dm.val_dataloader()))
+    assert tuple(val["image"].shape[1:]) == (4, *RoiSpec().shape)
     # every bank entry's flags match the manifest's sequence columns, and missing ones are zero
     manifest = read_manifest(tiny_dataset)
     by_case = {r.case_id: r for r in manifest.rows}

@@ -8,12 +8,7 @@ import torch
 from scipy.ndimage import map_coordinates
 from scipy.spatial.transform import Rotation
 
-from spinelesion.data.augment import (
-    AugmentConfig,
-    SequenceDropoutd,
-    augmentation_from_dict,
-    build_augmentation,
-)
+from spinelesion.data.augment import AugmentConfig, BatchAugment, augmentation_from_dict
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, crop_rois, sample_grid
 from spinelesion.io.volume import grid_affine
@@ -87,35 +82,71 @@ def test_normalisation_is_scale_free_and_keeps_missing_channels_zero():
     assert abs(float(c[0, 5:].median()) - float(robust_unit_range(x[:, 5:])[0].median())) < 1e-4
 
 
+def _batch(spec: RoiSpec, b: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 4, *spec.context_shape, generator=g)
+    avail = torch.ones(b, 4)
+    avail[:, 2] = 0.0
+    image[:, 2] = 0.0
+    return image, avail
+
+
 def test_augmentation_output_shape_flags_and_determinism():
     spec = RoiSpec(shape=(16, 24, 24), spacing=(1.5, 1.5, 1.5), margin=1.25)
-    tf = build_augmentation(AugmentConfig(dropout_prob=0.5), spec)
-    image = torch.rand(4, *spec.context_shape)
-    avail = torch.tensor([1.0, 1.0, 0.0, 1.0])
-    outs = []
-    for _ in range(2):
-        tf.set_random_state(seed=123)
-        outs.append(tf({"image": image.clone(), "available": avail.clone()}))
-    assert tuple(outs[0]["image"].shape) == (4, *spec.shape)
-    torch.testing.assert_close(torch.as_tensor(outs[0]["image"]), torch.as_tensor(outs[1]["image"]))
-    tf.set_random_state(seed=124)
-    other = tf({"image": image.clone(), "available": avail.clone()})
-    assert not torch.allclose(torch.as_tensor(other["image"]), torch.as_tensor(outs[0]["image"]))
-    for out in (outs[0], other):
-        flags = torch.as_tensor(out["available"])
-        assert flags[2] == 0 and flags.sum() >= 1
-        img = torch.as_tensor(out["image"])
-        for c in range(4):
-            if flags[c] == 0:
-                assert float(img[c].abs().max()) == 0.0
+    aug = BatchAugment(AugmentConfig(dropout_prob=0.5), spec)
+    image, avail = _batch(spec)
+    a = aug(image, avail, aug.generator(image.device, 1, 2, 0))
+    b = aug(image, avail, aug.generator(image.device, 1, 2, 0))
+    c = aug(image, avail, aug.generator(image.device, 1, 3, 0))
+    assert tuple(a[0].shape) == (6, 4, *spec.shape)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+    assert not torch.allclose(a[0], c[0])
+    for img, flags in (a, c):
+        assert (flags[:, 2] == 0).all() and (flags.sum(1) >= 1).all()
+        for i in range(img.shape[0]):
+            for ch in range(4):
+                if flags[i, ch] == 0:
+                    assert float(img[i, ch].abs().max()) == 0.0
+
+
+def test_identity_augmentation_is_the_centre_crop():
+    spec = RoiSpec(shape=(8, 12, 12), spacing=(1.5, 1.5, 1.5), margin=1.5)
+    off = AugmentConfig(**{**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")}})
+    aug = BatchAugment(off, spec)
+    image, avail = _batch(spec, b=2)
+    out, flags = aug(image, avail, aug.generator(image.device, 0))
+    torch.testing.assert_close(out, center_crop(image, spec.shape), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flags, avail)
+
+
+def test_affine_rotates_about_the_roi_centre_in_patient_axes():
+    """A 90-degree turn about the L-R axis maps the A-P axis onto S-I: a bar along A-P becomes a bar along S-I."""
+    spec = RoiSpec(shape=(9, 9, 9), spacing=(1.0, 1.0, 1.0), margin=1.0)
+    cfg = AugmentConfig(**{**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")},
+                           "affine_prob": 1.0, "rotate_deg": (90.0, 0.0, 0.0), "scale": 0.0, "translate_mm": (0, 0, 0)})
+    aug = BatchAugment(cfg, spec)
+    img = torch.zeros(1, 1, 9, 9, 9)
+    img[0, 0, 4, :, 4] = 1.0  # bar along A-P (axis 1) through the centre
+    found = False
+    for seed in range(40):  # the angle is drawn in [-90, 90]: find a draw near +-90 degrees
+        out, _ = aug(img, torch.ones(1, 1), aug.generator(img.device, seed))
+        along_si = float(out[0, 0, 4, 4, :].sum())
+        along_ap = float(out[0, 0, 4, :, 4].sum())
+        if along_si > 7.0:
+            assert along_ap < 2.0
+            assert float(out[0, 0, 4, 4, 4]) > 0.9  # the centre stays put
+            found = True
+            break
+    assert found
 
 
 def test_sequence_dropout_never_drops_everything():
-    t = SequenceDropoutd(prob=1.0)
-    t.set_random_state(seed=0)
-    for _ in range(20):
-        out = t({"image": torch.ones(4, 2, 2, 2), "available": torch.tensor([1.0, 0.0, 1.0, 1.0])})
-        assert out["available"].sum() == 1 and out["available"][1] == 0
+    spec = RoiSpec(shape=(4, 4, 4), spacing=(1, 1, 1), margin=1.0)
+    aug = BatchAugment(AugmentConfig(dropout_prob=1.0), spec)
+    flags = torch.tensor([[1.0, 0.0, 1.0, 1.0]] * 20)
+    out = aug._dropout(flags, aug.generator(flags.device, 5))
+    assert (out.sum(1) == 1).all() and (out[:, 1] == 0).all()
 
 
 def test_augmentation_flips_only_left_right():
@@ -123,11 +154,10 @@ def test_augmentation_flips_only_left_right():
     spec = RoiSpec(shape=(8, 8, 8), spacing=(1.5, 1.5, 1.5), margin=1.0)
     cfg = AugmentConfig(**{**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")},
                            "flip_lr_prob": 1.0})
-    tf = build_augmentation(cfg, spec)
-    image = torch.arange(8 * 8 * 8, dtype=torch.float32).reshape(1, 8, 8, 8)
-    tf.set_random_state(seed=0)
-    out = torch.as_tensor(tf({"image": image, "available": torch.ones(1)})["image"])
-    torch.testing.assert_close(out, image.flip(1))
+    aug = BatchAugment(cfg, spec)
+    image = torch.arange(8 * 8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8, 8)
+    out, _ = aug(image, torch.ones(1, 1), aug.generator(image.device, 0))
+    torch.testing.assert_close(out, image.flip(2))
 
 
 def test_augmentation_config_rejects_unknown_keys():

@@ -251,3 +251,19 @@ def test_saliency_leaves_no_hooks_behind():
                      target_layer="backbone.layers.2")
     assert not layer._forward_hooks and not layer._backward_hooks
     export_torchscript(net, Path("/tmp") / "hooks-free.ts", tuple(ROI["shape"]))  # tracing refuses hooked modules
+
+
+def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_path: Path):
+    lesion = np.array([6.0, -2.0, 12.0])
+    vol = blob_volume(SAG, (1.0, 1.0, 3.0), 4.0, lesion)
+    src = tmp_path / "t2.nii.gz"
+    write_nifti(vol, src)
+    item = StudyInput("scan", str(src), lambda: Study("scan", {"t2": read_volume(src)}), [])
+    res = probe_predictor().predict_study(item, tmp_path / "out")
+    assert res.rois and all(r["source"] == "scan" for r in res.rois)
+    first = np.array(res.rois[0]["center_lps_mm"])
+    assert np.linalg.norm(first - lesion) < 15.0, first  # the scan stride is ~10 mm
+    maps = sorted(p.name for p in (res.folder / "probability").iterdir())
+    assert len(maps) == 7 and "compartment_extradural.nii.gz" in maps
+    img = nib.load(res.folder / "probability" / "compartment_none.nii.gz")
+    assert img.shape == read_volume(src).shape

@@ -21,3 +21,14 @@ def config_dir() -> str:
 
 
 CONFIG_DIR = config_dir()
+
+
+def compose_config(name: str, overrides: list[str]) -> object:
+    """Compose a config of ``configs/``, also from inside a running ``@hydra.main`` app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path has configs/
+        return compose(config_name=name, overrides=overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)

@@ -53,7 +53,7 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds = RoiDataset(bank, indices, spec, transform=None)
+    ds = RoiDataset(bank, indices, spec)
     logits = predict_logits(net, DataLoader(ds, batch_size=batch_size, shuffle=False), device=device)
     temps = net.temperature.detach().cpu().numpy()
     probs = {t: softmax_np(logits[t], float(temps[i])) for i, t in enumerate(TASKS)}

@@ -65,7 +65,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
         summary["best_checkpoint"] = ckpt_cb.best_model_path or None
-        summary["last_checkpoint"] = getattr(ckpt_cb, "last_model_path", None) or None
+        last = Path(ckpt_cb.dirpath) / "last.ckpt"
+        summary["last_checkpoint"] = str(last) if last.is_file() else None
     if not trainer.is_global_zero or trainer.fast_dev_run or not summary.get("best_checkpoint"):
         return summary
 
@@ -84,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics = evaluate_bank(net, dm.bank, dm.split_indices[split], dm.spec, out_dir / f"eval_{split}",
                                 batch_size=dm.eval_batch_size)
         evaluations[split] = metrics
-    metadata["metrics"] = {s: _headline(m) for s, m in evaluations.items()}
+    metadata["metrics"] = {s: headline_metrics(m) for s, m in evaluations.items()}
     metadata = save_model_folder(net, model_dir, metadata)
     write_model_card(model_dir, metadata)
     summary["model_dir"] = str(model_dir)
@@ -93,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     c, f = metrics.get("compartment", {}), metrics.get("fracture", {})
     return {
         "n": c.get("n"),

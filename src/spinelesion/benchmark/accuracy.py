@@ -14,10 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from spinelesion.config_path import CONFIG_DIR
+from spinelesion.config_path import compose_config
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,12 @@ def train_and_evaluate(model: str, train_manifest: Path, test_manifest: Path, ou
     from spinelesion.evaluate import evaluate
     from spinelesion.train import train
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", [f"model={model}", f"data.manifest={train_manifest}", f"data.cache_dir={cache_dir}",
-                                "logger=csv", f"trainer.max_time={budget_string(budget_s)}", "trainer.max_epochs=100000",
-                                "model.scheduler.name=none", "evaluate_splits=[]", "data.progress=false",
-                                "callbacks.progress_bar=null", f"seed={seed}"])
-        ev = compose("eval", [f"data.manifest={test_manifest}", f"data.cache_dir={cache_dir}", f"bootstrap.n={n_boot}",
-                              "plots=false"])
+    cfg = compose_config("train", [f"model={model}", f"data.manifest={train_manifest}", f"data.cache_dir={cache_dir}",
+                                   "logger=csv", f"trainer.max_time={budget_string(budget_s)}", "trainer.max_epochs=100000",
+                                   "model.scheduler.name=none", "evaluate_splits=[]", "data.progress=false",
+                                   "callbacks.progress_bar=null", f"seed={seed}"])
+    ev = compose_config("eval", [f"data.manifest={test_manifest}", f"data.cache_dir={cache_dir}", f"bootstrap.n={n_boot}",
+                                 "plots=false"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "train")
         cfg.model_dir = str(out / "train" / "model")

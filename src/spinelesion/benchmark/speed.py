@@ -27,28 +27,42 @@ def dicom_vs_simpleitk(series_folder: Path, repeats: int = 5) -> dict[str, Any]:
     return bench_dicom_read(series_folder, repeats=repeats)
 
 
-def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3) -> dict[str, Any]:
-    """Studies per second uncached (read + resample + crop) and ROIs per second from the
-    in-memory cache with training augmentation (one worker process-free loop)."""
+def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3, studies: int = 24) -> dict[str, Any]:
+    """Studies per second uncached (read + resample) and ROIs per second from the in-memory
+    cache with training augmentation, on the first ``studies`` studies of the manifest."""
+    from torch.utils.data import default_collate
+
     from spinelesion.data.cache import prepare_study
     from spinelesion.data.datamodule import SpineDataModule
-    from spinelesion.data.manifest import read_manifest
+    from spinelesion.data.dataset import BankIndex
+    from spinelesion.data.manifest import read_manifest, subset_manifest
 
-    manifest_rows = read_manifest(manifest).rows
-    studies = {}
-    for r in manifest_rows:
-        studies.setdefault(r.study_id, r)
-    some = list(studies.values())[:6]
+    rows = read_manifest(manifest).rows
+    keep = list(dict.fromkeys(r.study_id for r in rows))[:studies]
+    first = {r.study_id: r for r in reversed(rows)}
+    some = [first[s] for s in keep[:6]]
     uncached = measure(lambda: [prepare_study(r.study_id, r.sequences) for r in some], repeats=1, warmup=0)
     per_study = uncached["median_s"] / len(some)
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     try:
-        dm = SpineDataModule(manifest, cache_dir=tmp, batch_size=batch_size, progress=False)
+        sub = subset_manifest(manifest, tmp / "manifest.csv", studies)
+        dm = SpineDataModule(sub, cache_dir=tmp / "cache", batch_size=batch_size, progress=False,
+                             splits={"train": 1.0}, check_geometry=False)
         dm.setup("fit")
         ds = dm.dataset("train")
-        n = min(len(ds), batch_size * 8)
-        keys = [(ds.indices[i % len(ds.indices)], i) for i in range(n)]
-        cached = measure(lambda: [ds[k] for k in keys], repeats=repeats)
+        aug = dm.augmenter()
+        n_batches = 8
+        n = batch_size * n_batches
+        batches = [[ds.indices[(b * batch_size + i) % len(ds.indices)] for i in range(batch_size)]
+                   for b in range(n_batches)]
+
+        def load_and_augment() -> None:  # what a training step waits for: index, collate, augment
+            for step, keys in enumerate(batches):
+                batch = default_collate([ds[BankIndex(k)] for k in keys])
+                if aug is not None:
+                    aug(batch["image"], batch["available"], aug.generator(batch["image"].device, 0, step, 0))
+
+        cached = measure(load_and_augment, repeats=repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"studies_per_s_uncached": round(1.0 / per_study, 2),

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from spinelesion.data.augment import augmentation_from_dict, build_augmentation
+from spinelesion.data.augment import BatchAugment, augmentation_from_dict
 from spinelesion.data.cache import StudyCache
 from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
 from spinelesion.data.manifest import Manifest, Row, read_manifest
@@ -84,6 +84,7 @@ class SpineDataModule(pl.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
+        self._augment = self.augmenter()
         self.progress = progress
         self.build_all = build_all
         self.manifest: Manifest | None = None
@@ -144,10 +145,26 @@ class SpineDataModule(pl.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def dataset(self, split: str, augment: bool | None = None) -> RoiDataset:
+        """Training items carry their whole context box: the module augments and crops the batch."""
         assert self.bank is not None, "call setup() first"
         augment = (split == "train") if augment is None else augment
-        transform = build_augmentation(self.augment_cfg, self.spec) if augment and self.augment_cfg.enabled else None
-        return RoiDataset(self.bank, self.split_indices[split], self.spec, transform)
+        return RoiDataset(self.bank, self.split_indices[split], self.spec, context=augment and self.augment_cfg.enabled)
+
+    def augmenter(self) -> BatchAugment | None:
+        return BatchAugment(self.augment_cfg, self.spec) if self.augment_cfg.enabled else None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment and crop training batches where they are (GPU or CPU).
+
+        The random draws are seeded by (seed, global step, rank): identical whatever the
+        number of workers, different on every DDP rank, and a resumed run continues exactly.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training or self._augment is None:
+            return batch
+        g = self._augment.generator(batch["image"].device, self.seed, trainer.global_step, trainer.global_rank)
+        batch["image"], batch["available"] = self._augment(batch["image"], batch["available"], g)
+        return batch
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.dataset(split)

@@ -109,40 +109,34 @@ def build_roi_bank(rows: Sequence[Row], cache: StudyCache, spec: RoiSpec, on_err
 
 
 class RoiDataset(Dataset):
-    """Items of a :class:`RoiBank` subset; keys are indices or (index, augmentation seed).
+    """Items of a :class:`RoiBank` subset, by position in the subset or by bank index.
 
-    Returns dicts with ``image`` (C, *shape) float32, ``available`` (C,), one long target
-    per task, and ``index`` (position in the bank).
+    Returns dicts with ``image`` (C, *shape) float32 (the whole context box when
+    ``context=True``: training batches are augmented and cropped on the device, see
+    :mod:`spinelesion.data.augment`), ``available`` (C,), one long target per task, and
+    ``index`` (position in the bank).
     """
 
-    def __init__(self, bank: RoiBank, indices: Sequence[int], spec: RoiSpec, transform: object | None = None):
+    def __init__(self, bank: RoiBank, indices: Sequence[int], spec: RoiSpec, context: bool = False):
         self.bank = bank
         self.indices = list(indices)
         self.spec = spec
-        self.transform = transform
+        self.context = context
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        # The sampler yields bank indices; plain integer access is by position in the subset.
-        if isinstance(key, tuple):
-            index, seed = key
-        else:
-            index, seed = self.indices[key], None
+    def __getitem__(self, key: int | BankIndex) -> dict[str, torch.Tensor]:
+        # Samplers yield bank indices (BankIndex); plain integers are positions in the subset.
+        index = int(key) if isinstance(key, BankIndex) else self.indices[key]
         image = self.bank.images[index].float()
-        available = self.bank.available[index].clone()
-        if self.transform is not None:
-            if seed is not None:
-                self.transform.set_random_state(seed=int(seed))  # type: ignore[attr-defined]
-            out = self.transform({"image": image, "available": available})  # type: ignore[operator]
-            image = torch.as_tensor(out["image"]).float()
-            available = torch.as_tensor(out["available"]).float()
-            if hasattr(image, "as_tensor"):
-                image = image.as_tensor()
-        else:
+        if not self.context:
             image = center_crop(image, self.spec.shape).contiguous()
-        item = {"image": image, "available": available, "index": torch.tensor(index)}
+        item = {"image": image, "available": self.bank.available[index].clone(), "index": torch.tensor(index)}
         for task in TASKS:
             item[task] = self.bank.targets[task][index]
         return item
+
+
+class BankIndex(int):
+    """An index into the bank itself (what the samplers yield), not into a subset."""

@@ -277,3 +277,15 @@ def write_manifest(path: str | os.PathLike[str], records: Iterable[dict[str, obj
         for rec in records:
             writer.writerow({k: ("" if rec.get(k) is None else rec.get(k)) for k in COLUMNS})
     return path
+
+
+def subset_manifest(manifest: str | os.PathLike[str], out: str | os.PathLike[str], studies: int) -> Path:
+    """The rows of the first ``studies`` studies of a manifest, written to ``out`` with
+    absolute sequence paths (so the copy works from any folder)."""
+    src = Path(manifest).resolve()
+    with open(src, newline="", encoding="utf-8") as fh:
+        records = list(csv.DictReader(fh))
+    keep = set(list(dict.fromkeys(r["study_id"] for r in records))[:studies])
+    rows = [{k: (str(_resolve(src.parent, v)) if k in SEQUENCES and v else v) for k, v in r.items()}
+            for r in records if r["study_id"] in keep]
+    return write_manifest(out, rows)

@@ -1,8 +1,8 @@
-"""A sampler that hands out (index, augmentation seed) pairs, reproducible per epoch.
+"""A sampler of bank indices, reproducible per epoch.
 
-The seed of every item's augmentation is drawn here, in the main process, from
-(seed, epoch), so batches are identical whatever the number of workers, and a run resumed
-at an epoch boundary sees exactly the batches an uninterrupted run would have seen.
+The order is drawn from (seed, epoch) in the main process, so batches are identical
+whatever the number of workers, and a run resumed at an epoch boundary sees exactly the
+batches an uninterrupted run would have seen.
 Under DDP each rank takes every ``world_size``-th item of the same epoch order (pass
 ``use_distributed_sampler=False`` to the Trainer; the trainer configs do).
 """
@@ -22,8 +22,8 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-class KeyedSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, item_seed)``.
+class KeyedSampler(Sampler[int]):
+    """Yields bank indices (:class:`~spinelesion.data.dataset.BankIndex`).
 
     Args:
         indices: dataset indices to draw from.
@@ -58,30 +58,25 @@ class KeyedSampler(Sampler[tuple[int, int]]):
         """Called by Lightning at the start of every epoch."""
         self.epoch = int(epoch)
 
-    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+    def _order(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.weights is not None:
             p = self.weights / self.weights.sum()
-            order = rng.choice(self.indices, size=self.num_samples, replace=True, p=p)
-        elif self.shuffle:
-            order = rng.permutation(self.indices)
-        else:
-            order = self.indices.copy()
-        seeds = rng.integers(0, 2**31 - 1, size=len(order))
-        return order, seeds
+            return rng.choice(self.indices, size=self.num_samples, replace=True, p=p)
+        return rng.permutation(self.indices) if self.shuffle else self.indices.copy()
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order, seeds = self._order()
+    def __iter__(self) -> Iterator[int]:
+        from spinelesion.data.dataset import BankIndex
+
+        order = self._order()
         rank, world = _dist_info()
         if world > 1:
             n = len(order) // world if self.drop_uneven else -(-len(order) // world)
             total = n * world
             if total > len(order):
-                pad = total - len(order)
-                order = np.concatenate([order, order[:pad]])
-                seeds = np.concatenate([seeds, seeds[:pad]])
-            order, seeds = order[rank:total:world], seeds[rank:total:world]
-        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+                order = np.concatenate([order, order[:total - len(order)]])
+            order = order[rank:total:world]
+        return iter([BankIndex(i) for i in order.tolist()])
 
     def __len__(self) -> int:
         rank, world = _dist_info()

@@ -32,6 +32,7 @@ class ScanConfig:
     min_distance_mm: float = 20.0   # peaks closer than this are one finding
     max_rois: int = 8
     max_extent_mm: float = 400.0    # guards against a huge field of view
+    edge_margin_mm: float = 12.0    # candidates at least this far inside the scanned volume
 
 
 @dataclass
@@ -87,8 +88,13 @@ def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, avai
         probabilities[task] = maps[start:start + n]
         start += n
     score = np.maximum(1.0 - probabilities["compartment"][0], 1.0 - probabilities["fracture"][0])
-    # Only voxels inside the scanned volume may become candidates (the padding is not anatomy).
+    # Only voxels well inside the scanned volume may become candidates: the padding is not
+    # anatomy, and a ROI half outside the field of view is not one the model was trained on.
     inside = sample_grid(np.ones((1, *array.shape[1:]), np.float32), affine, grid_affine, grid_shape)[0, 0].numpy() > 0.5
+    margin = [max(int(round(cfg.edge_margin_mm / s)), 0) for s in spec.spacing]
+    if any(margin):
+        thin = [m if n > 2 * m + 1 else 0 for m, n in zip(margin, grid_shape, strict=True)]  # a thin slab keeps its axis
+        inside = ndimage.binary_erosion(inside, structure=np.ones([2 * m + 1 for m in thin], bool), border_value=0)
     score = np.where(inside, score, 0.0)
     return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
 

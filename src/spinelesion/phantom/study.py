@@ -141,6 +141,21 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
             continue
         busy.add(i)
         out.append(RoiRecord(c, "none", "none", "normal", v.name))
+    # Background: soft tissue in front of or behind the spine. Scanning a whole study puts
+    # ROIs everywhere; the model must have seen that "no lesion" also looks like this.
+    lo, hi = cfg.get("background_rois", [0, 0])
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        v = an.vertebrae[int(rng.integers(1, len(an.vertebrae) - 1))]
+        z = float(v.center[2] + rng.uniform(-0.5, 0.5) * v.height)
+        yc = float(an.centre_y(z))
+        if rng.random() < 0.5:  # prevertebral
+            y = yc - v.depth / 2 - rng.uniform(15, 45)
+        else:  # paraspinal muscles / subcutaneous tissue
+            y = yc + v.depth / 2 + an.canal_ap + rng.uniform(30, an.posterior_depth - v.depth / 2 - an.canal_ap - 5)
+        c = np.array([rng.uniform(-15, 15), y, z])
+        if any(abs(c[2] - zz) < 30 and abs(c[1] - float(f.center[1])) < 40 for f, zz in zip(findings, lesion_z, strict=True)):
+            continue
+        out.append(RoiRecord(c, "none", "none", "normal", v.name))
     return out
 
 
