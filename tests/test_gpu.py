@@ -71,3 +71,19 @@ def test_predictor_on_cuda_agrees_with_cpu(tiny_dataset: Path, tmp_path: Path):
             pa = np.array(list(ra[task]["probabilities"].values()))
             pb = np.array(list(rb[task]["probabilities"].values()))
             assert np.abs(pa - pb).max() < 0.05
+
+
+def test_batched_augmentation_runs_on_the_gpu_and_is_reproducible():
+    from spinelesion.data.augment import AugmentConfig, BatchAugment
+    from spinelesion.data.roi import RoiSpec
+
+    spec = RoiSpec()
+    aug = BatchAugment(AugmentConfig(), spec)
+    image = torch.rand(8, 4, *spec.context_shape, device="cuda")
+    avail = torch.ones(8, 4, device="cuda")
+    a, fa = aug(image, avail, aug.generator(image.device, 3, 10, 0))
+    b, fb = aug(image, avail, aug.generator(image.device, 3, 10, 0))
+    assert a.device.type == "cuda" and tuple(a.shape) == (8, 4, *spec.shape)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)  # cuDNN may pick another conv algorithm
+    assert torch.equal(fa, fb)
+    assert torch.isfinite(a).all() and bool((fa.sum(1) >= 1).all())
