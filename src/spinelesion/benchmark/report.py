@@ -38,7 +38,7 @@ def plot_learning_curves(curves: dict[str, list[dict[str, float]]], path: Path) 
         if pts:
             ax.plot([p["seconds"] for p in pts], [p["score"] for p in pts], "o-", ms=3, label=name)
     ax.set_xlabel("training seconds (this machine)")
-    ax.set_ylabel("validation score\n(mean of compartment AUC and benign-vs-pathologic AUC)")
+    ax.set_ylabel("validation score\n(mean of compartment AUC\nand benign-vs-pathologic AUC)")
     ax.set_title("Learning curves under an equal wall-clock budget")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -105,8 +105,12 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
                      f"({_t(d['dicom']['spinelesion'])} vs {_t(d['dicom'].get('simpleitk') if isinstance(d['dicom'].get('simpleitk'), dict) else None)}) | >= 1x |")
     if "loader" in d:
         lines.append(f"| studies/s uncached (read, resample, crop) | {d['loader']['studies_per_s_uncached']} | |")
-        lines.append(f"| ROIs/s from the cache, augmented | {d['loader']['rois_per_s_cached_augmented']} | |")
+        lines.append(f"| ROIs/s the cached loader delivers (index + collate) | {d['loader']['rois_per_s_cached']} | |")
         lines.append(f"| cached loader / training step | {d.get('loader_over_train_step')}x | >= 5x |")
+        if d["loader"].get("rois_per_s_augment"):
+            lines.append(f"| ROIs/s of batched augmentation on the CPU (runs on the GPU when training there) | "
+                         f"{d['loader']['rois_per_s_augment']} | |")
+            lines.append(f"| augmentation's share of a CPU training step | {d.get('augment_share_of_cpu_step')} | |")
     inf = sp.get("inference")
     if inf:
         s = inf["split_s"]

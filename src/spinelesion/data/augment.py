@@ -82,6 +82,11 @@ def _coin(g: torch.Generator, n: int, p: float, device: torch.device) -> torch.T
     return torch.rand(n, generator=g, device=device) < p
 
 
+def _chosen(g: torch.Generator, n: int, p: float, device: torch.device) -> torch.Tensor:
+    """Indices of the samples a transform of probability ``p`` applies to."""
+    return torch.nonzero(_coin(g, n, p, device)).flatten()
+
+
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
     """(B, 3) radians about array axes 0, 1, 2 -> (B, 3, 3)."""
     c, s = torch.cos(angles), torch.sin(angles)
@@ -109,8 +114,9 @@ class BatchAugment:
         cfg, dev = self.cfg, image.device
         b = image.shape[0]
         x = self._affine(image.float(), g)
-        flip = _coin(g, b, cfg.flip_lr_prob, dev)
-        x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(2), x)  # dim 2 = left-right only
+        idx = _chosen(g, b, cfg.flip_lr_prob, dev)
+        if idx.numel():
+            x[idx] = x[idx].flip(2)  # dim 2 = left-right only
         x = self._intensity(x, g)
         flags = self._dropout(available.float(), g)
         return x * flags.view(b, -1, 1, 1, 1), flags
@@ -147,56 +153,56 @@ class BatchAugment:
 
     # -- intensity ------------------------------------------------------------------------------
     def _intensity(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Each transform touches only the samples it was drawn for (most of the cost on a CPU)."""
         cfg, dev = self.cfg, x.device
         b, c = x.shape[:2]
-        view = (b, c, 1, 1, 1)
         if cfg.bias_prob > 0:
-            on = _coin(g, b, cfg.bias_prob, dev).float()
-            x = x * self._bias_field(x.shape[2:], g, b, dev, on).unsqueeze(1)
+            idx = _chosen(g, b, cfg.bias_prob, dev)
+            if idx.numel():
+                x[idx] = x[idx] * self._bias_field(x.shape[2:], g, idx.numel(), dev).unsqueeze(1)
         if cfg.gamma_prob > 0:  # per channel: ((x - lo) / range) ** gamma * range + lo
-            on = _coin(g, b, cfg.gamma_prob, dev).view(b, 1, 1, 1, 1)
-            gamma = _uniform(g, b, cfg.gamma[0], cfg.gamma[1], dev, c).view(view)
-            lo = x.amin(dim=(2, 3, 4), keepdim=True)
-            rng = (x.amax(dim=(2, 3, 4), keepdim=True) - lo).clamp(min=1e-6)
-            x = torch.where(on, ((x - lo) / rng).clamp(0, 1) ** gamma * rng + lo, x)
+            idx = _chosen(g, b, cfg.gamma_prob, dev)
+            gamma = _uniform(g, b, cfg.gamma[0], cfg.gamma[1], dev, c).view(b, c, 1, 1, 1)
+            if idx.numel():
+                sub = x[idx]
+                lo = sub.amin(dim=(2, 3, 4), keepdim=True)
+                rng = (sub.amax(dim=(2, 3, 4), keepdim=True) - lo).clamp(min=1e-6)
+                x[idx] = ((sub - lo) / rng).clamp(0, 1) ** gamma[idx] * rng + lo
         if cfg.scale_intensity_prob > 0:
             on = _coin(g, b, cfg.scale_intensity_prob, dev).float().view(b, 1, 1, 1, 1)
-            x = x * (1 + on * _uniform(g, b, -cfg.scale_intensity, cfg.scale_intensity, dev, c).view(view))
+            x = x * (1 + on * _uniform(g, b, -cfg.scale_intensity, cfg.scale_intensity, dev, c).view(b, c, 1, 1, 1))
         if cfg.shift_intensity_prob > 0:
             on = _coin(g, b, cfg.shift_intensity_prob, dev).float().view(b, 1, 1, 1, 1)
-            x = x + on * _uniform(g, b, -cfg.shift_intensity, cfg.shift_intensity, dev, c).view(view)
+            x = x + on * _uniform(g, b, -cfg.shift_intensity, cfg.shift_intensity, dev, c).view(b, c, 1, 1, 1)
         if cfg.smooth_prob > 0:
-            on = _coin(g, b, cfg.smooth_prob, dev)
+            idx = _chosen(g, b, cfg.smooth_prob, dev)
             sigma = float(_uniform(g, 1, cfg.smooth_sigma[0], cfg.smooth_sigma[1], dev))
-            idx = torch.nonzero(on).flatten()
             if idx.numel():
-                x = x.clone()
                 x[idx] = _gaussian_blur(x[idx], sigma)
         if cfg.lowres_prob > 0:
-            on = _coin(g, b, cfg.lowres_prob, dev)
+            idx = _chosen(g, b, cfg.lowres_prob, dev)
             zoom = float(_uniform(g, 1, cfg.lowres_zoom[0], cfg.lowres_zoom[1], dev))
-            idx = torch.nonzero(on).flatten()
             if idx.numel():
                 size = [max(int(round(s * zoom)), 2) for s in x.shape[2:]]
-                x = x.clone()
                 x[idx] = F.interpolate(F.interpolate(x[idx], size=size, mode="trilinear", align_corners=False),
                                        size=list(x.shape[2:]), mode="trilinear", align_corners=False)
         if cfg.noise_prob > 0:
-            on = _coin(g, b, cfg.noise_prob, dev).float().view(b, 1, 1, 1, 1)
+            idx = _chosen(g, b, cfg.noise_prob, dev)
             std = _uniform(g, b, 0.0, cfg.noise_std, dev).view(b, 1, 1, 1, 1)
-            x = x + on * std * torch.randn(x.shape, generator=g, device=dev)
+            if idx.numel():
+                x[idx] = x[idx] + std[idx] * torch.randn((idx.numel(), *x.shape[1:]), generator=g, device=dev)
         return x
 
-    def _bias_field(self, shape: torch.Size, g: torch.Generator, b: int, dev: torch.device, on: torch.Tensor) -> torch.Tensor:
-        """exp(random degree-3 polynomial), one per sample. The field is smooth, so it is
+    def _bias_field(self, shape: torch.Size, g: torch.Generator, n: int, dev: torch.device) -> torch.Tensor:
+        """exp(random degree-3 polynomial) for ``n`` samples. The field is smooth, so it is
         computed on a 4x coarser grid and interpolated up (a tenth of the cost)."""
         coarse = [max(int(s) // 4, 2) for s in shape]
-        axes = [torch.linspace(-1, 1, n, device=dev) for n in coarse]
+        axes = [torch.linspace(-1, 1, k, device=dev) for k in coarse]
         gx, gy, gz = torch.meshgrid(*axes, indexing="ij")
         terms = [gx ** i * gy ** j * gz ** k for i in range(4) for j in range(4 - i) for k in range(4 - i - j)
                  if i + j + k > 0]
         basis = torch.stack(terms)  # (T, x, y, z)
-        coeff = _uniform(g, b, -self.cfg.bias_coeff, self.cfg.bias_coeff, dev, len(terms)) * on.view(b, 1)
+        coeff = _uniform(g, n, -self.cfg.bias_coeff, self.cfg.bias_coeff, dev, len(terms))
         field = torch.einsum("bt,txyz->bxyz", coeff / math.sqrt(len(terms)) * 2, basis).unsqueeze(1)
         field = F.interpolate(field, size=list(shape), mode="trilinear", align_corners=True)[:, 0]
         return torch.exp(field)
