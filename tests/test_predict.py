@@ -253,13 +253,27 @@ def test_saliency_leaves_no_hooks_behind():
     export_torchscript(net, Path("/tmp") / "hooks-free.ts", tuple(ROI["shape"]))  # tracing refuses hooked modules
 
 
+class CentreProbeNet(ProbeNet):
+    """Evidence is local brightness weighted by closeness to the ROI's centre (normalised
+    background ~0.5, the blob up to 2): windows centred near a blob score highest."""
+
+    def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        conv = torch.relu(self.conv(image))[:, :1]
+        axes = [torch.arange(n, dtype=conv.dtype) - (n - 1) / 2 for n in conv.shape[2:]]
+        d2 = sum(a ** 2 for a in torch.meshgrid(*axes, indexing="ij"))
+        s = ((conv * torch.exp(-d2 / (2 * 8.0 ** 2))).flatten(1).amax(1, keepdim=True) - 1.0) * 10
+        return torch.cat([-s, s, -s, -s], 1), torch.cat([-s, -s, s], 1)
+
+
 def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_path: Path):
     lesion = np.array([6.0, -2.0, 12.0])
     vol = blob_volume(SAG, (1.0, 1.0, 3.0), 4.0, lesion)
     src = tmp_path / "t2.nii.gz"
     write_nifti(vol, src)
     item = StudyInput("scan", str(src), lambda: Study("scan", {"t2": read_volume(src)}), [])
-    res = probe_predictor().predict_study(item, tmp_path / "out")
+    meta = {"name": "probe", "version": "0", "weights_sha256": "-", "roi": ROI, "network": {"backbone": "probe"}}
+    predictor = Predictor(CentreProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False))
+    res = predictor.predict_study(item, tmp_path / "out")
     assert res.rois and all(r["source"] == "scan" for r in res.rois)
     first = np.array(res.rois[0]["center_lps_mm"])
     assert np.linalg.norm(first - lesion) < 15.0, first  # the scan stride is ~10 mm

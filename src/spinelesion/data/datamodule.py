@@ -145,7 +145,7 @@ class SpineDataModule(pl.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def dataset(self, split: str, augment: bool | None = None) -> RoiDataset:
-        """Training items carry their whole context box: the module augments and crops the batch."""
+        """Training items carry their whole context box: ``on_after_batch_transfer`` augments and crops the batch."""
         assert self.bank is not None, "call setup() first"
         augment = (split == "train") if augment is None else augment
         return RoiDataset(self.bank, self.split_indices[split], self.spec, context=augment and self.augment_cfg.enabled)
