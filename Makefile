@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup demo test bench bench-quick model lint clean
 
 help:
-	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~10 min)"
+	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~4 min)"
 	@echo "make test   - set up, then run the test suite"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
 	@echo "make model  - retrain the released demo model in models/"
