@@ -38,15 +38,15 @@ def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3, st
     from spinelesion.data.dataset import BankIndex
     from spinelesion.data.manifest import read_manifest, subset_manifest
 
-    rows = read_manifest(manifest).rows
-    keep = list(dict.fromkeys(r.study_id for r in rows))[:studies]
-    first = {r.study_id: r for r in reversed(rows)}
-    some = [first[s] for s in keep[:6]]
-    uncached = measure(lambda: [prepare_study(r.study_id, r.sequences) for r in some], repeats=1, warmup=0)
-    per_study = uncached["median_s"] / len(some)
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     try:
         sub = subset_manifest(manifest, tmp / "manifest.csv", studies)
+        first: dict[str, Any] = {}
+        for r in read_manifest(sub).rows:
+            first.setdefault(r.study_id, r)
+        some = list(first.values())[:6]
+        uncached = measure(lambda: [prepare_study(r.study_id, r.sequences) for r in some], repeats=1, warmup=0)
+        per_study = uncached["median_s"] / len(some)
         dm = SpineDataModule(sub, cache_dir=tmp / "cache", batch_size=batch_size, progress=False,
                              splits={"train": 1.0}, check_geometry=False)
         dm.setup("fit")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinelesion.data.roi import RoiSpec
+from spinelesion.data.roi import RoiSpec, center_crop
 
 
 @dataclass
@@ -124,8 +124,6 @@ class BatchAugment:
     # -- spatial --------------------------------------------------------------------------------
     def _affine(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Rotation, scaling and shift about the ROI centre for some samples; a centre crop for the rest."""
-        from spinelesion.data.roi import center_crop
-
         cfg, spec, dev = self.cfg, self.spec, image.device
         b = image.shape[0]
         chosen = _coin(g, b, cfg.affine_prob, dev)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from spinelesion.data.dataset import BankIndex
+
 
 def _dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -66,8 +68,6 @@ class KeyedSampler(Sampler[int]):
         return rng.permutation(self.indices) if self.shuffle else self.indices.copy()
 
     def __iter__(self) -> Iterator[int]:
-        from spinelesion.data.dataset import BankIndex
-
         order = self._order()
         rank, world = _dist_info()
         if world > 1:
