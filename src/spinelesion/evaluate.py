@@ -41,8 +41,12 @@ def load_model(model_dir: str | None, ckpt_path: str | None) -> tuple[Any, dict[
 
 def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_dir: str | Path,
                   batch_size: int = 32, device: str = "auto", n_boot: int = 1000, seed: int = 0,
-                  plots: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Score ROIs ``indices`` of a :class:`RoiBank`; write metrics.json, predictions.csv, plots."""
+                  plots: bool = True, extra: dict[str, Any] | None = None,
+                  decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score ROIs ``indices`` of a :class:`RoiBank`; write metrics.json, predictions.csv, plots.
+
+    ``decision`` is a model folder's ``metadata.json['decision']``: labels follow it (argmax without).
+    """
     from torch.utils.data import DataLoader
 
     from spinelesion.data.dataset import RoiDataset
@@ -50,7 +54,9 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
     from spinelesion.evaluation.report import EvalInputs, compute_metrics, write_metrics
     from spinelesion.inference.batch import predict_logits, softmax_np
     from spinelesion.labels import TASKS
+    from spinelesion.models.decision import DecisionRule
 
+    rule = DecisionRule.from_meta({"decision": decision})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = RoiDataset(bank, indices, spec)
@@ -63,17 +69,18 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
         findings=[r.finding for r in rows], levels=[r.level for r in rows],
         y_true={t: bank.targets[t][list(indices)].numpy() for t in TASKS}, probs=probs,
     )
-    metrics = compute_metrics(inputs, n_boot=n_boot, seed=seed)
+    metrics = compute_metrics(inputs, n_boot=n_boot, seed=seed, rule=rule)
     if extra:
         metrics.update(extra)
     write_metrics(metrics, out_dir)
-    _write_predictions(out_dir / "predictions.csv", rows, probs)
+    _write_predictions(out_dir / "predictions.csv", rows, probs, {t: rule.labels(t, probs[t]) for t in TASKS})
     if plots:
         write_plots(inputs, metrics, out_dir)
     return metrics
 
 
-def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndarray]) -> None:
+def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndarray],
+                       labels: dict[str, np.ndarray]) -> None:
     from spinelesion.labels import TASKS
 
     header = ["case_id", "study_id", "patient_id", "finding", "level"]
@@ -86,7 +93,7 @@ def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndar
             line = [r.case_id, r.study_id, r.patient_id, r.finding, r.level]
             for t, classes in TASKS.items():
                 p = probs[t][i]
-                line += [r.labels[t], classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p]
+                line += [r.labels[t], classes[int(labels[t][i])]] + [f"{v:.6f}" for v in p]
             w.writerow(line)
 
 
@@ -116,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
              "manifest": str(manifest.path), "failed_studies": failed}
     metrics = evaluate_bank(net, bank, list(range(len(bank))), spec, out_dir, batch_size=int(cfg.batch_size),
                             device=str(cfg.device), n_boot=int(cfg.bootstrap.n), seed=int(cfg.bootstrap.seed),
-                            plots=bool(cfg.plots), extra=extra)
+                            plots=bool(cfg.plots), extra=extra, decision=meta.get("decision"))
     for f in failed:
         log.warning("skipped study %s (rows %s): %s", f["study_id"], f["rows"], f["reason"])
     c, fr = metrics["compartment"], metrics["fracture"]

@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from spinelesion.evaluate import evaluate_bank
-    from spinelesion.models.calibrate import calibrate_on
+    from spinelesion.models.calibrate import calibrate_and_decide
     from spinelesion.models.card import model_metadata, write_model_card
     from spinelesion.models.folder import load_checkpoint, save_model_folder
 
@@ -71,9 +71,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return summary
 
     net, _ = load_checkpoint(summary["best_checkpoint"])
+    decision: dict[str, Any] | None = None
     if cfg.get("calibrate", True) and dm.split_indices.get("val"):
-        summary["temperature"] = calibrate_on(net, dm.dataset("val", augment=False), batch_size=dm.eval_batch_size)
+        summary["temperature"], rule = calibrate_and_decide(net, dm.dataset("val", augment=False),
+                                                            batch_size=dm.eval_batch_size,
+                                                            decide=bool(cfg.get("decision_rule", True)))
+        decision = rule.to_json() if rule.offsets else None
     metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
+    if decision:
+        metadata["decision"] = decision
     model_dir = Path(cfg.model_dir)
     evaluations: dict[str, Any] = {}
     for split in cfg.get("evaluate_splits") or []:
@@ -83,7 +89,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("split '%s' is empty: not evaluated", split)
             continue
         metrics = evaluate_bank(net, dm.bank, dm.split_indices[split], dm.spec, out_dir / f"eval_{split}",
-                                batch_size=dm.eval_batch_size)
+                                batch_size=dm.eval_batch_size, decision=decision)
         evaluations[split] = metrics
     metadata["metrics"] = {s: headline_metrics(m) for s, m in evaluations.items()}
     metadata = save_model_folder(net, model_dir, metadata)
@@ -104,6 +110,9 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "fracture_auc_benign_vs_pathologic_ci95": f.get("auc_benign_vs_pathologic_ci95"),
         "fracture_auc_macro": f.get("auc_macro"),
         "fracture_balanced_accuracy": f.get("balanced_accuracy"), "fracture_ece": f.get("ece"),
+        "compartment_sensitivity": {k: v.get("sensitivity") for k, v in (c.get("per_class") or {}).items()},
+        "fracture_sensitivity": {k: v.get("sensitivity") for k, v in (f.get("per_class") or {}).items()},
+        "decision_rule": (c.get("decision") or {}).get("rule"),
     }
 
 

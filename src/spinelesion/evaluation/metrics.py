@@ -56,12 +56,17 @@ def auc_benign_vs_pathologic(y: np.ndarray, probs: np.ndarray, benign: int = 1, 
     return binary_auc(y[m] == pathologic, score)
 
 
-def confusion(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """C x C counts, rows = truth, columns = argmax prediction, known labels only."""
+def predicted(probs: np.ndarray, pred: np.ndarray | None = None) -> np.ndarray:
+    """The labels given (a decision rule's), else the argmax of ``probs``."""
+    return np.asarray(probs).argmax(1) if pred is None else np.asarray(pred)
+
+
+def confusion(y: np.ndarray, probs: np.ndarray, pred: np.ndarray | None = None) -> np.ndarray:
+    """C x C counts, rows = truth, columns = prediction (``pred``, else argmax), known labels only."""
     m = known(y)
     c = probs.shape[1]
     out = np.zeros((c, c), dtype=np.int64)
-    np.add.at(out, (np.asarray(y)[m], np.asarray(probs)[m].argmax(1)), 1)
+    np.add.at(out, (np.asarray(y)[m], predicted(probs, pred)[m]), 1)
     return out
 
 
@@ -80,15 +85,15 @@ def sensitivity_specificity(cm: np.ndarray) -> list[tuple[float | None, float | 
     return out
 
 
-def balanced_accuracy(y: np.ndarray, probs: np.ndarray) -> float | None:
+def balanced_accuracy(y: np.ndarray, probs: np.ndarray, pred: np.ndarray | None = None) -> float | None:
     """Mean recall over the classes present in the truth."""
-    cm = confusion(y, probs)
+    cm = confusion(y, probs, pred)
     recalls = [s for s, _ in sensitivity_specificity(cm) if s is not None]
     return float(np.mean(recalls)) if recalls else None
 
 
-def accuracy(y: np.ndarray, probs: np.ndarray) -> float | None:
+def accuracy(y: np.ndarray, probs: np.ndarray, pred: np.ndarray | None = None) -> float | None:
     m = known(y)
     if not m.any():
         return None
-    return float((np.asarray(probs)[m].argmax(1) == np.asarray(y)[m]).mean())
+    return float((predicted(probs, pred)[m] == np.asarray(y)[m]).mean())

@@ -28,6 +28,7 @@ from spinelesion.evaluation.metrics import (
     sensitivity_specificity,
 )
 from spinelesion.labels import TASKS
+from spinelesion.models.decision import DecisionRule
 
 
 @dataclass
@@ -68,11 +69,15 @@ def _clean(v: Any) -> Any:
 
 
 def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int = 1000,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, rule: DecisionRule | None = None) -> dict[str, Any]:
+    """Metrics of one task. Labels (confusion, sensitivity, accuracies) follow ``rule`` when it
+    has offsets for the task; the argmax figures are kept under ``decision`` to compare."""
     classes = TASKS[task]
+    rule = rule or DecisionRule()
     m = known(y)
     yk, pk, pids = y[m], probs[m], np.asarray(patients)[m]
-    cm = confusion(yk, pk)
+    pred = rule.labels(task, pk)
+    cm = confusion(yk, pk, pred)
     ss = sensitivity_specificity(cm)
     aucs = per_class_auc(yk, pk)
     notes = []
@@ -84,18 +89,25 @@ def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence
         "n_unknown": int((~m).sum()),
         "classes": list(classes),
         "auc_macro": auc_macro(yk, pk),
-        "balanced_accuracy": balanced_accuracy(yk, pk),
-        "accuracy": accuracy(yk, pk),
+        "balanced_accuracy": balanced_accuracy(yk, pk, pred),
+        "accuracy": accuracy(yk, pk, pred),
         "ece": ece(yk, pk),
         "per_class": {c: {"sensitivity": s, "specificity": sp, "auc": a, "n": int((yk == i).sum())}
                       for i, (c, (s, sp), a) in enumerate(zip(classes, ss, aucs, strict=True))},
         "confusion": cm.tolist(),
         "reliability": reliability(yk, pk),
     }
+    cm_argmax = confusion(yk, pk)
+    out["decision"] = {
+        "rule": "log_offsets" if task in rule.offsets else "argmax",
+        "offsets": rule.offsets.get(task),
+        "balanced_accuracy_argmax": balanced_accuracy(yk, pk),
+        "sensitivity_argmax": {c: s for c, (s, _) in zip(classes, sensitivity_specificity(cm_argmax), strict=True)},
+    }
     boot = patient_bootstrap(lambda idx: auc_macro(yk[idx], pk[idx]), pids, n_boot, seed)
     out["auc_macro_ci95"] = boot["ci95"]
     out["bootstrap"] = {"unit": "patient", "n_boot": n_boot, "auc_macro_skipped": boot["n_skipped"]}
-    ba = patient_bootstrap(lambda idx: balanced_accuracy(yk[idx], pk[idx]), pids, n_boot, seed)
+    ba = patient_bootstrap(lambda idx: balanced_accuracy(yk[idx], pk[idx], pred[idx]), pids, n_boot, seed)
     out["balanced_accuracy_ci95"] = ba["ci95"]
     if task == "fracture":
         out["auc_benign_vs_pathologic"] = auc_benign_vs_pathologic(yk, pk)
@@ -109,30 +121,33 @@ def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence
     return out
 
 
-def subgroup_metrics(inputs: EvalInputs, keys: Sequence[str]) -> dict[str, Any]:
-    """Per subgroup value: n, accuracy and (where defined) AUCs for both tasks."""
+def subgroup_metrics(inputs: EvalInputs, keys: Sequence[str], rule: DecisionRule | None = None) -> dict[str, Any]:
+    """Per subgroup value: n, accuracy (of the rule's labels) and (where defined) AUCs for both tasks."""
+    rule = rule or DecisionRule()
     out: dict[str, Any] = {}
     for value in sorted(set(keys)):
         idx = np.flatnonzero(np.asarray(keys) == value)
         entry: dict[str, Any] = {"n": int(len(idx))}
         for task in TASKS:
             y, p = inputs.y_true[task][idx], inputs.probs[task][idx]
-            entry[task] = {"n": int(known(y).sum()), "accuracy": accuracy(y, p), "auc_macro": auc_macro(y, p)}
+            entry[task] = {"n": int(known(y).sum()), "accuracy": accuracy(y, p, rule.labels(task, p)),
+                           "auc_macro": auc_macro(y, p)}
             if task == "fracture":
                 entry[task]["auc_benign_vs_pathologic"] = auc_benign_vs_pathologic(y, p)
         out[value or "(none)"] = entry
     return out
 
 
-def compute_metrics(inputs: EvalInputs, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The full ``metrics.json`` content."""
+def compute_metrics(inputs: EvalInputs, n_boot: int = 1000, seed: int = 0,
+                    rule: DecisionRule | None = None) -> dict[str, Any]:
+    """The full ``metrics.json`` content; labels follow ``rule`` (argmax without one)."""
     out: dict[str, Any] = {}
     for task in TASKS:
         out[task] = task_metrics(task, np.asarray(inputs.y_true[task]), np.asarray(inputs.probs[task]),
-                                 inputs.patient_ids, n_boot, seed)
+                                 inputs.patient_ids, n_boot, seed, rule)
     out["subgroups"] = {
-        "finding": subgroup_metrics(inputs, list(inputs.findings)),
-        "level_region": subgroup_metrics(inputs, [level_region(lv) for lv in inputs.levels]),
+        "finding": subgroup_metrics(inputs, list(inputs.findings), rule),
+        "level_region": subgroup_metrics(inputs, [level_region(lv) for lv in inputs.levels], rule),
     }
     out["n_rois"] = len(inputs.case_ids)
     out["n_patients"] = len(set(inputs.patient_ids))

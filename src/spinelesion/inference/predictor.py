@@ -26,6 +26,7 @@ from spinelesion.inference.writers import inside, safe_name, write_predictions_j
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume
 from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.decision import DecisionRule
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Predictor:
         self.device = resolve_device(self.cfg.device)
         self.channels_last = self.device.type == "cuda"
         self.meta = dict(meta)
+        self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
         self.spec = RoiSpec(shape=tuple(meta["roi"]["shape"]), spacing=tuple(meta["roi"]["spacing"]),  # type: ignore[arg-type]
                             margin=float(meta["roi"].get("margin", 1.25)))
         self.reference = str(meta.get("reference", "auto"))
@@ -127,7 +129,7 @@ class Predictor:
 
     def saliency(self, images: torch.Tensor, flags: torch.Tensor, probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task."""
-        classes = {t: probs[t].argmax(1).tolist() for t in TASKS}
+        classes = {t: self.decision.labels(t, probs[t]).tolist() for t in TASKS}
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         for s in range(0, images.shape[0], self.cfg.batch_size):
             x = to_device(images[s:s + self.cfg.batch_size], self.device, self.channels_last)
@@ -213,7 +215,7 @@ class Predictor:
             for task, classes in TASKS.items():
                 p = probs[task][i].astype(np.float64)
                 p = p / p.sum()
-                rec[task] = {"label": classes[int(np.argmax(p))],
+                rec[task] = {"label": classes[self.decision.label(task, p)],
                              "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
             rec["saliency"] = {}
             for task in maps:

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from spinelesion.data.dataset import RoiDataset
 from spinelesion.inference.batch import predict_logits
 from spinelesion.labels import TASKS
+from spinelesion.models.decision import DecisionRule, fit_rule
 from spinelesion.models.networks import MultiTaskNet
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,18 @@ log = logging.getLogger(__name__)
 
 def calibrate_on(net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto") -> dict[str, float]:
     """Fit one temperature per task on ``dataset`` (unaugmented), store it in ``net``."""
+    return calibrate_and_decide(net, dataset, batch_size, device, decide=False)[0]
+
+
+def calibrate_and_decide(net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto",
+                         decide: bool = True) -> tuple[dict[str, float], DecisionRule]:
+    """Temperatures (stored in ``net``), then the decision rule on the calibrated probabilities.
+
+    One pass over ``dataset`` serves both fits. The rule's offsets belong in
+    ``metadata.json['decision']`` (:meth:`DecisionRule.to_json`).
+    """
     from spinelesion.evaluation.calibration import fit_temperature
+    from spinelesion.inference.batch import softmax_np
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     logits = predict_logits(net, loader, device=device)
@@ -29,4 +41,7 @@ def calibrate_on(net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, d
             net.temperature[i] = t
             temps[task] = round(t, 4)
     log.info("temperature scaling on %d validation ROIs: %s", len(dataset), temps)
-    return temps
+    if not decide:
+        return temps, DecisionRule()
+    probs = {t: softmax_np(logits[t], float(net.temperature[i])) for i, t in enumerate(TASKS)}
+    return temps, fit_rule(probs, targets)

@@ -84,7 +84,26 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
             f"| {split} | {m.get('n')} | {f(m.get('compartment_auc_macro'))}{ci(m.get('compartment_auc_macro_ci95'))} "
             f"| {f(m.get('compartment_ece'))} | {f(m.get('fracture_auc_benign_vs_pathologic'))}"
             f"{ci(m.get('fracture_auc_benign_vs_pathologic_ci95'))} | {f(m.get('fracture_ece'))} |")
+    lines += ["", "Labels as a user sees them (decision rule applied): balanced accuracy and sensitivity per class.", "",
+              "| split | task | balanced accuracy | sensitivity per class |", "|---|---|---|---|"]
+    for split, m in metrics.items():
+        for task in TASKS:
+            sens = m.get(f"{task}_sensitivity") or {}
+            per = ", ".join(f"{c} {f(s)}" for c, s in sens.items()) or "-"
+            lines.append(f"| {split} | {task} | {f(m.get(f'{task}_balanced_accuracy'))} | {per} |")
     return lines
+
+
+def _decision_text(meta: dict[str, Any]) -> str:
+    dec = meta.get("decision")
+    if not dec:
+        return "The label shown is the most probable class (argmax)."
+    offs = "; ".join(f"{t}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(TASKS[t], o, strict=False))
+                     for t, o in (dec.get("offsets") or {}).items())
+    return ("The label shown is argmax(log p + offset), offsets fitted on the validation split to maximise "
+            f"balanced accuracy, so rare classes are named when they should be ({offs}); validation balanced "
+            f"accuracy {dec.get('validation_balanced_accuracy_argmax')} with argmax -> "
+            f"{dec.get('validation_balanced_accuracy_rule')} with the rule. Probabilities are unchanged.")
 
 
 def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
@@ -101,6 +120,8 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         f"centred there ({', '.join(TASKS['compartment'])}) and the state of the vertebral body "
         f"({', '.join(TASKS['fracture'])}). Probabilities are temperature-scaled on the validation split "
         f"(T = {meta.get('temperature')}).",
+        "",
+        _decision_text(meta),
         "",
         "## Inputs",
         f"- Sequences (channels, in order): {', '.join(meta['sequences'])}; any may be missing "
