@@ -52,6 +52,14 @@ from spinelesion.io.dicom_meta import series_meta
 from spinelesion.io.dicom_multiframe import multiframe_layout, n_frames
 from spinelesion.io.dicom_pixels import DECODERS, check_decodable, rescale_of, stored_frames, transfer_syntax
 from spinelesion.io.dicom_values import fast_get, has
+from spinelesion.io.limits import (
+    LIMITS,
+    MIB,
+    ResourceLimitError,
+    check_volume_bytes,
+    human,
+    regular_size,
+)
 from spinelesion.io.volume import Volume
 
 __all__ = [
@@ -87,10 +95,12 @@ def read_dataset(path: Path, data: bytes | None = None) -> Dataset:
     Parsing from memory is about a third faster than pydicom's many small file reads.
     """
     if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DicomError(path, f"cannot read the file ({exc})") from exc
+        got = _read_bytes(path)
+        if isinstance(got, DicomError):
+            raise got
+        if isinstance(got, OSError):
+            raise DicomError(path, f"cannot read the file ({got})") from got
+        data = got
     kind = sniff(data)
     if kind is None:
         raise DicomError(path, "not a DICOM file")
@@ -102,9 +112,22 @@ def read_dataset(path: Path, data: bytes | None = None) -> Dataset:
     return ds
 
 
-def _read_bytes(path: Path) -> bytes | OSError:
+PRECHECK_BYTES = 2 * MIB
+"""Files larger than this have their header checked (bounded parse, size against the
+declared pixel data) before they are read whole; smaller ones cannot cost much."""
+
+
+def _read_bytes(path: Path) -> bytes | OSError | DicomError:
+    """A whole regular file, once its size is plausible for what its header declares."""
     try:
+        size = regular_size(path)
+        if size > PRECHECK_BYTES:
+            read_header(path)  # raises DicomError for a file much larger than it declares
         return path.read_bytes()
+    except ResourceLimitError as exc:
+        return DicomError(path, str(exc).removeprefix(f"{path}: "))
+    except DicomError as exc:
+        return exc
     except OSError as exc:
         return exc
 
@@ -117,6 +140,9 @@ def read_datasets(files: Sequence[Path]) -> list[Dataset | DicomError]:
     """
     out: list[Dataset | DicomError] = []
     for path, data in zip(files, prefetch(_read_bytes, files), strict=True):
+        if isinstance(data, DicomError):
+            out.append(data)
+            continue
         if isinstance(data, OSError):
             out.append(DicomError(path, f"cannot read the file ({data})"))
             continue
@@ -191,6 +217,10 @@ def volume_from_datasets(datasets: Sequence[Dataset], files: Sequence[Path], whe
         return _multiframe_volume(first, files[0], names[0], ctx, checks)
     geometry = header_geometry(datasets, files, ctx, checks)
     check_decodable(first, names[0], ctx)  # once, before decoding anything
+    try:
+        check_volume_bytes(ctx.where, geometry.shape)
+    except ResourceLimitError as exc:
+        raise ctx.error(DicomSeriesError, str(exc).removeprefix(f"{ctx.where}: ")) from exc
     cols, rows, n = geometry.shape
     out = np.empty((n, rows, cols), dtype=np.float32)
     for k, idx in enumerate(geometry.order):
@@ -285,9 +315,14 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
         if not info.is_image:
             raise info.context.error(NonImageError, non_image_reason(info.header), where=info.files[0])  # type: ignore[arg-type]
         return read_series(info, checks=checks, **tolerances)
-    files = list(iter_files(folder))
+    special: list[tuple[Path, str]] = []
+    files = list(iter_files(folder, special))
+    total = sum(f.stat().st_size for f in files)
+    if total > LIMITS.max_study_bytes:
+        raise DicomError(folder, f"{len(files)} file(s) of {human(total)} together, over the limit of "
+                                 f"{human(LIMITS.max_study_bytes)} per study (limits.max_study_gb); refused unread")
     groups: dict[str, list[tuple[Dataset, Path]]] = {}
-    not_dicom = 0
+    not_dicom = len(special)
     for path, ds in zip(files, read_datasets(files), strict=True):
         if isinstance(ds, DicomError) or has(ds, "DirectoryRecordSequence"):
             if isinstance(ds, DicomError) and ds.reason != "not a DICOM file":

@@ -22,6 +22,15 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from spinelesion.io.dicom_errors import DicomError, SeriesContext, series_label
+from spinelesion.io.limits import (
+    LIMITS,
+    ResourceLimitError,
+    check_dicom_size,
+    human,
+    is_output_folder,
+    regular_size,
+    special_file_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +136,30 @@ def geometry_reason(ds: Dataset) -> str | None:
     return None
 
 
-def iter_files(folder: Path) -> Iterator[Path]:
-    """Every regular file below ``folder`` (recursive, hidden files skipped), in a stable order."""
+def iter_files(folder: Path, skipped: list[tuple[Path, str]] | None = None,
+               exclude: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+    """Every regular file below ``folder`` (recursive, hidden files skipped), in a stable order.
+
+    Pipes, sockets and devices are never yielded (opening a pipe blocks forever); they go
+    to ``skipped`` with the reason. Folders in ``exclude`` and output folders of earlier
+    runs (see :func:`~spinelesion.io.limits.is_output_folder`) are not entered.
+    """
+    excluded = {os.path.realpath(e) for e in exclude}
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(root, d)) not in excluded
+                         and not is_output_folder(os.path.join(root, d)))
         for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(root) / name
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            reason = special_file_reason(path)
+            if reason:
+                log.warning("%s: %s", path, reason)
+                if skipped is not None:
+                    skipped.append((path, reason))
+                continue
+            yield path
 
 
 def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, window: int = 64) -> Iterator[R]:
@@ -189,13 +215,36 @@ def parse_header(path: Path, head: bytes, complete: bool) -> Dataset:
             warnings.simplefilter("ignore", UserWarning)
             ds = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
             # Parsing stopped before the end of the buffer only if it met the pixel data (or
-            # the file end); otherwise the prefix cut the header: read it from the file.
+            # the file end); otherwise the prefix cut the header: read more, within budget.
             if not complete and buf.tell() >= len(head):
-                ds = pydicom.dcmread(path, stop_before_pixels=True, force=kind == "raw")
+                ds, end, size = _parse_long_header(path, kind)
+            else:
+                end, size = buf.tell(), None
+    except DicomError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
         raise DicomError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    if not complete:
+        try:
+            check_dicom_size(path, ds, size if size is not None else regular_size(path), end)
+        except (ResourceLimitError, OSError) as exc:
+            raise DicomError(path, str(exc).removeprefix(f"{path}: ")) from exc
     check_identity(ds, path, kind)
     return ds
+
+
+def _parse_long_header(path: Path, kind: str) -> tuple[Dataset, int, int]:
+    """A header longer than the prefix, parsed from at most ``LIMITS.header_bytes``: a valid
+    header followed by gigabytes of zeros would otherwise be parsed for minutes."""
+    size = regular_size(path)
+    with open(path, "rb") as fh:
+        data = fh.read(min(size, LIMITS.header_bytes))
+    buf = io.BytesIO(data)
+    ds = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
+    if buf.tell() >= len(data) and size > len(data):
+        raise DicomError(path, f"no pixel data within the first {human(len(data))} of a {human(size)} file "
+                               "(header too long or file damaged; limit: limits.header_mb)")
+    return ds, buf.tell(), size
 
 
 def check_identity(ds: Dataset, path: Path, kind: str | None) -> None:
@@ -211,7 +260,10 @@ def check_identity(ds: Dataset, path: Path, kind: str | None) -> None:
 
 
 def read_prefix(path: Path) -> tuple[bytes, bool]:
-    """The first :data:`HEADER_BYTES` of a file and whether that is the whole file."""
+    """The first :data:`HEADER_BYTES` of a regular file and whether that is the whole file."""
+    reason = special_file_reason(path)
+    if reason:
+        raise OSError(reason)
     with open(path, "rb") as fh:
         head = fh.read(HEADER_BYTES)
     return head, len(head) < HEADER_BYTES
@@ -233,19 +285,21 @@ def _safe_prefix(path: Path) -> tuple[bytes, bool] | OSError:
         return exc
 
 
-def discover_series(folder: str | os.PathLike[str], progress: bool = False
+def discover_series(folder: str | os.PathLike[str], progress: bool = False,
+                    exclude: Iterable[str | os.PathLike[str]] = ()
                     ) -> tuple[list[SeriesInfo], list[tuple[Path, str]]]:
     """Every DICOM series under ``folder`` (headers only), and the files skipped with why.
 
     Non-image series (reports, RT objects...) are returned too; use ``SeriesInfo.is_image``
-    or ``SeriesInfo.unusable_reason()``. DICOMDIR files and non-DICOM files are skipped.
+    or ``SeriesInfo.unusable_reason()``. DICOMDIR files and non-DICOM files are skipped,
+    so are pipes and devices, folders in ``exclude`` and earlier runs' output folders.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(folder, "not a folder" if folder.exists() else "does not exist")
-    files = list(iter_files(folder))
     series: dict[str, SeriesInfo] = {}
     skipped: list[tuple[Path, str]] = []
+    files = list(iter_files(folder, skipped, exclude))
     results: Iterable[tuple[bytes, bool] | OSError] = prefetch(_safe_prefix, files)
     if progress:
         from tqdm import tqdm

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from spinelesion.atomic import atomic_path
+from spinelesion.io.limits import ResourceLimitError, check_volume_bytes, human, regular_size
 from spinelesion.io.volume import LPS_TO_RAS, Volume
+
+log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -22,13 +28,58 @@ def is_nifti(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume:
-    """Read a 3D NIfTI (a 4D file with one volume is accepted) into an LPS :class:`Volume`."""
+def load_header(path: str | os.PathLike[str]) -> Any:
+    """The nibabel image of a NIfTI file, header only (no voxel is read), checked against what
+    reading it would cost: a regular file, a 3D shape, memory under the cap, and (for
+    uncompressed files) enough bytes for the voxels the header declares."""
     path = Path(path)
     try:
+        size = regular_size(path)
         img = nib.load(str(path))
+    except ResourceLimitError as exc:
+        raise NiftiError(str(exc)) from exc
     except Exception as exc:  # nibabel raises a zoo of types for broken files
         raise NiftiError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    shape = tuple(int(s) for s in img.shape)
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)) or min(shape) < 1:
+        raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
+    try:
+        check_volume_bytes(path, shape[:3])
+    except ResourceLimitError as exc:
+        raise NiftiError(str(exc)) from exc
+    if not str(path).lower().endswith(".gz"):
+        hdr = img.header
+        need = int(hdr.get_data_offset()) + math.prod(shape) * int(hdr.get_data_dtype().itemsize)
+        if size < need:
+            raise NiftiError(f"{path}: truncated: the header declares {'x'.join(map(str, shape))} voxels "
+                             f"({human(need)} with the header), the file holds {human(size)}")
+    return img
+
+
+def form_warnings(path: Path, img: Any, tol_mm: float = 1e-3) -> list[str]:
+    """Warnings about the NIfTI orientation fields, stating the rule the affine came from
+    (nibabel's: the sform when its code is set, else the qform, else pixdim alone)."""
+    hdr = img.header
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    if qcode > 0 and scode > 0:
+        q, s = img.get_qform(), img.get_sform()
+        diff = float(np.max(np.abs(q - s)))
+        if not np.allclose(q, s, atol=tol_mm):
+            return [f"{path.name}: qform and sform disagree (largest difference {diff:.3g}); used the sform "
+                    "(rule: sform when its code is set, else qform)"]
+    elif qcode == 0 and scode == 0:
+        return [f"{path.name}: neither qform nor sform is set; voxel sizes from pixdim, orientation assumed "
+                "RAS (NIfTI method 1): check left/right"]
+    return []
+
+
+def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume:
+    """Read a 3D NIfTI (a 4D file with one volume is accepted) into an LPS :class:`Volume`.
+
+    Warnings about the orientation fields are logged and kept in ``meta['warnings']``.
+    """
+    path = Path(path)
+    img = load_header(path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         data = np.asarray(img.dataobj)[..., 0]
@@ -41,7 +92,10 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
     ras = img.affine
     if not np.all(np.isfinite(ras)) or abs(np.linalg.det(ras[:3, :3])) < 1e-9:
         raise NiftiError(f"{path}: affine is singular or not finite")
-    return Volume(array, LPS_TO_RAS @ ras, {"source": str(path), "format": "nifti"})
+    notes = form_warnings(path, img)
+    for note in notes:
+        log.warning("%s", note)
+    return Volume(array, LPS_TO_RAS @ ras, {"source": str(path), "format": "nifti", "warnings": notes})
 
 
 def write_nifti(volume: Volume, path: str | os.PathLike[str], dtype: type | None = None) -> Path:

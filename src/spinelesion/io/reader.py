@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from spinelesion.io.dicom import (
@@ -24,11 +23,14 @@ from spinelesion.io.dicom import (
     volume_from_datasets,
 )
 from spinelesion.io.dicom_discover import sniff
-from spinelesion.io.nifti import NiftiError, is_nifti, read_nifti
+from spinelesion.io.limits import special_file_reason
+from spinelesion.io.nifti import NiftiError, is_nifti, load_header, read_nifti
 from spinelesion.io.volume import LPS_TO_RAS, Volume
 
 
 def _is_dicom_file(path: Path) -> bool:
+    if special_file_reason(path):  # a pipe would block the read below forever
+        return False
     try:
         with open(path, "rb") as fh:
             return sniff(fh.read(132)) is not None
@@ -55,17 +57,13 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     if _is_dicom_file(path):
         ds = read_dataset(path)
         return volume_from_datasets([ds], [path], ctx=series_context(ds, [path], path))
-    raise DicomError(path, "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)")
+    raise DicomError(path, special_file_reason(path)
+                     or "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)")
 
 
 def _nifti_geometry(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise NiftiError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    img = load_header(path)
     shape = tuple(int(s) for s in img.shape)
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
-        raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
     ras = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(ras)) or abs(np.linalg.det(ras[:3, :3])) < 1e-9:
         raise NiftiError(f"{path}: affine is singular or not finite")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,8 @@ from spinelesion.io.dicom import DicomError, read_series
 from spinelesion.io.dicom_discover import SeriesInfo, discover_series, non_image_reason
 from spinelesion.io.dicom_meta import acquisition_tags
 from spinelesion.io.dicom_values import fast_get
-from spinelesion.io.nifti import NIFTI_SUFFIXES, is_nifti, read_nifti
+from spinelesion.io.limits import ResourceLimitError, check_study_bytes, special_file_reason
+from spinelesion.io.nifti import NIFTI_SUFFIXES, is_nifti, load_header, read_nifti
 from spinelesion.io.reader import read_volume
 from spinelesion.io.sequences import apply_override, guess_sequence
 from spinelesion.io.volume import Volume
@@ -104,7 +105,18 @@ def nifti_sequence_name(path: Path) -> str | None:
 def load_nifti_folder(folder: Path, study_id: str | None = None) -> Study:
     """A study from NIfTI files named by sequence in ``folder`` (other files are named in warnings)."""
     study = Study(study_id or folder.name)
+    shapes = []
     for path in sorted(p for p in folder.iterdir() if is_nifti(p)):
+        reason = special_file_reason(path)
+        if reason:
+            study.warnings.append(f"{path.name}: {reason}")
+        elif nifti_sequence_name(path) is not None:
+            shapes.append(load_header(path).shape[:3])  # headers only: memory is checked before reading
+    try:
+        check_study_bytes(study.study_id, shapes)
+    except ResourceLimitError as exc:
+        raise StudyError(study.study_id, str(exc)) from exc
+    for path in sorted(p for p in folder.iterdir() if is_nifti(p) and not special_file_reason(p)):
         seq = nifti_sequence_name(path)
         if seq is None:
             study.warnings.append(f"{path.name}: file name does not name an image sequence (t1, t2, stir, t1c); "
@@ -198,13 +210,22 @@ def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None 
     return chosen, warnings
 
 
-def group_dicom_studies(folder: str | os.PathLike[str]) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
-    """Series under ``folder`` grouped by StudyInstanceUID, and the files skipped with why."""
-    series, skipped = discover_series(folder)
+def group_dicom_studies(folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = ()
+                        ) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
+    """Series under ``folder`` (minus ``exclude``) grouped by StudyInstanceUID, and the files skipped with why."""
+    series, skipped = discover_series(folder, exclude=exclude)
     studies: dict[str, list[SeriesInfo]] = {}
     for info in series:
         studies.setdefault(info.study_uid or "unknown-study", []).append(info)
     return studies, skipped
+
+
+def _declared_shape(info: SeriesInfo) -> tuple[int, int, int]:
+    h = info.header
+    rows = int(fast_get(h, "Rows", 0) or 0)
+    cols = int(fast_get(h, "Columns", 0) or 0)
+    frames = sum(int(fast_get(d, "NumberOfFrames", 1) or 1) for d in info.headers)
+    return cols, rows, frames
 
 
 def load_dicom_study(study_id: str, series: list[SeriesInfo], overrides: Mapping[str, str] | None = None) -> Study:
@@ -213,6 +234,10 @@ def load_dicom_study(study_id: str, series: list[SeriesInfo], overrides: Mapping
     if not chosen:
         raise StudyError(study_id, "no series recognised as t1, t2, stir or t1c: " + "; ".join(warnings)
                          + " (name them with a sequence override)")
+    try:  # from headers, before any pixel is read
+        check_study_bytes(study_id, [_declared_shape(chosen[s]) for s in chosen])
+    except ResourceLimitError as exc:
+        raise StudyError(study_id, str(exc)) from exc
     study = Study(study_id, warnings=warnings)
     for seq in SEQUENCES:
         if seq not in chosen:
