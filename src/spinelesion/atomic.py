@@ -1,18 +1,27 @@
 """Atomic file writes: a file appears under its final name only once it is complete.
 
 A crash mid-write leaves a hidden temporary file, never a truncated JSON or NIfTI that
-looks finished.
+looks finished; :func:`clean_temporaries` removes such leftovers when a run starts. JSON is
+written strictly: NaN and infinities become ``null``, never the non-standard ``NaN``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+"""Names :func:`atomic_path` gives its temporaries: ``.<name>.<8 random>.tmp<suffixes of name>``."""
 
 
 @contextlib.contextmanager
@@ -34,9 +43,48 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_path`'s temporaries (suffix matching its target)."""
+    m = TEMP_NAME.match(name)
+    return bool(m and m.group("name").endswith(m.group("suffix")))
+
+
+def clean_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporaries left below ``folder`` by an interrupted run (kill -9); returns them.
+
+    Call only while holding the folder's run lock: a live run's temporaries look the same.
+    """
+    removed = []
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if is_temporary(name):
+                path = Path(root) / name
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run, e.g. %s", len(removed), removed[0])
+    return removed
+
+
+def finite_json(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (numpy scalars made plain)."""
+    if isinstance(data, Mapping):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_json(v) for v in data]
+    if hasattr(data, "item") and callable(data.item) and getattr(data, "ndim", None) == 0:
+        data = data.item()  # numpy scalar
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Strict JSON (no NaN/Infinity literals: they become null), atomically."""
+    text = json.dumps(finite_json(data), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
     return Path(path)
 
 

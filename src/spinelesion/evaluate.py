@@ -24,7 +24,7 @@ from spinelesion.config_path import CONFIG_DIR
 log = logging.getLogger("spinelesion.evaluate")
 
 
-def load_model(model_dir: str | None, ckpt_path: str | None) -> tuple[Any, dict[str, Any]]:
+def load_model(model_dir: str | None, ckpt_path: str | None, verify: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """(network, metadata) from a model folder, or from a Lightning checkpoint when given."""
     from spinelesion.models.folder import load_checkpoint, load_model_folder
 
@@ -36,7 +36,7 @@ def load_model(model_dir: str | None, ckpt_path: str | None) -> tuple[Any, dict[
         return net, meta
     if not model_dir:
         raise ValueError("give model_dir=<model folder> or ckpt_path=<checkpoint>")
-    return load_model_folder(model_dir)
+    return load_model_folder(model_dir, verify=verify)
 
 
 def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_dir: str | Path,
@@ -98,13 +98,29 @@ def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndar
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Load the model, read the manifest's studies (skipping bad ones), score, write."""
+    """Load the model, read the manifest's studies (skipping bad ones), score, write.
+
+    The output folder is locked for the run (see :mod:`spinelesion.inference.run_lock`).
+    """
+    from spinelesion.cli import check_evaluate_args
+    from spinelesion.inference.run_lock import output_folder
+    from spinelesion.io.limits import configure
+
+    check_evaluate_args(cfg)
+    limits = cfg.get("limits") or {}
+    configure(limits.get("max_study_gb"), limits.get("header_mb"))
+    with output_folder(cfg.output_dir, "spinelesion-evaluate"):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.data.cache import StudyCache
     from spinelesion.data.datamodule import roi_spec_from
     from spinelesion.data.dataset import build_roi_bank
     from spinelesion.data.manifest import read_manifest
 
-    net, meta = load_model(cfg.get("model_dir"), cfg.get("ckpt_path"))
+    verify = cfg.get("verify_weights")
+    net, meta = load_model(cfg.get("model_dir"), cfg.get("ckpt_path"), None if verify is None else bool(verify))
     spec = roi_spec_from(meta.get("roi"))
     manifest = read_manifest(cfg.data.manifest, check_files=False)
     rows = manifest.rows
@@ -135,7 +151,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    """Exit code 2 with a one-line message when nothing could be scored (bad manifest or
+    argument, no readable study, unverified model); the traceback only with HYDRA_FULL_ERROR=1."""
+    from spinelesion.cli import run_main
+
+    run_main(evaluate, cfg, log)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """``spinelesion-predict``: predictions and saliency for new studies, straight from a DICOM export.
 
 Exit code 0 when every study succeeded, 1 when any failed (after running all the others),
-2 when nothing could run at all (no model, no input).
+2 when nothing could run at all (no model, unverified weights, a bad argument, an output
+folder in use by another run). Studies predicted with warnings (a sequence left out, a
+changed reference grid...) still count as predicted; their warnings are on the console, in
+``run.json`` and in the ``warnings`` column of ``predictions.csv``.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from spinelesion.cli import check_predict_args, parse_rois, run_main
 from spinelesion.config_path import CONFIG_DIR
 
 log = logging.getLogger("spinelesion.predict")
@@ -36,17 +39,31 @@ def predictor_config(cfg: DictConfig) -> Any:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run every study of ``cfg.input``; returns the run summary (also written as run.json)."""
+    from spinelesion.inference.run_lock import output_folder
+    from spinelesion.io.limits import configure
+
+    check_predict_args(cfg)
+    limits = cfg.get("limits") or {}
+    configure(limits.get("max_study_gb"), limits.get("header_mb"))
+    with output_folder(cfg.output_dir, "spinelesion-predict") as out:
+        return _predict(cfg, out)
+
+
+def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from spinelesion.atomic import write_json
     from spinelesion.inference.inputs import discover_inputs
     from spinelesion.inference.predictor import Predictor
     from spinelesion.inference.writers import CSV_HEADER, roi_csv_rows, write_csv
+    from spinelesion.models.folder import load_model_folder
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.from_model_dir(cfg.model_dir, predictor_config(cfg))
-    rois = OmegaConf.to_container(cfg.rois) if cfg.rois is not None else None
+    verify = cfg.get("verify_weights")
+    net, meta = load_model_folder(cfg.model_dir, verify=None if verify is None else bool(verify))
+    predictor = Predictor(net, meta, predictor_config(cfg))
+    rois = parse_rois(cfg.rois)
     overrides = OmegaConf.to_container(cfg.sequences) if cfg.sequences else {}
-    items, failures = discover_inputs(cfg.input, rois, overrides, str(cfg.nifti_sequence))  # type: ignore[arg-type]
+    skipped: list[tuple[Path, str]] = []
+    items, failures = discover_inputs(cfg.input, rois, overrides, str(cfg.nifti_sequence),  # type: ignore[arg-type]
+                                      exclude=[out], skipped=skipped)
     failed = [{"study_id": f.study_id, "source": f.source, "reason": f.reason} for f in failures]
     csv_rows: list[list[object]] = []
     results = []
@@ -63,18 +80,27 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             log.debug("%s", traceback.format_exc())
             failed.append({"study_id": item.study_id, "source": item.source, "reason": reason})
             continue
-        csv_rows.extend(roi_csv_rows(item.study_id, res.rois, res.folder.name))
+        for w in res.warnings:
+            log.warning("study %s: %s", item.study_id, w)
+        csv_rows.extend(roi_csv_rows(item.study_id, res.rois, res.folder.name, res.warnings))
         results.append({"study_id": item.study_id, "folder": res.folder.name, "rois": len(res.rois),
+                        "warnings": list(res.warnings),
                         "seconds": round(time.perf_counter() - start, 3),
                         "timings": {k: round(v, 4) for k, v in res.timings.items()}})
     write_csv(out / "predictions.csv", CSV_HEADER, csv_rows)
     write_csv(out / "failed_studies.csv", ["study_id", "source", "reason"],
               [[f["study_id"], f["source"], f["reason"]] for f in failed])
-    summary = {"model": predictor.model_info, "device": str(predictor.device), "input": str(cfg.input),
+    with_warnings = sum(1 for r in results if r["warnings"])
+    summary = {"model": predictor.model_info, "weights_verified": bool(meta.get("weights_verified")),
+               "device": str(predictor.device), "input": str(cfg.input),
+               "counts": {"predicted": len(results), "with_warnings": with_warnings, "failed": len(failed),
+                          "skipped_files": len(skipped)},
                "studies": results, "failed": failed,
+               "skipped_files": [{"path": str(p), "reason": why} for p, why in skipped],
                "disclaimer": "demonstration model trained on synthetic data; not for clinical use"}
     write_json(out / "run.json", summary)
-    log.info("%d study(ies) done, %d failed; outputs in %s", len(results), len(failed), out)
+    log.info("%d study(ies) predicted (%d with warnings), %d failed, %d file(s) skipped; outputs in %s",
+             len(results), with_warnings, len(failed), len(skipped), out)
     for f in failed:
         log.warning("failed: %s (%s): %s", f["study_id"], f["source"], f["reason"])
     return summary
@@ -82,13 +108,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except Exception as exc:  # noqa: BLE001 - nothing could run: say why, exit 2
-        log.error("%s", exc)
-        sys.exit(2)
+    summary = run_main(predict, cfg, log)
     if summary["failed"]:
-        sys.exit(1)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,11 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    summary = train(cfg)
+    """Exit code 2 with a one-line message on a bad manifest or argument (as predict and
+    evaluate); the traceback only with HYDRA_FULL_ERROR=1."""
+    from spinelesion.cli import run_main
+
+    summary = run_main(train, cfg, log)
     m = (summary.get("metrics") or {}).get("val") or {}
     return m.get("compartment_auc_macro")  # a scalar for Hydra sweepers
 

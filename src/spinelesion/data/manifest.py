@@ -125,10 +125,22 @@ def read_manifest(
     problems: list[Problem] = []
     if not path.is_file():
         raise ManifestError([Problem(name, None, None, "file not found")])
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        records = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            records = list(reader)
+    except UnicodeDecodeError as exc:  # name the line: the decoder gives an offset into its chunk only
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8-sig")
+            pos = exc.start
+        except UnicodeDecodeError as whole:
+            pos = whole.start
+        line, bad = data[:pos].count(b"\n") + 1, data[pos:pos + 1].hex()
+        raise ManifestError([Problem(name, None, None, f"line {line}: byte 0x{bad} is not UTF-8 text (saved as "
+                                                       "Latin-1 or Windows-1252?); save the manifest as UTF-8")]
+                            ) from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     for column in missing:
         problems.append(Problem(name, None, column, "required column is missing"))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spinelesion.inference.predictor import RoiRequest, StudyInput
+from spinelesion.io.limits import special_file_reason
 from spinelesion.io.nifti import is_nifti
 
 log = logging.getLogger(__name__)
@@ -53,44 +54,58 @@ def from_manifest(path: Path) -> tuple[list[StudyInput], list[InputFailure]]:
     return items, []
 
 
-def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str
+def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
+                exclude: Sequence[str | os.PathLike[str]] = (), skipped: list[tuple[Path, str]] | None = None,
                 ) -> tuple[list[StudyInput], list[InputFailure]]:
+    """Studies below ``folder``; folders in ``exclude`` (the run's own output) and output
+    folders of earlier runs are not read; pipes and devices go to ``skipped``, unopened."""
+    from spinelesion.io.dicom_discover import iter_files
     from spinelesion.io.study import group_dicom_studies, load_dicom_study, load_nifti_folder
 
     items: list[StudyInput] = []
     failures: list[InputFailure] = []
     # NIfTI studies: every folder (this one or below) that holds NIfTI files named by sequence
-    nifti_dirs = sorted({p.parent for p in folder.rglob("*") if p.is_file() and is_nifti(p)})
+    nifti_dirs = sorted({p.parent for p in iter_files(folder, exclude=exclude) if is_nifti(p)})
     for d in nifti_dirs:
         sid = d.name if d != folder else folder.name
         items.append(StudyInput(sid, str(d), lambda d=d, sid=sid: load_nifti_folder(d, sid)))
     try:
-        studies, skipped = group_dicom_studies(folder)
+        studies, not_dicom = group_dicom_studies(folder, exclude=exclude)
     except Exception as exc:  # noqa: BLE001 - reported, the NIfTI studies still run
         failures.append(InputFailure(folder.name, str(folder), f"cannot list DICOM files: {exc}"))
         return items, failures
+    if skipped is not None:
+        skipped.extend((p, why) for p, why in not_dicom if "not a regular file" in why)
     for uid, series in studies.items():
         if not any(s.is_image for s in series):
             continue
         src = os.path.commonpath([str(s.files[0].parent) for s in series])
         items.append(StudyInput(uid, src, lambda uid=uid, series=series: load_dicom_study(uid, series, overrides)))
-    if skipped:
-        log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(skipped))
+    if not_dicom:
+        log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(not_dicom))
     if not items and not failures:
         failures.append(InputFailure(folder.name, str(folder), "no DICOM image series or NIfTI file found"))
     return items, failures
 
 
 def discover_inputs(path: str | os.PathLike[str], rois: Sequence[Sequence[float]] | None = None,
-                    overrides: Mapping[str, str] | None = None, nifti_sequence: str = "t2"
+                    overrides: Mapping[str, str] | None = None, nifti_sequence: str = "t2",
+                    exclude: Sequence[str | os.PathLike[str]] = (), skipped: list[tuple[Path, str]] | None = None,
                     ) -> tuple[list[StudyInput], list[InputFailure]]:
-    """Studies to predict, and what could not even be listed."""
+    """Studies to predict, and what could not even be listed.
+
+    ``exclude``: folders never read (the run's output folder, when it lies inside the input);
+    ``skipped`` receives the pipes, sockets and devices found, which are never opened.
+    """
     from spinelesion.io.nifti import read_nifti
     from spinelesion.io.study import Study, nifti_sequence_name
 
     path = Path(path)
     if not path.exists():
         return [], [InputFailure(path.name, str(path), "input does not exist")]
+    special = special_file_reason(path) if not path.is_dir() else None
+    if special:
+        return [], [InputFailure(path.name, str(path), special)]
     given = _given_rois(rois)
     if path.is_file() and path.suffix.lower() == ".csv":
         items, failures = from_manifest(path)
@@ -107,7 +122,7 @@ def discover_inputs(path: str | os.PathLike[str], rois: Sequence[Sequence[float]
 
         return [StudyInput(sid, str(path), load, list(given))], []
     if path.is_dir():
-        items, failures = from_folder(path, dict(overrides or {}), nifti_sequence)
+        items, failures = from_folder(path, dict(overrides or {}), nifti_sequence, exclude, skipped)
         for it in items:
             it.rois = list(given)
         return items, failures

@@ -56,7 +56,7 @@ class StudyResult:
     study_id: str
     folder: Path
     rois: list[dict[str, Any]]
-    warnings: list[str]
+    warnings: list[str]  # degradations (a sequence left out, a changed grid...): console, run.json, CSV
     timings: dict[str, float]
 
 
@@ -142,18 +142,40 @@ class Predictor:
 
     # -- one study end to end -------------------------------------------------------------------
     def predict_study(self, item: StudyInput, output_dir: str | Path) -> StudyResult:
+        """Read, check, prepare and classify one study, writing its folder.
+
+        ROIs go through cropping, the network, saliency and writing one batch at a time, so
+        memory stays bounded however many ROIs a manifest gives one study.
+        """
+        from spinelesion.inference.guards import check_study
+        from spinelesion.io.limits import ResourceLimitError, check_study_bytes
+        from spinelesion.io.resample import REFERENCE_ORDER, choose_reference
+        from spinelesion.io.study import StudyError
+
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         study = item.load()
         timings["read"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        warnings = list(getattr(study, "warnings", []))
+        warnings.extend(check_study(study))  # drops blank / NaN / degenerate sequences, or refuses
+        ref_vol = study.volumes[choose_reference(list(study.volumes), self.reference)]
+        try:  # the reference stack about to be built: every sequence resampled onto the reference grid
+            check_study_bytes(item.study_id, [], channels=len(SEQUENCES) + 1, reference=ref_vol.shape)
+        except ResourceLimitError as exc:
+            raise StudyError(item.study_id, str(exc)) from exc
         array, affine, available, ref_name = self.prepare(study)
         ref_shape = array.shape[1:]
-        warnings = list(getattr(study, "warnings", []))
+        notes = []  # in predictions.json, not counted as a degradation: a study need not have every sequence
         missing = [s for s, a in zip(SEQUENCES, available, strict=True) if not a]
         if missing:
-            warnings.append(f"missing sequence(s): {', '.join(missing)} (zero channel, flagged to the model)")
+            notes.append(f"missing sequence(s): {', '.join(missing)} (zero channel, flagged to the model)")
+        preferred = self.reference if self.reference != "auto" else REFERENCE_ORDER[0]
+        dropped = any(w.startswith(f"{preferred}:") and w.endswith("sequence left out") for w in warnings)
+        if ref_name != preferred and dropped:
+            warnings.append(f"reference grid changed: {preferred} was left out, so every output is on the "
+                            f"{ref_name} grid instead")
         timings["preprocess"] = time.perf_counter() - t0
 
         folder = inside(Path(output_dir), safe_name(item.study_id))
@@ -174,53 +196,56 @@ class Predictor:
                                 f"{ref_name} volume; its crop is zero-padded")
 
         records: list[dict[str, Any]] = []
-        if rois:
+        timings["network"] = t_scan
+        chunk = max(1, int(self.cfg.batch_size))
+        for s in range(0, len(rois), chunk):
+            part = rois[s:s + chunk]
             t0 = time.perf_counter()
-            images, flags = self.crops(array, affine, available, [r.center_lps for r in rois])
+            images, flags = self.crops(array, affine, available, [r.center_lps for r in part])
             timings["preprocess"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             probs = self.classify(images, flags)
-            timings["network"] = time.perf_counter() - t0 + t_scan
+            timings["network"] += time.perf_counter() - t0
             maps: dict[str, np.ndarray] = {}
             if self.cfg.saliency_method != "none":
                 t0 = time.perf_counter()
                 maps = self.saliency(images, flags, probs)
-                timings["saliency"] = time.perf_counter() - t0
+                timings["saliency"] = timings.get("saliency", 0.0) + time.perf_counter() - t0
+            del images, flags
             t0 = time.perf_counter()
-            records = self._write_rois(folder, rois, probs, maps, array, affine, available, ref_shape)
-            timings["write"] = time.perf_counter() - t0
-        else:
-            timings["network"] = t_scan
+            records.extend(self._write_rois(folder, part, probs, maps, array, affine, available, ref_shape))
+            timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         if scan_maps is not None and self.cfg.write_maps:
             self._write_scan_maps(folder, scan_maps, affine, ref_shape)
         inputs = {s: (str(study.volumes[s].meta.get("source")) if s in study.volumes else None) for s in SEQUENCES}
-        warnings.append(f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)")
-        write_predictions_json(folder / "predictions.json", item.study_id, self.model_info, inputs, records, warnings)
+        notes.append(f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)")
+        write_predictions_json(folder / "predictions.json", item.study_id, self.model_info, inputs, records,
+                               warnings + notes)
         timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         return StudyResult(item.study_id, folder, records, warnings, timings)
 
     def _write_rois(self, folder: Path, rois: Sequence[RoiRequest], probs: Mapping[str, np.ndarray],
                     maps: Mapping[str, np.ndarray], array: np.ndarray, affine: np.ndarray, available: np.ndarray,
                     ref_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+        from spinelesion.inference.guards import checked_probabilities
         from spinelesion.inference.overlay import write_roi_png
 
-        roi_affines = [self.spec.affine(r.center_lps) for r in rois]
-        pasted = {t: paste_to_grid(maps[t], roi_affines, affine, ref_shape) for t in maps}
         records = []
         for i, r in enumerate(rois):
             rid = safe_name(r.roi_id)
             rec: dict[str, Any] = {"roi_id": r.roi_id, "center_lps_mm": [float(v) for v in r.center_lps],
                                    "source": r.source}
             for task, classes in TASKS.items():
-                p = probs[task][i].astype(np.float64)
-                p = p / p.sum()
+                p = checked_probabilities(task, r.roi_id, probs[task][i])
                 rec[task] = {"label": classes[self.decision.label(task, p)],
                              "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
             rec["saliency"] = {}
-            for task in maps:
+            roi_affine = [self.spec.affine(r.center_lps)]
+            for task in maps:  # one ROI at a time: a full-grid map per ROI and task is large
                 rel = f"saliency/{rid}_{task}.nii.gz"
-                write_nifti(Volume(pasted[task][i].astype(np.float32), affine), inside(folder, rel))
+                pasted = paste_to_grid(maps[task][i:i + 1], roi_affine, affine, ref_shape)[0]
+                write_nifti(Volume(pasted.astype(np.float32), affine), inside(folder, rel))
                 rec["saliency"][task] = rel
             if self.cfg.png and maps:
                 write_roi_png(inside(folder, f"png/{rid}.png"), array, affine, available, r.center_lps, self.spec,

@@ -53,10 +53,13 @@ def write_predictions_json(path: Path, study_id: str, model: Mapping[str, Any], 
 
 CSV_HEADER = ["study_id", "roi_id", "source", "x_mm", "y_mm", "z_mm",
               *[f"{t}_{k}" for t, classes in TASKS.items() for k in ("label", *[f"p_{c}" for c in classes])],
-              "saliency_compartment", "saliency_fracture"]
+              "saliency_compartment", "saliency_fracture", "warnings"]
+WARNING_SEPARATOR = " | "
 
 
-def roi_csv_rows(study_id: str, rois: Iterable[Mapping[str, Any]], study_dir: str) -> list[list[object]]:
+def roi_csv_rows(study_id: str, rois: Iterable[Mapping[str, Any]], study_dir: str,
+                 warnings: Sequence[str] = ()) -> list[list[object]]:
+    """One CSV line per ROI; ``warnings`` (the study's, joined by :data:`WARNING_SEPARATOR`) on each."""
     out = []
     for roi in rois:
         line: list[object] = [study_id, roi["roi_id"], roi["source"], *[f"{v:.2f}" for v in roi["center_lps_mm"]]]
@@ -65,6 +68,7 @@ def roi_csv_rows(study_id: str, rois: Iterable[Mapping[str, Any]], study_dir: st
             line.extend(f"{roi[task]['probabilities'][c]:.6f}" for c in classes)
         sal = roi.get("saliency") or {}
         line.extend(f"{study_dir}/{sal[t]}" if sal.get(t) else "" for t in TASKS)
+        line.append(WARNING_SEPARATOR.join(warnings))
         out.append(line)
     return out
 

@@ -155,7 +155,6 @@ def iter_files(folder: Path, skipped: list[tuple[Path, str]] | None = None,
             path = Path(root) / name
             reason = special_file_reason(path)
             if reason:
-                log.warning("%s: %s", path, reason)
                 if skipped is not None:
                     skipped.append((path, reason))
                 continue
@@ -300,6 +299,8 @@ def discover_series(folder: str | os.PathLike[str], progress: bool = False,
     series: dict[str, SeriesInfo] = {}
     skipped: list[tuple[Path, str]] = []
     files = list(iter_files(folder, skipped, exclude))
+    for path, reason in skipped:
+        log.warning("%s: %s", path, reason)
     results: Iterable[tuple[bytes, bool] | OSError] = prefetch(_safe_prefix, files)
     if progress:
         from tqdm import tqdm

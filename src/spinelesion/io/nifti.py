@@ -43,16 +43,16 @@ def load_header(path: str | os.PathLike[str]) -> Any:
     shape = tuple(int(s) for s in img.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)) or min(shape) < 1:
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
-    try:
-        check_volume_bytes(path, shape[:3])
-    except ResourceLimitError as exc:
-        raise NiftiError(str(exc)) from exc
     if not str(path).lower().endswith(".gz"):
         hdr = img.header
         need = int(hdr.get_data_offset()) + math.prod(shape) * int(hdr.get_data_dtype().itemsize)
         if size < need:
             raise NiftiError(f"{path}: truncated: the header declares {'x'.join(map(str, shape))} voxels "
                              f"({human(need)} with the header), the file holds {human(size)}")
+    try:
+        check_volume_bytes(path, shape[:3])
+    except ResourceLimitError as exc:
+        raise NiftiError(str(exc)) from exc
     return img
 
 

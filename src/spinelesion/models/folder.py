@@ -75,16 +75,56 @@ def save_model_folder(net: MultiTaskNet, folder: str | os.PathLike[str], metadat
     return meta
 
 
-def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu") -> tuple[MultiTaskNet, dict[str, Any]]:
-    """Build the network named in ``metadata.json`` and load its safetensors weights."""
+VERIFY_ENV = "SPINELESION_VERIFY_WEIGHTS"
+"""``0``/``false``: load weights whose sha256 differs from metadata.json (development only)."""
+_PATH_KEYS = ("weights", "card", "model_card", "onnx", "torchscript")
+
+
+def verify_default() -> bool:
+    return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _inside_folder(folder: Path, value: Any, where: str) -> Path:
+    """``folder / value`` after checking it is a relative path that stays inside the folder."""
+    if not isinstance(value, str) or not value:
+        raise ModelLoadError(f"{where}: expected a file name inside the model folder, got {value!r}")
+    root = folder.resolve()
+    path = (folder / value).resolve()
+    if Path(value).is_absolute() or root not in path.parents:
+        raise ModelLoadError(f"{where}: '{value}' points outside the model folder {folder}; "
+                             "every path in metadata.json must stay inside it")
+    return path
+
+
+def _metadata_paths(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(key, value) of every entry of metadata.json that names a file."""
+    out = [(k, meta[k]) for k in meta if k in _PATH_KEYS or k.endswith(("_path", "_file"))]
+    for group in ("files", "exports"):
+        if isinstance(meta.get(group), Mapping):
+            out.extend((f"{group}.{k}", v) for k, v in meta[group].items())
+    return out
+
+
+def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu",
+                      verify: bool | None = None) -> tuple[MultiTaskNet, dict[str, Any]]:
+    """Build the network named in ``metadata.json`` and load its safetensors weights.
+
+    The weights' sha256 must equal ``weights_sha256`` in ``metadata.json`` (a mismatch names
+    both); ``verify=False`` (or ``SPINELESION_VERIFY_WEIGHTS=0``; default from it) loads them
+    anyway with a warning, for development. The returned ``weights_sha256`` is always the
+    hash of the file actually loaded, and ``weights_verified`` says whether it matched.
+    """
     folder = Path(folder)
+    verify = verify_default() if verify is None else verify
     meta_path = folder / METADATA
     if not meta_path.is_file():
         raise ModelLoadError(f"{folder}: no {METADATA}; a model folder needs {METADATA} and {WEIGHTS}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{meta_path}: expected a JSON object")
     for key in ("network", "roi"):
         if key not in meta:
             raise ModelLoadError(f"{meta_path}: missing '{key}'")
@@ -93,16 +133,27 @@ def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu")
     if {t: list(c) for t, c in meta.get("tasks", TASKS).items()} != {t: list(c) for t, c in TASKS.items()}:
         raise ModelLoadError(f"{meta_path}: task classes differ from this version's {dict(TASKS)}")
     _check_plain(meta["network"], str(meta_path))
-    weights = folder / meta.get("weights", WEIGHTS)
+    for key, value in _metadata_paths(meta):
+        _inside_folder(folder, value, f"{meta_path}: '{key}'")
+    weights = _inside_folder(folder, meta.get("weights", WEIGHTS), f"{meta_path}: 'weights'")
     if weights.suffix != ".safetensors" or not weights.is_file():
         raise ModelLoadError(f"{folder}: weights file '{weights.name}' missing or not .safetensors")
+    actual, recorded = sha256_of(weights), meta.get("weights_sha256")
+    if actual != recorded:
+        what = (f"{weights}: sha256 {actual} does not match weights_sha256 {recorded} in {METADATA}"
+                if recorded else f"{meta_path}: records no weights_sha256 (weights file sha256 {actual})")
+        if verify:
+            raise ModelLoadError(f"{what}; refusing unverified weights (for development only: "
+                                 f"verify_weights=false or {VERIFY_ENV}=0)")
+        log.warning("%s; loading anyway because verification is off", what)
     net = build_network(meta["network"])
     try:
         state = load_file(str(weights), device=map_location)
         net.load_state_dict(state, strict=True)
     except Exception as exc:
         raise ModelLoadError(f"{weights}: cannot load weights into {meta['network']} ({exc})") from exc
-    meta["weights_sha256"] = meta.get("weights_sha256") or sha256_of(weights)
+    meta["weights_sha256"] = actual  # what actually runs, whatever was recorded
+    meta["weights_verified"] = actual == recorded
     net.eval()
     return net, meta
 

@@ -1,0 +1,110 @@
+"""One run, one output folder: a lock file, the output marker, and cleanup of leftovers.
+
+Two runs writing into one folder would mix their files and ``run.json``; the second is
+refused while the first lives. A lock left by a run that died (kill -9, power loss) names
+a process that no longer exists on this machine and is taken over with a warning. Once
+the lock is held, temporaries left by an interrupted run are removed, and the folder is
+marked as an output folder so that discovery never reads it as input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from spinelesion.atomic import clean_temporaries
+from spinelesion.io.limits import OUTPUT_MARKER
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".spinelesion.lock"
+
+
+class RunLockError(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read(lock: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(lock.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _stale(holder: dict[str, Any]) -> bool:
+    """A lock is stale when its process is gone; a lock from another host is never judged stale."""
+    if holder.get("host") not in (None, socket.gethostname()):
+        return False
+    try:
+        return not _alive(int(holder["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return True  # unreadable or half-written lock: its writer died before finishing it
+
+
+def acquire(folder: str | os.PathLike[str], command: str = "spinelesion") -> Path:
+    """Create ``folder``'s lock file or raise :class:`RunLockError`; returns the lock path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read(lock)
+            if not _stale(holder):
+                raise RunLockError(
+                    f"output folder {folder} is in use by another run ({holder.get('command', '?')}, pid "
+                    f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); "
+                    f"wait for it or choose another output_dir (a lock left by a crash is removed "
+                    f"automatically once its process is gone: {lock})") from None
+            log.warning("removing a stale lock of a run that no longer exists (pid %s, started %s): %s",
+                        holder.get("pid"), holder.get("started"), lock)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(info, fh)
+        return lock
+    raise RunLockError(f"could not take the lock {lock} (another run keeps recreating it)")
+
+
+def release(lock: Path) -> None:
+    """Remove the lock if it is still ours."""
+    if _read(lock).get("pid") == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+@contextlib.contextmanager
+def output_folder(folder: str | os.PathLike[str], command: str = "spinelesion") -> Iterator[Path]:
+    """Hold ``folder`` for one run: lock it, clean leftovers, mark it as output; release at the end."""
+    folder = Path(folder)
+    lock = acquire(folder, command)
+    try:
+        clean_temporaries(folder)
+        marker = folder / OUTPUT_MARKER
+        if not marker.exists():
+            marker.write_text("written by spinelesion; input discovery skips this folder\n", encoding="utf-8")
+        yield folder
+    finally:
+        release(lock)

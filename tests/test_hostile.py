@@ -1,0 +1,599 @@
+"""Hostile input: never a hang, never an answer from garbage, never an unverified model.
+
+Every case is built on the fly in tmp_path (small files; the 2 GB DICOM files are sparse)
+and runs under a time bound. Each line of a case table says what goes in and what must
+come out; in the run-level cases a good study sits beside the bad one and must still be
+predicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from helpers_io import AXIAL, make_volume, write_series
+
+from spinelesion.io.nifti import write_nifti
+from spinelesion.io.volume import LPS_TO_RAS, Volume, grid_affine
+from spinelesion.models.folder import ModelLoadError, load_model_folder, save_model_folder
+from spinelesion.models.networks import build_network
+
+ROI = {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5], "margin": 1.25}
+NET = {"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}
+SHAPE = (40, 40, 12)
+CENTRE = np.array([2.0, -3.0, 5.0])
+TWO_GB = 2 * 1024**3
+CASE_SECONDS = 60  # generous for a shared 2-core machine; a hang is minutes or forever
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def bounded(seconds: int = CASE_SECONDS) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM interrupts even a blocking open() of a named pipe."""
+    def on_alarm(signum: int, frame: object) -> None:
+        raise CaseTimeout(f"case did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# -- builders ---------------------------------------------------------------------------------
+def volume(fill: Callable[[np.ndarray], None] | None = None, shape: tuple[int, int, int] = SHAPE,
+           spacing: tuple[float, float, float] = (1.5, 1.5, 3.0)) -> Volume:
+    arr = np.random.default_rng(0).uniform(50, 500, size=shape).astype(np.float32)
+    if fill is not None:
+        fill(arr)
+    return Volume(arr, grid_affine(CENTRE, shape, spacing, AXIAL))
+
+
+def nifti_study(folder: Path, vol: Volume | None = None, name: str = "t2.nii.gz") -> Path:
+    write_nifti(vol if vol is not None else volume(), folder / name)
+    return folder
+
+
+def set_all(value: float) -> Callable[[np.ndarray], None]:
+    def fill(a: np.ndarray) -> None:
+        a[:] = value
+    return fill
+
+
+def some_nan(a: np.ndarray) -> None:
+    a[:3, :3, :2] = np.nan
+
+
+def disagreeing_forms(folder: Path) -> None:
+    nifti_study(folder)
+    img = nib.load(folder / "t2.nii.gz")
+    q = img.affine.copy()
+    s = q.copy()
+    s[:3, 3] += [0.0, 20.0, 0.0]  # sform 20 mm away from the qform
+    img = nib.Nifti1Image(np.asarray(img.dataobj), s)
+    img.set_qform(q, code=1)
+    img.set_sform(s, code=1)
+    nib.save(img, folder / "t2.nii.gz")
+
+
+def huge_nifti(folder: Path, gz: bool = True) -> None:
+    """A NIfTI header declaring 4000^3 int16 voxels, followed by a few bytes only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((4000, 4000, 4000))
+    hdr.set_data_dtype(np.int16)
+    hdr.set_qform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
+    hdr["vox_offset"] = 352
+    data = hdr.binaryblock + b"\0" * 4 + b"\0" * 1024
+    if gz:
+        (folder / "t2.nii.gz").write_bytes(gzip.compress(data))
+    else:
+        (folder / "t2.nii").write_bytes(data)
+
+
+def singular_affine(folder: Path) -> None:
+    aff = grid_affine(CENTRE, SHAPE, (1.5, 1.5, 3.0), AXIAL)
+    aff[:3, 2] = aff[:3, 0]  # third axis parallel to the first
+    img = nib.Nifti1Image(volume().array, LPS_TO_RAS @ aff)
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(img, folder / "t2.nii.gz")
+
+
+def dicom_series(folder: Path, seed: int = 0, desc: str = "T2 TSE SAG") -> list[Path]:
+    vol = make_volume(shape=(24, 28, 8), spacing=(1.5, 1.5, 3.0), axes=AXIAL, centre=tuple(CENTRE), seed=seed)
+    return write_series(vol, folder, desc=desc, study_uid=f"1.2.826.0.1.3680043.8.498.{abs(hash(folder)) % 10**8}")
+
+
+def zeros_after_header(folder: Path) -> None:
+    """A valid DICOM header without pixel data, followed by ~2 GB of zeros (sparse)."""
+    import pydicom
+
+    f = dicom_series(folder)[0]
+    for other in folder.iterdir():
+        if other != f:
+            other.unlink()
+    ds = pydicom.dcmread(f)
+    del ds.PixelData
+    ds.save_as(f)
+    os.truncate(f, TWO_GB)
+
+
+def zeros_after_pixels(folder: Path) -> None:
+    """A complete one-file DICOM followed by ~2 GB of zeros (sparse)."""
+    f = dicom_series(folder)[0]
+    for other in folder.iterdir():
+        if other != f:
+            other.unlink()
+    os.truncate(f, TWO_GB)
+
+
+def fifo_beside_good(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / "IM9999")
+
+
+def socket_beside_good(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX)
+    path = folder / "s.sock"
+    if len(str(path)) > 100:  # AF_UNIX path limit
+        pytest.skip("tmp path too long for a Unix socket")
+    sock.bind(str(path))
+    sock.close()
+
+
+# -- running predict in-process ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "m"
+    save_model_folder(build_network(NET), folder, {"name": "tiny", "version": "test", "network": NET, "roi": ROI,
+                                                   "reference": "auto"})
+    return folder
+
+
+def compose(name: str, overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from spinelesion.config_path import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(name, overrides)
+
+
+FAST = ["saliency.method=none", "saliency.png=false", "scan.write_maps=false", "device=cpu", "batch_size=4"]
+GIVEN_ROI = f"rois=[[{CENTRE[0]},{CENTRE[1]},{CENTRE[2]}]]"
+
+
+def run_predict(inp: Path, out: Path, model: Path, *extra: str) -> dict[str, Any]:
+    from spinelesion.predict import predict
+
+    cfg = compose("predict", [f"input={inp}", f"output_dir={out}", f"model_dir={model}", GIVEN_ROI, *FAST, *extra])
+    with bounded():
+        return predict(cfg)
+
+
+def strict_json(path: Path) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- one bad study beside a good one: what goes in -> what must come out ------------------------
+# (builder of the bad study folder, outcome, pattern the reason / warning must match)
+STUDY_CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
+    "all-NaN volume -> refused": (lambda d: nifti_study(d, volume(set_all(np.nan))), "failed", "every voxel is NaN"),
+    "all-zero volume -> refused": (lambda d: nifti_study(d, volume(set_all(0.0))), "failed", "same value"),
+    "1x1x1 volume -> refused": (lambda d: nifti_study(d, volume(shape=(1, 1, 1))), "failed", "at least 2 voxels"),
+    "absurd voxel size -> refused": (lambda d: nifti_study(d, volume(spacing=(1e4, 1.5, 3.0))), "failed",
+                                     "degenerate affine"),
+    "singular affine -> refused": (singular_affine, "failed", "singular"),
+    "NIfTI.gz declaring 4000^3 voxels -> refused by the memory cap": (huge_nifti, "failed",
+                                                                     r"t2\.nii\.gz: declares 4000x4000x4000.*limit"),
+    "NIfTI declaring 4000^3 voxels in 1 kB -> truncated": (lambda d: huge_nifti(d, gz=False), "failed",
+                                                          r"t2\.nii: truncated"),
+    "a few NaN voxels -> predicted, warned": (lambda d: nifti_study(d, volume(some_nan)), "warned",
+                                              "non-finite voxel"),
+    "qform and sform disagree -> predicted, rule stated": (disagreeing_forms, "warned", "qform and sform disagree.*rule"),
+    "NaN T1 beside a good T2 -> T1 left out, warned": (
+        lambda d: (nifti_study(d), nifti_study(d, volume(set_all(np.nan)), "t1.nii.gz")), "warned",
+        "t1: every voxel is NaN.*left out"),
+    "named pipe among the files -> skipped unopened": (fifo_beside_good, "skipped", "named pipe"),
+    "socket among the files -> skipped unopened": (socket_beside_good, "skipped", "socket"),
+    "DICOM header then 2 GB of zeros -> no hang": (zeros_after_header, "ignored", ""),
+    "DICOM file then 2 GB of zeros -> no hang": (zeros_after_pixels, "ignored", ""),
+}
+
+
+@pytest.mark.parametrize("case", list(STUDY_CASES))
+def test_a_bad_study_never_stops_the_good_one(case: str, tmp_path: Path, model_dir: Path,
+                                              caplog: pytest.LogCaptureFixture):
+    build, outcome, pattern = STUDY_CASES[case]
+    root = tmp_path / "in"
+    nifti_study(root / "good")
+    build(root / "bad")
+    out = tmp_path / "out"
+    summary = run_predict(root, out, model_dir)
+
+    predicted = {s["study_id"]: s for s in summary["studies"]}
+    assert "good" in predicted, summary["failed"]
+    run = strict_json(out / "run.json")
+    assert run["counts"]["predicted"] == len(summary["studies"])
+    rows = csv_rows(out / "predictions.csv")
+    assert {r["study_id"] for r in rows} >= {"good"}
+    for r in rows:  # probabilities finite and summing to one, whatever came in
+        total = sum(float(v) for k, v in r.items() if k.startswith("compartment_p_"))
+        assert total == pytest.approx(1.0, abs=1e-4)
+    if outcome == "failed":
+        failed = {f["study_id"]: f["reason"] for f in summary["failed"]}
+        assert "bad" not in predicted and "bad" in failed
+        assert pytest.approx(0) != len(failed["bad"])
+        import re
+        assert re.search(pattern, failed["bad"]), failed["bad"]
+        assert any(f["study_id"] == "bad" for f in csv_rows(out / "failed_studies.csv"))
+    elif outcome == "warned":
+        import re
+        warnings = predicted["bad"]["warnings"]
+        assert any(re.search(pattern, w) for w in warnings), warnings
+        bad_rows = [r for r in rows if r["study_id"] == "bad"]
+        assert bad_rows and all(re.search(pattern, r["warnings"]) for r in bad_rows)
+        assert run["counts"]["with_warnings"] >= 1
+        assert any(re.search(pattern, rec.getMessage()) for rec in caplog.records)  # on the console too
+        data = strict_json(out / "bad" / "predictions.json")
+        assert any(re.search(pattern, w) for w in data["warnings"])
+    elif outcome == "skipped":
+        assert any(pattern in s["reason"] for s in run["skipped_files"]), run["skipped_files"]
+        assert not summary["failed"]
+    else:  # ignored: the damaged file is not read as a study, and reading it cost little
+        assert "bad" not in predicted
+        assert any("bad" in rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING")
+
+
+def test_each_good_study_has_no_warnings(tmp_path: Path, model_dir: Path):
+    """The baseline the cases above compare against: a clean study is predicted without warnings."""
+    summary = run_predict(nifti_study(tmp_path / "in" / "good").parent, tmp_path / "out", model_dir)
+    assert summary["counts"] == {"predicted": 1, "with_warnings": 0, "failed": 0, "skipped_files": 0}
+    assert csv_rows(tmp_path / "out" / "predictions.csv")[0]["warnings"] == ""
+
+
+# -- reading limits, one by one ---------------------------------------------------------------
+def test_discovery_never_opens_a_named_pipe(tmp_path: Path):
+    from spinelesion.io.dicom_discover import discover_series
+
+    dicom_series(tmp_path / "s")
+    os.mkfifo(tmp_path / "s" / "pipe")
+    with bounded(20):
+        series, skipped = discover_series(tmp_path / "s")
+    assert [len(s.files) for s in series] == [8]
+    assert [(p.name, "named pipe" in why) for p, why in skipped] == [("pipe", True)]
+
+
+def test_a_pipe_given_as_a_sequence_path_fails_its_study_without_blocking(tmp_path: Path):
+    from spinelesion.io.study import StudyError, load_study_from_paths
+
+    os.mkfifo(tmp_path / "t2.nii.gz")
+    with bounded(20), pytest.raises(StudyError, match="named pipe"):
+        load_study_from_paths("s", {"t2": tmp_path / "t2.nii.gz"})
+
+
+def test_dicom_header_followed_by_2gb_of_zeros_is_refused_within_the_read_budget(tmp_path: Path):
+    from spinelesion.io.dicom import DicomError, read_dataset
+    from spinelesion.io.dicom_discover import read_header
+
+    zeros_after_header(tmp_path / "a")
+    zeros_after_pixels(tmp_path / "b")
+    f_a, f_b = next((tmp_path / "a").iterdir()), next((tmp_path / "b").iterdir())
+    assert f_a.stat().st_size == TWO_GB and f_a.stat().st_blocks * 512 < 10 * 1024**2  # sparse
+    with bounded(30):
+        with pytest.raises(DicomError, match="no pixel data within the first"):
+            read_header(f_a)
+        with pytest.raises(DicomError, match=r"holds 2\.0 GiB but its header declares"):
+            read_header(f_b)
+        with pytest.raises(DicomError, match=r"holds 2\.0 GiB"):
+            read_dataset(f_b)  # never read whole
+
+
+def test_study_memory_is_capped_before_reading(tmp_path: Path):
+    from spinelesion.io import limits
+    from spinelesion.io.study import StudyError, load_nifti_folder
+
+    nifti_study(tmp_path / "s")  # 40x40x12 float32 = 75 kB each
+    nifti_study(tmp_path / "s", name="t1.nii.gz")
+    try:
+        limits.configure(max_study_gb=100e3 / limits.GIB)  # each volume fits, the two together do not
+        with pytest.raises(StudyError, match=r"study 's' would need about 150\.0 KiB.*over the limit .*max_study_gb"):
+            load_nifti_folder(tmp_path / "s")
+    finally:
+        limits.configure()
+    assert load_nifti_folder(tmp_path / "s").volumes["t2"].shape == SHAPE
+
+
+def test_crops_are_built_in_bounded_batches_whatever_the_number_of_rois(tmp_path: Path):
+    """A manifest may give one study any number of rows: crops never exist all at once."""
+    from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
+    from spinelesion.io.study import Study
+
+    torch.manual_seed(0)
+    meta = {"name": "t", "version": "0", "weights_sha256": "-", "roi": ROI, "network": NET}
+    predictor = Predictor(build_network(NET), meta, PredictorConfig(device="cpu", batch_size=4, png=False,
+                                                                     saliency_method="none"))
+    seen: list[int] = []
+    crops = predictor.crops
+
+    def spy(array: Any, affine: Any, available: Any, centers: Any) -> Any:
+        seen.append(len(centers))
+        return crops(array, affine, available, centers)
+
+    predictor.crops = spy  # type: ignore[method-assign]
+    rois = [RoiRequest(f"r{i:03d}", CENTRE + [i % 5, 0, 0]) for i in range(22)]
+    vol = volume()
+    res = predictor.predict_study(StudyInput("s", "mem", lambda: Study("s", {"t2": vol}), rois), tmp_path)
+    assert len(res.rois) == 22 and sum(seen) == 22 and max(seen) <= 4
+
+
+def test_a_100k_row_manifest_is_listed_without_building_crops(tmp_path: Path):
+    from spinelesion.inference.inputs import discover_inputs
+
+    nifti_study(tmp_path / "s")
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case_id", "study_id", "patient_id", "t2", "x_mm", "y_mm", "z_mm"])
+        w.writerows([f"c{i}", "s", "p", "s/t2.nii.gz", 2.0, -3.0, 5.0] for i in range(100_000))
+    with bounded(60):
+        items, failures = discover_inputs(manifest)
+    assert not failures and len(items) == 1 and len(items[0].rois) == 100_000
+
+
+# -- values and JSON --------------------------------------------------------------------------
+def test_json_is_written_strictly(tmp_path: Path):
+    from spinelesion.atomic import write_json
+
+    write_json(tmp_path / "a.json", {"p": float("nan"), "q": [np.float32(np.inf), 1.5], "r": np.float64(2.0)})
+    assert strict_json(tmp_path / "a.json") == {"p": None, "q": [None, 1.5], "r": 2.0}
+
+
+def test_a_network_answering_nan_fails_its_study(tmp_path: Path):
+    from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
+    from spinelesion.io.study import Study
+
+    class NanNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("temperature", torch.ones(2))
+
+        def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            nan = image.sum((1, 2, 3, 4))[:, None] * float("nan")
+            return nan.expand(-1, 4), nan.expand(-1, 3)
+
+    meta = {"name": "t", "version": "0", "weights_sha256": "-", "roi": ROI, "network": {"backbone": "nan"}}
+    predictor = Predictor(NanNet(), meta, PredictorConfig(device="cpu", png=False, saliency_method="none"))
+    vol = volume()
+    item = StudyInput("s", "mem", lambda: Study("s", {"t2": vol}), [RoiRequest("r1", CENTRE)])
+    with pytest.raises(ValueError, match="non-finite"):
+        predictor.predict_study(item, tmp_path)
+    assert not (tmp_path / "s" / "predictions.json").exists()
+
+
+# -- verified models --------------------------------------------------------------------------
+def copy_model(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_weights_never_load_silently(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    from safetensors.torch import load_file, save_file
+
+    from spinelesion.models.folder import sha256_of
+
+    m = copy_model(model_dir, tmp_path / "m")
+    recorded = json.loads((m / "metadata.json").read_text())["weights_sha256"]
+    state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in load_file(str(m / "weights.safetensors")).items()}
+    save_file(state, str(m / "weights.safetensors"))  # same shapes, other values
+    actual = sha256_of(m / "weights.safetensors")
+    with pytest.raises(ModelLoadError, match=f"sha256 {actual} does not match weights_sha256 {recorded}"):
+        load_model_folder(m)
+    monkeypatch.setenv("SPINELESION_VERIFY_WEIGHTS", "0")  # the development override
+    _, meta = load_model_folder(m)
+    assert meta["weights_sha256"] == actual and meta["weights_verified"] is False
+
+
+def test_predict_refuses_tampered_weights_unless_told(tmp_path: Path, model_dir: Path):
+    m = copy_model(model_dir, tmp_path / "m")
+    meta = json.loads((m / "metadata.json").read_text())
+    meta["weights_sha256"] = "0" * 64
+    (m / "metadata.json").write_text(json.dumps(meta))
+    inp = nifti_study(tmp_path / "in" / "good").parent
+    with pytest.raises(ModelLoadError, match="0{64}"):
+        run_predict(inp, tmp_path / "o1", m)
+    summary = run_predict(inp, tmp_path / "o2", m, "verify_weights=false")
+    assert summary["weights_verified"] is False and summary["model"]["weights_sha256"] != "0" * 64
+    assert strict_json(tmp_path / "o2" / "good" / "predictions.json")["model"]["weights_sha256"] != "0" * 64
+
+
+@pytest.mark.parametrize("key,value", [("weights", "../outside.safetensors"), ("weights", "/etc/passwd"),
+                                       ("card_path", "../../README.md")])
+def test_metadata_paths_stay_inside_the_model_folder(tmp_path: Path, model_dir: Path, key: str, value: str):
+    m = copy_model(model_dir, tmp_path / "m")
+    (tmp_path / "outside.safetensors").write_bytes((m / "weights.safetensors").read_bytes())
+    meta = json.loads((m / "metadata.json").read_text())
+    meta[key] = value
+    (m / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="outside the model folder"):
+        load_model_folder(m)
+
+
+# -- one run, one folder ----------------------------------------------------------------------
+def test_an_output_folder_inside_the_input_is_never_read_as_input(tmp_path: Path, model_dir: Path):
+    root = tmp_path / "in"
+    nifti_study(root / "good")
+    first = run_predict(root, root / "out", model_dir)
+    second = run_predict(root, root / "out", model_dir)  # its own earlier outputs are there now
+    other = run_predict(root, root / "out2", model_dir)  # and another run's outputs
+    for summary in (first, second, other):
+        assert [s["study_id"] for s in summary["studies"]] == ["good"] and not summary["failed"]
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path: Path, model_dir: Path):
+    from spinelesion.inference.run_lock import LOCK_NAME, RunLockError
+
+    inp = nifti_study(tmp_path / "in" / "good").parent
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "other run"}))
+    with pytest.raises(RunLockError, match=f"in use by another run.*pid {os.getpid()}"):
+        run_predict(inp, out, model_dir)
+    assert not (out / "run.json").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    summary = run_predict(inp, out, model_dir)
+    assert summary["studies"] and not lock.exists()
+
+
+def test_temporaries_left_by_a_killed_run_are_cleaned_on_start(tmp_path: Path, model_dir: Path):
+    inp = nifti_study(tmp_path / "in" / "good").parent
+    out = tmp_path / "out"
+    leftover = out / "good" / "png" / ".roi01.png.k3j_x9a1.tmp.png"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a png")
+    keep = out / "good" / "notes.txt"
+    keep.write_text("mine")
+    run_predict(inp, out, model_dir)
+    assert not leftover.exists() and keep.read_text() == "mine"
+
+
+def test_hydra_logs_and_caches_stay_in_the_output_folder(tmp_path: Path):
+    cfg = compose("eval", ["data.manifest=m.csv", f"output_dir={tmp_path / 'o'}"])
+    assert str(cfg.data.cache_dir).startswith(str(tmp_path / "o"))
+    for name in ("predict", "eval"):
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_dir
+
+        from spinelesion.config_path import CONFIG_DIR
+
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            full = hydra_compose(name, ["data.manifest=m.csv" if name == "eval" else "input=x",
+                                        f"output_dir={tmp_path / 'o'}"], return_hydra_config=True)
+        assert full.hydra.run.dir == str(tmp_path / "o"), name
+
+
+# -- a dropped reference series ---------------------------------------------------------------
+def test_a_reference_series_dropped_for_a_bad_slice_is_a_visible_warning(tmp_path: Path, model_dir: Path,
+                                                                        caplog: pytest.LogCaptureFixture):
+    import pydicom
+
+    study = tmp_path / "in" / "study"
+    t2 = dicom_series(study / "t2", seed=1, desc="T2 TSE SAG")
+    uid = str(pydicom.dcmread(t2[0]).StudyInstanceUID)
+    vol = make_volume(shape=(24, 28, 8), spacing=(1.5, 1.5, 3.0), axes=AXIAL, centre=tuple(CENTRE), seed=2)
+    write_series(vol, study / "t1", desc="T1 TSE SAG", study_uid=uid, number=2)
+    t2[3].write_bytes(t2[3].read_bytes()[:1500])  # one truncated slice: the T2 series cannot be read
+    out = tmp_path / "out"
+    summary = run_predict(tmp_path / "in", out, model_dir)
+    assert len(summary["studies"]) == 1 and not summary["failed"]
+    warnings = summary["studies"][0]["warnings"]
+    assert any(w.startswith("t2:") and "left out" in w for w in warnings), warnings
+    assert any("reference grid changed" in w for w in warnings), warnings
+    run = strict_json(out / "run.json")
+    assert run["counts"]["with_warnings"] == 1
+    assert all("reference grid changed" in r["warnings"] for r in csv_rows(out / "predictions.csv"))
+    assert any("reference grid changed" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+# -- errors for people ------------------------------------------------------------------------
+@pytest.mark.parametrize("value,expected", [("abc", "rois='abc'"), ("5", "rois=5"), ("[[a,b,c]]", "is not numeric"),
+                                            ("'[[a,b,c]]'", "is not numeric"), ("[[1,2]]", "needs 3 finite numbers")])
+def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(value: str, expected: str):
+    from spinelesion.cli import ArgumentError, check_predict_args
+
+    cfg = compose("predict", ["input=x", "output_dir=o", f"rois={value}"])
+    with pytest.raises(ArgumentError, match="argument rois=") as info:
+        check_predict_args(cfg)
+    assert expected in str(info.value) and "[x, y, z] points in LPS mm" in str(info.value)
+
+
+@pytest.mark.parametrize("override,name", [("batch_size=abc", "batch_size"), ("batch_size=0", "batch_size"),
+                                           ("device=gpu", "device"), ("saliency.method=magic", "saliency.method"),
+                                           ("scan.threshold=2", "scan.threshold"), ("nifti_sequence=flair", "nifti_sequence"),
+                                           ("limits.max_study_gb=-1", "limits.max_study_gb")])
+def test_other_argument_errors_name_the_argument(override: str, name: str):
+    from spinelesion.cli import ArgumentError, check_predict_args
+
+    cfg = compose("predict", ["input=x", "output_dir=o", override])
+    with pytest.raises(ArgumentError, match=f"argument {name}=.*: expected "):
+        check_predict_args(cfg)
+
+
+def test_a_latin1_manifest_error_names_the_file_and_line(tmp_path: Path):
+    from spinelesion.data.manifest import ManifestError, read_manifest
+
+    path = tmp_path / "m.csv"
+    path.write_bytes("case_id,study_id,patient_id,t2,x,y,z\nc1,s,p,a.nii,0,0,0\nc2,s,Ren\u00e9,a.nii,0,0,0\n"
+                     .encode("latin-1"))
+    with pytest.raises(ManifestError, match=rf"{path.name}: line 3: byte 0xe9 is not UTF-8"):
+        read_manifest(path)
+
+
+def cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    with bounded(120):
+        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd,
+                              env=env, timeout=110)
+
+
+@pytest.mark.parametrize("module", ["spinelesion.predict", "spinelesion.evaluate", "spinelesion.train"])
+def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(module: str, tmp_path: Path,
+                                                                                 model_dir: Path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case_id,study_id\nc1,s\n")
+    out = tmp_path / "out"
+    args = {"spinelesion.predict": [f"input={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
+            "spinelesion.evaluate": [f"data.manifest={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
+            "spinelesion.train": [f"data.manifest={bad}", f"hydra.run.dir={out}", f"data.cache_dir={out}/cache",
+                                  "logger=csv"]}[module]
+    proc = cli(module, args, cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-2000:]
+    assert "Traceback" not in output and "Error executing job" not in output, output[-2000:]
+    assert "required column is missing" in output and str(bad) in output
+    if module != "spinelesion.train":  # Hydra's log and every cache under output_dir, none in the cwd
+        assert not (tmp_path / "outputs").exists() and not (tmp_path / ".cache").exists()
+        assert (out / f"{module.split('.')[1]}.log").is_file()
+
+
+def test_a_bad_argument_exits_2_naming_it(tmp_path: Path, model_dir: Path):
+    proc = cli("spinelesion.predict", [f"input={tmp_path}", f"model_dir={model_dir}", f"output_dir={tmp_path / 'o'}",
+                                       "rois=abc"], cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "argument rois='abc': expected a list of [x, y, z] points" in output, output
+    assert "Traceback" not in output
