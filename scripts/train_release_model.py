@@ -1,26 +1,34 @@
 #!/usr/bin/env python
 """``make model``: regenerate the training data and retrain the released demo model.
 
-1. ``spinelesion-make-data output_dir=data/train600 studies=600 seed=1000`` (skipped when present)
-2. ``spinelesion-train experiment=release`` (CPU, ~25 min on 2 cores)
-3. copy the run's model folder to ``models/spinelesion-demo``
-4. ``spinelesion-evaluate`` on a fresh test set (``data/test150``, seed 9001) and on a shifted
-   one (``data/shift100``, seed 7777: twice the noise, a strong bias field, coarser pixels,
-   thicker slices, more oblique series, more studies without contrast, a wider size range;
-   ``SHIFT`` below)
+1. phantom sets: ``data/train400`` (seed 1000), a fresh test set ``data/test150`` (seed 9001)
+   and a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below); skipped when present
+2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
+   spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
+3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~30 min on 2 cores)
+4. copy the run's model folder to ``models/spinelesion-demo``
+5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
+   per dataset, paired with the same vertebrae untouched); every real normal body of the
+   shared manifest; scan mode on the held-out untouched real studies. All recorded in the
+   model folder's metadata.json and model card.
+
+``--data-only`` stops after 1-2; ``--eval-only`` redoes 5 with the model in place.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
+REAL_NORMALS = ROOT.parent / "shared" / "data" / "real-normals"
+MODEL = ROOT / "models" / "spinelesion-demo"
 
 # The distribution shift of the second test set: acquisition and anatomy outside the training mix.
 SHIFT = (
@@ -32,9 +40,9 @@ SHIFT = (
     "phantom.acquisition.missing_rate={t1:0.05,t2:0.03,stir:0.15,t1c:0.4}",
     "phantom.anatomy.size_scale=[0.8,1.2]",
 )
-
-LABELS = (("test150", "fresh test set, seed 9001 (150 studies)"),
-          ("shift100", "shifted acquisition and anatomy, seed 7777 (100 studies)"))
+PHANTOM_SETS = (("train400", 400, 1000, ()), ("test150", 150, 9001, ()), ("shift100", 100, 7777, SHIFT))
+LABELS = (("test150", "fresh phantom test set, seed 9001 (150 studies)"),
+          ("shift100", "shifted phantom acquisition and anatomy, seed 7777 (100 studies)"))
 
 
 def run(*args: str) -> None:
@@ -42,39 +50,84 @@ def run(*args: str) -> None:
     subprocess.run(list(args), check=True, cwd=ROOT)
 
 
-def main() -> None:
-    sets = (("train600", 600, 1000, ()), ("test150", 150, 9001, ()), ("shift100", 100, 7777, SHIFT))
-    for folder, studies, seed, extra in sets:
+def make_data() -> None:
+    for folder, studies, seed, extra in PHANTOM_SETS:
         if not (ROOT / "data" / folder / "manifest.csv").is_file():
             run(str(BIN / "spinelesion-make-data"), f"output_dir=data/{folder}", f"studies={studies}", f"seed={seed}",
-                *extra)
-    if "--data-only" in sys.argv:
-        return
-    if "--record" in sys.argv:  # only add existing evaluations to the model card
-        for folder, label in LABELS:
-            record_metrics(ROOT / "models" / "spinelesion-demo", label, ROOT / "outputs" / f"eval_{folder}" / "metrics.json")
-        return
-    run_dir = ROOT / "outputs" / "release"
-    run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={run_dir}")
-    target = ROOT / "models" / "spinelesion-demo"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(run_dir / "model", target)
-    for folder, label in LABELS:
-        out = ROOT / "outputs" / f"eval_{folder}"
-        run(str(BIN / "spinelesion-evaluate"), f"model_dir={target}", f"data.manifest=data/{folder}/manifest.csv",
-            f"output_dir={out}", f"hydra.run.dir={out}")
-        record_metrics(target, label, out / "metrics.json")
+                "formats=[nifti]", *extra)
+    if not (ROOT / "data" / "real-insert" / "manifest.csv").is_file():
+        if not REAL_NORMALS.is_dir():
+            sys.exit(f"{REAL_NORMALS} not found: the release model is trained on real normal spines too")
+        run(str(BIN / "spinelesion-insert"), "output_dir=data/real-insert", f"backgrounds={REAL_NORMALS}")
 
 
-def record_metrics(model_dir: Path, label: str, metrics_json: Path) -> None:
+def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
+    run(str(BIN / "spinelesion-evaluate"), f"model_dir={MODEL}", f"data.manifest={manifest}", f"output_dir={out}",
+        f"hydra.run.dir={out}", *extra)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def real_checks() -> dict[str, Any]:
+    """Held-out real subjects: per dataset, paired, every shared normal body, and scan mode."""
+    from spinelesion.evaluation.real import paired, per_dataset, read_rows, scan_false_calls
+
+    out = ROOT / "outputs" / "eval_real"
+    evaluate(ROOT / "data" / "real-insert" / "manifest.csv", out / "heldout", "data.split=test")
+    rows = read_rows(out / "heldout" / "predictions.csv")
+    result: dict[str, Any] = {"heldout_per_dataset": per_dataset(rows), "heldout_paired": paired(rows)}
+    evaluate(REAL_NORMALS / "manifest.csv", out / "all_normals")
+    all_rows = read_rows(out / "all_normals" / "predictions.csv")
+    called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in all_rows]
+    result["shared_real_normals_called_normal"] = {"n": len(called), "fraction": round(sum(called) / len(called), 4)}
+    with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
+        test_subjects = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == "test"})
+    scans = []
+    for subject in test_subjects:
+        t2 = REAL_NORMALS / subject / "t2.nii.gz"
+        if not t2.is_file():
+            continue
+        dest = out / "scan" / subject
+        run(str(BIN / "spinelesion-predict"), f"model_dir={MODEL}", f"input={t2}", f"output_dir={dest}",
+            f"hydra.run.dir={dest}", "saliency.method=none")
+        scans.extend(read_rows(dest / "predictions.csv"))
+    result["scan_untouched_heldout"] = scan_false_calls(scans)
+    (out / "real_checks.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def record_metrics(label: str, metrics: dict[str, Any]) -> None:
     """Add an evaluation to the model folder's metadata.json and rewrite its model card."""
     from spinelesion.models.card import write_model_card
     from spinelesion.train import headline_metrics
 
-    meta = json.loads((model_dir / "metadata.json").read_text())
-    meta.setdefault("metrics", {})[label] = headline_metrics(json.loads(metrics_json.read_text()))
-    (model_dir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    write_model_card(model_dir, meta)
+    meta = json.loads((MODEL / "metadata.json").read_text())
+    meta.setdefault("metrics", {})[label] = headline_metrics(metrics)
+    (MODEL / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_model_card(MODEL, meta)
+
+
+def record_real(result: dict[str, Any]) -> None:
+    from spinelesion.models.card import write_model_card
+
+    meta = json.loads((MODEL / "metadata.json").read_text())
+    meta["real_anatomy"] = result
+    (MODEL / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_model_card(MODEL, meta)
+
+
+def main() -> None:
+    make_data()
+    if "--data-only" in sys.argv:
+        return
+    if "--eval-only" not in sys.argv:
+        run_dir = ROOT / "outputs" / "release"
+        run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={run_dir}")
+        shutil.rmtree(MODEL, ignore_errors=True)
+        shutil.copytree(run_dir / "model", MODEL)
+    for folder, label in LABELS:
+        out = ROOT / "outputs" / f"eval_{folder}"
+        record_metrics(label, evaluate(ROOT / "data" / folder / "manifest.csv", out))
+    record_real(real_checks())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png.
+
+Usage: python scripts/preview_insertion.py [backgrounds folder] [study id ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from spinelesion.insert.background import discover_backgrounds
+from spinelesion.insert.preview import write_insertion_preview
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    cfg = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())
+    backgrounds = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "real-normals"
+    wanted = sys.argv[2:] or ["vb2_04", "tptbox_c5_c7"]
+    specs = {s.study_id: s for s in discover_backgrounds(backgrounds, cfg["levels"], cfg["native_mm"])}
+    for study in wanted:
+        out = write_insertion_preview(specs[study], cfg["rates"], ROOT / "docs" / "images" / f"insert_{study}.png",
+                                      set(cfg["cord_levels"]))
+        print(out)
+
+
+if __name__ == "__main__":
+    main()

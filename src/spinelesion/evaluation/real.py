@@ -1,0 +1,127 @@
+"""Checks on real anatomy, from an evaluation's ``predictions.csv`` of real studies.
+
+* **per dataset** (the part of ``patient_id`` before its first ``_``): how many untouched real
+  bodies are called none/none, and the AUCs on inserted lesions;
+* **paired**: each inserted body finding of a held-out subject beside the same vertebra
+  untouched. A model that reads the lesion, and not the study's texture, changes its answer
+  when the lesion is inserted and only then;
+* **scan**: false lesion calls per untouched real study in scan mode (from ``predict``'s
+  ``predictions.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spinelesion.evaluation.metrics import auc_benign_vs_pathologic, auc_macro
+from spinelesion.labels import TASKS, encode
+
+BODY_FINDINGS = {"lytic_metastasis", "blastic_metastasis", "osteoporotic_fracture", "pathologic_fracture",
+                 "haemangioma", "schmorl_node"}
+"""Inserted findings centred on a body, so their ROI is the untouched body's ROI."""
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def dataset_of(patient_id: str) -> str:
+    return patient_id.split("_", 1)[0]
+
+
+def _called_normal(r: Mapping[str, str]) -> bool:
+    return r["compartment_pred"] == "none" and r["fracture_pred"] == "none"
+
+
+def _correct(r: Mapping[str, str]) -> bool:
+    return r["compartment_pred"] == r["compartment_true"] and r["fracture_pred"] == r["fracture_true"]
+
+
+def _aucs(rows: Sequence[Mapping[str, str]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for task, classes in TASKS.items():
+        y = np.array([encode(task, r[f"{task}_true"]) for r in rows])
+        p = np.array([[float(r[f"p_{task}_{c}"]) for c in classes] for r in rows])
+        if task == "compartment":
+            out["compartment_auc_macro"] = auc_macro(y, p) if len(rows) else None
+        else:
+            out["fracture_auc_benign_vs_pathologic"] = auc_benign_vs_pathologic(y, p) if len(rows) else None
+    return out
+
+
+def _is_untouched_body(r: Mapping[str, str]) -> bool:
+    return r["finding"] == "normal" and r["study_id"] == r["patient_id"] and "_body" in r["case_id"]
+
+
+def per_dataset(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
+    """Untouched real bodies called normal, and AUCs on inserted studies, per dataset."""
+    groups: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+    for r in rows:
+        groups[dataset_of(r["patient_id"])].append(r)
+    out = {}
+    for name, rs in sorted(groups.items()):
+        bodies = [r for r in rs if _is_untouched_body(r)]
+        normals = [r for r in rs if r["finding"] == "normal"]
+        inserted = [r for r in rs if r["finding"] != "normal"]
+        out[name] = {
+            "subjects": len({r["patient_id"] for r in rs}),
+            "untouched_bodies": len(bodies),
+            "untouched_bodies_called_normal": _fraction(_called_normal(r) for r in bodies),
+            "untouched_rois_called_normal": _fraction(_called_normal(r) for r in normals),
+            "inserted_rois": len(inserted),
+            "inserted_correct": _fraction(_correct(r) for r in inserted),
+            **_aucs(rs),
+        }
+    return out
+
+
+def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Each inserted body finding next to the same vertebra untouched (first body ROI of that level)."""
+    untouched: dict[tuple[str, str], Mapping[str, str]] = {}
+    for r in rows:
+        if _is_untouched_body(r):
+            untouched.setdefault((r["patient_id"], r["level"]), r)
+    pairs = []
+    for r in rows:
+        if r["finding"] in BODY_FINDINGS and r["case_id"].endswith("_r0") and (r["patient_id"], r["level"]) in untouched:
+            pairs.append((untouched[(r["patient_id"], r["level"])], r))
+    lesions = [(u, i) for u, i in pairs if (i["compartment_true"], i["fracture_true"]) != ("none", "none")]
+    mimics = [(u, i) for u, i in pairs if (i["compartment_true"], i["fracture_true"]) == ("none", "none")]
+    return {
+        "pairs": len(pairs),
+        "untouched_called_normal": _fraction(_called_normal(u) for u, _ in pairs),
+        # The answer changes when a lesion is inserted, and only then.
+        "lesion_pairs": len(lesions),
+        "changes_only_with_lesion": _fraction(_called_normal(u) and not _called_normal(i) for u, i in lesions),
+        "lesion_pairs_both_correct": _fraction(_called_normal(u) and _correct(i) for u, i in lesions),
+        "mimic_pairs": len(mimics),
+        "mimic_pairs_both_normal": _fraction(_called_normal(u) and _called_normal(i) for u, i in mimics),
+    }
+
+
+def scan_false_calls(prediction_rows: Iterable[Mapping[str, str]]) -> dict[str, Any]:
+    """False lesion calls per study of ``predict``'s scan-mode ``predictions.csv`` on normal studies."""
+    per_study: dict[str, int] = defaultdict(int)
+    candidates: dict[str, int] = defaultdict(int)
+    for r in prediction_rows:
+        study = r["study_id"]
+        candidates[study] += 1
+        if r["compartment_label"] != "none" or r["fracture_label"] != "none":
+            per_study[study] += 1
+    studies = sorted(candidates)
+    calls = [per_study[s] for s in studies]
+    return {"studies": len(studies), "candidates": int(sum(candidates.values())),
+            "false_calls": int(sum(calls)), "false_calls_per_study": float(np.mean(calls)) if calls else None,
+            "per_study": {s: per_study[s] for s in studies}}
+
+
+def _fraction(flags: Iterable[bool]) -> float | None:
+    values = list(flags)
+    return round(float(np.mean(values)), 4) if values else None

@@ -1,0 +1,220 @@
+"""What a study's masks lack, derived with tested rules, and the study's own tissue signal.
+
+Each vertebral body gets a local frame from its neighbours' centroids: ``t`` along the
+spine (superior), ``p`` posterior within the sagittal plane, ``l`` to the patient's left.
+In that frame the mask gives endplates, anterior and posterior walls; disc spaces lie
+between consecutive bodies; the canal is the T2-bright run (CSF) behind the posterior
+wall; the cord, where the study has one, is the darker core of that run. Tissue references
+(marrow, disc, CSF, cord, muscle) are medians over these regions, per sequence, so every
+inserted signal is set relative to this study's own contrast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from spinelesion.insert.background import Background
+from spinelesion.io.volume import apply_affine
+
+P_AXIS = np.array([0.0, 1.0, 0.0])  # LPS posterior
+L_AXIS = np.array([1.0, 0.0, 0.0])  # LPS left
+
+
+@dataclass
+class BodyFrame:
+    """A vertebral body in its local frame (mm)."""
+
+    label: int
+    level: str
+    centre: np.ndarray  # LPS mm (mask centroid)
+    axes: np.ndarray  # rows: l, p, t unit vectors in LPS
+    half_width: float  # along l
+    anterior: float  # p of the anterior wall (negative)
+    posterior: float  # p of the posterior wall (positive)
+    inferior: float  # t of the inferior endplate (negative)
+    superior: float  # t of the superior endplate (positive)
+    canal: tuple[float, float] = (0.0, 0.0)  # p range of the CSF behind the body
+    has_cord: bool = False
+
+    @property
+    def half_height(self) -> float:
+        return 0.5 * (self.superior - self.inferior)
+
+    @property
+    def depth(self) -> float:
+        return self.posterior - self.anterior
+
+    def to_world(self, local: np.ndarray) -> np.ndarray:
+        return self.centre + np.asarray(local) @ self.axes
+
+    def to_local(self, world: np.ndarray) -> np.ndarray:
+        return (np.asarray(world) - self.centre) @ self.axes.T
+
+
+@dataclass
+class SpineAnatomy:
+    bodies: list[BodyFrame]
+    tissues: dict[str, dict[str, float]]  # sequence -> tissue -> signal
+    noise: dict[str, float] = field(default_factory=dict)  # sequence -> noise sd (same units)
+
+    def body(self, label: int) -> BodyFrame:
+        return next(b for b in self.bodies if b.label == label)
+
+    def neighbours(self, frame: BodyFrame) -> tuple[BodyFrame | None, BodyFrame | None]:
+        """(superior, inferior) neighbour of a body, by position along the spine."""
+        i = self.bodies.index(frame)
+        return (self.bodies[i - 1] if i > 0 else None, self.bodies[i + 1] if i + 1 < len(self.bodies) else None)
+
+
+def voxel_world(bg: Background, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """LPS mm of every voxel in a box: (X, Y, Z, 3)."""
+    idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij"), -1).astype(np.float64)
+    return apply_affine(bg.affine, idx)
+
+
+def box_around(bg: Background, centre_lps: np.ndarray, half_mm: float | np.ndarray) -> tuple[slice, slice, slice]:
+    """Voxel box covering a cube of +-``half_mm`` around an LPS point, clipped to the grid."""
+    half = np.broadcast_to(np.asarray(half_mm, dtype=float), (3,))
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half + centre_lps
+    ijk = apply_affine(np.linalg.inv(bg.affine), corners)
+    lo = np.clip(np.floor(ijk.min(0)).astype(int), 0, None)
+    hi = np.minimum(np.ceil(ijk.max(0)).astype(int) + 1, np.asarray(bg.shape))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
+
+
+def _frames(bg: Background) -> list[BodyFrame]:
+    labels = [int(k) for k in np.unique(bg.bodies) if k > 0]
+    objects = ndimage.find_objects(bg.bodies)
+    centres, points = {}, {}
+    for k in labels:
+        box = objects[k - 1]
+        sub = np.argwhere(bg.bodies[box] == k) + [s.start for s in box]
+        points[k] = apply_affine(bg.affine, sub.astype(float))
+        centres[k] = points[k].mean(0)
+    # Superior first: the spine axis is read from neighbours in this order.
+    order = sorted(labels, key=lambda k: -centres[k][2])
+    frames = []
+    for i, k in enumerate(order):
+        up = centres[order[i - 1]] if i > 0 else centres[k]
+        down = centres[order[i + 1]] if i + 1 < len(order) else centres[k]
+        t = up - down
+        t = t / np.linalg.norm(t) if np.linalg.norm(t) > 1e-6 else np.array([0.0, 0.0, 1.0])
+        p = P_AXIS - (P_AXIS @ t) * t
+        p /= np.linalg.norm(p)
+        left = np.cross(p, t)
+        if left @ L_AXIS < 0:
+            left = -left
+        axes = np.stack([left, p, t])
+        loc = (points[k] - centres[k]) @ axes.T
+        lo, hi = np.percentile(loc, 2, axis=0), np.percentile(loc, 98, axis=0)
+        frames.append(BodyFrame(k, bg.levels[k], centres[k], axes, float(max(-lo[0], hi[0])),
+                                float(lo[1]), float(hi[1]), float(lo[2]), float(hi[2])))
+    return frames
+
+
+def _profile(image: np.ndarray, bg: Background, frame: BodyFrame, p_values: np.ndarray) -> np.ndarray:
+    """Mean image signal along p behind the body centre (|l| <= 2 mm, |t| <= h/3)."""
+    ls = np.linspace(-2, 2, 3)
+    ts = np.linspace(-frame.half_height / 3, frame.half_height / 3, 5)
+    grid = np.stack(np.meshgrid(ls, p_values, ts, indexing="ij"), -1).reshape(-1, 3)
+    ijk = apply_affine(np.linalg.inv(bg.affine), frame.to_world(grid))
+    vals = ndimage.map_coordinates(image, ijk.T, order=1, mode="nearest")
+    return vals.reshape(len(ls), len(p_values), len(ts)).mean((0, 2))
+
+
+def _canal(bg: Background, frame: BodyFrame, fluid: np.ndarray, marrow: float) -> tuple[float, float]:
+    """p range of the CSF run behind the posterior wall (T2-bright), with a fallback."""
+    p_values = frame.posterior + np.arange(0.0, 30.0, 0.5)
+    prof = _profile(fluid, bg, frame, p_values)
+    top = float(np.percentile(prof, 95))
+    thr = marrow + 0.5 * (top - marrow)
+    bright = np.flatnonzero(prof > thr)
+    if top <= marrow * 1.15 or bright.size == 0:
+        return frame.posterior + 2.0, frame.posterior + 16.0
+    start = bright[0]
+    end = start
+    while end + 1 < len(prof) and prof[end + 1] > thr * 0.8:
+        end += 1
+    lo, hi = float(p_values[start]) - 0.5, float(p_values[end]) + 0.5
+    if hi - lo < 6.0:  # a thin bright line is not a canal: keep a plausible depth
+        hi = lo + 12.0
+    return lo, min(hi, lo + 24.0)
+
+
+def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> SpineAnatomy:
+    """Frames, canal and tissue references of a background.
+
+    Args:
+        cord_levels: levels where a spinal cord runs in the canal when the study has no
+            cord mask (the conus ends near L1; below it only cauda equina roots).
+    """
+    frames = _frames(bg)
+    fluid_seq = next((s for s in ("t2", "stir") if s in bg.images), None)
+    body_core = ndimage.binary_erosion(bg.bodies > 0, iterations=2)
+    tissues: dict[str, dict[str, float]] = {s: {} for s in bg.images}
+    for s, img in bg.images.items():
+        tissues[s]["marrow"] = float(np.median(img[body_core])) if body_core.any() else float(np.median(img))
+    for f in frames:
+        if fluid_seq is not None:
+            f.canal = _canal(bg, f, bg.images[fluid_seq], tissues[fluid_seq]["marrow"])
+        else:
+            f.canal = (f.posterior + 2.0, f.posterior + 16.0)
+        if bg.cord is not None:
+            ijk = apply_affine(np.linalg.inv(bg.affine), f.to_world(np.array([0.0, float(np.mean(f.canal)), 0.0])))
+            near = box_around(bg, f.to_world(np.array([0.0, float(np.mean(f.canal)), 0.0])), 6.0)
+            f.has_cord = bool(bg.cord[near].any()) and bool(np.all(ijk >= 0))
+        else:
+            f.has_cord = f.level in (cord_levels or set())
+    for s, img in bg.images.items():
+        samples: dict[str, list[np.ndarray]] = {"disc": [], "csf": [], "muscle": [], "cord": []}
+        for i, f in enumerate(frames):
+            below = frames[i + 1] if i + 1 < len(frames) else None
+            if below is not None:
+                mid = 0.5 * (f.to_world(np.array([0, 0.5 * (f.anterior + f.posterior), f.inferior]))
+                             + below.to_world(np.array([0, 0.5 * (below.anterior + below.posterior), below.superior])))
+                samples["disc"].append(_sample_box(img, bg, mid, f.axes, (6.0, 6.0, 1.0)))
+            c0, c1 = f.canal
+            samples["csf"].append(_sample_box(img, bg, f.to_world(np.array([0, 0.5 * (c0 + c1), 0])), f.axes,
+                                              (3.0, 0.35 * (c1 - c0), 0.4 * f.half_height)))
+            samples["muscle"].append(_sample_box(img, bg, f.to_world(np.array([20.0, c1 + 20.0, 0])), f.axes,
+                                                 (5.0, 6.0, 0.5 * f.half_height)))
+        for name, chunks in samples.items():
+            vals = np.concatenate(chunks) if chunks else np.array([])
+            if name == "csf" and vals.size:
+                tissues[s][name] = float(np.percentile(vals, 80))
+            elif vals.size:
+                tissues[s][name] = float(np.median(vals))
+        if bg.cord is not None and bg.cord.any():
+            tissues[s]["cord"] = float(np.median(img[ndimage.binary_erosion(bg.cord) if bg.cord.sum() > 50 else bg.cord]))
+        else:  # cord and roots: intermediate, between marrow-like soft tissue and CSF on T2
+            tissues[s]["cord"] = 0.5 * (tissues[s]["marrow"] + tissues[s].get("disc", tissues[s]["marrow"]))
+        for name in ("disc", "csf", "muscle"):
+            tissues[s].setdefault(name, tissues[s]["marrow"])
+        # A small field of view may put the muscle sample in air or fat: keep it plausible.
+        m = tissues[s]["marrow"]
+        tissues[s]["muscle"] = float(np.clip(tissues[s]["muscle"], 0.5 * m, 1.3 * m))
+    noise = {s: _noise_sd(img, body_core) for s, img in bg.images.items()}
+    return SpineAnatomy(frames, tissues, noise)
+
+
+def _sample_box(img: np.ndarray, bg: Background, centre: np.ndarray, axes: np.ndarray,
+                half: tuple[float, float, float]) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*[np.linspace(-h, h, 5) for h in half], indexing="ij"), -1).reshape(-1, 3)
+    ijk = apply_affine(np.linalg.inv(bg.affine), centre + grid @ axes)
+    inside = np.all((ijk >= 0) & (ijk <= np.asarray(img.shape) - 1), axis=1)
+    return ndimage.map_coordinates(img, ijk[inside].T, order=1) if inside.any() else np.array([])
+
+
+def _noise_sd(img: np.ndarray, region: np.ndarray) -> float:
+    """Robust noise estimate: MAD of the high-pass residual inside a homogeneous region."""
+    resid = img - ndimage.gaussian_filter(img, 1.5)
+    vals = resid[region] if region.any() else resid.ravel()
+    return float(1.4826 * np.median(np.abs(vals - np.median(vals))))
+
+
+def local_coords(bg: Background, box: tuple[slice, slice, slice], frame: BodyFrame) -> np.ndarray:
+    """Every voxel of a box in a body's local (l, p, t) frame: (X, Y, Z, 3)."""
+    return frame.to_local(voxel_world(bg, box))

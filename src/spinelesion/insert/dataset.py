@@ -1,0 +1,183 @@
+"""Real backgrounds -> a contract manifest of inserted and untouched studies, split by subject.
+
+Per real subject: the untouched study itself (referenced where it lies, never copied) with
+normal ROIs on every body, disc and the canal, and ``variants_per_subject`` inserted
+studies, each with one finding at a body drawn among those where it can occur, written as
+a crop around its ROIs (the ROI context box and augmentation fit inside). A subject's
+inserted and untouched studies share one split, so held-out subjects stay held out and the
+same real vertebra is seen with and without a lesion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from spinelesion.atomic import write_json
+from spinelesion.data.manifest import Row, write_manifest
+from spinelesion.data.splits import assign_splits
+from spinelesion.insert.anatomy import SpineAnatomy, box_around, derive_anatomy
+from spinelesion.insert.background import Background, BackgroundSpec, discover_backgrounds, load_background
+from spinelesion.insert.findings import FINDINGS, Insert, eligible, insert_finding
+from spinelesion.insert.paint import quantise
+from spinelesion.io.nifti import write_nifti
+from spinelesion.io.volume import Volume, apply_affine
+
+log = logging.getLogger(__name__)
+
+
+def normal_records(spec: BackgroundSpec, bg: Background, an: SpineAnatomy, out: Path, cfg: Mapping[str, Any],
+                   rng: np.random.Generator) -> list[dict[str, Any]]:
+    """ROIs of the untouched study: each body (centre and jittered copies), disc and canal,
+    and ``background`` points anywhere in the field of view (a scan looks there too)."""
+    seqs = {s: os.path.relpath(p.resolve(), out) for s, p in spec.sequences.items()}
+    recs: list[dict[str, Any]] = []
+
+    def add(centre: np.ndarray, level: str, kind: str) -> None:
+        recs.append(dict(case_id=f"{spec.study_id}_{kind}{len(recs):02d}", study_id=spec.study_id,
+                         patient_id=spec.subject, **seqs, x_mm=round(float(centre[0]), 2),
+                         y_mm=round(float(centre[1]), 2), z_mm=round(float(centre[2]), 2),
+                         compartment="none", fracture="none", level=level, finding="normal"))
+
+    jitter = float(cfg.get("jitter_mm", 3.0))
+    for i, f in enumerate(an.bodies):
+        add(f.centre, f.level, "body")
+        for _ in range(int(cfg.get("per_body", 1)) - 1):
+            add(f.centre + rng.uniform(-jitter, jitter, 3), f.level, "body")
+        if cfg.get("canal", True):
+            add(f.to_world(np.array([0.0, 0.5 * sum(f.canal), 0.0])), f.level, "canal")
+        if cfg.get("discs", True) and i + 1 < len(an.bodies):
+            below = an.bodies[i + 1]
+            mid = 0.5 * (f.to_world(np.array([0.0, 0.0, f.inferior])) + below.to_world(np.array([0.0, 0.0, below.superior])))
+            add(mid, f.level, "disc")
+    if int(cfg.get("background", 0)):
+        for point in background_points(bg, int(cfg["background"]), rng):
+            nearest = min(an.bodies, key=lambda b: float(np.linalg.norm(b.centre - point)))
+            add(point, nearest.level, "bg")
+    return recs
+
+
+def background_points(bg: Background, n: int, rng: np.random.Generator,
+                      margin_mm: tuple[float, float, float] = (30.0, 45.0, 45.0)) -> list[np.ndarray]:
+    """``n`` LPS points drawn uniformly in the volume, kept a ROI context half-size inside its
+    bounding box (or at 40 % of the extent along a thin axis)."""
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in bg.shape], indexing="ij")).reshape(3, -1).T
+    world = apply_affine(bg.affine, corners.astype(float))
+    lo, hi = world.min(0), world.max(0)
+    margin = np.minimum(np.asarray(margin_mm), 0.4 * (hi - lo))
+    return [rng.uniform(lo + margin, hi - margin) for _ in range(n)]
+
+
+def write_crop(bg: Background, ctx: Insert, folder: Path, margin_mm: float) -> dict[str, Path]:
+    """Write the inserted images as a crop covering every ROI +- ``margin_mm``; returns paths."""
+    boxes = [box_around(bg, r.centre, margin_mm) for r in ctx.rois]
+    lo = np.min([[s.start for s in b] for b in boxes], axis=0)
+    hi = np.max([[s.stop for s in b] for b in boxes], axis=0)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    affine = bg.affine @ shift
+    paths = {}
+    for seq, img in ctx.images.items():
+        array = quantise(img[box], bg.dtypes[seq])
+        paths[seq] = write_nifti(Volume(array, affine), folder / f"{seq}.nii.gz")
+    return paths
+
+
+def choose(rng: np.random.Generator, an: SpineAnatomy, weights: Mapping[str, float]) -> tuple[str, int]:
+    """A finding by weight, then a body where it can occur (findings with none are redrawn)."""
+    names = [n for n, w in weights.items() if w > 0 and n in FINDINGS]
+    probs = np.asarray([weights[n] for n in names], dtype=float)
+    for _ in range(100):
+        name = str(rng.choice(names, p=probs / probs.sum()))
+        bodies = [b for b in an.bodies if eligible(name, an, b)]
+        if bodies:
+            return name, bodies[int(rng.integers(len(bodies)))].label
+    raise ValueError("no finding can be inserted in this study")
+
+
+def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> dict[str, Any]:
+    """All studies of one subject (run in a worker process)."""
+    spec, index, cfg, out_dir, split = args
+    out = Path(out_dir)
+    start = time.perf_counter()
+    bg = load_background(spec)
+    an = derive_anatomy(bg, set(cfg["cord_levels"]))
+    rng = np.random.default_rng([int(cfg["seed"]), index, 0])
+    records = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
+    for v in range(int(cfg["variants_per_subject"])):
+        rng = np.random.default_rng([int(cfg["seed"]), index, v + 1])
+        name, label = choose(rng, an, cfg["finding_weights"])
+        ctx = insert_finding(bg, an, name, label, rng, cfg["rates"])
+        study_id = f"{spec.study_id}_ins{v:03d}"
+        folder = out / "studies" / study_id
+        paths = write_crop(bg, ctx, folder, float(cfg["crop_margin_mm"]))
+        rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
+        for k, r in enumerate(ctx.rois):
+            records.append(dict(case_id=f"{study_id}_r{k}", study_id=study_id, patient_id=spec.subject, **rel,
+                                x_mm=round(float(r.centre[0]), 2), y_mm=round(float(r.centre[1]), 2),
+                                z_mm=round(float(r.centre[2]), 2), compartment=r.compartment,
+                                fracture=r.fracture, level=r.level, finding=r.finding))
+    for r in records:
+        r["split"] = split
+    return {"subject": spec.subject, "dataset": spec.dataset, "records": records,
+            "seconds": time.perf_counter() - start}
+
+
+def subject_splits(specs: list[BackgroundSpec], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
+    rows = [Row(case_id=s.study_id, study_id=s.study_id, patient_id=s.subject, center_lps=np.zeros(3),
+                sequences={}, labels={"compartment": "", "fracture": ""}) for s in specs]
+    return assign_splits(rows, dict(ratios), seed)
+
+
+def generate_inserted(cfg: Mapping[str, Any]) -> Path:
+    """Write ``output_dir/manifest.csv`` (+ ``dataset.json``); returns the manifest path."""
+    root = Path(str(cfg["backgrounds"]))
+    if not root.is_dir():
+        raise FileNotFoundError(f"backgrounds folder '{root}' not found (set backgrounds=... or SPINELESION_REAL_NORMALS)")
+    specs = discover_backgrounds(root, cfg.get("levels"), cfg.get("native_mm"))
+    if not specs:
+        raise ValueError(f"{root}: no real study with vertebral-body masks found")
+    out = Path(str(cfg["output_dir"])).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    split_of = subject_splits(specs, cfg["splits"], int(cfg["split_seed"]))
+    jobs = [(s, i, dict(cfg), str(out), split_of[s.subject]) for i, s in enumerate(specs)]
+    start = time.perf_counter()
+    results = list(tqdm(_run(jobs, int(cfg.get("workers", 1))), total=len(jobs), desc="subjects", unit="subject",
+                        disable=not cfg.get("progress", True)))
+    records = [r for res in results for r in res["records"]]
+    path = write_manifest(out / "manifest.csv", records)
+    inserted = [r for r in records if r["finding"] != "normal"]
+    write_json(out / "dataset.json", {
+        "backgrounds": str(cfg["backgrounds"]), "subjects": len(specs), "seed": int(cfg["seed"]),
+        "studies": len({r["study_id"] for r in records}), "rois": len(records),
+        "seconds": round(time.perf_counter() - start, 1),
+        "splits": {s: sorted(k for k, v in split_of.items() if v == s) for s in sorted(set(split_of.values()))},
+        "datasets": dict(Counter(res["dataset"] for res in results)),
+        "counts": {"finding": dict(Counter(r["finding"] for r in records)),
+                   "compartment": dict(Counter(r["compartment"] for r in records)),
+                   "fracture": dict(Counter(r["fracture"] for r in records)),
+                   "inserted_by_split": dict(Counter(r["split"] for r in inserted))},
+        "finding_weights": dict(cfg["finding_weights"]), "rates": dict(cfg["rates"]),
+    })
+    log.info("%d subjects, %d studies, %d ROIs -> %s", len(specs), len({r['study_id'] for r in records}),
+             len(records), path)
+    return path
+
+
+def _run(jobs: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
+    if workers <= 1:
+        for job in jobs:
+            yield subject_job(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(subject_job, jobs, chunksize=1)

@@ -1,0 +1,143 @@
+"""Smooth shape changes as backward maps: each output voxel reads the image at a source point.
+
+All maps work in a body's local frame (``l``, ``p``, ``t`` in mm, see :mod:`.anatomy`) and
+are continuous and monotone, so the result stays a plausible image on the same grid: a
+collapsed body, a bulging posterior wall, a sac pushed aside, an expanded cord. They
+compose (:func:`compose`) and are applied once per box (:func:`warp_box`), images with
+linear and masks with nearest-neighbour interpolation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from spinelesion.insert.anatomy import BodyFrame, local_coords
+from spinelesion.insert.background import Background
+from spinelesion.io.volume import apply_affine
+
+Map = Callable[[np.ndarray], np.ndarray]
+"""Local output coordinates (..., 3) -> local source coordinates (..., 3)."""
+
+
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def footprint(loc: np.ndarray, frame: BodyFrame, margin: float = 4.0) -> np.ndarray:
+    """1 inside the body's (l, p) footprint, falling to 0 over ``margin`` mm outside."""
+    lat, p = loc[..., 0], loc[..., 1]
+    dl = np.abs(lat) - frame.half_width
+    dp = np.maximum(frame.anterior - p, p - frame.posterior)
+    return 1.0 - smoothstep(np.maximum(dl, dp) / margin)
+
+
+def collapse(frame: BodyFrame, anterior_loss: float, posterior_loss: float, central_loss: float = 0.0,
+             reach: float | None = None) -> Map:
+    """Height loss of a body: wedge (anterior > posterior), biconcave (central) or crush.
+
+    Inside the footprint, |t| <= H*c maps to |t|/c (c = 1 - loss, varying over p and with
+    distance from the centre); the discs and neighbours up to ``reach`` mm stretch to close
+    the gap, so the map stays continuous and the rest of the study is untouched.
+    """
+    h = frame.half_height
+    reach = float(reach if reach is not None else 2.2 * h)
+
+    def fn(loc: np.ndarray) -> np.ndarray:
+        lat, p, t = loc[..., 0], loc[..., 1], loc[..., 2]
+        frac = np.clip((p - frame.anterior) / max(frame.depth, 1.0), 0.0, 1.0)
+        radial = np.clip((lat / max(frame.half_width, 1.0)) ** 2 + ((p - 0.5 * (frame.anterior + frame.posterior))
+                                                                  / max(0.5 * frame.depth, 1.0)) ** 2, 0, 1)
+        loss = anterior_loss + (posterior_loss - anterior_loss) * frac + central_loss * (1.0 - radial)
+        c = np.clip(1.0 - loss, 0.2, 1.0)
+        inner = h * c
+        a = np.abs(t)
+        src = np.where(a <= inner, a / c, h + (a - inner) * (reach - h) / np.maximum(reach - inner, 1e-3))
+        src = np.where(a >= reach, a, src)
+        w = footprint(loc, frame)
+        out = loc.copy()
+        out[..., 2] = t + w * (np.sign(t) * src - t)
+        return out
+
+    return fn
+
+
+def bulge_posterior(frame: BodyFrame, amount: float, height_scale: float = 1.0) -> Map:
+    """Convex posterior wall: the wall and the canal in front of it pushed back by ``amount`` mm
+    at mid-height, less towards the endplates; the sac behind is compressed, not moved."""
+    h = frame.half_height * height_scale
+    c0, c1 = frame.canal
+
+    def fn(loc: np.ndarray) -> np.ndarray:
+        lat, p, t = loc[..., 0], loc[..., 1], loc[..., 2]
+        along = np.cos(np.clip(t / max(h, 1.0), -1, 1) * np.pi / 2) ** 2
+        across = 1.0 - smoothstep((np.abs(lat) - 0.7 * frame.half_width) / 6.0)
+        # Full shift from the body's mid-depth to the wall, fading to zero at the back of the sac.
+        mid = 0.5 * (frame.anterior + frame.posterior)
+        ramp_in = smoothstep((p - mid) / max(frame.posterior - mid, 1.0))
+        ramp_out = 1.0 - smoothstep((p - frame.posterior) / max(c1 + 2.0 - frame.posterior, 1.0))
+        shift = amount * along * across * ramp_in * ramp_out
+        out = loc.copy()
+        out[..., 1] = p - shift
+        return out
+
+    return fn
+
+
+def push(centre: np.ndarray, direction: np.ndarray, amount: float, radius: float) -> Map:
+    """Mass effect: content near ``centre`` (local mm) shifted by ``amount`` mm along
+    ``direction``, with a Gaussian fall-off of ``radius`` mm (monotone while amount < radius)."""
+    d = np.asarray(direction, dtype=float)
+    d = d / np.linalg.norm(d)
+    amount = min(float(amount), 0.9 * float(radius))
+
+    def fn(loc: np.ndarray) -> np.ndarray:
+        r2 = ((loc - centre) ** 2).sum(-1)
+        g = np.exp(-r2 / (2 * radius**2))
+        return loc - amount * g[..., None] * d
+
+    return fn
+
+
+def expand(axis_point: np.ndarray, factor: float, radius: float, t_centre: float, t_half: float) -> Map:
+    """Radial swelling about a line along ``t`` (the cord): cross-section scaled up to
+    ``factor`` near the axis over |t - t_centre| <= t_half, fading with distance ``radius``."""
+
+    def fn(loc: np.ndarray) -> np.ndarray:
+        rel = loc[..., :2] - axis_point[:2]
+        r = np.sqrt((rel**2).sum(-1))
+        along = 1.0 - smoothstep((np.abs(loc[..., 2] - t_centre) - t_half) / max(t_half, 1.0))
+        g = along * np.exp(-(r**2) / (2 * radius**2))
+        scale = 1.0 / (1.0 + (factor - 1.0) * g)
+        out = loc.copy()
+        out[..., :2] = axis_point[:2] + rel * scale[..., None]
+        return out
+
+    return fn
+
+
+def compose(maps: Sequence[Map]) -> Map:
+    """The map that applies ``maps[0]`` to the output coordinates first, then the next."""
+
+    def fn(loc: np.ndarray) -> np.ndarray:
+        for m in maps:
+            loc = m(loc)
+        return loc
+
+    return fn
+
+
+def warp_box(bg: Background, box: tuple[slice, slice, slice], frame: BodyFrame, fn: Map,
+             images: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
+    """Resample ``images`` and ``masks`` (full-grid arrays, changed in place) inside ``box``."""
+    loc = local_coords(bg, box, frame)
+    src_world = frame.to_world(fn(loc))
+    ijk = apply_affine(np.linalg.inv(bg.affine), src_world)
+    coords = np.moveaxis(ijk, -1, 0)
+    for arr in images.values():
+        arr[box] = ndimage.map_coordinates(arr, coords, order=1, mode="nearest")
+    for arr in masks.values():
+        arr[box] = ndimage.map_coordinates(arr, coords, order=0, mode="nearest")

@@ -1,0 +1,510 @@
+"""Every finding of ``docs/radiology.md``, inserted into a real study through its masks.
+
+A finding is a function of an :class:`Insert` context (the study, its derived anatomy, the
+target body, a random generator and the sign rates) that changes shapes
+(:mod:`.deform`), paints signal (:mod:`.paint`) and returns the ROI(s) it makes. Signs
+are drawn one by one at their rates (``rates``, from ``configs/insert.yaml``), so that hard
+cases exist: a benign fracture with a convex wall, a pathologic one without whole-body
+replacement. Only the sequences the study has are rendered.
+
+ROI conventions follow the phantom: bone findings are centred on the body's centre (the
+body is the structure the label describes), canal findings on the lesion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from spinelesion.insert import deform
+from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, local_coords
+from spinelesion.insert.background import Background
+from spinelesion.insert.paint import paint, signal, soft_mask, texture
+
+
+@dataclass
+class Roi:
+    centre: np.ndarray  # LPS mm
+    compartment: str
+    fracture: str
+    finding: str
+    level: str
+
+
+@dataclass
+class Insert:
+    """One insertion in progress: working copies of the images and the body's box."""
+
+    bg: Background
+    an: SpineAnatomy
+    frame: BodyFrame
+    rng: np.random.Generator
+    rates: Mapping[str, float]
+    images: dict[str, np.ndarray] = field(init=False)
+    bodies: np.ndarray = field(init=False)
+    lesion: np.ndarray = field(init=False)  # bool, full grid: every voxel the finding painted
+    box: tuple[slice, slice, slice] = field(init=False)
+    loc: np.ndarray = field(init=False)  # (X, Y, Z, 3) local coordinates of the box voxels
+    rois: list[Roi] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.images = {s: a.astype(np.float32, copy=True) for s, a in self.bg.images.items()}
+        self.bodies = self.bg.bodies.copy()
+        self.lesion = np.zeros(self.bg.shape, dtype=bool)
+        self.focus(self.frame)
+
+    def focus(self, frame: BodyFrame, half_mm: float = 75.0) -> None:
+        """Work around another body (a second level of the same study)."""
+        self.frame = frame
+        self.box = box_around(self.bg, frame.centre, half_mm)
+        self.loc = local_coords(self.bg, self.box, frame)
+
+    def chance(self, name: str) -> bool:
+        return bool(self.rng.random() < float(self.rates[name]))
+
+    def u(self, lo: float, hi: float) -> float:
+        return float(self.rng.uniform(lo, hi))
+
+    # -- shapes ------------------------------------------------------------------------------
+    def warp(self, *maps: deform.Map) -> None:
+        if not maps:
+            return
+        deform.warp_box(self.bg, self.box, self.frame, deform.compose(maps), self.images, {"bodies": self.bodies})
+
+    def body_mask(self, label: int | None = None) -> np.ndarray:
+        """The (possibly deformed) body in the box, as a float mask."""
+        return (self.bodies[self.box] == (label or self.frame.label)).astype(np.float32)
+
+    def ellipsoid(self, centre: np.ndarray, radii: np.ndarray | tuple[float, float, float], edge: float = 1.0) -> np.ndarray:
+        """Soft ellipsoid in the local frame (1 inside, 0 outside, ``edge`` mm ramp)."""
+        d = np.sqrt((((self.loc - np.asarray(centre)) / np.asarray(radii)) ** 2).sum(-1))
+        return np.clip((1.0 - d) * float(np.min(radii)) / edge + 0.5, 0.0, 1.0).astype(np.float32)
+
+    def band(self, t_from: float, t_to: float, edge: float = 1.0) -> np.ndarray:
+        """Slab between two t values (local mm) with soft edges."""
+        lo, hi = min(t_from, t_to), max(t_from, t_to)
+        t = self.loc[..., 2]
+        return np.clip(np.minimum(t - lo, hi - t) / edge + 0.5, 0.0, 1.0).astype(np.float32)
+
+    # -- signal ------------------------------------------------------------------------------
+    def paint(self, kind: str, weight: np.ndarray, heterogeneity: float = 0.08,
+              value_scale: np.ndarray | float = 1.0) -> None:
+        """Paint ``kind`` under ``weight`` (box-shaped) on every sequence of the study."""
+        if not np.any(weight > 0.05):
+            return
+        w = soft_mask(weight, self.bg.native_sigma_vox())
+        self.lesion[self.box] |= weight > 0.5
+        for seq, img in self.images.items():
+            value = signal(kind, seq, self.an.tissues[seq], self.rng)
+            het = texture(self.rng, w.shape, 2.0, heterogeneity) if heterogeneity > 0 else None
+            paint(img, self.box, w, value * np.asarray(value_scale, dtype=np.float32), het)
+
+    def scale(self, kind: str, tissue: str, weight: np.ndarray) -> None:
+        """Change a tissue's signal by the ratio ``kind``/``tissue`` under ``weight``, keeping
+        its own shape and texture (a degenerated disc stays the same disc, darker)."""
+        w = soft_mask(weight, self.bg.native_sigma_vox())
+        self.lesion[self.box] |= weight > 0.5
+        for seq, img in self.images.items():
+            t = self.an.tissues[seq]
+            ratio = signal(kind, seq, t, self.rng) / max(t[tissue], 1e-6)
+            img[self.box] *= 1.0 + w * (ratio - 1.0)
+
+    def roi(self, centre_local: np.ndarray | None, compartment: str, fracture: str, finding: str,
+            frame: BodyFrame | None = None) -> None:
+        frame = frame or self.frame
+        centre = frame.centre if centre_local is None else frame.to_world(np.asarray(centre_local, dtype=float))
+        self.rois.append(Roi(np.asarray(centre, dtype=float), compartment, fracture, finding, frame.level))
+
+
+# -- bone --------------------------------------------------------------------------------------
+def _deposit_centre(ctx: Insert) -> np.ndarray:
+    f = ctx.frame
+    p = ctx.u(0.15, 0.45) * f.posterior if ctx.chance("metastasis_posterior") else ctx.u(0.1, 0.5) * f.anterior
+    return np.array([ctx.u(-0.4, 0.4) * f.half_width, p, ctx.u(-0.35, 0.35) * f.half_height])
+
+
+def _pedicle_weight(ctx: Insert, side: float, scale: float = 1.0) -> np.ndarray:
+    """The pedicle behind the body, lateral to the canal, on one side."""
+    f = ctx.frame
+    centre = np.array([side * 0.55 * f.half_width, f.posterior + 5.0, 0.1 * f.half_height])
+    return ctx.ellipsoid(centre, np.array([4.5, 7.0, 6.0]) * scale)
+
+
+def _deposit(ctx: Insert, kind: str, radius: tuple[float, float] = (5.0, 12.0)) -> None:
+    f = ctx.frame
+    centre = _deposit_centre(ctx)
+    r = ctx.u(*radius)
+    radii = np.array([r * ctx.u(0.8, 1.2), r * ctx.u(0.7, 1.1), r * ctx.u(0.6, 1.0)])
+    body = ctx.body_mask()
+    weight = ctx.ellipsoid(centre, radii) * body  # does not cross the disc
+    if kind == "lytic" and ctx.chance("halo"):
+        ctx.paint("fluid", np.clip(ctx.ellipsoid(centre, radii + 1.5) - weight, 0, 1) * body * 0.6, 0.0)
+    ctx.paint(kind, weight, 0.12)
+    if ctx.chance("metastasis_pedicle"):
+        ctx.paint(kind, _pedicle_weight(ctx, float(np.sign(centre[0]) or 1.0)), 0.12)
+    if ctx.chance("second_deposit"):
+        c2 = np.array([ctx.u(-0.5, 0.5) * f.half_width, ctx.u(-0.5, 0.5) * f.depth, ctx.u(-0.5, 0.5) * f.half_height])
+        ctx.paint(kind, ctx.ellipsoid(c2, radii * 0.6) * body, 0.12)
+
+
+def lytic_metastasis(ctx: Insert) -> None:
+    _deposit(ctx, "lytic")
+    ctx.roi(None, "extradural", "none", "lytic_metastasis")
+
+
+def blastic_metastasis(ctx: Insert) -> None:
+    _deposit(ctx, "blastic")
+    ctx.roi(None, "extradural", "none", "blastic_metastasis")
+
+
+def _epidural_mass(ctx: Insert) -> np.ndarray:
+    """Anterior epidural soft tissue behind the body, pushing the sac back; its centre (local)."""
+    f = ctx.frame
+    c0, _ = f.canal
+    length = ctx.u(0.6, 1.3) * f.half_height
+    thick = ctx.u(2.5, 5.0)
+    centre = np.array([ctx.u(-3.0, 3.0), c0 + 0.6 * thick, ctx.u(-0.3, 0.3) * f.half_height])
+    ctx.warp(deform.push(centre, np.array([0.0, 1.0, 0.0]), thick * ctx.u(0.8, 1.2), max(thick * 1.6, 5.0)))
+    weight = ctx.ellipsoid(centre, np.array([ctx.u(6.0, 10.0), thick, length]))
+    if ctx.chance("curtain"):  # midline septum spared: two lobes ("draped curtain")
+        weight *= np.clip(np.abs(ctx.loc[..., 0] - centre[0]) / 1.5, 0.3, 1.0)
+    ctx.paint("soft_tissue", weight, 0.1)
+    return centre
+
+
+def epidural_extension(ctx: Insert) -> None:
+    if ctx.chance("epidural_with_body_metastasis"):
+        _deposit(ctx, "lytic", (4.0, 9.0))
+    centre = _epidural_mass(ctx)
+    ctx.roi(centre, "extradural", "none", "epidural_extension")
+
+
+def paraspinal_mass(ctx: Insert) -> None:
+    f = ctx.frame
+    side = 1.0 if ctx.rng.random() < 0.5 else -1.0
+    r = ctx.u(8.0, 16.0)
+    centre = np.array([side * (f.half_width + 0.6 * r), ctx.u(-0.3, 0.3) * f.depth, ctx.u(-0.3, 0.3) * f.half_height])
+    ctx.paint("soft_tissue", ctx.ellipsoid(centre, np.array([r, r * ctx.u(0.7, 1.0), r * ctx.u(1.0, 1.6)])), 0.12)
+    if ctx.chance("paraspinal_with_body_metastasis"):
+        _deposit(ctx, "lytic", (4.0, 9.0))
+    ctx.roi(centre, "extradural", "none", "paraspinal_mass")
+
+
+def _collapse(ctx: Insert, loss_range: tuple[float, float], shapes: Mapping[str, float]) -> str:
+    names, probs = list(shapes), np.asarray(list(shapes.values()), dtype=float)
+    shape = str(ctx.rng.choice(names, p=probs / probs.sum()))
+    loss = ctx.u(*loss_range)
+    if shape == "wedge":
+        m = deform.collapse(ctx.frame, loss, loss * ctx.u(0.0, 0.3))
+    elif shape == "biconcave":
+        m = deform.collapse(ctx.frame, loss * 0.3, loss * 0.3, central_loss=loss * 0.8)
+    else:
+        m = deform.collapse(ctx.frame, loss, loss)
+    ctx.warp(m)
+    return shape
+
+
+def _endplate_t(ctx: Insert, superior: bool) -> float:
+    """t of an endplate of the (deformed) body, read from the mask at the body's axis."""
+    body = ctx.body_mask() > 0.5
+    near_axis = body & (np.abs(ctx.loc[..., 0]) < 6) & (np.abs(ctx.loc[..., 1] - 0.5 * (ctx.frame.anterior + ctx.frame.posterior)) < 6)
+    t = ctx.loc[..., 2][near_axis]
+    if t.size == 0:
+        return ctx.frame.superior if superior else ctx.frame.inferior
+    return float(np.percentile(t, 98 if superior else 2))
+
+
+def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
+    f = ctx.frame
+    ctx.warp(*([deform.push(np.array([0.0, f.posterior, 0.7 * f.superior]), np.array([0.0, 1.0, 0.0]),
+                            ctx.u(1.5, 3.5), 4.0)] if ctx.chance("retropulsion") else []))
+    _collapse(ctx, (0.15, 0.5), {"wedge": 0.55, "biconcave": 0.3, "crush": 0.15})
+    if ctx.chance("convex_wall_benign"):  # a hard case: benign with a bulging wall
+        ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(1.0, 2.5)))
+    superior = ctx.rng.random() < 0.7
+    plate = _endplate_t(ctx, superior)
+    inward = -1.0 if superior else 1.0
+    body = ctx.body_mask()
+    if not ctx.chance("chronic"):
+        if ctx.chance("benign_diffuse_oedema"):
+            depth = ctx.u(0.6, 0.9) * 2 * f.half_height
+        else:
+            depth = ctx.u(4.0, 10.0)
+        ctx.paint("oedema", ctx.band(plate, plate + inward * depth, 2.0) * body, 0.1)
+        if ctx.chance("fracture_line"):
+            at = plate + inward * ctx.u(1.5, 0.6 * depth)
+            ctx.paint("band", ctx.band(at - 0.8, at + 0.8, 0.7) * body, 0.05)
+    if ctx.chance("fluid_sign"):
+        span = ctx.u(0.4, 0.8)
+        cleft = ctx.band(plate + inward * 1.0, plate + inward * ctx.u(2.0, 3.5), 0.6) * body
+        cleft *= (np.abs(ctx.loc[..., 1] - 0.5 * (f.anterior + f.posterior)) < span * 0.5 * f.depth)
+        ctx.paint("fluid", cleft.astype(np.float32), 0.05)
+    if roi:
+        ctx.roi(None, "none", "benign", "osteoporotic_fracture")
+
+
+def pathologic_fracture(ctx: Insert) -> None:
+    f = ctx.frame
+    _collapse(ctx, (0.15, 0.55), {"wedge": 0.35, "biconcave": 0.15, "crush": 0.5})
+    if ctx.chance("convex_border"):
+        ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(2.0, 5.0)))
+    body = ctx.body_mask()
+    kind = "blastic" if ctx.chance("pathologic_blastic") else "replacement"
+    if ctx.chance("whole_body_signal"):
+        weight = body
+    else:  # partial replacement: a large deposit, normal marrow elsewhere
+        c = np.array([ctx.u(-0.3, 0.3) * f.half_width, ctx.u(0.0, 0.4) * f.posterior, ctx.u(-0.3, 0.3) * f.half_height])
+        weight = ctx.ellipsoid(c, np.array([0.7 * f.half_width, 0.45 * f.depth, 0.8 * f.half_height])) * body
+    ctx.paint(kind, weight, 0.18)
+    if ctx.chance("pathologic_pedicle"):
+        side = 1.0 if ctx.rng.random() < 0.5 else -1.0
+        ctx.paint(kind, _pedicle_weight(ctx, side), 0.15)
+        if ctx.rng.random() < 0.5:
+            ctx.paint(kind, _pedicle_weight(ctx, -side), 0.15)
+    if ctx.chance("pathologic_fluid_sign"):
+        plate = _endplate_t(ctx, True)
+        ctx.paint("fluid", ctx.band(plate - 1.0, plate - 2.5, 0.6) * body * 0.8, 0.05)
+    if ctx.chance("pathologic_epidural"):
+        _epidural_mass(ctx)
+    if ctx.chance("pathologic_paraspinal"):
+        side = 1.0 if ctx.rng.random() < 0.5 else -1.0
+        r = ctx.u(6.0, 12.0)
+        ctx.paint("soft_tissue", ctx.ellipsoid(np.array([side * (f.half_width + 0.5 * r), 0.0, 0.0]),
+                                               np.array([r, r, r * 1.3])), 0.12)
+    ctx.roi(None, "extradural", "pathologic", "pathologic_fracture")
+
+
+# -- mimics ------------------------------------------------------------------------------------
+def haemangioma(ctx: Insert) -> None:
+    f = ctx.frame
+    r = ctx.u(4.0, 11.0)
+    c = np.array([ctx.u(-0.4, 0.4) * f.half_width, ctx.u(-0.4, 0.4) * f.depth, ctx.u(-0.4, 0.4) * f.half_height])
+    weight = ctx.ellipsoid(c, np.array([r, r, r * ctx.u(0.9, 1.3)])) * ctx.body_mask()
+    # Coarse vertical trabeculae ("corduroy"): dark stripes running along t.
+    period = ctx.u(2.5, 4.0)
+    stripes = 1.0 - 0.35 * (np.cos(2 * np.pi * ctx.loc[..., 0] / period) > 0.6)
+    ctx.paint("haemangioma", weight, 0.05, value_scale=stripes)
+    ctx.roi(None, "none", "none", "haemangioma")
+
+
+def _disc_weight(ctx: Insert, upper: BodyFrame, lower: BodyFrame) -> tuple[np.ndarray, float, float]:
+    """The disc space between two bodies, in the upper body's frame: voxels between the two
+    body masks (so it follows the real endplates) within the bodies' footprint.
+    Returns (weight, t of the upper body's inferior endplate, t of the lower one's superior)."""
+    top = upper.inferior
+    bottom = float(upper.to_local(lower.to_world(np.array([0.0, 0.0, lower.superior])))[2])
+    mid_p = 0.5 * (upper.anterior + upper.posterior)
+    loc = ctx.loc
+    inside = ((loc[..., 0] / (0.85 * upper.half_width)) ** 2 + ((loc[..., 1] - mid_p) / (0.47 * upper.depth)) ** 2) < 1
+    between = (loc[..., 2] > bottom - 3.0) & (loc[..., 2] < top + 3.0) & (ctx.bodies[ctx.box] == 0)
+    return (inside & between).astype(np.float32), top, bottom
+
+
+def _neighbour_disc(ctx: Insert) -> tuple[BodyFrame, BodyFrame] | None:
+    up, down = ctx.an.neighbours(ctx.frame)
+    options = [(ctx.frame, down)] if down is not None else []
+    if up is not None:
+        options.append((up, ctx.frame))
+    if not options:
+        return None
+    return options[int(ctx.rng.integers(len(options)))]  # type: ignore[return-value]
+
+
+def modic1(ctx: Insert) -> None:
+    pair = _neighbour_disc(ctx)
+    if pair is None:
+        raise ValueError("modic1 needs a neighbouring body")
+    upper, lower = pair
+    ctx.focus(upper)
+    disc, top, bottom = _disc_weight(ctx, upper, lower)
+    ctx.scale("degenerated_disc", "disc", disc)
+    depth_up, depth_down = ctx.u(3.0, 8.0), ctx.u(3.0, 8.0)
+    ctx.paint("oedema", ctx.band(top, top + depth_up, 1.5) * ctx.body_mask(upper.label), 0.1)
+    ctx.paint("oedema", ctx.band(bottom, bottom - depth_down, 1.5) * ctx.body_mask(lower.label), 0.1)
+    target = upper if ctx.rng.random() < 0.5 else lower
+    ctx.roi(None, "none", "none", "modic1", frame=target)
+
+
+def schmorl_node(ctx: Insert) -> None:
+    f = ctx.frame
+    superior = ctx.rng.random() < 0.5
+    plate = _endplate_t(ctx, superior)
+    inward = -1.0 if superior else 1.0
+    r = ctx.u(2.5, 5.5)
+    c = np.array([ctx.u(-0.3, 0.3) * f.half_width, ctx.u(-0.25, 0.25) * f.depth, plate])
+    body = ctx.body_mask()
+    if ctx.chance("schmorl_oedema"):
+        ctx.paint("oedema", ctx.ellipsoid(c + [0, 0, inward * r * 0.5], np.array([2.2, 2.2, 2.0]) * r) * body, 0.1)
+    ctx.paint("disc", ctx.ellipsoid(c, np.array([r, r, r * 1.2])) * body, 0.05)
+    ctx.roi(None, "none", "none", "schmorl_node")
+
+
+def discitis(ctx: Insert) -> None:
+    """Crosses the disc: fluid in the disc, eroded endplates, oedema on both sides."""
+    pair = _neighbour_disc(ctx)
+    if pair is None:
+        raise ValueError("discitis needs a neighbouring body")
+    upper, lower = pair
+    ctx.focus(upper)
+    disc, top, bottom = _disc_weight(ctx, upper, lower)
+    ctx.paint("oedema", ctx.band(top, top + ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(upper.label), 0.1)
+    ctx.paint("oedema", ctx.band(bottom, bottom - ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(lower.label), 0.1)
+    # Irregular endplate erosion: the disc grown 1-4 mm into both bodies, unevenly.
+    depth = 1.0 + 3.0 * np.clip(texture(ctx.rng, disc.shape, 3.0, 1.0), 0.0, 1.0)
+    grown = ndimage.distance_transform_edt(disc < 0.5, sampling=ctx.bg.spacing) <= depth
+    mid_p = 0.5 * (upper.anterior + upper.posterior)
+    inside = ((ctx.loc[..., 0] / (0.85 * upper.half_width)) ** 2
+              + ((ctx.loc[..., 1] - mid_p) / (0.45 * upper.depth)) ** 2) < 1
+    ctx.paint("disc_fluid", (grown & inside).astype(np.float32), 0.1)
+    ctx.roi(np.array([0.0, mid_p, 0.5 * (top + bottom)]), "none", "none", "discitis")
+
+
+# -- inside the dural sac -----------------------------------------------------------------------
+def _cord_axis(ctx: Insert) -> np.ndarray:
+    """(l, p) of the cord (or the middle of the sac where no cord is known) at this level."""
+    f = ctx.frame
+    if ctx.bg.cord is not None:
+        cord = ctx.bg.cord[ctx.box] & (np.abs(ctx.loc[..., 2]) < f.half_height)
+        if cord.any():
+            return ctx.loc[cord][:, :2].mean(0)
+    return np.array([0.0, 0.5 * (f.canal[0] + f.canal[1]) - 0.5])
+
+
+def intradural_mass(ctx: Insert, kind: str) -> None:
+    """Meningioma or schwannoma: a mass in the CSF, cord/roots pushed away, CSF caps."""
+    f = ctx.frame
+    c0, c1 = f.canal
+    depth = c1 - c0
+    r = min(ctx.u(3.0, 7.0), 0.42 * depth + 1.0)
+    side = 1.0 if ctx.rng.random() < 0.5 else -1.0
+    if kind == "meningioma":  # broad dural base, often dorsal or lateral
+        p = c1 - r * ctx.u(0.7, 1.0) if ctx.rng.random() < 0.6 else 0.5 * (c0 + c1)
+        lat = side * ctx.u(0.0, 4.0)
+    else:  # off a nerve root: lateral, anterior half of the sac
+        p = c0 + r * ctx.u(0.8, 1.2)
+        lat = side * ctx.u(2.0, 6.0)
+    centre = np.array([lat, p, ctx.u(-0.6, 0.6) * f.half_height])
+    axis = _cord_axis(ctx)
+    away = np.array([axis[0] - centre[0], axis[1] - centre[1], 0.0])
+    if np.linalg.norm(away) < 1e-3:
+        away = np.array([-side, 0.0, 0.0])
+    if ctx.chance("cord_displacement"):
+        ctx.warp(deform.push(centre, away, ctx.u(1.5, 3.5), r * 1.8))
+    radii = np.array([r * ctx.u(0.8, 1.1), r * ctx.u(0.7, 1.0), r * ctx.u(1.1, 1.8)])
+    if ctx.chance("csf_cap"):  # widened CSF with a sharp bright cap above and below
+        for sign in (-1.0, 1.0):
+            cap = centre + np.array([0.0, 0.0, sign * (radii[2] + 1.2)])
+            ctx.paint("fluid", ctx.ellipsoid(cap, np.array([radii[0] * 0.9, radii[1] * 0.8, 1.8])), 0.0)
+    mass = ctx.ellipsoid(centre, radii)
+    recipe = "meningioma" if kind == "meningioma" else "schwannoma"
+    ctx.paint(recipe, mass, 0.08)
+    if kind == "meningioma" and ctx.chance("dural_tail"):
+        tail = centre + np.array([0.0, 0.3 * r, radii[2] + 3.0])
+        ctx.paint(recipe, ctx.ellipsoid(tail, np.array([1.2, 1.0, 4.0])), 0.0)
+    if kind == "schwannoma":
+        if ctx.chance("cystic"):
+            ctx.paint("fluid", ctx.ellipsoid(centre, radii * 0.5), 0.05)
+        elif ctx.chance("target_sign"):  # bright rim, darker centre
+            ctx.paint("meningioma", ctx.ellipsoid(centre, radii * 0.5), 0.05)
+    ctx.roi(centre, "intradural_extramedullary", "none", kind)
+
+
+def meningioma(ctx: Insert) -> None:
+    intradural_mass(ctx, "meningioma")
+
+
+def schwannoma(ctx: Insert) -> None:
+    intradural_mass(ctx, "schwannoma")
+
+
+def drop_metastases(ctx: Insert) -> None:
+    """Nodules on the cauda equina roots / cord surface, visible on T2 as intermediate foci
+    in bright CSF (only visible deposits are inserted: no contrast is rendered)."""
+    f = ctx.frame
+    c0, c1 = f.canal
+    n = int(ctx.rng.integers(2, 6))
+    centres = []
+    for i in range(n):
+        c = np.array([ctx.u(-4.0, 4.0), ctx.u(c0 + 2.0, c1 - 2.0), ctx.u(-1.2, 1.2) * f.half_height])
+        r = ctx.u(1.8, 3.5) if i else ctx.u(2.8, 4.5)
+        ctx.paint("drop", ctx.ellipsoid(c, np.array([r, r, r * ctx.u(1.0, 1.6)]), 0.6), 0.05)
+        centres.append(c)
+    if ctx.chance("sugar_coating"):  # smooth coating of the conus / roots
+        axis = _cord_axis(ctx)
+        shell = ctx.ellipsoid(np.array([axis[0], axis[1], 0.0]), np.array([3.5, 3.0, f.half_height * 1.5]))
+        core = ctx.ellipsoid(np.array([axis[0], axis[1], 0.0]), np.array([2.2, 1.8, f.half_height * 1.5]))
+        ctx.paint("drop", np.clip(shell - core, 0, 1), 0.05)
+    ctx.roi(centres[0], "intradural_extramedullary", "none", "drop_metastases")
+
+
+def intramedullary_metastasis(ctx: Insert) -> None:
+    f = ctx.frame
+    if not f.has_cord:
+        raise ValueError(f"no spinal cord at {f.level}")
+    axis = _cord_axis(ctx)
+    t0 = ctx.u(-0.5, 0.5) * f.half_height
+    length = ctx.u(1.0, 2.5) * f.half_height  # oedema over several segments
+    c_depth = f.canal[1] - f.canal[0]
+    cord_r = float(np.clip(0.3 * c_depth, 3.0, 5.0))
+    if ctx.chance("cord_expansion"):
+        ctx.warp(deform.expand(np.array([axis[0], axis[1], 0.0]), ctx.u(1.2, 1.5), cord_r, t0, length * 0.6))
+    centre = np.array([axis[0], axis[1], t0])
+    ctx.paint("cord_oedema", ctx.ellipsoid(centre, np.array([cord_r, cord_r * 0.9, length])), 0.06)
+    r = ctx.u(2.0, 5.0)
+    kind = "haemorrhage" if ctx.chance("im_haemorrhage") else "im_nodule"
+    ctx.paint(kind, ctx.ellipsoid(centre, np.array([r, r * 0.9, r * 1.3])), 0.06)
+    ctx.roi(centre, "intramedullary", "none", "intramedullary_metastasis")
+
+
+FINDINGS: dict[str, Callable[[Insert], None]] = {
+    "lytic_metastasis": lytic_metastasis,
+    "blastic_metastasis": blastic_metastasis,
+    "epidural_extension": epidural_extension,
+    "paraspinal_mass": paraspinal_mass,
+    "osteoporotic_fracture": osteoporotic_fracture,
+    "pathologic_fracture": pathologic_fracture,
+    "meningioma": meningioma,
+    "schwannoma": schwannoma,
+    "drop_metastases": drop_metastases,
+    "intramedullary_metastasis": intramedullary_metastasis,
+    "haemangioma": haemangioma,
+    "modic1": modic1,
+    "schmorl_node": schmorl_node,
+    "discitis": discitis,
+}
+"""Finding name (the manifest's ``finding``) -> renderer."""
+
+NEEDS_CORD = {"intramedullary_metastasis"}
+NEEDS_NEIGHBOUR = {"modic1", "discitis"}
+
+
+def eligible(name: str, an: SpineAnatomy, frame: BodyFrame) -> bool:
+    """Whether ``name`` can be inserted at this body of this study."""
+    if name in NEEDS_CORD and not frame.has_cord:
+        return False
+    if name in NEEDS_NEIGHBOUR and an.neighbours(frame) == (None, None):
+        return False
+    return True
+
+
+def insert_finding(bg: Background, an: SpineAnatomy, name: str, label: int, rng: np.random.Generator,
+                   rates: Mapping[str, float]) -> Insert:
+    """Render ``name`` at body ``label``; the result holds the new images, lesion mask and ROIs."""
+    ctx = Insert(bg, an, an.body(label), rng, rates)
+    FINDINGS[name](ctx)
+    if name == "osteoporotic_fracture" and ctx.chance("benign_multiple"):
+        # Several osteoporotic levels: a second, milder fracture at another body.
+        others = [b for b in an.bodies if abs(an.bodies.index(b) - an.bodies.index(an.body(label))) >= 2]
+        if others:
+            second = others[int(rng.integers(len(others)))]
+            ctx.focus(second)
+            osteoporotic_fracture(ctx)
+    if name == "pathologic_fracture" and ctx.chance("pathologic_other_metastases"):
+        others = [b for b in an.bodies if abs(an.bodies.index(b) - an.bodies.index(an.body(label))) >= 2]
+        if others:
+            ctx.focus(others[int(rng.integers(len(others)))])
+            lytic_metastasis(ctx)
+    return ctx

@@ -1,0 +1,70 @@
+"""Before/after pictures of every finding inserted into one real study (``docs/images``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from spinelesion.insert.anatomy import derive_anatomy
+from spinelesion.insert.background import BackgroundSpec, load_background
+from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
+from spinelesion.io.volume import apply_affine
+
+
+def _sagittal(bg_affine: np.ndarray, image: np.ndarray, centre: np.ndarray, half_mm: float = 55.0) -> np.ndarray:
+    """The sagittal plane through ``centre`` (LPS), anterior left, superior up, 0.5 mm pixels."""
+    from scipy import ndimage
+
+    a = np.arange(-half_mm, half_mm, 0.5)
+    y, z = np.meshgrid(a, -a, indexing="xy")  # rows: superior -> inferior; columns: anterior -> posterior
+    pts = np.stack([np.full_like(y, centre[0]), centre[1] + y, centre[2] + z], -1)
+    ijk = apply_affine(np.linalg.inv(bg_affine), pts.reshape(-1, 3))
+    return ndimage.map_coordinates(image, ijk.T, order=1, cval=0.0).reshape(y.shape)
+
+
+def write_insertion_preview(spec: BackgroundSpec, rates: Mapping[str, float], path: str | Path,
+                            cord_levels: set[str], seed: int = 3) -> Path:
+    """One before/after pair per finding, each through the lesion's own sagittal plane."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bg = load_background(spec)
+    an = derive_anatomy(bg, cord_levels)
+    seq = "t2" if "t2" in bg.images else next(iter(bg.images))
+    names = list(FINDINGS)
+    cols = 4
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 4.2, rows * 2.5))
+    vmax = float(np.percentile(bg.images[seq], 99.7))
+    for n, ax_pair in enumerate(axes.reshape(rows, cols, 2).reshape(-1, 2)):
+        for ax in ax_pair:
+            ax.axis("off")
+        if n >= len(names):
+            continue
+        name = names[n]
+        bodies = [b for b in an.bodies if eligible(name, an, b)]
+        body = bodies[len(bodies) // 2]
+        ctx = insert_finding(bg, an, name, body.label, np.random.default_rng(seed), rates)
+        roi = ctx.rois[0]
+        # Through the lesion nearest the ROI (a second fracture or deposit elsewhere is left out).
+        lesion = apply_affine(bg.affine, np.argwhere(ctx.lesion).astype(float))
+        lesion = lesion[np.linalg.norm(lesion - roi.centre, axis=1) < 35.0]
+        centre = lesion.mean(0) if len(lesion) else roi.centre
+        for ax, img, title in ((ax_pair[0], bg.images[seq], "before"), (ax_pair[1], ctx.images[seq], name)):
+            ax.imshow(_sagittal(bg.affine, img, centre), cmap="gray", vmin=0, vmax=vmax)
+            ax.set_title(title if title == "before" else f"{name}\n{roi.compartment} / {roi.fracture}", fontsize=7)
+            # ROI centre projected on this plane
+            dy, dz = roi.centre[1] - centre[1], roi.centre[2] - centre[2]
+            ax.plot([(dy + 55.0) / 0.5], [(55.0 - dz) / 0.5], "r+", ms=6)
+    fig.suptitle(f"{seq.upper()}: findings inserted into real study {spec.study_id} (left: untouched, right: inserted; "
+                 "red +: ROI centre)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

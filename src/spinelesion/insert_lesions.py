@@ -1,0 +1,24 @@
+"""``spinelesion-insert``: insert lesions into real normal spines and write a contract manifest."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from spinelesion.config_path import CONFIG_DIR
+
+log = logging.getLogger("spinelesion.insert")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="insert")
+def main(cfg: DictConfig) -> None:
+    from spinelesion.insert.dataset import generate_inserted
+
+    manifest = generate_inserted(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    log.info("manifest: %s", manifest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Real-anatomy checks from predictions: per dataset, paired with the untouched vertebra, scan mode."""
+
+from __future__ import annotations
+
+from spinelesion.evaluation.real import paired, per_dataset, scan_false_calls
+from spinelesion.labels import TASKS
+
+
+def _row(case: str, study: str, patient: str, finding: str, level: str, truth: tuple[str, str],
+         pred: tuple[str, str], p_path: float = 0.1) -> dict[str, str]:
+    r = {"case_id": case, "study_id": study, "patient_id": patient, "finding": finding, "level": level,
+         "compartment_true": truth[0], "fracture_true": truth[1], "compartment_pred": pred[0], "fracture_pred": pred[1]}
+    for t, classes in TASKS.items():
+        for c in classes:
+            r[f"p_{t}_{c}"] = "0.0"
+        r[f"p_{t}_{pred[0] if t == 'compartment' else pred[1]}"] = "0.9"
+        r[f"p_{t}_none"] = str(float(r[f"p_{t}_none"]) + 0.1)
+    r["p_fracture_pathologic"] = str(p_path)
+    return r
+
+
+ROWS = [
+    _row("vb2_01_body00", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("none", "none")),
+    _row("vb2_01_body01", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("extradural", "none")),  # jittered copy
+    _row("vb2_01_body02", "vb2_01", "vb2_01", "normal", "L2", ("none", "none"), ("extradural", "none")),
+    _row("vb2_01_ins000_r0", "vb2_01_ins000", "vb2_01", "pathologic_fracture", "L1", ("extradural", "pathologic"),
+         ("extradural", "pathologic"), 0.8),
+    _row("vb2_01_ins001_r0", "vb2_01_ins001", "vb2_01", "lytic_metastasis", "L2", ("extradural", "none"),
+         ("extradural", "none")),
+    _row("vb2_01_ins002_r0", "vb2_01_ins002", "vb2_01", "haemangioma", "L1", ("none", "none"), ("none", "none")),
+    _row("tptbox_c5_body00", "tptbox_c5", "tptbox_c5", "normal", "C5", ("none", "none"), ("none", "none")),
+]
+
+
+def test_per_dataset_counts_untouched_bodies_and_inserted() -> None:
+    out = per_dataset(ROWS)
+    assert set(out) == {"vb2", "tptbox"}
+    assert out["vb2"]["untouched_bodies"] == 3
+    assert out["vb2"]["untouched_bodies_called_normal"] == round(1 / 3, 4)
+    assert out["vb2"]["inserted_rois"] == 3 and out["vb2"]["inserted_correct"] == 1.0
+    assert out["tptbox"]["untouched_bodies_called_normal"] == 1.0
+
+
+def test_paired_uses_the_first_untouched_roi_of_the_level() -> None:
+    out = paired(ROWS)
+    assert out["pairs"] == 3
+    # L1 untouched (first ROI) is normal; L2 untouched is called extradural.
+    assert out["untouched_called_normal"] == round(2 / 3, 4)
+    assert out["lesion_pairs"] == 2
+    assert out["changes_only_with_lesion"] == 0.5  # the L1 fracture pair yes, the L2 lytic pair no
+    assert out["lesion_pairs_both_correct"] == 0.5
+    assert out["mimic_pairs"] == 1 and out["mimic_pairs_both_normal"] == 1.0
+
+
+def test_scan_false_calls_per_study() -> None:
+    rows = [{"study_id": "a", "compartment_label": "none", "fracture_label": "none"},
+            {"study_id": "a", "compartment_label": "extradural", "fracture_label": "none"},
+            {"study_id": "b", "compartment_label": "none", "fracture_label": "benign"},
+            {"study_id": "b", "compartment_label": "none", "fracture_label": "none"},
+            {"study_id": "c", "compartment_label": "none", "fracture_label": "none"}]
+    out = scan_false_calls(rows)
+    assert out["studies"] == 3 and out["false_calls"] == 2
+    assert abs(out["false_calls_per_study"] - 2 / 3) < 1e-9
+    assert out["per_study"] == {"a": 1, "b": 1, "c": 0}

@@ -1,0 +1,222 @@
+"""Lesion insertion into real backgrounds: anatomy derived from masks, signal relations per
+sequence, deformations that stay on the grid, ROI labels and centres where the lesion is.
+
+Most tests use a small toy background written on the fly (three box-shaped bodies, discs,
+a CSF-filled canal with a cord); the last ones run on the real normals in ``../shared``
+when present.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from spinelesion.insert import deform
+from spinelesion.insert.anatomy import derive_anatomy
+from spinelesion.insert.background import discover_backgrounds, load_background
+from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
+from spinelesion.io.nifti import read_nifti, write_nifti
+from spinelesion.io.volume import Volume, apply_affine
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())
+REAL_NORMALS = ROOT.parent / "shared" / "data" / "real-normals"
+# Signal per tissue (T1, T2) of the toy study.
+TOY = {"marrow": (400.0, 220.0), "disc": (250.0, 300.0), "csf": (80.0, 600.0), "cord": (300.0, 260.0),
+       "muscle": (220.0, 150.0), "fat": (500.0, 300.0)}
+
+
+def _toy_arrays(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(images, body labels) of a toy lumbar spine: i = L-R, j = A-P, k = S-I, 1 mm voxels."""
+    shape = (56, 96, 140)
+    tissue = np.full(shape, 0, dtype=np.int8)  # 0 muscle/soft tissue
+    bodies = np.zeros(shape, dtype=np.int16)
+    i, j, k = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    lr = np.abs(i - 28) <= 18
+    ap_body = (j >= 20) & (j < 50)
+    for n, top in enumerate((128, 92, 56)):  # superior first: label 1 on top
+        z = (k <= top) & (k > top - 26)
+        bodies[lr & ap_body & z] = n + 1
+        disc = (k <= top - 26) & (k > top - 36) & lr & ap_body
+        tissue[disc] = 2
+    tissue[bodies > 0] = 1
+    canal = (np.abs(i - 28) <= 8) & (j >= 52) & (j < 66)
+    tissue[canal] = 3
+    tissue[canal & (np.abs(i - 28) <= 3) & (np.abs(j - 58) <= 3)] = 4  # cord
+    names = ["muscle", "marrow", "disc", "csf", "cord"]
+    images = {}
+    for s, col in (("t1", 0), ("t2", 1)):
+        lut = np.array([TOY[n][col] for n in names], dtype=np.float32)
+        img = lut[tissue] + rng.normal(0, 8.0, shape).astype(np.float32)
+        images[s] = np.clip(img, 0, None)
+    return images, bodies
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("backgrounds")
+    rng = np.random.default_rng(0)
+    affine = np.eye(4)
+    affine[:3, 3] = [-28.0, -30.0, -70.0]
+    for subject in ("toy_01", "toy_02"):
+        images, bodies = _toy_arrays(rng)
+        for s, img in images.items():
+            write_nifti(Volume(img.astype(np.int16), affine), root / subject / f"{s}.nii.gz")
+        write_nifti(Volume(bodies, affine), root / subject / "vertebral_bodies.nii.gz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def toy(toy_root: Path):
+    spec = discover_backgrounds(toy_root, levels=["L1", "L2", "L3"])[0]
+    bg = load_background(spec)
+    return bg, derive_anatomy(bg, cord_levels={"L1", "L2", "L3"})
+
+
+def test_anatomy_from_masks(toy) -> None:
+    bg, an = toy
+    assert [b.level for b in an.bodies] == ["L1", "L2", "L3"]
+    f = an.bodies[1]
+    np.testing.assert_allclose(f.axes[2], [0, 0, 1], atol=1e-6)  # spine axis superior
+    np.testing.assert_allclose(f.axes[1], [0, 1, 0], atol=1e-6)  # posterior
+    assert 24 <= f.superior - f.inferior <= 27 and 27 <= f.depth <= 31
+    # CSF run behind the posterior wall (toy canal: j = 52..65 -> 2..16 mm behind the wall at j = 49).
+    assert f.posterior + 0.5 <= f.canal[0] <= f.posterior + 4.0
+    assert f.posterior + 12.0 <= f.canal[1] <= f.posterior + 19.0
+    t2 = an.tissues["t2"]
+    assert t2["csf"] > t2["disc"] > t2["marrow"] > t2["muscle"]
+    assert an.tissues["t1"]["marrow"] > an.tissues["t1"]["disc"]
+    assert 5.0 < an.noise["t2"] < 12.0
+
+
+def _mean(img: np.ndarray, mask: np.ndarray) -> float:
+    return float(img[mask].mean())
+
+
+@pytest.mark.parametrize("name", sorted(FINDINGS))
+def test_every_finding_labels_centre_and_grid(toy, name: str) -> None:
+    bg, an = toy
+    rng = np.random.default_rng(1)
+    body = next(b for b in an.bodies[1:] if eligible(name, an, b))
+    ctx = insert_finding(bg, an, name, body.label, rng, CFG["rates"])
+    for s, img in ctx.images.items():
+        assert img.shape == bg.images[s].shape and np.isfinite(img).all()
+    assert ctx.lesion.any(), "nothing painted"
+    changed = np.abs(ctx.images["t2"] - bg.images["t2"]) > 1.0
+    assert changed.any()
+    roi = ctx.rois[0]
+    assert roi.finding == name
+    expected = {"lytic_metastasis": ("extradural", "none"), "pathologic_fracture": ("extradural", "pathologic"),
+                "osteoporotic_fracture": ("none", "benign"), "meningioma": ("intradural_extramedullary", "none"),
+                "intramedullary_metastasis": ("intramedullary", "none"), "haemangioma": ("none", "none")}
+    if name in expected:
+        assert (roi.compartment, roi.fracture) == expected[name]
+    ijk = np.round(apply_affine(np.linalg.inv(bg.affine), roi.centre)).astype(int)
+    assert np.all(ijk >= 0) and np.all(ijk < bg.shape)
+    structure = ctx.lesion | (ctx.bodies > 0)
+    near = structure[tuple(slice(max(c - 2, 0), c + 3) for c in ijk)]
+    assert near.any(), f"ROI centre of {name} is neither in the lesion nor in a body"
+
+
+def test_signal_relations_per_sequence(toy) -> None:
+    """radiology.md: lytic T1 darker than disc and muscle, T2 brighter than marrow; blastic dark;
+    the benign fracture's oedema band bright on T2; intramedullary oedema brighter than cord."""
+    bg, an = toy
+    rates = dict(CFG["rates"], halo=0.0, metastasis_pedicle=0.0, second_deposit=0.0)
+    lytic = insert_finding(bg, an, "lytic_metastasis", 2, np.random.default_rng(3), rates)
+    m = lytic.lesion & (bg.bodies == 2)
+    assert m.sum() > 50
+    assert _mean(lytic.images["t1"], m) < min(an.tissues["t1"]["disc"], an.tissues["t1"]["muscle"])
+    assert _mean(lytic.images["t2"], m) > an.tissues["t2"]["marrow"] * 1.1
+    blastic = insert_finding(bg, an, "blastic_metastasis", 2, np.random.default_rng(3), rates)
+    mb = blastic.lesion & (bg.bodies == 2)
+    assert _mean(blastic.images["t2"], mb) < an.tissues["t2"]["marrow"] * 0.85
+    assert _mean(blastic.images["t1"], mb) < an.tissues["t1"]["marrow"] * 0.7
+    im = insert_finding(bg, an, "intramedullary_metastasis", 2, np.random.default_rng(4), rates)
+    assert _mean(im.images["t2"], im.lesion) > an.tissues["t2"]["cord"]
+    acute = dict(rates, chronic=0.0, fluid_sign=0.0, fracture_line=0.0, benign_diffuse_oedema=0.0,
+                 retropulsion=0.0, benign_multiple=0.0, convex_wall_benign=0.0)
+    frac = insert_finding(bg, an, "osteoporotic_fracture", 2, np.random.default_rng(5), acute)
+    band = frac.lesion & (frac.bodies == 2)
+    rest = (frac.bodies == 2) & ~frac.lesion
+    assert _mean(frac.images["t2"], band) > _mean(frac.images["t2"], rest) * 1.1
+    assert _mean(frac.images["t1"], band) < _mean(frac.images["t1"], rest) * 0.9
+
+
+def test_collapse_and_bulge_change_shape_on_the_grid(toy) -> None:
+    bg, an = toy
+    f = an.bodies[1]
+    from spinelesion.insert.findings import Insert
+
+    ctx = Insert(bg, an, f, np.random.default_rng(0), CFG["rates"])
+    before = int((ctx.bodies == f.label).sum())
+    ctx.warp(deform.collapse(f, 0.4, 0.1))
+    after = ctx.bodies == f.label
+    assert 0.6 * before < after.sum() < 0.9 * before
+    # Wedge: the anterior column lost more height than the posterior one.
+    j_front, j_back = 23, 46
+    h_front = after[28, j_front].sum()
+    h_back = after[28, j_back].sum()
+    assert h_front < h_back
+    # Neighbours untouched far away, grid unchanged.
+    assert (ctx.bodies[..., :20] == bg.bodies[..., :20]).all()
+    ctx2 = Insert(bg, an, f, np.random.default_rng(0), CFG["rates"])
+    ctx2.warp(deform.bulge_posterior(f, 4.0))
+    wall_before = np.flatnonzero(bg.bodies[28, :, 79] == f.label).max()
+    wall_after = np.flatnonzero(ctx2.bodies[28, :, 79] == f.label).max()
+    assert wall_after >= wall_before + 2  # posterior wall bulges into the canal
+
+
+def test_dataset_manifest_splits_and_crops(toy_root: Path, tmp_path: Path) -> None:
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.insert.dataset import generate_inserted
+
+    cfg = dict(CFG, backgrounds=str(toy_root), output_dir=str(tmp_path / "out"), variants_per_subject=3,
+               workers=1, progress=False, levels=["L1", "L2", "L3"], splits={"train": 0.5, "test": 0.5})
+    path = generate_inserted(cfg)
+    manifest = read_manifest(path, geometry=True)  # every ROI inside its study
+    rows = manifest.rows
+    assert {r.patient_id for r in rows} == {"toy_01", "toy_02"}
+    for subject in ("toy_01", "toy_02"):
+        assert len({r.split for r in rows if r.patient_id == subject}) == 1
+    untouched = [r for r in rows if r.study_id == "toy_01"]
+    assert untouched and all(r.finding == "normal" for r in untouched)
+    assert untouched[0].sequences["t2"].resolve() == (toy_root / "toy_01" / "t2.nii.gz").resolve()
+    inserted = [r for r in rows if r.study_id.startswith("toy_01_ins")]
+    assert len({r.study_id for r in inserted}) == 3 and all(r.finding != "normal" for r in inserted)
+    crop = read_nifti(inserted[0].sequences["t2"])
+    full = read_nifti(toy_root / "toy_01" / "t2.nii.gz")
+    assert crop.array.dtype == np.float32 and np.all(np.asarray(crop.shape) <= np.asarray(full.shape))
+    # The crop keeps the study's geometry: a voxel far from the lesion is unchanged at the same LPS point.
+    corner = crop.voxel_to_world(np.zeros(3))
+    ijk = np.round(full.world_to_voxel(corner)).astype(int)
+    assert crop.array[0, 0, 0] == full.array[tuple(ijk)]
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[:4] == ["case_id", "study_id", "patient_id", "split"]
+
+
+@pytest.mark.skipif(not (REAL_NORMALS / "vb2_02").is_dir(), reason="needs ../shared/data/real-normals")
+def test_real_background_anatomy_and_insertion() -> None:
+    specs = discover_backgrounds(REAL_NORMALS, native_mm=CFG["native_mm"])
+    spec = next(s for s in specs if s.study_id == "vb2_02")
+    bg = load_background(spec)
+    an = derive_anatomy(bg, set(CFG["cord_levels"]))
+    assert [b.level for b in an.bodies] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    t2 = an.tissues["t2"]
+    assert t2["csf"] > 1.3 * t2["marrow"]  # CSF very bright on T2
+    for f in an.bodies:
+        assert 5.0 < f.canal[1] - f.canal[0] < 25.0
+        assert 20.0 < f.depth < 45.0
+    assert [f.has_cord for f in an.bodies] == [True, True, False, False, False, False, False]
+    # Blurred along L-R like the 3.8 mm sagittal acquisition it was resampled from.
+    sigma = bg.native_sigma_vox()
+    assert sigma[2] > 1.4 and sigma[0] < 0.6
+    ctx = insert_finding(bg, an, "pathologic_fracture", 4, np.random.default_rng(0), CFG["rates"])
+    body = ctx.bodies == 4
+    assert body.sum() < (bg.bodies == 4).sum()  # collapsed
+    assert ctx.images["t2"].dtype == np.float32 and bg.dtypes["t2"] == np.uint8
