@@ -58,7 +58,7 @@ def mean_where(values: np.ndarray, mask: np.ndarray, thr: float = 0.8) -> float:
 def body_marrow_mask(study: RenderedStudy, index: int) -> tuple[tuple[slice, slice, slice], np.ndarray]:
     """Inner marrow of a vertebral body (3 mm inside the cortex)."""
     from spinelesion.phantom.canvas import soft
-    from spinelesion.phantom.lesions import body_box
+    from spinelesion.phantom.findings import body_box
 
     cv, v = study.canvas, study.anatomy.vertebrae[index]
     box = body_box(cv, v)

@@ -40,9 +40,38 @@ class SeriesPlan:
     bias: float = 0.2
 
 
+def cover_points(shape: tuple[int, int, int], centre: np.ndarray, axes: np.ndarray, spacing: np.ndarray,
+                 points: np.ndarray, max_matrix: int, margin_mm: float = 4.0) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Grow the grid (then shift its centre if the matrix is capped) so every point lies inside.
+
+    An operator plans the slab and field of view over the anatomy of interest; a ROI centre
+    outside one series would leave that channel blank exactly where the label is.
+    """
+    n = np.array(shape, dtype=int)
+    c = np.asarray(centre, dtype=float).copy()
+    if len(points) == 0:
+        return shape, c
+    local = (np.asarray(points, float) - c) @ axes  # mm along each grid axis (axes are unit columns)
+    for a in range(3):
+        lo, hi = float(local[:, a].min()) - margin_mm, float(local[:, a].max()) + margin_mm
+        half = (n[a] - 1) / 2 * spacing[a]
+        if -half <= lo and hi <= half:
+            continue
+        need = int(np.ceil(2 * max(-lo, hi) / spacing[a])) + 1
+        cap = max_matrix if a < 2 else max(need, n[a])
+        n[a] = max(n[a], min(need, cap))
+        half = (n[a] - 1) / 2 * spacing[a]
+        shift = max(hi - half, 0.0) - max(-half - lo, 0.0)  # move toward the points when still short
+        c = c + axes[:, a] * shift
+    return (int(n[0]), int(n[1]), int(n[2])), c
+
+
 def plan_series(rng: np.random.Generator, seq: str, centre: np.ndarray, extent_mm: np.ndarray, cfg: dict,
-                field_strength: float) -> SeriesPlan:
-    """Geometry and acquisition parameters of one series (independent of the anatomy's labels)."""
+                field_strength: float, cover: np.ndarray | None = None) -> SeriesPlan:
+    """Geometry and acquisition parameters of one series (independent of the anatomy's labels).
+
+    ``cover``: points (ROI centres) the slab and field of view must include.
+    """
     pixel = float(rng.uniform(*cfg["pixel_mm"]))
     thickness = float(rng.uniform(*cfg["slice_thickness_mm"]))
     gap = float(rng.uniform(0.0, cfg["slice_gap_max_mm"])) if rng.random() < cfg["slice_gap_rate"] else 0.0
@@ -61,6 +90,8 @@ def plan_series(rng: np.random.Generator, seq: str, centre: np.ndarray, extent_m
         axes = Rotation.from_euler("xyz", angles, degrees=True).as_matrix() @ axes
     c = np.asarray(centre) + rng.uniform(-1, 1, 3) * np.asarray(cfg["centre_jitter_mm"])
     shape = (n_ap, n_si, n_slices)
+    if cover is not None:
+        shape, c = cover_points(shape, c, axes, np.array([pixel, pixel, thickness + gap]), cover, int(cfg["max_matrix"]))
     affine = grid_affine(c, shape, (pixel, pixel, thickness + gap), axes)
     tags = series_tags(rng, seq, field_strength, cfg)
     return SeriesPlan(seq, affine, shape, thickness, tags,

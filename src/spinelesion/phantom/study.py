@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spinelesion.io.resample import REFERENCE_ORDER
 from spinelesion.io.volume import Volume
 from spinelesion.phantom.acquisition import SEQ_NAMES, SeriesPlan, acquire, plan_series
 from spinelesion.phantom.anatomy import (
@@ -21,7 +20,7 @@ from spinelesion.phantom.anatomy import (
     sample_anatomy,
 )
 from spinelesion.phantom.canvas import Canvas
-from spinelesion.phantom.lesions import (
+from spinelesion.phantom.findings import (
     DISC_FINDINGS,
     FINDINGS,
     BodyMetastasis,
@@ -81,6 +80,7 @@ def plan_findings(rng: np.random.Generator, an: Anatomy, cfg: dict, forced: str 
         lvl = level if level is not None else _free_level(rng, an, taken, disc=disc, avoid=avoid)
         if lvl is None:
             return None
+        f.draw_signs(rng, feat)  # every sign on its own, at its rate
         f.level_index = lvl
         taken.add(lvl)
         if disc:
@@ -96,14 +96,14 @@ def plan_findings(rng: np.random.Generator, an: Anatomy, cfg: dict, forced: str 
     if isinstance(main, Fracture):
         fractured.add(main.level_index)
         if main.kind == "pathologic":
-            if rng.random() < feat["pathologic_epidural_rate"]:
+            if main.signs.get("epidural_mass"):
                 add(EpiduralExtension(), level=main.level_index)
-            if rng.random() < feat["pathologic_paraspinal_rate"]:
+            if main.signs.get("paraspinal_mass"):
                 add(ParaspinalMass(), level=main.level_index)
-            for _ in range(int(rng.random() < feat["pathologic_other_metastases_rate"]) * int(rng.integers(1, 3))):
+            for _ in range(int(main.signs.get("other_metastases", False)) * int(rng.integers(1, 3))):
                 add(_choose(rng, {"lytic_metastasis": 0.6, "blastic_metastasis": 0.25, "mixed_metastasis": 0.15}))
-        elif rng.random() < feat["benign_multiple_rate"]:
-            old = add(Fracture("benign", chronic=True))
+        elif main.signs.get("multiple"):
+            old = add(Fracture("benign", chronic=True, secondary=True))
             if old is not None:
                 fractured.add(old.level_index)
     if primary == "epidural_extension" and rng.random() < feat["epidural_with_body_metastasis_rate"]:
@@ -187,7 +187,8 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
 
     lo, hi = canvas_bounds(an, cfg["anatomy"])
     cv = Canvas.empty(lo, hi, float(cfg["object_spacing_mm"]))
-    tt = TissueTable(rng, spread=float(cfg["tissue_spread"]), age=an.age)
+    tt = TissueTable(rng, spread=float(cfg["tissue_spread"]), age=an.age,
+                     contrast_spread=float(cfg.get("contrast_spread", 0.0)))
     paint_background(cv, an, tt, rng)
     for v in an.vertebrae:
         paint_vertebra(cv, an, v, tt, rng)
@@ -207,7 +208,7 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
     jitter = np.asarray(cfg["roi_jitter_mm"], dtype=float)
     for f in findings:
         for r in f.rois(an):
-            if isinstance(f, Fracture) and f.chronic and rng.random() > feat["chronic_fracture_roi_rate"]:
+            if isinstance(f, Fracture) and f.secondary and rng.random() > feat["chronic_fracture_roi_rate"]:
                 continue
             level_state = an.level_at(float(r.center[2])).state
             fracture = r.fracture if isinstance(f, Fracture) else (
@@ -227,15 +228,15 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
     for c, seq in enumerate(SEQ_NAMES):
         if seq not in present:
             continue
-        plan = plan_series(rng, seq, centre, extent, acq, field_strength)
+        plan = plan_series(rng, seq, centre, extent, acq, field_strength,
+                           cover=np.array([r.center for r in rois]).reshape(-1, 3))
         plans[seq] = plan
         volumes[seq] = acquire(cv, c, plan, rng)
-    # A ROI whose centre falls outside the reference sequence's field of view (a lateral mass
-    # beyond the slab, a level at the edge of the FOV) has no image to learn from: drop it.
-    reference = next(s for s in REFERENCE_ORDER if s in volumes)
+    # Every series is planned to cover every ROI centre; one that still falls outside a series
+    # (a matrix at its cap) would leave that channel blank at the label: drop it (rare).
     for k, r in enumerate(rois):
         r.index = k
-    rois = [r for r in rois if volumes[reference].contains(r.center)]
+    rois = [r for r in rois if all(vol.contains(r.center) for vol in volumes.values())]
     info = {"region": an.region, "age": round(an.age, 1), "sex": str(rng.choice(["F", "M"])),
             "field_strength": field_strength, "levels": [v.name for v in an.vertebrae],
             "findings": [f.name for f in findings], "fat_fraction": round(tt.fat_fraction, 3)}

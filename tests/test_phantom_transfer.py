@@ -1,0 +1,58 @@
+"""Transfer across renderers: train briefly on phantom v2, evaluate on the v1 renderer, and the reverse.
+
+A change that only helps its own renderer shows up as a gap between the in-renderer and the
+cross-renderer figures (both are written to the test log; the bench can track them). The
+assertions are floors a brief CPU training clears on both; the numbers are the point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from spinelesion.phantom.config import V1_OVERRIDES
+
+log = logging.getLogger(__name__)
+V1 = {f"phantom.{k}": v for k, v in V1_OVERRIDES.items()}
+
+
+def _train_and_cross_evaluate(tmp_path: Path, train_overrides: dict[str, object],
+                              test_sets: dict[str, Path]) -> dict[str, dict[str, float]]:
+    from conftest import generate
+    from test_training import compose_cfg, train_cfg
+
+    from spinelesion.evaluate import evaluate
+    from spinelesion.train import train
+
+    train_manifest = generate(tmp_path / "train_data", studies=48, seed=601, **train_overrides)
+    cfg = train_cfg(train_manifest, tmp_path / "run", ["trainer.max_epochs=20", "callbacks.progress_bar=null",
+                                                         "evaluate_splits=[]", "data.splits={train: 0.85, val: 0.15}"])
+    summary = train(cfg)
+    out: dict[str, dict[str, float]] = {}
+    for name, manifest in test_sets.items():
+        ev = compose_cfg("eval", [f"model_dir={summary['model_dir']}", f"data.manifest={manifest}", "bootstrap.n=50",
+                                  "plots=false", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / f"eval_{name}")
+        evaluate(ev)
+        m = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())
+        out[name] = {"compartment_auc": m["compartment"]["auc_macro"],
+                     "compartment_balanced_accuracy": m["compartment"]["balanced_accuracy"],
+                     "fracture_auc_benign_vs_pathologic": m["fracture"]["auc_benign_vs_pathologic"]}
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train_on", ["v2", "v1"])
+def test_training_transfers_across_renderers(tmp_path: Path, train_on: str):
+    from conftest import generate
+
+    tests = {"v2": generate(tmp_path / "test_v2", studies=16, seed=602),
+             "v1": generate(tmp_path / "test_v1", studies=16, seed=602, **V1)}
+    result = _train_and_cross_evaluate(tmp_path, V1 if train_on == "v1" else {}, tests)
+    log.warning("trained on %s: %s", train_on, json.dumps(result))
+    (tmp_path / "transfer.json").write_text(json.dumps({"train_on": train_on, **result}))
+    other = "v1" if train_on == "v2" else "v2"
+    assert result[train_on]["compartment_auc"] > 0.70, result
+    assert result[other]["compartment_auc"] > 0.60, f"no transfer from {train_on} to {other}: {result}"
