@@ -220,3 +220,31 @@ def test_real_background_anatomy_and_insertion() -> None:
     body = ctx.bodies == 4
     assert body.sum() < (bg.bodies == 4).sum()  # collapsed
     assert ctx.images["t2"].dtype == np.float32 and bg.dtypes["t2"] == np.uint8
+
+
+def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) -> None:
+    """data.manifest may list several manifests (phantom + real-insert); ids must not clash."""
+    from spinelesion.data.datamodule import SpineDataModule, read_manifests
+    from spinelesion.insert.dataset import generate_inserted
+
+    cfg = dict(CFG, backgrounds=str(toy_root), output_dir=str(tmp_path / "a"), variants_per_subject=1,
+               workers=1, progress=False, levels=["L1", "L2", "L3"], normal_rois={"per_body": 1})
+    first = generate_inserted(cfg)
+    with open(first, newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for r in records:  # the same studies under other ids, paths made absolute for the other folder
+        for key in ("case_id", "study_id", "patient_id"):
+            r[key] = r[key].replace("toy_0", "other_0")
+        for seq in ("t1", "t2"):
+            r[seq] = str((first.parent / r[seq]).resolve()) if r[seq] else ""
+    from spinelesion.data.manifest import write_manifest
+
+    second = write_manifest(tmp_path / "b" / "manifest.csv", records)
+    mix = read_manifests([first, second], check_files=True)
+    n = len(read_manifests([first]).rows)
+    assert len(mix.rows) == 2 * n
+    assert {r.patient_id for r in mix.rows} == {"toy_01", "toy_02", "other_01", "other_02"}
+    with pytest.raises(ValueError, match="unique across the manifests"):
+        read_manifests([first, first])
+    dm = SpineDataModule([first, second], cache_dir=None, progress=False, check_geometry=False)
+    assert len(dm.load_manifest().rows) == 2 * n

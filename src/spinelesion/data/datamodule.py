@@ -36,6 +36,21 @@ def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None) -> RoiSpec:
     )
 
 
+def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
+    """Several contract manifests as one (rows carry absolute paths, so folders may differ).
+
+    case_id and study_id must stay unique across them: a clash is an error naming both files.
+    """
+    manifests = [read_manifest(p, **kwargs) for p in paths]
+    seen: dict[str, int] = {}
+    for i, m in enumerate(manifests):
+        for key in {r.case_id for r in m.rows} | {f"study:{r.study_id}" for r in m.rows}:
+            if seen.setdefault(key, i) != i:
+                raise ValueError(f"{m.path}: {key.replace('study:', 'study_id ')!r} also appears in "
+                                 f"{manifests[seen[key]].path}; ids must be unique across the manifests of a mix")
+    return Manifest(manifests[0].path, [r for m in manifests for r in m.rows])
+
+
 def balanced_weights(rows: Sequence[Row]) -> np.ndarray:
     """Per-row weight: mean over tasks (with a known label) of 1 / class frequency."""
     counts = {t: Counter(r.labels[t] for r in rows if r.labels[t]) for t in TASKS}
@@ -51,7 +66,7 @@ class SpineDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        manifest: str | Path,
+        manifest: str | Path | Sequence[str | Path],
         cache_dir: str | Path | None = None,
         reference: str = "auto",
         roi: Mapping[str, Any] | RoiSpec | None = None,
@@ -70,7 +85,11 @@ class SpineDataModule(pl.LightningDataModule):
         build_all: bool = True,
     ):
         super().__init__()
-        self.manifest_path = Path(manifest)
+        # Several manifests make one training mix (e.g. phantom + real studies with inserted lesions).
+        self.manifest_paths = [Path(manifest)] if isinstance(manifest, str | Path) else [Path(m) for m in manifest]
+        if not self.manifest_paths:
+            raise ValueError("data.manifest: give a manifest path or a non-empty list of them")
+        self.manifest_path = self.manifest_paths[0]
         self.spec = roi_spec_from(roi)
         self.cache = StudyCache(cache_dir, reference=reference)
         self.ratios = dict(splits or {"train": 0.7, "val": 0.15, "test": 0.15})
@@ -96,7 +115,7 @@ class SpineDataModule(pl.LightningDataModule):
     # -- preparation -----------------------------------------------------------------------
     def load_manifest(self) -> Manifest:
         if self.manifest is None:
-            manifest = read_manifest(self.manifest_path, check_files=True, geometry=self.check_geometry)
+            manifest = read_manifests(self.manifest_paths, check_files=True, geometry=self.check_geometry)
             self.split_of = assign_splits(manifest.rows, self.ratios, self.split_seed)
             for row in manifest.rows:
                 row.split = self.split_of[row.patient_id]
