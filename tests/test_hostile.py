@@ -311,12 +311,35 @@ def test_dicom_header_followed_by_2gb_of_zeros_is_refused_within_the_read_budget
     f_a, f_b = next((tmp_path / "a").iterdir()), next((tmp_path / "b").iterdir())
     assert f_a.stat().st_size == TWO_GB and f_a.stat().st_blocks * 512 < 10 * 1024**2  # sparse
     with bounded(30):
-        with pytest.raises(DicomError, match="no pixel data within the first"):
+        with pytest.raises(DicomError, match="only zero bytes where the header should continue"):
             read_header(f_a)
         with pytest.raises(DicomError, match=r"holds 2\.0 GiB but its header declares"):
             read_header(f_b)
         with pytest.raises(DicomError, match=r"holds 2\.0 GiB"):
             read_dataset(f_b)  # never read whole
+
+
+def test_a_header_running_into_garbage_is_parsed_within_the_budget_only(tmp_path: Path):
+    import pydicom
+
+    from spinelesion.io import limits
+    from spinelesion.io.dicom import DicomError
+    from spinelesion.io.dicom_discover import read_header
+
+    f = dicom_series(tmp_path / "s")[0]
+    ds = pydicom.dcmread(f)
+    del ds.PixelData
+    ds.save_as(f)
+    # A private OB element announcing more bytes than the budget, then filler: parsing never ends in budget.
+    element = b"\x09\x00\x10\x10OB\x00\x00" + (64 << 20).to_bytes(4, "little")
+    with open(f, "ab") as fh:
+        fh.write(element + b"\x01" * (3 << 20))
+    try:
+        limits.configure(header_mb=1)
+        with bounded(20), pytest.raises(DicomError, match="no pixel data within the first 1.0 MiB of a 3.0 MiB file"):
+            read_header(f)
+    finally:
+        limits.configure()
 
 
 def test_study_memory_is_capped_before_reading(tmp_path: Path):
@@ -571,14 +594,13 @@ def cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[
                               env=env, timeout=110)
 
 
-@pytest.mark.parametrize("module", ["spinelesion.predict", "spinelesion.evaluate", "spinelesion.train"])
+@pytest.mark.parametrize("module", ["spinelesion.evaluate", "spinelesion.train"])
 def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(module: str, tmp_path: Path,
                                                                                  model_dir: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text("case_id,study_id\nc1,s\n")
     out = tmp_path / "out"
-    args = {"spinelesion.predict": [f"input={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
-            "spinelesion.evaluate": [f"data.manifest={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
+    args = {"spinelesion.evaluate": [f"data.manifest={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
             "spinelesion.train": [f"data.manifest={bad}", f"hydra.run.dir={out}", f"data.cache_dir={out}/cache",
                                   "logger=csv"]}[module]
     proc = cli(module, args, cwd=tmp_path)
@@ -591,9 +613,47 @@ def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(
         assert (out / f"{module.split('.')[1]}.log").is_file()
 
 
-def test_a_bad_argument_exits_2_naming_it(tmp_path: Path, model_dir: Path):
-    proc = cli("spinelesion.predict", [f"input={tmp_path}", f"model_dir={model_dir}", f"output_dir={tmp_path / 'o'}",
+def test_predict_exits_2_naming_a_bad_argument_and_writes_nothing_in_the_cwd(tmp_path: Path, model_dir: Path):
+    out = tmp_path / "o"
+    proc = cli("spinelesion.predict", [f"input={tmp_path}", f"model_dir={model_dir}", f"output_dir={out}",
                                        "rois=abc"], cwd=tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "argument rois='abc': expected a list of [x, y, z] points" in output, output
     assert "Traceback" not in output
+    assert (out / "predict.log").is_file() and not (tmp_path / "outputs").exists()
+
+
+def test_run_main_turns_any_error_into_exit_2_and_one_line_unless_full_errors_are_asked(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    import logging
+
+    from spinelesion.cli import run_main
+
+    def no_study(cfg: Any) -> None:
+        raise RuntimeError("no study of m.csv could be read: [...]")
+
+    log = logging.getLogger("spinelesion.test")
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as info:
+        run_main(no_study, None, log)  # type: ignore[arg-type]
+    assert info.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["no study of m.csv could be read: [...]"]
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(RuntimeError, match="no study"):
+        run_main(no_study, None, log)  # type: ignore[arg-type]
+
+
+def test_evaluation_leaves_out_rois_with_non_finite_probabilities():
+    from types import SimpleNamespace
+
+    from spinelesion.evaluate import _finite_only
+
+    bank = SimpleNamespace(rows=[SimpleNamespace(case_id=f"c{i}") for i in range(4)])
+    probs = {"compartment": np.array([[0.5, 0.5], [np.nan, 0.5], [0.2, 0.8], [0.1, 0.9]]),
+             "fracture": np.array([[1.0, 0.0], [0.5, 0.5], [np.inf, 0.0], [0.3, 0.7]])}
+    kept, finite, dropped = _finite_only([0, 1, 2, 3], probs, bank)
+    assert kept == [0, 3] and dropped == ["c1", "c2"]
+    assert all(np.isfinite(p).all() and p.shape == (2, 2) for p in finite.values())
+    with pytest.raises(ValueError, match="nothing to score"):
+        _finite_only([1], {t: p[1:2] for t, p in probs.items()}, bank)

@@ -63,6 +63,7 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
     logits = predict_logits(net, DataLoader(ds, batch_size=batch_size, shuffle=False), device=device)
     temps = net.temperature.detach().cpu().numpy()
     probs = {t: softmax_np(logits[t], float(temps[i])) for i, t in enumerate(TASKS)}
+    indices, probs, dropped = _finite_only(list(indices), probs, bank)
     rows = [bank.rows[i] for i in indices]
     inputs = EvalInputs(
         case_ids=[r.case_id for r in rows], patient_ids=[r.patient_id for r in rows],
@@ -72,11 +73,26 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
     metrics = compute_metrics(inputs, n_boot=n_boot, seed=seed, rule=rule)
     if extra:
         metrics.update(extra)
+    if dropped:
+        metrics["non_finite_rois"] = dropped
     write_metrics(metrics, out_dir)
     _write_predictions(out_dir / "predictions.csv", rows, probs, {t: rule.labels(t, probs[t]) for t in TASKS})
     if plots:
         write_plots(inputs, metrics, out_dir)
     return metrics
+
+
+def _finite_only(indices: list[int], probs: dict[str, np.ndarray], bank: Any
+                 ) -> tuple[list[int], dict[str, np.ndarray], list[str]]:
+    """Leave out ROIs whose probabilities are not finite (a NaN image): never scored, listed instead."""
+    ok = np.all([np.isfinite(p).all(1) for p in probs.values()], axis=0)
+    if ok.all():
+        return indices, probs, []
+    dropped = [bank.rows[i].case_id for i, good in zip(indices, ok, strict=True) if not good]
+    log.warning("%d ROI(s) with non-finite probabilities left out of the metrics, e.g. %s", len(dropped), dropped[0])
+    if not ok.any():
+        raise ValueError(f"every ROI got non-finite probabilities (e.g. {dropped[0]}): nothing to score")
+    return [i for i, good in zip(indices, ok, strict=True) if good], {t: p[ok] for t, p in probs.items()}, dropped
 
 
 def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndarray],
