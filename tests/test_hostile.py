@@ -485,6 +485,23 @@ def test_an_output_folder_inside_the_input_is_never_read_as_input(tmp_path: Path
         assert [s["study_id"] for s in summary["studies"]] == ["good"] and not summary["failed"]
 
 
+def test_an_older_output_folder_without_marker_is_not_read_and_the_input_itself_is_refused_as_output(
+        tmp_path: Path, model_dir: Path):
+    from spinelesion.cli import ArgumentError
+
+    root = tmp_path / "in"
+    nifti_study(root / "good")
+    old = root / "old_run"
+    for name in ("run.json", "predictions.csv", "failed_studies.csv"):
+        (old / name).parent.mkdir(parents=True, exist_ok=True)
+        (old / name).write_text("{}" if name.endswith("json") else "study_id\n")
+    nifti_study(old / "good" / "saliency", volume(), "roi01_compartment.nii.gz")
+    summary = run_predict(root, tmp_path / "out", model_dir)
+    assert [s["study_id"] for s in summary["studies"]] == ["good"] and not summary["failed"]
+    with pytest.raises(ArgumentError, match="argument output_dir=.*other than the input folder"):
+        run_predict(root, root, model_dir)
+
+
 def test_a_second_run_into_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path: Path, model_dir: Path):
     from spinelesion.inference.run_lock import LOCK_NAME, RunLockError
 

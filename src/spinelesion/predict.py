@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from spinelesion.cli import check_predict_args, parse_rois, run_main
+from spinelesion.cli import ArgumentError, check_predict_args, parse_rois, run_main
 from spinelesion.config_path import CONFIG_DIR
 
 log = logging.getLogger("spinelesion.predict")
@@ -43,6 +43,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.io.limits import configure
 
     check_predict_args(cfg)
+    if Path(str(cfg.input)).resolve() == Path(str(cfg.output_dir)).resolve():
+        raise ArgumentError("output_dir", str(cfg.output_dir), "a folder other than the input folder (outputs "
+                                                              "would be mixed with the studies; a subfolder is fine)")
     limits = cfg.get("limits") or {}
     configure(limits.get("max_study_gb"), limits.get("header_mb"))
     with output_folder(cfg.output_dir, "spinelesion-predict") as out:

@@ -152,6 +152,13 @@ def check_study_bytes(study_id: str, shapes: Sequence[Sequence[int]], channels: 
     return need
 
 
+RUN_FILES = ("run.json", "predictions.csv", "failed_studies.csv")
+"""What every predict run writes at the top of its folder (runs older than the marker too)."""
+
+
 def is_output_folder(folder: str | os.PathLike[str]) -> bool:
-    """A folder written by a predict/evaluate run (it holds :data:`OUTPUT_MARKER`)."""
-    return os.path.isfile(os.path.join(folder, OUTPUT_MARKER))
+    """A folder written by a predict/evaluate run: it holds :data:`OUTPUT_MARKER`, or all of
+    :data:`RUN_FILES` (a run from before the marker existed)."""
+    if os.path.isfile(os.path.join(folder, OUTPUT_MARKER)):
+        return True
+    return all(os.path.isfile(os.path.join(folder, name)) for name in RUN_FILES)
