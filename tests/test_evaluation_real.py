@@ -62,3 +62,21 @@ def test_scan_false_calls_per_study() -> None:
     assert out["studies"] == 3 and out["false_calls"] == 2
     assert abs(out["false_calls_per_study"] - 2 / 3) < 1e-9
     assert out["per_study"] == {"a": 1, "b": 1, "c": 0}
+
+
+def test_model_card_reports_real_anatomy(tmp_path) -> None:
+    from spinelesion.models.card import write_model_card
+
+    meta = {"name": "m", "version": "0", "roi": {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5]},
+            "sequences": ["t1", "t2", "stir", "t1c"], "network": {"backbone": "x"}, "parameters": 10,
+            "training": {"manifests": ["data/train400/manifest.csv", "data/real-insert/manifest.csv"]},
+            "real_anatomy": {"heldout_per_dataset": per_dataset(ROWS), "heldout_paired": paired(ROWS),
+                             "shared_real_normals_called_normal": {"n": 119, "fraction": 0.97},
+                             "scan_untouched_heldout": {"studies": 4, "false_calls": 1, "candidates": 9,
+                                                        "false_calls_per_study": 0.25}}}
+    text = write_model_card(tmp_path, meta).read_text()
+    assert "`data/real-insert/manifest.csv`" in text
+    assert "| vb2 | 1 | 3 | 0.333 |" in text
+    assert "0.970 of 119 called none/none" in text
+    assert "1 false lesion calls in 4 studies (0.250 per study" in text
+    assert "NOT a clinical tool" in text

@@ -15,9 +15,10 @@ from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.networks import MultiTaskNet, count_parameters
 
 DISCLAIMER = (
-    "Trained on synthetic spine MRI rendered by spinelesion's own generator. It is a "
-    "demonstration of the pipeline, NOT a clinical tool: it has never seen a real patient's "
-    "lesion and must not be used for diagnosis or treatment decisions."
+    "Trained on synthetic spine MRI (spinelesion's phantom) and on real normal spines into which "
+    "lesions were painted by spinelesion's own insertion code. It is a demonstration of the "
+    "pipeline, NOT a clinical tool: it has never seen a real patient's lesion and must not be "
+    "used for diagnosis or treatment decisions."
 )
 
 
@@ -46,7 +47,7 @@ def model_metadata(cfg: DictConfig, dm: Any, net: MultiTaskNet, fit_seconds: flo
                           "statistics_over": "context crop (margin x ROI), non-zero voxels"},
         "reference": dm.cache.reference,
         "training": {
-            "manifest": str(dm.manifest_path),
+            "manifests": [_portable(p) for p in getattr(dm, "manifest_paths", [dm.manifest_path])],
             "rois_per_split": counts,
             "epochs": int(epochs),
             "fit_seconds": round(float(fit_seconds), 1),
@@ -58,6 +59,50 @@ def model_metadata(cfg: DictConfig, dm: Any, net: MultiTaskNet, fit_seconds: flo
         },
         "intended_use": DISCLAIMER,
     }
+
+
+def _portable(path: Path | str) -> str:
+    """A path relative to the working directory when below it: no machine paths in model folders."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name
+
+
+def _real_lines(real: dict[str, Any]) -> list[str]:
+    """The real-anatomy checks of ``scripts/train_release_model.py`` as Markdown."""
+    if not real:
+        return []
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["## Real anatomy (held-out subjects of the real normal spines, and lesions inserted into them)", "",
+             "| dataset | subjects | untouched bodies | called normal | inserted ROIs | inserted correct "
+             "| compartment AUC | benign vs pathologic AUC |", "|---|---|---|---|---|---|---|---|"]
+    for name, d in (real.get("heldout_per_dataset") or {}).items():
+        lines.append(f"| {name} | {d.get('subjects')} | {d.get('untouched_bodies')} | "
+                     f"{f(d.get('untouched_bodies_called_normal'))} | {d.get('inserted_rois')} | "
+                     f"{f(d.get('inserted_correct'))} | {f(d.get('compartment_auc_macro'))} | "
+                     f"{f(d.get('fracture_auc_benign_vs_pathologic'))} |")
+    pr = real.get("heldout_paired") or {}
+    if pr:
+        lines += ["", f"Paired (the same held-out vertebra untouched and with an inserted body finding, {pr.get('pairs')} "
+                  f"pairs): untouched called normal {f(pr.get('untouched_called_normal'))}; the answer changes when a "
+                  f"lesion is inserted and only then in {f(pr.get('changes_only_with_lesion'))} of "
+                  f"{pr.get('lesion_pairs')} lesion pairs (both labels right: {f(pr.get('lesion_pairs_both_correct'))}); "
+                  f"mimic pairs both normal {f(pr.get('mimic_pairs_both_normal'))} of {pr.get('mimic_pairs')}."]
+    shared = real.get("shared_real_normals_called_normal") or {}
+    if shared:
+        lines += ["", f"Every real normal body of `../shared/data/real-normals/manifest.csv` (training subjects "
+                  f"included): {f(shared.get('fraction'))} of {shared.get('n')} called none/none."]
+    scan = real.get("scan_untouched_heldout") or {}
+    if scan:
+        lines += ["", f"Scan mode on the held-out untouched real studies: {scan.get('false_calls')} false lesion calls "
+                  f"in {scan.get('studies')} studies ({f(scan.get('false_calls_per_study'))} per study, "
+                  f"{scan.get('candidates')} candidates)."]
+    return [*lines, ""]
 
 
 def _overrides() -> list[str]:
@@ -134,15 +179,17 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         f"`{meta['network']}`, {meta.get('parameters', '?'):,} parameters.",
         "",
         "## Training",
-        f"- Data: `{training.get('manifest')}`; ROIs per split: {training.get('rois_per_split')}.",
+        f"- Data: {', '.join(f'`{m}`' for m in training.get('manifests') or [training.get('manifest')])}; "
+        f"ROIs per split: {training.get('rois_per_split')}.",
         f"- {training.get('epochs')} epochs in {training.get('fit_seconds')} s on {training.get('machine')}.",
         f"- Seed {training.get('seed')}; command: `{training.get('command')}`.",
         "",
-        "## Metrics (from `spinelesion-evaluate` on splits of the same synthetic generator)",
+        "## Metrics (`spinelesion-evaluate`: val/test splits of the training mix, fresh phantom sets)",
         *_metric_lines(meta.get("metrics") or {}),
         "",
-        "These figures describe synthetic data only. Nothing here says how the model would do on "
-        "real patients.",
+        *_real_lines(meta.get("real_anatomy") or {}),
+        "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
+        "Nothing here says how the model would do on real patients' lesions.",
         "",
         "## Files",
         f"- `{meta.get('weights', 'weights.safetensors')}` (sha256 `{meta.get('weights_sha256', '')[:16]}...`): "
