@@ -661,6 +661,20 @@ def test_run_main_turns_any_error_into_exit_2_and_one_line_unless_full_errors_ar
         run_main(no_study, None, log)  # type: ignore[arg-type]
 
 
+def test_evaluation_refuses_a_manifest_whose_crops_would_not_fit_in_memory(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from spinelesion.data.roi import RoiSpec
+    from spinelesion.evaluate import _check_bank_memory
+    from spinelesion.io.limits import ResourceLimitError
+
+    spec = RoiSpec(shape=(32, 48, 48), spacing=(1.5, 1.5, 1.5), margin=1.25)
+    rows = [SimpleNamespace(study_id="one") for _ in range(100_000)]
+    with pytest.raises(ResourceLimitError, match=r"100000 ROI\(s\) \(up to 100000 in one study\).*GiB.*max_study_gb"):
+        _check_bank_memory(tmp_path / "m.csv", rows, spec)
+    _check_bank_memory(tmp_path / "m.csv", rows[:100], spec)  # a normal manifest passes
+
+
 def test_evaluation_leaves_out_rois_with_non_finite_probabilities():
     from types import SimpleNamespace
 

@@ -82,6 +82,25 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
     return metrics
 
 
+def _check_bank_memory(manifest: Path, rows: Sequence[Any], spec: Any) -> None:
+    """Refuse, before reading anything, a manifest whose ROI crops would not fit the memory cap:
+    all crops are kept (float16) and one study's context crops are built at once (float32)."""
+    from spinelesion.io.limits import LIMITS, ResourceLimitError, human
+    from spinelesion.labels import SEQUENCES
+
+    per_study: dict[str, int] = {}
+    for r in rows:
+        per_study[r.study_id] = per_study.get(r.study_id, 0) + 1
+    n_ch = len(SEQUENCES)
+    need = (len(rows) * n_ch * int(np.prod(spec.shape)) * 2
+            + max(per_study.values(), default=0) * n_ch * int(np.prod(spec.context_shape)) * 4)
+    if need > LIMITS.max_study_bytes:
+        raise ResourceLimitError(f"{manifest}: {len(rows)} ROI(s) (up to {max(per_study.values())} in one study) "
+                                 f"would need about {human(need)} of crops in memory, over the limit of "
+                                 f"{human(LIMITS.max_study_bytes)} (limits.max_study_gb); evaluate a split "
+                                 "(data.split=...) or a smaller manifest")
+
+
 def _finite_only(indices: list[int], probs: dict[str, np.ndarray], bank: Any
                  ) -> tuple[list[int], dict[str, np.ndarray], list[str]]:
     """Leave out ROIs whose probabilities are not finite (a NaN image): never scored, listed instead."""
@@ -144,6 +163,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         rows = [r for r in rows if r.split == cfg.data.split]
         if not rows:
             raise ValueError(f"{manifest.path}: no rows with split '{cfg.data.split}'")
+    _check_bank_memory(manifest.path, rows, spec)
     cache = StudyCache(cfg.data.get("cache_dir"), reference=meta.get("reference", "auto"))
     bank = build_roi_bank(rows, cache, spec, on_error="skip")
     failed = [{"study_id": f.study_id, "rows": f.rows, "reason": f.reason} for f in bank.failures]
