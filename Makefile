@@ -10,13 +10,14 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test bench bench-quick model lint clean
+.PHONY: help setup demo test bench bench-quick model real-check lint clean
 
 help:
 	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~4 min)"
 	@echo "make test   - set up, then run the test suite"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
-	@echo "make model  - retrain the released demo model in models/"
+	@echo "make model  - retrain the released demo model in models/ (phantom + real spines with inserted lesions)"
+	@echo "make real-check - the released model on real anatomy: held-out real spines, paired, scan mode"
 
 setup: $(VENV)/.installed
 
@@ -47,6 +48,9 @@ bench-quick: setup
 
 model: setup
 	$(BIN)/python scripts/train_release_model.py
+
+real-check: setup
+	$(BIN)/python scripts/train_release_model.py --eval-only
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
