@@ -1,0 +1,1 @@
+"""Exports of a trained model folder to other ecosystems (a MONAI bundle)."""

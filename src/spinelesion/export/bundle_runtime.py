@@ -1,0 +1,83 @@
+"""What a MONAI bundle's ``inference.json`` calls after the transforms: classify the ROIs of
+one study item and write its predictions.
+
+The numbers are those of ``spinelesion-predict``: logits divided by the per-task
+temperature stored with the weights, softmax, labels from the model's decision rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spinelesion.labels import SEQUENCES, TASKS
+
+log = logging.getLogger(__name__)
+
+DISCLAIMER = ("demonstration model trained on synthetic data (spinelesion's generator); "
+              "NOT a clinical tool: never use it for diagnosis or treatment decisions")
+
+
+class RoiClassifier:
+    """``image`` (R, C, *roi) and ``available`` (R, C) -> ``probabilities`` {task: (R, K)}."""
+
+    def __init__(self, network: torch.nn.Module, batch_size: int = 32, device: str | torch.device = "cpu"):
+        self.network = network.eval()
+        self.batch_size = max(1, int(batch_size))
+        self.device = torch.device(device)
+
+    def __call__(self, item: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(item)
+        images = torch.as_tensor(d["image"]).float()
+        flags = torch.as_tensor(d["available"]).float()
+        temps = self.network.temperature.detach().float().to(self.device)
+        out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
+        with torch.inference_mode():
+            for s in range(0, images.shape[0], self.batch_size):
+                logits = self.network(images[s:s + self.batch_size].to(self.device),
+                                      flags[s:s + self.batch_size].to(self.device))
+                for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
+                    out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
+        d["probabilities"] = {t: np.concatenate(v) for t, v in out.items()}
+        return d
+
+
+class PredictionWriter:
+    """One ``predictions.json`` per study under ``output_dir/<study_id>/``, in the layout of
+    ``spinelesion-predict`` (without saliency: the bundle does not compute it)."""
+
+    def __init__(self, output_dir: str | Path, model_info: Mapping[str, Any] | None = None,
+                 decision: Mapping[str, Any] | None = None):
+        from spinelesion.models.decision import DecisionRule
+
+        self.output_dir = Path(output_dir)
+        self.model_info = dict(model_info or {})
+        self.decision = DecisionRule.from_meta({"decision": dict(decision)} if decision else None)
+
+    def __call__(self, item: Mapping[Hashable, Any]) -> Path:
+        from spinelesion.atomic import write_json
+        from spinelesion.inference.writers import safe_name
+
+        probs = item["probabilities"]
+        rois = []
+        for i, center in enumerate(item["rois"]):
+            rec: dict[str, Any] = {"roi_id": f"roi{i + 1:02d}", "center_lps_mm": [float(v) for v in center],
+                                   "source": "given"}
+            for task, classes in TASKS.items():
+                p = np.asarray(probs[task][i], dtype=np.float64)
+                rec[task] = {"label": classes[self.decision.label(task, p)],
+                             "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
+            rois.append(rec)
+        study_id = str(item.get("study_id") or "study")
+        path = self.output_dir / safe_name(study_id) / "predictions.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"study_id": study_id, "model": self.model_info,
+                          "inputs": {s: (item.get("sources") or {}).get(s) for s in SEQUENCES},
+                          "reference": item.get("reference"), "rois": rois, "disclaimer": DISCLAIMER})
+        log.info("%d ROI(s) of %s -> %s", len(rois), study_id, path)
+        return path

@@ -1,0 +1,32 @@
+"""``spinelesion-export-bundle``: a model folder as a MONAI bundle (logic in :mod:`spinelesion.export.bundle`)."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from spinelesion.cli import _bool, get, run_main
+from spinelesion.config_path import CONFIG_DIR
+
+log = logging.getLogger("spinelesion.export_bundle")
+
+
+def export(cfg: DictConfig) -> object:
+    from spinelesion.export.bundle import export_bundle
+
+    result = export_bundle(cfg.model_dir, cfg.output_dir,
+                           verify=get(cfg, "verify_weights", _bool, "true or false"),
+                           torchscript=get(cfg, "torchscript", _bool, "true or false"))
+    log.info("bundle written to %s; model.ts: %s", result.folder, result.torchscript)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export_bundle")
+def main(cfg: DictConfig) -> None:
+    run_main(export, cfg, log)
+
+
+if __name__ == "__main__":
+    main()
