@@ -17,6 +17,7 @@ from spinelesion.data.augment import BatchAugment, augmentation_from_dict
 from spinelesion.data.cache import StudyCache
 from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
 from spinelesion.data.manifest import Manifest, Row, read_manifest
+from spinelesion.data.pipeline_options import pipeline_options
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
 from spinelesion.data.splits import assign_splits, check_no_leakage, class_count_table
@@ -83,6 +84,8 @@ class SpineDataModule(pl.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
         build_all: bool = True,
+        pipeline: str = "bank",
+        transforms: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         # Several manifests make one training mix (e.g. phantom + real studies with inserted lesions).
@@ -103,6 +106,9 @@ class SpineDataModule(pl.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
+        # data.pipeline: "bank" (npz study cache, RoiDataset) or "monai" (MONAI transforms,
+        # PersistentDataset, MONAI DataLoader); data.transforms: see spinelesion.data.monai_pipeline.
+        self.pipeline, self.extra_transforms, self.augment_mode = pipeline_options(pipeline, transforms)
         self._augment = self.augmenter()
         self.progress = progress
         self.build_all = build_all
@@ -125,7 +131,7 @@ class SpineDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Rank zero only: fill the disk cache so that every rank's setup reads it."""
-        if self.cache.cache_dir is None:
+        if self.cache.cache_dir is None or self.pipeline == "monai":  # the MONAI path caches in setup
             return
         by_study: dict[str, Row] = {}
         for row in self.load_manifest().rows:
@@ -144,6 +150,11 @@ class SpineDataModule(pl.LightningDataModule):
         return {"fit": {"train", "val"}, "validate": {"val"}, "test": {"test"}}.get(stage or "", set(SPLITS))
 
     def _build_bank(self, rows: list[Row]) -> RoiBank:
+        if self.pipeline == "monai":
+            from spinelesion.data.monai_pipeline import build_roi_bank_monai
+
+            return build_roi_bank_monai(rows, self.spec, self.cache.cache_dir, self.cache.reference,
+                                        on_error="raise", progress=self.progress)
         return build_roi_bank(rows, self.cache, self.spec, on_error="raise", progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
@@ -167,10 +178,15 @@ class SpineDataModule(pl.LightningDataModule):
         """Training items carry their whole context box: ``on_after_batch_transfer`` augments and crops the batch."""
         assert self.bank is not None, "call setup() first"
         augment = (split == "train") if augment is None else augment
+        if self.pipeline == "monai":
+            from spinelesion.data.monai_pipeline import monai_roi_dataset
+
+            return monai_roi_dataset(self, split, augment)
         return RoiDataset(self.bank, self.split_indices[split], self.spec, context=augment and self.augment_cfg.enabled)
 
     def augmenter(self) -> BatchAugment | None:
-        return BatchAugment(self.augment_cfg, self.spec) if self.augment_cfg.enabled else None
+        batched = self.augment_cfg.enabled and self.augment_mode == "batched"
+        return BatchAugment(self.augment_cfg, self.spec) if batched else None
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment and crop training batches where they are (GPU or CPU).
@@ -193,7 +209,13 @@ class SpineDataModule(pl.LightningDataModule):
         if train and self.balanced_sampling:
             weights = balanced_weights([self.bank.rows[i] for i in ds.indices])  # type: ignore[union-attr]
         sampler = KeyedSampler(ds.indices, seed=self.seed, shuffle=train, weights=weights)
-        return DataLoader(
+        loader_cls: Any = DataLoader
+        if self.pipeline == "monai":
+            # MONAI's loader: same arguments, plus its collation and per-worker seeding
+            from monai.data import DataLoader as MonaiDataLoader
+
+            loader_cls = MonaiDataLoader
+        return loader_cls(
             ds, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers, drop_last=False,

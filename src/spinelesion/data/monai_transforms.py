@@ -120,7 +120,7 @@ class HalfPrecisiond(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             half = torch.from_numpy(_to_half(np.asarray(img.detach().cpu().numpy(), dtype=np.float32)))
-            d[key] = MetaTensor(half, affine=img.affine, meta=dict(img.meta)) if isinstance(img, MetaTensor) else half
+            d[key] = MetaTensor(half, meta=dict(img.meta)) if isinstance(img, MetaTensor) else half  # meta holds the affine
         return d
 
 

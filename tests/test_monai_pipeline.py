@@ -1,0 +1,163 @@
+"""data.pipeline=monai: the bank path's ROIs through MONAI transforms, PersistentDataset and DataLoader."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers_io import AXIAL, SAGITTAL, make_volume, write_series
+from omegaconf import OmegaConf
+
+from spinelesion.config_path import CONFIG_DIR
+from spinelesion.data.datamodule import SpineDataModule
+from spinelesion.data.roi import RoiSpec
+from spinelesion.io.nifti import write_nifti
+
+SPEC = {"shape": [16, 20, 20], "spacing": [2.0, 2.0, 2.0], "margin": 1.25}
+LABELS = [("none", "none"), ("extradural", "benign"), ("intramedullary", "pathologic"),
+          ("intradural_extramedullary", "none"), ("none", "benign"), ("extradural", "")]
+
+
+def _manifest(root: Path, studies: int = 3) -> Path:
+    """Studies on different grids: t2 sagittal NIfTI, t1 oblique axial DICOM, two ROIs each."""
+    rows = []
+    for s in range(studies):
+        folder = root / f"S{s}"
+        folder.mkdir(parents=True)
+        write_nifti(make_volume(shape=(40, 48, 12), spacing=(1.0, 1.0, 3.0), axes=SAGITTAL, centre=(0, 0, 0),
+                                seed=s), folder / "t2.nii.gz")
+        write_series(make_volume(shape=(32, 32, 16), spacing=(1.2, 1.2, 2.5), axes=AXIAL, centre=(1, 0, -2),
+                                 seed=10 + s, oblique_deg=6.0 * s), folder / "t1")
+        for r, center in enumerate([(0.0, 2.0, -4.0), (3.0, -5.0, 8.0)]):
+            comp, frac = LABELS[(2 * s + r) % len(LABELS)]
+            rows.append({"case_id": f"S{s}_r{r}", "study_id": f"S{s}", "patient_id": f"P{s}",
+                         "split": ["train", "train", "val"][s], "t1": f"S{s}/t1", "t2": f"S{s}/t2.nii.gz",
+                         "x_mm": center[0], "y_mm": center[1], "z_mm": center[2], "compartment": comp,
+                         "fracture": frac})
+    path = root / "manifest.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _manifest(tmp_path_factory.mktemp("data"))
+
+
+def _dm(manifest: Path, cache: Path | None, **kw: object) -> SpineDataModule:
+    args: dict = {"batch_size": 2, "progress": False, "seed": 3, "roi": SPEC, "check_geometry": False}
+    args.update(kw)
+    return SpineDataModule(manifest, cache_dir=cache, **args)
+
+
+def test_monai_path_gives_the_bank_paths_rois_exactly(manifest: Path, tmp_path: Path):
+    bank_dm, monai_dm = _dm(manifest, tmp_path / "a"), _dm(manifest, tmp_path / "b", pipeline="monai")
+    for dm in (bank_dm, monai_dm):
+        dm.prepare_data()
+        dm.setup("fit")
+    a, b = bank_dm.bank, monai_dm.bank
+    assert [r.case_id for r in a.rows] == [r.case_id for r in b.rows] and len(a) == 6
+    assert torch.equal(a.images, b.images)  # the same functions on the same float16 study: bit for bit
+    assert torch.equal(a.available, b.available) and a.available[:, :2].all() and not a.available[:, 2:].any()
+    for task in a.targets:
+        assert torch.equal(a.targets[task], b.targets[task])
+    assert a.images.float().abs().amax() > 0.5
+    assert len(list((tmp_path / "b" / "monai").glob("*.pt"))) == 3  # one PersistentDataset entry per study
+    assert not list((tmp_path / "b").rglob("*.npz"))  # the bank's npz cache is neither written nor read
+
+
+def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(manifest: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    first = _dm(manifest, tmp_path / "c", pipeline="monai")
+    first.setup("fit")
+
+    def no_read(*_a: object, **_k: object) -> None:
+        raise AssertionError("a study was read again although it is cached")
+
+    import spinelesion.io.monai_reader as monai_reader
+
+    real = monai_reader.read_volume
+    monkeypatch.setattr(monai_reader, "read_volume", no_read)
+    second = _dm(manifest, tmp_path / "c", pipeline="monai")
+    second.setup("fit")
+    assert torch.equal(first.bank.images, second.bank.images)
+    reads: list[str] = []
+    monkeypatch.setattr(monai_reader, "read_volume", lambda p, **k: reads.append(str(p)) or real(p, **k))
+    t2 = manifest.parent / "S1" / "t2.nii.gz"
+    st = t2.stat()
+    os.utime(t2, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, newer file: a new cache key
+    third = _dm(manifest, tmp_path / "c", pipeline="monai")
+    third.setup("fit")
+    assert sorted({Path(p).parent.name for p in reads}) == ["S1"]
+
+
+def test_loaders_batches_and_user_transforms(manifest: Path, tmp_path: Path):
+    from monai.data import DataLoader as MonaiDataLoader
+    from monai.transforms import RandGaussianNoised
+
+    spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
+    plain = _dm(manifest, tmp_path / "d", pipeline="monai")
+    plain.setup("fit")
+    loader = plain.train_dataloader()
+    assert isinstance(loader, MonaiDataLoader)
+    batch = next(iter(loader))
+    assert tuple(batch["image"].shape) == (2, 4, *spec.context_shape)  # batched augmentation crops after transfer
+    assert type(batch["image"]) is torch.Tensor and batch["image"].dtype == torch.float32
+    assert tuple(next(iter(plain.val_dataloader()))["image"].shape) == (2, 4, *spec.shape)
+
+    noisy = _dm(manifest, tmp_path / "d", pipeline="monai",
+                transforms={"extra": [RandGaussianNoised(keys="image", prob=1.0, std=0.5)]})
+    noisy.setup("fit")
+    n_item, p_item = noisy.dataset("train")[0], plain.dataset("train")[0]
+    assert n_item["index"] == p_item["index"]
+    assert (n_item["image"] - p_item["image"]).std() > 0.05  # the user's transform ran on the training item
+    assert type(n_item["image"]) is torch.Tensor
+    assert torch.equal(noisy.dataset("val")[0]["image"], plain.dataset("val")[0]["image"])  # not on validation
+
+    per_item = _dm(manifest, tmp_path / "d", pipeline="monai", transforms={"augment": "monai"})
+    per_item.setup("fit")
+    assert per_item.augmenter() is None
+    b = next(iter(per_item.train_dataloader()))
+    assert tuple(b["image"].shape) == (2, 4, *spec.shape) and torch.isfinite(b["image"]).all()
+
+
+def test_hydra_config_switch_and_bad_options(manifest: Path, tmp_path: Path):
+    import hydra
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / "default.yaml")
+    assert cfg.pipeline == "bank" and list(cfg.transforms.extra) == []
+    cfg.manifest, cfg.cache_dir, cfg.seed, cfg.roi = str(manifest), str(tmp_path / "e"), 1, SPEC
+    cfg.pipeline = "monai"
+    cfg.transforms.extra = [{"_target_": "monai.transforms.RandGaussianNoised", "keys": "image", "prob": 0.5}]
+    dm = hydra.utils.instantiate(cfg)
+    assert dm.pipeline == "monai" and type(dm.extra_transforms[0]).__name__ == "RandGaussianNoised"
+    with pytest.raises(ValueError, match="data.pipeline='npz'"):
+        _dm(manifest, None, pipeline="npz")
+    with pytest.raises(ValueError, match="need data.pipeline=monai"):
+        _dm(manifest, None, transforms={"augment": "monai"})
+    with pytest.raises(ValueError, match="unknown key"):
+        _dm(manifest, None, pipeline="monai", transforms={"extras": []})
+
+
+def test_a_broken_study_names_its_rows(manifest: Path, tmp_path: Path):
+    from spinelesion.data.dataset import BadStudiesError
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.data.monai_pipeline import build_roi_bank_monai
+
+    rows = read_manifest(manifest).rows
+    broken = tmp_path / "t2.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    rows[0].sequences["t2"] = broken
+    rows[1].sequences["t2"] = broken
+    spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
+    with pytest.raises(BadStudiesError, match=r"(?s)study 'S0' \(manifest rows 1, 2\).*NiftiError"):
+        build_roi_bank_monai(rows, spec, None, progress=False)
+    bank = build_roi_bank_monai(rows, spec, None, on_error="skip", progress=False)
+    assert len(bank) == 4 and np.all([r.study_id != "S0" for r in bank.rows])
