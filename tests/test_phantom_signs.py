@@ -173,3 +173,34 @@ def test_every_roi_centre_lies_inside_every_series():
 
 def test_findings_are_registered_once():
     assert len(FINDINGS) == 15 and all(callable(v) for v in FINDINGS.values())
+
+
+def test_artefacts_switch_on_and_off_without_changing_the_rest():
+    from spinelesion.phantom.acquisition import plan_series
+
+    acq = default_phantom_config()["acquisition"]
+    plans = {}
+    for rate in (0.0, 1.0):
+        cfg = {**acq, "gibbs_rate": rate, "ghost_rate": rate}
+        plans[rate] = plan_series(np.random.default_rng(4), "t2", np.zeros(3), np.array([150.0, 150.0, 300.0]), cfg, 1.5)
+    off, on = plans[0.0], plans[1.0]
+    assert off.gibbs_keep == 1.0 and off.ghost == 0.0
+    assert on.gibbs_keep < 1.0 and on.ghost > 0.0
+    np.testing.assert_array_equal(off.affine, on.affine)
+    assert (off.shape, off.gain, off.noise) == (on.shape, on.gain, on.noise)
+
+
+def test_gibbs_rings_next_to_an_edge_and_ghosts_repeat_along_phase():
+    from spinelesion.phantom.acquisition import SeriesPlan, artefacts
+
+    step = np.zeros((64, 128, 3), np.float32)
+    step[:, 40:90] = 1.0  # a bright band along the readout axis (j)
+    plan = SeriesPlan("t2", np.eye(4), step.shape, 3.0, gibbs_keep=0.6)
+    ringed = artefacts(step, plan)
+    assert ringed[10, 40:48, 1].max() > 1.05, "overshoot inside the edge"
+    assert ringed[10, 30:38, 1].max() > 0.02, "ripples outside the edge"
+    blob = np.zeros((64, 32, 1), np.float32)
+    blob[5:9, 10:14] = 1.0
+    ghosted = artefacts(blob, SeriesPlan("t2", np.eye(4), blob.shape, 3.0, ghost=0.05))
+    assert ghosted[5 + 32, 11, 0] == pytest.approx(0.05, abs=1e-6)
+    assert ghosted[5, 11, 0] == pytest.approx(1.0, abs=1e-6)

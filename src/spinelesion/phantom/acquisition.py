@@ -38,6 +38,8 @@ class SeriesPlan:
     slope: float = 1.0
     noise: float = 0.03
     bias: float = 0.2
+    gibbs_keep: float = 1.0   # fraction of k-space kept along the readout (S-I) axis; < 1 rings at edges
+    ghost: float = 0.0        # amplitude of motion ghosts along the phase-encode (A-P) axis
 
 
 def cover_points(shape: tuple[int, int, int], centre: np.ndarray, axes: np.ndarray, spacing: np.ndarray,
@@ -94,11 +96,18 @@ def plan_series(rng: np.random.Generator, seq: str, centre: np.ndarray, extent_m
         shape, c = cover_points(shape, c, axes, np.array([pixel, pixel, thickness + gap]), cover, int(cfg["max_matrix"]))
     affine = grid_affine(c, shape, (pixel, pixel, thickness + gap), axes)
     tags = series_tags(rng, seq, field_strength, cfg)
-    return SeriesPlan(seq, affine, shape, thickness, tags,
+    plan = SeriesPlan(seq, affine, shape, thickness, tags,
                       gain=float(np.exp(rng.uniform(np.log(cfg["gain"][0]), np.log(cfg["gain"][1])))),
                       slope=float(rng.uniform(0.4, 3.0)) if rng.random() < cfg["rescale_slope_rate"] else 1.0,
                       noise=float(rng.uniform(*cfg["noise_fraction"])),
                       bias=float(rng.uniform(*cfg["bias_strength"])))
+    # Artefacts a real series has (v2; rates 0 switch them off). Always the same four draws,
+    # so a rate changes only its own artefact, never the rest of the study.
+    u_gibbs, keep = rng.random(), float(rng.uniform(*cfg.get("gibbs_keep", [0.55, 0.8])))
+    u_ghost, amp = rng.random(), float(rng.uniform(*cfg.get("ghost_amplitude", [0.02, 0.08])))
+    plan.gibbs_keep = keep if u_gibbs < cfg.get("gibbs_rate", 0.0) else 1.0
+    plan.ghost = amp if u_ghost < cfg.get("ghost_rate", 0.0) else 0.0
+    return plan
 
 
 def series_tags(rng: np.random.Generator, seq: str, field_strength: float, cfg: dict) -> dict[str, object]:
@@ -133,6 +142,21 @@ def bias_field(rng: np.random.Generator, points: np.ndarray, centre: np.ndarray,
     return np.exp(strength * (field + coil)).astype(np.float32)
 
 
+def artefacts(signal: np.ndarray, plan: SeriesPlan) -> np.ndarray:
+    """Gibbs ringing (k-space truncated along the readout axis, j) and motion ghosts (shifted,
+    faint copies along the phase-encode axis, i), on the noiseless (rows, columns, slices) signal."""
+    if plan.gibbs_keep < 1.0:
+        n = signal.shape[1]
+        k = np.fft.fft(signal, axis=1)
+        freq = np.abs(np.fft.fftfreq(n))
+        k[:, freq > 0.5 * plan.gibbs_keep, :] = 0  # a sharp cut (no window): ringing next to edges
+        signal = np.abs(np.fft.ifft(k, axis=1)).astype(np.float32)
+    if plan.ghost > 0:
+        shift = signal.shape[0] // 2  # periodic motion puts ghosts at FOV/2 in the phase direction
+        signal = signal + plan.ghost * (np.roll(signal, shift, axis=0) + np.roll(signal, -shift // 2, axis=0) * 0.5)
+    return signal.astype(np.float32)
+
+
 def acquire(canvas: Canvas, channel: int, plan: SeriesPlan, rng: np.random.Generator) -> Volume:
     """Sample one sequence: slice-profile + in-plane blur, resampling, bias, Rician noise, gain."""
     sp = canvas.spacing
@@ -150,6 +174,7 @@ def acquire(canvas: Canvas, channel: int, plan: SeriesPlan, rng: np.random.Gener
     signal = ndimage.map_coordinates(obj, idx.T, order=1, mode="constant", cval=0.0).astype(np.float32)
     centre = plan.affine[:3, :3] @ ((np.asarray(plan.shape) - 1) / 2) + plan.affine[:3, 3]
     signal *= bias_field(rng, world, centre, plan.bias)
+    signal = artefacts(signal.reshape(ni, nj, nk), plan).reshape(-1)
     sigma = plan.noise * 0.5  # relative to a typical tissue level (~0.5)
     n1 = rng.normal(0, sigma, signal.shape).astype(np.float32)
     n2 = rng.normal(0, sigma, signal.shape).astype(np.float32)

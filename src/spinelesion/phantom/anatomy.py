@@ -327,7 +327,7 @@ def vertebra_box(v: Vertebra, an: Anatomy, cv: Canvas, posterior: bool = True) -
 
 
 def paint_vertebra(cv: Canvas, an: Anatomy, v: Vertebra, tt: TissueTable, rng: np.random.Generator,
-                   cortex_mm: float = 1.2) -> None:
+                   cortex_mm: float = 1.2, focus_rate: float = 0.0) -> None:
     box = vertebra_box(v, an, cv)
     if box is None:
         return
@@ -343,6 +343,33 @@ def paint_vertebra(cv: Canvas, an: Anatomy, v: Vertebra, tt: TissueTable, rng: n
     d = v.body_distance(u, vv, w)
     cv.paint(box, soft(d), tt["cortex"])
     cv.paint(box, soft(d + cortex_mm), marrow)
+    if focus_rate > 0 and rng.random() < focus_rate:
+        paint_marrow_foci(cv, box, v, (u, vv, w), d + cortex_mm + 1.0, tt, rng)
+
+
+def paint_marrow_foci(cv: Canvas, box: tuple[slice, slice, slice], v: Vertebra,
+                      uvw: tuple[np.ndarray, np.ndarray, np.ndarray], inside: np.ndarray, tt: TissueTable,
+                      rng: np.random.Generator) -> None:
+    """Normal marrow heterogeneity: focal fat (T1 brighter, STIR dark) and red-marrow islands.
+
+    A red-marrow island is darker than yellow marrow on T1 but stays brighter than muscle and
+    disc, which is what separates it from a deposit (radiology.md: darker than disc or muscle
+    is abnormal).
+    """
+    u, vv, w = uvw
+    m, mu, disc = tt["marrow"], tt["muscle"], tt["annulus"]
+    floor = 1.12 * max(float(mu[0]), float(disc[0]))
+    for _ in range(int(rng.integers(1, 4))):
+        c = rng.uniform(-0.3, 0.3, 3) * np.array([v.width, v.depth, v.height])
+        r = float(rng.uniform(2.0, 5.0))
+        mask = soft(ellipsoid_distance(u - c[0], vv - c[1], w - c[2], (r, r, r * 0.8)), 1.0) * soft(inside)
+        if rng.random() < 0.6:  # focal fat
+            vals = tt.mix(m, "fat", float(rng.uniform(0.4, 0.8)))
+        else:  # red marrow island: less fat, more water
+            vals = m.copy()
+            vals[0] = max(floor, float(m[0]) * float(rng.uniform(0.75, 0.9)))
+            vals[2] = float(m[2]) * float(rng.uniform(1.1, 1.4))
+        cv.paint(box, mask, vals)
 
 
 def paint_basivertebral_vein(cv: Canvas, v: Vertebra, tt: TissueTable) -> None:

@@ -17,6 +17,8 @@ V1_OVERRIDES: dict[str, float] = {
     "features.benign_concave_endplate_rate": 0.3, "features.benign_convex_border_rate": 0.0,
     "features.pathologic_whole_body_rate": 0.8, "features.pathologic_pedicle_rate": 0.7,
     "features.pathologic_angled_endplate_rate": 0.5, "features.pathologic_paraspinal_rate": 0.2,
+    "acquisition.gibbs_rate": 0.0, "acquisition.ghost_rate": 0.0,
+    "anatomy.marrow_focus_rate": 0.0,
 }
 """Overrides (keys under ``phantom``) that give the v1 renderer's rates and contrast, for transfer checks.
 

@@ -187,11 +187,14 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
 
     lo, hi = canvas_bounds(an, cfg["anatomy"])
     cv = Canvas.empty(lo, hi, float(cfg["object_spacing_mm"]))
-    tt = TissueTable(rng, spread=float(cfg["tissue_spread"]), age=an.age,
+    # The study's contrast has its own stream: which signs a finding drew does not change it,
+    # so a sign switched on or off is compared on the same contrast (previews, transfer checks).
+    rng_t = np.random.default_rng([*np.atleast_1d(np.asarray(study_seed, dtype=np.int64)).tolist(), 0x7155])
+    tt = TissueTable(rng_t, spread=float(cfg["tissue_spread"]), age=an.age,
                      contrast_spread=float(cfg.get("contrast_spread", 0.0)))
     paint_background(cv, an, tt, rng)
     for v in an.vertebrae:
-        paint_vertebra(cv, an, v, tt, rng)
+        paint_vertebra(cv, an, v, tt, rng, focus_rate=float(cfg["anatomy"].get("marrow_focus_rate", 0.0)))
         if rng.random() < feat["basivertebral_vein_rate"]:
             paint_basivertebral_vein(cv, v, tt)
     for d in an.discs:

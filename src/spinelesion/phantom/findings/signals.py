@@ -28,7 +28,8 @@ def toward(a: float, b: float, t: float) -> float:
 
 def enhancing(tt: TissueTable, rng: np.random.Generator, lo: float, hi: float) -> float:
     """T1c of enhancing tissue: a fraction of the way from marrow to the brightest enhancement (vessel)."""
-    top = max(float(tt["vessel"][T1C]), float(tt["marrow"][T1C])) * 1.55
+    # avid enhancement on fat-saturated T1c: well above suppressed marrow, whatever the draw
+    top = max(float(tt["vessel"][T1C]) * 1.55, float(tt["marrow"][T1C]) * 3.0)
     return toward(float(tt["marrow"][T1C]), top, float(rng.uniform(lo, hi)))
 
 
@@ -60,9 +61,11 @@ def oedema_values(tt: TissueTable, rng: np.random.Generator, strength: float = 1
 
 
 def soft_tissue_mass_values(tt: TissueTable, rng: np.random.Generator) -> np.ndarray:
-    """Tumour soft tissue (epidural, paraspinal): T1 near muscle, T2/STIR above it, avid enhancement."""
+    """Tumour soft tissue (epidural, paraspinal): T1 near muscle and well below marrow, T2/STIR above
+    muscle, avid enhancement."""
     mu, csf = tt["muscle"], tt["csf"]
-    return _vec(mu[T1] * rng.uniform(0.8, 1.05), toward(mu[T2], csf[T2], rng.uniform(0.35, 0.6)),
+    t1 = min(float(mu[T1]) * rng.uniform(0.8, 1.05), float(tt["marrow"][T1]) * rng.uniform(0.35, 0.55))  # T1-dark
+    return _vec(t1, toward(mu[T2], csf[T2], rng.uniform(0.35, 0.6)),
                 toward(mu[STIR], csf[STIR], rng.uniform(0.35, 0.6)), enhancing(tt, rng, 0.7, 1.0))
 
 
@@ -85,7 +88,8 @@ def sclerotic_band_values(tt: TissueTable) -> np.ndarray:
 def haemangioma_values(tt: TissueTable, rng: np.random.Generator) -> np.ndarray:
     """Haemangioma: T1 above marrow (fat), T2 bright, variable enhancement."""
     m, csf = tt["marrow"], tt["csf"]
-    return _vec(m[T1] * rng.uniform(1.18, 1.4), toward(m[T2], csf[T2], rng.uniform(0.5, 0.8)),
+    t1 = max(float(m[T1]) * rng.uniform(1.25, 1.45), toward(m[T1], tt["fat"][T1], rng.uniform(0.5, 0.9)))  # fat
+    return _vec(t1, toward(m[T2], csf[T2], rng.uniform(0.5, 0.8)),
                 toward(m[STIR], csf[STIR], rng.uniform(0.1, 0.5)), enhancing(tt, rng, 0.0, 0.6))
 
 
