@@ -30,10 +30,10 @@ def main() -> None:
 
     assert torch.cuda.is_available(), "needs CUDA"
     spec = RoiSpec()
-    default = {"backbone": "spinenet", "widths": [16, 32, 64, 128], "blocks": [1, 1, 1, 1], "hidden": 128}
+    default = {"backbone": "spinecnn", "widths": [16, 32, 64, 128], "blocks": [1, 1, 1, 1], "hidden": 128}
     dense = {"backbone": "densenet121", "hidden": 128}
     res = {"machine": describe(), "training": {}}
-    for name, cfg in (("spinenet", default), ("densenet121", dense)):
+    for name, cfg in (("spinecnn", default), ("densenet121", dense)):
         for amp in (False, True):
             r = train_step_throughput(cfg, spec, batch_size=64, repeats=10, device="cuda", amp=amp)
             res["training"][f"{name}_{'bf16' if amp else 'fp32'}"] = r

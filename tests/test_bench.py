@@ -49,7 +49,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
     assert {"eager", "torchscript", "onnxruntime", "fastest_on_cpu"} <= set(sp["export"])
     assert [r["rois"] for r in sp["scaling"]["rois"]] == [1, 2]
     runs = {r["model"]: r for r in report["accuracy"]["runs"]}
-    assert set(runs) == {"spinenet", "densenet121"}
+    assert set(runs) == {"spinecnn", "densenet121"}
     for r in runs.values():
         assert r["curve"] and r["compartment_auc_macro"] is not None
     assert report["accuracy"]["default_beats_densenet_everywhere"] in (True, False)

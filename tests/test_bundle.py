@@ -21,7 +21,7 @@ from spinelesion.models.folder import load_model_folder, save_model_folder
 from spinelesion.models.networks import build_network
 
 ROI = {"shape": [16, 24, 24], "spacing": [2.0, 2.0, 2.0], "margin": 1.25}
-NET = {"backbone": "spinenet", "widths": [4, 8, 8, 8], "blocks": [1, 1, 1, 1], "hidden": 16, "dropout": 0.0}
+NET = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "blocks": [1, 1, 1, 1], "hidden": 16, "dropout": 0.0}
 CENTERS = [[0.0, 0.0, 0.0], [6.0, -9.0, 14.0], [-4.0, 3.0, -20.0]]
 
 

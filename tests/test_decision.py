@@ -13,7 +13,7 @@ from spinelesion.models.decision import DecisionRule, balanced_accuracy_of, deci
 from spinelesion.models.folder import load_model_folder, save_model_folder
 from spinelesion.models.networks import build_network
 
-SMALL = {"backbone": "spinenet", "widths": [4, 8, 8, 8], "hidden": 8}
+SMALL = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
 PRIORS = np.array([0.80, 0.12, 0.05, 0.03])  # like compartment: none, extradural, IDEM, intramedullary
 
 

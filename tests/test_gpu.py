@@ -11,7 +11,7 @@ import torch
 from spinelesion.models.networks import build_network
 
 pytestmark = pytest.mark.gpu
-NET = {"backbone": "spinenet", "widths": [16, 32, 64, 128], "hidden": 64}
+NET = {"backbone": "spinecnn", "widths": [16, 32, 64, 128], "hidden": 64}
 
 
 def test_bf16_channels_last_forward_matches_fp32():

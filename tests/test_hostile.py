@@ -33,7 +33,7 @@ from spinelesion.models.folder import ModelLoadError, load_model_folder, save_mo
 from spinelesion.models.networks import build_network
 
 ROI = {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5], "margin": 1.25}
-NET = {"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}
+NET = {"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}
 SHAPE = (40, 40, 12)
 CENTRE = np.array([2.0, -3.0, 5.0])
 TWO_GB = 2 * 1024**3

@@ -14,12 +14,12 @@ from spinelesion.models.folder import ModelLoadError, load_checkpoint, load_mode
 from spinelesion.models.module import class_weights_from_counts, masked_cross_entropy
 from spinelesion.models.networks import BACKBONES, build_network
 
-SMALL = {"backbone": "spinenet", "widths": [4, 8, 8, 8], "hidden": 8}
+SMALL = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
 
 
 @pytest.mark.parametrize("config, shape", [
     (SMALL, (32, 48, 48)),
-    ({"backbone": "spinenet", "widths": [4, 8, 8, 8], "hidden": 8}, (16, 24, 24)),
+    ({"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}, (16, 24, 24)),
     ({"backbone": "densenet121", "hidden": 8}, (32, 48, 48)),
     ({"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8], "hidden": 8}, (32, 48, 48)),
 ])
@@ -45,7 +45,29 @@ def test_availability_flags_reach_the_heads():
 def test_unknown_backbone_is_an_error():
     with pytest.raises(ValueError, match="unknown backbone 'vit'"):
         build_network({"backbone": "vit"})
-    assert {"spinenet", "densenet121", "resnet"} <= set(BACKBONES)
+    assert {"spinecnn", "densenet121", "resnet"} <= set(BACKBONES)
+
+
+def test_former_backbone_name_still_loads(tmp_path: Path):
+    """Model folders written before the rename say 'spinenet': they load as the same network."""
+    net = build_network(SMALL)
+    old = {**SMALL, "backbone": "spinenet"}
+    save_model_folder(net, tmp_path / "m", {"name": "t", "version": "0", "network": old, "roi": {}})
+    assert '"backbone": "spinenet"' in (tmp_path / "m" / "metadata.json").read_text()
+    loaded, _ = load_model_folder(tmp_path / "m")
+    x = torch.randn(1, 4, 32, 48, 48)
+    torch.testing.assert_close(net.eval()(x, torch.ones(1, 4)), loaded.eval()(x, torch.ones(1, 4)))
+    assert type(loaded.backbone).__name__ == "SpineCNN"
+
+
+def test_released_demo_model_loads():
+    demo = Path(__file__).resolve().parents[1] / "models" / "spinelesion-demo"
+    if not (demo / "metadata.json").exists():
+        pytest.skip("no demo model folder")
+    from spinelesion.inference.predictor import Predictor
+
+    predictor = Predictor.from_model_dir(demo)
+    assert predictor.target_layer == "backbone.layers.2"  # resolved through the alias when it says 'spinenet'
 
 
 def test_masked_cross_entropy_skips_unknown_rows_and_never_nans():
@@ -95,7 +117,7 @@ def test_model_folder_refuses_class_paths_in_network_config(tmp_path: Path):
     net = build_network(SMALL)
     save_model_folder(net, tmp_path / "m", {"name": "t", "version": "0", "network": SMALL, "roi": {}})
     meta_path = tmp_path / "m" / "metadata.json"
-    text = meta_path.read_text().replace('"backbone": "spinenet"', '"_target_": "os.system", "backbone": "spinenet"')
+    text = meta_path.read_text().replace('"backbone": "spinecnn"', '"_target_": "os.system", "backbone": "spinecnn"')
     meta_path.write_text(text)
     with pytest.raises(ModelLoadError, match="_target_"):
         load_model_folder(tmp_path / "m")

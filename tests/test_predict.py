@@ -115,7 +115,7 @@ def test_saliency_peak_lands_on_the_lesion_in_the_written_nifti(case: str, tmp_p
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    cfg = {"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}
+    cfg = {"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}
     net = build_network(cfg)
     folder = tmp_path_factory.mktemp("model") / "m"
     save_model_folder(net, folder, {"name": "random", "version": "test", "network": cfg, "roi": ROI,
@@ -212,7 +212,7 @@ def test_outputs_never_leave_the_output_folder(tmp_path: Path):
 
 def test_torchscript_and_onnx_exports_match_eager(tmp_path: Path):
     torch.manual_seed(0)
-    net = build_network({"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
+    net = build_network({"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
     shape = tuple(ROI["shape"])
     ts = export_torchscript(net, tmp_path / "m.ts", shape)
     ox = export_onnx(net, tmp_path / "m.onnx", shape)
@@ -225,7 +225,7 @@ def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str)
     from spinelesion.inference.saliency import saliency
 
     torch.manual_seed(0)
-    net = build_network({"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
+    net = build_network({"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
     x = torch.rand(3, 4, 32, 48, 48)
     f = torch.ones(3, 4)
     maps = saliency(net, x, f, {"compartment": [0, 1, 2], "fracture": [2, 1, 0]}, method=method,
@@ -242,7 +242,7 @@ def test_saliency_leaves_no_hooks_behind():
     """MONAI's CAMs register hooks on every call; piling them up slows prediction and breaks export."""
     from spinelesion.inference.saliency import saliency
 
-    net = build_network({"backbone": "spinenet", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
+    net = build_network({"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
     layer = net.get_submodule("backbone.layers.2")
     x, f = torch.rand(2, 4, 32, 48, 48), torch.ones(2, 4)
     for method in ("gradcam", "gradcampp"):

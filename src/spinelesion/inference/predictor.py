@@ -27,10 +27,11 @@ from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.decision import DecisionRule
+from spinelesion.models.networks import canonical_backbone
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_LAYER = {"spinenet": "backbone.layers.2", "densenet121": "backbone.net.features.denseblock3",
+DEFAULT_TARGET_LAYER = {"spinecnn": "backbone.layers.2", "densenet121": "backbone.net.features.denseblock3",
                         "resnet": "backbone.net.layer3"}
 
 
@@ -89,7 +90,7 @@ class Predictor:
         self.net = prepare_for_device(net, self.device)
         # Saliency needs gradients through the eager module; compile only the plain forward.
         self.forward = torch.compile(self.net) if (self.cfg.compile and self.device.type == "cuda") else self.net
-        backbone = str(meta.get("network", {}).get("backbone", "spinenet"))
+        backbone = canonical_backbone(str(meta.get("network", {}).get("backbone", "spinecnn")))
         self.target_layer = self.cfg.target_layer or meta.get("saliency_layer") or DEFAULT_TARGET_LAYER.get(backbone, "")
         self.model_info = {"name": meta.get("name"), "version": meta.get("version"),
                            "weights_sha256": meta.get("weights_sha256")}

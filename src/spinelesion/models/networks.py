@@ -34,7 +34,7 @@ class ResBlock3d(nn.Module):
         return self.act(y + self.skip(x))
 
 
-class SpineNet(nn.Module):
+class SpineCNN(nn.Module):
     """Small residual 3D CNN; the project's default backbone.
 
     A strided stem takes the 1.5 mm ROI to 3 mm at once (the sagittal source slices are
@@ -99,10 +99,20 @@ def _resnet(in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "spinenet": SpineNet,
+    "spinecnn": SpineCNN,
     "densenet121": _densenet121,
     "resnet": _resnet,
 }
+
+# Former registry names, kept so model folders and checkpoints written before a rename
+# still load. "spinenet" was renamed: it is also a published spine MRI tool and a
+# detection backbone, and a model card reader would confuse them.
+BACKBONE_ALIASES: dict[str, str] = {"spinenet": "spinecnn"}
+
+
+def canonical_backbone(name: str) -> str:
+    """The registry name for ``name``, resolving former names through :data:`BACKBONE_ALIASES`."""
+    return BACKBONE_ALIASES.get(name, name)
 
 
 class MultiTaskNet(nn.Module):
@@ -114,9 +124,10 @@ class MultiTaskNet(nn.Module):
     only by :meth:`probabilities`, never in training.
     """
 
-    def __init__(self, backbone: str = "spinenet", hidden: int = 128, dropout: float = 0.2,
+    def __init__(self, backbone: str = "spinecnn", hidden: int = 128, dropout: float = 0.2,
                  in_channels: int = len(SEQUENCES), **backbone_kwargs: object):
         super().__init__()
+        backbone = canonical_backbone(backbone)
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
         self.backbone = BACKBONES[backbone](in_channels=in_channels, **backbone_kwargs)
