@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from spinelesion.portable import portable_path
+
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +72,7 @@ def bench_dicom_read(folder: str | os.PathLike[str], repeats: int = 5) -> dict[s
     ours_fn = lambda: read_dicom_folder(folder)  # noqa: E731
     volume = ours_fn()  # warm-up
     out: dict[str, Any] = {
-        "folder": str(folder),
+        "folder": portable_path(folder),
         "files": len(volume.meta.get("files", [])),
         "shape": list(volume.shape),
         "conditions": {"cpus": os.cpu_count(), "repeats": repeats, "warmup": 1, "cache": "warm (page cache)",
@@ -128,7 +130,7 @@ def bench_discovery(folder: str | os.PathLike[str], repeats: int = 5) -> dict[st
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    out: dict[str, Any] = {"folder": str(folder), **{k: _summary(v) for k, v in times.items()}}
+    out: dict[str, Any] = {"folder": portable_path(folder), **{k: _summary(v) for k, v in times.items()}}
     if "simpleitk" in out:
         out["speedup_vs_simpleitk"] = round(out["simpleitk"]["median_s"] / out["spinelesion"]["median_s"], 3)
     return out

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from spinelesion.atomic import atomic_path, write_json, write_text  # noqa: E402
+from spinelesion.portable import redact_paths  # noqa: E402
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -71,6 +72,7 @@ def plot_scaling(rows: list[dict[str, Any]], x_key: str, xlabel: str, path: Path
 
 def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    results = redact_paths(results)  # reports get committed: no machine paths (temporary data folders)
     m = results["machine"]
     lines = [f"# spinelesion benchmark ({'quick' if results['quick'] else 'full'})", "",
              f"- date: {m['date']}", f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch threads",

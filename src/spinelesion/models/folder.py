@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from spinelesion.atomic import atomic_path, write_json
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.networks import MultiTaskNet, build_network
+from spinelesion.portable import redact_paths
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def save_model_folder(net: MultiTaskNet, folder: str | os.PathLike[str], metadat
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    meta = dict(metadata)
+    meta = redact_paths(dict(metadata))  # no machine paths (e.g. trainer.default_root_dir) in a shared folder
     meta["weights"] = WEIGHTS
     meta["weights_sha256"] = sha256_of(folder / WEIGHTS)
     meta.setdefault("sequences", list(SEQUENCES))
