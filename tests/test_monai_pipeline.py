@@ -132,7 +132,7 @@ def test_hydra_config_switch_and_bad_options(manifest: Path, tmp_path: Path):
     import hydra
 
     cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / "default.yaml")
-    assert cfg.pipeline == "bank" and list(cfg.transforms.extra) == []
+    assert cfg.pipeline == "monai" and list(cfg.transforms.extra) == []  # the measured default
     cfg.manifest, cfg.cache_dir, cfg.seed, cfg.roi = str(manifest), str(tmp_path / "e"), 1, SPEC
     cfg.pipeline = "monai"
     cfg.transforms.extra = [{"_target_": "monai.transforms.RandGaussianNoised", "keys": "image", "prob": 0.5}]
@@ -157,7 +157,77 @@ def test_a_broken_study_names_its_rows(manifest: Path, tmp_path: Path):
     rows[0].sequences["t2"] = broken
     rows[1].sequences["t2"] = broken
     spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
-    with pytest.raises(BadStudiesError, match=r"(?s)study 'S0' \(manifest rows 1, 2\).*NiftiError"):
+    with pytest.raises(BadStudiesError, match=r"study 'S0' \(manifest rows 1, 2\): StudyError: study 'S0': t2: .*NIfTI"):
         build_roi_bank_monai(rows, spec, None, progress=False)
     bank = build_roi_bank_monai(rows, spec, None, on_error="skip", progress=False)
     assert len(bank) == 4 and np.all([r.study_id != "S0" for r in bank.rows])
+    from spinelesion.data.cache import StudyCache
+    from spinelesion.data.dataset import build_roi_bank
+
+    reference = build_roi_bank(rows, StudyCache(None), spec, on_error="skip", progress=False)
+    assert [str(f) for f in bank.failures] == [str(f) for f in reference.failures]  # the bank path's own words
+
+
+@pytest.mark.slow
+def test_bench_compares_both_paths_and_both_augmentations(manifest: Path):
+    from spinelesion.benchmark.monai_path import compare_pipelines
+    from spinelesion.benchmark.report import _monai_path_rows
+
+    spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
+    out = compare_pipelines(manifest, studies=3, batch_size=2, min_rois=8, train_rois=4, spec=spec)
+    for path in ("bank", "monai"):
+        r = out[path]
+        assert r["rois"] == 6 and r["first_setup_s"] > 0 and r["cached_setup_s"] > 0 and r["cache_mib"] > 0
+        assert r["loader_rois_per_s"] > 0 and r["train_rois_per_s"] > 0
+    assert set(out["monai_over_bank"]) == {"first_setup", "cached_setup", "loader_throughput", "train_throughput"}
+    assert isinstance(out["within_1_2x"], bool) and "bank/monai" in out["rule"]
+    aug = out["augmentation"]
+    assert aug["batched_rois_per_s"] > 0 and aug["monai_per_item_rois_per_s"] > 0
+    assert out["default"] in ("bank", "monai") and len(_monai_path_rows(out)) == 7
+
+
+def test_two_training_steps_through_lightning_on_the_monai_path(manifest: Path, tmp_path: Path):
+    """spinelesion-train with data.pipeline=monai and a user transform: the MONAI loader feeds the
+    Lightning loop and the batched augmentation hook (two steps only)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from spinelesion.train import train
+
+    out = tmp_path / "run"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", [f"data.manifest={manifest}", f"data.cache_dir={tmp_path / 'cache'}",
+                                "data.progress=false", "data.pipeline=monai", "data.batch_size=2",
+                                "data.check_geometry=false", f"data.roi.shape={SPEC['shape']}",
+                                f"data.roi.spacing={SPEC['spacing']}",
+                                "+data.transforms.extra=[{_target_: monai.transforms.RandGaussianNoised, keys: image, "
+                                "prob: 0.5, std: 0.05}]",
+                                "logger=csv", "+trainer.max_steps=2", "trainer.max_epochs=1", "evaluate_splits=[]",
+                                "calibrate=false", "decision_rule=false", "callbacks.progress_bar=null",
+                                "model.net.widths=[4,8,8,8]", "model.net.hidden=8"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    summary = train(cfg)
+    assert summary["epochs"] == 1 and (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "cache" / "monai").glob("*.pt"))  # filled by prepare_data, read by setup
+
+
+def test_batched_augmentation_as_a_monai_randomizable_keeps_the_seeding_rule():
+    from spinelesion.data.augment import AugmentConfig, BatchAugment
+    from spinelesion.data.monai_augment import BatchAugmentd
+
+    spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand((3, 4, *spec.context_shape), generator=g), "available": torch.ones(3, 4)}
+    ref = BatchAugment(AugmentConfig(), spec)
+    want_img, want_flags = ref(batch["image"], batch["available"], ref.generator(torch.device("cpu"), 3, 7, 0))
+    t = BatchAugmentd(AugmentConfig(), spec)
+    got = t.set_step(3, 7, 0)(batch)
+    assert tuple(got["image"].shape) == (3, 4, *spec.shape)
+    torch.testing.assert_close(got["image"], want_img)  # the datamodule hook's draws, bit for bit
+    torch.testing.assert_close(got["available"], want_flags)
+    a = t.set_random_state(seed=5)(batch)["image"]
+    b = t.set_random_state(seed=5)(batch)["image"]
+    c = t.set_random_state(seed=6)(batch)["image"]
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)

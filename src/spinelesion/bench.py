@@ -87,6 +87,12 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         data["augment_share_of_cpu_step"] = round(
             (1 / loader["rois_per_s_augment"]) / (1 / loader["rois_per_s_augment"] + 1 / tr_default["rois_per_s"]), 2)
     results["speed"]["data"] = data
+    if cfg.monai_path.enabled:  # both data paths and both augmentations on a few studies (issue 14)
+        from spinelesion.benchmark.monai_path import compare_pipelines
+
+        log.info("MONAI data path against the bank path")
+        data["monai_path"] = compare_pipelines(train_manifest, studies=int(cfg.monai_path.studies),
+                                               batch_size=int(cfg.batch_size), spec=spec)
 
     # -- inference on one generated four-sequence study with eight ROIs -----------------------------
     log.info("inference breakdown")

@@ -113,6 +113,7 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
             lines.append(f"| ROIs/s of batched augmentation on the CPU (runs on the GPU when training there) | "
                          f"{d['loader']['rois_per_s_augment']} | |")
             lines.append(f"| augmentation's share of a CPU training step | {d.get('augment_share_of_cpu_step')} | |")
+    lines += _monai_path_rows(d.get("monai_path"))
     inf = sp.get("inference")
     if inf:
         s = inf["split_s"]
@@ -140,3 +141,28 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     md = write_text(out / "report.md", "\n".join(lines))
     js = write_json(out / "report.json", results)
     return md, js
+
+
+def _monai_path_rows(mp: dict[str, Any] | None) -> list[str]:
+    """Rows comparing the bank and MONAI data paths (``data.pipeline``) and the two augmentations."""
+    if not mp:
+        return []
+    b, m, a = mp["bank"], mp["monai"], mp["augmentation"]
+
+    def pair(key: str) -> str:
+        return f"{b[key]} / {m[key]}"
+
+    return [
+        f"| data path bank / MONAI ({mp['studies']} studies): first setup, s (read, resample, crop, cache) | "
+        f"{pair('first_setup_s')} | |",
+        f"| data path bank / MONAI: setup from the filled cache, s | {pair('cached_setup_s')} | |",
+        f"| data path bank / MONAI: loader ROIs/s (index + collate) | {pair('loader_rois_per_s')} | |",
+        f"| data path bank / MONAI: training ROIs/s end to end (loader, batched augmentation, step) | "
+        f"{pair('train_rois_per_s')} | MONAI within 1.2x |",
+        f"| data path bank / MONAI: peak RSS, MiB / cache on disk, MiB | {pair('peak_rss_mib')} / "
+        f"{pair('cache_mib')} | |",
+        f"| augmentation ROIs/s on the CPU: batched / MONAI per-item | {a['batched_rois_per_s']} / "
+        f"{a['monai_per_item_rois_per_s']} ({a['batched_over_monai']}x) | |",
+        f"| default data path | {mp['default']} ({mp['rule']}) | |",
+    ]
+

@@ -131,7 +131,13 @@ class SpineDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Rank zero only: fill the disk cache so that every rank's setup reads it."""
-        if self.cache.cache_dir is None or self.pipeline == "monai":  # the MONAI path caches in setup
+        if self.cache.cache_dir is None:
+            return
+        if self.pipeline == "monai":  # fills the PersistentDataset; failures are raised by setup
+            from spinelesion.data.monai_pipeline import build_roi_bank_monai
+
+            build_roi_bank_monai(self.load_manifest().rows, self.spec, self.cache.cache_dir, self.cache.reference,
+                                 on_error="skip", progress=self.progress)
             return
         by_study: dict[str, Row] = {}
         for row in self.load_manifest().rows:

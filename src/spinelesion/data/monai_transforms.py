@@ -61,12 +61,18 @@ class LoadStudyd(MapTransform):
         self.loader = LoadImage(image_only=True)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from spinelesion.io.dicom_errors import DicomError
+        from spinelesion.io.study import StudyError
+
         d = dict(data)
         for key in list(self.key_iterator(d)):
             if d[key] is None or str(d[key]) == "":
                 del d[key]
             elif not isinstance(d[key], MetaTensor):
-                d[key] = self.loader(d[key], reader=self.reader)
+                try:
+                    d[key] = self.loader(d[key], reader=self.reader)
+                except (DicomError, ValueError, OSError) as exc:  # the message load_study_from_paths gives
+                    raise StudyError(str(d.get("study_id", "study")), f"{key}: {exc}") from exc
         return d
 
 
