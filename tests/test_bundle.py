@@ -80,7 +80,7 @@ def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
                 "docs/README.md"):
         assert (tmp_path / "bundle" / rel).is_file(), rel
     meta = json.loads((tmp_path / "bundle/configs/metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "optional_packages_version",
                 "required_packages_version", "task", "description", "authors", "copyright", "network_data_format"):
         assert meta[key], key
     inputs = meta["network_data_format"]["inputs"]

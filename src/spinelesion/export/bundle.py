@@ -60,6 +60,19 @@ def _versions() -> dict[str, str]:
             "spinelesion": getattr(spinelesion, "__version__", "0.1.0")}
 
 
+def _optional_versions() -> dict[str, str]:
+    """fire (MONAI's command line, to run the bundle) and the compressed-DICOM decoders, where installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("fire", "pylibjpeg", "pylibjpeg-openjpeg"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     """``configs/metadata.json`` in MONAI's bundle schema, from a model folder's metadata."""
     import nibabel
@@ -69,9 +82,11 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     roi = meta["roi"]
     version = str(meta.get("version", "0.1.0"))
     channels = {str(i): CHANNEL_NAMES[s] for i, s in enumerate(SEQUENCES)}
-    outputs = {task: {"type": "probabilities", "format": "classes", "num_channels": len(classes),
-                      "spatial_shape": [len(classes)], "dtype": "float32", "value_range": [0, 1],
-                      "is_onehot": False, "channel_def": {str(i): c for i, c in enumerate(classes)}}
+    # The network returns logits (value_range unbounded); softmax(logits / temperature) gives the
+    # probabilities the inference config writes (temperatures under "spinelesion").
+    outputs = {task: {"type": "probabilities", "format": "classes", "modality": "n/a", "num_channels": len(classes),
+                      "spatial_shape": [], "dtype": "float32", "value_range": [], "is_patch_data": False,
+                      "channel_def": {str(i): c for i, c in enumerate(classes)}}
                for task, classes in TASKS.items()}
     return {
         "schema": SCHEMA,
@@ -82,6 +97,7 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
         "numpy_version": v["numpy"],
         "required_packages_version": {"spinelesion": v["spinelesion"], "nibabel": nibabel.__version__,
                                       "pydicom": pydicom.__version__},
+        "optional_packages_version": _optional_versions(),
         "supported_apps": {},
         "name": str(meta.get("name", "spinelesion")),
         "task": "Spine MRI ROI classification: lesion compartment and vertebral fracture (benign vs pathologic)",
@@ -105,8 +121,8 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
                 "image": {"type": "image", "format": "magnitude", "modality": "MR", "num_channels": len(SEQUENCES),
                           "spatial_shape": [int(s) for s in roi["shape"]], "dtype": "float32",
                           "value_range": [-0.5, 2.0], "is_patch_data": True, "channel_def": channels},
-                "available": {"type": "tensor", "format": "flags", "num_channels": len(SEQUENCES),
-                              "spatial_shape": [len(SEQUENCES)], "dtype": "float32", "value_range": [0, 1],
+                "available": {"type": "tuples", "format": "flags", "modality": "MR", "num_channels": len(SEQUENCES),
+                              "spatial_shape": [], "dtype": "float32", "value_range": [0, 1],
                               "is_patch_data": False, "channel_def": channels},
             },
             "outputs": outputs,
@@ -115,7 +131,8 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
                         "roi_frame": "axis-aligned in patient LPS, centred on the ROI centre",
                         "source_model": {"name": meta.get("name"), "version": meta.get("version"),
                                          "weights_sha256": meta.get("weights_sha256")},
-                        "temperature": meta.get("temperature"), "decision": meta.get("decision")},
+                        "temperature": meta.get("temperature"), "decision": meta.get("decision"),
+                        "outputs": "raw logits per task; probabilities = softmax(logits / temperature[task])"},
     }
 
 
