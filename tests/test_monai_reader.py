@@ -133,3 +133,29 @@ def test_real_scans_same_voxels_and_affine(shared_data: Path, rel: str):
         ref = LoadImage(reader=NibabelReader(), image_only=True)(path)
         np.testing.assert_allclose(ref.affine.numpy(), img.affine.numpy(), atol=1e-6)
         np.testing.assert_array_equal(ref.numpy(), img.numpy())
+
+
+@pytest.mark.slow
+def test_generated_phantom_studies_oblique_dicom_and_nifti(tmp_path: Path):
+    """The generator's own writers (DICOM series and NIfTI, every study tilted): LoadImaged == read_volume."""
+    import csv
+
+    from conftest import generate
+
+    manifest = generate(tmp_path / "data", studies=2, seed=31, **{"phantom.acquisition.oblique_rate": 1.0})
+    paths = []
+    for name in ("manifest.csv", "manifest_nifti.csv"):
+        with open(manifest.parent / name, newline="") as fh:
+            for row in csv.DictReader(fh):
+                paths += [manifest.parent / row[s] for s in ("t1", "t2", "stir", "t1c") if row[s]]
+    paths = sorted(set(paths))
+    assert any(p.is_dir() for p in paths) and any(p.name.endswith(".nii.gz") for p in paths)
+    tilted = 0
+    for path in paths:
+        vol = read_volume(path)
+        item = LoadImaged(keys="img", reader=SpineSeriesReader())({"img": str(path)})
+        np.testing.assert_array_equal(item["img"].numpy(), vol.array)
+        np.testing.assert_allclose(item["img"].affine.numpy(), LPS_TO_RAS @ vol.affine, atol=1e-9)
+        direction = vol.affine[:3, :3] / np.linalg.norm(vol.affine[:3, :3], axis=0)
+        tilted += int(np.abs(direction).max(axis=0).min() < 0.9999)  # no axis exactly along a patient axis
+    assert tilted > 0
