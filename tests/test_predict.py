@@ -100,8 +100,9 @@ def test_saliency_peak_lands_on_the_lesion_in_the_written_nifti(case: str, tmp_p
     res = probe_predictor().predict_study(item, tmp_path / "out")
     sal_path = res.folder / res.rois[0]["saliency"]["compartment"]
     img = nib.load(sal_path)
-    data = np.asarray(img.dataobj)
-    assert data.shape == reference.shape
+    assert img.get_data_dtype() == np.uint8  # stored compactly, scaled back to [0, 1] on reading
+    assert img.shape == (*reference.shape, 1)
+    data = img.get_fdata()[..., res.rois[0]["saliency_volume"]]
     np.testing.assert_allclose(LPS_TO_RAS @ img.affine, reference.affine, atol=1e-4)
     assert 0.0 <= data.min() and data.max() <= 1.0 and data.max() > 0.5
     peak = np.array(np.unravel_index(np.argmax(data), data.shape), dtype=float)
@@ -156,15 +157,18 @@ def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Pa
     assert set(data["inputs"]) == {"t1", "t2", "stir", "t1c"}
     assert isinstance(data["warnings"], list)
     for roi in data["rois"]:
-        assert set(roi) == {"roi_id", "center_lps_mm", "source", "compartment", "fracture", "saliency"}
+        assert set(roi) == {"roi_id", "center_lps_mm", "source", "compartment", "fracture", "saliency",
+                            "saliency_volume"}
         assert roi["source"] == "given" and len(roi["center_lps_mm"]) == 3
         for task, classes in TASKS.items():
             probs = roi[task]["probabilities"]
             assert list(probs) == list(classes)
             assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
             assert roi[task]["label"] == max(probs, key=probs.get)
-            sal = tmp_path / "o" / study / roi["saliency"][task]
-            assert sal.is_file()
+            sal = nib.load(tmp_path / "o" / study / roi["saliency"][task])
+            assert sal.shape[3] == len(data["rois"]) and 0 <= roi["saliency_volume"] < sal.shape[3]
+            one = sal.dataobj[..., roi["saliency_volume"]]
+            assert 0.0 <= one.min() and one.max() <= 1.0 and one.max() > 0
         assert (tmp_path / "o" / study / "png" / f"{roi['roi_id']}.png").is_file()
     with open(tmp_path / "o" / "predictions.csv") as fh:
         csv_rows = list(csv.DictReader(fh))
@@ -281,3 +285,4 @@ def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_
     assert len(maps) == 7 and "compartment_extradural.nii.gz" in maps
     img = nib.load(res.folder / "probability" / "compartment_none.nii.gz")
     assert img.shape == read_volume(src).shape
+    assert img.get_data_dtype() == np.uint8 and 0.0 <= img.get_fdata().min() and img.get_fdata().max() <= 1.0

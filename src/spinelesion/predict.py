@@ -34,7 +34,17 @@ def predictor_config(cfg: DictConfig) -> Any:
     return PredictorConfig(device=str(cfg.device), amp=cfg.amp, compile=bool(cfg.compile),
                            threads=cfg.threads, batch_size=int(cfg.batch_size),
                            saliency_method=str(cfg.saliency.method), target_layer=cfg.saliency.target_layer,
-                           png=bool(cfg.saliency.png), scan=scan, write_maps=bool(cfg.scan.write_maps))
+                           png=bool(cfg.saliency.png), scan=scan, write_maps=bool(cfg.scan.write_maps),
+                           source_paths=source_paths(cfg))
+
+
+def source_paths(cfg: DictConfig) -> bool:
+    return bool((cfg.get("output") or {}).get("source_paths", False))
+
+
+def shown_path(cfg: DictConfig, path: object) -> str:
+    """A path as outputs show it: in full with ``output.source_paths=true``, else its last part."""
+    return str(path) if source_paths(cfg) else Path(str(path)).name
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
     skipped: list[tuple[Path, str]] = []
     items, failures = discover_inputs(cfg.input, rois, overrides, str(cfg.nifti_sequence),  # type: ignore[arg-type]
                                       exclude=[out], skipped=skipped)
-    failed = [{"study_id": f.study_id, "source": f.source, "reason": f.reason} for f in failures]
+    failed = [{"study_id": f.study_id, "source": shown_path(cfg, f.source), "reason": f.reason} for f in failures]
     csv_rows: list[list[object]] = []
     results = []
     log.info("%d study(ies) to predict on %s with %s", len(items), predictor.device, cfg.model_dir)
@@ -81,7 +91,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
             reason = f"{type(exc).__name__}: {exc}"
             log.error("study %s (%s) failed: %s", item.study_id, item.source, reason)
             log.debug("%s", traceback.format_exc())
-            failed.append({"study_id": item.study_id, "source": item.source, "reason": reason})
+            failed.append({"study_id": item.study_id, "source": shown_path(cfg, item.source), "reason": reason})
             continue
         for w in res.warnings:
             log.warning("study %s: %s", item.study_id, w)
@@ -95,11 +105,11 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
               [[f["study_id"], f["source"], f["reason"]] for f in failed])
     with_warnings = sum(1 for r in results if r["warnings"])
     summary = {"model": predictor.model_info, "weights_verified": bool(meta.get("weights_verified")),
-               "device": str(predictor.device), "input": str(cfg.input),
+               "device": str(predictor.device), "input": shown_path(cfg, cfg.input),
                "counts": {"predicted": len(results), "with_warnings": with_warnings, "failed": len(failed),
                           "skipped_files": len(skipped)},
                "studies": results, "failed": failed,
-               "skipped_files": [{"path": str(p), "reason": why} for p, why in skipped],
+               "skipped_files": [{"path": shown_path(cfg, p), "reason": why} for p, why in skipped],
                "disclaimer": "demonstration model trained on synthetic data; not for clinical use"}
     write_json(out / "run.json", summary)
     log.info("%d study(ies) predicted (%d with warnings), %d failed, %d file(s) skipped; outputs in %s",

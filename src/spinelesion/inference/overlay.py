@@ -2,27 +2,28 @@
 
 The slice is an LPS-aligned sagittal plane sampled through the study's geometry, so it is a
 true sagittal view with anterior on the left and superior up whatever the acquisition
-orientation.
+orientation. Drawn with Pillow, not a matplotlib figure: a figure per ROI cost ~0.3 s, more
+than the network, Grad-CAM and the NIfTI together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from spinelesion.atomic import atomic_path  # noqa: E402
-from spinelesion.data.roi import RoiSpec, sample_grid  # noqa: E402
-from spinelesion.labels import SEQUENCES, TASKS  # noqa: E402
+from spinelesion.atomic import atomic_path
+from spinelesion.data.roi import RoiSpec, sample_grid
+from spinelesion.labels import SEQUENCES, TASKS
 
 VIEW_MM = 150.0
 PIXEL_MM = 0.75
+ZOOM = 2          # screen pixels per plane pixel
+HEADER = 34       # px above each panel: task and label
+FOOTER = 18       # px below: the disclaimer
 
 
 def sagittal_plane(center_lps: np.ndarray, view_mm: float = VIEW_MM, pixel_mm: float = PIXEL_MM) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -42,6 +43,40 @@ def background_channel(available: np.ndarray, prefer: tuple[str, ...] = ("t2", "
     return 0
 
 
+@lru_cache(maxsize=1)
+def _inferno() -> np.ndarray:
+    """(256, 3) uint8 lookup table of matplotlib's 'inferno' (read once, no figure made)."""
+    from matplotlib import colormaps
+
+    return (colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the bitmap font, one size
+        return ImageFont.load_default()
+
+
+def _panel(gray: np.ndarray, sal: np.ndarray, spec: RoiSpec) -> Image.Image:
+    """Grey slice (0-255) with saliency >= 0.05 blended in, ROI box and centre mark; P right, S up."""
+    rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+    mask = sal >= 0.05
+    lut = _inferno()[np.rint(np.clip(sal, 0, 1) * 255).astype(np.uint8)].astype(np.float32)
+    rgb[mask] = 0.55 * rgb[mask] + 0.45 * lut[mask]
+    # plane axes (P, S) -> image (column, row from the top): transpose, then flip rows
+    img = Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1]).astype(np.uint8))
+    img = img.resize((img.width * ZOOM, img.height * ZOOM), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(img)
+    c = img.width / 2
+    half = spec.extent_mm[1:] / 2 / PIXEL_MM * ZOOM
+    draw.rectangle((c - half[0], c - half[1], c + half[0], c + half[1]), outline=(0, 255, 255), width=1)
+    draw.line((c - 8, c, c + 8, c), fill=(0, 255, 255))
+    draw.line((c, c - 8, c, c + 8), fill=(0, 255, 255))
+    return img
+
+
 def write_roi_png(path: str | Path, array: np.ndarray, affine: np.ndarray, available: np.ndarray,
                   center_lps: np.ndarray, spec: RoiSpec, roi_maps: Mapping[str, np.ndarray],
                   predictions: Mapping[str, Mapping[str, object]], title: str) -> Path:
@@ -51,31 +86,29 @@ def write_roi_png(path: str | Path, array: np.ndarray, affine: np.ndarray, avail
     image = sample_grid(array[ch:ch + 1], affine, plane_affine, plane_shape)[0, 0, 0].numpy()
     roi_affine = spec.affine(np.asarray(center_lps), context=False)
     lo, hi = np.percentile(image[image > 0], [1, 99.5]) if np.any(image > 0) else (0.0, 1.0)
-    half = VIEW_MM / 2
-    extent = (-half, half, -half, half)  # mm from the ROI centre: posterior right, superior up
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(5.2 * len(TASKS), 5.6), dpi=100)
-    for ax, task in zip(np.atleast_1d(axes), TASKS, strict=True):
+    gray = (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    panels = []
+    for task in TASKS:
         sal = sample_grid(roi_maps[task][None].astype(np.float32), roi_affine, plane_affine, plane_shape)[0, 0, 0].numpy()
-        ax.imshow(image.T, origin="lower", cmap="gray", vmin=lo, vmax=hi, extent=extent)
-        ax.imshow(np.ma.masked_less(sal.T, 0.05), origin="lower", cmap="inferno", alpha=0.45, vmin=0, vmax=1,
-                  extent=extent)
-        ext = spec.extent_mm
-        ax.add_patch(Rectangle((-ext[1] / 2, -ext[2] / 2), ext[1], ext[2], fill=False, ec="cyan", lw=1, ls="--"))
-        ax.plot(0, 0, "+", color="cyan", ms=10)
+        panels.append((task, _panel(gray, sal, spec)))
+    w, h = panels[0][1].size
+    canvas = Image.new("RGB", (w * len(panels), h + 2 * HEADER + FOOTER), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6, 4), f"{title}  [{SEQUENCES[ch]} background, saliency overlaid; A left, S up]", fill="black",
+              font=_font(13))
+    for k, (task, panel) in enumerate(panels):
+        x0 = k * w
+        canvas.paste(panel, (x0, 2 * HEADER))
         pred = predictions[task]
+        draw.text((x0 + 6, HEADER + 6), f"{task}: {pred['label']}", fill="black", font=_font(15))
         probs = pred["probabilities"]  # type: ignore[index]
-        text = "\n".join(f"{c}: {probs[c]:.2f}" for c in TASKS[task])  # type: ignore[index]
-        ax.set_title(f"{task}: {pred['label']}", fontsize=11)
-        ax.text(0.02, 0.02, text, transform=ax.transAxes, color="white", fontsize=8, va="bottom",
-                bbox={"facecolor": "black", "alpha": 0.6, "pad": 3})
-        ax.set_xlabel("A  <-  mm  ->  P")
-        ax.set_ylabel("I  <-  mm  ->  S")
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"{title}  [{SEQUENCES[ch]} background, saliency overlaid]", fontsize=10)
-    fig.text(0.5, 0.005, "Demonstration model trained on synthetic data - not for clinical use",
-             ha="center", fontsize=7, color="gray")
-    fig.tight_layout(rect=(0, 0.02, 1, 0.96))
+        lines = [f"{cls}: {probs[cls]:.2f}" for cls in TASKS[task]]  # type: ignore[index]
+        box_h = 15 * len(lines) + 6
+        draw.rectangle((x0 + 4, 2 * HEADER + h - box_h - 4, x0 + 200, 2 * HEADER + h - 4), fill=(0, 0, 0))
+        for i, line in enumerate(lines):
+            draw.text((x0 + 8, 2 * HEADER + h - box_h + 15 * i - 1), line, fill="white", font=_font(12))
+    draw.text((6, canvas.height - FOOTER + 2), "Demonstration model trained on synthetic data - not for clinical use",
+              fill=(110, 110, 110), font=_font(11))
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        canvas.save(tmp, format="PNG", compress_level=1)  # speed over a few kB
     return Path(path)

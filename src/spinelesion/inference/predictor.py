@@ -20,11 +20,15 @@ import torch
 from spinelesion.data.dataset import crop_study_rois
 from spinelesion.data.roi import RoiSpec, center_crop
 from spinelesion.inference.batch import autocast_for, prepare_for_device, resolve_device, to_device
-from spinelesion.inference.saliency import paste_to_grid, saliency
+from spinelesion.inference.saliency import paste_box, saliency
 from spinelesion.inference.scan import ScanConfig, scan_study
-from spinelesion.inference.writers import inside, safe_name, write_predictions_json
-from spinelesion.io.nifti import write_nifti
-from spinelesion.io.volume import Volume
+from spinelesion.inference.writers import (
+    inside,
+    safe_name,
+    to_unit_uint8,
+    write_predictions_json,
+    write_unit_maps,
+)
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.decision import DecisionRule
 from spinelesion.models.networks import canonical_backbone
@@ -73,6 +77,7 @@ class PredictorConfig:
     png: bool = True
     scan: ScanConfig = field(default_factory=ScanConfig)
     write_maps: bool = True
+    source_paths: bool = False  # full input paths in outputs (PACS export paths often hold patient names)
 
 
 class Predictor:
@@ -198,6 +203,10 @@ class Predictor:
 
         records: list[dict[str, Any]] = []
         timings["network"] = t_scan
+        # Every ROI's map of a task in one uint8 volume stack, written once: one file per task
+        # instead of two float32 files per ROI (writing them was 3/4 of a study's time).
+        stacks = ({t: np.zeros((*ref_shape, len(rois)), np.uint8) for t in TASKS}
+                  if self.cfg.saliency_method != "none" and rois else {})
         chunk = max(1, int(self.cfg.batch_size))
         for s in range(0, len(rois), chunk):
             part = rois[s:s + chunk]
@@ -214,21 +223,34 @@ class Predictor:
                 timings["saliency"] = timings.get("saliency", 0.0) + time.perf_counter() - t0
             del images, flags
             t0 = time.perf_counter()
-            records.extend(self._write_rois(folder, part, probs, maps, array, affine, available, ref_shape))
+            records.extend(self._write_rois(folder, part, probs, maps, array, affine, available, ref_shape,
+                                            stacks, offset=s))
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
+        for task, stack in stacks.items():
+            write_unit_maps(inside(folder, saliency_file(task)), stack, affine)
         if scan_maps is not None and self.cfg.write_maps:
             self._write_scan_maps(folder, scan_maps, affine, ref_shape)
-        inputs = {s: (str(study.volumes[s].meta.get("source")) if s in study.volumes else None) for s in SEQUENCES}
+        inputs = {s: (self._source(study.volumes[s].meta.get("source")) if s in study.volumes else None)
+                  for s in SEQUENCES}
         notes.append(f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)")
+        if stacks:
+            notes.append("saliency: one NIfTI per task holding every ROI's map (uint8 scaled to [0, 1]); "
+                         "a ROI's map is volume 'saliency_volume' (0-based, 4th axis) of its file")
         write_predictions_json(folder / "predictions.json", item.study_id, self.model_info, inputs, records,
                                warnings + notes)
         timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         return StudyResult(item.study_id, folder, records, warnings, timings)
 
+    def _source(self, source: object) -> str:
+        """An input's path as outputs may show it: the file or folder name unless ``source_paths``."""
+        text = str(source)
+        return text if self.cfg.source_paths else Path(text).name
+
     def _write_rois(self, folder: Path, rois: Sequence[RoiRequest], probs: Mapping[str, np.ndarray],
                     maps: Mapping[str, np.ndarray], array: np.ndarray, affine: np.ndarray, available: np.ndarray,
-                    ref_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+                    ref_shape: tuple[int, ...], stacks: Mapping[str, np.ndarray], offset: int = 0,
+                    ) -> list[dict[str, Any]]:
         from spinelesion.inference.guards import checked_probabilities
         from spinelesion.inference.overlay import write_roi_png
 
@@ -242,12 +264,14 @@ class Predictor:
                 rec[task] = {"label": classes[self.decision.label(task, p)],
                              "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
             rec["saliency"] = {}
-            roi_affine = [self.spec.affine(r.center_lps)]
-            for task in maps:  # one ROI at a time: a full-grid map per ROI and task is large
-                rel = f"saliency/{rid}_{task}.nii.gz"
-                pasted = paste_to_grid(maps[task][i:i + 1], roi_affine, affine, ref_shape)[0]
-                write_nifti(Volume(pasted.astype(np.float32), affine), inside(folder, rel))
-                rec["saliency"][task] = rel
+            roi_affine = self.spec.affine(r.center_lps)
+            for task in maps:  # only the ROI's box of the study grid is sampled; the rest stays 0
+                box = paste_box(maps[task], roi_affine, affine, ref_shape, i)
+                if box is not None:
+                    stacks[task][(*box[0], offset + i)] = to_unit_uint8(box[1])
+                rec["saliency"][task] = saliency_file(task)
+            if maps:
+                rec["saliency_volume"] = offset + i
             if self.cfg.png and maps:
                 write_roi_png(inside(folder, f"png/{rid}.png"), array, affine, available, r.center_lps, self.spec,
                               {t: maps[t][i] for t in maps}, rec, title=f"{folder.name} / {r.roi_id}")
@@ -260,8 +284,12 @@ class Predictor:
         for task, classes in TASKS.items():
             on_ref = sample_grid(scan.probabilities[task], scan.affine, affine, ref_shape)[0].numpy()
             for c, cls in enumerate(classes):
-                write_nifti(Volume(on_ref[c].astype(np.float32), affine),
-                            inside(folder, f"probability/{task}_{cls}.nii.gz"))
+                write_unit_maps(inside(folder, f"probability/{task}_{cls}.nii.gz"), to_unit_uint8(on_ref[c]), affine)
+
+
+def saliency_file(task: str) -> str:
+    """Where a study's saliency maps of ``task`` go, relative to its folder."""
+    return f"saliency/{task}.nii.gz"
 
 
 def _inside_volume(point: np.ndarray, shape: Sequence[int], affine: np.ndarray) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spinelesion.atomic import atomic_path, write_json
 from spinelesion.labels import TASKS
 
@@ -49,6 +51,38 @@ def write_predictions_json(path: Path, study_id: str, model: Mapping[str, Any], 
         "rois": list(rois),
         "warnings": list(warnings),
     })
+
+
+UNIT_SCALE = 255
+"""Maps in [0, 1] are stored as uint8 with scl_slope 1/255: readers get floats back, 1/4 of the bytes."""
+
+
+def to_unit_uint8(values: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 steps of 1/255 (what :func:`write_unit_maps` stores)."""
+    return np.rint(np.clip(values, 0.0, 1.0) * UNIT_SCALE).astype(np.uint8)
+
+
+def write_unit_maps(path: Path, maps: np.ndarray, affine_lps: np.ndarray) -> Path:
+    """Maps in [0, 1] (uint8 from :func:`to_unit_uint8`, 3D, or 4D with one volume per map on
+    the last axis) as one NIfTI on the grid of ``affine_lps``; readers that apply the header's
+    scaling (nibabel ``get_fdata``, ITK, Slicer) see values in [0, 1]."""
+    import nibabel as nib
+
+    from spinelesion.io.volume import LPS_TO_RAS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ras = LPS_TO_RAS @ np.asarray(affine_lps, np.float64)
+    img = nib.Nifti1Image(np.asarray(maps, np.uint8), ras)
+    img.set_qform(ras, code=1)
+    img.set_sform(ras, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    # float32 1/255 rounds up (255 steps would read back as 1.00000006): one ulp below keeps [0, 1]
+    img.header.set_slope_inter(float(np.nextafter(np.float32(1.0 / UNIT_SCALE), np.float32(0.0))), 0.0)
+    if maps.ndim == 4:
+        img.header.set_intent("vector", (), name="saliency per ROI")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
 
 
 CSV_HEADER = ["study_id", "roi_id", "source", "x_mm", "y_mm", "z_mm",
