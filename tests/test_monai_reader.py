@@ -103,6 +103,8 @@ def test_suffix_check_and_project_errors(tmp_path: Path):
     (tmp_path / "notes.csv").write_text("a,b\n")
     assert reader.verify_suffix(tmp_path) and reader.verify_suffix("x.nii.gz") and reader.verify_suffix("a.dcm")
     assert not reader.verify_suffix(tmp_path / "notes.csv") and not reader.verify_suffix(["x.nii", "y.png"])
+    first = write_series(make_volume(), tmp_path / "series")[0]
+    assert reader.verify_suffix(first.rename(tmp_path / "IM0001"))  # DICOM by content, whatever the name
     (tmp_path / "empty").mkdir()
     with pytest.raises(DicomError, match="no DICOM file found"):  # the project's error when this reader alone is asked
         LoadImage(image_only=True)(tmp_path / "empty", reader=reader)
