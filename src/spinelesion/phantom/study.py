@@ -221,6 +221,9 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
         rois.append(RoiRecord(r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, r.fracture, r.finding, r.level))
 
     acq = cfg["acquisition"]
+    # The acquisition has its own stream too: nothing about the findings (which signs, how many
+    # draws they took) changes the scanner, the field of view, the noise or the artefacts.
+    rng = np.random.default_rng([*np.atleast_1d(np.asarray(study_seed, dtype=np.int64)).tolist(), 0xAC0])
     field_strength = float(rng.choice([1.5, 3.0]))
     present = [s for s in SEQ_NAMES if rng.random() >= acq["missing_rate"][s]]
     if "t1" not in present and "t2" not in present:

@@ -64,10 +64,9 @@ class Fracture(Finding):
         """Benign: concave endplate at its rate; pathologic: angled (wedge) at its rate; else by ``collapse_shape_p``."""
         p = dict(zip(SHAPES, (float(x) for x in feat["collapse_shape_p"]), strict=True))
         first, rest = ("biconcave", ("wedge", "crush")) if self.kind == "benign" else ("wedge", ("biconcave", "crush"))
-        if self.signs.get("concave_endplate" if self.kind == "benign" else "angled_endplate"):
-            return first
         w = np.array([p[s] for s in rest]) + 1e-9
-        return str(rng.choice(rest, p=w / w.sum()))
+        other = str(rng.choice(rest, p=w / w.sum()))  # drawn either way: the sign changes only the shape
+        return first if self.signs.get("concave_endplate" if self.kind == "benign" else "angled_endplate") else other
 
     def modify(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         v = an.vertebrae[self.level_index]
@@ -93,8 +92,8 @@ class Fracture(Finding):
         v = an.vertebrae[self.level_index]
         z_top = float(v.center[2] + 0.5 * v.height * v.scale_back)
         half_w = an.canal_w / 2
+        amount = float(rng.uniform(2.0, 4.5))  # drawn either way: the sign changes only itself
         if self.signs.get("retropulsion"):
-            amount = float(rng.uniform(2.0, 4.5))
             self.params["retro_mm"] = amount
             an.mods.sac_indent_front.append(
                 lambda x, z: amount * np.clip(1 - (x / half_w) ** 2, 0, 1) * plateau(z, z_top - 3, 3.0, 3.0))

@@ -49,14 +49,16 @@ class IntraduralMass(Finding):
         yc, b, a = (float(t[0]) for t in an.sac_geometry(np.array([z0])))
         r = float(rng.uniform(*feat["idem_radius_mm"]))
         rz = r * rng.uniform(1.1, 1.7)
-        cap = float(rng.uniform(*feat["csf_cap_mm"])) if self.signs.get("csf_cap", True) else 0.0
+        # Draws are the same whichever signs are on, so a sign changes only itself.
+        cap_mm, small_shift = float(rng.uniform(*feat["csf_cap_mm"])), float(rng.uniform(0.1, 0.3))
+        cap = cap_mm if self.signs.get("csf_cap", True) else 0.0
         # centre against the dura in direction phi (LPS: x = cos, y = sin -> sin>0 is dorsal)
         rad = np.hypot(a * np.cos(phi), b * np.sin(phi))
         dist = max(rad - 0.6 * r, 0.0)
         cx, cy = dist * np.cos(phi), yc + dist * np.sin(phi)
         # Without the displacement sign the cord only gives way a little (a small mass in a roomy sac).
         full_shift = min(1.3 * r, 0.8 * max(a, b))
-        shift = full_shift if self.signs.get("cord_displacement", True) else float(rng.uniform(0.1, 0.3)) * full_shift
+        shift = full_shift if self.signs.get("cord_displacement", True) else small_shift * full_shift
         # The cap: the cord stays displaced beyond the mass, so CSF widens above and below it.
         # Without it, the cord returns to the midline right at the mass ends (no widened CSF).
         reach, ramp = (rz + cap, 4.0) if cap > 0 else (0.5 * rz, 0.6 * rz)

@@ -34,8 +34,8 @@ class IntramedullaryMetastasis(Finding):
         yc, b, a = (float(t[0]) for t in an.sac_geometry(np.array([z0])))
         max_scale = min((b - 0.7) / (an.cord_ap / 2), (a - 0.7) / (an.cord_w / 2)) - 1.0
         # Without the expansion sign the cord is barely wider (a small nodule): 5-15 %.
-        amount = float(max(0.25, rng.uniform(0.6, 1.0) * max_scale)) if self.signs.get("expansion", True) \
-            else float(rng.uniform(0.05, 0.15))
+        full, slight = float(rng.uniform(0.6, 1.0)), float(rng.uniform(0.05, 0.15))  # both drawn: signs change only themselves
+        amount = float(max(0.25, full * max_scale)) if self.signs.get("expansion", True) else slight
         oedema_half = float(rng.uniform(*feat["im_oedema_half_length_mm"]))
         self.params.update(z0=z0, r=r, ecc=float(rng.uniform(-0.25, 0.25)), expansion=amount,
                            oedema_half=oedema_half if self.signs.get("oedema", True) else 0.0)
