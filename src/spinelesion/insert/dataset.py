@@ -119,10 +119,15 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         name, label = choose(rng, an, cfg["finding_weights"])
         ctx = insert_finding(bg, an, name, label, rng, cfg["rates"])
         study_id = f"{spec.study_id}_ins{v:03d}"
+        # A second level or a lateral mass can fall outside a small field of view: such a ROI
+        # has no image to read and is left out (the crop still covers what lies inside).
+        inside = [r for r in ctx.rois if Volume(bg.bodies, bg.affine).contains(r.centre)]
+        if not inside:
+            continue
         folder = out / "studies" / study_id
         paths = write_crop(bg, ctx, folder, float(cfg["crop_margin_mm"]))
         rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
-        for k, r in enumerate(ctx.rois):
+        for k, r in enumerate(inside):
             records.append(dict(case_id=f"{study_id}_r{k}", study_id=study_id, patient_id=spec.subject, **rel,
                                 x_mm=round(float(r.centre[0]), 2), y_mm=round(float(r.centre[1]), 2),
                                 z_mm=round(float(r.centre[2]), 2), compartment=r.compartment,
