@@ -46,7 +46,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm = hydra.utils.instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")  # validates the manifest and every study before anything trains
+    init_info = None
+    if cfg.get("init_from"):  # fine-tuning: the released model's network config and weights
+        from spinelesion.models.init_from import apply_to_config, init_module_from
+
+        apply_to_config(cfg)
     module = hydra.utils.instantiate(cfg.model)
+    if cfg.get("init_from"):
+        init_info = init_module_from(module, str(cfg.init_from), str(cfg.get("init_from_mode", "all")),
+                                     roi=OmegaConf.to_container(cfg.data.roi, resolve=True))
     module.set_class_weights(dm.class_counts("train"))
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -80,6 +88,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
     if decision:
         metadata["decision"] = decision
+    if init_info:
+        metadata["training"]["init_from"] = {**init_info, "folder": Path(str(cfg.init_from)).name}
     model_dir = Path(cfg.model_dir)
     evaluations: dict[str, Any] = {}
     for split in cfg.get("evaluate_splits") or []:
