@@ -207,6 +207,9 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
         if isinstance(f, CANAL_STAGE):
             f.paint(cv, an, tt, rng, feat)
 
+    # ROI placement draws from its own stream as well: how many draws the painting took does
+    # not move the ROIs (and, through the series that cover them, the acquisition).
+    rng = np.random.default_rng([*np.atleast_1d(np.asarray(study_seed, dtype=np.int64)).tolist(), 0x201])
     rois = []
     jitter = np.asarray(cfg["roi_jitter_mm"], dtype=float)
     for f in findings:
