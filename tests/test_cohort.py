@@ -68,3 +68,123 @@ def test_outputs_name_inputs_by_file_name_unless_source_paths(tmp_path: Path, mo
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def test_bids_studies_get_unique_ids_from_their_relative_paths(tmp_path: Path):
+    from spinelesion.inference.inputs import discover_inputs
+
+    for k, sub in enumerate(["sub-01", "sub-02"]):
+        nifti(tmp_path / "bids" / sub / "anat" / "t2.nii.gz", seed=k)
+    (tmp_path / "bids" / "sub-03" / "anat").mkdir(parents=True)  # nothing readable
+    (tmp_path / "bids" / "sub-04").mkdir()
+    (tmp_path / "bids" / "sub-04" / "t2.nii.gz").write_bytes(b"")  # a zero-byte file only
+    items, failures = discover_inputs(tmp_path / "bids")
+    assert sorted(it.study_id for it in items) == ["sub-01/anat", "sub-02/anat"]
+    assert sorted(f.study_id for f in failures) == ["sub-03", "sub-04"]
+    again, _ = discover_inputs(tmp_path / "bids")
+    assert [it.study_id for it in again] == [it.study_id for it in items]  # stable
+
+
+def test_dicom_and_nifti_series_of_one_study_folder_are_joined(tmp_path: Path):
+    from spinelesion.inference.inputs import discover_inputs
+    from spinelesion.io.dicom_write import make_uid, write_dicom_series
+    from spinelesion.io.reader import read_volume
+
+    study = tmp_path / "cohort" / "patient1"
+    t1 = read_volume(nifti(tmp_path / "src_t1.nii.gz", seed=3))
+    write_dicom_series(t1, study / "dicom_t1", study={"StudyInstanceUID": make_uid("s1"), "PatientID": "X"},
+                       series={"SeriesInstanceUID": make_uid("s1", 1), "SeriesDescription": "T1 SAG"})
+    nifti(study / "t2.nii.gz", seed=4)
+    nifti(tmp_path / "cohort" / "patient2" / "t2.nii.gz", seed=5)
+    items, failures = discover_inputs(tmp_path / "cohort")
+    assert not failures
+    assert len(items) == 2
+    joined = next(it for it in items if it.study_id == make_uid("s1"))
+    assert sorted(joined.load().volumes) == ["t1", "t2"]
+
+
+def test_parts_split_a_cohort_deterministically_and_their_union_is_one_run(tmp_path: Path, model: Path):
+    for k in range(5):
+        nifti(tmp_path / "cohort" / f"p{k}" / "t2.nii.gz", seed=k)
+    whole = run(tmp_path / "cohort", tmp_path / "all", model, "saliency.method=none")
+    parts = [run(tmp_path / "cohort", tmp_path / f"part{k}", model, "saliency.method=none", "num_parts=2",
+                 f"part_id={k}") for k in range(2)]
+    ids = [sorted(s["study_id"] for s in p["studies"]) for p in parts]
+    assert not set(ids[0]) & set(ids[1])
+    assert sorted(ids[0] + ids[1]) == sorted(s["study_id"] for s in whole["studies"])
+    rows = read_csv(tmp_path / "part0" / "predictions.csv") + read_csv(tmp_path / "part1" / "predictions.csv")
+    assert sorted(r["study_id"] for r in rows) == sorted(r["study_id"] for r in read_csv(tmp_path / "all" / "predictions.csv"))
+    again = run(tmp_path / "cohort", tmp_path / "part0b", model, "saliency.method=none", "num_parts=2", "part_id=0")
+    assert sorted(s["study_id"] for s in again["studies"]) == ids[0]
+
+
+def _outputs(folder: Path) -> dict[str, object]:
+    """Everything a study run leaves, comparable across runs (maps decoded, no timings)."""
+    import nibabel as nib
+
+    out: dict[str, object] = {"csv": read_csv(folder / "predictions.csv")}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if (not path.is_file() or rel.startswith(".") or rel.endswith(".log")
+                or rel in ("run.json", "predictions.csv", "failed_studies.csv")):
+            continue
+        if rel.endswith(".nii.gz"):
+            out[rel] = np.asarray(nib.load(path).dataobj).tobytes()
+        elif rel.endswith(".json"):
+            out[rel] = json.loads(path.read_text())
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, model: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for k in range(6):
+        nifti(tmp_path / "cohort" / f"p{k}" / "t2.nii.gz", seed=k, shape=(48, 64, 16))
+    args = [f"model_dir={model}", *FAST, "saliency.png=true", "progress=false"]
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-m", "spinelesion.predict", f"input={tmp_path / 'cohort'}",
+                    f"output_dir={whole}", f"hydra.run.dir={whole}", *args], check=True, capture_output=True,
+                   timeout=600)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "spinelesion.predict", f"input={tmp_path / 'cohort'}",
+                             f"output_dir={out}", f"hydra.run.dir={out}", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*/predictions.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("*/predictions.json")))
+    assert 2 <= done_before < 6, "the run should be killed mid-way"
+    proc = subprocess.run([sys.executable, "-m", "spinelesion.predict", f"input={tmp_path / 'cohort'}",
+                           f"output_dir={out}", f"hydra.run.dir={out}", "resume=true", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_json = json.loads((out / "run.json").read_text())
+    assert len(run_json["resumed"]) >= done_before
+    assert not (out / ".partial").exists()
+    a, b = _outputs(whole), _outputs(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.endswith(".png"):
+            continue  # compared by name: PNG bytes equal only with identical zlib streams
+        assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+def test_saliency_leaves_the_network_in_eval_mode(method: str):
+    """Grad-CAM once left it training: BatchNorm drifted and a study's answer depended on the ones before."""
+    from spinelesion.inference.saliency import saliency
+
+    net = build_network(NET).eval()
+    x, f = torch.randn(2, 4, 16, 24, 24), torch.ones(2, 4)
+    before = net.probabilities(x, f)["fracture"]
+    saliency(net, x, f, {"compartment": [0, 1], "fracture": [1, 2]}, method=method, target_layer="backbone.layers.2")
+    assert not net.training and not any(m.training for m in net.modules())
+    torch.testing.assert_close(net.probabilities(x, f)["fracture"], before)

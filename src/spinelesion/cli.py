@@ -41,6 +41,13 @@ def parse_rois(value: Any, name: str = "rois") -> list[list[float]] | None:
     if value is None:
         return None
     raw = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    from spinelesion.inference.markups import MarkupsError, is_markups_path, read_markups
+
+    if is_markups_path(raw):  # a 3D Slicer point list (.mrk.json), LPS or RAS
+        try:
+            return read_markups(str(raw))[0]
+        except MarkupsError as exc:
+            raise ArgumentError(name, value, f"{ROIS_EXPECTED}, or a 3D Slicer .mrk.json point list ({exc})") from None
     if isinstance(raw, str) and raw.lstrip().startswith("["):  # quoted twice on the command line
         import yaml
 
@@ -135,6 +142,14 @@ def check_predict_args(cfg: DictConfig) -> None:
     get(cfg, "scan.min_distance_mm", float, "a distance in mm >= 0", lambda v: v >= 0)
     get(cfg, "scan.max_rois", _int, "a whole number >= 1", lambda v: v >= 1)
     get(cfg, "scan.edge_margin_mm", float, "a distance in mm >= 0", lambda v: v >= 0)
+    if cfg.get("num_parts") is not None:
+        parts = get(cfg, "num_parts", _int, "a whole number >= 1", lambda v: v >= 1)
+        get(cfg, "part_id", _int, f"a whole number in [0, num_parts={parts})", lambda v: 0 <= v < parts)
+    for flag in ("resume", "progress", "output.source_paths", "output.markups"):
+        if OmegaConf.select(cfg, flag) is not None:
+            get(cfg, flag, _bool, "true or false")
+    if OmegaConf.select(cfg, "output.dicom") is not None:
+        get(cfg, "output.dicom", lambda v: v if v in (True, False) else _choice(["auto"])(v), "auto, true or false")
     seqs = cfg.get("sequences")
     if seqs is not None and not isinstance(seqs, DictConfig):
         raise ArgumentError("sequences", seqs, "a mapping {<SeriesInstanceUID | SeriesNumber | description regex>: "

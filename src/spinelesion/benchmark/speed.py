@@ -119,7 +119,7 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
         res = predictor.predict_study(study_item, out_dir)
         timings.append(res.timings)
     timings = timings[1:]  # first one is the warm-up
-    keys = ["read", "preprocess", "network", "saliency", "write"]
+    keys = ["read", "preprocess", "network", "saliency", "write", "dicom"]  # dicom: SR + SEG, DICOM inputs only
     split = {k: float(np.median([t.get(k, 0.0) for t in timings])) for k in keys}
     total = sum(split.values())
     study = study_item.load()

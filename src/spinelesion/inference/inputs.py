@@ -54,35 +54,95 @@ def from_manifest(path: Path) -> tuple[list[StudyInput], list[InputFailure]]:
     return items, []
 
 
+def _non_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _relative_id(path: Path, root: Path) -> str:
+    """A study id from where it lies: its path relative to the input (BIDS ``sub-01/anat``), or
+    the input's own name for the input itself; unique within a run and the same on every run."""
+    return path.relative_to(root).as_posix() if path != root else root.name
+
+
+def _joined_loader(uid: str, series: list, overrides: Mapping[str, str], nifti_dir: Path, sid: str):  # noqa: ANN202
+    from spinelesion.io.study import load_dicom_study, load_nifti_folder
+
+    def load():  # noqa: ANN202 - a Study
+        study = load_dicom_study(uid, series, overrides)
+        extra = load_nifti_folder(nifti_dir, sid)
+        for seq, vol in extra.volumes.items():
+            if seq in study.volumes:
+                study.warnings.append(f"{seq}: both a DICOM series and {vol.meta.get('source', 'a NIfTI file')}; "
+                                      "the DICOM series was used")
+            else:
+                study.volumes[seq] = vol
+        study.warnings.extend(extra.warnings)
+        return study
+
+    return load
+
+
 def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
                 exclude: Sequence[str | os.PathLike[str]] = (), skipped: list[tuple[Path, str]] | None = None,
-                ) -> tuple[list[StudyInput], list[InputFailure]]:
+                progress: bool = False) -> tuple[list[StudyInput], list[InputFailure]]:
     """Studies below ``folder``; folders in ``exclude`` (the run's own output) and output
-    folders of earlier runs are not read; pipes and devices go to ``skipped``, unopened."""
+    folders of earlier runs are not read; pipes and devices go to ``skipped``, unopened.
+
+    NIfTI studies are named by their folder's path relative to ``folder``; DICOM studies by
+    StudyInstanceUID. NIfTI files in the folder of a DICOM study (or in the folder that holds
+    its series folders, or below it) join that study. In a folder of studies, each subfolder
+    where nothing readable was found is a failure that names it.
+    """
     from spinelesion.io.dicom_discover import iter_files
+    from spinelesion.io.limits import is_output_folder
     from spinelesion.io.study import group_dicom_studies, load_dicom_study, load_nifti_folder
 
     items: list[StudyInput] = []
     failures: list[InputFailure] = []
     # NIfTI studies: every folder (this one or below) that holds NIfTI files named by sequence
-    nifti_dirs = sorted({p.parent for p in iter_files(folder, exclude=exclude) if is_nifti(p)})
-    for d in nifti_dirs:
-        sid = d.name if d != folder else folder.name
-        items.append(StudyInput(sid, str(d), lambda d=d, sid=sid: load_nifti_folder(d, sid)))
+    # (zero-byte files do not make a study: their folder is reported as unreadable below)
+    nifti_dirs = sorted({p.parent for p in iter_files(folder, exclude=exclude) if is_nifti(p) and _non_empty(p)})
     try:
-        studies, not_dicom = group_dicom_studies(folder, exclude=exclude)
+        studies, not_dicom = group_dicom_studies(folder, exclude=exclude, progress=progress)
     except Exception as exc:  # noqa: BLE001 - reported, the NIfTI studies still run
         failures.append(InputFailure(folder.name, str(folder), f"cannot list DICOM files: {exc}"))
-        return items, failures
+        studies, not_dicom = {}, []
     if skipped is not None:
         skipped.extend((p, why) for p, why in not_dicom if "not a regular file" in why)
+    dicom = []
     for uid, series in studies.items():
-        if not any(s.is_image for s in series):
-            continue
-        src = os.path.commonpath([str(s.files[0].parent) for s in series])
-        items.append(StudyInput(uid, src, lambda uid=uid, series=series: load_dicom_study(uid, series, overrides)))
+        if any(s.is_image for s in series):
+            dicom.append((uid, series, Path(os.path.commonpath([str(s.files[0].parent) for s in series]))))
+    joined: set[Path] = set()
+    for uid, series, src in dicom:
+        # a NIfTI folder joins the one DICOM study it shares a study folder with
+        mates = [d for d in nifti_dirs if d == src or src in d.parents or d in src.parents]
+        mates = [d for d in mates if sum(1 for _u, _s, o in dicom if d == o or o in d.parents or d in o.parents) == 1]
+        if mates:
+            d = mates[0]
+            joined.add(d)
+            items.append(StudyInput(uid, str(src), _joined_loader(uid, series, overrides, d, _relative_id(d, folder))))
+        else:
+            items.append(StudyInput(uid, str(src), lambda uid=uid, series=series: load_dicom_study(uid, series, overrides)))
+    for d in nifti_dirs:
+        if d not in joined:
+            sid = _relative_id(d, folder)
+            items.append(StudyInput(sid, str(d), lambda d=d, sid=sid: load_nifti_folder(d, sid)))
     if not_dicom:
         log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(not_dicom))
+    # folders whose pipes, sockets or devices are already named among the skipped files
+    sources = [Path(it.source) for it in items] + [p.parent for p, why in not_dicom if "not a regular file" in why]
+    if folder not in sources[:len(items)]:  # a folder of studies: every subfolder that gave none is named
+        excluded = [Path(e).resolve() for e in exclude]
+        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if child.resolve() in excluded or is_output_folder(child):
+                continue
+            if not any(child == s or child in s.parents for s in sources):
+                failures.append(InputFailure(_relative_id(child, folder), str(child),
+                                             "nothing readable: no DICOM image series or NIfTI file named by sequence"))
     if not items and not failures:
         failures.append(InputFailure(folder.name, str(folder), "no DICOM image series or NIfTI file found"))
     return items, failures
@@ -91,7 +151,7 @@ def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
 def discover_inputs(path: str | os.PathLike[str], rois: Sequence[Sequence[float]] | None = None,
                     overrides: Mapping[str, str] | None = None, nifti_sequence: str = "t2",
                     exclude: Sequence[str | os.PathLike[str]] = (), skipped: list[tuple[Path, str]] | None = None,
-                    ) -> tuple[list[StudyInput], list[InputFailure]]:
+                    progress: bool = False) -> tuple[list[StudyInput], list[InputFailure]]:
     """Studies to predict, and what could not even be listed.
 
     ``exclude``: folders never read (the run's output folder, when it lies inside the input);
@@ -122,7 +182,7 @@ def discover_inputs(path: str | os.PathLike[str], rois: Sequence[Sequence[float]
 
         return [StudyInput(sid, str(path), load, list(given))], []
     if path.is_dir():
-        items, failures = from_folder(path, dict(overrides or {}), nifti_sequence, exclude, skipped)
+        items, failures = from_folder(path, dict(overrides or {}), nifti_sequence, exclude, skipped, progress)
         for it in items:
             it.rois = list(given)
         return items, failures

@@ -78,6 +78,8 @@ class PredictorConfig:
     scan: ScanConfig = field(default_factory=ScanConfig)
     write_maps: bool = True
     source_paths: bool = False  # full input paths in outputs (PACS export paths often hold patient names)
+    markups: bool = True  # rois.mrk.json per study: the ROIs with their labels, for 3D Slicer
+    dicom: bool | str = "auto"  # SR + saliency SEG for DICOM studies: auto (when highdicom is installed) | true | false
 
 
 class Predictor:
@@ -237,10 +239,40 @@ class Predictor:
         if stacks:
             notes.append("saliency: one NIfTI per task holding every ROI's map (uint8 scaled to [0, 1]); "
                          "a ROI's map is volume 'saliency_volume' (0-based, 4th axis) of its file")
+        if records and self.cfg.dicom not in (False, "false", "off"):
+            t_dicom = time.perf_counter()  # timed apart: highdicom's pure-Python encoding dominates it
+            warnings.extend(self._write_dicom(folder, study, ref_name, records, stacks))
+            timings["dicom"] = time.perf_counter() - t_dicom
+            t0 += timings["dicom"]
+        if self.cfg.markups and records:
+            from spinelesion.inference.markups import write_markups
+
+            write_markups(folder / "rois.mrk.json", records, name=f"{folder.name} ROIs")
+        # last: the study's other files are complete when predictions.json appears
         write_predictions_json(folder / "predictions.json", item.study_id, self.model_info, inputs, records,
                                warnings + notes)
         timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         return StudyResult(item.study_id, folder, records, warnings, timings)
+
+    def _write_dicom(self, folder: Path, study: Any, ref_name: str, records: list[dict[str, Any]],
+                     stacks: Mapping[str, np.ndarray]) -> list[str]:
+        """SR and saliency SEG when the reference series is DICOM; problems become warnings."""
+        from spinelesion.inference import dicom_out
+
+        ref_meta = study.volumes[ref_name].meta
+        if ref_meta.get("format") != "dicom":
+            return []
+        if not dicom_out.available():
+            if self.cfg.dicom is True or self.cfg.dicom == "true":
+                return ["DICOM outputs not written: highdicom is not installed (pip install 'spinelesion[dicom-out]')"]
+            return []
+        others = [v.meta for s, v in study.volumes.items() if s != ref_name and v.meta.get("format") == "dicom"]
+        try:
+            dicom_out.write_study_dicom(folder, records, ref_meta, others, stacks, self.model_info)
+        except Exception as exc:  # noqa: BLE001 - the study's other outputs stand; the reason is reported
+            log.debug("DICOM outputs failed", exc_info=True)
+            return [f"DICOM outputs not written: {type(exc).__name__}: {exc}"]
+        return []
 
     def _source(self, source: object) -> str:
         """An input's path as outputs may show it: the file or folder name unless ``source_paths``."""

@@ -29,6 +29,10 @@ class TaskLogits(nn.Module):
         self.net = net
         self.task_index = task_index
         self.available = available
+        # A new module is in training mode; MONAI's CAM restores the wrapper's mode after its
+        # pass, which would leave the network in training mode (BatchNorm statistics then drift
+        # study after study, and predictions with them).
+        self.train(net.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x, self.available[: x.shape[0]].to(x.device))[self.task_index]
@@ -109,11 +113,15 @@ def saliency(net: nn.Module, images: torch.Tensor, available: torch.Tensor, clas
     if method not in METHODS:
         raise ValueError(f"unknown saliency method '{method}'; choose from {', '.join(METHODS)}")
     out = {}
-    for t, task in enumerate(TASKS):
-        if method == "occlusion":
-            out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]
-        else:
-            out[task] = cam_maps(net, images, available, class_idx[task], t, target_layer, method)
+    training = net.training
+    try:
+        for t, task in enumerate(TASKS):
+            if method == "occlusion":
+                out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]
+            else:
+                out[task] = cam_maps(net, images, available, class_idx[task], t, target_layer, method)
+    finally:
+        net.train(training)  # whatever the CAM did: the caller's mode (eval for prediction) is kept
     return out
 
 

@@ -210,10 +210,10 @@ def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None 
     return chosen, warnings
 
 
-def group_dicom_studies(folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = ()
-                        ) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
+def group_dicom_studies(folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = (),
+                        progress: bool = False) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
     """Series under ``folder`` (minus ``exclude``) grouped by StudyInstanceUID, and the files skipped with why."""
-    series, skipped = discover_series(folder, exclude=exclude)
+    series, skipped = discover_series(folder, exclude=exclude, progress=progress)
     studies: dict[str, list[SeriesInfo]] = {}
     for info in series:
         studies.setdefault(info.study_uid or "unknown-study", []).append(info)
