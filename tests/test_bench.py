@@ -43,7 +43,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
     assert sp["data"]["loader"]["rois_per_s_cached"] > 0 and sp["data"]["loader_over_train_step"] > 0
     assert sp["data"]["loader"]["rois_per_s_augment"] > 0 and 0 < sp["data"]["augment_share_of_cpu_step"] < 1
     inf = sp["inference"]
-    assert set(inf["split_s"]) == {"read", "preprocess", "network", "saliency", "write"}
+    assert set(inf["split_s"]) == {"read", "preprocess", "network", "saliency", "write", "dicom"}
     for key in ("total_over_read", "gradcam_over_forward_per_task", "occlusion_over_forward_per_roi_task"):
         assert inf[key] > 0
     assert {"eager", "torchscript", "onnxruntime", "fastest_on_cpu"} <= set(sp["export"])
