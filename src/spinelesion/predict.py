@@ -122,7 +122,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - one bad study is reported, the rest go on
             cohort.discard(safe_name(item.study_id))
             reason = f"{type(exc).__name__}: {exc}"
-            log.error("study %s (%s) failed: %s", item.study_id, item.source, reason)
+            log.error("study %s (%s) failed: %s", item.study_id, shown_path(cfg, item.source), reason)
             log.debug("%s", traceback.format_exc())
             failed.append({"study_id": item.study_id, "source": shown_path(cfg, item.source), "reason": reason})
             continue
