@@ -67,6 +67,13 @@ def _source_datasets(files: Sequence[str]) -> list[Any]:
 
 
 def _save(ds: Any, path: Path) -> Path:
+    from pydicom.dataset import Dataset
+
+    scheme = Dataset()  # a private coding scheme is declared in the object that uses it
+    scheme.CodingSchemeDesignator = SCHEME
+    scheme.CodingSchemeName = "spinelesion private concepts"
+    scheme.CodingSchemeResponsibleOrganization = "spinelesion"
+    ds.CodingSchemeIdentificationSequence = [scheme]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)
