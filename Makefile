@@ -10,11 +10,12 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test bench bench-quick model real-check lint clean
+.PHONY: help setup demo test test-fast bench bench-quick model real-check lint clean
 
 help:
 	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~4 min)"
-	@echo "make test   - set up, then run the test suite"
+	@echo "make test   - set up, then run the test suite (complete: what CI runs)"
+	@echo "make test-fast - the tests not marked slow, for the edit loop"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
 	@echo "make model  - retrain the released demo model in models/ (phantom + real spines with inserted lesions)"
 	@echo "make real-check - the released model on real anatomy: held-out real spines, paired, scan mode"
@@ -39,6 +40,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/spinelesion-bench output_dir=outputs/bench
