@@ -5,8 +5,10 @@
    and a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below); skipped when present
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
-3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~30 min on 2 cores)
-4. copy the run's model folder to ``models/spinelesion-demo``
+3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~25 min on 2 cores), then
+   ``experiment=release_finetune``: 10 epochs more from it with many more normal ROIs around the
+   untouched real spines (``data/real-normals-dense``), where scan-mode candidates fall
+4. copy the second run's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
    shared manifest; scan mode on the held-out untouched real studies. All recorded in the
@@ -59,6 +61,9 @@ def make_data() -> None:
         if not REAL_NORMALS.is_dir():
             sys.exit(f"{REAL_NORMALS} not found: the release model is trained on real normal spines too")
         run(str(BIN / "spinelesion-insert"), "output_dir=data/real-insert", f"backgrounds={REAL_NORMALS}")
+    if not (ROOT / "data" / "real-normals-dense" / "manifest.csv").is_file():
+        run(str(BIN / "spinelesion-insert"), "output_dir=data/real-normals-dense", f"backgrounds={REAL_NORMALS}",
+            "variants_per_subject=0", "normal_rois={per_body: 0, discs: false, canal: false, background: 0, region: 40}")
 
 
 def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
@@ -89,8 +94,10 @@ def real_checks() -> dict[str, Any]:
         dest = out / "scan" / subject
         run(str(BIN / "spinelesion-predict"), f"model_dir={MODEL}", f"input={t2}", f"output_dir={dest}",
             f"hydra.run.dir={dest}", "saliency.method=none")
-        scans.extend(read_rows(dest / "predictions.csv"))
+        # One study per run, named after its file ("t2"): name it after the subject here.
+        scans.extend(dict(r, study_id=subject) for r in read_rows(dest / "predictions.csv"))
     result["scan_untouched_heldout"] = scan_false_calls(scans)
+    result["heldout_subjects"] = test_subjects
     (out / "real_checks.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -120,10 +127,12 @@ def main() -> None:
     if "--data-only" in sys.argv:
         return
     if "--eval-only" not in sys.argv:
-        run_dir = ROOT / "outputs" / "release"
-        run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={run_dir}")
+        first, second = ROOT / "outputs" / "release", ROOT / "outputs" / "release_ft"
+        run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={first}")
+        run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
+            f"hydra.run.dir={second}")
         shutil.rmtree(MODEL, ignore_errors=True)
-        shutil.copytree(run_dir / "model", MODEL)
+        shutil.copytree(second / "model", MODEL)
     for folder, label in LABELS:
         out = ROOT / "outputs" / f"eval_{folder}"
         record_metrics(label, evaluate(ROOT / "data" / folder / "manifest.csv", out))

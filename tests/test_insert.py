@@ -225,6 +225,7 @@ def test_real_background_anatomy_and_insertion() -> None:
 def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) -> None:
     """data.manifest may list several manifests (phantom + real-insert); ids must not clash."""
     from spinelesion.data.datamodule import SpineDataModule, read_manifests
+    from spinelesion.data.manifest import read_manifest, write_manifest
     from spinelesion.insert.dataset import generate_inserted
 
     cfg = dict(CFG, backgrounds=str(toy_root), output_dir=str(tmp_path / "a"), variants_per_subject=1,
@@ -237,8 +238,6 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
             r[key] = r[key].replace("toy_0", "other_0")
         for seq in ("t1", "t2"):
             r[seq] = str((first.parent / r[seq]).resolve()) if r[seq] else ""
-    from spinelesion.data.manifest import write_manifest
-
     second = write_manifest(tmp_path / "b" / "manifest.csv", records)
     mix = read_manifests([first, second], check_files=True)
     n = len(read_manifests([first]).rows)
@@ -246,5 +245,22 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
     assert {r.patient_id for r in mix.rows} == {"toy_01", "toy_02", "other_01", "other_02"}
     with pytest.raises(ValueError, match="unique across the manifests"):
         read_manifests([first, first])
+    # More normal ROIs on the same untouched studies (another manifest) join the mix ...
+    dense_cfg = dict(cfg, output_dir=str(tmp_path / "dense"), variants_per_subject=0,
+                     normal_rois={"per_body": 0, "discs": False, "canal": False, "background": 0, "region": 4})
+    dense = generate_inserted(dense_cfg)
+    dense_rows = read_manifest(dense, geometry=True).rows
+    assert len(dense_rows) == 8 and all("_region" in r.case_id for r in dense_rows)
+    assert len(read_manifests([first, dense]).rows) == n + 8
+    # ... but a study id naming other files does not.
+    with open(dense, newline="") as fh:
+        recs = list(csv.DictReader(fh))
+    for r in recs:
+        r["case_id"] = r["case_id"] + "_x"
+        r["t2"] = str((toy_root / "toy_02" / "t2.nii.gz").resolve()) if r["study_id"] == "toy_01" else r["t2"]
+        r["t1"] = ""
+    clash = write_manifest(tmp_path / "clash" / "manifest.csv", recs)
+    with pytest.raises(ValueError, match="with other files"):
+        read_manifests([first, clash])
     dm = SpineDataModule([first, second], cache_dir=None, progress=False, check_geometry=False)
     assert len(dm.load_manifest().rows) == 2 * n

@@ -40,15 +40,23 @@ def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None) -> RoiSpec:
 def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     """Several contract manifests as one (rows carry absolute paths, so folders may differ).
 
-    case_id and study_id must stay unique across them: a clash is an error naming both files.
+    case_id must stay unique across them; a study_id may appear in several only when it
+    names the same files (more ROIs on one study). A clash is an error naming both files.
     """
     manifests = [read_manifest(p, **kwargs) for p in paths]
     seen: dict[str, int] = {}
+    studies: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}
     for i, m in enumerate(manifests):
-        for key in {r.case_id for r in m.rows} | {f"study:{r.study_id}" for r in m.rows}:
-            if seen.setdefault(key, i) != i:
-                raise ValueError(f"{m.path}: {key.replace('study:', 'study_id ')!r} also appears in "
-                                 f"{manifests[seen[key]].path}; ids must be unique across the manifests of a mix")
+        for case in {r.case_id for r in m.rows}:
+            if seen.setdefault(case, i) != i:
+                raise ValueError(f"{m.path}: case_id {case!r} also appears in {manifests[seen[case]].path}; "
+                                 "ids must be unique across the manifests of a mix")
+        for r in m.rows:
+            key = tuple(sorted((s, str(Path(p).resolve())) for s, p in r.sequences.items()))
+            j, files = studies.setdefault(r.study_id, (i, key))
+            if j != i and files != key:
+                raise ValueError(f"{m.path}: study_id {r.study_id!r} also appears in {manifests[j].path} with other "
+                                 "files; ids must be unique across the manifests of a mix")
     return Manifest(manifests[0].path, [r for m in manifests for r in m.rows])
 
 

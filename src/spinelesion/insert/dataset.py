@@ -50,9 +50,8 @@ def normal_records(spec: BackgroundSpec, bg: Background, an: SpineAnatomy, out: 
 
     jitter = float(cfg.get("jitter_mm", 3.0))
     for i, f in enumerate(an.bodies):
-        add(f.centre, f.level, "body")
-        for _ in range(int(cfg.get("per_body", 1)) - 1):
-            add(f.centre + rng.uniform(-jitter, jitter, 3), f.level, "body")
+        for k in range(int(cfg.get("per_body", 1))):  # the centre, then jittered copies
+            add(f.centre + (rng.uniform(-jitter, jitter, 3) if k else 0.0), f.level, "body")
         if cfg.get("canal", True):
             add(f.to_world(np.array([0.0, 0.5 * sum(f.canal), 0.0])), f.level, "canal")
         if cfg.get("discs", True) and i + 1 < len(an.bodies):
@@ -63,7 +62,31 @@ def normal_records(spec: BackgroundSpec, bg: Background, an: SpineAnatomy, out: 
         for point in background_points(bg, int(cfg["background"]), rng):
             nearest = min(an.bodies, key=lambda b: float(np.linalg.norm(b.centre - point)))
             add(point, nearest.level, "bg")
+    if int(cfg.get("region", 0)):
+        for point in region_points(bg, an, int(cfg["region"]), rng):
+            nearest = min(an.bodies, key=lambda b: float(np.linalg.norm(b.centre - point)))
+            add(point, nearest.level, "region")
     return recs
+
+
+def region_points(bg: Background, an: SpineAnatomy, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` LPS points anywhere around the spine: from in front of the bodies to behind the
+    canal, +-20 mm to the sides, from above the first body to below the last (the sacrum
+    too). A scan's candidates fall there, off the body and canal centres the other normal
+    ROIs sit on; in an untouched study every one of them is normal."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for f in an.bodies:
+        for local in ([-20.0, f.anterior - 10.0, f.inferior - 25.0], [20.0, f.canal[1] + 20.0, f.superior + 25.0]):
+            w = f.to_world(np.asarray(local))
+            lo, hi = np.minimum(lo, w), np.maximum(hi, w)
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in bg.shape], indexing="ij")).reshape(3, -1).T
+    world = apply_affine(bg.affine, corners.astype(float))
+    vol_lo, vol_hi = world.min(0), world.max(0)
+    margin = np.minimum(np.array([30.0, 45.0, 45.0]), 0.4 * (vol_hi - vol_lo))
+    lo, hi = np.maximum(lo, vol_lo + margin), np.minimum(hi, vol_hi - margin)
+    hi = np.maximum(hi, lo)
+    return [rng.uniform(lo, hi) for _ in range(n)]
 
 
 def background_points(bg: Background, n: int, rng: np.random.Generator,
