@@ -286,3 +286,28 @@ def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_
     img = nib.load(res.folder / "probability" / "compartment_none.nii.gz")
     assert img.shape == read_volume(src).shape
     assert img.get_data_dtype() == np.uint8 and 0.0 <= img.get_fdata().min() and img.get_fdata().max() <= 1.0
+
+
+@pytest.mark.parametrize("context_inside", [True, False])
+def test_scan_candidates_keep_their_context_inside_a_thin_slab(context_inside: bool):
+    """Candidates sit where training ROIs were sampled: half a context (at most 40 % of the
+    extent) inside the volume along each axis; without the rule only edge_margin_mm applies."""
+    import torch
+
+    from spinelesion.data.roi import RoiSpec
+    from spinelesion.inference.scan import ScanConfig, scan_study
+
+    shape = (50, 120, 120)  # a 50 mm thin sagittal-like slab along L-R, 1 mm voxels
+    array = np.full((4, *shape), 1.0, np.float32)
+    array[:, 3:9, 55:65, 55:65] = 5.0  # bright evidence 3-9 mm from the left edge
+    affine = np.eye(4)
+    spec = RoiSpec(tuple(ROI["shape"]), tuple(ROI["spacing"]), ROI["margin"])
+    res = scan_study(CentreProbeNet(), array, affine, np.ones(4, bool), spec,
+                     ScanConfig(overlap=0.5, threshold=0.0, max_rois=3, context_inside=context_inside),
+                     torch.device("cpu"))
+    xs = np.array([c[0][0] for c in res.candidates])
+    assert len(xs)
+    if context_inside:
+        assert np.all(np.abs(xs - 24.5) <= 0.1 * 50 + 1.5), xs  # 40 % of 50 mm from each edge
+    else:
+        assert xs.min() < 24.5 - 0.1 * 50 - 1.5, xs  # the edge evidence pulls a candidate outward

@@ -31,7 +31,8 @@ def predictor_config(cfg: DictConfig) -> Any:
 
     scan = ScanConfig(overlap=float(cfg.scan.overlap), threshold=float(cfg.scan.threshold),
                       min_distance_mm=float(cfg.scan.min_distance_mm), max_rois=int(cfg.scan.max_rois),
-                      edge_margin_mm=float(cfg.scan.get("edge_margin_mm", 12.0)))
+                      edge_margin_mm=float(cfg.scan.get("edge_margin_mm", 12.0)),
+                      context_inside=bool(cfg.scan.get("context_inside", False)))
     return PredictorConfig(device=str(cfg.device), amp=cfg.amp, compile=bool(cfg.compile),
                            threads=cfg.threads, batch_size=int(cfg.batch_size),
                            saliency_method=str(cfg.saliency.method), target_layer=cfg.saliency.target_layer,

@@ -33,6 +33,7 @@ class ScanConfig:
     max_rois: int = 8
     max_extent_mm: float = 400.0    # guards against a huge field of view
     edge_margin_mm: float = 12.0    # candidates at least this far inside the scanned volume
+    context_inside: bool = False    # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
 
 
 @dataclass
@@ -91,10 +92,21 @@ def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, avai
     # Only voxels well inside the scanned volume may become candidates: the padding is not
     # anatomy, and a ROI half outside the field of view is not one the model was trained on.
     inside = sample_grid(np.ones((1, *array.shape[1:]), np.float32), affine, grid_affine, grid_shape)[0, 0].numpy() > 0.5
-    margin = [max(int(round(cfg.edge_margin_mm / s)), 0) for s in spec.spacing]
+    margin_mm = np.full(3, float(cfg.edge_margin_mm))
+    if cfg.context_inside:
+        # Look where the classifier was trained to look: training ROIs are sampled with their
+        # context inside the study (half a context, or 40 % of a thin slab's extent, from its
+        # edges); a candidate whose context is mostly padding is a question it never saw.
+        context_half = np.asarray(spec.context_shape) * np.asarray(spec.spacing) / 2.0
+        extent = np.asarray(grid_shape) * np.asarray(spec.spacing)
+        margin_mm = np.maximum(margin_mm, np.minimum(context_half, 0.4 * extent))
+    margin = [max(int(round(m / s)), 0) for m, s in zip(margin_mm, spec.spacing, strict=True)]
     if any(margin):
         thin = [m if n > 2 * m + 1 else 0 for m, n in zip(margin, grid_shape, strict=True)]  # a thin slab keeps its axis
-        inside = ndimage.binary_erosion(inside, structure=np.ones([2 * m + 1 for m in thin], bool), border_value=0)
+        # A box erosion, as a separable minimum filter: a box structure of tens of thousands of
+        # elements makes binary_erosion build an offset table that does not fit in memory.
+        inside = ndimage.minimum_filter(inside.astype(np.uint8), size=[2 * m + 1 for m in thin], mode="constant",
+                                        cval=0) > 0
     score = np.where(inside, score, 0.0)
     return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
 
