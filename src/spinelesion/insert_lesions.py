@@ -16,7 +16,9 @@ log = logging.getLogger("spinelesion.insert")
 def main(cfg: DictConfig) -> None:
     from spinelesion.insert.dataset import generate_inserted
 
-    manifest = generate_inserted(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(settings, dict)  # a DictConfig becomes a dict
+    manifest = generate_inserted({str(k): v for k, v in settings.items()})
     log.info("manifest: %s", manifest)
 
 

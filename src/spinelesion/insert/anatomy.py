@@ -82,7 +82,7 @@ def box_around(bg: Background, centre_lps: np.ndarray, half_mm: float | np.ndarr
     ijk = apply_affine(np.linalg.inv(bg.affine), corners)
     lo = np.clip(np.floor(ijk.min(0)).astype(int), 0, None)
     hi = np.minimum(np.ceil(ijk.max(0)).astype(int) + 1, np.asarray(bg.shape))
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
+    return (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
 
 
 def _frames(bg: Background) -> list[BodyFrame]:

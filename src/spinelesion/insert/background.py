@@ -67,7 +67,8 @@ class Background:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return next(iter(self.images.values())).shape  # type: ignore[return-value]
+        s = next(iter(self.images.values())).shape
+        return (int(s[0]), int(s[1]), int(s[2]))
 
     @property
     def spacing(self) -> np.ndarray:
@@ -100,15 +101,17 @@ def discover_backgrounds(root: str | Path, levels: Sequence[str] | None = None,
             continue
         dataset = folder.name.split("_", 1)[0]
         nat = native_mm.get(dataset)
-        common = dict(study_id=folder.name, subject=folder.name, dataset=dataset, sequences=seqs,
-                      native_mm=tuple(float(v) for v in nat) if nat else None)
+        spec = BackgroundSpec(study_id=folder.name, subject=folder.name, dataset=dataset, sequences=seqs,
+                              layout="", masks={}, native_mm=(float(nat[0]), float(nat[1]), float(nat[2])) if nat else None)
         if (folder / "vertebral_bodies.nii.gz").is_file():
-            specs.append(BackgroundSpec(layout="bodies", masks={"bodies": folder / "vertebral_bodies.nii.gz"},
-                                        levels=list(levels or []), **common))  # type: ignore[arg-type]
+            spec.layout, spec.masks = "bodies", {"bodies": folder / "vertebral_bodies.nii.gz"}
+            spec.levels = list(levels or [])
         elif (folder / "vertebrae.nii.gz").is_file() and (folder / "subregions.nii.gz").is_file():
-            specs.append(BackgroundSpec(layout="subregions", masks={"vertebrae": folder / "vertebrae.nii.gz",
-                                                                    "subregions": folder / "subregions.nii.gz"},
-                                        **common))  # type: ignore[arg-type]
+            spec.layout = "subregions"
+            spec.masks = {"vertebrae": folder / "vertebrae.nii.gz", "subregions": folder / "subregions.nii.gz"}
+        else:
+            continue
+        specs.append(spec)
     return specs
 
 

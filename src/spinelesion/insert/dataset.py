@@ -14,8 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from spinelesion.insert.findings import FINDINGS, Insert, eligible, insert_findi
 from spinelesion.insert.paint import quantise
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume, apply_affine
+from spinelesion.parallel import map_jobs
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
     split_of = subject_splits(specs, cfg["splits"], int(cfg["split_seed"]))
     jobs = [(s, i, dict(cfg), str(out), split_of[s.subject]) for i, s in enumerate(specs)]
     start = time.perf_counter()
-    results = list(tqdm(_run(jobs, int(cfg.get("workers", 1))), total=len(jobs), desc="subjects", unit="subject",
+    results = list(tqdm(map_jobs(subject_job, jobs, int(cfg.get("workers", 1))), total=len(jobs), desc="subjects", unit="subject",
                         disable=not cfg.get("progress", True)))
     records = [r for res in results for r in res["records"]]
     path = write_manifest(out / "manifest.csv", records)
@@ -200,12 +200,3 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
     log.info("%d subjects, %d studies, %d ROIs -> %s", len(specs), len({r['study_id'] for r in records}),
              len(records), path)
     return path
-
-
-def _run(jobs: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
-    if workers <= 1:
-        for job in jobs:
-            yield subject_job(job)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(subject_job, jobs, chunksize=1)

@@ -303,23 +303,21 @@ def _disc_weight(ctx: Insert, upper: BodyFrame, lower: BodyFrame) -> tuple[np.nd
     return (inside & between).astype(np.float32), top, bottom
 
 
-def _neighbour_disc(ctx: Insert) -> tuple[BodyFrame, BodyFrame] | None:
+def _disc_next_to(ctx: Insert, name: str) -> tuple[BodyFrame, BodyFrame, np.ndarray, float, float]:
+    """A disc next to the target body, chosen at random, with the context focused on the body
+    above it: (upper body, lower body, disc weight, t of its top, t of its bottom)."""
     up, down = ctx.an.neighbours(ctx.frame)
-    options = [(ctx.frame, down)] if down is not None else []
-    if up is not None:
-        options.append((up, ctx.frame))
+    options = ([(ctx.frame, down)] if down is not None else []) + ([(up, ctx.frame)] if up is not None else [])
     if not options:
-        return None
-    return options[int(ctx.rng.integers(len(options)))]  # type: ignore[return-value]
+        raise ValueError(f"{name} needs a neighbouring body")
+    upper, lower = options[int(ctx.rng.integers(len(options)))]
+    ctx.focus(upper)
+    disc, top, bottom = _disc_weight(ctx, upper, lower)
+    return upper, lower, disc, top, bottom
 
 
 def modic1(ctx: Insert) -> None:
-    pair = _neighbour_disc(ctx)
-    if pair is None:
-        raise ValueError("modic1 needs a neighbouring body")
-    upper, lower = pair
-    ctx.focus(upper)
-    disc, top, bottom = _disc_weight(ctx, upper, lower)
+    upper, lower, disc, top, bottom = _disc_next_to(ctx, "modic1")
     ctx.scale("degenerated_disc", "disc", disc)
     depth_up, depth_down = ctx.u(3.0, 8.0), ctx.u(3.0, 8.0)
     ctx.paint("oedema", ctx.band(top, top + depth_up, 1.5) * ctx.body_mask(upper.label), 0.1)
@@ -344,12 +342,7 @@ def schmorl_node(ctx: Insert) -> None:
 
 def discitis(ctx: Insert) -> None:
     """Crosses the disc: fluid in the disc, eroded endplates, oedema on both sides."""
-    pair = _neighbour_disc(ctx)
-    if pair is None:
-        raise ValueError("discitis needs a neighbouring body")
-    upper, lower = pair
-    ctx.focus(upper)
-    disc, top, bottom = _disc_weight(ctx, upper, lower)
+    upper, lower, disc, top, bottom = _disc_next_to(ctx, "discitis")
     ctx.paint("oedema", ctx.band(top, top + ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(upper.label), 0.1)
     ctx.paint("oedema", ctx.band(bottom, bottom - ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(lower.label), 0.1)
     # Irregular endplate erosion: the disc grown 1-4 mm into both bodies, unevenly.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from spinelesion import __version__
 from spinelesion.atomic import write_json
 from spinelesion.data.manifest import Row, write_manifest
 from spinelesion.data.splits import assign_splits
+from spinelesion.parallel import map_jobs
 from spinelesion.phantom.study import render_study
 from spinelesion.phantom.writer import manifest_records, write_study
 
@@ -66,7 +65,7 @@ def generate_dataset(cfg: Any) -> Path:
     jobs = [(seed, k, sid, pid, p, phantom, str(out), formats, int(cfg.get("previews", 0)))
             for k, (sid, pid, p) in enumerate(plan)]
     start = time.perf_counter()
-    results = list(tqdm(_run(jobs, int(cfg.workers)), total=len(jobs), desc="studies", unit="study"))
+    results = list(tqdm(map_jobs(_one, jobs, int(cfg.workers)), total=len(jobs), desc="studies", unit="study"))
     seconds = time.perf_counter() - start
     main_format = "dicom" if "dicom" in formats else "nifti"
     records = [r for res in results for r in res[main_format]]
@@ -95,12 +94,3 @@ def generate_dataset(cfg: Any) -> Path:
     log.info("%d studies, %d ROIs in %.0f s (%.2f studies/s) -> %s", len(plan), len(records), seconds,
              summary["studies_per_second"], out / "manifest.csv")
     return out / "manifest.csv"
-
-
-def _run(jobs: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
-    if workers <= 1:
-        for job in jobs:
-            yield _one(job)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_one, jobs, chunksize=1)

@@ -1,0 +1,19 @@
+"""Jobs over worker processes, in order (results do not depend on the number of workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def map_jobs(fn: Callable[[Any], T], jobs: Iterable[Any], workers: int) -> Iterator[T]:
+    """``fn`` over ``jobs`` in this process (``workers <= 1``) or a pool, yielding in job order."""
+    if workers <= 1:
+        for job in jobs:
+            yield fn(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(fn, jobs, chunksize=1)
