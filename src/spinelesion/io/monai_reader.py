@@ -26,10 +26,8 @@ import numpy as np
 from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from spinelesion.io.dicom_discover import sniff
-from spinelesion.io.limits import special_file_reason
 from spinelesion.io.nifti import is_nifti
-from spinelesion.io.reader import read_volume
+from spinelesion.io.reader import is_dicom_file, read_volume
 from spinelesion.io.volume import LPS_TO_RAS, Volume
 
 __all__ = ["SpineSeriesReader", "volume_from_metatensor"]
@@ -37,17 +35,6 @@ __all__ = ["SpineSeriesReader", "volume_from_metatensor"]
 # Volume.meta entries copied into the MONAI meta dict: scalars only, so that MONAI's
 # collation and MetaTensor pruning keep them (lists such as the DICOM file names are left out).
 _META_SCALARS = (str, int, float, bool)
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    """A regular file whose first bytes read as DICOM (a pipe is never opened: it would block)."""
-    if not path.is_file() or special_file_reason(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return sniff(fh.read(132)) is not None
-    except OSError:
-        return False
 
 
 class SpineSeriesReader(ImageReader):
@@ -76,7 +63,7 @@ class SpineSeriesReader(ImageReader):
         for name in ensure_tuple(filename):
             path = Path(str(name))
             if not (path.is_dir() or is_nifti(path) or path.suffix.lower() == ".dcm"
-                    or _looks_like_dicom(path)):
+                    or is_dicom_file(path)):
                 return False
         return True
 

@@ -28,7 +28,8 @@ from spinelesion.io.nifti import NiftiError, is_nifti, load_header, read_nifti
 from spinelesion.io.volume import LPS_TO_RAS, Volume
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
+    """A regular file whose first bytes read as DICOM (a pipe is never opened: it would block)."""
     if special_file_reason(path):  # a pipe would block the read below forever
         return False
     try:
@@ -54,7 +55,7 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         return read_dicom_folder(path, series_uid=series_uid)
     if is_nifti(path):
         return read_nifti(path)
-    if _is_dicom_file(path):
+    if is_dicom_file(path):
         ds = read_dataset(path)
         return volume_from_datasets([ds], [path], ctx=series_context(ds, [path], path))
     raise DicomError(path, special_file_reason(path)
@@ -86,7 +87,7 @@ def read_geometry(path: str | os.PathLike[str], series_uid: str | None = None, s
         return read_dicom_geometry(path, series_uid=series_uid, strict=strict)
     if is_nifti(path):
         return _nifti_geometry(path)
-    if _is_dicom_file(path):
+    if is_dicom_file(path):
         header = read_file_header(path)
         geometry = header_geometry([header], [path], series_context(header, [path], path), strict=strict)
         return geometry.shape, geometry.affine
