@@ -104,8 +104,8 @@ def real_checks() -> dict[str, Any]:
 
 def record_metrics(label: str, metrics: dict[str, Any]) -> None:
     """Add an evaluation to the model folder's metadata.json and rewrite its model card."""
+    from spinelesion.evaluation.report import headline_metrics
     from spinelesion.models.card import write_model_card
-    from spinelesion.train import headline_metrics
 
     meta = json.loads((MODEL / "metadata.json").read_text())
     meta.setdefault("metrics", {})[label] = headline_metrics(metrics)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from spinelesion.evaluation.report import EvalInputs, compute_metrics
-from spinelesion.inference.batch import softmax_np
 from spinelesion.labels import IGNORE_INDEX, TASKS
+from spinelesion.models.batch import softmax_np
 from spinelesion.models.decision import DecisionRule, balanced_accuracy_of, decide, fit_offsets, fit_rule
 from spinelesion.models.folder import load_model_folder, save_model_folder
 from spinelesion.models.networks import build_network

@@ -487,7 +487,7 @@ def test_an_output_folder_inside_the_input_is_never_read_as_input(tmp_path: Path
 
 def test_an_older_output_folder_without_marker_is_not_read_and_the_input_itself_is_refused_as_output(
         tmp_path: Path, model_dir: Path):
-    from spinelesion.cli import ArgumentError
+    from spinelesion.tasks.arguments import ArgumentError
 
     root = tmp_path / "in"
     nifti_study(root / "good")
@@ -574,7 +574,7 @@ def test_a_reference_series_dropped_for_a_bad_slice_is_a_visible_warning(tmp_pat
 @pytest.mark.parametrize("value,expected", [("abc", "rois='abc'"), ("5", "rois=5"), ("[[a,b,c]]", "is not numeric"),
                                             ("'[[a,b,c]]'", "is not numeric"), ("[[1,2]]", "needs 3 finite numbers")])
 def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(value: str, expected: str):
-    from spinelesion.cli import ArgumentError, check_predict_args
+    from spinelesion.tasks.arguments import ArgumentError, check_predict_args
 
     cfg = compose("predict", ["input=x", "output_dir=o", f"rois={value}"])
     with pytest.raises(ArgumentError, match="argument rois=") as info:
@@ -587,7 +587,7 @@ def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(v
                                            ("scan.threshold=2", "scan.threshold"), ("nifti_sequence=flair", "nifti_sequence"),
                                            ("limits.max_study_gb=-1", "limits.max_study_gb")])
 def test_other_argument_errors_name_the_argument(override: str, name: str):
-    from spinelesion.cli import ArgumentError, check_predict_args
+    from spinelesion.tasks.arguments import ArgumentError, check_predict_args
 
     cfg = compose("predict", ["input=x", "output_dir=o", override])
     with pytest.raises(ArgumentError, match=f"argument {name}=.*: expected "):
@@ -644,7 +644,7 @@ def test_run_main_turns_any_error_into_exit_2_and_one_line_unless_full_errors_ar
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
     import logging
 
-    from spinelesion.cli import run_main
+    from spinelesion.tasks.arguments import run_main
 
     def no_study(cfg: Any) -> None:
         raise RuntimeError("no study of m.csv could be read: [...]")
@@ -665,8 +665,8 @@ def test_evaluation_refuses_a_manifest_whose_crops_would_not_fit_in_memory(tmp_p
     from types import SimpleNamespace
 
     from spinelesion.data.roi import RoiSpec
-    from spinelesion.evaluate import _check_bank_memory
     from spinelesion.io.limits import ResourceLimitError
+    from spinelesion.tasks.evaluate import _check_bank_memory
 
     spec = RoiSpec(shape=(32, 48, 48), spacing=(1.5, 1.5, 1.5), margin=1.25)
     rows = [SimpleNamespace(study_id="one") for _ in range(100_000)]
@@ -678,7 +678,7 @@ def test_evaluation_refuses_a_manifest_whose_crops_would_not_fit_in_memory(tmp_p
 def test_evaluation_leaves_out_rois_with_non_finite_probabilities():
     from types import SimpleNamespace
 
-    from spinelesion.evaluate import _finite_only
+    from spinelesion.evaluation.bank import _finite_only
 
     bank = SimpleNamespace(rows=[SimpleNamespace(case_id=f"c{i}") for i in range(4)])
     probs = {"compartment": np.array([[0.5, 0.5], [np.nan, 0.5], [0.2, 0.8], [0.1, 0.9]]),

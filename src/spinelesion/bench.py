@@ -1,166 +1,22 @@
 """``spinelesion-bench``: accuracy and speed side by side, against baselines, in one report.
 
-``quick=true`` generates a tiny dataset and finishes in a few minutes (a smoke check);
-the full run uses the datasets named in ``configs/bench.yaml`` (see the README for its
-duration). Nothing here is a test: it measures and reports, it never asserts a speed.
+Entry point only: the work is :func:`spinelesion.tasks.bench.run_bench` (re-exported here).
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from spinelesion.config_path import CONFIG_DIR
+from spinelesion.tasks.bench import apply_quick, run_bench
 
-log = logging.getLogger("spinelesion.bench")
-
-
-def _ensure_data(cfg: DictConfig, work: Path) -> tuple[Path, Path]:
-    """Train/test manifests: the configured ones, generated into ``work`` when absent."""
-    from spinelesion.phantom.dataset import generate_dataset
-
-    out = []
-    for key in ("train", "test"):
-        manifest = Path(cfg.data[key].manifest) if cfg.data[key].manifest else None
-        if manifest is None or not manifest.is_file():
-            gen = OmegaConf.load(Path(CONFIG_DIR) / "make_data.yaml")
-            gen.output_dir = str(work / key)
-            gen.studies = int(cfg.data[key].studies)
-            gen.seed = int(cfg.data[key].seed)
-            gen.workers = int(cfg.workers)
-            if key == "train":
-                gen.splits = {"train": 0.8, "val": 0.2}
-            log.info("generating %d %s studies (seed %d) into %s", gen.studies, key, gen.seed, gen.output_dir)
-            manifest = generate_dataset(gen)
-        out.append(manifest)
-    return out[0], out[1]
-
-
-def run_bench(cfg: DictConfig) -> dict[str, Any]:
-    import torch
-
-    from spinelesion.benchmark import accuracy as acc_mod
-    from spinelesion.benchmark import speed
-    from spinelesion.benchmark.machine import describe
-    from spinelesion.benchmark.report import plot_learning_curves, plot_scaling, write_report
-    from spinelesion.data.manifest import read_manifest
-    from spinelesion.data.roi import RoiSpec
-    from spinelesion.inference.inputs import from_manifest
-    from spinelesion.inference.predictor import Predictor, PredictorConfig
-    from spinelesion.models.folder import load_model_folder
-
-    start = time.perf_counter()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="spinelesion-bench-"))
-    train_manifest, test_manifest = _ensure_data(cfg, work)
-    spec = RoiSpec()
-    results: dict[str, Any] = {"quick": bool(cfg.quick), "machine": describe(), "train_manifest": str(train_manifest),
-                               "test_manifest": str(test_manifest)}
-    reps = int(cfg.repeats)
-
-    # -- training throughput: default vs baselines, same ROI size and batch ----------------------
-    log.info("training throughput")
-    default_net = OmegaConf.to_container(cfg.networks.default, resolve=True)
-    dense = OmegaConf.to_container(cfg.networks.densenet121, resolve=True)
-    tr_default = speed.train_step_throughput(default_net, spec, int(cfg.batch_size), reps)  # type: ignore[arg-type]
-    tr_dense = speed.train_step_throughput(dense, spec, int(cfg.batch_size), max(reps // 2, 2))  # type: ignore[arg-type]
-    training = {"default": tr_default, "densenet121": tr_dense,
-                "ratio_default_over_densenet": round(tr_default["rois_per_s"] / tr_dense["rois_per_s"], 2)}
-    results["speed"] = {"training": training}
-
-    # -- data --------------------------------------------------------------------------------------
-    log.info("data reading and loading")
-    rows = read_manifest(test_manifest).rows
-    seq_folder = next(p for r in rows for s, p in r.sequences.items() if s == "t2" and p.is_dir())
-    data = {"dicom": speed.dicom_vs_simpleitk(seq_folder, repeats=reps),
-            "loader": speed.loader_throughput(train_manifest, int(cfg.batch_size))}
-    loader = data["loader"]
-    data["loader_over_train_step"] = round(loader["rois_per_s_cached"] / tr_default["rois_per_s"], 2)
-    if loader["rois_per_s_augment"]:  # the step then also pays for augmentation (CPU training)
-        data["augment_share_of_cpu_step"] = round(
-            (1 / loader["rois_per_s_augment"]) / (1 / loader["rois_per_s_augment"] + 1 / tr_default["rois_per_s"]), 2)
-    results["speed"]["data"] = data
-    if cfg.monai_path.enabled:  # both data paths and both augmentations on a few studies (issue 14)
-        from spinelesion.benchmark.monai_path import compare_pipelines
-
-        log.info("MONAI data path against the bank path")
-        data["monai_path"] = compare_pipelines(train_manifest, studies=int(cfg.monai_path.studies),
-                                               batch_size=int(cfg.batch_size), spec=spec)
-
-    # -- inference on one generated four-sequence study with eight ROIs -----------------------------
-    log.info("inference breakdown")
-    model_dir = Path(cfg.model_dir)
-    if (model_dir / "metadata.json").is_file():
-        net, meta = load_model_folder(model_dir)
-    else:  # no released model: a randomly initialised default network times the same
-        from spinelesion.models.networks import build_network
-
-        net, meta = build_network(default_net), {"name": "untrained", "version": "-", "network": default_net,  # type: ignore[arg-type]
-                                                 "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)}}
-    predictor = Predictor(net, meta, PredictorConfig(device=str(cfg.device), png=True))
-    items, _ = from_manifest(test_manifest)
-    full = [it for it in items if len(it.load().volumes) == 4] or items
-    item = full[0]
-    base = item.rois[0].center_lps
-    import numpy as np
-
-    from spinelesion.inference.predictor import RoiRequest
-
-    rng = np.random.default_rng(0)
-    item.rois = [RoiRequest(f"b{k}", base + rng.uniform(-25, 25, 3)) for k in range(8)]
-    with tempfile.TemporaryDirectory() as tmp:
-        results["speed"]["inference"] = speed.inference_breakdown(predictor, item, Path(tmp), repeats=reps)
-    results["speed"]["export"] = speed.export_runtimes(net, spec)
-    results["speed"]["scaling"] = speed.scaling(predictor, item, tuple(cfg.scaling.rois), tuple(cfg.scaling.volume))
-    plot_scaling(results["speed"]["scaling"]["rois"], "rois", "ROIs per study", out / "scaling_rois.png")
-    plot_scaling(results["speed"]["scaling"]["volume"], "voxels_per_sequence", "voxels per sequence",
-                 out / "scaling_volume.png")
-
-    # -- GPU ------------------------------------------------------------------------------------------
-    if torch.cuda.is_available():
-        log.info("GPU")
-        results["gpu"] = {
-            "training_default_bf16": speed.train_step_throughput(default_net, spec, int(cfg.gpu_batch_size), reps,  # type: ignore[arg-type]
-                                                                 device="cuda", amp=True),
-            "training_densenet121_bf16": speed.train_step_throughput(dense, spec, int(cfg.gpu_batch_size), reps,  # type: ignore[arg-type]
-                                                                     device="cuda", amp=True),
-        }
-        results["gpu_note"] = f"measured on {torch.cuda.get_device_name(0)}: see report.json 'gpu'"
-    else:
-        results["gpu_note"] = "not measured: no CUDA device on this machine"
-
-    # -- accuracy under an equal budget --------------------------------------------------------------
-    if cfg.accuracy.enabled:
-        runs, curves = [], {}
-        for model in cfg.accuracy.models:
-            log.info("equal-budget training: %s (%s s)", model, cfg.accuracy.budget_s)
-            r = acc_mod.train_and_evaluate(str(model), train_manifest, test_manifest, out / "accuracy" / str(model),
-                                           float(cfg.accuracy.budget_s), work / "cache", n_boot=int(cfg.accuracy.n_boot))
-            runs.append(r)
-            curves[str(model)] = r["curve"]
-        plot_learning_curves(curves, out / "learning_curve.png")
-        results["accuracy"] = {"budget_s": float(cfg.accuracy.budget_s), "runs": runs,
-                               "default_beats_densenet_everywhere":
-                                   acc_mod.default_beats_baseline_everywhere(curves, "spinecnn", "densenet121")}
-    results["seconds"] = round(time.perf_counter() - start, 1)
-    md, _ = write_report(results, out)
-    log.info("report: %s", md)
-    return results
+__all__ = ["main", "run_bench"]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
-    if cfg.quick:
-        for key, value in cfg.quick_overrides.items():
-            OmegaConf.update(cfg, key, value, merge=False)
-    run_bench(cfg)
+    run_bench(apply_quick(cfg))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from spinelesion.cli import _bool, get, run_main
 from spinelesion.config_path import CONFIG_DIR
+from spinelesion.tasks.arguments import _bool, get, run_main
 
 log = logging.getLogger("spinelesion.export_bundle")
 

@@ -1,164 +1,27 @@
 """``spinelesion-train``: fit the two-task network, calibrate it, export a model folder.
 
-Thin entry point: :func:`main` composes the Hydra config and calls :func:`train`, which
-tests call directly with a composed config.
+Entry point only: the work is :func:`spinelesion.tasks.train.train` (re-exported here).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import time
-from pathlib import Path
-from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from spinelesion.config_path import CONFIG_DIR
+from spinelesion.tasks.arguments import run_main
+from spinelesion.tasks.train import train
 
+__all__ = ["main", "train"]
 log = logging.getLogger("spinelesion.train")
-
-
-def _write_splits(path: Path, dm: Any) -> None:
-    rows = dm.load_manifest().rows
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["case_id", "study_id", "patient_id", "split"])
-        for r in rows:
-            w.writerow([r.case_id, r.study_id, r.patient_id, r.split])
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then (rank zero) calibrate, export and evaluate. Returns the run summary."""
-    import pytorch_lightning as pl
-
-    from spinelesion.evaluate import evaluate_bank
-    from spinelesion.models.calibrate import calibrate_and_decide
-    from spinelesion.models.card import model_metadata, write_model_card
-    from spinelesion.models.folder import load_checkpoint, save_model_folder
-
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(int(cfg.seed), workers=True)
-
-    dm = hydra.utils.instantiate(cfg.data)
-    dm.prepare_data()
-    dm.setup("fit")  # validates the manifest and every study before anything trains
-    init_info = None
-    if cfg.get("init_from"):  # fine-tuning: the released model's network config and weights
-        from spinelesion.models.init_from import apply_to_config, init_module_from
-
-        apply_to_config(cfg)
-    module = hydra.utils.instantiate(cfg.model)
-    if cfg.get("init_from"):
-        init_info = init_module_from(module, str(cfg.init_from), str(cfg.get("init_from_mode", "all")),
-                                     roi=OmegaConf.to_container(cfg.data.roi, resolve=True))
-    module.set_class_weights(dm.class_counts("train"))
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-    if trainer.is_global_zero:
-        OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
-        _write_splits(out_dir / "splits.csv", dm)
-
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    fit_seconds = time.perf_counter() - start
-
-    summary: dict[str, Any] = {"output_dir": str(out_dir), "fit_seconds": round(fit_seconds, 1),
-                               "epochs": trainer.current_epoch}
-    ckpt_cb = trainer.checkpoint_callback
-    if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
-        summary["best_checkpoint"] = ckpt_cb.best_model_path or None
-        last = Path(ckpt_cb.dirpath) / "last.ckpt"
-        summary["last_checkpoint"] = str(last) if last.is_file() else None
-    if not trainer.is_global_zero or trainer.fast_dev_run or not summary.get("best_checkpoint"):
-        return summary
-
-    net, _ = load_checkpoint(summary["best_checkpoint"])
-    decision: dict[str, Any] | None = None
-    if cfg.get("calibrate", True) and dm.split_indices.get("val"):
-        summary["temperature"], rule = calibrate_and_decide(net, dm.dataset("val", augment=False),
-                                                            batch_size=dm.eval_batch_size,
-                                                            decide=bool(cfg.get("decision_rule", True)))
-        decision = rule.to_json() if rule.offsets else None
-    metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
-    if decision:
-        metadata["decision"] = decision
-    if init_info:
-        metadata["training"]["init_from"] = {**init_info, "folder": Path(str(cfg.init_from)).name}
-    model_dir = Path(cfg.model_dir)
-    evaluations: dict[str, Any] = {}
-    for split in cfg.get("evaluate_splits") or []:
-        if not dm.split_indices.get(split):
-            dm.setup("test" if split == "test" else "validate")
-        if not dm.split_indices.get(split):
-            log.info("split '%s' is empty: not evaluated", split)
-            continue
-        metrics = evaluate_bank(net, dm.bank, dm.split_indices[split], dm.spec, out_dir / f"eval_{split}",
-                                batch_size=dm.eval_batch_size, decision=decision)
-        evaluations[split] = metrics
-    metadata["metrics"] = {s: headline_metrics(m) for s, m in evaluations.items()}
-    metadata = save_model_folder(net, model_dir, metadata)
-    write_model_card(model_dir, metadata)
-    summary["model_dir"] = str(model_dir)
-    summary["metrics"] = metadata["metrics"]
-    log.info("\n%s", _summary_table(summary))
-    return summary
-
-
-def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    c, f = metrics.get("compartment", {}), metrics.get("fracture", {})
-    return {
-        "n": c.get("n"),
-        "compartment_auc_macro": c.get("auc_macro"), "compartment_auc_macro_ci95": c.get("auc_macro_ci95"),
-        "compartment_balanced_accuracy": c.get("balanced_accuracy"), "compartment_ece": c.get("ece"),
-        "fracture_auc_benign_vs_pathologic": f.get("auc_benign_vs_pathologic"),
-        "fracture_auc_benign_vs_pathologic_ci95": f.get("auc_benign_vs_pathologic_ci95"),
-        "fracture_auc_macro": f.get("auc_macro"),
-        "fracture_balanced_accuracy": f.get("balanced_accuracy"), "fracture_ece": f.get("ece"),
-        "compartment_sensitivity": {k: v.get("sensitivity") for k, v in (c.get("per_class") or {}).items()},
-        "fracture_sensitivity": {k: v.get("sensitivity") for k, v in (f.get("per_class") or {}).items()},
-        "decision_rule": (c.get("decision") or {}).get("rule"),
-    }
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, float) for x in v):
-        return f"[{v[0]:.3f}, {v[1]:.3f}]"
-    return "-" if v is None else str(v)
-
-
-def _summary_table(summary: dict[str, Any]) -> str:
-    lines = ["=" * 72, "spinelesion-train: done", "=" * 72]
-    for split, m in (summary.get("metrics") or {}).items():
-        lines.append(f"[{split}] n={m.get('n')}")
-        lines.append(f"  compartment  AUC {_fmt(m['compartment_auc_macro'])} {_fmt(m['compartment_auc_macro_ci95'])}"
-                     f"  bal.acc {_fmt(m['compartment_balanced_accuracy'])}  ECE {_fmt(m['compartment_ece'])}")
-        lines.append(f"  fracture     AUC b-vs-p {_fmt(m['fracture_auc_benign_vs_pathologic'])} "
-                     f"{_fmt(m['fracture_auc_benign_vs_pathologic_ci95'])}  bal.acc {_fmt(m['fracture_balanced_accuracy'])}"
-                     f"  ECE {_fmt(m['fracture_ece'])}")
-    if summary.get("temperature"):
-        lines.append(f"temperature: {summary['temperature']}")
-    lines.append(f"fit: {summary['fit_seconds']} s, {summary['epochs']} epoch(s)")
-    for key in ("best_checkpoint", "last_checkpoint", "model_dir", "output_dir"):
-        if summary.get(key):
-            lines.append(f"{key.replace('_', ' ')}: {summary[key]}")
-    lines.append("=" * 72)
-    return "\n".join(lines)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Exit code 2 with a one-line message on a bad manifest or argument (as predict and
     evaluate); the traceback only with HYDRA_FULL_ERROR=1."""
-    from spinelesion.cli import run_main
-
     summary = run_main(train, cfg, log)
     m = (summary.get("metrics") or {}).get("val") or {}
     return m.get("compartment_auc_macro")  # a scalar for Hydra sweepers

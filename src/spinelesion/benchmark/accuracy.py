@@ -5,6 +5,7 @@ learning rate (a schedule sized in epochs would favour whichever network fits mo
 in the budget) until ``budget_s`` of training time has passed; its best checkpoint is then
 calibrated on validation data and scored by ``evaluate`` on the same test manifest. The
 learning curve is validation AUC against training seconds, read from the CSV log.
+The run itself is :func:`spinelesion.tasks.bench.train_and_evaluate`; here are its pieces.
 """
 
 from __future__ import annotations
@@ -12,11 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
-
-from omegaconf import open_dict
-
-from spinelesion.config_path import compose_config
 
 log = logging.getLogger(__name__)
 
@@ -36,39 +32,6 @@ def learning_curve(csv_path: Path) -> list[dict[str, float]]:
                                "auc_compartment": float(row.get("val/auc_compartment") or "nan"),
                                "auc_benign_vs_pathologic": float(row.get("val/auc_benign_vs_pathologic") or "nan")})
     return points
-
-
-def train_and_evaluate(model: str, train_manifest: Path, test_manifest: Path, out: Path, budget_s: float,
-                       cache_dir: Path, seed: int = 0, n_boot: int = 500) -> dict[str, Any]:
-    from spinelesion.evaluate import evaluate
-    from spinelesion.train import train
-
-    cfg = compose_config("train", [f"model={model}", f"data.manifest={train_manifest}", f"data.cache_dir={cache_dir}",
-                                   "logger=csv", f"trainer.max_time={budget_string(budget_s)}", "trainer.max_epochs=100000",
-                                   "model.scheduler.name=none", "evaluate_splits=[]", "data.progress=false",
-                                   "callbacks.progress_bar=null", f"seed={seed}"])
-    ev = compose_config("eval", [f"data.manifest={test_manifest}", f"data.cache_dir={cache_dir}", f"bootstrap.n={n_boot}",
-                                 "plots=false"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out / "train")
-        cfg.model_dir = str(out / "train" / "model")
-    summary = train(cfg)
-    with open_dict(ev):
-        ev.model_dir = summary["model_dir"]
-        ev.output_dir = str(out / "eval")
-        ev.paths.output_dir = str(out / "eval")
-    metrics = evaluate(ev)
-    c, f = metrics["compartment"], metrics["fracture"]
-    return {
-        "model": model, "budget_s": budget_s, "epochs": summary["epochs"], "fit_seconds": summary["fit_seconds"],
-        "compartment_auc_macro": c["auc_macro"], "compartment_auc_macro_ci95": c["auc_macro_ci95"],
-        "compartment_balanced_accuracy": c["balanced_accuracy"], "compartment_ece": c["ece"],
-        "fracture_auc_benign_vs_pathologic": f["auc_benign_vs_pathologic"],
-        "fracture_auc_benign_vs_pathologic_ci95": f["auc_benign_vs_pathologic_ci95"],
-        "fracture_balanced_accuracy": f["balanced_accuracy"], "fracture_ece": f["ece"],
-        "curve": learning_curve(out / "train" / "csv" / "metrics.csv"),
-        "metrics_json": str(out / "eval" / "metrics.json"),
-    }
 
 
 def default_beats_baseline_everywhere(curves: dict[str, list[dict[str, float]]], default: str, baseline: str) -> bool | None:

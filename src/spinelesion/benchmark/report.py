@@ -11,15 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from spinelesion.atomic import atomic_path, write_json, write_text  # noqa: E402
+from spinelesion.formatting import fmt_metric, fmt_value  # noqa: E402
 from spinelesion.portable import redact_paths  # noqa: E402
 
-
-def _f(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+_f = fmt_value
 
 
 def _t(m: dict[str, Any] | None) -> str:
@@ -27,10 +22,6 @@ def _t(m: dict[str, Any] | None) -> str:
         return "-"
     flag = "" if m.get("trustworthy", True) else " (spread too wide to trust)"
     return f"{m['median_s'] * 1000:.1f} ms [{m['min_s'] * 1000:.1f}-{m['max_s'] * 1000:.1f}]{flag}"
-
-
-def _ci(v: Any) -> str:
-    return f"{v[0]:.3f}-{v[1]:.3f}" if v else "-"
 
 
 def plot_learning_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
@@ -88,9 +79,9 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
                   "| network | epochs | compartment AUC (95 % CI) | bal. acc | ECE | benign vs pathologic AUC (95 % CI) | bal. acc | ECE |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in acc["runs"]:
-            lines.append(f"| {r['model']} | {r['epochs']} | {_f(r['compartment_auc_macro'])} ({_ci(r['compartment_auc_macro_ci95'])}) "
+            lines.append(f"| {r['model']} | {r['epochs']} | {fmt_metric(r['compartment_auc_macro'], r['compartment_auc_macro_ci95'])} "
                          f"| {_f(r['compartment_balanced_accuracy'])} | {_f(r['compartment_ece'])} "
-                         f"| {_f(r['fracture_auc_benign_vs_pathologic'])} ({_ci(r['fracture_auc_benign_vs_pathologic_ci95'])}) "
+                         f"| {fmt_metric(r['fracture_auc_benign_vs_pathologic'], r['fracture_auc_benign_vs_pathologic_ci95'])} "
                          f"| {_f(r['fracture_balanced_accuracy'])} | {_f(r['fracture_ece'])} |")
         lines += ["", f"Default network above DenseNet121-3D at every point of the learning curve: "
                       f"**{acc.get('default_beats_densenet_everywhere')}** (goal: True). See `learning_curve.png`.", ""]

@@ -156,3 +156,20 @@ def compute_metrics(inputs: EvalInputs, n_boot: int = 1000, seed: int = 0,
 
 def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
     return write_json(Path(output_dir) / "metrics.json", _clean(metrics))
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a model folder's ``metadata.json`` keeps per evaluated split."""
+    c, f = metrics.get("compartment", {}), metrics.get("fracture", {})
+    return {
+        "n": c.get("n"),
+        "compartment_auc_macro": c.get("auc_macro"), "compartment_auc_macro_ci95": c.get("auc_macro_ci95"),
+        "compartment_balanced_accuracy": c.get("balanced_accuracy"), "compartment_ece": c.get("ece"),
+        "fracture_auc_benign_vs_pathologic": f.get("auc_benign_vs_pathologic"),
+        "fracture_auc_benign_vs_pathologic_ci95": f.get("auc_benign_vs_pathologic_ci95"),
+        "fracture_auc_macro": f.get("auc_macro"),
+        "fracture_balanced_accuracy": f.get("balanced_accuracy"), "fracture_ece": f.get("ece"),
+        "compartment_sensitivity": {k: v.get("sensitivity") for k, v in (c.get("per_class") or {}).items()},
+        "fracture_sensitivity": {k: v.get("sensitivity") for k, v in (f.get("per_class") or {}).items()},
+        "decision_rule": (c.get("decision") or {}).get("rule"),
+    }

@@ -19,7 +19,6 @@ import torch
 
 from spinelesion.data.dataset import crop_study_rois
 from spinelesion.data.roi import RoiSpec, center_crop
-from spinelesion.inference.batch import autocast_for, prepare_for_device, resolve_device, to_device
 from spinelesion.inference.saliency import paste_box, saliency
 from spinelesion.inference.scan import ScanConfig, scan_study
 from spinelesion.inference.writers import (
@@ -30,6 +29,7 @@ from spinelesion.inference.writers import (
     write_unit_maps,
 )
 from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.batch import autocast_for, prepare_for_device, resolve_device, to_device
 from spinelesion.models.decision import DecisionRule
 from spinelesion.models.networks import canonical_backbone
 

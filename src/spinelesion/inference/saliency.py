@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from spinelesion.data.roi import sample_grid
-from spinelesion.inference.batch import autocast_for
 from spinelesion.labels import TASKS
+from spinelesion.models.batch import autocast_for
 
 METHODS = ("gradcam", "gradcampp", "occlusion")
 

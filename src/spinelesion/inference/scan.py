@@ -19,9 +19,9 @@ from scipy import ndimage
 
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
-from spinelesion.inference.batch import autocast_for
 from spinelesion.io.volume import apply_affine
 from spinelesion.labels import TASKS
+from spinelesion.models.batch import autocast_for
 
 
 @dataclass

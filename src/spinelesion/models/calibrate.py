@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from spinelesion.data.dataset import RoiDataset
-from spinelesion.inference.batch import predict_logits
 from spinelesion.labels import TASKS
+from spinelesion.models.batch import predict_logits
 from spinelesion.models.decision import DecisionRule, fit_rule
 from spinelesion.models.networks import MultiTaskNet
 
@@ -29,7 +29,7 @@ def calibrate_and_decide(net: MultiTaskNet, dataset: RoiDataset, batch_size: int
     ``metadata.json['decision']`` (:meth:`DecisionRule.to_json`).
     """
     from spinelesion.evaluation.calibration import fit_temperature
-    from spinelesion.inference.batch import softmax_np
+    from spinelesion.models.batch import softmax_np
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     logits = predict_logits(net, loader, device=device)

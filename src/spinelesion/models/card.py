@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spinelesion import __version__
+from spinelesion.formatting import fmt_metric, fmt_value
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.networks import MultiTaskNet, count_parameters
 
@@ -75,9 +76,7 @@ def _real_lines(real: dict[str, Any]) -> list[str]:
     if not real:
         return []
 
-    def f(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
+    f = fmt_value
     lines = ["## Real anatomy (held-out subjects of the real normal spines, and lesions inserted into them)", "",
              "| dataset | subjects | untouched bodies | called normal | inserted ROIs | inserted correct "
              "| compartment AUC | benign vs pathologic AUC |", "|---|---|---|---|---|---|---|---|"]
@@ -118,17 +117,13 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
     lines = ["| split | n | compartment AUC (95 % CI) | compartment ECE | benign vs pathologic AUC (95 % CI) | fracture ECE |",
              "|---|---|---|---|---|---|"]
 
-    def f(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    def ci(v: Any) -> str:
-        return "" if not v else f" ({v[0]:.3f}-{v[1]:.3f})"
-
+    f = fmt_value
     for split, m in metrics.items():
         lines.append(
-            f"| {split} | {m.get('n')} | {f(m.get('compartment_auc_macro'))}{ci(m.get('compartment_auc_macro_ci95'))} "
-            f"| {f(m.get('compartment_ece'))} | {f(m.get('fracture_auc_benign_vs_pathologic'))}"
-            f"{ci(m.get('fracture_auc_benign_vs_pathologic_ci95'))} | {f(m.get('fracture_ece'))} |")
+            f"| {split} | {m.get('n')} | {fmt_metric(m.get('compartment_auc_macro'), m.get('compartment_auc_macro_ci95'))} "
+            f"| {f(m.get('compartment_ece'))} "
+            f"| {fmt_metric(m.get('fracture_auc_benign_vs_pathologic'), m.get('fracture_auc_benign_vs_pathologic_ci95'))} "
+            f"| {f(m.get('fracture_ece'))} |")
     lines += ["", "Labels as a user sees them (decision rule applied): balanced accuracy and sensitivity per class.", "",
               "| split | task | balanced accuracy | sensitivity per class |", "|---|---|---|---|"]
     for split, m in metrics.items():

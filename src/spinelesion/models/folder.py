@@ -188,3 +188,16 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     net.eval()
     return net, {"network": dict(hparams["net"]), "checkpoint": str(path), "hyper_parameters": hparams,
                  "weights_sha256": sha256_of(path)}
+
+
+def load_model(model_dir: str | None, ckpt_path: str | None, verify: bool | None = None) -> tuple[MultiTaskNet, dict[str, Any]]:
+    """(network, metadata) from a model folder, or from a Lightning checkpoint when given."""
+    if ckpt_path:
+        net, meta = load_checkpoint(ckpt_path)
+        hp = meta["hyper_parameters"]
+        meta.update({"name": Path(ckpt_path).stem, "version": "checkpoint", "roi": hp.get("roi") or {},
+                     "reference": hp.get("reference", "auto")})
+        return net, meta
+    if not model_dir:
+        raise ValueError("give model_dir=<model folder> or ckpt_path=<checkpoint>")
+    return load_model_folder(model_dir, verify=verify)

@@ -1,4 +1,7 @@
-"""Run a network over ROI batches: device choice, inference mode, mixed precision on GPU."""
+"""Run a network over ROI batches: device choice, inference mode, mixed precision on GPU.
+
+Below `inference/` on purpose: calibration and evaluation run networks over ROI batches too.
+"""
 
 from __future__ import annotations
 

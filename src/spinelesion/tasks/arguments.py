@@ -1,4 +1,4 @@
-"""What the command-line entry points share: argument checks that name the argument, the
+"""What the tasks and their command-line entry points share: argument checks that name the argument, the
 value and what is expected, and one way to fail (a one-line message, exit code 2).
 
 A traceback is for developers: it is printed only with ``HYDRA_FULL_ERROR=1``.

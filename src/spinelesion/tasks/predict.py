@@ -1,0 +1,152 @@
+"""Prediction: predictions and saliency for new studies, straight from a DICOM export.
+
+:func:`predict` is what ``spinelesion-predict`` runs (exit codes: see that module).
+Studies predicted with warnings (a sequence left out, a changed reference grid...) still
+count as predicted; their warnings are on the console, in ``run.json`` and in the
+``warnings`` column of ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from spinelesion.inference.markups import is_markups_path
+from spinelesion.tasks.arguments import ArgumentError, check_predict_args, parse_rois
+
+log = logging.getLogger("spinelesion.predict")
+
+
+def predictor_config(cfg: DictConfig) -> Any:
+    from spinelesion.inference.predictor import PredictorConfig
+    from spinelesion.inference.scan import ScanConfig
+
+    scan = ScanConfig(overlap=float(cfg.scan.overlap), threshold=float(cfg.scan.threshold),
+                      min_distance_mm=float(cfg.scan.min_distance_mm), max_rois=int(cfg.scan.max_rois),
+                      edge_margin_mm=float(cfg.scan.get("edge_margin_mm", 12.0)),
+                      context_inside=bool(cfg.scan.get("context_inside", False)))
+    return PredictorConfig(device=str(cfg.device), amp=cfg.amp, compile=bool(cfg.compile),
+                           threads=cfg.threads, batch_size=int(cfg.batch_size),
+                           saliency_method=str(cfg.saliency.method), target_layer=cfg.saliency.target_layer,
+                           png=bool(cfg.saliency.png), scan=scan, write_maps=bool(cfg.scan.write_maps),
+                           source_paths=source_paths(cfg),
+                           markups=bool((cfg.get("output") or {}).get("markups", True)),
+                           dicom=(cfg.get("output") or {}).get("dicom", "auto"))
+
+
+def source_paths(cfg: DictConfig) -> bool:
+    return bool((cfg.get("output") or {}).get("source_paths", False))
+
+
+def shown_path(cfg: DictConfig, path: object) -> str:
+    """A path as outputs show it: in full with ``output.source_paths=true``, else its last part."""
+    return str(path) if source_paths(cfg) else Path(str(path)).name
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Point labels as ROI ids: repeated ones numbered, so that every ROI keeps its own files."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return out
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Run every study of ``cfg.input``; returns the run summary (also written as run.json)."""
+    from spinelesion.inference.run_lock import output_folder
+    from spinelesion.io.limits import configure
+
+    check_predict_args(cfg)
+    if Path(str(cfg.input)).resolve() == Path(str(cfg.output_dir)).resolve():
+        raise ArgumentError("output_dir", str(cfg.output_dir), "a folder other than the input folder (outputs "
+                                                              "would be mixed with the studies; a subfolder is fine)")
+    limits = cfg.get("limits") or {}
+    configure(limits.get("max_study_gb"), limits.get("header_mb"))
+    with output_folder(cfg.output_dir, "spinelesion-predict") as out:
+        return _predict(cfg, out)
+
+
+def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    from spinelesion.atomic import write_json
+    from spinelesion.inference.cohort import CohortOutput, select_part
+    from spinelesion.inference.inputs import discover_inputs
+    from spinelesion.inference.predictor import Predictor
+    from spinelesion.inference.writers import CSV_HEADER, roi_csv_rows, safe_name, write_csv
+    from spinelesion.models.folder import load_model_folder
+
+    verify = cfg.get("verify_weights")
+    net, meta = load_model_folder(cfg.model_dir, verify=None if verify is None else bool(verify))
+    predictor = Predictor(net, meta, predictor_config(cfg))
+    rois = parse_rois(cfg.rois)
+    roi_labels = None
+    if is_markups_path(cfg.rois):  # Slicer point labels name the ROIs
+        from spinelesion.inference.markups import read_markups
+
+        roi_labels = unique_labels(read_markups(str(cfg.rois))[1])
+    overrides = OmegaConf.to_container(cfg.sequences) if cfg.sequences else {}
+    skipped: list[tuple[Path, str]] = []
+    items, failures = discover_inputs(cfg.input, rois, overrides, str(cfg.nifti_sequence),  # type: ignore[arg-type]
+                                      exclude=[out], skipped=skipped, progress=bool(cfg.get("progress", True)))
+    if roi_labels:
+        for it in items:
+            for r, label in zip(it.rois, roi_labels, strict=False):
+                r.roi_id = label
+    num_parts, part_id = int(cfg.get("num_parts", 1)), int(cfg.get("part_id", 0))
+    if num_parts > 1:  # by a hash of the study id: the parts' union is the whole cohort, on any machine
+        items = select_part(items, "study_id", num_parts, part_id)
+        failures = select_part(failures, "study_id", num_parts, part_id)
+        log.info("part %d of %d: %d study(ies)", part_id, num_parts, len(items))
+    cohort = CohortOutput(out, "predictions.csv", CSV_HEADER, resume=bool(cfg.get("resume", False)))
+    failed = [{"study_id": f.study_id, "source": shown_path(cfg, f.source), "reason": f.reason} for f in failures]
+    results = []
+    resumed: list[str] = []
+    log.info("%d study(ies) to predict on %s with %s", len(items), predictor.device, cfg.model_dir)
+    from tqdm.auto import tqdm
+
+    for item in tqdm(items, desc="studies", unit="study"):
+        if cohort.skip(safe_name(item.study_id)):
+            resumed.append(item.study_id)
+            continue
+        start = time.perf_counter()
+        try:
+            res = predictor.predict_study(item, cohort.staging)
+        except Exception as exc:  # noqa: BLE001 - one bad study is reported, the rest go on
+            cohort.discard(safe_name(item.study_id))
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("study %s (%s) failed: %s", item.study_id, shown_path(cfg, item.source), reason)
+            log.debug("%s", traceback.format_exc())
+            failed.append({"study_id": item.study_id, "source": shown_path(cfg, item.source), "reason": reason})
+            continue
+        for w in res.warnings:
+            log.warning("study %s: %s", item.study_id, w)
+        cohort.append_rows(roi_csv_rows(item.study_id, res.rois, res.folder.name, res.warnings))
+        cohort.commit(res.folder)
+        results.append({"study_id": item.study_id, "folder": res.folder.name, "rois": len(res.rois),
+                        "warnings": list(res.warnings),
+                        "seconds": round(time.perf_counter() - start, 3),
+                        "timings": {k: round(v, 4) for k, v in res.timings.items()}})
+    cohort.close()
+    write_csv(out / "failed_studies.csv", ["study_id", "source", "reason"],
+              [[f["study_id"], f["source"], f["reason"]] for f in failed])
+    with_warnings = sum(1 for r in results if r["warnings"])
+    summary = {"model": predictor.model_info, "weights_verified": bool(meta.get("weights_verified")),
+               "device": str(predictor.device), "input": shown_path(cfg, cfg.input),
+               "counts": {"predicted": len(results), "with_warnings": with_warnings, "failed": len(failed),
+                          "skipped_files": len(skipped)},
+               "part": {"num_parts": num_parts, "part_id": part_id},
+               "studies": results, "resumed": resumed, "failed": failed,
+               "skipped_files": [{"path": shown_path(cfg, p), "reason": why} for p, why in skipped],
+               "disclaimer": "demonstration model trained on synthetic data; not for clinical use"}
+    write_json(out / "run.json", summary)
+    log.info("%d study(ies) predicted (%d with warnings), %d failed, %d file(s) skipped; outputs in %s",
+             len(results), with_warnings, len(failed), len(skipped), out)
+    for f in failed:
+        log.warning("failed: %s (%s): %s", f["study_id"], f["source"], f["reason"])
+    return summary
