@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from scipy.spatial.transform import Rotation
 
-from spinelesion.io.dicom_write import make_uid, write_dicom_series
+from spinelesion.io.dicom.write import make_uid, write_dicom_series
 from spinelesion.io.volume import Volume, grid_affine
 
 # Columns are the LPS directions of the array axes i, j, k.

@@ -87,7 +87,7 @@ def test_bids_studies_get_unique_ids_from_their_relative_paths(tmp_path: Path):
 
 def test_dicom_and_nifti_series_of_one_study_folder_are_joined(tmp_path: Path):
     from spinelesion.inference.inputs import discover_inputs
-    from spinelesion.io.dicom_write import make_uid, write_dicom_series
+    from spinelesion.io.dicom.write import make_uid, write_dicom_series
     from spinelesion.io.reader import read_volume
 
     study = tmp_path / "cohort" / "patient1"

@@ -21,7 +21,7 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict:  #
     from hydra import compose, initialize_config_dir
 
     from spinelesion.config_path import CONFIG_DIR
-    from spinelesion.io.dicom_write import make_uid, write_dicom_series
+    from spinelesion.io.dicom.write import make_uid, write_dicom_series
     from spinelesion.io.reader import read_volume
     from spinelesion.predict import predict
 

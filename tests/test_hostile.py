@@ -284,7 +284,7 @@ def test_each_good_study_has_no_warnings(tmp_path: Path, model_dir: Path):
 
 # -- reading limits, one by one ---------------------------------------------------------------
 def test_discovery_never_opens_a_named_pipe(tmp_path: Path):
-    from spinelesion.io.dicom_discover import discover_series
+    from spinelesion.io.dicom.discover import discover_series
 
     dicom_series(tmp_path / "s")
     os.mkfifo(tmp_path / "s" / "pipe")
@@ -304,7 +304,7 @@ def test_a_pipe_given_as_a_sequence_path_fails_its_study_without_blocking(tmp_pa
 
 def test_dicom_header_followed_by_2gb_of_zeros_is_refused_within_the_read_budget(tmp_path: Path):
     from spinelesion.io.dicom import DicomError, read_dataset
-    from spinelesion.io.dicom_discover import read_header
+    from spinelesion.io.dicom.discover import read_header
 
     zeros_after_header(tmp_path / "a")
     zeros_after_pixels(tmp_path / "b")
@@ -324,7 +324,7 @@ def test_a_header_running_into_garbage_is_parsed_within_the_budget_only(tmp_path
 
     from spinelesion.io import limits
     from spinelesion.io.dicom import DicomError
-    from spinelesion.io.dicom_discover import read_header
+    from spinelesion.io.dicom.discover import read_header
 
     f = dicom_series(tmp_path / "s")[0]
     ds = pydicom.dcmread(f)

@@ -22,7 +22,7 @@ from spinelesion.io.dicom import (
     read_series,
     volume_from_datasets,
 )
-from spinelesion.io.dicom_write import make_uid
+from spinelesion.io.dicom.write import make_uid
 from spinelesion.io.nifti import read_nifti, write_nifti
 from spinelesion.io.reader import read_geometry, read_volume
 from spinelesion.io.volume import LPS_TO_RAS, Volume, axis_codes
@@ -114,7 +114,7 @@ def test_nifti_in_ras_and_in_lps_axis_order_gives_the_same_patient_point(tmp_pat
 def test_rescale_slope_and_intercept_are_applied(tmp_path: Path):
     vol = make_volume()
     vol.array[:] = np.round(vol.array) * 0.5 - 100.0  # real values: needs slope 0.5, intercept -100
-    from spinelesion.io.dicom_write import write_dicom_series
+    from spinelesion.io.dicom.write import write_dicom_series
 
     write_dicom_series(vol, tmp_path / "s", study={"StudyInstanceUID": "1.2.3", "PatientID": "p"},
                        series={"SeriesInstanceUID": "1.2.3.4", "SeriesDescription": "x"}, slope=0.5, intercept=-100)
@@ -444,7 +444,7 @@ def test_volume_from_datasets_refuses_a_lone_slice_with_its_name():
 
 
 def test_headers_longer_than_the_discovery_prefix_are_read_whole(tmp_path: Path):
-    from spinelesion.io import dicom_discover
+    from spinelesion.io.dicom import discover as dicom_discover
 
     vol = make_volume(shape=(10, 10, 3))
     paths = write_series(vol, tmp_path / "s")

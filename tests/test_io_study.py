@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers_io import AXIAL, SAGITTAL, make_volume, pydicom_file, write_series
 
-from spinelesion.io.dicom_write import make_uid
+from spinelesion.io.dicom.write import make_uid
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.sequences import apply_override, guess_sequence
 from spinelesion.io.study import (
@@ -149,7 +149,7 @@ def test_assign_series_documents_the_tie_break(tmp_path: Path):
     uid = make_uid("tie")
     write_series(make_volume(shape=(16, 16, 10)), tmp_path / "a", desc="T2 SAG", study_uid=uid, number=2)
     write_series(make_volume(shape=(16, 16, 12)), tmp_path / "b", desc="T2 SAG", study_uid=uid, number=3)
-    from spinelesion.io.dicom_discover import discover_series
+    from spinelesion.io.dicom.discover import discover_series
 
     chosen, warnings = assign_series(discover_series(tmp_path)[0])
     assert chosen["t2"].number == 3  # same plane and confidence: more slices wins

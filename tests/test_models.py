@@ -152,3 +152,18 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path: Path):
     with pytest.raises(ModelLoadError, match="refused"):
         load_checkpoint(tmp_path / "evil2.ckpt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("config", [{"backbone": "spinecnn", "widths": [4, 8, 8, 8], "blocks": [2, 1, 2, 1]},
+                                    {"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8]},
+                                    {"backbone": "densenet121"}])
+def test_the_registry_names_every_backbones_stages_and_its_saliency_layer(config):
+    """Saliency layers are named by the registry (stage names), never picked by index in inference/."""
+    net = build_network(config)
+    stages = net.stage_paths()
+    assert {"stage1", "stage2", "stage3", "stage4"} <= set(stages)
+    for path in stages.values():
+        net.get_submodule(path)
+    assert net.saliency_layer == stages["stage3"]
+    if config["backbone"] == "spinecnn":  # the last block of the third stage, whatever the blocks per stage
+        assert net.saliency_layer == "backbone.layers.4"

@@ -11,7 +11,7 @@ from helpers_io import AXIAL, CORONAL, SAGITTAL, make_volume, write_series
 from monai.data import MetaTensor, NibabelReader, PydicomReader
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged, Orientationd, Spacingd
 
-from spinelesion.io.dicom_errors import DicomError
+from spinelesion.io.dicom.errors import DicomError
 from spinelesion.io.monai_reader import SpineSeriesReader, volume_from_metatensor
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.reader import read_volume

@@ -18,7 +18,7 @@ from torch import nn
 from spinelesion.inference.export import export_onnx, export_torchscript, parity
 from spinelesion.inference.inputs import discover_inputs
 from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
-from spinelesion.io.dicom_write import make_uid, write_dicom_series
+from spinelesion.io.dicom.write import make_uid, write_dicom_series
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.reader import read_volume
 from spinelesion.io.study import Study

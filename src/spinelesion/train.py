@@ -23,8 +23,7 @@ def main(cfg: DictConfig) -> float | None:
     """Exit code 2 with a one-line message on a bad manifest or argument (as predict and
     evaluate); the traceback only with HYDRA_FULL_ERROR=1."""
     summary = run_main(train, cfg, log)
-    m = (summary.get("metrics") or {}).get("val") or {}
-    return m.get("compartment_auc_macro")  # a scalar for Hydra sweepers
+    return (summary.get("optimized_metric") or {}).get("best")  # cfg.optimized_metric, for Hydra sweepers
 
 
 if __name__ == "__main__":

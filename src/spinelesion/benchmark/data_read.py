@@ -110,7 +110,7 @@ def bench_dicom_read(folder: str | os.PathLike[str], repeats: int = 5) -> dict[s
 
 def bench_discovery(folder: str | os.PathLike[str], repeats: int = 5) -> dict[str, Any]:
     """Seconds to list the series of a folder (headers only): ours against GDCM's series ids."""
-    from spinelesion.io.dicom_discover import discover_series
+    from spinelesion.io.dicom.discover import discover_series
 
     folder = Path(folder)
     fns: dict[str, Callable[[], Any]] = {"spinelesion": lambda: discover_series(folder)}

@@ -26,15 +26,9 @@ from spinelesion.labels import SPLITS, TASKS
 log = logging.getLogger(__name__)
 
 
-def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None) -> RoiSpec:
-    if isinstance(values, RoiSpec):
-        return values
-    values = dict(values or {})
-    return RoiSpec(
-        shape=tuple(int(v) for v in values.get("shape", RoiSpec.shape)),  # type: ignore[arg-type]
-        spacing=tuple(float(v) for v in values.get("spacing", RoiSpec.spacing)),  # type: ignore[arg-type]
-        margin=float(values.get("margin", RoiSpec.margin)),
-    )
+def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None, section: str = "data.roi") -> RoiSpec:
+    """A :class:`RoiSpec` from a ``roi`` section (unknown keys refused, see :meth:`RoiSpec.from_config`)."""
+    return values if isinstance(values, RoiSpec) else RoiSpec.from_config(values, section)
 
 
 def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:

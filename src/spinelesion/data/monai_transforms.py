@@ -61,7 +61,7 @@ class LoadStudyd(MapTransform):
         self.loader = LoadImage(image_only=True)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from spinelesion.io.dicom_errors import DicomError
+        from spinelesion.io.dicom.errors import DicomError
         from spinelesion.io.study import StudyError
 
         d = dict(data)

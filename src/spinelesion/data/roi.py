@@ -9,14 +9,19 @@ never through array indices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from spinelesion.config_schema import validated
 from spinelesion.io.resample import sample_grid
 from spinelesion.io.volume import grid_affine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,13 +32,34 @@ class RoiSpec:
     scaling, and for normalisation statistics); the network input is the central ``shape``.
     """
 
+    # The values of configs/data/default.yaml's ``roi`` (tests/test_config_groups.py keeps them equal).
     shape: tuple[int, int, int] = (32, 48, 48)
     spacing: tuple[float, float, float] = (1.5, 1.5, 1.5)
     margin: float = 1.25
 
+    def __post_init__(self) -> None:  # lists from YAML or JSON become tuples; nonsense is refused
+        x, y, z = (int(v) for v in self.shape)
+        sx, sy, sz = (float(v) for v in self.spacing)
+        if min(x, y, z) < 1 or min(sx, sy, sz) <= 0 or float(self.margin) < 1:
+            raise ValueError(f"ROI shape {self.shape} and spacing {self.spacing} need 3 positive values, margin >= 1")
+        object.__setattr__(self, "shape", (x, y, z))
+        object.__setattr__(self, "spacing", (sx, sy, sz))
+        object.__setattr__(self, "margin", float(self.margin))
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None, section: str = "roi") -> RoiSpec:
+        """A ``roi`` section (config, checkpoint hyper-parameters or ``metadata.json``): an unknown
+        key is a :class:`~spinelesion.config_schema.ConfigError`; a missing section is the default
+        with a warning (an old checkpoint that does not describe its input)."""
+        values = {k: v for k, v in dict(values or {}).items() if k != "frame"}  # "frame": descriptive only
+        if not values:
+            log.warning("%s: no ROI description; assuming the default ROI %s", section, cls())
+        return validated(cls, values, section)
+
     @property
     def context_shape(self) -> tuple[int, int, int]:
-        return tuple(int(round(s * self.margin / 2.0)) * 2 for s in self.shape)  # type: ignore[return-value]
+        x, y, z = (int(round(s * self.margin / 2.0)) * 2 for s in self.shape)
+        return x, y, z
 
     @property
     def extent_mm(self) -> np.ndarray:

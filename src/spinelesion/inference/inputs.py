@@ -96,7 +96,7 @@ def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
     its series folders, or below it) join that study. In a folder of studies, each subfolder
     where nothing readable was found is a failure that names it.
     """
-    from spinelesion.io.dicom_discover import iter_files
+    from spinelesion.io.dicom.discover import iter_files
     from spinelesion.io.limits import is_output_folder
     from spinelesion.io.study import group_dicom_studies, load_dicom_study, load_nifti_folder
 

@@ -31,12 +31,9 @@ from spinelesion.inference.writers import (
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.batch import autocast_for, prepare_for_device, resolve_device, to_device
 from spinelesion.models.decision import DecisionRule
-from spinelesion.models.networks import canonical_backbone
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_LAYER = {"spinecnn": "backbone.layers.2", "densenet121": "backbone.net.features.denseblock3",
-                        "resnet": "backbone.net.layer3"}
 
 
 @dataclass
@@ -91,14 +88,14 @@ class Predictor:
         self.channels_last = self.device.type == "cuda"
         self.meta = dict(meta)
         self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
-        self.spec = RoiSpec(shape=tuple(meta["roi"]["shape"]), spacing=tuple(meta["roi"]["spacing"]),  # type: ignore[arg-type]
-                            margin=float(meta["roi"].get("margin", 1.25)))
+        self.spec = RoiSpec.from_config(meta["roi"], "model metadata roi")
         self.reference = str(meta.get("reference", "auto"))
         self.net = prepare_for_device(net, self.device)
         # Saliency needs gradients through the eager module; compile only the plain forward.
         self.forward = torch.compile(self.net) if (self.cfg.compile and self.device.type == "cuda") else self.net
-        backbone = canonical_backbone(str(meta.get("network", {}).get("backbone", "spinecnn")))
-        self.target_layer = self.cfg.target_layer or meta.get("saliency_layer") or DEFAULT_TARGET_LAYER.get(backbone, "")
+        # The network registry names each backbone's stages and its default saliency stage.
+        self.target_layer = (self.cfg.target_layer or meta.get("saliency_layer")
+                             or str(getattr(net, "saliency_layer", "")))
         self.model_info = {"name": meta.get("name"), "version": meta.get("version"),
                            "weights_sha256": meta.get("weights_sha256")}
 

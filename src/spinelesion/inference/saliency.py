@@ -108,8 +108,10 @@ def occlusion_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor
 
 
 def saliency(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: dict[str, Sequence[int]],
-             method: str = "gradcam", target_layer: str = "backbone.layers.2", **kwargs: object) -> dict[str, torch.Tensor]:
-    """Maps for every task, for the class given per ROI (usually the predicted one)."""
+             method: str = "gradcam", target_layer: str | None = None, **kwargs: object) -> dict[str, torch.Tensor]:
+    """Maps for every task, for the class given per ROI (usually the predicted one); CAMs at
+    ``target_layer``, by default the network's registry-declared ``saliency_layer``."""
+    target_layer = target_layer or str(getattr(net, "saliency_layer", ""))
     if method not in METHODS:
         raise ValueError(f"unknown saliency method '{method}'; choose from {', '.join(METHODS)}")
     out = {}

@@ -22,7 +22,7 @@ from spinelesion.io.dicom import (
     series_context,
     volume_from_datasets,
 )
-from spinelesion.io.dicom_discover import sniff
+from spinelesion.io.dicom.discover import sniff
 from spinelesion.io.limits import special_file_reason
 from spinelesion.io.nifti import NiftiError, is_nifti, load_header, read_nifti
 from spinelesion.io.volume import LPS_TO_RAS, Volume

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spinelesion.io.dicom import DicomError, read_series
-from spinelesion.io.dicom_discover import SeriesInfo, discover_series, non_image_reason
-from spinelesion.io.dicom_meta import acquisition_tags
-from spinelesion.io.dicom_values import fast_get
+from spinelesion.io.dicom.discover import SeriesInfo, discover_series, non_image_reason
+from spinelesion.io.dicom.errors import DicomError
+from spinelesion.io.dicom.meta import acquisition_tags
+from spinelesion.io.dicom.read import read_series
+from spinelesion.io.dicom.values import fast_get
 from spinelesion.io.limits import ResourceLimitError, check_study_bytes, special_file_reason
 from spinelesion.io.nifti import NIFTI_SUFFIXES, is_nifti, load_header, read_nifti
 from spinelesion.io.reader import read_volume

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from spinelesion.config_schema import LossConfig, OptimizerConfig, SchedulerConfig, validated
 from spinelesion.labels import IGNORE_INDEX, TASKS
 from spinelesion.models.networks import build_network
 
@@ -69,9 +70,10 @@ class SpineLesionModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_network(dict(net))
-        self.opt_cfg = dict(optimizer or {"lr": 2e-3, "weight_decay": 1e-4})
-        self.sched_cfg = dict(scheduler or {"name": "onecycle", "warmup_fraction": 0.1})
-        self.loss_cfg = dict(loss or {})
+        # Typed and checked here, where they are read: a misspelt key is an error naming it.
+        self.opt_cfg = validated(OptimizerConfig, optimizer, "model.optimizer")
+        self.sched_cfg = validated(SchedulerConfig, scheduler, "model.scheduler")
+        self.loss_cfg = validated(LossConfig, loss, "model.loss")
         self.seed = seed
         self.channels_last_cfg = channels_last
         self.channels_last = channels_last is True
@@ -92,7 +94,7 @@ class SpineLesionModule(pl.LightningModule):
 
     # -- setup -----------------------------------------------------------------------------
     def set_class_weights(self, counts: Mapping[str, np.ndarray]) -> None:
-        mode = str(self.loss_cfg.get("class_weights", "none"))
+        mode = self.loss_cfg.class_weights
         for task in TASKS:
             w = class_weights_from_counts(counts[task], mode)
             if w is not None:
@@ -108,16 +110,16 @@ class SpineLesionModule(pl.LightningModule):
         return self.net(self._prep(image), available)
 
     def _losses(self, logits: tuple[torch.Tensor, ...], batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        weights = self.loss_cfg.get("task_weights", {}) or {}
-        smoothing = float(self.loss_cfg.get("label_smoothing", 0.0))
+        weights = self.loss_cfg.task_weights or {}
+        smoothing = float(self.loss_cfg.label_smoothing)
         out: dict[str, torch.Tensor] = {}
-        total = 0.0
+        total: torch.Tensor | float = 0.0
         for i, task in enumerate(TASKS):
             cw = getattr(self, f"class_weight_{task}")
             loss, _n = masked_cross_entropy(logits[i], batch[task], cw, smoothing)
             out[task] = loss
             total = total + float(weights.get(task, 1.0)) * loss
-        out["total"] = total  # type: ignore[assignment]
+        out["total"] = torch.as_tensor(total)
         return out
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -166,17 +168,17 @@ class SpineLesionModule(pl.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.parameters(), lr=float(self.opt_cfg.get("lr", 2e-3)),
-                                weight_decay=float(self.opt_cfg.get("weight_decay", 1e-4)),
-                                betas=tuple(self.opt_cfg.get("betas", (0.9, 0.999))))
-        name = self.sched_cfg.get("name", "onecycle")
+        lr = float(self.opt_cfg.lr)
+        beta1, beta2 = (float(b) for b in self.opt_cfg.betas)
+        opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=float(self.opt_cfg.weight_decay),
+                                betas=(beta1, beta2))
+        name = self.sched_cfg.name
         if name == "none":
             return opt
         total = int(self.trainer.estimated_stepping_batches)
         if name == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=float(self.opt_cfg.get("lr", 2e-3)), total_steps=max(total, 1),
-                pct_start=float(self.sched_cfg.get("warmup_fraction", 0.1)))
+                opt, max_lr=lr, total_steps=max(total, 1), pct_start=float(self.sched_cfg.warmup_fraction))
         elif name == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
         else:

@@ -7,6 +7,7 @@ a model folder or checkpoint from elsewhere cannot make the loader import or run
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -61,6 +62,10 @@ class SpineCNN(nn.Module):
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.out_features = 2 * cin
+        # Named stages -> submodule paths (the last block of each stage; blocks are one flat
+        # Sequential so that weight names stay those of the released model).
+        ends = [sum(blocks[:i + 1]) - 1 for i in range(len(blocks))]
+        self.stages = {"stem": "stem", **{f"stage{i + 1}": f"layers.{e}" for i, e in enumerate(ends) if blocks[i]}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
@@ -70,10 +75,11 @@ class SpineCNN(nn.Module):
 class _MonaiBackbone(nn.Module):
     """A MONAI classification network with its classifier removed: features only."""
 
-    def __init__(self, net: nn.Module, out_features: int):
+    def __init__(self, net: nn.Module, out_features: int, stages: dict[str, str]):
         super().__init__()
         self.net = net
         self.out_features = out_features
+        self.stages = {name: f"net.{path}" for name, path in stages.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -85,7 +91,8 @@ def _densenet121(in_channels: int = len(SEQUENCES), dropout: float = 0.0) -> nn.
     net = DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1, dropout_prob=dropout)
     features = net.class_layers.out.in_features
     net.class_layers.out = nn.Identity()
-    return _MonaiBackbone(net, features)
+    return _MonaiBackbone(net, features, {"stem": "features.conv0",
+                                          **{f"stage{i}": f"features.denseblock{i}" for i in range(1, 5)}})
 
 
 def _resnet(in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence[int] = (64, 128, 256, 512)) -> nn.Module:
@@ -95,13 +102,23 @@ def _resnet(in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence
     layers = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth]
     net = ResNet(ResNetBlock, layers, list(widths) or get_inplanes(), spatial_dims=3, n_input_channels=in_channels,
                  conv1_t_stride=(1, 2, 2), feed_forward=False, shortcut_type="B")
-    return _MonaiBackbone(net, int(widths[-1]))
+    return _MonaiBackbone(net, int(widths[-1]), {"stem": "conv1", **{f"stage{i}": f"layer{i}" for i in range(1, 5)}})
 
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "spinecnn": SpineCNN,
-    "densenet121": _densenet121,
-    "resnet": _resnet,
+@dataclass(frozen=True)
+class Backbone:
+    """A registry entry: how to build the backbone and which of its named stages
+    (``backbone.stages``: name -> submodule path) saliency maps are taken from by default:
+    the third stage, fine enough for a vertebra's parts, deep enough to be about the lesion."""
+
+    build: Callable[..., nn.Module]
+    saliency_stage: str = "stage3"
+
+
+BACKBONES: dict[str, Backbone] = {
+    "spinecnn": Backbone(SpineCNN),
+    "densenet121": Backbone(_densenet121),
+    "resnet": Backbone(_resnet),
 }
 
 # Former registry names, kept so model folders and checkpoints written before a rename
@@ -124,13 +141,16 @@ class MultiTaskNet(nn.Module):
     only by :meth:`probabilities`, never in training.
     """
 
+    __jit_unused_properties__ = ["saliency_layer"]  # not compiled if the network is ever scripted
+
     def __init__(self, backbone: str = "spinecnn", hidden: int = 128, dropout: float = 0.2,
                  in_channels: int = len(SEQUENCES), **backbone_kwargs: object):
         super().__init__()
         backbone = canonical_backbone(backbone)
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
-        self.backbone = BACKBONES[backbone](in_channels=in_channels, **backbone_kwargs)
+        self.backbone_name = backbone
+        self.backbone = BACKBONES[backbone].build(in_channels=in_channels, **backbone_kwargs)
         features = int(self.backbone.out_features) + in_channels
         self.heads = nn.ModuleList([
             nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -138,6 +158,20 @@ class MultiTaskNet(nn.Module):
             for classes in TASKS.values()
         ])
         self.register_buffer("temperature", torch.ones(len(TASKS)))
+
+    def stage_paths(self) -> dict[str, str]:
+        """The backbone's named stages as submodule paths of this network (``get_submodule``)."""
+        stages: dict[str, str] = getattr(self.backbone, "stages", {})
+        return {name: f"backbone.{path}" for name, path in stages.items()}
+
+    @property
+    def saliency_layer(self) -> str:
+        """The default saliency layer: the registry's stage for this backbone, as a submodule path."""
+        stage = BACKBONES[self.backbone_name].saliency_stage
+        paths = self.stage_paths()
+        if stage not in paths:
+            raise ValueError(f"backbone '{self.backbone_name}' has no stage '{stage}' (stages: {', '.join(paths)})")
+        return paths[stage]
 
     def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = torch.cat([self.backbone(image), available.to(image.dtype)], dim=1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spinelesion.io.dicom_write import make_uid, write_dicom_series
+from spinelesion.io.dicom.write import make_uid, write_dicom_series
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume
 from spinelesion.phantom.acquisition import SEQ_NAMES

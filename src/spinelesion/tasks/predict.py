@@ -23,24 +23,34 @@ log = logging.getLogger("spinelesion.predict")
 
 
 def predictor_config(cfg: DictConfig) -> Any:
+    """The predictor's settings from ``configs/predict.yaml``'s sections, each checked for
+    unknown keys where it is read (:func:`spinelesion.config_schema.validated`)."""
+    from spinelesion.config_schema import PredictorSettings, SaliencySettings, validated
     from spinelesion.inference.predictor import PredictorConfig
     from spinelesion.inference.scan import ScanConfig
 
-    scan = ScanConfig(overlap=float(cfg.scan.overlap), threshold=float(cfg.scan.threshold),
-                      min_distance_mm=float(cfg.scan.min_distance_mm), max_rois=int(cfg.scan.max_rois),
-                      edge_margin_mm=float(cfg.scan.get("edge_margin_mm", 12.0)),
-                      context_inside=bool(cfg.scan.get("context_inside", False)))
-    return PredictorConfig(device=str(cfg.device), amp=cfg.amp, compile=bool(cfg.compile),
-                           threads=cfg.threads, batch_size=int(cfg.batch_size),
-                           saliency_method=str(cfg.saliency.method), target_layer=cfg.saliency.target_layer,
-                           png=bool(cfg.saliency.png), scan=scan, write_maps=bool(cfg.scan.write_maps),
-                           source_paths=source_paths(cfg),
-                           markups=bool((cfg.get("output") or {}).get("markups", True)),
-                           dicom=(cfg.get("output") or {}).get("dicom", "auto"))
+    run = validated(PredictorSettings, {k: cfg.get(k) for k in ("device", "amp", "compile", "threads", "batch_size")},
+                    "predict")
+    scan_values = {str(k): v for k, v in cfg.scan.items()}
+    write_maps = bool(scan_values.pop("write_maps", True))  # the predictor's, not the scan's
+    scan = validated(ScanConfig, scan_values, "scan")
+    saliency = validated(SaliencySettings, cfg.saliency, "saliency")
+    output = output_settings(cfg)
+    return PredictorConfig(device=str(run.device), amp=run.amp, compile=bool(run.compile), threads=run.threads,
+                           batch_size=int(run.batch_size), saliency_method=str(saliency.method),
+                           target_layer=saliency.target_layer, png=bool(saliency.png), scan=scan,
+                           write_maps=write_maps, source_paths=bool(output.source_paths),
+                           markups=bool(output.markups), dicom=output.dicom)
+
+
+def output_settings(cfg: DictConfig) -> Any:
+    from spinelesion.config_schema import OutputSettings, validated
+
+    return validated(OutputSettings, cfg.get("output"), "output")
 
 
 def source_paths(cfg: DictConfig) -> bool:
-    return bool((cfg.get("output") or {}).get("source_paths", False))
+    return bool(output_settings(cfg).source_paths)
 
 
 def shown_path(cfg: DictConfig, path: object) -> str:

@@ -73,6 +73,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
         summary["best_checkpoint"] = ckpt_cb.best_model_path or None
+        best = getattr(ckpt_cb, "best_model_score", None)
+        if best is not None and cfg.get("optimized_metric"):
+            summary["optimized_metric"] = {"name": str(cfg.optimized_metric), "best": round(float(best), 6)}
         last = Path(ckpt_cb.dirpath) / "last.ckpt"
         summary["last_checkpoint"] = str(last) if last.is_file() else None
     if not trainer.is_global_zero or trainer.fast_dev_run or not summary.get("best_checkpoint"):

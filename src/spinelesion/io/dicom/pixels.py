@@ -11,8 +11,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from spinelesion.io.dicom_errors import DicomDecodeError, SeriesContext
-from spinelesion.io.dicom_values import fast_get, pixel_bytes
+from spinelesion.io.dicom.errors import DicomDecodeError, SeriesContext
+from spinelesion.io.dicom.values import fast_get, pixel_bytes
 
 # Which pip package decodes a compressed transfer syntax for pydicom (pydicom's own
 # "missing dependencies" text is added to the message too).

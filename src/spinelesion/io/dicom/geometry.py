@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from spinelesion.io.dicom_errors import DicomSeriesError, SeriesContext
+from spinelesion.io.dicom.errors import DicomSeriesError, SeriesContext
 from spinelesion.io.volume import affine_from_dicom
 
 # Tags that tell apart two images at one position (multi-echo, dynamic, diffusion...).

@@ -21,7 +21,7 @@ from typing import TypeVar
 import pydicom
 from pydicom.dataset import Dataset
 
-from spinelesion.io.dicom_errors import DicomError, SeriesContext, series_label
+from spinelesion.io.dicom.errors import DicomError, SeriesContext, series_label
 from spinelesion.io.limits import (
     LIMITS,
     MIB,

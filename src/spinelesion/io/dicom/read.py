@@ -1,4 +1,4 @@
-"""DICOM series -> :class:`Volume`: the entry points, on top of discovery, checks and pixels.
+"""DICOM series -> :class:`Volume`: the entry points, on top of discovery, files, checks and pixels.
 
 * :func:`read_dicom_folder`: the one image series in a folder (or the one named), pixels and
   geometry, in one pass over the files.
@@ -10,63 +10,47 @@ comes from ImagePositionPatient / ImageOrientationPatient / PixelSpacing; Rescal
 RescaleIntercept are applied. The array is float32 in (i, j, k) order: a view of a
 (slices, rows, columns) buffer, so it is Fortran-contiguous, like arrays nibabel returns.
 
-Modules: :mod:`.dicom_discover` (finding series), :mod:`.dicom_geometry` (stacking and
-checks), :mod:`.dicom_multiframe`, :mod:`.dicom_pixels` (decoding), :mod:`.dicom_meta`,
-:mod:`.dicom_errors`.
+The other concerns have their own modules of :mod:`spinelesion.io.dicom` (see its docstring).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from spinelesion.io.dicom_discover import (
+from spinelesion.io.dicom.discover import (
     SeriesInfo,
-    check_identity,
     common_folder,
     discover_series,
     geometry_reason,
     iter_files,
     non_image_reason,
-    prefetch,
-    read_header,
-    sniff,
 )
-from spinelesion.io.dicom_errors import (
-    DicomDecodeError,
+from spinelesion.io.dicom.errors import (
     DicomError,
     DicomSeriesError,
     NonImageError,
     SeriesContext,
     series_label,
 )
-from spinelesion.io.dicom_geometry import DEFAULT_CHECKS, SeriesChecks, StackGeometry, stack_geometry
-from spinelesion.io.dicom_meta import series_meta
-from spinelesion.io.dicom_multiframe import multiframe_layout, n_frames
-from spinelesion.io.dicom_pixels import DECODERS, check_decodable, rescale_of, stored_frames, transfer_syntax
-from spinelesion.io.dicom_values import fast_get, has
+from spinelesion.io.dicom.files import read_datasets
+from spinelesion.io.dicom.geometry import DEFAULT_CHECKS, SeriesChecks, StackGeometry, stack_geometry
+from spinelesion.io.dicom.meta import series_meta
+from spinelesion.io.dicom.multiframe import multiframe_layout, n_frames
+from spinelesion.io.dicom.pixels import check_decodable, rescale_of, stored_frames, transfer_syntax
+from spinelesion.io.dicom.values import fast_get, has
 from spinelesion.io.limits import (
     LIMITS,
-    MIB,
     ResourceLimitError,
     check_volume_bytes,
     human,
-    regular_size,
 )
 from spinelesion.io.volume import Volume
-
-__all__ = [
-    "DECODERS", "DicomDecodeError", "DicomError", "DicomSeriesError", "NonImageError", "SeriesChecks",
-    "SeriesInfo", "discover_series", "non_image_reason", "read_dicom_folder", "read_dicom_geometry",
-    "read_series", "volume_from_datasets",
-]
 
 log = logging.getLogger(__name__)
 
@@ -75,82 +59,6 @@ def _checks(checks: SeriesChecks | None, tolerances: dict[str, float]) -> Series
     if checks is not None and tolerances:
         raise TypeError("give either checks= or tolerance keywords, not both")
     return checks if checks is not None else SeriesChecks(**tolerances)
-
-
-class FileBytes(io.BytesIO):
-    """A file's bytes in memory that still carry its name: pydicom sets ``Dataset.filename``
-    from it, and the repr names the file in logs and tracebacks."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-def read_dataset(path: Path, data: bytes | None = None) -> Dataset:
-    """A whole DICOM file (header and pixel bytes), read with one ``open`` (or from ``data``).
-
-    Parsing from memory is about a third faster than pydicom's many small file reads.
-    """
-    if data is None:
-        got = _read_bytes(path)
-        if isinstance(got, DicomError):
-            raise got
-        if isinstance(got, OSError):
-            raise DicomError(path, f"cannot read the file ({got})") from got
-        data = got
-    kind = sniff(data)
-    if kind is None:
-        raise DicomError(path, "not a DICOM file")
-    try:
-        ds = pydicom.dcmread(FileBytes(data, str(path)), force=kind == "raw")
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
-        raise DicomError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-    check_identity(ds, path, kind)
-    return ds
-
-
-PRECHECK_BYTES = 2 * MIB
-"""Files larger than this have their header checked (bounded parse, size against the
-declared pixel data) before they are read whole; smaller ones cannot cost much."""
-
-
-def _read_bytes(path: Path) -> bytes | OSError | DicomError:
-    """A whole regular file, once its size is plausible for what its header declares."""
-    try:
-        size = regular_size(path)
-        if size > PRECHECK_BYTES:
-            read_header(path)  # raises DicomError for a file much larger than it declares
-        return path.read_bytes()
-    except ResourceLimitError as exc:
-        return DicomError(path, str(exc).removeprefix(f"{path}: "))
-    except DicomError as exc:
-        return exc
-    except OSError as exc:
-        return exc
-
-
-def read_datasets(files: Sequence[Path]) -> list[Dataset | DicomError]:
-    """Whole datasets of ``files`` in order, or the error of each file that is not DICOM.
-
-    Threads read the bytes ahead (file reads release the GIL); parsing, which holds the
-    GIL, stays on this thread, where it runs fastest.
-    """
-    out: list[Dataset | DicomError] = []
-    for path, data in zip(files, prefetch(_read_bytes, files), strict=True):
-        if isinstance(data, DicomError):
-            out.append(data)
-            continue
-        if isinstance(data, OSError):
-            out.append(DicomError(path, f"cannot read the file ({data})"))
-            continue
-        try:
-            out.append(read_dataset(path, data))
-        except DicomError as exc:
-            out.append(exc)
-    return out
 
 
 def _names(files: Sequence[Path]) -> list[str]:
@@ -358,8 +266,3 @@ def read_dicom_geometry(folder: str | os.PathLike[str], series_uid: str | None =
     geometry = header_geometry(info.headers, info.files, series_context(info.headers[0], info.files, folder),
                                _checks(checks, tolerances), strict=strict)
     return geometry.shape, geometry.affine
-
-
-def read_file_header(path: str | os.PathLike[str]) -> Dataset:
-    """Header of one DICOM file (no pixels); :class:`DicomError` when it is not DICOM."""
-    return read_header(Path(path))

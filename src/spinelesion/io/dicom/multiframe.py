@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from spinelesion.io.dicom_errors import DicomSeriesError, SeriesContext
-from spinelesion.io.dicom_geometry import DEFAULT_CHECKS, SeriesChecks, StackGeometry, numbers, stack_geometry
-from spinelesion.io.dicom_pixels import rescale_of
-from spinelesion.io.dicom_values import fast_get
+from spinelesion.io.dicom.errors import DicomSeriesError, SeriesContext
+from spinelesion.io.dicom.geometry import DEFAULT_CHECKS, SeriesChecks, StackGeometry, numbers, stack_geometry
+from spinelesion.io.dicom.pixels import rescale_of
+from spinelesion.io.dicom.values import fast_get
 
 
 @dataclass(frozen=True)
