@@ -16,6 +16,7 @@ help:
 	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~4 min)"
 	@echo "make test   - set up, then run the test suite (complete: what CI runs)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop"
+	@echo "make lint   - ruff check, ruff format --check, mypy on src/ (CI runs it before the tests)"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
 	@echo "make model  - retrain the released demo model in models/ (phantom + real spines with inserted lesions)"
 	@echo "make real-check - the released model on real anatomy: held-out real spines, paired, scan mode"
@@ -58,6 +59,8 @@ real-check: setup
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -27,7 +27,9 @@ def options(group: str) -> list[str]:
 
 def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}/data", *overrides])
+        cfg = compose(
+            "train", [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}/data", *overrides]
+        )
     return cfg
 
 
@@ -63,7 +65,9 @@ def test_every_trainer_composes(tmp_path: Path, trainer: str):
         pytest.skip("needs CUDA to instantiate")
     with open_dict(cfg):
         cfg.trainer.devices = 1 if cfg.trainer.get("strategy") == "ddp" else cfg.trainer.devices
-        cfg.trainer.strategy = "auto" if cfg.trainer.get("strategy") == "ddp" else cfg.trainer.get("strategy", "auto")
+        cfg.trainer.strategy = (
+            "auto" if cfg.trainer.get("strategy") == "ddp" else cfg.trainer.get("strategy", "auto")
+        )
     trainer_obj = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer_obj.max_epochs == cfg.trainer.max_epochs
 
@@ -105,8 +109,9 @@ def test_predict_sections_are_checked_where_read():
         predictor_config(bad)
 
 
-@pytest.mark.parametrize("section, key", [("optimizer", "learning_rate"), ("scheduler", "warmup"),
-                                          ("loss", "label_smoothin")])
+@pytest.mark.parametrize(
+    "section, key", [("optimizer", "learning_rate"), ("scheduler", "warmup"), ("loss", "label_smoothin")]
+)
 def test_a_misspelt_model_key_is_an_error_naming_it(tmp_path: Path, section: str, key: str):
     cfg = compose_train(tmp_path, [f"+model.{section}.{key}=0.1"])
     with pytest.raises(Exception, match=rf"model\.{section}: unknown key\(s\) {key}; allowed: "):
@@ -115,7 +120,9 @@ def test_a_misspelt_model_key_is_an_error_naming_it(tmp_path: Path, section: str
 
 def test_a_misspelt_roi_key_is_an_error_naming_it(tmp_path: Path):
     cfg = compose_train(tmp_path, ["+data.roi.margn=1.5"])
-    with pytest.raises(Exception, match=r"data\.roi: unknown key\(s\) margn; allowed: shape, spacing, margin"):
+    with pytest.raises(
+        Exception, match=r"data\.roi: unknown key\(s\) margn; allowed: shape, spacing, margin"
+    ):
         instantiate(cfg.data)
 
 

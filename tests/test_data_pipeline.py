@@ -103,6 +103,7 @@ def test_second_epoch_and_second_run_read_no_dicom_and_a_changed_file_is_reread(
     assert reread == {row["study_id"]}
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_same_seed_same_batches(tiny_dataset: Path, tmp_path: Path):
     def first_batches(seed: int) -> list[torch.Tensor]:
         dm = dm_for(tiny_dataset, tmp_path / "cache", seed=seed)
@@ -130,14 +131,38 @@ def test_same_batches_with_worker_processes(tiny_dataset: Path, tmp_path: Path):
     torch.testing.assert_close(b0["image"], b2["image"])
 
 
-def test_splits_keep_patients_together(tiny_dataset: Path, tmp_path: Path):
-    dm = dm_for(tiny_dataset, tmp_path / "cache")
-    rows = dm.load_manifest().rows
-    seen: dict[str, set[str]] = {}
-    for r in rows:
-        seen.setdefault(r.patient_id, set()).add(r.split)
-    assert all(len(s) == 1 for s in seen.values())
-    assert {r.split for r in rows} == {"train", "val", "test"}
+def _manifest_with_splits(tiny_dataset: Path, path: Path, split_of_row: dict[int, str]) -> Path:
+    """A copy of the tiny manifest (absolute file paths) with the ``split`` of some rows set."""
+    with open(tiny_dataset, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows):
+        for k in SEQUENCES:
+            if r.get(k):
+                r[k] = str(tiny_dataset.parent / r[k])
+        r["split"] = split_of_row.get(i, "")
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]) + ([] if "split" in rows[0] else ["split"]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_given_splits_are_kept_by_patient_and_a_patient_in_two_splits_is_refused(tiny_dataset: Path, tmp_path: Path):
+    """The manifest may fix a patient's split; the data module keeps it for every row of that
+    patient, splits the others, and refuses a manifest that puts one patient in two splits."""
+    rows = read_manifest(tiny_dataset).rows
+    by_patient: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_patient.setdefault(r.patient_id, []).append(i)
+    patient, idx = next((p, ix) for p, ix in sorted(by_patient.items()) if len(ix) >= 2)
+    given = _manifest_with_splits(tiny_dataset, tmp_path / "given.csv", {idx[0]: "test"})
+    dm = dm_for(given, None, check_geometry=False)
+    loaded = dm.load_manifest().rows
+    assert {r.split for r in loaded if r.patient_id == patient} == {"test"}  # the unlabelled rows follow
+    assert {r.split for r in loaded} == {"train", "val", "test"}
+    clash = _manifest_with_splits(tiny_dataset, tmp_path / "clash.csv", {idx[0]: "test", idx[1]: "train"})
+    with pytest.raises(Exception, match=rf"patient '{patient}' is in split 'test' in row .* and 'train' here"):
+        dm_for(clash, None, check_geometry=False).load_manifest()
 
 
 def test_nifti_and_dicom_manifests_give_the_same_rois(tiny_dataset: Path):

@@ -19,16 +19,32 @@ PACKAGE = "spinelesion"
 
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["spinelesion", "spinelesion.atomic", "spinelesion.labels", "spinelesion.portable",
-              "spinelesion.parallel", "spinelesion.config_path", "spinelesion.formatting",
-              "spinelesion.config_schema"]),
+    (
+        "base",
+        [
+            "spinelesion",
+            "spinelesion.atomic",
+            "spinelesion.labels",
+            "spinelesion.portable",
+            "spinelesion.parallel",
+            "spinelesion.config_path",
+            "spinelesion.formatting",
+            "spinelesion.config_schema",
+        ],
+    ),
     ("io", ["spinelesion.io"]),
     ("data", ["spinelesion.data"]),
     # The generators write contract manifests (data.manifest); nothing below reads them back.
     ("generators", ["spinelesion.phantom", "spinelesion.insert"]),
     # Pure metric functions: the LightningModule logs AUCs, calibration fits a temperature.
-    ("scoring", ["spinelesion.evaluation.metrics", "spinelesion.evaluation.calibration",
-                 "spinelesion.evaluation.bootstrap"]),
+    (
+        "scoring",
+        [
+            "spinelesion.evaluation.metrics",
+            "spinelesion.evaluation.calibration",
+            "spinelesion.evaluation.bootstrap",
+        ],
+    ),
     ("models", ["spinelesion.models"]),
     ("evaluation", ["spinelesion.evaluation"]),
     ("inference", ["spinelesion.inference"]),
@@ -75,8 +91,12 @@ def imported(path: Path, known: set[str]) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == PACKAGE]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                and node.module.split(".")[0] == PACKAGE:
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == PACKAGE
+        ):
             for alias in node.names:  # ``from spinelesion.x import y`` where y is a module
                 sub = f"{node.module}.{alias.name}"
                 out.append((node.lineno, sub if sub in known else node.module))
@@ -101,8 +121,10 @@ def test_imports_run_one_way():
         for line, target in imported(path, known):
             theirs = layer_of(target, clis)
             if theirs > mine:
-                offenders.append(f"{path.relative_to(ROOT)}:{line}: {module} ({LAYERS[mine][0]}) imports "
-                                 f"{target} ({LAYERS[theirs][0]})")
+                offenders.append(
+                    f"{path.relative_to(ROOT)}:{line}: {module} ({LAYERS[mine][0]}) imports "
+                    f"{target} ({LAYERS[theirs][0]})"
+                )
     assert not offenders, "upward imports:\n" + "\n".join(offenders)
 
 
@@ -122,13 +144,19 @@ def test_command_line_modules_are_thin():
     for module in sorted(cli_modules()):
         path = SRC / (module.replace(".", "/") + ".py")
         lines = len(path.read_text().splitlines())
-        assert lines <= 40, f"{path.relative_to(ROOT)} has {lines} lines: move the work into spinelesion.tasks"
+        assert lines <= 40, (
+            f"{path.relative_to(ROOT)} has {lines} lines: move the work into spinelesion.tasks"
+        )
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path):
     """The parser finds lazy imports inside functions (as most of this package's are)."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from spinelesion.tasks.train import train\n    import spinelesion.io.volume\n")
+    probe.write_text(
+        "def f():\n    from spinelesion.tasks.train import train\n    import spinelesion.io.volume\n"
+    )
     found = [t for _, t in imported(probe, set(all_modules()))]
     assert found == ["spinelesion.tasks.train", "spinelesion.io.volume"]
-    assert layer_of("spinelesion.tasks.train", cli_modules()) > layer_of("spinelesion.models.batch", cli_modules())
+    assert layer_of("spinelesion.tasks.train", cli_modules()) > layer_of(
+        "spinelesion.models.batch", cli_modules()
+    )

@@ -102,6 +102,7 @@ def test_hard_cases_exist_at_default_rates():
     assert all(not f.signs["oedema"] for f in benign if f.chronic)
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_rendered_benign_fracture_with_convex_wall_bulges():
     from helpers_phantom import quiet_config
 
@@ -155,6 +156,7 @@ def test_contrast_off_is_the_v1_table():
         np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_every_roi_centre_lies_inside_every_series():
     cfg = default_phantom_config()
     n_rois = 0

@@ -178,6 +178,7 @@ def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Pa
         assert total == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_one_corrupt_study_is_reported_and_the_others_finish(tiny_dataset: Path, tmp_path: Path, random_model: Path):
     studies = sorted((tiny_dataset.parent / "studies").iterdir())[:3]
     root = tmp_path / "export"
@@ -224,7 +225,7 @@ def test_torchscript_and_onnx_exports_match_eager(tmp_path: Path):
     assert diffs["torchscript"] < 1e-4 and diffs["onnx"] < 1e-3
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "occlusion"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", pytest.param("occlusion", marks=pytest.mark.slow)])
 def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str):
     from spinelesion.inference.saliency import saliency
 
@@ -242,7 +243,8 @@ def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str)
         assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0
 
 
-def test_saliency_leaves_no_hooks_behind():
+@pytest.mark.slow  # > 20 s on the 2-core CPU
+def test_saliency_leaves_no_hooks_behind(tmp_path: Path):
     """MONAI's CAMs register hooks on every call; piling them up slows prediction and breaks export."""
     from spinelesion.inference.saliency import saliency
 
@@ -254,7 +256,7 @@ def test_saliency_leaves_no_hooks_behind():
             saliency(net, x, f, {"compartment": [0, 1], "fracture": [1, 2]}, method=method,
                      target_layer="backbone.layers.2")
     assert not layer._forward_hooks and not layer._backward_hooks
-    export_torchscript(net, Path("/tmp") / "hooks-free.ts", tuple(ROI["shape"]))  # tracing refuses hooked modules
+    export_torchscript(net, tmp_path / "hooks-free.ts", tuple(ROI["shape"]))  # tracing refuses hooked modules
 
 
 class CentreProbeNet(ProbeNet):

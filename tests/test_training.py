@@ -33,6 +33,7 @@ def train_cfg(manifest: Path, out: Path, extra: list[str]) -> DictConfig:
                                  "data.progress=false", "logger=csv", *extra], out)
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_debug_overfit_reaches_near_zero_loss(tiny_dataset: Path, tmp_path: Path):
     from spinelesion.train import train
 
@@ -48,6 +49,7 @@ def test_debug_overfit_reaches_near_zero_loss(tiny_dataset: Path, tmp_path: Path
     assert summary["epochs"] == 60
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_ddp_with_two_cpu_processes_writes_one_checkpoint(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "spinelesion.train", f"data.manifest={tiny_dataset}", "trainer=ddp",
@@ -68,6 +70,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
 
 
+@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path):
     from spinelesion.train import train
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def config_dir() -> str:
@@ -23,7 +27,7 @@ def config_dir() -> str:
 CONFIG_DIR = config_dir()
 
 
-def compose_config(name: str, overrides: list[str]) -> object:
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
     """Compose a config of ``configs/``, also from inside a running ``@hydra.main`` app."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

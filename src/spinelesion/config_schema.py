@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 C = TypeVar("C")
 
@@ -37,14 +37,17 @@ def _plain(values: Any) -> dict[str, Any]:
 def validated(cls: type[C], values: Any, section: str) -> C:
     """``cls(**values)`` after checking the keys: unknown ones and missing required ones are
     a :class:`ConfigError` that names ``section``, the key and the allowed keys."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass type
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}  # cls is a dataclass type
     given = _plain(values)
     allowed = ", ".join(fields)
     unknown = sorted(set(given) - set(fields))
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
-    missing = [n for n, f in fields.items() if n not in given
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in given and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"{section}: missing key(s) {', '.join(missing)}; allowed: {allowed}")
     try:

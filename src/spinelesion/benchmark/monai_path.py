@@ -73,10 +73,10 @@ def _train_step(spec: RoiSpec) -> Any:
 
     def step(image: torch.Tensor, flags: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         out = net(image, flags)
-        loss = sum(torch.nn.functional.cross_entropy(o, batch[t], ignore_index=-100)
-                   for o, t in zip(out, TASKS, strict=True))
+        loss = torch.stack([torch.nn.functional.cross_entropy(o, batch[t], ignore_index=-100)
+                            for o, t in zip(out, TASKS, strict=True)]).sum()
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         opt.step()
 
     return step

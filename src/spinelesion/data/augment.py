@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,8 +71,9 @@ def augmentation_from_dict(values: Mapping[str, object] | None) -> AugmentConfig
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown augmentation option(s): {', '.join(unknown)}")
-    return AugmentConfig(**{k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-                            for k, v in values.items()})
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+                              for k, v in values.items()}
+    return AugmentConfig(**kwargs)
 
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device: torch.device, *shape: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,6 +22,9 @@ from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
 from spinelesion.data.splits import assign_splits, check_no_leakage, class_count_table
 from spinelesion.labels import SPLITS, TASKS
+
+if TYPE_CHECKING:
+    from spinelesion.data.monai_pipeline import MonaiRoiDataset
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,7 @@ class SpineDataModule(pl.LightningDataModule):
         log.info("study cache: %d hit(s), %d miss(es)", self.cache.hits, self.cache.misses)
 
     # -- loaders ---------------------------------------------------------------------------
-    def dataset(self, split: str, augment: bool | None = None) -> RoiDataset:
+    def dataset(self, split: str, augment: bool | None = None) -> RoiDataset | MonaiRoiDataset:
         """Training items carry their whole context box: ``on_after_batch_transfer`` augments and crops the batch."""
         assert self.bank is not None, "call setup() first"
         augment = (split == "train") if augment is None else augment
@@ -215,7 +218,8 @@ class SpineDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.manifest_path}: split '{split}' is empty")
         weights = None
         if train and self.balanced_sampling:
-            weights = balanced_weights([self.bank.rows[i] for i in ds.indices])  # type: ignore[union-attr]
+            assert self.bank is not None, "call setup() first"
+            weights = balanced_weights([self.bank.rows[i] for i in ds.indices])
         sampler = KeyedSampler(ds.indices, seed=self.seed, shuffle=train, weights=weights)
         loader_cls: Any = DataLoader
         if self.pipeline == "monai":

@@ -132,7 +132,7 @@ class MonaiRoiDataset(Dataset):
             compose.set_random_state(seed=int(seed) % (2**32))
         super().__init__(data=self.indices, transform=compose if transform else None)
 
-    def __getitem__(self, key: Any) -> dict[Hashable, Any]:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> dict[Hashable, Any]:
         index = int(key) if isinstance(key, BankIndex) else self.indices[key]
         image = self.bank.images[index].float()
         if not self.context:

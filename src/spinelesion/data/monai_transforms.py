@@ -40,10 +40,8 @@ def as_roi_spec(spec: RoiSpec | Mapping[str, Any] | None) -> RoiSpec:
     """A :class:`RoiSpec` from itself or from a config mapping (bundle JSON, Hydra)."""
     if isinstance(spec, RoiSpec):
         return spec
-    values = dict(spec or {})
-    return RoiSpec(shape=tuple(int(v) for v in values.get("shape", RoiSpec.shape)),  # type: ignore[arg-type]
-                   spacing=tuple(float(v) for v in values.get("spacing", RoiSpec.spacing)),  # type: ignore[arg-type]
-                   margin=float(values.get("margin", RoiSpec.margin)))
+    values = dict(spec or {})  # RoiSpec turns lists into tuples; missing keys keep its defaults
+    return RoiSpec(**{k: values[k] for k in ("shape", "spacing", "margin") if k in values})
 
 
 class LoadStudyd(MapTransform):

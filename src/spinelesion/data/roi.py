@@ -88,4 +88,5 @@ def center_crop(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     for have, want in zip(image.shape[-3:], shape, strict=True):
         start = (have - want) // 2
         slices.append(slice(start, start + want))
-    return image[(..., *slices)]
+    index: tuple[Any, ...] = (..., *slices)
+    return image[index]

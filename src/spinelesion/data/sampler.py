@@ -42,7 +42,7 @@ class KeyedSampler(Sampler[int]):
         indices: Sequence[int],
         seed: int = 0,
         shuffle: bool = True,
-        weights: Sequence[float] | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
         num_samples: int | None = None,
         drop_uneven: bool = False,
     ):

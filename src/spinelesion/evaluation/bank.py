@@ -18,10 +18,20 @@ from spinelesion.atomic import atomic_path
 log = logging.getLogger("spinelesion.evaluate")
 
 
-def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_dir: str | Path,
-                  batch_size: int = 32, device: str = "auto", n_boot: int = 1000, seed: int = 0,
-                  plots: bool = True, extra: dict[str, Any] | None = None,
-                  decision: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_bank(
+    net: Any,
+    bank: Any,
+    indices: Sequence[int],
+    spec: Any,
+    out_dir: str | Path,
+    batch_size: int = 32,
+    device: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+    plots: bool = True,
+    extra: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score ROIs ``indices`` of a :class:`RoiBank`; write metrics.json, predictions.csv, plots.
 
     ``decision`` is a model folder's ``metadata.json['decision']``: labels follow it (argmax without).
@@ -45,9 +55,12 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
     indices, probs, dropped = _finite_only(list(indices), probs, bank)
     rows = [bank.rows[i] for i in indices]
     inputs = EvalInputs(
-        case_ids=[r.case_id for r in rows], patient_ids=[r.patient_id for r in rows],
-        findings=[r.finding for r in rows], levels=[r.level for r in rows],
-        y_true={t: bank.targets[t][list(indices)].numpy() for t in TASKS}, probs=probs,
+        case_ids=[r.case_id for r in rows],
+        patient_ids=[r.patient_id for r in rows],
+        findings=[r.finding for r in rows],
+        levels=[r.level for r in rows],
+        y_true={t: bank.targets[t][list(indices)].numpy() for t in TASKS},
+        probs=probs,
     )
     metrics = compute_metrics(inputs, n_boot=n_boot, seed=seed, rule=rule)
     if extra:
@@ -61,21 +74,29 @@ def evaluate_bank(net: Any, bank: Any, indices: Sequence[int], spec: Any, out_di
     return metrics
 
 
-def _finite_only(indices: list[int], probs: dict[str, np.ndarray], bank: Any
-                 ) -> tuple[list[int], dict[str, np.ndarray], list[str]]:
+def _finite_only(
+    indices: list[int], probs: dict[str, np.ndarray], bank: Any
+) -> tuple[list[int], dict[str, np.ndarray], list[str]]:
     """Leave out ROIs whose probabilities are not finite (a NaN image): never scored, listed instead."""
     ok = np.all([np.isfinite(p).all(1) for p in probs.values()], axis=0)
     if ok.all():
         return indices, probs, []
     dropped = [bank.rows[i].case_id for i, good in zip(indices, ok, strict=True) if not good]
-    log.warning("%d ROI(s) with non-finite probabilities left out of the metrics, e.g. %s", len(dropped), dropped[0])
+    log.warning(
+        "%d ROI(s) with non-finite probabilities left out of the metrics, e.g. %s", len(dropped), dropped[0]
+    )
     if not ok.any():
         raise ValueError(f"every ROI got non-finite probabilities (e.g. {dropped[0]}): nothing to score")
-    return [i for i, good in zip(indices, ok, strict=True) if good], {t: p[ok] for t, p in probs.items()}, dropped
+    return (
+        [i for i, good in zip(indices, ok, strict=True) if good],
+        {t: p[ok] for t, p in probs.items()},
+        dropped,
+    )
 
 
-def _write_predictions(path: Path, rows: Sequence[Any], probs: dict[str, np.ndarray],
-                       labels: dict[str, np.ndarray]) -> None:
+def _write_predictions(
+    path: Path, rows: Sequence[Any], probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+) -> None:
     from spinelesion.labels import TASKS
 
     header = ["case_id", "study_id", "patient_id", "finding", "level"]

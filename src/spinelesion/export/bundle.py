@@ -23,7 +23,7 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -266,7 +266,7 @@ def export_bundle(model_dir: str | os.PathLike[str], output_dir: str | os.PathLi
         extra = {"metadata.json": json.dumps(metadata).encode(), "inference.json": json.dumps(inference).encode()}
         try:
             how, diff = _save_torchscript(net, out / "models" / "model.ts",
-                                          tuple(int(s) for s in meta["roi"]["shape"]), extra)  # type: ignore[arg-type]
+                                          cast("tuple[int, int, int]", tuple(int(s) for s in meta["roi"]["shape"])), extra)
             ts_note = f"TorchScript, {how} (largest logit difference to eager {diff:.2g})"
             files.append("models/model.ts")
         except Exception as exc:  # noqa: BLE001 - the bundle runs from model.pt; say why there is no .ts

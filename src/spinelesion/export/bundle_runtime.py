@@ -35,7 +35,7 @@ class RoiClassifier:
         d = dict(item)
         images = torch.as_tensor(d["image"]).float()
         flags = torch.as_tensor(d["available"]).float()
-        temps = self.network.temperature.detach().float().to(self.device)
+        temps = self.network.get_buffer("temperature").detach().float().to(self.device)
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         with torch.inference_mode():
             for s in range(0, images.shape[0], self.batch_size):

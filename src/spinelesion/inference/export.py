@@ -70,6 +70,6 @@ def parity(net: torch.nn.Module, torchscript_path: str | Path | None, onnx_path:
         out["torchscript"] = max(float(np.abs(a - b).max()) for a, b in zip(ref, got, strict=True))
     if onnx_path:
         sess = onnx_session(onnx_path)
-        got = sess.run(None, {"image": image.numpy(), "available": available.numpy()})  # type: ignore[attr-defined]
+        got = sess.run(None, {"image": image.numpy(), "available": available.numpy()})  # type: ignore[attr-defined]  # onnxruntime's stubs omit InferenceSession.run
         out["onnx"] = max(float(np.abs(a - b).max()) for a, b in zip(ref, got, strict=True))
     return out

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def from_manifest(path: Path) -> tuple[list[StudyInput], list[InputFailure]]:
     for study_id, rows in manifest.studies().items():
         seqs = dict(rows[0].sequences)
         rois = [RoiRequest(r.case_id, r.center_lps, "given") for r in rows]
-        items.append(StudyInput(study_id, str(path), lambda sid=study_id, s=seqs: load_study_from_paths(sid, s), rois))
+        items.append(StudyInput(study_id, str(path), partial(load_study_from_paths, study_id, seqs), rois))
     return items, []
 
 
@@ -126,11 +127,11 @@ def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
             joined.add(d)
             items.append(StudyInput(uid, str(src), _joined_loader(uid, series, overrides, d, _relative_id(d, folder))))
         else:
-            items.append(StudyInput(uid, str(src), lambda uid=uid, series=series: load_dicom_study(uid, series, overrides)))
+            items.append(StudyInput(uid, str(src), partial(load_dicom_study, uid, series, overrides)))
     for d in nifti_dirs:
         if d not in joined:
             sid = _relative_id(d, folder)
-            items.append(StudyInput(sid, str(d), lambda d=d, sid=sid: load_nifti_folder(d, sid)))
+            items.append(StudyInput(sid, str(d), partial(load_nifti_folder, d, sid)))
     if not_dicom:
         log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(not_dicom))
     # folders whose pipes, sockets or devices are already named among the skipped files

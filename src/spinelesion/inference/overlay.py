@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -101,8 +102,8 @@ def write_roi_png(path: str | Path, array: np.ndarray, affine: np.ndarray, avail
         canvas.paste(panel, (x0, 2 * HEADER))
         pred = predictions[task]
         draw.text((x0 + 6, HEADER + 6), f"{task}: {pred['label']}", fill="black", font=_font(15))
-        probs = pred["probabilities"]  # type: ignore[index]
-        lines = [f"{cls}: {probs[cls]:.2f}" for cls in TASKS[task]]  # type: ignore[index]
+        probs = cast(Mapping[str, float], pred["probabilities"])
+        lines = [f"{cls}: {probs[cls]:.2f}" for cls in TASKS[task]]
         box_h = 15 * len(lines) + 6
         draw.rectangle((x0 + 4, 2 * HEADER + h - box_h - 4, x0 + 200, 2 * HEADER + h - 4), fill=(0, 0, 0))
         for i, line in enumerate(lines):

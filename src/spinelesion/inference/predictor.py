@@ -8,6 +8,7 @@ compute saliency in batches, paste it back onto the reference sequence's own gri
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class Predictor:
                            "weights_sha256": meta.get("weights_sha256")}
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, cfg: PredictorConfig | None = None) -> Predictor:
+    def from_model_dir(cls, model_dir: str | os.PathLike[str], cfg: PredictorConfig | None = None) -> Predictor:
         from spinelesion.models.folder import load_model_folder
 
         net, meta = load_model_folder(model_dir)
@@ -120,7 +121,7 @@ class Predictor:
 
     def classify(self, images: torch.Tensor, flags: torch.Tensor) -> dict[str, np.ndarray]:
         """Temperature-scaled probabilities per task, batched."""
-        temps = self.net.temperature.detach().float()
+        temps = self.net.get_buffer("temperature").detach().float()
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         with torch.inference_mode():
             for s in range(0, images.shape[0], self.cfg.batch_size):
@@ -297,7 +298,8 @@ class Predictor:
             for task in maps:  # only the ROI's box of the study grid is sampled; the rest stays 0
                 box = paste_box(maps[task], roi_affine, affine, ref_shape, i)
                 if box is not None:
-                    stacks[task][(*box[0], offset + i)] = to_unit_uint8(box[1])
+                    index: tuple[slice | int, ...] = (*box[0], offset + i)
+                    stacks[task][index] = to_unit_uint8(box[1])
                 rec["saliency"][task] = saliency_file(task)
             if maps:
                 rec["saliency_volume"] = offset + i

@@ -79,7 +79,8 @@ class SpineSeriesReader(ImageReader):
         """(array, meta): voxels in (i, j, k) order, stacked on a new first axis for several
         volumes (which must share one grid, as MONAI requires), and MONAI's meta keys."""
         volumes = [img] if isinstance(img, Volume) else list(img)
-        arrays, meta = [], {}
+        arrays: list[np.ndarray] = []
+        meta: dict[str, Any] = {}
         for vol in volumes:
             header = self._meta(vol)
             if meta and not (np.allclose(header[MetaKeys.AFFINE], meta[MetaKeys.AFFINE])
@@ -123,7 +124,7 @@ def volume_from_metatensor(image: Any, meta: dict[str, Any] | None = None) -> Vo
         array = array[0]
     affine = getattr(image, "affine", None)
     affine = meta.get(MetaKeys.AFFINE) if affine is None else affine
-    out_meta = {"source": str(meta.get("filename_or_obj", meta.get("source", ""))),
+    out_meta: dict[str, Any] = {"source": str(meta.get("filename_or_obj", meta.get("source", ""))),
                 "format": str(meta.get("format", "monai"))}
     if meta.get("spinelesion_warnings"):
         out_meta["warnings"] = str(meta["spinelesion_warnings"]).split("; ")

@@ -35,7 +35,7 @@ def load_header(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     try:
         size = regular_size(path)
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))  # nibabel's FileBasedImage type lacks the NIfTI header API
     except ResourceLimitError as exc:
         raise NiftiError(str(exc)) from exc
     except Exception as exc:  # nibabel raises a zoo of types for broken files
@@ -88,7 +88,7 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
     else:
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
     # get_fdata-style scaling: dataobj applies scl_slope/scl_inter when present.
-    array = np.asarray(data, dtype=dtype)
+    array: np.ndarray = np.asarray(data, dtype=dtype)
     ras = img.affine
     if not np.all(np.isfinite(ras)) or abs(np.linalg.det(ras[:3, :3])) < 1e-9:
         raise NiftiError(f"{path}: affine is singular or not finite")

@@ -68,7 +68,7 @@ def _nifti_geometry(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     ras = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(ras)) or abs(np.linalg.det(ras[:3, :3])) < 1e-9:
         raise NiftiError(f"{path}: affine is singular or not finite")
-    return shape[:3], LPS_TO_RAS @ ras  # type: ignore[return-value]
+    return (shape[0], shape[1], shape[2]), LPS_TO_RAS @ ras
 
 
 def read_geometry(path: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False

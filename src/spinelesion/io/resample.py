@@ -161,7 +161,7 @@ def to_reference(study: object, reference: str = "auto") -> tuple[np.ndarray, np
     reference name)``. Missing sequences are zero channels. The reference grid is the
     reference volume's grid exactly as read from disk (so outputs overlay on it).
     """
-    volumes: dict[str, Volume] = study.volumes  # type: ignore[attr-defined]
+    volumes: dict[str, Volume] = study.volumes  # type: ignore[attr-defined]  # a Study, or any object with .volumes
     ref_name = choose_reference(list(volumes), reference)
     ref = volumes[ref_name]
     out = np.zeros((len(SEQUENCES), *ref.shape), dtype=np.float32)

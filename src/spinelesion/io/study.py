@@ -146,7 +146,7 @@ def _normal(info: SeriesInfo) -> np.ndarray | None:
             except (KeyError, AttributeError, IndexError):
                 continue
     try:
-        v = np.asarray([float(x) for x in o], dtype=np.float64)  # type: ignore[union-attr]
+        v = np.asarray([float(x) for x in o], dtype=np.float64)
         return np.cross(v[:3], v[3:])
     except (TypeError, ValueError):
         return None
@@ -160,7 +160,7 @@ def is_sagittal(info: SeriesInfo) -> bool:
 def _rank(cand: tuple[float, SeriesInfo, str]) -> tuple[float, bool, float, int, int]:
     confidence, info, _ = cand
     forced = confidence > 1.0
-    return (forced, is_sagittal(info), confidence, len(info.files), info.number or 0)  # type: ignore[return-value]
+    return (forced, is_sagittal(info), confidence, len(info.files), info.number or 0)
 
 
 CHOICE_RULE = "override, then sagittal, then confidence, then most slices, then latest series number"
@@ -191,7 +191,8 @@ def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None 
                                  f"(allowed: {', '.join(SEQUENCES)}, or 'ignore')")
             candidates.setdefault(forced, []).append((2.0, info, "user override"))
             continue
-        guess = guess_sequence(acquisition_tags(info.header))  # type: ignore[arg-type]
+        assert info.header is not None  # image series only: each has a readable header
+        guess = guess_sequence(acquisition_tags(info.header))
         if guess.sequence is None:
             warnings.append(f"{info.label}: skipped, {guess.reason}")
             continue
@@ -223,6 +224,7 @@ def group_dicom_studies(folder: str | os.PathLike[str], exclude: Iterable[str | 
 
 def _declared_shape(info: SeriesInfo) -> tuple[int, int, int]:
     h = info.header
+    assert h is not None  # image series only: each has a readable header
     rows = int(fast_get(h, "Rows", 0) or 0)
     cols = int(fast_get(h, "Columns", 0) or 0)
     frames = sum(int(fast_get(d, "NumberOfFrames", 1) or 1) for d in info.headers)

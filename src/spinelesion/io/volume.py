@@ -13,7 +13,7 @@ Convention used everywhere in the project:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+        return cast("tuple[int, int, int]", tuple(int(s) for s in self.array.shape))  # 3D by construction
 
     @property
     def spacing(self) -> np.ndarray:

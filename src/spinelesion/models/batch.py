@@ -8,11 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
 
 from spinelesion.labels import TASKS
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,18 @@ def autocast_for(device: torch.device, amp: bool | str = "auto") -> contextlib.A
     return torch.autocast("cuda", dtype=dtype)
 
 
-def prepare_for_device(net: torch.nn.Module, device: torch.device, channels_last: bool | str = "auto") -> torch.nn.Module:
+def channels_last_3d(net: M) -> M:
+    """``net.to(memory_format=torch.channels_last_3d)``: torch's stubs lack that overload of ``Module.to``."""
+    to: Any = net.to
+    return cast(M, to(memory_format=torch.channels_last_3d))
+
+
+def prepare_for_device(
+    net: torch.nn.Module, device: torch.device, channels_last: bool | str = "auto"
+) -> torch.nn.Module:
     net = net.to(device).eval()
     if device.type == "cuda" and channels_last in (True, "auto"):
-        net = net.to(memory_format=torch.channels_last_3d)
+        net = channels_last_3d(net)
     return net
 
 
@@ -50,8 +61,12 @@ def to_device(image: torch.Tensor, device: torch.device, channels_last: bool) ->
     return image.contiguous(memory_format=torch.channels_last_3d) if channels_last else image
 
 
-def predict_logits(net: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
-                   device: torch.device | str = "cpu", amp: bool | str = "auto") -> dict[str, np.ndarray]:
+def predict_logits(
+    net: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    amp: bool | str = "auto",
+) -> dict[str, np.ndarray]:
     """Raw logits per task for every item of ``batches`` (dicts with ``image``/``available``)."""
     device = resolve_device(device) if isinstance(device, str) else device
     channels_last = device.type == "cuda"

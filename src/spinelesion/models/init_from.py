@@ -55,7 +55,7 @@ def load_into(net: nn.Module, source: nn.Module, mode: str = "all") -> dict[str,
         raise ValueError(f"init_from: weights not in the network: {unexpected[:5]}")
     if mode == "all":
         with torch.no_grad():  # calibration is refitted after fine-tuning; training never uses it
-            net.temperature.fill_(1.0)  # type: ignore[operator]
+            net.get_buffer("temperature").fill_(1.0)
     fresh = sorted({".".join(k.split(".")[:2]) for k in missing if k != "temperature"})
     return {"mode": mode, "tensors": len(state), "fresh": fresh}
 

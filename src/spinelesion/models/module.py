@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from spinelesion.config_schema import LossConfig, OptimizerConfig, SchedulerConfig, validated
 from spinelesion.labels import IGNORE_INDEX, TASKS
+from spinelesion.models.batch import channels_last_3d
 from spinelesion.models.networks import build_network
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class SpineLesionModule(pl.LightningModule):
         if self.channels_last_cfg == "auto":
             self.channels_last = self.device.type == "cuda"
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)
+            self.net = channels_last_3d(self.net)
 
     # -- setup -----------------------------------------------------------------------------
     def set_class_weights(self, counts: Mapping[str, np.ndarray]) -> None:
@@ -149,7 +150,7 @@ class SpineLesionModule(pl.LightningModule):
             return
         gathered = {k: torch.cat(v) for k, v in self._val_outputs.items()}
         if self.trainer.world_size > 1:  # every rank scores the whole validation set
-            gathered = {k: self.all_gather(v).flatten(0, 1).cpu() for k, v in gathered.items()}
+            gathered = {k: torch.as_tensor(self.all_gather(v)).flatten(0, 1).cpu() for k, v in gathered.items()}
         scores = {}
         for task in TASKS:
             probs = torch.softmax(gathered[f"logits_{task}"], 1).numpy()
@@ -176,6 +177,7 @@ class SpineLesionModule(pl.LightningModule):
         if name == "none":
             return opt
         total = int(self.trainer.estimated_stepping_batches)
+        sched: torch.optim.lr_scheduler.LRScheduler
         if name == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=lr, total_steps=max(total, 1), pct_start=float(self.sched_cfg.warmup_fraction))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -15,17 +16,24 @@ from torch import nn
 from spinelesion.labels import SEQUENCES, TASKS
 
 
+def _triple(v: Sequence[int] | int) -> int | tuple[int, int, int]:
+    if isinstance(v, int):
+        return v
+    a, b, c = (int(x) for x in v)
+    return a, b, c
+
+
 class ResBlock3d(nn.Module):
     """conv-BN-ReLU-conv-BN plus a (projected) skip, then ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: Sequence[int] | int = 1):
         super().__init__()
-        self.conv1 = nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv3d(cin, cout, 3, stride=_triple(stride), padding=1, bias=False)
         self.bn1 = nn.BatchNorm3d(cout)
         self.conv2 = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm3d(cout)
         needs_proj = cin != cout or any(s != 1 for s in ([stride] * 3 if isinstance(stride, int) else stride))
-        self.skip = (nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
+        self.skip = (nn.Sequential(nn.Conv3d(cin, cout, 1, stride=_triple(stride), bias=False), nn.BatchNorm3d(cout))
                      if needs_proj else nn.Identity())
         self.act = nn.ReLU(inplace=True)
 
@@ -50,7 +58,7 @@ class SpineCNN(nn.Module):
         super().__init__()
         w0 = widths[0]
         self.stem = nn.Sequential(
-            nn.Conv3d(in_channels, w0, 3, stride=tuple(stem_stride), padding=1, bias=False),
+            nn.Conv3d(in_channels, w0, 3, stride=_triple(stem_stride), padding=1, bias=False),
             nn.BatchNorm3d(w0), nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
@@ -89,7 +97,7 @@ def _densenet121(in_channels: int = len(SEQUENCES), dropout: float = 0.0) -> nn.
     from monai.networks.nets import DenseNet121
 
     net = DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1, dropout_prob=dropout)
-    features = net.class_layers.out.in_features
+    features = int(cast(nn.Linear, net.class_layers.out).in_features)
     net.class_layers.out = nn.Identity()
     return _MonaiBackbone(net, features, {"stem": "features.conv0",
                                           **{f"stage{i}": f"features.denseblock{i}" for i in range(1, 5)}})
@@ -101,7 +109,8 @@ def _resnet(in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence
 
     layers = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth]
     net = ResNet(ResNetBlock, layers, list(widths) or get_inplanes(), spatial_dims=3, n_input_channels=in_channels,
-                 conv1_t_stride=(1, 2, 2), feed_forward=False, shortcut_type="B")
+                 conv1_t_stride=(1, 2, 2),  # type: ignore[arg-type]  # MONAI annotates tuple[int] for a per-axis tuple
+                 feed_forward=False, shortcut_type="B")
     return _MonaiBackbone(net, int(widths[-1]), {"stem": "conv1", **{f"stage{i}": f"layer{i}" for i in range(1, 5)}})
 
 
@@ -141,6 +150,7 @@ class MultiTaskNet(nn.Module):
     only by :meth:`probabilities`, never in training.
     """
 
+    temperature: torch.Tensor  # a registered buffer (one per task)
     __jit_unused_properties__ = ["saliency_layer"]  # not compiled if the network is ever scripted
 
     def __init__(self, backbone: str = "spinecnn", hidden: int = 128, dropout: float = 0.2,
@@ -151,7 +161,7 @@ class MultiTaskNet(nn.Module):
             raise ValueError(f"unknown backbone '{backbone}'; known: {', '.join(BACKBONES)}")
         self.backbone_name = backbone
         self.backbone = BACKBONES[backbone].build(in_channels=in_channels, **backbone_kwargs)
-        features = int(self.backbone.out_features) + in_channels
+        features = int(cast(Any, self.backbone).out_features) + in_channels
         self.heads = nn.ModuleList([
             nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                           nn.Linear(hidden, len(classes)))
@@ -185,8 +195,8 @@ class MultiTaskNet(nn.Module):
 
 def build_network(config: dict[str, object]) -> MultiTaskNet:
     """A :class:`MultiTaskNet` from a plain config dict (``backbone`` name plus keyword args)."""
-    cfg = dict(config)
-    return MultiTaskNet(**cfg)  # type: ignore[arg-type]
+    cfg: dict[str, Any] = dict(config)
+    return MultiTaskNet(**cfg)
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -240,8 +240,8 @@ def layout(anatomy: Anatomy, rng: np.random.Generator) -> None:
     for _kind, obj, zc in centres:
         y = float(anatomy.centre_y(zc))
         tilt = float(np.arctan(anatomy.slope(zc)))
-        obj.center = np.array([0.0, y, zc])  # type: ignore[attr-defined]
-        obj.tilt = tilt  # type: ignore[attr-defined]
+        obj.center = np.array([0.0, y, zc])  # type: ignore[attr-defined]  # vertebra or disc: both have it
+        obj.tilt = tilt  # type: ignore[attr-defined]  # vertebra or disc: both have it
     if anatomy.region == "lumbar":
         l1 = next((v for v in anatomy.vertebrae if v.name in ("L1", "L2", "T12")), None)
         if l1 is not None:
@@ -436,7 +436,7 @@ def cord_geometry(an: Anatomy, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     du = CanalMods.total(an.mods.cord_du, z)
     dv = CanalMods.total(an.mods.cord_dv, z)
     scale = 1.0 + CanalMods.total(an.mods.cord_scale, z)
-    taper = 1.0
+    taper: float | np.ndarray = 1.0
     if an.conus_z is not None:
         taper = np.clip((z - an.conus_z) / 14.0, 0.0, 1.0) ** 0.6
     ra = np.minimum(an.cord_w / 2 * scale, a - 0.4) * taper
@@ -475,7 +475,7 @@ def paint_roots(cv: Canvas, an: Anatomy, tt: TissueTable, box: tuple[slice, slic
                 y: np.ndarray, z: np.ndarray, inside_sac: np.ndarray, rng: np.random.Generator) -> None:
     """Cauda equina: thin roots below the conus, lying dorsally in the supine sac."""
     yc, b, a = an.sac_geometry(z)
-    below = np.clip((an.conus_z - z) / 6.0, 0, 1)  # type: ignore[operator]
+    below = np.clip((an.conus_z - z) / 6.0, 0, 1)
     clump = an.mods.clumped_roots
     mask = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), np.float32)
     for ru, rv, rr in an.roots:

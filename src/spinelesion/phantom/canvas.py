@@ -32,7 +32,7 @@ def superellipse_distance(a: np.ndarray | float, b: np.ndarray | float, p: np.nd
     return (r - 1.0) * np.minimum(a, b)
 
 
-def ellipsoid_distance(p: np.ndarray, q: np.ndarray, s: np.ndarray, radii: Sequence[float]) -> np.ndarray:
+def ellipsoid_distance(p: np.ndarray, q: np.ndarray, s: np.ndarray, radii: Sequence[float] | np.ndarray) -> np.ndarray:
     """Approximate signed distance to an axis-aligned ellipsoid centred at the origin."""
     ra, rb, rc = (max(float(r), 1e-3) for r in radii)
     r = np.sqrt((p / ra) ** 2 + (q / rb) ** 2 + (s / rc) ** 2)
@@ -77,7 +77,8 @@ class Canvas:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.img.shape[1:])  # type: ignore[return-value]
+        x, y, z = (int(n) for n in self.img.shape[1:])
+        return x, y, z
 
     @property
     def affine(self) -> np.ndarray:
@@ -86,7 +87,7 @@ class Canvas:
         a[:3, 3] = self.origin
         return a
 
-    def box(self, lo: Sequence[float], hi: Sequence[float]) -> tuple[slice, slice, slice] | None:
+    def box(self, lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray) -> tuple[slice, slice, slice] | None:
         """Voxel slices covering the LPS box [lo, hi] (clipped); None when outside the grid."""
         i0 = np.floor((np.asarray(lo) - self.origin) / self.spacing).astype(int)
         i1 = np.ceil((np.asarray(hi) - self.origin) / self.spacing).astype(int) + 1
@@ -94,7 +95,8 @@ class Canvas:
         i1 = np.minimum(i1, self.shape)
         if np.any(i1 <= i0):
             return None
-        return tuple(slice(int(a), int(b)) for a, b in zip(i0, i1, strict=True))  # type: ignore[return-value]
+        sx, sy, sz = (slice(int(a), int(b)) for a, b in zip(i0, i1, strict=True))
+        return sx, sy, sz
 
     def coords(self, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Broadcastable LPS coordinates (x[:, None, None], y[None, :, None], z[None, None, :])."""

@@ -29,8 +29,9 @@ On the command line: ``phantom.<key>=<value>`` for each (docs/phantom.md lists t
 def default_phantom_config(**overrides: Any) -> dict[str, Any]:
     """The ``phantom`` section of make_data.yaml as a plain dict, with top-level keys overridden."""
     cfg = OmegaConf.load(Path(CONFIG_DIR) / "make_data.yaml")
-    phantom = OmegaConf.to_container(cfg.phantom, resolve=True)
-    assert isinstance(phantom, dict)
+    loaded = OmegaConf.to_container(cfg.phantom, resolve=True)
+    assert isinstance(loaded, dict)
+    phantom: dict[str, Any] = {str(k): v for k, v in loaded.items()}
     for key, value in overrides.items():
         target = phantom
         parts = key.split(".")

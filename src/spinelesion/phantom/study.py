@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class RenderedStudy:
     findings: list[Finding]
     anatomy: Anatomy
     canvas: Canvas | None
-    info: dict[str, object] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:

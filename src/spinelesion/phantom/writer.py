@@ -22,7 +22,7 @@ MANUFACTURERS = ["SIEMENS", "GE MEDICAL SYSTEMS", "Philips Medical Systems", "Ca
 def study_tags(study: RenderedStudy, seed: int) -> dict[str, Any]:
     uid = make_uid("spinelesion-study", seed, study.study_id)
     rng = np.random.default_rng(int(hashlib.sha1(uid.encode()).hexdigest()[:8], 16))  # stable across processes
-    age = int(float(study.info["age"]))  # type: ignore[arg-type]
+    age = int(float(study.info["age"]))
     return {
         "StudyInstanceUID": uid,
         "FrameOfReferenceUID": make_uid(uid, "frame-of-reference"),
@@ -35,7 +35,7 @@ def study_tags(study: RenderedStudy, seed: int) -> dict[str, Any]:
         "StudyDescription": "MRI SPINE (synthetic)",
         "BodyPartExamined": BODY_PART[str(study.info["region"])],
         "Manufacturer": str(rng.choice(MANUFACTURERS)),
-        "MagneticFieldStrength": float(study.info["field_strength"]),  # type: ignore[arg-type]
+        "MagneticFieldStrength": float(study.info["field_strength"]),
     }
 
 
@@ -64,7 +64,7 @@ def write_study(study: RenderedStudy, out_dir: Path, formats: list[str], seed: i
 
 
 def manifest_records(study: RenderedStudy, paths: dict[str, str]) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for k, roi in enumerate(study.rois):
         rows.append({
             "case_id": f"{study.study_id}_r{roi.index if roi.index >= 0 else k:02d}", "study_id": study.study_id, "patient_id": study.patient_id,

@@ -47,7 +47,9 @@ def parse_rois(value: Any, name: str = "rois") -> list[list[float]] | None:
         try:
             return read_markups(str(raw))[0]
         except MarkupsError as exc:
-            raise ArgumentError(name, value, f"{ROIS_EXPECTED}, or a 3D Slicer .mrk.json point list ({exc})") from None
+            raise ArgumentError(
+                name, value, f"{ROIS_EXPECTED}, or a 3D Slicer .mrk.json point list ({exc})"
+            ) from None
     if isinstance(raw, str) and raw.lstrip().startswith("["):  # quoted twice on the command line
         import yaml
 
@@ -63,15 +65,24 @@ def parse_rois(value: Any, name: str = "rois") -> list[list[float]] | None:
         try:
             xyz = [float(v) for v in point]
         except (TypeError, ValueError):
-            raise ArgumentError(name, value, f"{ROIS_EXPECTED}; point {k + 1} ({point}) is not numeric") from None
+            raise ArgumentError(
+                name, value, f"{ROIS_EXPECTED}; point {k + 1} ({point}) is not numeric"
+            ) from None
         if len(xyz) != 3 or not all(v == v and abs(v) != float("inf") for v in xyz):
-            raise ArgumentError(name, value, f"{ROIS_EXPECTED}; point {k + 1} ({point}) needs 3 finite numbers")
+            raise ArgumentError(
+                name, value, f"{ROIS_EXPECTED}; point {k + 1} ({point}) needs 3 finite numbers"
+            )
         out.append(xyz)
     return out
 
 
-def get(cfg: DictConfig, key: str, convert: Callable[[Any], T], expected: str,
-        check: Callable[[T], bool] = lambda _v: True) -> T:
+def get(
+    cfg: DictConfig,
+    key: str,
+    convert: Callable[[Any], T],
+    expected: str,
+    check: Callable[[T], bool] = lambda _v: True,
+) -> T:
     """``cfg[key]`` converted and checked, or :class:`ArgumentError` naming ``key``."""
     value = OmegaConf.select(cfg, key)
     try:
@@ -130,12 +141,20 @@ def check_predict_args(cfg: DictConfig) -> None:
     parse_rois(cfg.rois)
     if cfg.get("threads") is not None:
         get(cfg, "threads", _int, "null or a whole number >= 1", lambda v: v >= 1)
-    get(cfg, "amp", lambda v: v if v in (True, False) else _choice(["auto", "off", "on"])(v),
-        "auto, off, true or false")
+    get(
+        cfg,
+        "amp",
+        lambda v: v if v in (True, False) else _choice(["auto", "off", "on"])(v),
+        "auto, off, true or false",
+    )
     get(cfg, "compile", _bool, "true or false")
     get(cfg, "nifti_sequence", _choice(SEQUENCES), f"one of {', '.join(SEQUENCES)}")
-    get(cfg, "saliency.method", _choice(["gradcam", "gradcampp", "occlusion", "none"]),
-        "gradcam, gradcampp, occlusion or none")
+    get(
+        cfg,
+        "saliency.method",
+        _choice(["gradcam", "gradcampp", "occlusion", "none"]),
+        "gradcam, gradcampp, occlusion or none",
+    )
     get(cfg, "saliency.png", _bool, "true or false")
     get(cfg, "scan.overlap", float, "a number in [0, 1)", lambda v: 0 <= v < 1)
     get(cfg, "scan.threshold", float, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
@@ -149,11 +168,19 @@ def check_predict_args(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, flag) is not None:
             get(cfg, flag, _bool, "true or false")
     if OmegaConf.select(cfg, "output.dicom") is not None:
-        get(cfg, "output.dicom", lambda v: v if v in (True, False) else _choice(["auto"])(v), "auto, true or false")
+        get(
+            cfg,
+            "output.dicom",
+            lambda v: v if v in (True, False) else _choice(["auto"])(v),
+            "auto, true or false",
+        )
     seqs = cfg.get("sequences")
     if seqs is not None and not isinstance(seqs, DictConfig):
-        raise ArgumentError("sequences", seqs, "a mapping {<SeriesInstanceUID | SeriesNumber | description regex>: "
-                                               "t1|t2|stir|t1c|ignore}")
+        raise ArgumentError(
+            "sequences",
+            seqs,
+            "a mapping {<SeriesInstanceUID | SeriesNumber | description regex>: t1|t2|stir|t1c|ignore}",
+        )
 
 
 def check_evaluate_args(cfg: DictConfig) -> None:

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -111,10 +111,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
     # -- training throughput: default vs baselines, same ROI size and batch ----------------------
     log.info("training throughput")
-    default_net = OmegaConf.to_container(cfg.networks.default, resolve=True)
-    dense = OmegaConf.to_container(cfg.networks.densenet121, resolve=True)
-    tr_default = speed.train_step_throughput(default_net, spec, int(cfg.batch_size), reps)  # type: ignore[arg-type]
-    tr_dense = speed.train_step_throughput(dense, spec, int(cfg.batch_size), max(reps // 2, 2))  # type: ignore[arg-type]
+    default_net = cast(dict[str, Any], OmegaConf.to_container(cfg.networks.default, resolve=True))
+    dense = cast(dict[str, Any], OmegaConf.to_container(cfg.networks.densenet121, resolve=True))
+    tr_default = speed.train_step_throughput(default_net, spec, int(cfg.batch_size), reps)
+    tr_dense = speed.train_step_throughput(dense, spec, int(cfg.batch_size), max(reps // 2, 2))
     training = {"default": tr_default, "densenet121": tr_dense,
                 "ratio_default_over_densenet": round(tr_default["rois_per_s"] / tr_dense["rois_per_s"], 2)}
     results["speed"] = {"training": training}
@@ -146,7 +146,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     else:  # no released model: a randomly initialised default network times the same
         from spinelesion.models.networks import build_network
 
-        net, meta = build_network(default_net), {"name": "untrained", "version": "-", "network": default_net,  # type: ignore[arg-type]
+        net, meta = build_network(default_net), {"name": "untrained", "version": "-", "network": default_net,
                                                  "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)}}
     predictor = Predictor(net, meta, PredictorConfig(device=str(cfg.device), png=True))
     items, _ = from_manifest(test_manifest)
@@ -171,9 +171,9 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     if torch.cuda.is_available():
         log.info("GPU")
         results["gpu"] = {
-            "training_default_bf16": speed.train_step_throughput(default_net, spec, int(cfg.gpu_batch_size), reps,  # type: ignore[arg-type]
+            "training_default_bf16": speed.train_step_throughput(default_net, spec, int(cfg.gpu_batch_size), reps,
                                                                  device="cuda", amp=True),
-            "training_densenet121_bf16": speed.train_step_throughput(dense, spec, int(cfg.gpu_batch_size), reps,  # type: ignore[arg-type]
+            "training_densenet121_bf16": speed.train_step_throughput(dense, spec, int(cfg.gpu_batch_size), reps,
                                                                      device="cuda", amp=True),
         }
         results["gpu_note"] = f"measured on {torch.cuda.get_device_name(0)}: see report.json 'gpu'"

@@ -29,13 +29,17 @@ def _check_bank_memory(manifest: Path, rows: Sequence[Any], spec: Any) -> None:
     for r in rows:
         per_study[r.study_id] = per_study.get(r.study_id, 0) + 1
     n_ch = len(SEQUENCES)
-    need = (len(rows) * n_ch * int(np.prod(spec.shape)) * 2
-            + max(per_study.values(), default=0) * n_ch * int(np.prod(spec.context_shape)) * 4)
+    need = (
+        len(rows) * n_ch * int(np.prod(spec.shape)) * 2
+        + max(per_study.values(), default=0) * n_ch * int(np.prod(spec.context_shape)) * 4
+    )
     if need > LIMITS.max_study_bytes:
-        raise ResourceLimitError(f"{manifest}: {len(rows)} ROI(s) (up to {max(per_study.values())} in one study) "
-                                 f"would need about {human(need)} of crops in memory, over the limit of "
-                                 f"{human(LIMITS.max_study_bytes)} (limits.max_study_gb); evaluate a split "
-                                 "(data.split=...) or a smaller manifest")
+        raise ResourceLimitError(
+            f"{manifest}: {len(rows)} ROI(s) (up to {max(per_study.values())} in one study) "
+            f"would need about {human(need)} of crops in memory, over the limit of "
+            f"{human(LIMITS.max_study_bytes)} (limits.max_study_gb); evaluate a split "
+            "(data.split=...) or a smaller manifest"
+        )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -63,7 +67,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.models.folder import load_model
 
     verify = cfg.get("verify_weights")
-    net, meta = load_model(cfg.get("model_dir"), cfg.get("ckpt_path"), None if verify is None else bool(verify))
+    net, meta = load_model(
+        cfg.get("model_dir"), cfg.get("ckpt_path"), None if verify is None else bool(verify)
+    )
     spec = roi_spec_from(meta.get("roi"))
     manifest = read_manifest(cfg.data.manifest, check_files=False)
     rows = manifest.rows
@@ -78,16 +84,40 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not len(bank):
         raise RuntimeError(f"no study of {manifest.path} could be read: {failed}")
     out_dir = Path(cfg.output_dir)
-    extra = {"model": {"name": meta.get("name"), "version": meta.get("version"),
-                       "weights_sha256": meta.get("weights_sha256")},
-             "manifest": str(manifest.path), "failed_studies": failed}
-    metrics = evaluate_bank(net, bank, list(range(len(bank))), spec, out_dir, batch_size=int(cfg.batch_size),
-                            device=str(cfg.device), n_boot=int(cfg.bootstrap.n), seed=int(cfg.bootstrap.seed),
-                            plots=bool(cfg.plots), extra=extra, decision=meta.get("decision"))
+    extra = {
+        "model": {
+            "name": meta.get("name"),
+            "version": meta.get("version"),
+            "weights_sha256": meta.get("weights_sha256"),
+        },
+        "manifest": str(manifest.path),
+        "failed_studies": failed,
+    }
+    metrics = evaluate_bank(
+        net,
+        bank,
+        list(range(len(bank))),
+        spec,
+        out_dir,
+        batch_size=int(cfg.batch_size),
+        device=str(cfg.device),
+        n_boot=int(cfg.bootstrap.n),
+        seed=int(cfg.bootstrap.seed),
+        plots=bool(cfg.plots),
+        extra=extra,
+        decision=meta.get("decision"),
+    )
     for f in failed:
         log.warning("skipped study %s (rows %s): %s", f["study_id"], f["rows"], f["reason"])
     c, fr = metrics["compartment"], metrics["fracture"]
-    log.info("compartment AUC %s, ECE %s | fracture benign-vs-pathologic AUC %s, ECE %s | %d ROIs, %d failed studies",
-             c.get("auc_macro"), c.get("ece"), fr.get("auc_benign_vs_pathologic"), fr.get("ece"), len(bank), len(failed))
+    log.info(
+        "compartment AUC %s, ECE %s | fracture benign-vs-pathologic AUC %s, ECE %s | %d ROIs, %d failed studies",
+        c.get("auc_macro"),
+        c.get("ece"),
+        fr.get("auc_benign_vs_pathologic"),
+        fr.get("ece"),
+        len(bank),
+        len(failed),
+    )
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics

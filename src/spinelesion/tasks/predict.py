@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,18 +29,31 @@ def predictor_config(cfg: DictConfig) -> Any:
     from spinelesion.inference.predictor import PredictorConfig
     from spinelesion.inference.scan import ScanConfig
 
-    run = validated(PredictorSettings, {k: cfg.get(k) for k in ("device", "amp", "compile", "threads", "batch_size")},
-                    "predict")
+    run = validated(
+        PredictorSettings,
+        {k: cfg.get(k) for k in ("device", "amp", "compile", "threads", "batch_size")},
+        "predict",
+    )
     scan_values = {str(k): v for k, v in cfg.scan.items()}
     write_maps = bool(scan_values.pop("write_maps", True))  # the predictor's, not the scan's
     scan = validated(ScanConfig, scan_values, "scan")
     saliency = validated(SaliencySettings, cfg.saliency, "saliency")
     output = output_settings(cfg)
-    return PredictorConfig(device=str(run.device), amp=run.amp, compile=bool(run.compile), threads=run.threads,
-                           batch_size=int(run.batch_size), saliency_method=str(saliency.method),
-                           target_layer=saliency.target_layer, png=bool(saliency.png), scan=scan,
-                           write_maps=write_maps, source_paths=bool(output.source_paths),
-                           markups=bool(output.markups), dicom=output.dicom)
+    return PredictorConfig(
+        device=str(run.device),
+        amp=run.amp,
+        compile=bool(run.compile),
+        threads=run.threads,
+        batch_size=int(run.batch_size),
+        saliency_method=str(saliency.method),
+        target_layer=saliency.target_layer,
+        png=bool(saliency.png),
+        scan=scan,
+        write_maps=write_maps,
+        source_paths=bool(output.source_paths),
+        markups=bool(output.markups),
+        dicom=output.dicom,
+    )
 
 
 def output_settings(cfg: DictConfig) -> Any:
@@ -75,8 +88,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     check_predict_args(cfg)
     if Path(str(cfg.input)).resolve() == Path(str(cfg.output_dir)).resolve():
-        raise ArgumentError("output_dir", str(cfg.output_dir), "a folder other than the input folder (outputs "
-                                                              "would be mixed with the studies; a subfolder is fine)")
+        raise ArgumentError(
+            "output_dir",
+            str(cfg.output_dir),
+            "a folder other than the input folder (outputs "
+            "would be mixed with the studies; a subfolder is fine)",
+        )
     limits = cfg.get("limits") or {}
     configure(limits.get("max_study_gb"), limits.get("header_mb"))
     with output_folder(cfg.output_dir, "spinelesion-predict") as out:
@@ -100,10 +117,17 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         from spinelesion.inference.markups import read_markups
 
         roi_labels = unique_labels(read_markups(str(cfg.rois))[1])
-    overrides = OmegaConf.to_container(cfg.sequences) if cfg.sequences else {}
+    overrides = cast(dict[str, str], OmegaConf.to_container(cfg.sequences)) if cfg.sequences else {}
     skipped: list[tuple[Path, str]] = []
-    items, failures = discover_inputs(cfg.input, rois, overrides, str(cfg.nifti_sequence),  # type: ignore[arg-type]
-                                      exclude=[out], skipped=skipped, progress=bool(cfg.get("progress", True)))
+    items, failures = discover_inputs(
+        cfg.input,
+        rois,
+        overrides,
+        str(cfg.nifti_sequence),
+        exclude=[out],
+        skipped=skipped,
+        progress=bool(cfg.get("progress", True)),
+    )
     if roi_labels:
         for it in items:
             for r, label in zip(it.rois, roi_labels, strict=False):
@@ -114,7 +138,9 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         failures = select_part(failures, "study_id", num_parts, part_id)
         log.info("part %d of %d: %d study(ies)", part_id, num_parts, len(items))
     cohort = CohortOutput(out, "predictions.csv", CSV_HEADER, resume=bool(cfg.get("resume", False)))
-    failed = [{"study_id": f.study_id, "source": shown_path(cfg, f.source), "reason": f.reason} for f in failures]
+    failed = [
+        {"study_id": f.study_id, "source": shown_path(cfg, f.source), "reason": f.reason} for f in failures
+    ]
     results = []
     resumed: list[str] = []
     log.info("%d study(ies) to predict on %s with %s", len(items), predictor.device, cfg.model_dir)
@@ -132,31 +158,58 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
             reason = f"{type(exc).__name__}: {exc}"
             log.error("study %s (%s) failed: %s", item.study_id, shown_path(cfg, item.source), reason)
             log.debug("%s", traceback.format_exc())
-            failed.append({"study_id": item.study_id, "source": shown_path(cfg, item.source), "reason": reason})
+            failed.append(
+                {"study_id": item.study_id, "source": shown_path(cfg, item.source), "reason": reason}
+            )
             continue
         for w in res.warnings:
             log.warning("study %s: %s", item.study_id, w)
         cohort.append_rows(roi_csv_rows(item.study_id, res.rois, res.folder.name, res.warnings))
         cohort.commit(res.folder)
-        results.append({"study_id": item.study_id, "folder": res.folder.name, "rois": len(res.rois),
-                        "warnings": list(res.warnings),
-                        "seconds": round(time.perf_counter() - start, 3),
-                        "timings": {k: round(v, 4) for k, v in res.timings.items()}})
+        results.append(
+            {
+                "study_id": item.study_id,
+                "folder": res.folder.name,
+                "rois": len(res.rois),
+                "warnings": list(res.warnings),
+                "seconds": round(time.perf_counter() - start, 3),
+                "timings": {k: round(v, 4) for k, v in res.timings.items()},
+            }
+        )
     cohort.close()
-    write_csv(out / "failed_studies.csv", ["study_id", "source", "reason"],
-              [[f["study_id"], f["source"], f["reason"]] for f in failed])
+    write_csv(
+        out / "failed_studies.csv",
+        ["study_id", "source", "reason"],
+        [[f["study_id"], f["source"], f["reason"]] for f in failed],
+    )
     with_warnings = sum(1 for r in results if r["warnings"])
-    summary = {"model": predictor.model_info, "weights_verified": bool(meta.get("weights_verified")),
-               "device": str(predictor.device), "input": shown_path(cfg, cfg.input),
-               "counts": {"predicted": len(results), "with_warnings": with_warnings, "failed": len(failed),
-                          "skipped_files": len(skipped)},
-               "part": {"num_parts": num_parts, "part_id": part_id},
-               "studies": results, "resumed": resumed, "failed": failed,
-               "skipped_files": [{"path": shown_path(cfg, p), "reason": why} for p, why in skipped],
-               "disclaimer": "demonstration model trained on synthetic data; not for clinical use"}
+    summary = {
+        "model": predictor.model_info,
+        "weights_verified": bool(meta.get("weights_verified")),
+        "device": str(predictor.device),
+        "input": shown_path(cfg, cfg.input),
+        "counts": {
+            "predicted": len(results),
+            "with_warnings": with_warnings,
+            "failed": len(failed),
+            "skipped_files": len(skipped),
+        },
+        "part": {"num_parts": num_parts, "part_id": part_id},
+        "studies": results,
+        "resumed": resumed,
+        "failed": failed,
+        "skipped_files": [{"path": shown_path(cfg, p), "reason": why} for p, why in skipped],
+        "disclaimer": "demonstration model trained on synthetic data; not for clinical use",
+    }
     write_json(out / "run.json", summary)
-    log.info("%d study(ies) predicted (%d with warnings), %d failed, %d file(s) skipped; outputs in %s",
-             len(results), with_warnings, len(failed), len(skipped), out)
+    log.info(
+        "%d study(ies) predicted (%d with warnings), %d failed, %d file(s) skipped; outputs in %s",
+        len(results),
+        with_warnings,
+        len(failed),
+        len(skipped),
+        out,
+    )
     for f in failed:
         log.warning("failed: %s (%s): %s", f["study_id"], f["source"], f["reason"])
     return summary

@@ -32,6 +32,7 @@ def _write_splits(path: Path, dm: Any) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then (rank zero) calibrate, export and evaluate. Returns the run summary."""
     import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from spinelesion.evaluation.bank import evaluate_bank
     from spinelesion.evaluation.report import headline_metrics
@@ -53,8 +54,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         apply_to_config(cfg)
     module = hydra.utils.instantiate(cfg.model)
     if cfg.get("init_from"):
-        init_info = init_module_from(module, str(cfg.init_from), str(cfg.get("init_from_mode", "all")),
-                                     roi=OmegaConf.to_container(cfg.data.roi, resolve=True))
+        roi = OmegaConf.to_container(cfg.data.roi, resolve=True)
+        assert isinstance(roi, dict)
+        init_info = init_module_from(
+            module,
+            str(cfg.init_from),
+            str(cfg.get("init_from_mode", "all")),
+            roi={str(k): v for k, v in roi.items()},
+        )
     module.set_class_weights(dm.class_counts("train"))
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -68,25 +75,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - start
 
-    summary: dict[str, Any] = {"output_dir": str(out_dir), "fit_seconds": round(fit_seconds, 1),
-                               "epochs": trainer.current_epoch}
+    summary: dict[str, Any] = {
+        "output_dir": str(out_dir),
+        "fit_seconds": round(fit_seconds, 1),
+        "epochs": trainer.current_epoch,
+    }
     ckpt_cb = trainer.checkpoint_callback
-    if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
+    if isinstance(ckpt_cb, ModelCheckpoint) and ckpt_cb.dirpath:
         summary["best_checkpoint"] = ckpt_cb.best_model_path or None
         best = getattr(ckpt_cb, "best_model_score", None)
         if best is not None and cfg.get("optimized_metric"):
             summary["optimized_metric"] = {"name": str(cfg.optimized_metric), "best": round(float(best), 6)}
         last = Path(ckpt_cb.dirpath) / "last.ckpt"
         summary["last_checkpoint"] = str(last) if last.is_file() else None
-    if not trainer.is_global_zero or trainer.fast_dev_run or not summary.get("best_checkpoint"):
+    if (
+        not trainer.is_global_zero
+        or getattr(trainer, "fast_dev_run", False)
+        or not summary.get("best_checkpoint")
+    ):
         return summary
 
     net, _ = load_checkpoint(summary["best_checkpoint"])
     decision: dict[str, Any] | None = None
     if cfg.get("calibrate", True) and dm.split_indices.get("val"):
-        summary["temperature"], rule = calibrate_and_decide(net, dm.dataset("val", augment=False),
-                                                            batch_size=dm.eval_batch_size,
-                                                            decide=bool(cfg.get("decision_rule", True)))
+        summary["temperature"], rule = calibrate_and_decide(
+            net,
+            dm.dataset("val", augment=False),
+            batch_size=dm.eval_batch_size,
+            decide=bool(cfg.get("decision_rule", True)),
+        )
         decision = rule.to_json() if rule.offsets else None
     metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
     if decision:
@@ -101,8 +118,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not dm.split_indices.get(split):
             log.info("split '%s' is empty: not evaluated", split)
             continue
-        metrics = evaluate_bank(net, dm.bank, dm.split_indices[split], dm.spec, out_dir / f"eval_{split}",
-                                batch_size=dm.eval_batch_size, decision=decision)
+        metrics = evaluate_bank(
+            net,
+            dm.bank,
+            dm.split_indices[split],
+            dm.spec,
+            out_dir / f"eval_{split}",
+            batch_size=dm.eval_batch_size,
+            decision=decision,
+        )
         evaluations[split] = metrics
     metadata["metrics"] = {s: headline_metrics(m) for s, m in evaluations.items()}
     metadata = save_model_folder(net, model_dir, metadata)
@@ -117,10 +141,14 @@ def _summary_table(summary: dict[str, Any]) -> str:
     lines = ["=" * 72, "spinelesion-train: done", "=" * 72]
     for split, m in (summary.get("metrics") or {}).items():
         lines.append(f"[{split}] n={m.get('n')}")
-        lines.append(f"  compartment  AUC {fmt_metric(m['compartment_auc_macro'], m['compartment_auc_macro_ci95'])}"
-                     f"  bal.acc {fmt_value(m['compartment_balanced_accuracy'])}  ECE {fmt_value(m['compartment_ece'])}")
-        lines.append(f"  fracture     AUC b-vs-p {fmt_metric(m['fracture_auc_benign_vs_pathologic'], m['fracture_auc_benign_vs_pathologic_ci95'])}"
-                     f"  bal.acc {fmt_value(m['fracture_balanced_accuracy'])}  ECE {fmt_value(m['fracture_ece'])}")
+        lines.append(
+            f"  compartment  AUC {fmt_metric(m['compartment_auc_macro'], m['compartment_auc_macro_ci95'])}"
+            f"  bal.acc {fmt_value(m['compartment_balanced_accuracy'])}  ECE {fmt_value(m['compartment_ece'])}"
+        )
+        lines.append(
+            f"  fracture     AUC b-vs-p {fmt_metric(m['fracture_auc_benign_vs_pathologic'], m['fracture_auc_benign_vs_pathologic_ci95'])}"
+            f"  bal.acc {fmt_value(m['fracture_balanced_accuracy'])}  ECE {fmt_value(m['fracture_ece'])}"
+        )
     if summary.get("temperature"):
         lines.append(f"temperature: {summary['temperature']}")
     lines.append(f"fit: {summary['fit_seconds']} s, {summary['epochs']} epoch(s)")

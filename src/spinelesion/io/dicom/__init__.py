@@ -40,8 +40,22 @@ from spinelesion.io.dicom.read import (
 )
 
 __all__ = [
-    "DECODERS", "DicomDecodeError", "DicomError", "DicomSeriesError", "NonImageError", "SeriesChecks",
-    "SeriesInfo", "discover_series", "header_geometry", "non_image_reason", "read_dataset", "read_datasets",
-    "read_dicom_folder", "read_dicom_geometry", "read_file_header", "read_series", "series_context",
+    "DECODERS",
+    "DicomDecodeError",
+    "DicomError",
+    "DicomSeriesError",
+    "NonImageError",
+    "SeriesChecks",
+    "SeriesInfo",
+    "discover_series",
+    "header_geometry",
+    "non_image_reason",
+    "read_dataset",
+    "read_datasets",
+    "read_dicom_folder",
+    "read_dicom_geometry",
+    "read_file_header",
+    "read_series",
+    "series_context",
     "volume_from_datasets",
 ]

@@ -213,7 +213,7 @@ def parse_header(path: Path, head: bytes, complete: bool) -> Dataset:
             # Odd but readable headers (VR mismatches...) are common in exports; scanning a
             # folder should not print a warning per file. Reading the series still warns.
             warnings.simplefilter("ignore", UserWarning)
-            ds = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
+            ds: Dataset = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
             # Parsing stopped before the end of the buffer only if it met the pixel data (or
             # the file end); otherwise the prefix cut the header: read more, within budget.
             if not complete and buf.tell() >= len(head):

@@ -101,7 +101,7 @@ def stack_geometry(
     names: Sequence[str],
     ctx: SeriesContext,
     checks: SeriesChecks = DEFAULT_CHECKS,
-    headers: Sequence[Mapping[str, Any]] | None = None,
+    headers: Sequence[Mapping[str, Any]] | Sequence[Any] | None = None,
     kind: str = "slice",
     strict: bool = True,
 ) -> StackGeometry:

@@ -167,7 +167,7 @@ def read_series(info: SeriesInfo, checks: SeriesChecks | None = None, **toleranc
         if isinstance(got, DicomError):
             raise ctx.error(DicomError, got.reason, where=f)
         datasets.append(got)
-    return volume_from_datasets(datasets, info.files, checks=checks, ctx=ctx, **tolerances)
+    return volume_from_datasets(datasets, info.files, checks=_checks(checks, tolerances), ctx=ctx)
 
 
 def _choose(groups: dict[str, list[tuple[Dataset, Path]]], folder: Path, series_uid: str | None,
@@ -221,7 +221,8 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
                       series_uid, len(skipped))
         info = next(i for i in infos if i.series_uid == uid)
         if not info.is_image:
-            raise info.context.error(NonImageError, non_image_reason(info.header), where=info.files[0])  # type: ignore[arg-type]
+            reason = non_image_reason(info.header) if info.header is not None else None
+            raise info.context.error(NonImageError, reason or "no readable header", where=info.files[0])
         return read_series(info, checks=checks, **tolerances)
     special: list[tuple[Path, str]] = []
     files = list(iter_files(folder, special))
@@ -243,8 +244,8 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
     if not_dicom or len(groups) > 1:
         log.info("%s: ignored %d non-DICOM file(s) and %d other series", folder, not_dicom, len(groups) - 1)
     datasets, paths = [d for d, _ in chosen], [p for _, p in chosen]
-    return volume_from_datasets(datasets, paths, checks=checks, ctx=series_context(datasets[0], paths, folder),
-                                **tolerances)
+    return volume_from_datasets(datasets, paths, checks=_checks(checks, tolerances),
+                                ctx=series_context(datasets[0], paths, folder))
 
 
 def read_dicom_geometry(folder: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False,

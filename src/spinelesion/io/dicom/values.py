@@ -76,7 +76,7 @@ def has(ds: Dataset, keyword: str) -> bool:
     return ds.get_item(_tag(keyword)) is not None
 
 
-def pixel_bytes(ds: Dataset) -> bytes | None:
+def pixel_bytes(ds: Dataset) -> bytes | bytearray | None:
     """The PixelData value as bytes (native data), without conversion, or None."""
     elem = ds.get_item(_tag("PixelData"))
     if elem is None:
