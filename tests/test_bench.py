@@ -46,6 +46,10 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
     assert set(inf["split_s"]) == {"read", "preprocess", "network", "saliency", "write", "dicom"}
     for key in ("total_over_read", "gradcam_over_forward_per_task", "occlusion_over_forward_per_roi_task"):
         assert inf[key] > 0
+    nifti = sp["inference_nifti"]  # the same study read from the generator's NIfTI copy
+    for cost, fmt in ((inf["per_study"], "dicom"), (nifti, "nifti")):
+        assert cost["input"] == fmt and cost["rois"] == 8 and cost["goal_s"] == 0.8
+        assert min(cost["wall_s"], cost["cpu_s"], cost["cpu_s_one_thread"]) > 0
     assert {"eager", "torchscript", "onnxruntime", "fastest_on_cpu"} <= set(sp["export"])
     assert [r["rois"] for r in sp["scaling"]["rois"]] == [1, 2]
     runs = {r["model"]: r for r in report["accuracy"]["runs"]}

@@ -114,11 +114,8 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
     ratios: total / read, Grad-CAM / forward, occlusion / forward."""
     from spinelesion.inference.saliency import saliency
 
-    timings: list[dict[str, float]] = []
-    for _ in range(repeats + 1):
-        res = predictor.predict_study(study_item, out_dir)
-        timings.append(res.timings)
-    timings = timings[1:]  # first one is the warm-up
+    cost = per_study_cost(predictor, study_item, out_dir, repeats)
+    timings = cost.pop("_timings")
     keys = ["read", "preprocess", "network", "saliency", "write", "dicom"]  # dicom: SR + SEG, DICOM inputs only
     split = {k: float(np.median([t.get(k, 0.0) for t in timings])) for k in keys}
     total = sum(split.values())
@@ -141,12 +138,53 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
     # forward covers both tasks in one pass; CAM is per task: compare CAM for one task to one forward
     return {
         "rois": n, "split_s": {k: round(v, 4) for k, v in split.items()}, "total_s": round(total, 4),
+        "per_study": cost,
         "total_over_read": round(total / max(split["read"], 1e-9), 2),
         "forward": fwd, "gradcam_both_tasks": cam, "gradcampp_both_tasks": campp, "occlusion_one_roi_both_tasks": occ,
         "gradcam_over_forward_per_task": round(ratio(cam, fwd) / 2, 2),
         "gradcampp_over_forward_per_task": round(ratio(campp, fwd) / 2, 2),
         "occlusion_over_forward_per_roi_task": round(occ["median_s"] / 2 / (fwd["median_s"] / n), 1),
     }
+
+
+def per_study_cost(predictor: Any, study_item: Any, out_dir: Path, repeats: int = 3) -> dict[str, Any]:
+    """Seconds per study of ``predict_study`` with every default output (JSON, CSV row data,
+    saliency NIfTI, PNGs, markups, and DICOM SR + SEG for DICOM inputs): medians after a
+    warm-up, as wall time and as this process's CPU time (``time.process_time``, all its
+    threads), with the configured torch threads and again with one.
+
+    On a shared machine wall time counts the waits for the CPU another process holds, and
+    with 2+ threads the CPU time also counts OpenMP's spin-waiting for a descheduled thread;
+    with one thread the CPU time is the work itself: an upper bound of the wall time the
+    same machine needs when idle (where two threads can only shorten the torch parts).
+    """
+    import time
+
+    def run(n: int) -> tuple[list[float], list[float], list[dict[str, float]]]:
+        walls, cpus, timings = [], [], []
+        for i in range(n + 1):
+            c0, t0 = time.process_time(), time.perf_counter()
+            res = predictor.predict_study(study_item, out_dir)
+            if i:  # the first is the warm-up
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+                timings.append(res.timings)
+        return walls, cpus, timings
+
+    threads = torch.get_num_threads()
+    walls, cpus, timings = run(repeats)
+    torch.set_num_threads(1)
+    try:
+        walls1, cpus1, _ = run(repeats)
+    finally:
+        torch.set_num_threads(threads)
+    study = study_item.load()
+    formats = sorted({str(v.meta.get("format", "?")) for v in study.volumes.values()})
+    return {"input": "+".join(formats), "rois": len(study_item.rois), "threads": threads,
+            "wall_s": round(float(np.median(walls)), 4), "cpu_s": round(float(np.median(cpus)), 4),
+            "wall_s_one_thread": round(float(np.median(walls1)), 4),
+            "cpu_s_one_thread": round(float(np.median(cpus1)), 4), "repeats": repeats, "goal_s": 0.8,
+            "_timings": timings}
 
 
 def export_runtimes(net: torch.nn.Module, spec: RoiSpec, batch_size: int = 8, repeats: int = 10) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from spinelesion.atomic import atomic_path
+from spinelesion.inference.dicom_encode import save
 from spinelesion.labels import TASKS
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _save(ds: Any, path: Path) -> Path:
     ds.CodingSchemeIdentificationSequence = [scheme]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        ds.save_as(str(tmp), enforce_file_format=True)
+        save(ds, tmp)  # pydicom's bytes, written without its per-element overhead (falls back to it)
     return path
 
 
@@ -158,6 +159,9 @@ def write_study_dicom(folder: Path, records: Sequence[Mapping[str, Any]], refere
     files = list(reference_meta.get("files") or [])
     if reference_meta.get("format") != "dicom" or not files:
         return []
+    hd_log = logging.getLogger("highdicom")
+    if hd_log.level == logging.NOTSET:  # its INFO lines ("copy attributes of module ...") x 3 objects per study
+        hd_log.setLevel(logging.WARNING)
     sources = _source_datasets(files)
     if len(sources) == 1 and int(getattr(sources[0], "NumberOfFrames", 1) or 1) > 1:
         log.warning("%s: the reference series is one multi-frame file; DICOM outputs are written for "

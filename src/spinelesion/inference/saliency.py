@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from spinelesion.data.roi import sample_grid
 from spinelesion.labels import TASKS
@@ -88,6 +89,52 @@ def cam_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, clas
     return unit_max(maps[:, 0].float().detach())
 
 
+def gradcam_all_tasks(net: nn.Module, images: torch.Tensor, available: torch.Tensor,
+                      class_idx: dict[str, Sequence[int]], target_layer: str, amp: bool | str = "auto",
+                      ) -> dict[str, torch.Tensor]:
+    """Grad-CAM of every task from one forward pass: (R, X, Y, Z) in [0, 1] per task.
+
+    The same map as MONAI's GradCAM run one ROI at a time (ReLU of the activations at
+    ``target_layer`` weighted by their spatially averaged gradients, trilinear upsampling),
+    for a fifth of its time: one forward for both tasks instead of one each, and the
+    gradients flow back only from the logits to the target layer (no weight gradients, no
+    pass through the layers before it). Batched, each ROI's map is its own class's: MONAI's
+    ``logits[:, class_idx]`` sums every ROI's class into every ROI's score.
+    """
+    layer = net.get_submodule(target_layer)
+    acts: list[torch.Tensor] = []
+
+    def leaf(_module: nn.Module, _inp: object, output: torch.Tensor) -> torch.Tensor:
+        acts.append(output.detach().requires_grad_(True))  # the graph starts here
+        return acts[-1]
+
+    frozen = [p for p in net.parameters() if p.requires_grad]
+    training = net.training
+    handle = layer.register_forward_hook(leaf)
+    try:
+        net.eval()
+        for p in frozen:
+            p.requires_grad_(False)
+        with torch.enable_grad(), autocast_for(images.device, amp):
+            logits = net(images, available.to(images.device))
+        acti = acts[-1]
+        out = {}
+        for t, task in enumerate(TASKS):
+            idx = torch.as_tensor(list(class_idx[task]), device=images.device, dtype=torch.long)
+            score = logits[t].gather(1, idx[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, acti, retain_graph=t < len(TASKS) - 1)
+            weights = grad.flatten(2).mean(2).view(*grad.shape[:2], *[1] * (grad.ndim - 2))
+            cam = torch.relu((weights * acti.detach()).sum(1, keepdim=True))
+            cam = F.interpolate(cam, size=tuple(images.shape[2:]), mode="trilinear", align_corners=False)
+            out[task] = unit_max(cam[:, 0].float().detach())
+    finally:
+        handle.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+        net.train(training)
+    return out
+
+
 def occlusion_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: Sequence[int],
                    task_index: int, mask_size: Sequence[int] = (8, 12, 12), overlap: float = 0.5,
                    n_batch: int = 64) -> torch.Tensor:
@@ -120,7 +167,9 @@ def saliency(net: nn.Module, images: torch.Tensor, available: torch.Tensor, clas
         for t, task in enumerate(TASKS):
             if method == "occlusion":
                 out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]
-            else:
+            elif method == "gradcam" and t == 0:
+                out.update(gradcam_all_tasks(net, images, available, class_idx, target_layer))
+            elif method != "gradcam":
                 out[task] = cam_maps(net, images, available, class_idx[task], t, target_layer, method)
     finally:
         net.train(training)  # whatever the CAM did: the caller's mode (eval for prediction) is kept

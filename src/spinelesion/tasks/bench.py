@@ -86,6 +86,20 @@ def train_and_evaluate(model: str, train_manifest: Path, test_manifest: Path, ou
     }
 
 
+def _nifti_twin(manifest: Path, item: Any) -> Any:
+    """``item`` read from the generator's NIfTI copy (``manifest_nifti.csv`` beside the
+    DICOM manifest), with the same ROIs; None when there is none."""
+    from spinelesion.inference.inputs import from_manifest
+
+    nifti = manifest.with_name("manifest_nifti.csv")
+    if not nifti.is_file():
+        return None
+    twin = next((it for it in from_manifest(nifti)[0] if it.study_id == item.study_id), None)
+    if twin is not None:
+        twin.rois = list(item.rois)
+    return twin
+
+
 def run_bench(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
@@ -161,6 +175,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     item.rois = [RoiRequest(f"b{k}", base + rng.uniform(-25, 25, 3)) for k in range(8)]
     with tempfile.TemporaryDirectory() as tmp:
         results["speed"]["inference"] = speed.inference_breakdown(predictor, item, Path(tmp), repeats=reps)
+        twin = _nifti_twin(test_manifest, item)  # the same study and ROIs read from NIfTI: no DICOM outputs
+        if twin is not None:
+            results["speed"]["inference_nifti"] = speed.per_study_cost(predictor, twin, Path(tmp) / "nifti", reps)
+            results["speed"]["inference_nifti"].pop("_timings")
     results["speed"]["export"] = speed.export_runtimes(net, spec)
     results["speed"]["scaling"] = speed.scaling(predictor, item, tuple(cfg.scaling.rois), tuple(cfg.scaling.volume))
     plot_scaling(results["speed"]["scaling"]["rois"], "rois", "ROIs per study", out / "scaling_rois.png")
