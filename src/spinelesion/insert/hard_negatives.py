@@ -73,7 +73,8 @@ def hard_negative_records(studies: Iterable[UntouchedStudy], predictor: Any, out
     """Manifest records (none/none) at the scan candidates of ``predictor`` on each study, and a summary.
 
     ``cfg``: threshold, max_rois, min_distance_mm (the scan's, usually looser than prediction's
-    so that near misses are mined too), copies (jittered copies of each point), jitter_mm, seed.
+    so that near misses are mined too), copies (jittered copies of each point), jitter_mm, seed,
+    tag (in each case id; default: the output folder's name).
     """
     from spinelesion.inference.scan import ScanConfig
 
@@ -81,6 +82,7 @@ def hard_negative_records(studies: Iterable[UntouchedStudy], predictor: Any, out
                           min_distance_mm=float(cfg.get("min_distance_mm", 15.0)))
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     copies, jitter = int(cfg.get("copies", 2)), float(cfg.get("jitter_mm", 3.0))
+    tag = str(cfg.get("tag", out.name))  # case ids stay unique when several rounds join one training mix
     records: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"studies": 0, "candidates": 0, "called_lesion": 0, "per_study": {}}
     for study in tqdm(list(studies), desc="mining", unit="study", disable=not progress):
@@ -89,7 +91,7 @@ def hard_negative_records(studies: Iterable[UntouchedStudy], predictor: Any, out
         for k, (centre, score, called) in enumerate(found):
             for j in range(1 + copies):  # the candidate, then jittered copies: it weighs like a body's ROIs
                 point = centre + (rng.uniform(-jitter, jitter, 3) if j else 0.0)
-                records.append(dict(case_id=f"{study.study_id}_hardneg{k:02d}_{j}", study_id=study.study_id,
+                records.append(dict(case_id=f"{study.study_id}_{tag}{k:02d}_{j}", study_id=study.study_id,
                                     patient_id=study.patient_id, split=study.split, **seqs,
                                     x_mm=round(float(point[0]), 2), y_mm=round(float(point[1]), 2),
                                     z_mm=round(float(point[2]), 2), compartment="none", fracture="none",
