@@ -5,9 +5,12 @@
    and a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below); skipped when present
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
-3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~25 min on 2 cores), then
-   ``experiment=release_finetune``: 10 epochs more from it with many more normal ROIs around the
-   untouched real spines (``data/real-normals-dense``), where scan-mode candidates fall
+3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~40 min on 2 cores), then
+   two hard-negative rounds for scan mode: the scan candidates of a model on the untouched
+   train/val real spines become normal ROIs (``data/real-hardneg``: of the first stage;
+   ``data/real-hardneg2``: of a fine-tuning on the first round), and
+   ``experiment=release_finetune`` fine-tunes the first stage on everything plus many more
+   normal ROIs around the untouched spines (``data/real-normals-dense``) and both rounds
 4. copy the second run's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
@@ -64,6 +67,20 @@ def make_data() -> None:
     if not (ROOT / "data" / "real-normals-dense" / "manifest.csv").is_file():
         run(str(BIN / "spinelesion-insert"), "output_dir=data/real-normals-dense", f"backgrounds={REAL_NORMALS}",
             "variants_per_subject=0", "normal_rois={per_body: 0, discs: false, canal: false, background: 0, region: 40}")
+
+
+# Hard-negative mining: looser than prediction's scan, so that near misses are mined too.
+MINING = {"threshold": 0.3, "max_rois": 16, "min_distance_mm": 15, "copies": 2, "jitter_mm": 3.0, "seed": 0}
+MANIFESTS_ROUND1 = "[" + ",".join(f"data/{m}/manifest.csv" for m in
+                                  ("train400", "real-insert", "real-normals-dense", "real-hardneg")) + "]"
+
+
+def mine(model_dir: Path, folder: str) -> None:
+    """Scan candidates of ``model_dir`` on the untouched train/val real spines -> data/<folder>."""
+    from spinelesion.tasks.hard_negatives import mine_hard_negatives
+
+    print(f"$ mine hard negatives with {model_dir} -> data/{folder}", flush=True)
+    mine_hard_negatives(ROOT / "data" / "real-insert" / "manifest.csv", model_dir, ROOT / "data" / folder, MINING)
 
 
 def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
@@ -129,6 +146,12 @@ def main() -> None:
     if "--eval-only" not in sys.argv:
         first, second = ROOT / "outputs" / "release", ROOT / "outputs" / "release_ft"
         run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={first}")
+        mine(first / "model", "real-hardneg")
+        # the first round alone (and the second manifest empty), to see what it still calls a lesion
+        round1 = ROOT / "outputs" / "release_ft_round1"
+        run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
+            f"hydra.run.dir={round1}", f"data.manifest={MANIFESTS_ROUND1}")
+        mine(round1 / "model", "real-hardneg2")
         run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
             f"hydra.run.dir={second}")
         shutil.rmtree(MODEL, ignore_errors=True)

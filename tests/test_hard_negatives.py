@@ -10,20 +10,37 @@ from test_predict import ROI, SAG, CentreProbeNet, blob_volume
 
 from spinelesion.data.manifest import read_manifest, write_manifest
 from spinelesion.inference.predictor import Predictor, PredictorConfig
-from spinelesion.insert.hard_negatives import hard_negative_records, untouched_studies
 from spinelesion.io.nifti import write_nifti
+from spinelesion.tasks.hard_negatives import hard_negative_records, untouched_studies
 
 
 def _manifest(tmp_path: Path, blob: np.ndarray) -> Path:
     """An insertion-style manifest: one untouched train study, one untouched test study, one inserted."""
     root = tmp_path / "insert"
     rows = []
-    for subject, split, finding in (("s1", "train", "normal"), ("s2", "test", "normal"), ("s3", "train", "meningioma")):
+    for subject, split, finding in (
+        ("s1", "train", "normal"),
+        ("s2", "test", "normal"),
+        ("s3", "train", "meningioma"),
+    ):
         write_nifti(blob_volume(SAG, (1.0, 1.0, 3.0), 0.0, blob), tmp_path / subject / "t2.nii.gz")
         labels = ("none", "none") if finding == "normal" else ("intradural_extramedullary", "none")
-        rows.append(dict(case_id=f"{subject}_r0", study_id=subject, patient_id=subject, split=split,
-                         t2=f"../{subject}/t2.nii.gz", x_mm=3.0, y_mm=-5.0, z_mm=8.0, compartment=labels[0],
-                         fracture=labels[1], level="L3", finding=finding))
+        rows.append(
+            dict(
+                case_id=f"{subject}_r0",
+                study_id=subject,
+                patient_id=subject,
+                split=split,
+                t2=f"../{subject}/t2.nii.gz",
+                x_mm=3.0,
+                y_mm=-5.0,
+                z_mm=8.0,
+                compartment=labels[0],
+                fracture=labels[1],
+                level="L3",
+                finding=finding,
+            )
+        )
     return write_manifest(root / "manifest.csv", rows)
 
 
@@ -33,20 +50,34 @@ def test_mining_turns_the_scans_false_calls_into_normal_rois_of_train_studies_on
     assert [s.study_id for s in studies] == ["s1"]  # held-out (test) and inserted studies are never mined
     assert studies[0].sequences["t2"] == (tmp_path / "s1" / "t2.nii.gz").resolve()
 
-    meta = {"name": "probe", "version": "0", "weights_sha256": "-", "roi": ROI, "network": {"backbone": "probe"}}
-    predictor = Predictor(CentreProbeNet(), meta, PredictorConfig(device="cpu", saliency_method="none", png=False))
+    meta = {
+        "name": "probe",
+        "version": "0",
+        "weights_sha256": "-",
+        "roi": ROI,
+        "network": {"backbone": "probe"},
+    }
+    predictor = Predictor(
+        CentreProbeNet(), meta, PredictorConfig(device="cpu", saliency_method="none", png=False)
+    )
     out = tmp_path / "hardneg"
-    records, summary = hard_negative_records(studies, predictor, out, {"threshold": 0.5, "max_rois": 3,
-                                                                       "copies": 2, "jitter_mm": 2.0},
-                                             progress=False)
+    records, summary = hard_negative_records(
+        studies,
+        predictor,
+        out,
+        {"threshold": 0.5, "max_rois": 3, "copies": 2, "jitter_mm": 2.0},
+        progress=False,
+    )
     assert summary["studies"] == 1 and summary["candidates"] >= 1
     assert summary["per_study"]["s1"]["candidates"] == summary["candidates"]
     assert len(records) == 3 * summary["candidates"]  # each candidate and its two jittered copies
     centres = np.array([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in records])
     for k in range(summary["candidates"]):  # a candidate, then its copies within the jitter
-        assert np.all(np.abs(centres[3 * k + 1:3 * k + 3] - centres[3 * k]) <= 2.0 + 0.01)
+        assert np.all(np.abs(centres[3 * k + 1 : 3 * k + 3] - centres[3 * k]) <= 2.0 + 0.01)
     assert len({tuple(c) for c in centres[::3]}) == summary["candidates"]  # distinct candidates
-    assert all(r["compartment"] == "none" and r["fracture"] == "none" and r["split"] == "train" for r in records)
+    assert all(
+        r["compartment"] == "none" and r["fracture"] == "none" and r["split"] == "train" for r in records
+    )
 
     path = write_manifest(out / "manifest.csv", records)
     manifest = read_manifest(path)  # a valid contract manifest whose relative paths resolve to the study

@@ -48,8 +48,6 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("models", ["spinelesion.models"]),
     ("evaluation", ["spinelesion.evaluation"]),
     ("inference", ["spinelesion.inference"]),
-    # Hard-negative mining runs a trained model's scan over real studies: above inference.
-    ("mining", ["spinelesion.insert.hard_negatives"]),
     ("export", ["spinelesion.export", "spinelesion.benchmark"]),
     ("tasks", ["spinelesion.tasks"]),
     ("cli", []),  # filled from pyproject.toml

@@ -35,7 +35,9 @@ class UntouchedStudy:
     level: str
 
 
-def untouched_studies(manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val")) -> list[UntouchedStudy]:
+def untouched_studies(
+    manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val")
+) -> list[UntouchedStudy]:
     """The untouched real studies of an insertion manifest (rows with finding ``normal``) in ``splits``."""
     manifest = Path(manifest)
     wanted = set(splits)
@@ -45,8 +47,9 @@ def untouched_studies(manifest: str | os.PathLike[str], splits: Iterable[str] = 
             if row["finding"] != "normal" or row["split"] not in wanted or row["study_id"] in seen:
                 continue
             seqs = {s: (manifest.parent / row[s]).resolve() for s in SEQUENCES if row.get(s)}
-            seen[row["study_id"]] = UntouchedStudy(row["study_id"], row["patient_id"], row["split"], seqs,
-                                                   row.get("level", ""))
+            seen[row["study_id"]] = UntouchedStudy(
+                row["study_id"], row["patient_id"], row["split"], seqs, row.get("level", "")
+            )
     return list(seen.values())
 
 
@@ -68,8 +71,13 @@ def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tup
     return [(c, s, bool(x)) for (c, s), x in zip(result.candidates, lesion, strict=True)]
 
 
-def hard_negative_records(studies: Iterable[UntouchedStudy], predictor: Any, out: Path, cfg: Mapping[str, Any],
-                          progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def hard_negative_records(
+    studies: Iterable[UntouchedStudy],
+    predictor: Any,
+    out: Path,
+    cfg: Mapping[str, Any],
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Manifest records (none/none) at the scan candidates of ``predictor`` on each study, and a summary.
 
     ``cfg``: threshold, max_rois, min_distance_mm (the scan's, usually looser than prediction's
@@ -78,8 +86,11 @@ def hard_negative_records(studies: Iterable[UntouchedStudy], predictor: Any, out
     """
     from spinelesion.inference.scan import ScanConfig
 
-    scan_cfg = ScanConfig(threshold=float(cfg.get("threshold", 0.3)), max_rois=int(cfg.get("max_rois", 16)),
-                          min_distance_mm=float(cfg.get("min_distance_mm", 15.0)))
+    scan_cfg = ScanConfig(
+        threshold=float(cfg.get("threshold", 0.3)),
+        max_rois=int(cfg.get("max_rois", 16)),
+        min_distance_mm=float(cfg.get("min_distance_mm", 15.0)),
+    )
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     copies, jitter = int(cfg.get("copies", 2)), float(cfg.get("jitter_mm", 3.0))
     tag = str(cfg.get("tag", out.name))  # case ids stay unique when several rounds join one training mix
@@ -88,24 +99,42 @@ def hard_negative_records(studies: Iterable[UntouchedStudy], predictor: Any, out
     for study in tqdm(list(studies), desc="mining", unit="study", disable=not progress):
         found = mine_study(predictor, study, scan_cfg)
         seqs = {s: os.path.relpath(p, out) for s, p in study.sequences.items()}
-        for k, (centre, score, called) in enumerate(found):
+        for k, (centre, _score, _called) in enumerate(found):
             for j in range(1 + copies):  # the candidate, then jittered copies: it weighs like a body's ROIs
                 point = centre + (rng.uniform(-jitter, jitter, 3) if j else 0.0)
-                records.append(dict(case_id=f"{study.study_id}_{tag}{k:02d}_{j}", study_id=study.study_id,
-                                    patient_id=study.patient_id, split=study.split, **seqs,
-                                    x_mm=round(float(point[0]), 2), y_mm=round(float(point[1]), 2),
-                                    z_mm=round(float(point[2]), 2), compartment="none", fracture="none",
-                                    level=study.level, finding="normal"))
+                records.append(
+                    dict(
+                        case_id=f"{study.study_id}_{tag}{k:02d}_{j}",
+                        study_id=study.study_id,
+                        patient_id=study.patient_id,
+                        split=study.split,
+                        **seqs,
+                        x_mm=round(float(point[0]), 2),
+                        y_mm=round(float(point[1]), 2),
+                        z_mm=round(float(point[2]), 2),
+                        compartment="none",
+                        fracture="none",
+                        level=study.level,
+                        finding="normal",
+                    )
+                )
         summary["studies"] += 1
         summary["candidates"] += len(found)
         summary["called_lesion"] += sum(c for _, _, c in found)
-        summary["per_study"][study.study_id] = {"candidates": len(found), "called_lesion": sum(c for _, _, c in found),
-                                                "max_score": round(max((s for _, s, _ in found), default=0.0), 3)}
+        summary["per_study"][study.study_id] = {
+            "candidates": len(found),
+            "called_lesion": sum(c for _, _, c in found),
+            "max_score": round(max((s for _, s, _ in found), default=0.0), 3),
+        }
     return records, summary
 
 
-def mine_hard_negatives(insert_manifest: str | os.PathLike[str], model_dir: str | os.PathLike[str],
-                        output_dir: str | os.PathLike[str], cfg: Mapping[str, Any] | None = None) -> Path:
+def mine_hard_negatives(
+    insert_manifest: str | os.PathLike[str],
+    model_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    cfg: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``output_dir/manifest.csv`` of hard negatives (+ ``mining.json``); returns the manifest."""
     from spinelesion.atomic import write_json
     from spinelesion.data.manifest import write_manifest
@@ -115,14 +144,30 @@ def mine_hard_negatives(insert_manifest: str | os.PathLike[str], model_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     studies = untouched_studies(insert_manifest, cfg.get("splits", ("train", "val")))
     if not studies:
-        raise ValueError(f"{insert_manifest}: no untouched (finding 'normal') study in the train/val splits to mine")
+        raise ValueError(
+            f"{insert_manifest}: no untouched (finding 'normal') study in the train/val splits to mine"
+        )
     from spinelesion.inference.predictor import Predictor, PredictorConfig
 
     predictor = Predictor.from_model_dir(model_dir, PredictorConfig(saliency_method="none"))
-    records, summary = hard_negative_records(studies, predictor, out, cfg, progress=bool(cfg.get("progress", True)))
+    records, summary = hard_negative_records(
+        studies, predictor, out, cfg, progress=bool(cfg.get("progress", True))
+    )
     path = write_manifest(out / "manifest.csv", records)
-    write_json(out / "mining.json", {"model": Path(model_dir).name, "settings": {k: v for k, v in cfg.items()
-                                                                                if k != "progress"}, **summary})
-    log.info("%d hard negatives from %d candidates in %d studies (%d called a lesion) -> %s", len(records),
-             summary["candidates"], summary["studies"], summary["called_lesion"], path)
+    write_json(
+        out / "mining.json",
+        {
+            "model": Path(model_dir).name,
+            "settings": {k: v for k, v in cfg.items() if k != "progress"},
+            **summary,
+        },
+    )
+    log.info(
+        "%d hard negatives from %d candidates in %d studies (%d called a lesion) -> %s",
+        len(records),
+        summary["candidates"],
+        summary["studies"],
+        summary["called_lesion"],
+        path,
+    )
     return path
