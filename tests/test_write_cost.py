@@ -69,7 +69,8 @@ def dicom_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
     finally:
         dicom_out.save = save
-    return {"tmp": tmp, "sr": sr, "seg": seg, "paths": paths}
+    args = {"records": records, "sources": sources, "stack": stack, "model": model}
+    return {"tmp": tmp, "sr": sr, "seg": seg, "paths": paths, "args": args}
 
 
 @pytest.mark.parametrize("name", ["sr", "seg"])
@@ -152,3 +153,57 @@ def test_dicom_out_module_still_saves_with_pydicom_semantics(dicom_objects: dict
 
     seg = pydicom.dcmread(Path(dicom_objects["tmp"]) / "seg.dcm")
     assert seg.SegmentationType == "FRACTIONAL" and int(seg.NumberOfFrames) > 0
+
+
+@pytest.mark.parametrize("name", ["sr", "seg"])
+def test_fast_dicom_construction_equals_highdicom_alone(dicom_objects: dict, name: str, monkeypatch: pytest.MonkeyPatch):
+    """The SR built around an empty root (children attached after) and the SEG given uint8
+    fractions are, element for element and byte for byte, what highdicom alone builds."""
+    import itertools
+
+    import pydicom.uid
+
+    from spinelesion.inference import dicom_out
+    from spinelesion.inference.dicom_encode import encode_file
+
+    assert dicom_out._unit_uint8_segmentation() is not None  # the fast SEG is in use with this highdicom
+    args = dicom_objects["args"]
+    built = {}
+    for fast in (True, False):
+        counter = itertools.count(1)
+        monkeypatch.setattr(pydicom.uid, "generate_uid", lambda *a, c=counter, **k: f"1.2.3.{next(c)}")
+        path = dicom_objects["tmp"] / f"{name}-{'fast' if fast else 'plain'}.dcm"
+        if name == "sr":
+            ds = dicom_out.write_sr(path, args["records"], args["sources"], args["model"], fast=fast)
+        else:
+            ds = dicom_out.write_saliency_seg(path, args["stack"], args["records"], args["sources"], "compartment",
+                                              args["model"], 9101, fast=fast)
+        for keyword in ("ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        for item in ds.get("ContributingEquipmentSequence", []):  # highdicom's own entry, with the time
+            if "ContributionDateTime" in item:
+                del item.ContributionDateTime
+        built[fast] = ds
+    if name == "seg":
+        assert type(built[True]).__name__ == "UnitUint8Segmentation"
+        assert int(built[True].NumberOfFrames) > 0
+    assert built[True] == built[False]
+    assert encode_file(built[True]) == encode_file(built[False])
+
+
+def test_pasting_every_task_at_once_equals_one_map_at_a_time():
+    from spinelesion.data.roi import RoiSpec
+    from spinelesion.inference.saliency import paste_box
+
+    rng = np.random.default_rng(5)
+    spec = RoiSpec(shape=(8, 12, 12), spacing=(1.5, 1.5, 1.5))
+    maps = rng.random((3, 2, *spec.shape)).astype(np.float32)  # (ROI, task, X, Y, Z)
+    dst = np.array([[0.7, 0.05, 0.0, -20.0], [0.0, 0.68, 0.1, -25.0], [0.0, 0.0, 4.0, -30.0], [0, 0, 0, 1.0]])
+    roi_affine = spec.affine(np.array([-12.0, -15.0, -4.0]))
+    both = paste_box(maps, roi_affine, dst, (40, 50, 14), 1)
+    assert both is not None and both[1].shape[0] == 2
+    for k in range(2):
+        one = paste_box(maps[:, k], roi_affine, dst, (40, 50, 14), 1)
+        assert one is not None and one[0] == both[0]
+        assert np.array_equal(one[1], both[1][k])

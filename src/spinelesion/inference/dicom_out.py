@@ -82,8 +82,9 @@ def _save(ds: Any, path: Path) -> Path:
 
 
 def write_sr(path: Path, records: Sequence[Mapping[str, Any]], sources: Sequence[Any], model: Mapping[str, Any],
-             series_number: int = 9100) -> Any:
-    """The TID 1500 measurement report of one study's ROIs; returns the dataset written."""
+             series_number: int = 9100, fast: bool = True) -> Any:
+    """The TID 1500 measurement report of one study's ROIs; returns the dataset written
+    (``fast=False``: built by highdicom alone, see :func:`_sr_document`)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
@@ -114,7 +115,7 @@ def write_sr(path: Path, records: Sequence[Mapping[str, Any]], sources: Sequence
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=_code("spine-mri", "MRI of the spine"), imaging_measurements=groups)
-    sr = hd.sr.Comprehensive3DSR(
+    sr = (_sr_document if fast else hd.sr.Comprehensive3DSR)(
         evidence=list(sources), content=report[0], series_instance_uid=generate_uid(), series_number=series_number,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
         series_description=f"{name} {version} ROI classification"[:64])
@@ -122,18 +123,77 @@ def write_sr(path: Path, records: Sequence[Mapping[str, Any]], sources: Sequence
     return sr
 
 
+def _sr_document(content: Any, **kwargs: Any) -> Any:
+    """``highdicom.sr.Comprehensive3DSR(content=content, ...)`` as a dataset, without its cost
+    of reading the content tree back: it deep-copies the tree, parses the copy into content
+    items and searches it for image references (~2/3 of building the SR, growing with the
+    ROIs). The document is built around the root container without its children, which are
+    attached afterwards; the dataset, written or compared, is the same (a test checks),
+    because highdicom copies the root's elements in as they are, and this tree references
+    no image (its ROIs are 3D points on the frame of reference), so the evidence found is
+    the same. Only the object's parsed ``content`` property holds the root alone."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset
+
+    stub = Dataset()
+    for elem in content:
+        if elem.keyword != "ContentSequence":
+            stub.add(elem)
+    stub.ContentSequence = []
+    sr = hd.sr.Comprehensive3DSR(content=stub, **kwargs)
+    sr.ContentSequence = content.ContentSequence
+    return sr
+
+
+def _unit_uint8_segmentation() -> Any:
+    """``highdicom.seg.Segmentation`` taking FRACTIONAL values as uint8 already scaled to
+    ``max_fractional_value`` (255): the saliency stacks as they are.
+
+    Given floats in [0, 1], highdicom sorts the whole (slices, rows, columns, ROIs) array
+    (``np.unique``) to check the range, and scales every frame back to uint8; both are ~1/3
+    of building a SEG. Values that come from uint8 need neither; the frames, the overlap
+    attribute and every other element are those highdicom writes from ``stack / 255`` (a
+    test compares the two). Plain highdicom where its internals differ."""
+    import highdicom as hd
+
+    base = hd.seg.Segmentation
+    if not all(hasattr(base, n) for n in ("_check_and_cast_pixel_array", "_get_segment_pixel_array")):
+        return None
+
+    class UnitUint8Segmentation(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def _check_and_cast_pixel_array(cls, pixel_array: Any, segment_numbers: np.ndarray, segmentation_type: Any,
+                                        dtype: type) -> tuple[Any, Any]:
+            if (segmentation_type != hd.seg.SegmentationTypeValues.FRACTIONAL or pixel_array.dtype != np.uint8
+                    or pixel_array.ndim != 4 or pixel_array.shape[-1] != len(segment_numbers)):
+                raise ValueError("unit-uint8 segmentation: a FRACTIONAL uint8 (frames, rows, columns, segments) array")
+            overlap = hd.seg.SegmentsOverlapValues  # what highdicom infers for fractional segments
+            return pixel_array, (overlap.NO if pixel_array.shape[-1] == 1 else overlap.UNDEFINED)
+
+        @staticmethod
+        def _get_segment_pixel_array(pixel_array: np.ndarray, segment_number: int, described_segment_numbers: Any,
+                                     segmentation_type: Any, max_fractional_value: int, dtype: type) -> np.ndarray:
+            return pixel_array[:, :, segment_number - 1]
+
+    return UnitUint8Segmentation
+
+
 def write_saliency_seg(path: Path, stack: np.ndarray, records: Sequence[Mapping[str, Any]], sources: Sequence[Any],
-                       task: str, model: Mapping[str, Any], series_number: int) -> Any:
+                       task: str, model: Mapping[str, Any], series_number: int, fast: bool = True) -> Any:
     """One task's saliency maps (uint8 (I, J, K, R) on the reference grid, 255 = 1) as a
     FRACTIONAL Segmentation with one segment per ROI; ``sources`` are the reference series'
-    slices in the grid's K order."""
+    slices in the grid's K order (``fast=False``: highdicom given floats, see
+    :func:`_unit_uint8_segmentation`)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     name, version = str(model.get("name") or "spinelesion"), str(model.get("version") or "unknown")
     # grid (I = column, J = row, K = slice) -> frames (K, rows, columns, segments)
-    pixels = np.ascontiguousarray(stack.transpose(2, 1, 0, 3)).astype(np.float32) / 255.0
+    pixels: np.ndarray = np.ascontiguousarray(stack.transpose(2, 1, 0, 3), dtype=np.uint8)
+    seg_class = _unit_uint8_segmentation() if fast else None
+    if seg_class is None:
+        seg_class, pixels = hd.seg.Segmentation, pixels.astype(np.float32) / 255.0
     algorithm = hd.AlgorithmIdentificationSequence(name=name, version=version, family=codes.cid7162.ArtificialIntelligence)
     segments = [hd.seg.SegmentDescription(
         segment_number=k + 1, segment_label=f"{rec['roi_id']} {task} saliency"[:64],
@@ -141,7 +201,7 @@ def write_saliency_seg(path: Path, stack: np.ndarray, records: Sequence[Mapping[
         segmented_property_type=_code("saliency", "saliency map"),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
         for k, rec in enumerate(records)]
-    seg = hd.seg.Segmentation(
+    seg = seg_class(
         source_images=list(sources), pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=series_number,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,

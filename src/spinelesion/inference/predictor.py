@@ -285,6 +285,8 @@ class Predictor:
         from spinelesion.inference.overlay import write_roi_png
 
         records = []
+        tasks = list(maps)
+        by_roi = np.stack([maps[t] for t in tasks], axis=1) if tasks else None  # (R, task, X, Y, Z)
         for i, r in enumerate(rois):
             rid = safe_name(r.roi_id)
             rec: dict[str, Any] = {"roi_id": r.roi_id, "center_lps_mm": [float(v) for v in r.center_lps],
@@ -295,11 +297,12 @@ class Predictor:
                              "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
             rec["saliency"] = {}
             roi_affine = self.spec.affine(r.center_lps)
-            for task in maps:  # only the ROI's box of the study grid is sampled; the rest stays 0
-                box = paste_box(maps[task], roi_affine, affine, ref_shape, i)
+            # only the ROI's box of the study grid is sampled (every task's map at once); the rest stays 0
+            box = paste_box(by_roi, roi_affine, affine, ref_shape, i) if by_roi is not None else None
+            for k, task in enumerate(tasks):
                 if box is not None:
                     index: tuple[slice | int, ...] = (*box[0], offset + i)
-                    stacks[task][index] = to_unit_uint8(box[1])
+                    stacks[task][index] = to_unit_uint8(box[1][k])
                 rec["saliency"][task] = saliency_file(task)
             if maps:
                 rec["saliency_volume"] = offset + i
