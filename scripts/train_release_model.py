@@ -6,11 +6,11 @@
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
 3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~40 min on 2 cores), then
-   two hard-negative rounds for scan mode: the scan candidates of a model on the untouched
+   three hard-negative rounds for scan mode: the scan candidates of a model on the untouched
    train/val real spines become normal ROIs (``data/real-hardneg``: of the first stage;
-   ``data/real-hardneg2``: of a fine-tuning on the first round), and
+   ``data/real-hardneg2`` and ``3``: of fine-tunings on the rounds before), and
    ``experiment=release_finetune`` fine-tunes the first stage on everything plus many more
-   normal ROIs around the untouched spines (``data/real-normals-dense``) and both rounds
+   normal ROIs around the untouched spines (``data/real-normals-dense``) and all three rounds
 4. copy the second run's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
@@ -71,16 +71,23 @@ def make_data() -> None:
 
 # Hard-negative mining: looser than prediction's scan, so that near misses are mined too.
 MINING = {"threshold": 0.3, "max_rois": 16, "min_distance_mm": 15, "copies": 2, "jitter_mm": 3.0, "seed": 0}
-MANIFESTS_ROUND1 = "[" + ",".join(f"data/{m}/manifest.csv" for m in
-                                  ("train400", "real-insert", "real-normals-dense", "real-hardneg")) + "]"
+COARSE = {"stride_mm": None, "sigma_scale": 0.125}  # the scan before 2026-11-30: windows 15-22 mm apart
 
 
-def mine(model_dir: Path, folder: str) -> None:
+def manifests(rounds: int) -> str:
+    """The fine-tuning mix with the first ``rounds`` hard-negative rounds."""
+    names = ["train400", "real-insert", "real-normals-dense", "real-hardneg"] + [
+        f"real-hardneg{k}" for k in range(2, rounds + 1)]
+    return "[" + ",".join(f"data/{m}/manifest.csv" for m in names) + "]"
+
+
+def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
     """Scan candidates of ``model_dir`` on the untouched train/val real spines -> data/<folder>."""
     from spinelesion.tasks.hard_negatives import mine_hard_negatives
 
     print(f"$ mine hard negatives with {model_dir} -> data/{folder}", flush=True)
-    mine_hard_negatives(ROOT / "data" / "real-insert" / "manifest.csv", model_dir, ROOT / "data" / folder, MINING)
+    settings = {**MINING, **scan, "max_rois": 24 if not scan else 16}
+    mine_hard_negatives(ROOT / "data" / "real-insert" / "manifest.csv", model_dir, ROOT / "data" / folder, settings)
 
 
 def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
@@ -146,12 +153,15 @@ def main() -> None:
     if "--eval-only" not in sys.argv:
         first, second = ROOT / "outputs" / "release", ROOT / "outputs" / "release_ft"
         run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={first}")
-        mine(first / "model", "real-hardneg")
-        # the first round alone (and the second manifest empty), to see what it still calls a lesion
-        round1 = ROOT / "outputs" / "release_ft_round1"
-        run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
-            f"hydra.run.dir={round1}", f"data.manifest={MANIFESTS_ROUND1}")
-        mine(round1 / "model", "real-hardneg2")
+        # Hard-negative rounds: each fine-tunes the first stage on every round so far, then mines
+        # what that model still calls a lesion. The first two rounds of the released model ran
+        # the scan's former coarse walk (COARSE); the third, the fine one prediction uses now.
+        mine(first / "model", "real-hardneg", COARSE)
+        for k, (folder, scan) in enumerate((("real-hardneg2", COARSE), ("real-hardneg3", {})), start=1):
+            previous = ROOT / "outputs" / f"release_ft_round{k}"
+            run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
+                f"hydra.run.dir={previous}", f"data.manifest={manifests(k)}")
+            mine(previous / "model", folder, scan)
         run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
             f"hydra.run.dir={second}")
         shutil.rmtree(MODEL, ignore_errors=True)

@@ -305,7 +305,8 @@ def test_scan_candidates_keep_their_context_inside_a_thin_slab(context_inside: b
     affine = np.eye(4)
     spec = RoiSpec(tuple(ROI["shape"]), tuple(ROI["spacing"]), ROI["margin"])
     res = scan_study(CentreProbeNet(), array, affine, np.ones(4, bool), spec,
-                     ScanConfig(overlap=0.5, threshold=0.0, max_rois=3, context_inside=context_inside),
+                     ScanConfig(overlap=0.5, stride_mm=None, sigma_scale=0.125, threshold=0.0, max_rois=3,
+                                context_inside=context_inside),
                      torch.device("cpu"))
     xs = np.array([c[0][0] for c in res.candidates])
     assert len(xs)

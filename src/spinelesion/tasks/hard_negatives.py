@@ -81,15 +81,22 @@ def hard_negative_records(
     """Manifest records (none/none) at the scan candidates of ``predictor`` on each study, and a summary.
 
     ``cfg``: threshold, max_rois, min_distance_mm (the scan's, usually looser than prediction's
-    so that near misses are mined too), copies (jittered copies of each point), jitter_mm, seed,
-    tag (in each case id; default: the output folder's name).
+    so that near misses are mined too) and any other ScanConfig field (stride_mm, sigma_scale),
+    copies (jittered copies of each point), jitter_mm, seed, tag (in each case id; default: the
+    output folder's name).
     """
+    from dataclasses import fields
+
     from spinelesion.inference.scan import ScanConfig
 
+    scan_keys = {f.name for f in fields(ScanConfig)}
     scan_cfg = ScanConfig(
-        threshold=float(cfg.get("threshold", 0.3)),
-        max_rois=int(cfg.get("max_rois", 16)),
-        min_distance_mm=float(cfg.get("min_distance_mm", 15.0)),
+        **{
+            "threshold": 0.3,
+            "max_rois": 16,
+            "min_distance_mm": 15.0,
+            **{k: v for k, v in cfg.items() if k in scan_keys},
+        }
     )
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     copies, jitter = int(cfg.get("copies", 2)), float(cfg.get("jitter_mm", 3.0))
