@@ -42,14 +42,25 @@ def splits_for(rows: list[dict[str, str]], folder: Path) -> dict[str, str]:
 
     info = json.loads((folder / "dataset.json").read_text())
     ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
-    parsed = [Row(case_id=r["case_id"], study_id=r["study_id"], patient_id=r["patient_id"], center_lps=np.zeros(3),
-                  sequences={}, labels={"compartment": r["compartment"], "fracture": r["fracture"]}) for r in rows]
+    parsed = [
+        Row(
+            case_id=r["case_id"],
+            study_id=r["study_id"],
+            patient_id=r["patient_id"],
+            center_lps=np.zeros(3),
+            sequences={},
+            labels={"compartment": r["compartment"], "fracture": r["fracture"]},
+        )
+        for r in rows
+    ]
     return assign_splits(parsed, ratios, int(info["seed"]))
 
 
 def main() -> None:
     folder = Path(sys.argv[1])
-    keep = keep_mask(folder, "manifest_nifti.csv" if (folder / "manifest_nifti.csv").exists() else "manifest.csv")
+    keep = keep_mask(
+        folder, "manifest_nifti.csv" if (folder / "manifest_nifti.csv").exists() else "manifest.csv"
+    )
     with open(folder / "manifest.csv", newline="") as fh:
         main_rows = [r for r, k in zip(csv.DictReader(fh), keep, strict=True) if k]
     split_of = splits_for([dict(r, split="") for r in main_rows], folder)

@@ -46,8 +46,12 @@ def main() -> None:
     base = item.rois[0].center_lps
     item.rois = [RoiRequest(f"b{k}", base + k) for k in range(8)]
     net = build_network(default)
-    meta = {"name": "bench", "version": "-", "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)},
-            "network": default}
+    meta = {
+        "name": "bench",
+        "version": "-",
+        "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)},
+        "network": default,
+    }
     pred = Predictor(net, meta, PredictorConfig(device="cuda", png=True))
     res["inference"] = inference_breakdown(pred, item, tmp / "o", repeats=3)
     (out / "gpu.json").write_text(json.dumps(res, indent=1, default=str))

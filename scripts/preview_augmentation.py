@@ -48,8 +48,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         sub = subset_manifest(args.manifest, Path(tmp) / "manifest.csv", args.rows)
-        dm = SpineDataModule(sub, cache_dir=Path(tmp) / "cache", splits={"train": 1.0}, progress=False,
-                             check_geometry=False, build_all=True)
+        dm = SpineDataModule(
+            sub,
+            cache_dir=Path(tmp) / "cache",
+            splits={"train": 1.0},
+            progress=False,
+            check_geometry=False,
+            build_all=True,
+        )
         dm.setup("fit")
     bank = dm.bank
     assert bank is not None
@@ -65,11 +71,19 @@ def main() -> None:
         channel = int(torch.nonzero(available[r])[0])
         row = bank.rows[i]
         panels = [(plain[r, channel], "centre crop")]
-        panels += [(img[r, channel], f"draw {d + 1}" + ("" if flags[r, channel] else " (dropped)"))
-                   for d, (img, flags) in enumerate(draws)]
+        panels += [
+            (img[r, channel], f"draw {d + 1}" + ("" if flags[r, channel] else " (dropped)"))
+            for d, (img, flags) in enumerate(draws)
+        ]
         for c, (vol, title) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(sagittal(vol).numpy(), cmap="gray", vmin=0, vmax=1, aspect=dm.spec.spacing[2] / dm.spec.spacing[1])
+            ax.imshow(
+                sagittal(vol).numpy(),
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                aspect=dm.spec.spacing[2] / dm.spec.spacing[1],
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(title, fontsize=8)

@@ -23,8 +23,12 @@ def main() -> None:
     wanted = sys.argv[2:] or ["vb2_04", "tptbox_c5_c7"]
     specs = {s.study_id: s for s in discover_backgrounds(backgrounds, cfg["levels"], cfg["native_mm"])}
     for study in wanted:
-        out = write_insertion_preview(specs[study], cfg["rates"], ROOT / "docs" / "images" / f"insert_{study}.png",
-                                      set(cfg["cord_levels"]))
+        out = write_insertion_preview(
+            specs[study],
+            cfg["rates"],
+            ROOT / "docs" / "images" / f"insert_{study}.png",
+            set(cfg["cord_levels"]),
+        )
         print(out)
 
 

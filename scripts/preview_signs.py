@@ -33,10 +33,16 @@ REGION = {"meningioma": "thoracic", "intramedullary_metastasis": "cervical", "dr
 
 
 def quiet(**features: float) -> dict:
-    cfg = default_phantom_config(**{
-        "acquisition.noise_fraction": [0.01, 0.012], "acquisition.bias_strength": [0.0, 0.02],
-        "acquisition.missing_rate": {"t1": 0.0, "t2": 0.0, "stir": 0.0, "t1c": 0.0},
-        "acquisition.oblique_rate": 0.0, "incidental_rate": 0.0, "features.benign_chronic_rate": 0.0})
+    cfg = default_phantom_config(
+        **{
+            "acquisition.noise_fraction": [0.01, 0.012],
+            "acquisition.bias_strength": [0.0, 0.02],
+            "acquisition.missing_rate": {"t1": 0.0, "t2": 0.0, "stir": 0.0, "t1c": 0.0},
+            "acquisition.oblique_rate": 0.0,
+            "incidental_rate": 0.0,
+            "features.benign_chronic_rate": 0.0,
+        }
+    )
     cfg["features"].update(features)
     return cfg
 
@@ -48,7 +54,9 @@ def roi_of(study: RenderedStudy, finding: str) -> np.ndarray:
     return np.asarray(study.findings[0].center)
 
 
-def panels(axes: np.ndarray, study: RenderedStudy, centre: np.ndarray, title: str, view: float = 110.0) -> None:
+def panels(
+    axes: np.ndarray, study: RenderedStudy, centre: np.ndarray, title: str, view: float = 110.0
+) -> None:
     x, y, z = (float(v) for v in centre)
     for ax, seq in zip(axes, SEQ_NAMES, strict=True):
         ax.set_xticks([])
@@ -56,7 +64,14 @@ def panels(axes: np.ndarray, study: RenderedStudy, centre: np.ndarray, title: st
         vol = study.volumes[seq]
         img = sagittal(vol.array, vol.affine, x, y, z, view, pixel=0.6)
         vmax = np.percentile(img[img > 0], 99.5) if np.any(img > 0) else 1.0
-        ax.imshow(img.T, origin="lower", cmap="gray", vmin=0, vmax=vmax, extent=(-view / 2, view / 2, -view / 2, view / 2))
+        ax.imshow(
+            img.T,
+            origin="lower",
+            cmap="gray",
+            vmin=0,
+            vmax=vmax,
+            extent=(-view / 2, view / 2, -view / 2, view / 2),
+        )
         ax.plot(0, 0, "+", color="yellow", ms=7)
         ax.set_title(f"{title} {LABELS[seq]}", fontsize=8)
 
@@ -67,11 +82,16 @@ def preview_finding(finding: str, out: Path, seed: int) -> Path:
     for row, (sign, key) in zip(axes, signs.items(), strict=True):
         extra = {"im_haemorrhage_rate": 0.0} if sign == "melanoma" else {}
         for col, rate in ((0, 1.0), (4, 0.0)):
-            s = render_study([seed, 11], quiet(**{key: rate, **extra}), finding=finding, region=REGION.get(finding))
+            s = render_study(
+                [seed, 11], quiet(**{key: rate, **extra}), finding=finding, region=REGION.get(finding)
+            )
             centre = roi_of(s, finding)
-            panels(row[col:col + 4], s, centre, f"{sign} {'ON' if rate else 'off'}:")
-    fig.suptitle(f"{finding}: each row one sign forced on (left) and off (right), same study otherwise; "
-                 "anterior left, superior up, + = ROI centre", fontsize=10)
+            panels(row[col : col + 4], s, centre, f"{sign} {'ON' if rate else 'off'}:")
+    fig.suptitle(
+        f"{finding}: each row one sign forced on (left) and off (right), same study otherwise; "
+        "anterior left, superior up, + = ROI centre",
+        fontsize=10,
+    )
     fig.tight_layout()
     path = out / f"signs_{finding}.png"
     fig.savefig(path, format="png")

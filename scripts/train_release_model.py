@@ -37,8 +37,8 @@ MODEL = ROOT / "models" / "spinelesion-demo"
 
 # The distribution shift of the second test set: acquisition and anatomy outside the training mix.
 SHIFT = (
-    "phantom.acquisition.noise_fraction=[0.04,0.14]",     # about twice the training noise
-    "phantom.acquisition.bias_strength=[0.3,0.6]",        # a strong coil bias field
+    "phantom.acquisition.noise_fraction=[0.04,0.14]",  # about twice the training noise
+    "phantom.acquisition.bias_strength=[0.3,0.6]",  # a strong coil bias field
     "phantom.acquisition.pixel_mm=[1.2,1.6]",
     "phantom.acquisition.slice_thickness_mm=[4.0,6.0]",
     "phantom.acquisition.oblique_rate=0.5",
@@ -46,8 +46,10 @@ SHIFT = (
     "phantom.anatomy.size_scale=[0.8,1.2]",
 )
 PHANTOM_SETS = (("train400", 400, 1000, ()), ("test150", 150, 9001, ()), ("shift100", 100, 7777, SHIFT))
-LABELS = (("test150", "fresh phantom test set, seed 9001 (150 studies)"),
-          ("shift100", "shifted phantom acquisition and anatomy, seed 7777 (100 studies)"))
+LABELS = (
+    ("test150", "fresh phantom test set, seed 9001 (150 studies)"),
+    ("shift100", "shifted phantom acquisition and anatomy, seed 7777 (100 studies)"),
+)
 
 
 def run(*args: str) -> None:
@@ -58,15 +60,26 @@ def run(*args: str) -> None:
 def make_data() -> None:
     for folder, studies, seed, extra in PHANTOM_SETS:
         if not (ROOT / "data" / folder / "manifest.csv").is_file():
-            run(str(BIN / "spinelesion-make-data"), f"output_dir=data/{folder}", f"studies={studies}", f"seed={seed}",
-                "formats=[nifti]", *extra)
+            run(
+                str(BIN / "spinelesion-make-data"),
+                f"output_dir=data/{folder}",
+                f"studies={studies}",
+                f"seed={seed}",
+                "formats=[nifti]",
+                *extra,
+            )
     if not (ROOT / "data" / "real-insert" / "manifest.csv").is_file():
         if not REAL_NORMALS.is_dir():
             sys.exit(f"{REAL_NORMALS} not found: the release model is trained on real normal spines too")
         run(str(BIN / "spinelesion-insert"), "output_dir=data/real-insert", f"backgrounds={REAL_NORMALS}")
     if not (ROOT / "data" / "real-normals-dense" / "manifest.csv").is_file():
-        run(str(BIN / "spinelesion-insert"), "output_dir=data/real-normals-dense", f"backgrounds={REAL_NORMALS}",
-            "variants_per_subject=0", "normal_rois={per_body: 0, discs: false, canal: false, background: 0, region: 40}")
+        run(
+            str(BIN / "spinelesion-insert"),
+            "output_dir=data/real-normals-dense",
+            f"backgrounds={REAL_NORMALS}",
+            "variants_per_subject=0",
+            "normal_rois={per_body: 0, discs: false, canal: false, background: 0, region: 40}",
+        )
 
 
 # Hard-negative mining: looser than prediction's scan, so that near misses are mined too.
@@ -77,7 +90,8 @@ COARSE = {"stride_mm": None, "sigma_scale": 0.125}  # the scan before 2026-11-30
 def manifests(rounds: int) -> str:
     """The fine-tuning mix with the first ``rounds`` hard-negative rounds."""
     names = ["train400", "real-insert", "real-normals-dense", "real-hardneg"] + [
-        f"real-hardneg{k}" for k in range(2, rounds + 1)]
+        f"real-hardneg{k}" for k in range(2, rounds + 1)
+    ]
     return "[" + ",".join(f"data/{m}/manifest.csv" for m in names) + "]"
 
 
@@ -87,12 +101,20 @@ def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
 
     print(f"$ mine hard negatives with {model_dir} -> data/{folder}", flush=True)
     settings = {**MINING, **scan, "max_rois": 24 if not scan else 16}
-    mine_hard_negatives(ROOT / "data" / "real-insert" / "manifest.csv", model_dir, ROOT / "data" / folder, settings)
+    mine_hard_negatives(
+        ROOT / "data" / "real-insert" / "manifest.csv", model_dir, ROOT / "data" / folder, settings
+    )
 
 
 def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
-    run(str(BIN / "spinelesion-evaluate"), f"model_dir={MODEL}", f"data.manifest={manifest}", f"output_dir={out}",
-        f"hydra.run.dir={out}", *extra)
+    run(
+        str(BIN / "spinelesion-evaluate"),
+        f"model_dir={MODEL}",
+        f"data.manifest={manifest}",
+        f"output_dir={out}",
+        f"hydra.run.dir={out}",
+        *extra,
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -107,7 +129,10 @@ def real_checks() -> dict[str, Any]:
     evaluate(REAL_NORMALS / "manifest.csv", out / "all_normals")
     all_rows = read_rows(out / "all_normals" / "predictions.csv")
     called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in all_rows]
-    result["shared_real_normals_called_normal"] = {"n": len(called), "fraction": round(sum(called) / len(called), 4)}
+    result["shared_real_normals_called_normal"] = {
+        "n": len(called),
+        "fraction": round(sum(called) / len(called), 4),
+    }
     with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
         test_subjects = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == "test"})
     scans = []
@@ -116,8 +141,14 @@ def real_checks() -> dict[str, Any]:
         if not t2.is_file():
             continue
         dest = out / "scan" / subject
-        run(str(BIN / "spinelesion-predict"), f"model_dir={MODEL}", f"input={t2}", f"output_dir={dest}",
-            f"hydra.run.dir={dest}", "saliency.method=none")
+        run(
+            str(BIN / "spinelesion-predict"),
+            f"model_dir={MODEL}",
+            f"input={t2}",
+            f"output_dir={dest}",
+            f"hydra.run.dir={dest}",
+            "saliency.method=none",
+        )
         # One study per run, named after its file ("t2"): name it after the subject here.
         scans.extend(dict(r, study_id=subject) for r in read_rows(dest / "predictions.csv"))
     result["scan_untouched_heldout"] = scan_false_calls(scans)
@@ -159,11 +190,20 @@ def main() -> None:
         mine(first / "model", "real-hardneg", COARSE)
         for k, (folder, scan) in enumerate((("real-hardneg2", COARSE), ("real-hardneg3", {})), start=1):
             previous = ROOT / "outputs" / f"release_ft_round{k}"
-            run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
-                f"hydra.run.dir={previous}", f"data.manifest={manifests(k)}")
+            run(
+                str(BIN / "spinelesion-train"),
+                "experiment=release_finetune",
+                f"init_from={first / 'model'}",
+                f"hydra.run.dir={previous}",
+                f"data.manifest={manifests(k)}",
+            )
             mine(previous / "model", folder, scan)
-        run(str(BIN / "spinelesion-train"), "experiment=release_finetune", f"init_from={first / 'model'}",
-            f"hydra.run.dir={second}")
+        run(
+            str(BIN / "spinelesion-train"),
+            "experiment=release_finetune",
+            f"init_from={first / 'model'}",
+            f"hydra.run.dir={second}",
+        )
         shutil.rmtree(MODEL, ignore_errors=True)
         shutil.copytree(second / "model", MODEL)
     for folder, label in LABELS:

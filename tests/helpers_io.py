@@ -15,31 +15,55 @@ from spinelesion.io.volume import Volume, grid_affine
 
 # Columns are the LPS directions of the array axes i, j, k.
 SAGITTAL = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]]).T  # i->P, j->I, k->R
-AXIAL = np.eye(3)                                                             # i->L, j->P, k->S
-CORONAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]).T    # i->L, j->I, k->P
+AXIAL = np.eye(3)  # i->L, j->P, k->S
+CORONAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]).T  # i->L, j->I, k->P
 
 
 def rotated(axes: np.ndarray, degrees: float) -> np.ndarray:
     """``axes`` turned by a few degrees about all three patient axes (an oblique plan)."""
     if not degrees:
         return axes
-    return Rotation.from_euler("xyz", [degrees, -0.6 * degrees, 0.3 * degrees], degrees=True).as_matrix() @ axes
+    return (
+        Rotation.from_euler("xyz", [degrees, -0.6 * degrees, 0.3 * degrees], degrees=True).as_matrix() @ axes
+    )
 
 
-def make_volume(shape=(24, 28, 8), spacing=(1.0, 1.2, 3.5), axes=SAGITTAL, centre=(4.0, -10.0, 20.0), seed=0,
-                oblique_deg: float = 0.0) -> Volume:
+def make_volume(
+    shape=(24, 28, 8),
+    spacing=(1.0, 1.2, 3.5),
+    axes=SAGITTAL,
+    centre=(4.0, -10.0, 20.0),
+    seed=0,
+    oblique_deg: float = 0.0,
+) -> Volume:
     """Random integer-valued image (exact through uint16 DICOM) on the described grid."""
     arr = np.random.default_rng(seed).integers(10, 1000, size=shape).astype(np.float32)
-    return Volume(arr, grid_affine(np.asarray(centre, dtype=float), shape, spacing, rotated(axes, oblique_deg)))
+    return Volume(
+        arr, grid_affine(np.asarray(centre, dtype=float), shape, spacing, rotated(axes, oblique_deg))
+    )
 
 
-def write_series(vol: Volume, folder: Path, desc: str = "T2 TSE SAG", study_uid: str | None = None,
-                 number: int = 1, **series) -> list[Path]:
+def write_series(
+    vol: Volume,
+    folder: Path,
+    desc: str = "T2 TSE SAG",
+    study_uid: str | None = None,
+    number: int = 1,
+    **series,
+) -> list[Path]:
     """``vol`` as a DICOM MR series (one file per slice) under ``folder``; returns the paths in slice order."""
     study_uid = study_uid or make_uid("study", folder.name)
-    return write_dicom_series(vol, folder, study={"StudyInstanceUID": study_uid, "PatientID": "PAT-1"},
-                              series={"SeriesInstanceUID": make_uid(study_uid, desc, number),
-                                      "SeriesDescription": desc, "SeriesNumber": number, **series})
+    return write_dicom_series(
+        vol,
+        folder,
+        study={"StudyInstanceUID": study_uid, "PatientID": "PAT-1"},
+        series={
+            "SeriesInstanceUID": make_uid(study_uid, desc, number),
+            "SeriesDescription": desc,
+            "SeriesNumber": number,
+            **series,
+        },
+    )
 
 
 def edit(path: Path, out: Path | None = None, **tags) -> Path:

@@ -17,11 +17,15 @@ SEQ = ("t1", "t2", "stir", "t1c")
 
 def quiet_config() -> dict:
     """Low noise and bias, every sequence present: signal tests measure the imaging, not luck."""
-    return default_phantom_config(**{
-        "acquisition.noise_fraction": [0.01, 0.012], "acquisition.bias_strength": [0.0, 0.02],
-        "acquisition.missing_rate": {"t1": 0.0, "t2": 0.0, "stir": 0.0, "t1c": 0.0},
-        "acquisition.oblique_rate": 0.0, "incidental_rate": 0.0,
-    })
+    return default_phantom_config(
+        **{
+            "acquisition.noise_fraction": [0.01, 0.012],
+            "acquisition.bias_strength": [0.0, 0.02],
+            "acquisition.missing_rate": {"t1": 0.0, "t2": 0.0, "stir": 0.0, "t1c": 0.0},
+            "acquisition.oblique_rate": 0.0,
+            "incidental_rate": 0.0,
+        }
+    )
 
 
 @functools.lru_cache(maxsize=64)

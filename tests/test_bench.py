@@ -25,7 +25,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
         cfg.output_dir = str(tmp_path / "report")
         cfg.work_dir = str(tmp_path / "work")
         cfg.paths.output_dir = str(tmp_path / "report")
-        cfg.data.train.manifest = str(tiny_dataset)     # reuse the session's generated studies
+        cfg.data.train.manifest = str(tiny_dataset)  # reuse the session's generated studies
         cfg.data.test.manifest = str(tiny_dataset)
         cfg.repeats = 1
         cfg.accuracy.budget_s = 8
@@ -39,7 +39,9 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
     sp = report["speed"]
     assert sp["training"]["default"]["rois_per_s"] > 0 and sp["training"]["densenet121"]["rois_per_s"] > 0
     assert sp["training"]["ratio_default_over_densenet"] > 0
-    assert sp["data"]["dicom"]["spinelesion"]["median_s"] > 0 and "speedup_vs_simpleitk" in sp["data"]["dicom"]
+    assert (
+        sp["data"]["dicom"]["spinelesion"]["median_s"] > 0 and "speedup_vs_simpleitk" in sp["data"]["dicom"]
+    )
     assert sp["data"]["loader"]["rois_per_s_cached"] > 0 and sp["data"]["loader_over_train_step"] > 0
     assert sp["data"]["loader"]["rois_per_s_augment"] > 0 and 0 < sp["data"]["augment_share_of_cpu_step"] < 1
     inf = sp["inference"]

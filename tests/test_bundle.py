@@ -38,8 +38,18 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for head in net.heads:  # confident heads: ROI-to-ROI differences far above the 1e-4 tolerance
             head[-1].weight.mul_(40.0)
     folder = tmp_path_factory.mktemp("model")
-    save_model_folder(net, folder, {"name": "tiny", "version": "0.0.1", "network": NET, "roi": ROI,
-                                    "reference": "auto", "intended_use": "tests"})
+    save_model_folder(
+        net,
+        folder,
+        {
+            "name": "tiny",
+            "version": "0.0.1",
+            "network": NET,
+            "roi": ROI,
+            "reference": "auto",
+            "intended_use": "tests",
+        },
+    )
     return folder
 
 
@@ -49,8 +59,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("study") / "s01"
     folder.mkdir()
     t2 = make_volume(shape=(48, 64, 14), spacing=(1.0, 1.0, 3.0), axes=SAGITTAL, centre=(0, 0, 0), seed=1)
-    t1 = make_volume(shape=(40, 40, 24), spacing=(1.1, 1.1, 2.5), axes=AXIAL, centre=(2, 1, -3), seed=2,
-                     oblique_deg=8.0)
+    t1 = make_volume(
+        shape=(40, 40, 24), spacing=(1.1, 1.1, 2.5), axes=AXIAL, centre=(2, 1, -3), seed=2, oblique_deg=8.0
+    )
     for vol, point in ((t2, CENTERS[1]), (t1, CENTERS[2])):  # a bright lesion-like blob: ROIs that differ
         noise = vol.array.copy()
         blob(vol, np.asarray(point), sigma_mm=4.0)
@@ -63,8 +74,12 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _predict(model_dir: Path, study: Path) -> dict[str, np.ndarray]:
     net, meta = load_model_folder(model_dir)
     pred = Predictor(net, meta, PredictorConfig(device="cpu", saliency_method="none", png=False))
-    item = StudyInput("s01", str(study), lambda: load_nifti_folder(study, "s01"),
-                      [RoiRequest(f"roi{i + 1:02d}", np.asarray(c)) for i, c in enumerate(CENTERS)])
+    item = StudyInput(
+        "s01",
+        str(study),
+        lambda: load_nifti_folder(study, "s01"),
+        [RoiRequest(f"roi{i + 1:02d}", np.asarray(c)) for i, c in enumerate(CENTERS)],
+    )
     res = pred.predict_study(item, study.parent / "predict_out")
     return {t: np.array([[r[t]["probabilities"][c] for c in TASKS[t]] for r in res.rois]) for t in TASKS}
 
@@ -76,15 +91,34 @@ def _bundle_probs(path: Path) -> dict[str, np.ndarray]:
 
 def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
     result = export_bundle(model_dir, tmp_path / "bundle")
-    for rel in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "models/model.ts",
-                "docs/README.md"):
+    for rel in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "models/model.pt",
+        "models/model.ts",
+        "docs/README.md",
+    ):
         assert (tmp_path / "bundle" / rel).is_file(), rel
     meta = json.loads((tmp_path / "bundle/configs/metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "optional_packages_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format"):
+    for key in (
+        "version",
+        "changelog",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "optional_packages_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "network_data_format",
+    ):
         assert meta[key], key
     inputs = meta["network_data_format"]["inputs"]
-    assert inputs["image"]["spatial_shape"] == ROI["shape"] and inputs["image"]["num_channels"] == len(SEQUENCES)
+    assert inputs["image"]["spatial_shape"] == ROI["shape"] and inputs["image"]["num_channels"] == len(
+        SEQUENCES
+    )
     assert set(meta["network_data_format"]["outputs"]) == set(TASKS)
     assert any("NOT a clinical tool" in r for r in meta["references"])
     assert "spinelesion" in meta["required_packages_version"]
@@ -97,7 +131,9 @@ def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
     assert result.torchscript_max_abs_diff is not None and result.torchscript_max_abs_diff < 1e-5
     from monai.data import load_net_with_metadata
 
-    _, ts_meta, extra = load_net_with_metadata(str(tmp_path / "bundle/models/model.ts"), more_extra_files=["inference.json"])
+    _, ts_meta, extra = load_net_with_metadata(
+        str(tmp_path / "bundle/models/model.ts"), more_extra_files=["inference.json"]
+    )
     assert ts_meta["network_data_format"] == meta["network_data_format"] and "inference.json" in extra
 
 
@@ -105,10 +141,17 @@ def test_bundle_workflow_matches_predictor(model_dir: Path, study: Path, tmp_pat
     from monai.bundle import ConfigWorkflow
 
     export_bundle(model_dir, tmp_path / "bundle", torchscript=False)
-    wf = ConfigWorkflow(config_file=str(tmp_path / "bundle/configs/inference.json"), workflow_type=None,
-                        logging_file=False, bundle_root=str(tmp_path / "bundle"), study_id="s01",
-                        t2=str(study / "t2.nii.gz"), t1=str(study / "t1.nii.gz"), rois=CENTERS,
-                        output_dir=str(tmp_path / "out"))
+    wf = ConfigWorkflow(
+        config_file=str(tmp_path / "bundle/configs/inference.json"),
+        workflow_type=None,
+        logging_file=False,
+        bundle_root=str(tmp_path / "bundle"),
+        study_id="s01",
+        t2=str(study / "t2.nii.gz"),
+        t1=str(study / "t1.nii.gz"),
+        rois=CENTERS,
+        output_dir=str(tmp_path / "out"),
+    )
     wf.initialize()
     wf.run()
     got = _bundle_probs(tmp_path / "out/s01/predictions.json")
@@ -129,26 +172,68 @@ def test_bundle_workflow_matches_predictor(model_dir: Path, study: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_cli_export_then_monai_bundle_run_equals_spinelesion_predict(model_dir: Path, study: Path, tmp_path: Path):
+def test_cli_export_then_monai_bundle_run_equals_spinelesion_predict(
+    model_dir: Path, study: Path, tmp_path: Path
+):
     """The commands a user types: spinelesion-export-bundle, python -m monai.bundle run, spinelesion-predict;
     on the released model when the checkout has it (a trained network tells the ROIs apart)."""
     released = Path(__file__).resolve().parents[1] / "models" / "spinelesion-demo"
     model_dir = released if (released / "metadata.json").is_file() else model_dir
     bundle = tmp_path / "bundle"
-    subprocess.run([sys.executable, "-m", "spinelesion.export_bundle", f"model_dir={model_dir}",
-                    f"output_dir={bundle}"], check=True, capture_output=True, text=True, timeout=300)
-    run = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-                          "--t2", str(study / "t2.nii.gz"), "--t1", str(study / "t1.nii.gz"),
-                          "--rois", json.dumps(CENTERS), "--study_id", "s01", "--output_dir", str(tmp_path / "b_out")],
-                         cwd=bundle, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "spinelesion.export_bundle", f"model_dir={model_dir}", f"output_dir={bundle}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--t2",
+            str(study / "t2.nii.gz"),
+            "--t1",
+            str(study / "t1.nii.gz"),
+            "--rois",
+            json.dumps(CENTERS),
+            "--study_id",
+            "s01",
+            "--output_dir",
+            str(tmp_path / "b_out"),
+        ],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    pred = subprocess.run([sys.executable, "-m", "spinelesion.predict", f"input={study}", f"model_dir={model_dir}",
-                           f"output_dir={tmp_path / 'p_out'}", f"rois={json.dumps(CENTERS)}", "saliency.method=none",
-                           "device=cpu"], capture_output=True, text=True, timeout=300)
+    pred = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.predict",
+            f"input={study}",
+            f"model_dir={model_dir}",
+            f"output_dir={tmp_path / 'p_out'}",
+            f"rois={json.dumps(CENTERS)}",
+            "saliency.method=none",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pred.returncode == 0, pred.stderr[-3000:]
     got = _bundle_probs(tmp_path / "b_out/s01/predictions.json")
     want = _bundle_probs(tmp_path / "p_out/s01/predictions.json")
     for task in TASKS:
         np.testing.assert_allclose(got[task], want[task], atol=1e-4)
     if model_dir == released:
-        assert max(np.ptp(want[t], axis=0).max() for t in TASKS) > 1e-2  # ROIs differ: not a comparison of constants
+        assert (
+            max(np.ptp(want[t], axis=0).max() for t in TASKS) > 1e-2
+        )  # ROIs differ: not a comparison of constants

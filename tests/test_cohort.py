@@ -25,8 +25,11 @@ FAST = ["saliency.png=false", "scan.write_maps=false", "device=cpu", "batch_size
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("model") / "m"
-    save_model_folder(build_network(NET), folder, {"name": "tiny", "version": "t", "network": NET, "roi": ROI,
-                                                   "reference": "auto"})
+    save_model_folder(
+        build_network(NET),
+        folder,
+        {"name": "tiny", "version": "t", "network": NET, "roi": ROI, "reference": "auto"},
+    )
     return folder
 
 
@@ -45,8 +48,17 @@ def run(input_path: Path, out: Path, model: Path, *extra: str) -> dict:
     from spinelesion.predict import predict
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("predict", [f"input={input_path}", f"model_dir={model}", f"output_dir={out}",
-                                  "paths.output_dir=.", *FAST, *extra])
+        cfg = compose(
+            "predict",
+            [
+                f"input={input_path}",
+                f"model_dir={model}",
+                f"output_dir={out}",
+                "paths.output_dir=.",
+                *FAST,
+                *extra,
+            ],
+        )
     return predict(cfg)
 
 
@@ -92,8 +104,12 @@ def test_dicom_and_nifti_series_of_one_study_folder_are_joined(tmp_path: Path):
 
     study = tmp_path / "cohort" / "patient1"
     t1 = read_volume(nifti(tmp_path / "src_t1.nii.gz", seed=3))
-    write_dicom_series(t1, study / "dicom_t1", study={"StudyInstanceUID": make_uid("s1"), "PatientID": "X"},
-                       series={"SeriesInstanceUID": make_uid("s1", 1), "SeriesDescription": "T1 SAG"})
+    write_dicom_series(
+        t1,
+        study / "dicom_t1",
+        study={"StudyInstanceUID": make_uid("s1"), "PatientID": "X"},
+        series={"SeriesInstanceUID": make_uid("s1", 1), "SeriesDescription": "T1 SAG"},
+    )
     nifti(study / "t2.nii.gz", seed=4)
     nifti(tmp_path / "cohort" / "patient2" / "t2.nii.gz", seed=5)
     items, failures = discover_inputs(tmp_path / "cohort")
@@ -107,14 +123,27 @@ def test_parts_split_a_cohort_deterministically_and_their_union_is_one_run(tmp_p
     for k in range(5):
         nifti(tmp_path / "cohort" / f"p{k}" / "t2.nii.gz", seed=k)
     whole = run(tmp_path / "cohort", tmp_path / "all", model, "saliency.method=none")
-    parts = [run(tmp_path / "cohort", tmp_path / f"part{k}", model, "saliency.method=none", "num_parts=2",
-                 f"part_id={k}") for k in range(2)]
+    parts = [
+        run(
+            tmp_path / "cohort",
+            tmp_path / f"part{k}",
+            model,
+            "saliency.method=none",
+            "num_parts=2",
+            f"part_id={k}",
+        )
+        for k in range(2)
+    ]
     ids = [sorted(s["study_id"] for s in p["studies"]) for p in parts]
     assert not set(ids[0]) & set(ids[1])
     assert sorted(ids[0] + ids[1]) == sorted(s["study_id"] for s in whole["studies"])
     rows = read_csv(tmp_path / "part0" / "predictions.csv") + read_csv(tmp_path / "part1" / "predictions.csv")
-    assert sorted(r["study_id"] for r in rows) == sorted(r["study_id"] for r in read_csv(tmp_path / "all" / "predictions.csv"))
-    again = run(tmp_path / "cohort", tmp_path / "part0b", model, "saliency.method=none", "num_parts=2", "part_id=0")
+    assert sorted(r["study_id"] for r in rows) == sorted(
+        r["study_id"] for r in read_csv(tmp_path / "all" / "predictions.csv")
+    )
+    again = run(
+        tmp_path / "cohort", tmp_path / "part0b", model, "saliency.method=none", "num_parts=2", "part_id=0"
+    )
     assert sorted(s["study_id"] for s in again["studies"]) == ids[0]
 
 
@@ -125,8 +154,12 @@ def _outputs(folder: Path) -> dict[str, object]:
     out: dict[str, object] = {"csv": read_csv(folder / "predictions.csv")}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if (not path.is_file() or rel.startswith(".") or rel.endswith(".log")
-                or rel in ("run.json", "predictions.csv", "failed_studies.csv")):
+        if (
+            not path.is_file()
+            or rel.startswith(".")
+            or rel.endswith(".log")
+            or rel in ("run.json", "predictions.csv", "failed_studies.csv")
+        ):
             continue
         if rel.endswith(".nii.gz"):
             out[rel] = np.asarray(nib.load(path).dataobj).tobytes()
@@ -148,13 +181,34 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, model: 
         nifti(tmp_path / "cohort" / f"p{k}" / "t2.nii.gz", seed=k, shape=(48, 64, 16))
     args = [f"model_dir={model}", *FAST, "saliency.png=true", "progress=false"]
     whole = tmp_path / "whole"
-    subprocess.run([sys.executable, "-m", "spinelesion.predict", f"input={tmp_path / 'cohort'}",
-                    f"output_dir={whole}", f"hydra.run.dir={whole}", *args], check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.predict",
+            f"input={tmp_path / 'cohort'}",
+            f"output_dir={whole}",
+            f"hydra.run.dir={whole}",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "spinelesion.predict", f"input={tmp_path / 'cohort'}",
-                             f"output_dir={out}", f"hydra.run.dir={out}", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.predict",
+            f"input={tmp_path / 'cohort'}",
+            f"output_dir={out}",
+            f"hydra.run.dir={out}",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("*/predictions.json"))) < 2:
         time.sleep(0.05)
@@ -162,9 +216,21 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, model: 
     proc.wait()
     done_before = len(list(out.glob("*/predictions.json")))
     assert 2 <= done_before < 6, "the run should be killed mid-way"
-    proc = subprocess.run([sys.executable, "-m", "spinelesion.predict", f"input={tmp_path / 'cohort'}",
-                           f"output_dir={out}", f"hydra.run.dir={out}", "resume=true", *args],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.predict",
+            f"input={tmp_path / 'cohort'}",
+            f"output_dir={out}",
+            f"hydra.run.dir={out}",
+            "resume=true",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_json = json.loads((out / "run.json").read_text())
     assert len(run_json["resumed"]) >= done_before
@@ -185,6 +251,13 @@ def test_saliency_leaves_the_network_in_eval_mode(method: str):
     net = build_network(NET).eval()
     x, f = torch.randn(2, 4, 16, 24, 24), torch.ones(2, 4)
     before = net.probabilities(x, f)["fracture"]
-    saliency(net, x, f, {"compartment": [0, 1], "fracture": [1, 2]}, method=method, target_layer="backbone.layers.2")
+    saliency(
+        net,
+        x,
+        f,
+        {"compartment": [0, 1], "fracture": [1, 2]},
+        method=method,
+        target_layer="backbone.layers.2",
+    )
     assert not net.training and not any(m.training for m in net.modules())
     torch.testing.assert_close(net.probabilities(x, f)["fracture"], before)

@@ -19,9 +19,23 @@ def _nifti(path: Path, center=(0.0, 0.0, 0.0), shape=(20, 20, 10)) -> Path:
 
 
 def _row(**kw: object) -> dict[str, object]:
-    base = {"case_id": "c1", "study_id": "s1", "patient_id": "p1", "split": "", "t1": "", "t2": "s1_t2.nii.gz",
-            "stir": "", "t1c": "", "x_mm": 0.0, "y_mm": 0.0, "z_mm": 0.0, "compartment": "none",
-            "fracture": "", "level": "L1", "finding": "normal"}
+    base = {
+        "case_id": "c1",
+        "study_id": "s1",
+        "patient_id": "p1",
+        "split": "",
+        "t1": "",
+        "t2": "s1_t2.nii.gz",
+        "stir": "",
+        "t1c": "",
+        "x_mm": 0.0,
+        "y_mm": 0.0,
+        "z_mm": 0.0,
+        "compartment": "none",
+        "fracture": "",
+        "level": "L1",
+        "finding": "normal",
+    }
     base.update(kw)
     return base
 
@@ -34,10 +48,21 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_good_manifest_parses_with_paths_relative_to_its_folder(folder: Path):
-    path = write_manifest(folder / "manifest.csv", [
-        _row(), _row(case_id="c2", study_id="s2", patient_id="p2", t2="s2_t2.nii.gz", z_mm=100.0,
-                     compartment="extradural", fracture="pathologic"),
-    ])
+    path = write_manifest(
+        folder / "manifest.csv",
+        [
+            _row(),
+            _row(
+                case_id="c2",
+                study_id="s2",
+                patient_id="p2",
+                t2="s2_t2.nii.gz",
+                z_mm=100.0,
+                compartment="extradural",
+                fracture="pathologic",
+            ),
+        ],
+    )
     m = read_manifest(path, geometry=True)
     assert [r.case_id for r in m.rows] == ["c1", "c2"]
     assert m.rows[0].sequences == {"t2": folder / "s1_t2.nii.gz"}
@@ -47,18 +72,28 @@ def test_good_manifest_parses_with_paths_relative_to_its_folder(folder: Path):
 
 
 def test_every_problem_is_reported_with_file_row_and_column(folder: Path):
-    path = write_manifest(folder / "manifest.csv", [
-        _row(compartment="epidural"),                                   # row 1: unknown label
-        _row(case_id="c2", x_mm="abc"),                                 # row 2: not a number
-        _row(case_id="c3", t2="missing.nii.gz"),                        # row 3: missing file
-        _row(case_id="c3", fracture="maybe"),                           # row 4: duplicate id + bad label
-        _row(case_id="c5", split="holdout"),                            # row 5: bad split
-    ])
+    path = write_manifest(
+        folder / "manifest.csv",
+        [
+            _row(compartment="epidural"),  # row 1: unknown label
+            _row(case_id="c2", x_mm="abc"),  # row 2: not a number
+            _row(case_id="c3", t2="missing.nii.gz"),  # row 3: missing file
+            _row(case_id="c3", fracture="maybe"),  # row 4: duplicate id + bad label
+            _row(case_id="c5", split="holdout"),  # row 5: bad split
+        ],
+    )
     with pytest.raises(ManifestError) as err:
         read_manifest(path)
     text = str(err.value)
     problems = {(p.row, p.column) for p in err.value.problems}
-    assert {(1, "compartment"), (2, "x_mm"), (3, "t2"), (4, "case_id"), (4, "fracture"), (5, "split")} <= problems
+    assert {
+        (1, "compartment"),
+        (2, "x_mm"),
+        (3, "t2"),
+        (4, "case_id"),
+        (4, "fracture"),
+        (5, "split"),
+    } <= problems
     assert all(p.file == str(path.resolve()) for p in err.value.problems)
     assert "row 1, column 'compartment': unknown label 'epidural'" in text
     assert "intradural_extramedullary" in text  # the allowed values are listed
@@ -83,11 +118,14 @@ def test_roi_outside_every_volume_is_rejected(folder: Path):
 
 
 def test_patient_in_two_splits_and_inconsistent_study_are_rejected(folder: Path):
-    path = write_manifest(folder / "manifest.csv", [
-        _row(split="train"),
-        _row(case_id="c2", study_id="s2", t2="s2_t2.nii.gz", split="test"),   # same patient p1
-        _row(case_id="c3", patient_id="p9"),                                    # s1 belongs to p1
-    ])
+    path = write_manifest(
+        folder / "manifest.csv",
+        [
+            _row(split="train"),
+            _row(case_id="c2", study_id="s2", t2="s2_t2.nii.gz", split="test"),  # same patient p1
+            _row(case_id="c3", patient_id="p9"),  # s1 belongs to p1
+        ],
+    )
     with pytest.raises(ManifestError) as err:
         read_manifest(path)
     text = str(err.value)
@@ -101,16 +139,21 @@ def test_written_manifest_has_contract_columns_in_order(folder: Path):
         assert next(csv.reader(fh)) == list(COLUMNS)
 
 
-def test_subset_keeps_whole_studies_and_makes_paths_absolute(folder: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch):
+def test_subset_keeps_whole_studies_and_makes_paths_absolute(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from spinelesion.data.manifest import subset_manifest
 
     monkeypatch.chdir(folder.parent)  # the source manifest given by a relative path
 
-    path = write_manifest(folder / "manifest.csv", [
-        _row(), _row(case_id="c1b", x_mm=2.0),
-        _row(case_id="c2", study_id="s2", patient_id="p2", t2="s2_t2.nii.gz", z_mm=100.0),
-    ])
+    path = write_manifest(
+        folder / "manifest.csv",
+        [
+            _row(),
+            _row(case_id="c1b", x_mm=2.0),
+            _row(case_id="c2", study_id="s2", patient_id="p2", t2="s2_t2.nii.gz", z_mm=100.0),
+        ],
+    )
     sub = subset_manifest(Path(folder.name) / path.name, tmp_path / "elsewhere" / "sub.csv", studies=1)
     m = read_manifest(sub, geometry=True)
     assert [r.case_id for r in m.rows] == ["c1", "c1b"]  # both ROIs of the first study, none of the second

@@ -40,7 +40,9 @@ def dicom_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_batches_have_the_contract_shape_and_missing_sequences_are_flagged(tiny_dataset: Path, tmp_path: Path):
+def test_batches_have_the_contract_shape_and_missing_sequences_are_flagged(
+    tiny_dataset: Path, tmp_path: Path
+):
     dm = dm_for(tiny_dataset, tmp_path / "cache")
     dm.prepare_data()
     dm.setup("fit")
@@ -69,7 +71,8 @@ def test_batches_have_the_contract_shape_and_missing_sequences_are_flagged(tiny_
 
 
 def test_second_epoch_and_second_run_read_no_dicom_and_a_changed_file_is_reread(
-        tiny_dataset: Path, tmp_path: Path, dicom_reads: list[str]):
+    tiny_dataset: Path, tmp_path: Path, dicom_reads: list[str]
+):
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset.parent, data)
     manifest = data / "manifest.csv"
@@ -147,7 +150,9 @@ def _manifest_with_splits(tiny_dataset: Path, path: Path, split_of_row: dict[int
     return path
 
 
-def test_given_splits_are_kept_by_patient_and_a_patient_in_two_splits_is_refused(tiny_dataset: Path, tmp_path: Path):
+def test_given_splits_are_kept_by_patient_and_a_patient_in_two_splits_is_refused(
+    tiny_dataset: Path, tmp_path: Path
+):
     """The manifest may fix a patient's split; the data module keeps it for every row of that
     patient, splits the others, and refuses a manifest that puts one patient in two splits."""
     rows = read_manifest(tiny_dataset).rows
@@ -161,15 +166,21 @@ def test_given_splits_are_kept_by_patient_and_a_patient_in_two_splits_is_refused
     assert {r.split for r in loaded if r.patient_id == patient} == {"test"}  # the unlabelled rows follow
     assert {r.split for r in loaded} == {"train", "val", "test"}
     clash = _manifest_with_splits(tiny_dataset, tmp_path / "clash.csv", {idx[0]: "test", idx[1]: "train"})
-    with pytest.raises(Exception, match=rf"patient '{patient}' is in split 'test' in row .* and 'train' here"):
+    with pytest.raises(
+        Exception, match=rf"patient '{patient}' is in split 'test' in row .* and 'train' here"
+    ):
         dm_for(clash, None, check_geometry=False).load_manifest()
 
 
 def test_nifti_and_dicom_manifests_give_the_same_rois(tiny_dataset: Path):
     spec = RoiSpec()
     a = build_roi_bank(read_manifest(tiny_dataset).rows[:4], StudyCache(None), spec, progress=False)
-    b = build_roi_bank(read_manifest(tiny_dataset.parent / "manifest_nifti.csv").rows[:4], StudyCache(None), spec,
-                       progress=False)
+    b = build_roi_bank(
+        read_manifest(tiny_dataset.parent / "manifest_nifti.csv").rows[:4],
+        StudyCache(None),
+        spec,
+        progress=False,
+    )
     x, y = a.images.float(), b.images.float()
     # A voxel in the half-voxel ramp at a series' edge is knife-edge between "outside" (exactly
     # 0, left out of the normalisation) and "inside": the DICOM geometry, stored as decimal

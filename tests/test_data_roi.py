@@ -28,7 +28,9 @@ def test_sample_grid_matches_scipy_through_the_affines():
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("rotation", [None, Rotation.from_euler("zyx", [90, 7, -4], degrees=True).as_matrix()])
+@pytest.mark.parametrize(
+    "rotation", [None, Rotation.from_euler("zyx", [90, 7, -4], degrees=True).as_matrix()]
+)
 def test_roi_is_centred_on_an_lps_point_whatever_the_source_orientation(rotation):
     """A bright point at an LPS position ends up at the ROI centre, for axial-like and oblique sources."""
     shape, spacing = (60, 70, 24), (1.0, 1.0, 3.0)
@@ -37,7 +39,7 @@ def test_roi_is_centred_on_an_lps_point_whatever_the_source_orientation(rotation
     ijk = np.linalg.solve(src[:3, :3], target - src[:3, 3])
     arr = np.zeros((1, *shape), np.float32)
     idx = np.round(ijk).astype(int)
-    arr[0, idx[0] - 1:idx[0] + 2, idx[1] - 1:idx[1] + 2, idx[2]] = 100.0
+    arr[0, idx[0] - 1 : idx[0] + 2, idx[1] - 1 : idx[1] + 2, idx[2]] = 100.0
     exact = src[:3, :3] @ idx + src[:3, 3]  # the marker's true LPS centre
     spec = RoiSpec(shape=(16, 24, 24), spacing=(1.5, 1.5, 1.5), margin=1.0)
     roi = crop_rois(arr, src, [exact], spec, context=False)[0, 0].numpy()
@@ -123,8 +125,15 @@ def test_identity_augmentation_is_the_centre_crop():
 def test_affine_rotates_about_the_roi_centre_in_patient_axes():
     """A 90-degree turn about the L-R axis maps the A-P axis onto S-I: a bar along A-P becomes a bar along S-I."""
     spec = RoiSpec(shape=(9, 9, 9), spacing=(1.0, 1.0, 1.0), margin=1.0)
-    cfg = AugmentConfig(**{**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")},
-                           "affine_prob": 1.0, "rotate_deg": (90.0, 0.0, 0.0), "scale": 0.0, "translate_mm": (0, 0, 0)})
+    cfg = AugmentConfig(
+        **{
+            **{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")},
+            "affine_prob": 1.0,
+            "rotate_deg": (90.0, 0.0, 0.0),
+            "scale": 0.0,
+            "translate_mm": (0, 0, 0),
+        }
+    )
     aug = BatchAugment(cfg, spec)
     img = torch.zeros(1, 1, 9, 9, 9)
     img[0, 0, 4, :, 4] = 1.0  # bar along A-P (axis 1) through the centre
@@ -152,8 +161,9 @@ def test_sequence_dropout_never_drops_everything():
 def test_augmentation_flips_only_left_right():
     """A-P and S-I flips would invent anatomy; the pipeline must only mirror L-R (axis 0)."""
     spec = RoiSpec(shape=(8, 8, 8), spacing=(1.5, 1.5, 1.5), margin=1.0)
-    cfg = AugmentConfig(**{**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")},
-                           "flip_lr_prob": 1.0})
+    cfg = AugmentConfig(
+        **{**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_prob")}, "flip_lr_prob": 1.0}
+    )
     aug = BatchAugment(cfg, spec)
     image = torch.arange(8 * 8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8, 8)
     out, _ = aug(image, torch.ones(1, 1), aug.generator(image.device, 0))

@@ -19,8 +19,16 @@ def _rows(n_patients: int = 60, rows_per_patient: int = 3, seed: int = 0) -> lis
     for p in range(n_patients):
         rare = comps[3] if p % 10 == 0 else comps[int(rng.integers(0, 3))]
         for k in range(rows_per_patient):
-            rows.append(Row(case_id=f"p{p}-{k}", study_id=f"s{p}", patient_id=f"p{p}", center_lps=np.zeros(3),
-                            sequences={}, labels={"compartment": rare if k == 0 else "none", "fracture": "none"}))
+            rows.append(
+                Row(
+                    case_id=f"p{p}-{k}",
+                    study_id=f"s{p}",
+                    patient_id=f"p{p}",
+                    center_lps=np.zeros(3),
+                    sequences={},
+                    labels={"compartment": rare if k == 0 else "none", "fracture": "none"},
+                )
+            )
     return rows
 
 

@@ -64,8 +64,11 @@ def test_rule_round_trips_through_a_model_folder_and_sets_the_label(tmp_path: Pa
     rule = fit_rule(probs, targets)
     net = build_network(SMALL).eval()
     roi = {"shape": [32, 48, 48], "spacing": [1.5] * 3}
-    save_model_folder(net, tmp_path / "m", {"name": "t", "version": "0", "network": SMALL, "roi": roi,
-                                            "decision": rule.to_json()})
+    save_model_folder(
+        net,
+        tmp_path / "m",
+        {"name": "t", "version": "0", "network": SMALL, "roi": roi, "decision": rule.to_json()},
+    )
     _, meta = load_model_folder(tmp_path / "m")
     loaded = DecisionRule.from_meta(meta)
     for task in TASKS:
@@ -80,15 +83,20 @@ def test_rule_round_trips_through_a_model_folder_and_sets_the_label(tmp_path: Pa
 
 def test_model_folder_without_rule_uses_argmax(tmp_path: Path):
     net = build_network(SMALL).eval()
-    save_model_folder(net, tmp_path / "m", {"name": "t", "version": "0", "network": SMALL,
-                                            "roi": {"shape": [32, 48, 48], "spacing": [1.5] * 3}})
+    save_model_folder(
+        net,
+        tmp_path / "m",
+        {"name": "t", "version": "0", "network": SMALL, "roi": {"shape": [32, 48, 48], "spacing": [1.5] * 3}},
+    )
     _, meta = load_model_folder(tmp_path / "m")
     rule = DecisionRule.from_meta(meta)
     assert rule.offsets == {}
     p = np.array([[0.55, 0.05, 0.05, 0.35], [0.1, 0.2, 0.6, 0.1]])
     np.testing.assert_array_equal(rule.labels("compartment", p), [0, 2])
     # malformed offsets are ignored, not trusted
-    bad = DecisionRule.from_meta({"decision": {"kind": "log_offsets", "offsets": {"compartment": [1.0, "x"]}}})
+    bad = DecisionRule.from_meta(
+        {"decision": {"kind": "log_offsets", "offsets": {"compartment": [1.0, "x"]}}}
+    )
     assert bad.offsets == {}
 
 
@@ -99,13 +107,25 @@ def test_metrics_report_the_rule_and_argmax_side_by_side():
     pf = softmax_np(z[:, :3])
     rule = fit_rule({"compartment": p, "fracture": pf}, {"compartment": y, "fracture": yf})
     n = len(y)
-    inputs = EvalInputs([f"c{i}" for i in range(n)], [f"p{i % 50}" for i in range(n)], ["x"] * n, ["T5"] * n,
-                        {"compartment": y, "fracture": yf}, {"compartment": p, "fracture": pf})
+    inputs = EvalInputs(
+        [f"c{i}" for i in range(n)],
+        [f"p{i % 50}" for i in range(n)],
+        ["x"] * n,
+        ["T5"] * n,
+        {"compartment": y, "fracture": yf},
+        {"compartment": p, "fracture": pf},
+    )
     m = compute_metrics(inputs, n_boot=10, rule=rule)
     c = m["compartment"]
     assert c["decision"]["rule"] == "log_offsets"
     assert c["balanced_accuracy"] > c["decision"]["balanced_accuracy_argmax"]
-    assert c["per_class"]["intramedullary"]["sensitivity"] > c["decision"]["sensitivity_argmax"]["intramedullary"]
+    assert (
+        c["per_class"]["intramedullary"]["sensitivity"]
+        > c["decision"]["sensitivity_argmax"]["intramedullary"]
+    )
     plain = compute_metrics(inputs, n_boot=10)
     assert plain["compartment"]["decision"]["rule"] == "argmax"
-    assert plain["compartment"]["balanced_accuracy"] == plain["compartment"]["decision"]["balanced_accuracy_argmax"]
+    assert (
+        plain["compartment"]["balanced_accuracy"]
+        == plain["compartment"]["decision"]["balanced_accuracy_argmax"]
+    )

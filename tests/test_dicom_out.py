@@ -27,18 +27,35 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict:  #
 
     tmp = tmp_path_factory.mktemp("dicom")
     vol = read_volume(nifti(tmp / "t2.nii.gz", seed=7, shape=(24, 32, 12)))
-    files = write_dicom_series(vol, tmp / "in" / "study", study={"StudyInstanceUID": make_uid("dcm-out"),
-                                                                 "PatientID": "X"},
-                               series={"SeriesInstanceUID": make_uid("dcm-out", 1), "SeriesDescription": "T2 SAG"})
+    files = write_dicom_series(
+        vol,
+        tmp / "in" / "study",
+        study={"StudyInstanceUID": make_uid("dcm-out"), "PatientID": "X"},
+        series={"SeriesInstanceUID": make_uid("dcm-out", 1), "SeriesDescription": "T2 SAG"},
+    )
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("predict", [f"input={tmp / 'in'}", f"model_dir={model}", f"output_dir={tmp / 'o'}",
-                                  "paths.output_dir=.", "saliency.png=false", "device=cpu",
-                                  f"rois={json.dumps(POINTS)}"])
+        cfg = compose(
+            "predict",
+            [
+                f"input={tmp / 'in'}",
+                f"model_dir={model}",
+                f"output_dir={tmp / 'o'}",
+                "paths.output_dir=.",
+                "saliency.png=false",
+                "device=cpu",
+                f"rois={json.dumps(POINTS)}",
+            ],
+        )
     summary = predict(cfg)
     assert not summary["failed"], summary["failed"]
     folder = tmp / "o" / summary["studies"][0]["folder"]
-    return {"folder": folder, "files": files, "series_uid": make_uid("dcm-out", 1),
-            "study_uid": make_uid("dcm-out"), "pred": json.loads((folder / "predictions.json").read_text())}
+    return {
+        "folder": folder,
+        "files": files,
+        "series_uid": make_uid("dcm-out", 1),
+        "study_uid": make_uid("dcm-out"),
+        "pred": json.loads((folder / "predictions.json").read_text()),
+    }
 
 
 def _content(ds, name: str) -> list:  # noqa: ANN001
@@ -86,22 +103,34 @@ def test_saliency_segmentations_match_the_nifti_maps_and_reference_the_source_sl
         seg = hd.seg.segread(dicom_run["folder"] / "dicom" / f"saliency_{task}.dcm")
         assert seg.SegmentationType == "FRACTIONAL"
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == dicom_run["series_uid"]
-        assert {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} <= sources
+        assert {
+            i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        } <= sources
         assert seg.number_of_segments == len(POINTS)
         nifti_maps = np.asarray(nib.load(dicom_run["folder"] / "saliency" / f"{task}.nii.gz").dataobj)
-        pixels = seg.get_volume(combine_segments=False, rescale_fractional=True) if hasattr(seg, "get_volume") else None
+        pixels = (
+            seg.get_volume(combine_segments=False, rescale_fractional=True)
+            if hasattr(seg, "get_volume")
+            else None
+        )
         assert pixels is not None
         arr = np.asarray(pixels.array, dtype=np.float32)  # (slices, rows, columns, segments) in frame order
         assert arr.shape[-1] == len(POINTS)
         assert arr.max() > 0.5 and arr.min() >= 0.0 and arr.max() <= 1.0
         # the same maps as the NIfTI, whatever the slice order the volume was rebuilt in
-        assert np.sort(arr.ravel())[-50:] == pytest.approx(np.sort(nifti_maps.ravel())[-50:], abs=1 / 255 + 1e-6)
+        assert np.sort(arr.ravel())[-50:] == pytest.approx(
+            np.sort(nifti_maps.ravel())[-50:], abs=1 / 255 + 1e-6
+        )
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) not installed")
 def test_dicom_outputs_pass_dciodvfy_without_errors(dicom_run: dict):
     for name in ("sr.dcm", "saliency_compartment.dcm", "saliency_fracture.dcm"):
-        proc = subprocess.run(["dciodvfy", str(dicom_run["folder"] / "dicom" / name)], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            ["dciodvfy", str(dicom_run["folder"] / "dicom" / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{name}:\n" + "\n".join(errors)

@@ -32,12 +32,16 @@ def test_binary_auc_with_ties_by_hand():
 
 def test_multiclass_metrics_by_hand():
     y = np.array([0, 0, 1, 1, 2, U])
-    p = np.array([[0.7, 0.2, 0.1],
-                  [0.4, 0.5, 0.1],   # wrong: predicted 1
-                  [0.1, 0.8, 0.1],
-                  [0.2, 0.6, 0.2],
-                  [0.1, 0.1, 0.8],
-                  [0.9, 0.05, 0.05]])  # unknown label: skipped everywhere
+    p = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.4, 0.5, 0.1],  # wrong: predicted 1
+            [0.1, 0.8, 0.1],
+            [0.2, 0.6, 0.2],
+            [0.1, 0.1, 0.8],
+            [0.9, 0.05, 0.05],
+        ]
+    )  # unknown label: skipped everywhere
     cm = confusion(y, p)
     assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
     ss = sensitivity_specificity(cm)
@@ -109,9 +113,14 @@ def _inputs(n: int = 60, seed: int = 0) -> EvalInputs:
     yf[:5] = U
     pc = softmax(np.eye(4)[yc] * 2 + rng.normal(0, 1, (n, 4)))
     pf = softmax(np.eye(3)[np.clip(yf, 0, 2)] * 2 + rng.normal(0, 1, (n, 3)))
-    return EvalInputs([f"c{i}" for i in range(n)], [f"p{i // 2}" for i in range(n)],
-                      ["normal", "meningioma"] * (n // 2), ["T12", "L3", "C5"] * (n // 3),
-                      {"compartment": yc, "fracture": yf}, {"compartment": pc, "fracture": pf})
+    return EvalInputs(
+        [f"c{i}" for i in range(n)],
+        [f"p{i // 2}" for i in range(n)],
+        ["normal", "meningioma"] * (n // 2),
+        ["T12", "L3", "C5"] * (n // 3),
+        {"compartment": yc, "fracture": yf},
+        {"compartment": pc, "fracture": pf},
+    )
 
 
 def test_metrics_json_has_every_contract_key(tmp_path: Path):
@@ -123,8 +132,11 @@ def test_metrics_json_has_every_contract_key(tmp_path: Path):
         assert isinstance(t["n"], int) and isinstance(t["auc_macro"], float)
         assert isinstance(t["balanced_accuracy"], float) and isinstance(t["ece"], float)
         assert len(t["confusion"]) == n_cls and all(len(r) == n_cls for r in t["confusion"])
-        assert set(t["per_class"]) == set(("none", "extradural", "intradural_extramedullary", "intramedullary")
-                                           if task == "compartment" else ("none", "benign", "pathologic"))
+        assert set(t["per_class"]) == set(
+            ("none", "extradural", "intradural_extramedullary", "intramedullary")
+            if task == "compartment"
+            else ("none", "benign", "pathologic")
+        )
         for v in t["per_class"].values():
             assert {"sensitivity", "specificity", "auc"} <= set(v)
     assert len(data["compartment"]["auc_macro_ci95"]) == 2
@@ -146,8 +158,14 @@ def test_undefined_metrics_are_null_not_nan(tmp_path: Path):
 
 
 def test_level_region():
-    assert [level_region(v) for v in ("C5", "T12", "L3", "S1", "", "x")] == \
-        ["cervical", "thoracic", "lumbar", "sacral", "unknown", "unknown"]
+    assert [level_region(v) for v in ("C5", "T12", "L3", "S1", "", "x")] == [
+        "cervical",
+        "thoracic",
+        "lumbar",
+        "sacral",
+        "unknown",
+        "unknown",
+    ]
 
 
 def test_plots_are_written(tmp_path: Path):

@@ -6,10 +6,27 @@ from spinelesion.evaluation.real import paired, per_dataset, scan_false_calls
 from spinelesion.labels import TASKS
 
 
-def _row(case: str, study: str, patient: str, finding: str, level: str, truth: tuple[str, str],
-         pred: tuple[str, str], p_path: float = 0.1) -> dict[str, str]:
-    r = {"case_id": case, "study_id": study, "patient_id": patient, "finding": finding, "level": level,
-         "compartment_true": truth[0], "fracture_true": truth[1], "compartment_pred": pred[0], "fracture_pred": pred[1]}
+def _row(
+    case: str,
+    study: str,
+    patient: str,
+    finding: str,
+    level: str,
+    truth: tuple[str, str],
+    pred: tuple[str, str],
+    p_path: float = 0.1,
+) -> dict[str, str]:
+    r = {
+        "case_id": case,
+        "study_id": study,
+        "patient_id": patient,
+        "finding": finding,
+        "level": level,
+        "compartment_true": truth[0],
+        "fracture_true": truth[1],
+        "compartment_pred": pred[0],
+        "fracture_pred": pred[1],
+    }
     for t, classes in TASKS.items():
         for c in classes:
             r[f"p_{t}_{c}"] = "0.0"
@@ -21,13 +38,32 @@ def _row(case: str, study: str, patient: str, finding: str, level: str, truth: t
 
 ROWS = [
     _row("vb2_01_body00", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("none", "none")),
-    _row("vb2_01_body01", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("extradural", "none")),  # jittered copy
+    _row(
+        "vb2_01_body01", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("extradural", "none")
+    ),  # jittered copy
     _row("vb2_01_body02", "vb2_01", "vb2_01", "normal", "L2", ("none", "none"), ("extradural", "none")),
-    _row("vb2_01_ins000_r0", "vb2_01_ins000", "vb2_01", "pathologic_fracture", "L1", ("extradural", "pathologic"),
-         ("extradural", "pathologic"), 0.8),
-    _row("vb2_01_ins001_r0", "vb2_01_ins001", "vb2_01", "lytic_metastasis", "L2", ("extradural", "none"),
-         ("extradural", "none")),
-    _row("vb2_01_ins002_r0", "vb2_01_ins002", "vb2_01", "haemangioma", "L1", ("none", "none"), ("none", "none")),
+    _row(
+        "vb2_01_ins000_r0",
+        "vb2_01_ins000",
+        "vb2_01",
+        "pathologic_fracture",
+        "L1",
+        ("extradural", "pathologic"),
+        ("extradural", "pathologic"),
+        0.8,
+    ),
+    _row(
+        "vb2_01_ins001_r0",
+        "vb2_01_ins001",
+        "vb2_01",
+        "lytic_metastasis",
+        "L2",
+        ("extradural", "none"),
+        ("extradural", "none"),
+    ),
+    _row(
+        "vb2_01_ins002_r0", "vb2_01_ins002", "vb2_01", "haemangioma", "L1", ("none", "none"), ("none", "none")
+    ),
     _row("tptbox_c5_body00", "tptbox_c5", "tptbox_c5", "normal", "C5", ("none", "none"), ("none", "none")),
 ]
 
@@ -53,11 +89,13 @@ def test_paired_uses_the_first_untouched_roi_of_the_level() -> None:
 
 
 def test_scan_false_calls_per_study() -> None:
-    rows = [{"study_id": "a", "compartment_label": "none", "fracture_label": "none"},
-            {"study_id": "a", "compartment_label": "extradural", "fracture_label": "none"},
-            {"study_id": "b", "compartment_label": "none", "fracture_label": "benign"},
-            {"study_id": "b", "compartment_label": "none", "fracture_label": "none"},
-            {"study_id": "c", "compartment_label": "none", "fracture_label": "none"}]
+    rows = [
+        {"study_id": "a", "compartment_label": "none", "fracture_label": "none"},
+        {"study_id": "a", "compartment_label": "extradural", "fracture_label": "none"},
+        {"study_id": "b", "compartment_label": "none", "fracture_label": "benign"},
+        {"study_id": "b", "compartment_label": "none", "fracture_label": "none"},
+        {"study_id": "c", "compartment_label": "none", "fracture_label": "none"},
+    ]
     out = scan_false_calls(rows)
     assert out["studies"] == 3 and out["false_calls"] == 2
     assert abs(out["false_calls_per_study"] - 2 / 3) < 1e-9
@@ -67,13 +105,26 @@ def test_scan_false_calls_per_study() -> None:
 def test_model_card_reports_real_anatomy(tmp_path) -> None:
     from spinelesion.models.card import write_model_card
 
-    meta = {"name": "m", "version": "0", "roi": {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5]},
-            "sequences": ["t1", "t2", "stir", "t1c"], "network": {"backbone": "x"}, "parameters": 10,
-            "training": {"manifests": ["data/train400/manifest.csv", "data/real-insert/manifest.csv"]},
-            "real_anatomy": {"heldout_per_dataset": per_dataset(ROWS), "heldout_paired": paired(ROWS),
-                             "shared_real_normals_called_normal": {"n": 119, "fraction": 0.97},
-                             "scan_untouched_heldout": {"studies": 4, "false_calls": 1, "candidates": 9,
-                                                        "false_calls_per_study": 0.25}}}
+    meta = {
+        "name": "m",
+        "version": "0",
+        "roi": {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5]},
+        "sequences": ["t1", "t2", "stir", "t1c"],
+        "network": {"backbone": "x"},
+        "parameters": 10,
+        "training": {"manifests": ["data/train400/manifest.csv", "data/real-insert/manifest.csv"]},
+        "real_anatomy": {
+            "heldout_per_dataset": per_dataset(ROWS),
+            "heldout_paired": paired(ROWS),
+            "shared_real_normals_called_normal": {"n": 119, "fraction": 0.97},
+            "scan_untouched_heldout": {
+                "studies": 4,
+                "false_calls": 1,
+                "candidates": 9,
+                "false_calls_per_study": 0.25,
+            },
+        },
+    }
     text = write_model_card(tmp_path, meta).read_text()
     assert "`data/real-insert/manifest.csv`" in text
     assert "| vb2 | 1 | 3 | 0.333 |" in text

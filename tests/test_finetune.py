@@ -34,7 +34,9 @@ def module_for(folder: Path | None, mode: str = "all"):  # noqa: ANN201 - a Spin
     import hydra
 
     # no dropout: the first step is then deterministic (fine-tuning keeps the config's dropout)
-    overrides = ["model.net.dropout=0.0"] + ([f"init_from={folder}", f"init_from_mode={mode}"] if folder else [])
+    overrides = ["model.net.dropout=0.0"] + (
+        [f"init_from={folder}", f"init_from_mode={mode}"] if folder else []
+    )
     cfg = compose_config("train", overrides)
     if folder:
         apply_to_config(cfg)
@@ -89,7 +91,9 @@ def test_a_different_roi_geometry_is_refused(released: Path):
     module, _ = module_for(None)
     module.net = build_network(NET)
     with pytest.raises(ValueError, match="spacing"):
-        init_module_from(module, str(released), "all", roi={"shape": ROI["shape"], "spacing": [1.0, 1.0, 1.0]})
+        init_module_from(
+            module, str(released), "all", roi={"shape": ROI["shape"], "spacing": [1.0, 1.0, 1.0]}
+        )
 
 
 def test_unknown_mode_is_refused_before_any_data_is_read(released: Path):

@@ -45,8 +45,11 @@ def test_gpu_training_loop_with_bf16_mixed(tiny_dataset: Path, tmp_path: Path):
 
     from spinelesion.train import train
 
-    cfg = train_cfg(tiny_dataset, tmp_path / "run", ["trainer=gpu", "trainer.max_epochs=2", "evaluate_splits=[val]",
-                                                     "callbacks.progress_bar=null"])
+    cfg = train_cfg(
+        tiny_dataset,
+        tmp_path / "run",
+        ["trainer=gpu", "trainer.max_epochs=2", "evaluate_splits=[val]", "callbacks.progress_bar=null"],
+    )
     summary = train(cfg)
     assert summary["epochs"] == 2 and Path(summary["model_dir"], "weights.safetensors").is_file()
     assert summary["metrics"]["val"]["compartment_auc_macro"] is not None

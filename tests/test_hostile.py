@@ -47,6 +47,7 @@ class CaseTimeout(Exception):
 @contextlib.contextmanager
 def bounded(seconds: int = CASE_SECONDS) -> Iterator[None]:
     """Fail instead of hanging: SIGALRM interrupts even a blocking open() of a named pipe."""
+
     def on_alarm(signum: int, frame: object) -> None:
         raise CaseTimeout(f"case did not finish within {seconds} s")
 
@@ -60,8 +61,11 @@ def bounded(seconds: int = CASE_SECONDS) -> Iterator[None]:
 
 
 # -- builders ---------------------------------------------------------------------------------
-def volume(fill: Callable[[np.ndarray], None] | None = None, shape: tuple[int, int, int] = SHAPE,
-           spacing: tuple[float, float, float] = (1.5, 1.5, 3.0)) -> Volume:
+def volume(
+    fill: Callable[[np.ndarray], None] | None = None,
+    shape: tuple[int, int, int] = SHAPE,
+    spacing: tuple[float, float, float] = (1.5, 1.5, 3.0),
+) -> Volume:
     arr = np.random.default_rng(0).uniform(50, 500, size=shape).astype(np.float32)
     if fill is not None:
         fill(arr)
@@ -76,6 +80,7 @@ def nifti_study(folder: Path, vol: Volume | None = None, name: str = "t2.nii.gz"
 def set_all(value: float) -> Callable[[np.ndarray], None]:
     def fill(a: np.ndarray) -> None:
         a[:] = value
+
     return fill
 
 
@@ -120,7 +125,9 @@ def singular_affine(folder: Path) -> None:
 
 def dicom_series(folder: Path, seed: int = 0, desc: str = "T2 TSE SAG") -> list[Path]:
     vol = make_volume(shape=(24, 28, 8), spacing=(1.5, 1.5, 3.0), axes=AXIAL, centre=tuple(CENTRE), seed=seed)
-    return write_series(vol, folder, desc=desc, study_uid=f"1.2.826.0.1.3680043.8.498.{abs(hash(folder)) % 10**8}")
+    return write_series(
+        vol, folder, desc=desc, study_uid=f"1.2.826.0.1.3680043.8.498.{abs(hash(folder)) % 10**8}"
+    )
 
 
 def zeros_after_header(folder: Path) -> None:
@@ -166,8 +173,11 @@ def socket_beside_good(folder: Path) -> None:
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("model") / "m"
-    save_model_folder(build_network(NET), folder, {"name": "tiny", "version": "test", "network": NET, "roi": ROI,
-                                                   "reference": "auto"})
+    save_model_folder(
+        build_network(NET),
+        folder,
+        {"name": "tiny", "version": "test", "network": NET, "roi": ROI, "reference": "auto"},
+    )
     return folder
 
 
@@ -188,7 +198,9 @@ GIVEN_ROI = f"rois=[[{CENTRE[0]},{CENTRE[1]},{CENTRE[2]}]]"
 def run_predict(inp: Path, out: Path, model: Path, *extra: str) -> dict[str, Any]:
     from spinelesion.predict import predict
 
-    cfg = compose("predict", [f"input={inp}", f"output_dir={out}", f"model_dir={model}", GIVEN_ROI, *FAST, *extra])
+    cfg = compose(
+        "predict", [f"input={inp}", f"output_dir={out}", f"model_dir={model}", GIVEN_ROI, *FAST, *extra]
+    )
     with bounded():
         return predict(cfg)
 
@@ -208,22 +220,48 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 # -- one bad study beside a good one: what goes in -> what must come out ------------------------
 # (builder of the bad study folder, outcome, pattern the reason / warning must match)
 STUDY_CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
-    "all-NaN volume -> refused": (lambda d: nifti_study(d, volume(set_all(np.nan))), "failed", "every voxel is NaN"),
+    "all-NaN volume -> refused": (
+        lambda d: nifti_study(d, volume(set_all(np.nan))),
+        "failed",
+        "every voxel is NaN",
+    ),
     "all-zero volume -> refused": (lambda d: nifti_study(d, volume(set_all(0.0))), "failed", "same value"),
-    "1x1x1 volume -> refused": (lambda d: nifti_study(d, volume(shape=(1, 1, 1))), "failed", "at least 2 voxels"),
-    "absurd voxel size -> refused": (lambda d: nifti_study(d, volume(spacing=(1e4, 1.5, 3.0))), "failed",
-                                     "degenerate affine"),
+    "1x1x1 volume -> refused": (
+        lambda d: nifti_study(d, volume(shape=(1, 1, 1))),
+        "failed",
+        "at least 2 voxels",
+    ),
+    "absurd voxel size -> refused": (
+        lambda d: nifti_study(d, volume(spacing=(1e4, 1.5, 3.0))),
+        "failed",
+        "degenerate affine",
+    ),
     "singular affine -> refused": (singular_affine, "failed", "singular"),
-    "NIfTI.gz declaring 4000^3 voxels -> refused by the memory cap": (huge_nifti, "failed",
-                                                                     r"t2\.nii\.gz: declares 4000x4000x4000.*limit"),
-    "NIfTI declaring 4000^3 voxels in 1 kB -> truncated": (lambda d: huge_nifti(d, gz=False), "failed",
-                                                          r"t2\.nii: truncated"),
-    "a few NaN voxels -> predicted, warned": (lambda d: nifti_study(d, volume(some_nan)), "warned",
-                                              "non-finite voxel"),
-    "qform and sform disagree -> predicted, rule stated": (disagreeing_forms, "warned", "qform and sform disagree.*rule"),
+    "NIfTI.gz declaring 4000^3 voxels -> refused by the memory cap": (
+        huge_nifti,
+        "failed",
+        r"t2\.nii\.gz: declares 4000x4000x4000.*limit",
+    ),
+    "NIfTI declaring 4000^3 voxels in 1 kB -> truncated": (
+        lambda d: huge_nifti(d, gz=False),
+        "failed",
+        r"t2\.nii: truncated",
+    ),
+    "a few NaN voxels -> predicted, warned": (
+        lambda d: nifti_study(d, volume(some_nan)),
+        "warned",
+        "non-finite voxel",
+    ),
+    "qform and sform disagree -> predicted, rule stated": (
+        disagreeing_forms,
+        "warned",
+        "qform and sform disagree.*rule",
+    ),
     "NaN T1 beside a good T2 -> T1 left out, warned": (
-        lambda d: (nifti_study(d), nifti_study(d, volume(set_all(np.nan)), "t1.nii.gz")), "warned",
-        "t1: every voxel is NaN.*left out"),
+        lambda d: (nifti_study(d), nifti_study(d, volume(set_all(np.nan)), "t1.nii.gz")),
+        "warned",
+        "t1: every voxel is NaN.*left out",
+    ),
     "named pipe among the files -> skipped unopened": (fifo_beside_good, "skipped", "named pipe"),
     "socket among the files -> skipped unopened": (socket_beside_good, "skipped", "socket"),
     "DICOM header then 2 GB of zeros -> no hang": (zeros_after_header, "ignored", ""),
@@ -232,8 +270,9 @@ STUDY_CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(STUDY_CASES))
-def test_a_bad_study_never_stops_the_good_one(case: str, tmp_path: Path, model_dir: Path,
-                                              caplog: pytest.LogCaptureFixture):
+def test_a_bad_study_never_stops_the_good_one(
+    case: str, tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
+):
     build, outcome, pattern = STUDY_CASES[case]
     root = tmp_path / "in"
     nifti_study(root / "good")
@@ -255,10 +294,12 @@ def test_a_bad_study_never_stops_the_good_one(case: str, tmp_path: Path, model_d
         assert "bad" not in predicted and "bad" in failed
         assert pytest.approx(0) != len(failed["bad"])
         import re
+
         assert re.search(pattern, failed["bad"]), failed["bad"]
         assert any(f["study_id"] == "bad" for f in csv_rows(out / "failed_studies.csv"))
     elif outcome == "warned":
         import re
+
         warnings = predicted["bad"]["warnings"]
         assert any(re.search(pattern, w) for w in warnings), warnings
         bad_rows = [r for r in rows if r["study_id"] == "bad"]
@@ -336,7 +377,10 @@ def test_a_header_running_into_garbage_is_parsed_within_the_budget_only(tmp_path
         fh.write(element + b"\x01" * (3 << 20))
     try:
         limits.configure(header_mb=1)
-        with bounded(20), pytest.raises(DicomError, match="no pixel data within the first 1.0 MiB of a 3.0 MiB file"):
+        with (
+            bounded(20),
+            pytest.raises(DicomError, match="no pixel data within the first 1.0 MiB of a 3.0 MiB file"),
+        ):
             read_header(f)
     finally:
         limits.configure()
@@ -350,7 +394,9 @@ def test_study_memory_is_capped_before_reading(tmp_path: Path):
     nifti_study(tmp_path / "s", name="t1.nii.gz")
     try:
         limits.configure(max_study_gb=100e3 / limits.GIB)  # each volume fits, the two together do not
-        with pytest.raises(StudyError, match=r"study 's' would need about 150\.0 KiB.*over the limit .*max_study_gb"):
+        with pytest.raises(
+            StudyError, match=r"study 's' would need about 150\.0 KiB.*over the limit .*max_study_gb"
+        ):
             load_nifti_folder(tmp_path / "s")
     finally:
         limits.configure()
@@ -364,8 +410,11 @@ def test_crops_are_built_in_bounded_batches_whatever_the_number_of_rois(tmp_path
 
     torch.manual_seed(0)
     meta = {"name": "t", "version": "0", "weights_sha256": "-", "roi": ROI, "network": NET}
-    predictor = Predictor(build_network(NET), meta, PredictorConfig(device="cpu", batch_size=4, png=False,
-                                                                     saliency_method="none"))
+    predictor = Predictor(
+        build_network(NET),
+        meta,
+        PredictorConfig(device="cpu", batch_size=4, png=False, saliency_method="none"),
+    )
     seen: list[int] = []
     crops = predictor.crops
 
@@ -432,14 +481,19 @@ def copy_model(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_tampered_weights_never_load_silently(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+def test_tampered_weights_never_load_silently(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
     from safetensors.torch import load_file, save_file
 
     from spinelesion.models.folder import sha256_of
 
     m = copy_model(model_dir, tmp_path / "m")
     recorded = json.loads((m / "metadata.json").read_text())["weights_sha256"]
-    state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in load_file(str(m / "weights.safetensors")).items()}
+    state = {
+        k: torch.randn_like(v.float()).to(v.dtype)
+        for k, v in load_file(str(m / "weights.safetensors")).items()
+    }
     save_file(state, str(m / "weights.safetensors"))  # same shapes, other values
     actual = sha256_of(m / "weights.safetensors")
     with pytest.raises(ModelLoadError, match=f"sha256 {actual} does not match weights_sha256 {recorded}"):
@@ -462,8 +516,10 @@ def test_predict_refuses_tampered_weights_unless_told(tmp_path: Path, model_dir:
     assert strict_json(tmp_path / "o2" / "good" / "predictions.json")["model"]["weights_sha256"] != "0" * 64
 
 
-@pytest.mark.parametrize("key,value", [("weights", "../outside.safetensors"), ("weights", "/etc/passwd"),
-                                       ("card_path", "../../README.md")])
+@pytest.mark.parametrize(
+    "key,value",
+    [("weights", "../outside.safetensors"), ("weights", "/etc/passwd"), ("card_path", "../../README.md")],
+)
 def test_metadata_paths_stay_inside_the_model_folder(tmp_path: Path, model_dir: Path, key: str, value: str):
     m = copy_model(model_dir, tmp_path / "m")
     (tmp_path / "outside.safetensors").write_bytes((m / "weights.safetensors").read_bytes())
@@ -486,7 +542,8 @@ def test_an_output_folder_inside_the_input_is_never_read_as_input(tmp_path: Path
 
 
 def test_an_older_output_folder_without_marker_is_not_read_and_the_input_itself_is_refused_as_output(
-        tmp_path: Path, model_dir: Path):
+    tmp_path: Path, model_dir: Path
+):
     from spinelesion.tasks.arguments import ArgumentError
 
     root = tmp_path / "in"
@@ -502,7 +559,9 @@ def test_an_older_output_folder_without_marker_is_not_read_and_the_input_itself_
         run_predict(root, root, model_dir)
 
 
-def test_a_second_run_into_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path: Path, model_dir: Path):
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(
+    tmp_path: Path, model_dir: Path
+):
     from spinelesion.inference.run_lock import LOCK_NAME, RunLockError
 
     inp = nifti_study(tmp_path / "in" / "good").parent
@@ -542,14 +601,18 @@ def test_hydra_logs_and_caches_stay_in_the_output_folder(tmp_path: Path):
         from spinelesion.config_path import CONFIG_DIR
 
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            full = hydra_compose(name, ["data.manifest=m.csv" if name == "eval" else "input=x",
-                                        f"output_dir={tmp_path / 'o'}"], return_hydra_config=True)
+            full = hydra_compose(
+                name,
+                ["data.manifest=m.csv" if name == "eval" else "input=x", f"output_dir={tmp_path / 'o'}"],
+                return_hydra_config=True,
+            )
         assert full.hydra.run.dir == str(tmp_path / "o"), name
 
 
 # -- a dropped reference series ---------------------------------------------------------------
-def test_a_reference_series_dropped_for_a_bad_slice_is_a_visible_warning(tmp_path: Path, model_dir: Path,
-                                                                        caplog: pytest.LogCaptureFixture):
+def test_a_reference_series_dropped_for_a_bad_slice_is_a_visible_warning(
+    tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
+):
     import pydicom
 
     study = tmp_path / "in" / "study"
@@ -571,8 +634,16 @@ def test_a_reference_series_dropped_for_a_bad_slice_is_a_visible_warning(tmp_pat
 
 
 # -- errors for people ------------------------------------------------------------------------
-@pytest.mark.parametrize("value,expected", [("abc", "rois='abc'"), ("5", "rois=5"), ("[[a,b,c]]", "is not numeric"),
-                                            ("'[[a,b,c]]'", "is not numeric"), ("[[1,2]]", "needs 3 finite numbers")])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("abc", "rois='abc'"),
+        ("5", "rois=5"),
+        ("[[a,b,c]]", "is not numeric"),
+        ("'[[a,b,c]]'", "is not numeric"),
+        ("[[1,2]]", "needs 3 finite numbers"),
+    ],
+)
 def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(value: str, expected: str):
     from spinelesion.tasks.arguments import ArgumentError, check_predict_args
 
@@ -582,10 +653,18 @@ def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(v
     assert expected in str(info.value) and "[x, y, z] points in LPS mm" in str(info.value)
 
 
-@pytest.mark.parametrize("override,name", [("batch_size=abc", "batch_size"), ("batch_size=0", "batch_size"),
-                                           ("device=gpu", "device"), ("saliency.method=magic", "saliency.method"),
-                                           ("scan.threshold=2", "scan.threshold"), ("nifti_sequence=flair", "nifti_sequence"),
-                                           ("limits.max_study_gb=-1", "limits.max_study_gb")])
+@pytest.mark.parametrize(
+    "override,name",
+    [
+        ("batch_size=abc", "batch_size"),
+        ("batch_size=0", "batch_size"),
+        ("device=gpu", "device"),
+        ("saliency.method=magic", "saliency.method"),
+        ("scan.threshold=2", "scan.threshold"),
+        ("nifti_sequence=flair", "nifti_sequence"),
+        ("limits.max_study_gb=-1", "limits.max_study_gb"),
+    ],
+)
 def test_other_argument_errors_name_the_argument(override: str, name: str):
     from spinelesion.tasks.arguments import ArgumentError, check_predict_args
 
@@ -598,8 +677,11 @@ def test_a_latin1_manifest_error_names_the_file_and_line(tmp_path: Path):
     from spinelesion.data.manifest import ManifestError, read_manifest
 
     path = tmp_path / "m.csv"
-    path.write_bytes("case_id,study_id,patient_id,t2,x,y,z\nc1,s,p,a.nii,0,0,0\nc2,s,Ren\u00e9,a.nii,0,0,0\n"
-                     .encode("latin-1"))
+    path.write_bytes(
+        "case_id,study_id,patient_id,t2,x,y,z\nc1,s,p,a.nii,0,0,0\nc2,s,Ren\u00e9,a.nii,0,0,0\n".encode(
+            "latin-1"
+        )
+    )
     with pytest.raises(ManifestError, match=rf"{path.name}: line 3: byte 0xe9 is not UTF-8"):
         read_manifest(path)
 
@@ -607,19 +689,32 @@ def test_a_latin1_manifest_error_names_the_file_and_line(tmp_path: Path):
 def cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     with bounded(120):
-        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd,
-                              env=env, timeout=110)
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=env,
+            timeout=110,
+        )
 
 
 @pytest.mark.parametrize("module", ["spinelesion.evaluate", "spinelesion.train"])
-def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(module: str, tmp_path: Path,
-                                                                                 model_dir: Path):
+def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(
+    module: str, tmp_path: Path, model_dir: Path
+):
     bad = tmp_path / "bad.csv"
     bad.write_text("case_id,study_id\nc1,s\n")
     out = tmp_path / "out"
-    args = {"spinelesion.evaluate": [f"data.manifest={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
-            "spinelesion.train": [f"data.manifest={bad}", f"hydra.run.dir={out}", f"data.cache_dir={out}/cache",
-                                  "logger=csv"]}[module]
+    args = {
+        "spinelesion.evaluate": [f"data.manifest={bad}", f"model_dir={model_dir}", f"output_dir={out}"],
+        "spinelesion.train": [
+            f"data.manifest={bad}",
+            f"hydra.run.dir={out}",
+            f"data.cache_dir={out}/cache",
+            "logger=csv",
+        ],
+    }[module]
     proc = cli(module, args, cwd=tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output[-2000:]
@@ -632,16 +727,22 @@ def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(
 
 def test_predict_exits_2_naming_a_bad_argument_and_writes_nothing_in_the_cwd(tmp_path: Path, model_dir: Path):
     out = tmp_path / "o"
-    proc = cli("spinelesion.predict", [f"input={tmp_path}", f"model_dir={model_dir}", f"output_dir={out}",
-                                       "rois=abc"], cwd=tmp_path)
+    proc = cli(
+        "spinelesion.predict",
+        [f"input={tmp_path}", f"model_dir={model_dir}", f"output_dir={out}", "rois=abc"],
+        cwd=tmp_path,
+    )
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 2 and "argument rois='abc': expected a list of [x, y, z] points" in output, output
+    assert proc.returncode == 2 and "argument rois='abc': expected a list of [x, y, z] points" in output, (
+        output
+    )
     assert "Traceback" not in output
     assert (out / "predict.log").is_file() and not (tmp_path / "outputs").exists()
 
 
 def test_run_main_turns_any_error_into_exit_2_and_one_line_unless_full_errors_are_asked(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
     import logging
 
     from spinelesion.tasks.arguments import run_main
@@ -670,7 +771,9 @@ def test_evaluation_refuses_a_manifest_whose_crops_would_not_fit_in_memory(tmp_p
 
     spec = RoiSpec(shape=(32, 48, 48), spacing=(1.5, 1.5, 1.5), margin=1.25)
     rows = [SimpleNamespace(study_id="one") for _ in range(100_000)]
-    with pytest.raises(ResourceLimitError, match=r"100000 ROI\(s\) \(up to 100000 in one study\).*GiB.*max_study_gb"):
+    with pytest.raises(
+        ResourceLimitError, match=r"100000 ROI\(s\) \(up to 100000 in one study\).*GiB.*max_study_gb"
+    ):
         _check_bank_memory(tmp_path / "m.csv", rows, spec)
     _check_bank_memory(tmp_path / "m.csv", rows[:100], spec)  # a normal manifest passes
 
@@ -681,8 +784,10 @@ def test_evaluation_leaves_out_rois_with_non_finite_probabilities():
     from spinelesion.evaluation.bank import _finite_only
 
     bank = SimpleNamespace(rows=[SimpleNamespace(case_id=f"c{i}") for i in range(4)])
-    probs = {"compartment": np.array([[0.5, 0.5], [np.nan, 0.5], [0.2, 0.8], [0.1, 0.9]]),
-             "fracture": np.array([[1.0, 0.0], [0.5, 0.5], [np.inf, 0.0], [0.3, 0.7]])}
+    probs = {
+        "compartment": np.array([[0.5, 0.5], [np.nan, 0.5], [0.2, 0.8], [0.1, 0.9]]),
+        "fracture": np.array([[1.0, 0.0], [0.5, 0.5], [np.inf, 0.0], [0.3, 0.7]]),
+    }
     kept, finite, dropped = _finite_only([0, 1, 2, 3], probs, bank)
     assert kept == [0, 3] and dropped == ["c1", "c2"]
     assert all(np.isfinite(p).all() and p.shape == (2, 2) for p in finite.values())

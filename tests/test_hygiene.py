@@ -47,18 +47,32 @@ def test_no_machine_paths_in_tracked_files():
 
 def test_redact_paths_keeps_relative_and_strips_absolute(tmp_path: Path):
     inside = tmp_path / "outputs" / "run"
-    data = {"a": str(inside), "b": ["/srv/pacs/DOE^JANE/series1", "data/x.csv", "https://example.org/x"],
-            "c": 3, "d": None}
+    data = {
+        "a": str(inside),
+        "b": ["/srv/pacs/DOE^JANE/series1", "data/x.csv", "https://example.org/x"],
+        "c": 3,
+        "d": None,
+    }
     out = redact_paths(data, base=tmp_path)
-    assert out == {"a": "outputs/run", "b": ["series1", "data/x.csv", "https://example.org/x"], "c": 3, "d": None}
+    assert out == {
+        "a": "outputs/run",
+        "b": ["series1", "data/x.csv", "https://example.org/x"],
+        "c": 3,
+        "d": None,
+    }
     assert portable_path("/srv/pacs/DOE^JANE/t2.nii.gz", base=tmp_path) == "t2.nii.gz"
 
 
 def test_model_folder_metadata_has_no_machine_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     net = build_network({"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8})
-    meta = {"name": "t", "version": "0", "network": {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8},
-            "roi": {}, "training": {"trainer": {"default_root_dir": str(tmp_path / "outputs" / "release")}}}
+    meta = {
+        "name": "t",
+        "version": "0",
+        "network": {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8},
+        "roi": {},
+        "training": {"trainer": {"default_root_dir": str(tmp_path / "outputs" / "release")}},
+    }
     save_model_folder(net, tmp_path / "m", meta)
     written = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert written["training"]["trainer"]["default_root_dir"] == "outputs/release"

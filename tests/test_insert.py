@@ -26,8 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CFG = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())
 REAL_NORMALS = ROOT.parent / "shared" / "data" / "real-normals"
 # Signal per tissue (T1, T2) of the toy study.
-TOY = {"marrow": (400.0, 220.0), "disc": (250.0, 300.0), "csf": (80.0, 600.0), "cord": (300.0, 260.0),
-       "muscle": (220.0, 150.0), "fat": (500.0, 300.0)}
+TOY = {
+    "marrow": (400.0, 220.0),
+    "disc": (250.0, 300.0),
+    "csf": (80.0, 600.0),
+    "cord": (300.0, 260.0),
+    "muscle": (220.0, 150.0),
+    "fat": (500.0, 300.0),
+}
 
 
 def _toy_arrays(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -110,9 +116,14 @@ def test_every_finding_labels_centre_and_grid(toy, name: str) -> None:
     assert changed.any()
     roi = ctx.rois[0]
     assert roi.finding == name
-    expected = {"lytic_metastasis": ("extradural", "none"), "pathologic_fracture": ("extradural", "pathologic"),
-                "osteoporotic_fracture": ("none", "benign"), "meningioma": ("intradural_extramedullary", "none"),
-                "intramedullary_metastasis": ("intramedullary", "none"), "haemangioma": ("none", "none")}
+    expected = {
+        "lytic_metastasis": ("extradural", "none"),
+        "pathologic_fracture": ("extradural", "pathologic"),
+        "osteoporotic_fracture": ("none", "benign"),
+        "meningioma": ("intradural_extramedullary", "none"),
+        "intramedullary_metastasis": ("intramedullary", "none"),
+        "haemangioma": ("none", "none"),
+    }
     if name in expected:
         assert (roi.compartment, roi.fracture) == expected[name]
     ijk = np.round(apply_affine(np.linalg.inv(bg.affine), roi.centre)).astype(int)
@@ -138,8 +149,16 @@ def test_signal_relations_per_sequence(toy) -> None:
     assert _mean(blastic.images["t1"], mb) < an.tissues["t1"]["marrow"] * 0.7
     im = insert_finding(bg, an, "intramedullary_metastasis", 2, np.random.default_rng(4), rates)
     assert _mean(im.images["t2"], im.lesion) > an.tissues["t2"]["cord"]
-    acute = dict(rates, chronic=0.0, fluid_sign=0.0, fracture_line=0.0, benign_diffuse_oedema=0.0,
-                 retropulsion=0.0, benign_multiple=0.0, convex_wall_benign=0.0)
+    acute = dict(
+        rates,
+        chronic=0.0,
+        fluid_sign=0.0,
+        fracture_line=0.0,
+        benign_diffuse_oedema=0.0,
+        retropulsion=0.0,
+        benign_multiple=0.0,
+        convex_wall_benign=0.0,
+    )
     frac = insert_finding(bg, an, "osteoporotic_fracture", 2, np.random.default_rng(5), acute)
     band = frac.lesion & (frac.bodies == 2)
     rest = (frac.bodies == 2) & ~frac.lesion
@@ -175,8 +194,16 @@ def test_dataset_manifest_splits_and_crops(toy_root: Path, tmp_path: Path) -> No
     from spinelesion.data.manifest import read_manifest
     from spinelesion.insert.dataset import generate_inserted
 
-    cfg = dict(CFG, backgrounds=str(toy_root), output_dir=str(tmp_path / "out"), variants_per_subject=3,
-               workers=1, progress=False, levels=["L1", "L2", "L3"], splits={"train": 0.5, "test": 0.5})
+    cfg = dict(
+        CFG,
+        backgrounds=str(toy_root),
+        output_dir=str(tmp_path / "out"),
+        variants_per_subject=3,
+        workers=1,
+        progress=False,
+        levels=["L1", "L2", "L3"],
+        splits={"train": 0.5, "test": 0.5},
+    )
     path = generate_inserted(cfg)
     manifest = read_manifest(path, geometry=True)  # every ROI inside its study
     rows = manifest.rows
@@ -228,8 +255,16 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
     from spinelesion.data.manifest import read_manifest, write_manifest
     from spinelesion.insert.dataset import generate_inserted
 
-    cfg = dict(CFG, backgrounds=str(toy_root), output_dir=str(tmp_path / "a"), variants_per_subject=1,
-               workers=1, progress=False, levels=["L1", "L2", "L3"], normal_rois={"per_body": 1})
+    cfg = dict(
+        CFG,
+        backgrounds=str(toy_root),
+        output_dir=str(tmp_path / "a"),
+        variants_per_subject=1,
+        workers=1,
+        progress=False,
+        levels=["L1", "L2", "L3"],
+        normal_rois={"per_body": 1},
+    )
     first = generate_inserted(cfg)
     with open(first, newline="") as fh:
         records = list(csv.DictReader(fh))
@@ -246,8 +281,12 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
     with pytest.raises(ValueError, match="unique across the manifests"):
         read_manifests([first, first])
     # More normal ROIs on the same untouched studies (another manifest) join the mix ...
-    dense_cfg = dict(cfg, output_dir=str(tmp_path / "dense"), variants_per_subject=0,
-                     normal_rois={"per_body": 0, "discs": False, "canal": False, "background": 0, "region": 4})
+    dense_cfg = dict(
+        cfg,
+        output_dir=str(tmp_path / "dense"),
+        variants_per_subject=0,
+        normal_rois={"per_body": 0, "discs": False, "canal": False, "background": 0, "region": 4},
+    )
     dense = generate_inserted(dense_cfg)
     dense_rows = read_manifest(dense, geometry=True).rows
     assert len(dense_rows) == 8 and all("_region" in r.case_id for r in dense_rows)

@@ -50,7 +50,9 @@ def test_messy_export_reads_back_like_the_nifti_of_the_same_volume(tmp_path: Pat
     t2 = next(i for i in infos if i.description == "T2 TSE SAG")
     assert len(t2.files) == len(t2.headers) == vol.shape[2]
 
-    with pytest.raises(DicomError, match=r"several image series.*T1 TSE SAG.*T2 TSE SAG|several image series.*T2.*T1"):
+    with pytest.raises(
+        DicomError, match=r"several image series.*T1 TSE SAG.*T2 TSE SAG|several image series.*T2.*T1"
+    ):
         read_dicom_folder(messy)
     got = read_dicom_folder(messy, series_uid=t2.series_uid)
     write_nifti(vol, tmp_path / "v.nii.gz")
@@ -66,9 +68,16 @@ def test_messy_export_reads_back_like_the_nifti_of_the_same_volume(tmp_path: Pat
     np.testing.assert_array_equal(again.affine, got.affine)
 
 
-@pytest.mark.parametrize("axes, oblique, expected_codes", [
-    (SAGITTAL, 0.0, "PIR"), (SAGITTAL, 7.0, None), (AXIAL, 0.0, "LPS"), (AXIAL, 12.0, None), (CORONAL, 0.0, "LIP"),
-])
+@pytest.mark.parametrize(
+    "axes, oblique, expected_codes",
+    [
+        (SAGITTAL, 0.0, "PIR"),
+        (SAGITTAL, 7.0, None),
+        (AXIAL, 0.0, "LPS"),
+        (AXIAL, 12.0, None),
+        (CORONAL, 0.0, "LIP"),
+    ],
+)
 def test_lps_point_maps_to_the_right_voxel(tmp_path: Path, axes, oblique, expected_codes):
     vol = make_volume(axes=axes, oblique_deg=oblique)
     vol.array[:] = 0
@@ -107,8 +116,10 @@ def test_nifti_in_ras_and_in_lps_axis_order_gives_the_same_patient_point(tmp_pat
         assert shape == v.shape
         np.testing.assert_allclose(affine, v.affine, atol=1e-6)
     assert nib.load(tmp_path / "ras_axes.nii.gz").affine[0, 0] > 0  # really stored differently
-    np.testing.assert_allclose(read_nifti(tmp_path / "lps_axes.nii.gz").affine,
-                               LPS_TO_RAS @ nib.load(tmp_path / "lps_axes.nii.gz").affine)
+    np.testing.assert_allclose(
+        read_nifti(tmp_path / "lps_axes.nii.gz").affine,
+        LPS_TO_RAS @ nib.load(tmp_path / "lps_axes.nii.gz").affine,
+    )
 
 
 def test_rescale_slope_and_intercept_are_applied(tmp_path: Path):
@@ -116,8 +127,14 @@ def test_rescale_slope_and_intercept_are_applied(tmp_path: Path):
     vol.array[:] = np.round(vol.array) * 0.5 - 100.0  # real values: needs slope 0.5, intercept -100
     from spinelesion.io.dicom.write import write_dicom_series
 
-    write_dicom_series(vol, tmp_path / "s", study={"StudyInstanceUID": "1.2.3", "PatientID": "p"},
-                       series={"SeriesInstanceUID": "1.2.3.4", "SeriesDescription": "x"}, slope=0.5, intercept=-100)
+    write_dicom_series(
+        vol,
+        tmp_path / "s",
+        study={"StudyInstanceUID": "1.2.3", "PatientID": "p"},
+        series={"SeriesInstanceUID": "1.2.3.4", "SeriesDescription": "x"},
+        slope=0.5,
+        intercept=-100,
+    )
     got = read_volume(tmp_path / "s")
     assert got.array.dtype == np.float32
     np.testing.assert_allclose(got.array, vol.array, atol=1e-4)
@@ -153,9 +170,12 @@ def test_signed_pixels_with_unused_high_bits_are_sign_extended(tmp_path: Path):
 
 # -- bad input: one clear error each, naming the series, the files and the reason ---------------
 
+
 @pytest.fixture()
 def good_series(tmp_path: Path) -> tuple[Path, list[Path]]:
-    return tmp_path / "s", write_series(make_volume(shape=(20, 20, 8)), tmp_path / "s", desc="T2 SAG", number=7)
+    return tmp_path / "s", write_series(
+        make_volume(shape=(20, 20, 8)), tmp_path / "s", desc="T2 SAG", number=7
+    )
 
 
 def _raises(folder: Path, cls: type[Exception], *patterns: str, **kwargs) -> str:
@@ -170,8 +190,15 @@ def _raises(folder: Path, cls: type[Exception], *patterns: str, **kwargs) -> str
 def test_missing_slice_is_named(good_series):
     folder, paths = good_series
     paths[4].unlink()
-    _raises(folder, DicomSeriesError, "missing slice(s): about 1 between IM0004.dcm", "IM0006.dcm",
-            "series 7 'T2 SAG'", "SeriesInstanceUID ", str(folder))
+    _raises(
+        folder,
+        DicomSeriesError,
+        "missing slice(s): about 1 between IM0004.dcm",
+        "IM0006.dcm",
+        "series 7 'T2 SAG'",
+        "SeriesInstanceUID ",
+        str(folder),
+    )
     with pytest.raises(DicomSeriesError, match="missing slice"):
         read_geometry(folder, strict=True)  # the header-only path runs the same checks when asked
     shape, affine = read_geometry(folder)  # lenient (manifest checks): still places the grid
@@ -197,7 +224,9 @@ def test_two_echoes_at_one_position_are_explained(good_series):
 def test_uneven_spacing_is_named_and_its_tolerance_configurable(good_series):
     folder, paths = good_series
     ds = pydicom.dcmread(paths[5])
-    ds.ImagePositionPatient = [float(v) + (-0.4 if i == 0 else 0) for i, v in enumerate(ds.ImagePositionPatient)]
+    ds.ImagePositionPatient = [
+        float(v) + (-0.4 if i == 0 else 0) for i, v in enumerate(ds.ImagePositionPatient)
+    ]
     ds.save_as(paths[5])  # slice 6 moved 0.4 mm along the normal (the normal is -x for this sagittal grid)
     _raises(folder, DicomSeriesError, "uneven slice spacing", "tolerance 0.050 mm", "IM0006.dcm")
     got = read_dicom_folder(folder, spacing_tolerance=0.5)
@@ -221,7 +250,9 @@ def test_gantry_tilt_is_named(tmp_path: Path):
 def test_one_slice_off_the_stack_line_is_named(good_series):
     folder, paths = good_series
     ds = pydicom.dcmread(paths[3])
-    ds.ImagePositionPatient = [float(v) + (5.0 if i == 2 else 0) for i, v in enumerate(ds.ImagePositionPatient)]
+    ds.ImagePositionPatient = [
+        float(v) + (5.0 if i == 2 else 0) for i, v in enumerate(ds.ImagePositionPatient)
+    ]
     ds.save_as(paths[3])  # in-plane jump of 5 mm (z is in the sagittal plane)
     _raises(folder, DicomSeriesError, "IM0004.dcm lies 5.00 mm off the line")
 
@@ -287,7 +318,9 @@ def test_non_image_objects_are_skipped_in_discovery_and_refused_when_asked_for(t
 
 def test_unknown_series_uid_lists_what_is_there(good_series):
     folder, _ = good_series
-    _raises(folder, DicomError, "series 9.9.9 not found; present: series 7 'T2 SAG' (8 files)", series_uid="9.9.9")
+    _raises(
+        folder, DicomError, "series 9.9.9 not found; present: series 7 'T2 SAG' (8 files)", series_uid="9.9.9"
+    )
 
 
 def test_not_a_folder_and_empty_folder(tmp_path: Path):
@@ -299,8 +332,14 @@ def test_not_a_folder_and_empty_folder(tmp_path: Path):
 
 # -- multi-frame -----------------------------------------------------------------------------------
 
-def _enhanced(path: Path, vol: Volume, order: list[int], echoes: list[float] | None = None,
-              rescale: list[tuple[float, float]] | None = None) -> None:
+
+def _enhanced(
+    path: Path,
+    vol: Volume,
+    order: list[int],
+    echoes: list[float] | None = None,
+    rescale: list[tuple[float, float]] | None = None,
+) -> None:
     """An Enhanced MR object: one file, per-frame positions (frames stored in ``order``)."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
@@ -312,7 +351,9 @@ def _enhanced(path: Path, vol: Volume, order: list[int], echoes: list[float] | N
     ds.Rows, ds.Columns, ds.NumberOfFrames = vol.shape[1], vol.shape[0], len(order)
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     shared, po, pm, timing = Dataset(), Dataset(), Dataset(), Dataset()
-    po.ImageOrientationPatient = [float(v) for v in (*(vol.affine[:3, 0] / spacing[0]), *(vol.affine[:3, 1] / spacing[1]))]
+    po.ImageOrientationPatient = [
+        float(v) for v in (*(vol.affine[:3, 0] / spacing[0]), *(vol.affine[:3, 1] / spacing[1]))
+    ]
     pm.PixelSpacing = [float(spacing[1]), float(spacing[0])]
     pm.SliceThickness = float(spacing[2])
     timing.RepetitionTime, timing.FlipAngle = 4000.0, 90.0
@@ -334,11 +375,19 @@ def _enhanced(path: Path, vol: Volume, order: list[int], echoes: list[float] | N
             f.PixelValueTransformationSequence = Sequence([pv])
         frames.append(f)
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "EchoTime", "RepetitionTime"):
+    for tag in (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "EchoTime",
+        "RepetitionTime",
+    ):
         if tag in ds:
             delattr(ds, tag)
-    stored = [vol.array[:, :, k].T if not rescale else (vol.array[:, :, k].T - rescale[k][1]) / rescale[k][0]
-              for k in order]
+    stored = [
+        vol.array[:, :, k].T if not rescale else (vol.array[:, :, k].T - rescale[k][1]) / rescale[k][0]
+        for k in order
+    ]
     ds.PixelData = np.stack(stored).astype(np.uint16).tobytes()
     ds.save_as(path)
 
@@ -346,12 +395,16 @@ def _enhanced(path: Path, vol: Volume, order: list[int], echoes: list[float] | N
 def test_enhanced_multiframe_reads_with_per_frame_geometry_and_rescale(tmp_path: Path):
     vol = make_volume(shape=(16, 12, 5), axes=AXIAL, oblique_deg=4.0)
     rescale = [(2.0, 0.0), (1.0, 10.0), (0.5, -4.0), (1.0, 0.0), (4.0, 2.0)]
-    vol.array[:] = np.stack([np.round((vol.array[:, :, k] - b) / a) * a + b for k, (a, b) in enumerate(rescale)], -1)
+    vol.array[:] = np.stack(
+        [np.round((vol.array[:, :, k] - b) / a) * a + b for k, (a, b) in enumerate(rescale)], -1
+    )
     _enhanced(tmp_path / "mf.dcm", vol, order=[3, 0, 4, 1, 2], rescale=rescale)  # frames out of order
     for got in (read_dicom_folder(tmp_path), read_volume(tmp_path / "mf.dcm")):
         np.testing.assert_allclose(got.array, vol.array, atol=1e-4)
         np.testing.assert_allclose(got.affine, vol.affine, atol=1e-4)
-        assert got.meta["RepetitionTime"] == 4000.0 and got.meta["EchoTime"] == 100.0  # lifted from the groups
+        assert (
+            got.meta["RepetitionTime"] == 4000.0 and got.meta["EchoTime"] == 100.0
+        )  # lifted from the groups
     shape, affine = read_geometry(tmp_path)
     assert shape == vol.shape
     np.testing.assert_allclose(affine, vol.affine, atol=1e-4)
@@ -367,7 +420,9 @@ def _legacy_multiframe(path: Path, vol: Volume, grid_offsets: bool) -> None:
     ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
     spacing = vol.spacing
     ds.Rows, ds.Columns, ds.NumberOfFrames = vol.shape[1], vol.shape[0], vol.shape[2]
-    ds.ImageOrientationPatient = [float(v) for v in (*(vol.affine[:3, 0] / spacing[0]), *(vol.affine[:3, 1] / spacing[1]))]
+    ds.ImageOrientationPatient = [
+        float(v) for v in (*(vol.affine[:3, 0] / spacing[0]), *(vol.affine[:3, 1] / spacing[1]))
+    ]
     ds.ImagePositionPatient = [float(v) for v in vol.affine[:3, 3]]
     ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
     if grid_offsets:
@@ -385,11 +440,15 @@ def test_legacy_multiframe_reads_when_geometry_is_unambiguous_and_is_refused_oth
     np.testing.assert_allclose(got.affine, vol.affine, atol=1e-4)
     (tmp_path / "b").mkdir()
     _legacy_multiframe(tmp_path / "b" / "mf.dcm", vol, grid_offsets=False)
-    _raises(tmp_path / "b", DicomSeriesError, "mf.dcm: legacy multi-frame object (4 frames) whose frame positions "
-                                              "are ambiguous")
+    _raises(
+        tmp_path / "b",
+        DicomSeriesError,
+        "mf.dcm: legacy multi-frame object (4 frames) whose frame positions are ambiguous",
+    )
 
 
 # -- compressed pixel data --------------------------------------------------------------------------
+
 
 def _series_from_file(src: Path, folder: Path, n: int = 3) -> None:
     """``n`` copies of one slice, moved along its normal: a small series with ``src``'s encoding."""
@@ -398,7 +457,9 @@ def _series_from_file(src: Path, folder: Path, n: int = 3) -> None:
         ds = pydicom.dcmread(src)
         o = np.asarray([float(v) for v in ds.ImageOrientationPatient])
         normal = np.cross(o[:3], o[3:])
-        ds.ImagePositionPatient = [float(v) + 2.0 * k * c for v, c in zip(ds.ImagePositionPatient, normal, strict=True)]
+        ds.ImagePositionPatient = [
+            float(v) + 2.0 * k * c for v, c in zip(ds.ImagePositionPatient, normal, strict=True)
+        ]
         ds.SOPInstanceUID = make_uid(src.name, k)
         ds.save_as(folder / f"{k}")
 
@@ -410,8 +471,12 @@ def test_jpeg2000_without_decoder_names_the_package(tmp_path: Path, monkeypatch)
     _series_from_file(pydicom_file("MR_small_jp2klossless.dcm"), tmp_path / "j2k")
     assert read_volume(tmp_path / "j2k").shape == (64, 64, 3)  # decodes with the decoder installed
     monkeypatch.setattr(get_decoder(JPEG2000Lossless), "_available", {})  # as if no plugin were installed
-    msg = _raises(tmp_path / "j2k", DicomDecodeError, "pixel data are compressed (JPEG 2000 Image Compression "
-                                                      "(Lossless Only)", "pip install pylibjpeg-openjpeg")
+    msg = _raises(
+        tmp_path / "j2k",
+        DicomDecodeError,
+        "pixel data are compressed (JPEG 2000 Image Compression (Lossless Only)",
+        "pip install pylibjpeg-openjpeg",
+    )
     assert "series" in msg and "SeriesInstanceUID" in msg
     assert read_geometry(tmp_path / "j2k")[0] == (64, 64, 3)  # geometry needs no decoder
 
@@ -426,8 +491,10 @@ def test_jpeg_ls_without_decoder_names_the_package(tmp_path: Path):
     _raises(tmp_path / "jls", DicomDecodeError, "JPEG-LS Lossless", "pip install pyjpegls")
 
 
-@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
-                                  "MR_small_jp2klossless.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    ["MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"],
+)
 def test_every_lossless_encoding_decodes_to_the_same_pixels(tmp_path: Path, name: str):
     _series_from_file(pydicom_file("MR_small.dcm"), tmp_path / "ref")
     _series_from_file(pydicom_file(name), tmp_path / "enc")

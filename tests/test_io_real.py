@@ -71,6 +71,7 @@ def test_real_mr_slice_header_fields():
 
 # -- ../shared/data/real ------------------------------------------------------------------------------
 
+
 def test_real_cervical_nifti_in_psr_axes(shared_data: Path):
     path = shared_data / "real" / "sct_t2_cervical" / "t2.nii.gz"
     img = nib.load(path)
@@ -121,7 +122,9 @@ def test_real_jpeg2000_ct_without_decoder_names_the_package(shared_data: Path, m
 
     folder = shared_data / "real" / "totalseg_ct_dicom_thoracolumbar" / "dicom"
     monkeypatch.setattr(get_decoder(JPEG2000Lossless), "_available", {})
-    with pytest.raises(DicomDecodeError, match=r"compressed \(JPEG 2000.*pip install pylibjpeg-openjpeg") as info:
+    with pytest.raises(
+        DicomDecodeError, match=r"compressed \(JPEG 2000.*pip install pylibjpeg-openjpeg"
+    ) as info:
         read_dicom_folder(folder)
     assert "CT Body" in str(info.value) and str(folder) in str(info.value)
     assert read_geometry(folder)[0] == (512, 512, 20)  # headers alone still give the geometry

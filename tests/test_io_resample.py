@@ -16,7 +16,9 @@ from spinelesion.io.study import Study, load_study_from_paths
 from spinelesion.io.volume import Volume, grid_affine
 
 
-def _scipy_reference(src: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape, order=1) -> np.ndarray:
+def _scipy_reference(
+    src: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape, order=1
+) -> np.ndarray:
     """What sample_grid must give: each destination voxel centre mapped into source indices."""
     mesh = np.indices(shape).reshape(3, -1).astype(np.float64)
     m = np.linalg.inv(src_affine) @ dst_affine
@@ -30,9 +32,18 @@ def test_sample_grid_matches_scipy_on_oblique_and_flipped_grids(seed: int):
     src_shape, dst_shape = tuple(rng.integers(6, 18, 3)), tuple(rng.integers(5, 14, 3))
     src = rng.random(src_shape).astype(np.float32)
     flip = np.diag(rng.choice([-1.0, 1.0], 3))
-    a = grid_affine(rng.normal(0, 2, 3), src_shape, rng.uniform(0.6, 2.0, 3),
-                    Rotation.random(random_state=seed).as_matrix() @ flip)
-    b = grid_affine(rng.normal(0, 2, 3), dst_shape, rng.uniform(0.6, 2.0, 3), Rotation.random(random_state=99 - seed).as_matrix())
+    a = grid_affine(
+        rng.normal(0, 2, 3),
+        src_shape,
+        rng.uniform(0.6, 2.0, 3),
+        Rotation.random(random_state=seed).as_matrix() @ flip,
+    )
+    b = grid_affine(
+        rng.normal(0, 2, 3),
+        dst_shape,
+        rng.uniform(0.6, 2.0, 3),
+        Rotation.random(random_state=99 - seed).as_matrix(),
+    )
     got = sample_grid(src[None], a, b, dst_shape)[0, 0].numpy()
     ref = _scipy_reference(src, a, b, dst_shape)
     assert 0.1 < (ref > 0).mean()  # the grids overlap but not entirely: both inside and outside are tested
@@ -55,22 +66,27 @@ def test_singleton_axes_on_either_side():
     rng = np.random.default_rng(2)
     plane = rng.random((12, 10, 1)).astype(np.float32)  # a one-slice source: covers +-half a voxel
     a = grid_affine(np.zeros(3), (12, 10, 1), (1.0, 1.0, 4.0))
-    near = grid_affine(np.array([0.0, 0.0, 1.5]), (12, 10, 1), (1.0, 1.0, 1.0))   # inside the slab
-    far = grid_affine(np.array([0.0, 0.0, 6.5]), (12, 10, 1), (1.0, 1.0, 1.0))    # a voxel beyond it
+    near = grid_affine(np.array([0.0, 0.0, 1.5]), (12, 10, 1), (1.0, 1.0, 1.0))  # inside the slab
+    far = grid_affine(np.array([0.0, 0.0, 6.5]), (12, 10, 1), (1.0, 1.0, 1.0))  # a voxel beyond it
     np.testing.assert_allclose(sample_grid(plane[None], a, near, (12, 10, 1))[0, 0].numpy(), plane, atol=1e-5)
     assert float(sample_grid(plane[None], a, far, (12, 10, 1)).abs().max()) == 0.0
     vol = rng.random((8, 9, 10)).astype(np.float32)  # a one-slice destination (preview planes)
     va = grid_affine(np.zeros(3), (8, 9, 10), (1.0, 1.0, 1.0))
     dst = grid_affine(np.array([0.3, -0.2, 0.7]), (1, 9, 10), (1.0, 1.0, 1.0))
-    np.testing.assert_allclose(sample_grid(vol[None], va, dst, (1, 9, 10))[0, 0].numpy(),
-                               _scipy_reference(vol, va, dst, (1, 9, 10)), atol=2e-5)
+    np.testing.assert_allclose(
+        sample_grid(vol[None], va, dst, (1, 9, 10))[0, 0].numpy(),
+        _scipy_reference(vol, va, dst, (1, 9, 10)),
+        atol=2e-5,
+    )
 
 
 @pytest.mark.parametrize("order", [0, 1, 3])
 def test_resample_to_orders(order: int):
     rng = np.random.default_rng(order)
-    vol = Volume(rng.random((10, 11, 12)).astype(np.float32),
-                 grid_affine(np.zeros(3), (10, 11, 12), (1.0, 1.0, 1.5), Rotation.random(random_state=3).as_matrix()))
+    vol = Volume(
+        rng.random((10, 11, 12)).astype(np.float32),
+        grid_affine(np.zeros(3), (10, 11, 12), (1.0, 1.0, 1.5), Rotation.random(random_state=3).as_matrix()),
+    )
     target = grid_affine(np.array([0.5, 0.2, -0.3]), (8, 9, 7), (1.1, 1.2, 1.3))
     out = resample_to(vol, (8, 9, 7), target, order=order)
     assert out.shape == (8, 9, 7) and out.array.dtype == np.float32
@@ -79,8 +95,9 @@ def test_resample_to_orders(order: int):
     if order == 0:  # nearest: every value inside is one of the source values
         assert np.isin(out.array[inside], vol.array).all()
     else:
-        np.testing.assert_allclose(out.array, _scipy_reference(vol.array, vol.affine, target, (8, 9, 7), order=order),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            out.array, _scipy_reference(vol.array, vol.affine, target, (8, 9, 7), order=order), atol=1e-4
+        )
 
 
 def test_study_on_different_grids_lands_on_the_reference_grid_by_geometry(tmp_path: Path):
@@ -89,15 +106,20 @@ def test_study_on_different_grids_lands_on_the_reference_grid_by_geometry(tmp_pa
     t2 = make_volume(shape=(40, 44, 12), spacing=(0.9, 0.9, 3.5), axes=SAGITTAL, centre=(0, -4, 8))
     voxel = np.array([20, 22, 6])
     target = t2.voxel_to_world(voxel)  # an LPS point at a reference voxel centre
-    t1 = make_volume(shape=(36, 40, 30), spacing=(1.2, 1.2, 1.5), axes=AXIAL, centre=(2, -8, 12), oblique_deg=8)
-    stir = make_volume(shape=(30, 14, 34), spacing=(1.4, 4.0, 1.3), axes=CORONAL, centre=(5, -6, 6), oblique_deg=-5)
+    t1 = make_volume(
+        shape=(36, 40, 30), spacing=(1.2, 1.2, 1.5), axes=AXIAL, centre=(2, -8, 12), oblique_deg=8
+    )
+    stir = make_volume(
+        shape=(30, 14, 34), spacing=(1.4, 4.0, 1.3), axes=CORONAL, centre=(5, -6, 6), oblique_deg=-5
+    )
     for v in (t1, t2, stir):
         blob(v, target)
     write_series(t2, tmp_path / "t2", desc="T2 SAG")
     write_nifti(t1, tmp_path / "t1.nii.gz")
     write_series(stir, tmp_path / "stir", desc="STIR COR")
-    study = load_study_from_paths("S", {"t1": tmp_path / "t1.nii.gz", "t2": tmp_path / "t2",
-                                        "stir": tmp_path / "stir"})
+    study = load_study_from_paths(
+        "S", {"t1": tmp_path / "t1.nii.gz", "t2": tmp_path / "t2", "stir": tmp_path / "stir"}
+    )
     array, affine, available, ref = to_reference(study)
     assert ref == "t2" and available.tolist() == [True, True, True, False]
     np.testing.assert_allclose(affine, study.volumes["t2"].affine)

@@ -22,41 +22,62 @@ from spinelesion.io.study import (
 )
 
 
-@pytest.mark.parametrize("meta, expected", [
-    ({"SeriesDescription": "Sag T2 FRFSE"}, "t2"),
-    ({"SeriesDescription": "T2_TSE_SAG_384"}, "t2"),
-    ({"SeriesDescription": "SAG T2 T10-L1"}, "t2"),            # a level name is not T1
-    ({"SeriesDescription": "T2 TIRM SAG"}, "stir"),
-    ({"SeriesDescription": "STIR SAG"}, "stir"),
-    ({"SeriesDescription": "sag", "ScanningSequence": ["SE", "IR"], "InversionTime": 160, "RepetitionTime": 4000,
-      "EchoTime": 40}, "stir"),                                 # 1.5 T fat-nulling TI
-    ({"SeriesDescription": "sag IR", "ScanningSequence": "IR", "InversionTime": 220, "MagneticFieldStrength": 3},
-     "stir"),                                                   # 3 T
-    ({"SeriesDescription": "T2 FS SAG"}, "stir"),               # fat-suppressed T2 stands in for STIR
-    ({"SeriesDescription": "t2_tse_dixon_sag_W"}, "stir"),
-    ({"SeriesDescription": "t2_tse_dixon_sag_F"}, None),        # Dixon fat image
-    ({"SeriesDescription": "T1 TSE SAG FS +C"}, "t1c"),
-    ({"SeriesDescription": "SAG T1 C+"}, "t1c"),
-    ({"SeriesDescription": "T1W_TSE_SAG_FS_GD"}, "t1c"),        # underscores separate words
-    ({"SeriesDescription": "t1_tse_fs_sag_post"}, "t1c"),
-    ({"SeriesDescription": "t2_tirm_sag"}, "stir"),
-    ({"SeriesDescription": "POST GAD SAG", "EchoTime": 10, "RepetitionTime": 500}, "t1c"),
-    ({"SeriesDescription": "SAG T1", "ContrastBolusAgent": "Gadobutrol"}, "t1c"),
-    ({"SeriesDescription": "SAG T1", "ContrastBolusAgent": "NONE"}, "t1"),
-    ({"SeriesDescription": "T1 SAG PRE GAD"}, "t1"),
-    ({"SeriesDescription": "Sag T1 FSE"}, "t1"),
-    ({"SeriesDescription": "MPRAGE sag KM"}, "t1c"),
-    ({"SeriesDescription": "SE sag", "RepetitionTime": 550, "EchoTime": 12}, "t1"),
-    ({"SeriesDescription": "", "ProtocolName": "T2 SAG", "RepetitionTime": 3000, "EchoTime": 100}, "t2"),
-    ({"SeriesDescription": "FSE sag", "RepetitionTime": 3500, "EchoTime": 110}, "t2"),
-    ({"SeriesDescription": "FSE sag", "RepetitionTime": 3000, "EchoTime": 20}, None),  # proton density
-    ({"SeriesDescription": "IR sag", "ScanningSequence": "IR", "InversionTime": 2500}, None),  # FLAIR-like
-    ({"SeriesDescription": "3-plane localizer"}, None),
-    ({"SeriesDescription": "DWI b800"}, None),
-    ({"SeriesDescription": "T2 SAG", "ImageType": ["DERIVED", "SECONDARY", "MPR"]}, None),
-    ({"SeriesDescription": "T2*"}, None),
-    ({"SeriesDescription": "whatever"}, None),
-])
+@pytest.mark.parametrize(
+    "meta, expected",
+    [
+        ({"SeriesDescription": "Sag T2 FRFSE"}, "t2"),
+        ({"SeriesDescription": "T2_TSE_SAG_384"}, "t2"),
+        ({"SeriesDescription": "SAG T2 T10-L1"}, "t2"),  # a level name is not T1
+        ({"SeriesDescription": "T2 TIRM SAG"}, "stir"),
+        ({"SeriesDescription": "STIR SAG"}, "stir"),
+        (
+            {
+                "SeriesDescription": "sag",
+                "ScanningSequence": ["SE", "IR"],
+                "InversionTime": 160,
+                "RepetitionTime": 4000,
+                "EchoTime": 40,
+            },
+            "stir",
+        ),  # 1.5 T fat-nulling TI
+        (
+            {
+                "SeriesDescription": "sag IR",
+                "ScanningSequence": "IR",
+                "InversionTime": 220,
+                "MagneticFieldStrength": 3,
+            },
+            "stir",
+        ),  # 3 T
+        ({"SeriesDescription": "T2 FS SAG"}, "stir"),  # fat-suppressed T2 stands in for STIR
+        ({"SeriesDescription": "t2_tse_dixon_sag_W"}, "stir"),
+        ({"SeriesDescription": "t2_tse_dixon_sag_F"}, None),  # Dixon fat image
+        ({"SeriesDescription": "T1 TSE SAG FS +C"}, "t1c"),
+        ({"SeriesDescription": "SAG T1 C+"}, "t1c"),
+        ({"SeriesDescription": "T1W_TSE_SAG_FS_GD"}, "t1c"),  # underscores separate words
+        ({"SeriesDescription": "t1_tse_fs_sag_post"}, "t1c"),
+        ({"SeriesDescription": "t2_tirm_sag"}, "stir"),
+        ({"SeriesDescription": "POST GAD SAG", "EchoTime": 10, "RepetitionTime": 500}, "t1c"),
+        ({"SeriesDescription": "SAG T1", "ContrastBolusAgent": "Gadobutrol"}, "t1c"),
+        ({"SeriesDescription": "SAG T1", "ContrastBolusAgent": "NONE"}, "t1"),
+        ({"SeriesDescription": "T1 SAG PRE GAD"}, "t1"),
+        ({"SeriesDescription": "Sag T1 FSE"}, "t1"),
+        ({"SeriesDescription": "MPRAGE sag KM"}, "t1c"),
+        ({"SeriesDescription": "SE sag", "RepetitionTime": 550, "EchoTime": 12}, "t1"),
+        ({"SeriesDescription": "", "ProtocolName": "T2 SAG", "RepetitionTime": 3000, "EchoTime": 100}, "t2"),
+        ({"SeriesDescription": "FSE sag", "RepetitionTime": 3500, "EchoTime": 110}, "t2"),
+        ({"SeriesDescription": "FSE sag", "RepetitionTime": 3000, "EchoTime": 20}, None),  # proton density
+        (
+            {"SeriesDescription": "IR sag", "ScanningSequence": "IR", "InversionTime": 2500},
+            None,
+        ),  # FLAIR-like
+        ({"SeriesDescription": "3-plane localizer"}, None),
+        ({"SeriesDescription": "DWI b800"}, None),
+        ({"SeriesDescription": "T2 SAG", "ImageType": ["DERIVED", "SECONDARY", "MPR"]}, None),
+        ({"SeriesDescription": "T2*"}, None),
+        ({"SeriesDescription": "whatever"}, None),
+    ],
+)
 def test_sequence_recognition(meta, expected):
     guess = guess_sequence(meta)
     assert guess.sequence == expected, guess.reason
@@ -83,12 +104,28 @@ def _export(root: Path) -> str:
     """A DICOM study folder: sagittal and axial T2, sagittal T1, STIR, a localiser, a report, a text file."""
     uid = make_uid("study", root.name)
     write_series(make_volume(seed=1), root / "s1", desc="T2 TSE SAG", study_uid=uid, number=3)
-    write_series(make_volume(axes=AXIAL, seed=2, shape=(24, 24, 20)), root / "s2", desc="T2 TSE AX", study_uid=uid,
-                 number=4)
+    write_series(
+        make_volume(axes=AXIAL, seed=2, shape=(24, 24, 20)),
+        root / "s2",
+        desc="T2 TSE AX",
+        study_uid=uid,
+        number=4,
+    )
     write_series(make_volume(seed=3), root / "s3", desc="T1 TSE SAG", study_uid=uid, number=5)
-    write_series(make_volume(seed=4), root / "s4", desc="sag", study_uid=uid, number=6, ScanningSequence="IR",
-                 InversionTime=150, RepetitionTime=4000, EchoTime=40)
-    write_series(make_volume(seed=5, shape=(8, 8, 3)), root / "s5", desc="3-plane localizer", study_uid=uid, number=1)
+    write_series(
+        make_volume(seed=4),
+        root / "s4",
+        desc="sag",
+        study_uid=uid,
+        number=6,
+        ScanningSequence="IR",
+        InversionTime=150,
+        RepetitionTime=4000,
+        EchoTime=40,
+    )
+    write_series(
+        make_volume(seed=5, shape=(8, 8, 3)), root / "s5", desc="3-plane localizer", study_uid=uid, number=1
+    )
     shutil.copy(pydicom_file("reportsi.dcm"), root / "report")
     (root / "notes.txt").write_text("hello")
     return uid
@@ -156,11 +193,21 @@ def test_assign_series_documents_the_tie_break(tmp_path: Path):
     assert any("series 2 'T2 SAG'" in w and "most slices" in w for w in warnings)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("t2.nii.gz", "t2"), ("sub-01_T2w.nii.gz", "t2"), ("T1c.nii", "t1c"), ("case_stir.nii.gz", "stir"),
-    ("t1_post.nii.gz", "t1c"), ("sub-01_ce-gadolinium_T1w.nii.gz", "t1c"), ("T1.nii.gz", "t1"),
-    ("flair.nii.gz", None), ("t2_seg-manual.nii.gz", None), ("T2_mask.nii.gz", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("t2.nii.gz", "t2"),
+        ("sub-01_T2w.nii.gz", "t2"),
+        ("T1c.nii", "t1c"),
+        ("case_stir.nii.gz", "stir"),
+        ("t1_post.nii.gz", "t1c"),
+        ("sub-01_ce-gadolinium_T1w.nii.gz", "t1c"),
+        ("T1.nii.gz", "t1"),
+        ("flair.nii.gz", None),
+        ("t2_seg-manual.nii.gz", None),
+        ("T2_mask.nii.gz", None),
+    ],
+)
 def test_nifti_names_map_to_sequences(name, expected):
     assert nifti_sequence_name(Path(name)) == expected
 
@@ -179,7 +226,9 @@ def test_study_from_manifest_paths_mixes_dicom_and_nifti(tmp_path: Path):
     t2 = make_volume(seed=1)
     write_series(t2, tmp_path / "t2_dicom", desc="T2 SAG")
     write_nifti(make_volume(seed=2, axes=SAGITTAL, spacing=(0.8, 0.8, 4.0)), tmp_path / "stir.nii.gz")
-    study = load_study_from_paths("S9", {"t2": tmp_path / "t2_dicom", "stir": tmp_path / "stir.nii.gz", "t1": ""})
+    study = load_study_from_paths(
+        "S9", {"t2": tmp_path / "t2_dicom", "stir": tmp_path / "stir.nii.gz", "t1": ""}
+    )
     assert study.sequences == ["t2", "stir"]
     np.testing.assert_array_equal(study.volumes["t2"].array, t2.array)
     with pytest.raises(StudyError, match=r"study 'S9': t1c: .*missing.nii.gz: file not found"):

@@ -17,12 +17,15 @@ from spinelesion.models.networks import BACKBONES, build_network
 SMALL = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
 
 
-@pytest.mark.parametrize("config, shape", [
-    (SMALL, (32, 48, 48)),
-    ({"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}, (16, 24, 24)),
-    ({"backbone": "densenet121", "hidden": 8}, (32, 48, 48)),
-    ({"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8], "hidden": 8}, (32, 48, 48)),
-])
+@pytest.mark.parametrize(
+    "config, shape",
+    [
+        (SMALL, (32, 48, 48)),
+        ({"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}, (16, 24, 24)),
+        ({"backbone": "densenet121", "hidden": 8}, (32, 48, 48)),
+        ({"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8], "hidden": 8}, (32, 48, 48)),
+    ],
+)
 def test_networks_give_one_logit_vector_per_task(config, shape):
     net = build_network(config).eval()
     x = torch.randn(2, 4, *shape)
@@ -103,8 +106,11 @@ def test_class_weights_from_counts():
 def test_model_folder_round_trip(tmp_path: Path):
     net = build_network(SMALL).eval()
     net.temperature.copy_(torch.tensor([1.5, 0.8]))
-    meta = save_model_folder(net, tmp_path / "m", {"name": "t", "version": "0", "network": SMALL,
-                                                     "roi": {"shape": [32, 48, 48], "spacing": [1.5] * 3}})
+    meta = save_model_folder(
+        net,
+        tmp_path / "m",
+        {"name": "t", "version": "0", "network": SMALL, "roi": {"shape": [32, 48, 48], "spacing": [1.5] * 3}},
+    )
     assert len(meta["weights_sha256"]) == 64
     loaded, meta2 = load_model_folder(tmp_path / "m")
     x = torch.randn(2, 4, 32, 48, 48)
@@ -117,7 +123,9 @@ def test_model_folder_refuses_class_paths_in_network_config(tmp_path: Path):
     net = build_network(SMALL)
     save_model_folder(net, tmp_path / "m", {"name": "t", "version": "0", "network": SMALL, "roi": {}})
     meta_path = tmp_path / "m" / "metadata.json"
-    text = meta_path.read_text().replace('"backbone": "spinecnn"', '"_target_": "os.system", "backbone": "spinecnn"')
+    text = meta_path.read_text().replace(
+        '"backbone": "spinecnn"', '"_target_": "os.system", "backbone": "spinecnn"'
+    )
     meta_path.write_text(text)
     with pytest.raises(ModelLoadError, match="_target_"):
         load_model_folder(tmp_path / "m")
@@ -154,9 +162,14 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path: Path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("config", [{"backbone": "spinecnn", "widths": [4, 8, 8, 8], "blocks": [2, 1, 2, 1]},
-                                    {"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8]},
-                                    {"backbone": "densenet121"}])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "blocks": [2, 1, 2, 1]},
+        {"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8]},
+        {"backbone": "densenet121"},
+    ],
+)
 def test_the_registry_names_every_backbones_stages_and_its_saliency_layer(config):
     """Saliency layers are named by the registry (stage names), never picked by index in inference/."""
     net = build_network(config)

@@ -18,8 +18,14 @@ from spinelesion.data.roi import RoiSpec
 from spinelesion.io.nifti import write_nifti
 
 SPEC = {"shape": [16, 20, 20], "spacing": [2.0, 2.0, 2.0], "margin": 1.25}
-LABELS = [("none", "none"), ("extradural", "benign"), ("intramedullary", "pathologic"),
-          ("intradural_extramedullary", "none"), ("none", "benign"), ("extradural", "")]
+LABELS = [
+    ("none", "none"),
+    ("extradural", "benign"),
+    ("intramedullary", "pathologic"),
+    ("intradural_extramedullary", "none"),
+    ("none", "benign"),
+    ("extradural", ""),
+]
 
 
 def _manifest(root: Path, studies: int = 3) -> Path:
@@ -28,16 +34,38 @@ def _manifest(root: Path, studies: int = 3) -> Path:
     for s in range(studies):
         folder = root / f"S{s}"
         folder.mkdir(parents=True)
-        write_nifti(make_volume(shape=(40, 48, 12), spacing=(1.0, 1.0, 3.0), axes=SAGITTAL, centre=(0, 0, 0),
-                                seed=s), folder / "t2.nii.gz")
-        write_series(make_volume(shape=(32, 32, 16), spacing=(1.2, 1.2, 2.5), axes=AXIAL, centre=(1, 0, -2),
-                                 seed=10 + s, oblique_deg=6.0 * s), folder / "t1")
+        write_nifti(
+            make_volume(shape=(40, 48, 12), spacing=(1.0, 1.0, 3.0), axes=SAGITTAL, centre=(0, 0, 0), seed=s),
+            folder / "t2.nii.gz",
+        )
+        write_series(
+            make_volume(
+                shape=(32, 32, 16),
+                spacing=(1.2, 1.2, 2.5),
+                axes=AXIAL,
+                centre=(1, 0, -2),
+                seed=10 + s,
+                oblique_deg=6.0 * s,
+            ),
+            folder / "t1",
+        )
         for r, center in enumerate([(0.0, 2.0, -4.0), (3.0, -5.0, 8.0)]):
             comp, frac = LABELS[(2 * s + r) % len(LABELS)]
-            rows.append({"case_id": f"S{s}_r{r}", "study_id": f"S{s}", "patient_id": f"P{s}",
-                         "split": ["train", "train", "val"][s], "t1": f"S{s}/t1", "t2": f"S{s}/t2.nii.gz",
-                         "x_mm": center[0], "y_mm": center[1], "z_mm": center[2], "compartment": comp,
-                         "fracture": frac})
+            rows.append(
+                {
+                    "case_id": f"S{s}_r{r}",
+                    "study_id": f"S{s}",
+                    "patient_id": f"P{s}",
+                    "split": ["train", "train", "val"][s],
+                    "t1": f"S{s}/t1",
+                    "t2": f"S{s}/t2.nii.gz",
+                    "x_mm": center[0],
+                    "y_mm": center[1],
+                    "z_mm": center[2],
+                    "compartment": comp,
+                    "fracture": frac,
+                }
+            )
     path = root / "manifest.csv"
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -73,8 +101,9 @@ def test_monai_path_gives_the_bank_paths_rois_exactly(manifest: Path, tmp_path: 
     assert not list((tmp_path / "b").rglob("*.npz"))  # the bank's npz cache is neither written nor read
 
 
-def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(manifest: Path, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch):
+def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     first = _dm(manifest, tmp_path / "c", pipeline="monai")
     first.setup("fit")
 
@@ -108,18 +137,28 @@ def test_loaders_batches_and_user_transforms(manifest: Path, tmp_path: Path):
     loader = plain.train_dataloader()
     assert isinstance(loader, MonaiDataLoader)
     batch = next(iter(loader))
-    assert tuple(batch["image"].shape) == (2, 4, *spec.context_shape)  # batched augmentation crops after transfer
+    assert tuple(batch["image"].shape) == (
+        2,
+        4,
+        *spec.context_shape,
+    )  # batched augmentation crops after transfer
     assert type(batch["image"]) is torch.Tensor and batch["image"].dtype == torch.float32
     assert tuple(next(iter(plain.val_dataloader()))["image"].shape) == (2, 4, *spec.shape)
 
-    noisy = _dm(manifest, tmp_path / "d", pipeline="monai",
-                transforms={"extra": [RandGaussianNoised(keys="image", prob=1.0, std=0.5)]})
+    noisy = _dm(
+        manifest,
+        tmp_path / "d",
+        pipeline="monai",
+        transforms={"extra": [RandGaussianNoised(keys="image", prob=1.0, std=0.5)]},
+    )
     noisy.setup("fit")
     n_item, p_item = noisy.dataset("train")[0], plain.dataset("train")[0]
     assert n_item["index"] == p_item["index"]
     assert (n_item["image"] - p_item["image"]).std() > 0.05  # the user's transform ran on the training item
     assert type(n_item["image"]) is torch.Tensor
-    assert torch.equal(noisy.dataset("val")[0]["image"], plain.dataset("val")[0]["image"])  # not on validation
+    assert torch.equal(
+        noisy.dataset("val")[0]["image"], plain.dataset("val")[0]["image"]
+    )  # not on validation
 
     per_item = _dm(manifest, tmp_path / "d", pipeline="monai", transforms={"augment": "monai"})
     per_item.setup("fit")
@@ -157,7 +196,9 @@ def test_a_broken_study_names_its_rows(manifest: Path, tmp_path: Path):
     rows[0].sequences["t2"] = broken
     rows[1].sequences["t2"] = broken
     spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
-    with pytest.raises(BadStudiesError, match=r"study 'S0' \(manifest rows 1, 2\): StudyError: study 'S0': t2: .*NIfTI"):
+    with pytest.raises(
+        BadStudiesError, match=r"study 'S0' \(manifest rows 1, 2\): StudyError: study 'S0': t2: .*NIfTI"
+    ):
         build_roi_bank_monai(rows, spec, None, progress=False)
     bank = build_roi_bank_monai(rows, spec, None, on_error="skip", progress=False)
     assert len(bank) == 4 and np.all([r.study_id != "S0" for r in bank.rows])
@@ -165,7 +206,9 @@ def test_a_broken_study_names_its_rows(manifest: Path, tmp_path: Path):
     from spinelesion.data.dataset import build_roi_bank
 
     reference = build_roi_bank(rows, StudyCache(None), spec, on_error="skip", progress=False)
-    assert [str(f) for f in bank.failures] == [str(f) for f in reference.failures]  # the bank path's own words
+    assert [str(f) for f in bank.failures] == [
+        str(f) for f in reference.failures
+    ]  # the bank path's own words
 
 
 @pytest.mark.slow
@@ -179,7 +222,12 @@ def test_bench_compares_both_paths_and_both_augmentations(manifest: Path):
         r = out[path]
         assert r["rois"] == 6 and r["first_setup_s"] > 0 and r["cached_setup_s"] > 0 and r["cache_mib"] > 0
         assert r["loader_rois_per_s"] > 0 and r["train_rois_per_s"] > 0
-    assert set(out["monai_over_bank"]) == {"first_setup", "cached_setup", "loader_throughput", "train_throughput"}
+    assert set(out["monai_over_bank"]) == {
+        "first_setup",
+        "cached_setup",
+        "loader_throughput",
+        "train_throughput",
+    }
     assert isinstance(out["within_1_2x"], bool) and "bank/monai" in out["rule"]
     aug = out["augmentation"]
     assert aug["batched_rois_per_s"] > 0 and aug["monai_per_item_rois_per_s"] > 0
@@ -196,15 +244,30 @@ def test_two_training_steps_through_lightning_on_the_monai_path(manifest: Path, 
 
     out = tmp_path / "run"
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", [f"data.manifest={manifest}", f"data.cache_dir={tmp_path / 'cache'}",
-                                "data.progress=false", "data.pipeline=monai", "data.batch_size=2",
-                                "data.check_geometry=false", f"data.roi.shape={SPEC['shape']}",
-                                f"data.roi.spacing={SPEC['spacing']}",
-                                "+data.transforms.extra=[{_target_: monai.transforms.RandGaussianNoised, keys: image, "
-                                "prob: 0.5, std: 0.05}]",
-                                "logger=csv", "+trainer.max_steps=2", "trainer.max_epochs=1", "evaluate_splits=[]",
-                                "calibrate=false", "decision_rule=false", "callbacks.progress_bar=null",
-                                "model.net.widths=[4,8,8,8]", "model.net.hidden=8"])
+        cfg = compose(
+            "train",
+            [
+                f"data.manifest={manifest}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                "data.progress=false",
+                "data.pipeline=monai",
+                "data.batch_size=2",
+                "data.check_geometry=false",
+                f"data.roi.shape={SPEC['shape']}",
+                f"data.roi.spacing={SPEC['spacing']}",
+                "+data.transforms.extra=[{_target_: monai.transforms.RandGaussianNoised, keys: image, "
+                "prob: 0.5, std: 0.05}]",
+                "logger=csv",
+                "+trainer.max_steps=2",
+                "trainer.max_epochs=1",
+                "evaluate_splits=[]",
+                "calibrate=false",
+                "decision_rule=false",
+                "callbacks.progress_bar=null",
+                "model.net.widths=[4,8,8,8]",
+                "model.net.hidden=8",
+            ],
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     summary = train(cfg)
@@ -220,7 +283,9 @@ def test_batched_augmentation_as_a_monai_randomizable_keeps_the_seeding_rule():
     g = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand((3, 4, *spec.context_shape), generator=g), "available": torch.ones(3, 4)}
     ref = BatchAugment(AugmentConfig(), spec)
-    want_img, want_flags = ref(batch["image"], batch["available"], ref.generator(torch.device("cpu"), 3, 7, 0))
+    want_img, want_flags = ref(
+        batch["image"], batch["available"], ref.generator(torch.device("cpu"), 3, 7, 0)
+    )
     t = BatchAugmentd(AugmentConfig(), spec)
     got = t.set_step(3, 7, 0)(batch)
     assert tuple(got["image"].shape) == (3, 4, *spec.shape)

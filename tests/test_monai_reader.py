@@ -17,7 +17,12 @@ from spinelesion.io.nifti import write_nifti
 from spinelesion.io.reader import read_volume
 from spinelesion.io.volume import LPS_TO_RAS
 
-GRIDS = {"sagittal": (SAGITTAL, 0.0), "axial": (AXIAL, 0.0), "coronal": (CORONAL, 0.0), "oblique": (SAGITTAL, 11.0)}
+GRIDS = {
+    "sagittal": (SAGITTAL, 0.0),
+    "axial": (AXIAL, 0.0),
+    "coronal": (CORONAL, 0.0),
+    "oblique": (SAGITTAL, 11.0),
+}
 
 
 def _write(tmp_path: Path, grid: str, fmt: str):
@@ -43,7 +48,9 @@ def test_loadimage_matches_read_volume_on_generated_grids(tmp_path: Path, grid: 
     np.testing.assert_array_equal(img.numpy(), vol.array)
     np.testing.assert_array_equal(img.numpy(), made.array)  # integer-valued: exact through uint16 DICOM
     np.testing.assert_allclose(img.affine.numpy(), LPS_TO_RAS @ vol.affine, atol=1e-9)
-    np.testing.assert_allclose(img.affine.numpy(), LPS_TO_RAS @ made.affine, atol=1e-4)  # the grid it was written on
+    np.testing.assert_allclose(
+        img.affine.numpy(), LPS_TO_RAS @ made.affine, atol=1e-4
+    )  # the grid it was written on
     assert str(img.meta["space"]) == "RAS"
     np.testing.assert_array_equal(img.meta["spatial_shape"], vol.shape)
     lps = _load(path, affine_lps_to_ras=False)
@@ -57,20 +64,35 @@ def test_loadimage_matches_read_volume_on_generated_grids(tmp_path: Path, grid: 
 @pytest.mark.parametrize("grid", ["sagittal", "oblique"])
 def test_nifti_like_monai_nibabel_reader_through_orientation_and_spacing(tmp_path: Path, grid: str):
     _, path = _write(tmp_path, grid, "nifti")
-    ours, theirs = (LoadImage(reader=r, image_only=True)(path) for r in (SpineSeriesReader(), NibabelReader()))
+    ours, theirs = (
+        LoadImage(reader=r, image_only=True)(path) for r in (SpineSeriesReader(), NibabelReader())
+    )
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     np.testing.assert_allclose(ours.affine.numpy(), theirs.affine.numpy(), atol=1e-6)
-    pipeline = [Orientationd(keys="img", axcodes="RAS", labels=None), Spacingd(keys="img", pixdim=(2.0, 2.0, 2.0))]
-    out = [Compose([LoadImaged(keys="img", reader=r), EnsureChannelFirstd(keys="img"), *pipeline])({"img": str(path)})["img"]
-           for r in (SpineSeriesReader(), NibabelReader())]
+    pipeline = [
+        Orientationd(keys="img", axcodes="RAS", labels=None),
+        Spacingd(keys="img", pixdim=(2.0, 2.0, 2.0)),
+    ]
+    out = [
+        Compose([LoadImaged(keys="img", reader=r), EnsureChannelFirstd(keys="img"), *pipeline])(
+            {"img": str(path)}
+        )["img"]
+        for r in (SpineSeriesReader(), NibabelReader())
+    ]
     assert out[0].shape == out[1].shape
     np.testing.assert_allclose(out[0].numpy(), out[1].numpy(), atol=1e-3)
     np.testing.assert_allclose(out[0].affine.numpy(), out[1].affine.numpy(), atol=1e-6)
     # labels=None: Orientation reads meta["space"], so the LPS variant lands on the same voxels.
-    lps = Compose([LoadImaged(keys="img", reader=SpineSeriesReader(affine_lps_to_ras=False)),
-                   EnsureChannelFirstd(keys="img"), pipeline[0]])({"img": str(path)})["img"]
-    ras = Compose([LoadImaged(keys="img", reader=SpineSeriesReader()), EnsureChannelFirstd(keys="img"),
-                   pipeline[0]])({"img": str(path)})["img"]
+    lps = Compose(
+        [
+            LoadImaged(keys="img", reader=SpineSeriesReader(affine_lps_to_ras=False)),
+            EnsureChannelFirstd(keys="img"),
+            pipeline[0],
+        ]
+    )({"img": str(path)})["img"]
+    ras = Compose(
+        [LoadImaged(keys="img", reader=SpineSeriesReader()), EnsureChannelFirstd(keys="img"), pipeline[0]]
+    )({"img": str(path)})["img"]
     np.testing.assert_array_equal(lps.numpy(), ras.numpy())
     np.testing.assert_allclose(LPS_TO_RAS @ lps.affine.numpy(), ras.affine.numpy(), atol=1e-9)
 
@@ -101,19 +123,27 @@ def test_loadimaged_several_sequences_and_channel_stacking(tmp_path: Path):
 def test_suffix_check_and_project_errors(tmp_path: Path):
     reader = SpineSeriesReader()
     (tmp_path / "notes.csv").write_text("a,b\n")
-    assert reader.verify_suffix(tmp_path) and reader.verify_suffix("x.nii.gz") and reader.verify_suffix("a.dcm")
+    assert (
+        reader.verify_suffix(tmp_path) and reader.verify_suffix("x.nii.gz") and reader.verify_suffix("a.dcm")
+    )
     assert not reader.verify_suffix(tmp_path / "notes.csv") and not reader.verify_suffix(["x.nii", "y.png"])
     first = write_series(make_volume(), tmp_path / "series")[0]
     assert reader.verify_suffix(first.rename(tmp_path / "IM0001"))  # DICOM by content, whatever the name
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DicomError, match="no DICOM file found"):  # the project's error when this reader alone is asked
+    with pytest.raises(
+        DicomError, match="no DICOM file found"
+    ):  # the project's error when this reader alone is asked
         LoadImage(image_only=True)(tmp_path / "empty", reader=reader)
     # With the reader registered, MONAI tries its own readers after it and lists every error.
     with pytest.raises(RuntimeError, match="(?s)SpineSeriesReader.*DicomError"):
         LoadImage(reader=reader, image_only=True)(tmp_path / "empty")
 
 
-REAL = ["sct_t2_cervical/t2.nii.gz", "totalseg_mr_abdomen/example_mr_sm.nii.gz", "totalseg_ct_dicom_thoracolumbar/dicom"]
+REAL = [
+    "sct_t2_cervical/t2.nii.gz",
+    "totalseg_mr_abdomen/example_mr_sm.nii.gz",
+    "totalseg_ct_dicom_thoracolumbar/dicom",
+]
 
 
 @pytest.mark.parametrize("rel", REAL)

@@ -26,17 +26,33 @@ from spinelesion.phantom.writer import write_study
 @pytest.mark.parametrize("oblique", [False, True])
 def test_marker_at_an_lps_point_is_found_there_in_dicom_and_nifti(tmp_path: Path, oblique: bool):
     cfg = default_phantom_config()["acquisition"]
-    cfg = {**cfg, "oblique_rate": 1.0 if oblique else 0.0, "noise_fraction": [0.001, 0.001],
-           "bias_strength": [0.0, 0.0], "rescale_slope_rate": 0.0}
+    cfg = {
+        **cfg,
+        "oblique_rate": 1.0 if oblique else 0.0,
+        "noise_fraction": [0.001, 0.001],
+        "bias_strength": [0.0, 0.0],
+        "rescale_slope_rate": 0.0,
+    }
     cv = Canvas.empty(np.array([-40.0, -80.0, -90.0]), np.array([40.0, 80.0, 90.0]), 1.0)
     point = np.array([4.0, -11.0, 17.0])
     x, y, z = cv.coords((slice(0, cv.shape[0]), slice(0, cv.shape[1]), slice(0, cv.shape[2])))
-    cv.img[1] = 0.05 + 0.95 * np.exp(-((x - point[0]) ** 2 + (y - point[1]) ** 2 + (z - point[2]) ** 2) / (2 * 3.0 ** 2))
+    cv.img[1] = 0.05 + 0.95 * np.exp(
+        -((x - point[0]) ** 2 + (y - point[1]) ** 2 + (z - point[2]) ** 2) / (2 * 3.0**2)
+    )
     rng = np.random.default_rng(1)
     plan: SeriesPlan = plan_series(rng, "t2", np.zeros(3), np.array([80.0, 160.0, 180.0]), cfg, 1.5)
     vol = acquire(cv, 1, plan, rng)
-    study = RenderedStudy("S1", "P1", {"t2": vol}, {"t2": plan}, [], [], None, None,  # type: ignore[arg-type]
-                          {"age": 50, "sex": "F", "region": "lumbar", "field_strength": 1.5})
+    study = RenderedStudy(
+        "S1",
+        "P1",
+        {"t2": vol},
+        {"t2": plan},
+        [],
+        [],
+        None,
+        None,  # type: ignore[arg-type]
+        {"age": 50, "sex": "F", "region": "lumbar", "field_strength": 1.5},
+    )
     paths = write_study(study, tmp_path, ["dicom", "nifti"], seed=0)
     # DICOM, read back through pydicom geometry
     dcm = read_volume(tmp_path / paths["dicom"]["t2"])
@@ -55,7 +71,9 @@ def test_marker_at_an_lps_point_is_found_there_in_dicom_and_nifti(tmp_path: Path
         world = dcm.voxel_to_world(p)
         q = nii.world_to_voxel(world)
         assert np.allclose(q, np.round(q), atol=1e-3)
-        assert dcm.array[tuple(p.astype(int))] == pytest.approx(nii.array[tuple(np.round(q).astype(int))], abs=1.0)
+        assert dcm.array[tuple(p.astype(int))] == pytest.approx(
+            nii.array[tuple(np.round(q).astype(int))], abs=1.0
+        )
     if oblique:
         normal = dcm.affine[:3, 2] / np.linalg.norm(dcm.affine[:3, 2])
         assert abs(abs(normal[0]) - 1.0) > 1e-4  # really oblique
@@ -79,7 +97,7 @@ def test_same_seed_same_pixel_bytes_any_worker_count(tmp_path: Path):
     pa, pb, pc = _pixels(a.parent / "studies"), _pixels(b.parent / "studies"), _pixels(c.parent / "studies")
     assert pa.keys() == pb.keys() and len(pa) > 10
     assert all(pa[k] == pb[k] for k in pa)
-    assert (a.read_text() == b.read_text())
+    assert a.read_text() == b.read_text()
     assert a.read_text() != c.read_text()
     common = set(pa) & set(pc)
     assert not common or any(pa[k] != pc[k] for k in common)
@@ -116,9 +134,21 @@ def test_generated_manifest_passes_and_corrupted_copies_are_rejected(tiny_datase
 
 
 def test_make_data_cli(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "spinelesion.make_data", f"output_dir={tmp_path / 'out'}", "studies=2",
-                           "seed=1", "workers=1", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.make_data",
+            f"output_dir={tmp_path / 'out'}",
+            "studies=2",
+            "seed=1",
+            "workers=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = read_manifest(tmp_path / "out" / "manifest.csv", geometry=True)
     assert {r.study_id for r in m.rows} == {"S000100000", "S000100001"}

@@ -49,7 +49,10 @@ def test_lytic_lesion_does_not_cross_the_disc():
     f, (box, mask) = lesion(s)
     assert float(mask.max()) > 0.9
     for disc in s.anatomy.discs:
-        if f.level_index not in (s.anatomy.vertebrae.index(disc.upper), s.anatomy.vertebrae.index(disc.lower)):
+        if f.level_index not in (
+            s.anatomy.vertebrae.index(disc.upper),
+            s.anatomy.vertebrae.index(disc.lower),
+        ):
             continue
         whole, _ = disc_distance(disc, *disc.local(*s.canvas.coords(box)))
         in_disc = soft(whole + 1.5)  # well inside the disc, away from the endplate
@@ -97,8 +100,11 @@ def _cord_centroid_and_area(s, z: float) -> tuple[np.ndarray, float]:
 @pytest.mark.parametrize("kind", ["meningioma", "schwannoma"])
 def test_idem_mass_displaces_the_cord_with_csf_caps(kind):
     # cap and displacement are signs drawn at their rates: take the first draw that shows both
-    s = next(s for s in (rendered(kind, seed, region="thoracic") for seed in range(3, 20))
-             if s.findings[0].signs["csf_cap"] and s.findings[0].signs["cord_displacement"])
+    s = next(
+        s
+        for s in (rendered(kind, seed, region="thoracic") for seed in range(3, 20))
+        if s.findings[0].signs["csf_cap"] and s.findings[0].signs["cord_displacement"]
+    )
     f = s.findings[0]
     z0, phi, rz, cap = (float(f.params[k]) for k in ("z0", "phi", "rz", "cap"))
     direction = np.array([np.cos(phi), np.sin(phi)])
@@ -114,8 +120,11 @@ def test_idem_mass_displaces_the_cord_with_csf_caps(kind):
 
 
 def test_intramedullary_lesion_expands_the_cord_with_long_oedema():
-    s = next(s for s in (rendered("intramedullary_metastasis", seed, region="cervical") for seed in range(12))
-             if s.findings[0].signs["expansion"] and s.findings[0].signs["oedema"])
+    s = next(
+        s
+        for s in (rendered("intramedullary_metastasis", seed, region="cervical") for seed in range(12))
+        if s.findings[0].signs["expansion"] and s.findings[0].signs["oedema"]
+    )
     f = s.findings[0]
     z0 = float(f.params["z0"])
     top = s.anatomy.z_range[1]
@@ -200,13 +209,16 @@ def test_pathologic_fracture_diffuse_t1_replacement_and_convex_border():
     sel = np.broadcast_to(marrow, t1.shape) > 0.9
     dark = float((t1[sel] < 0.7 * marrow_ref(s, "t1")).mean())
     assert dark > 0.6
+
     # convex posterior border: the back of the body reaches further at mid-height than nearer the
     # endplates, where a normal body's border is straight or concave
     def bulge(vert) -> float:
         u = np.zeros(1)
         hh = float(vert.half_height(u, np.array([vert.depth / 2]))[0])
         vs = np.linspace(0, vert.depth, 800)
-        reach = [float(vs[(vert.body_distance(u, vs, np.full_like(vs, w)) < 0)].max()) for w in (0.0, 0.7 * hh)]
+        reach = [
+            float(vs[(vert.body_distance(u, vs, np.full_like(vs, w)) < 0)].max()) for w in (0.0, 0.7 * hh)
+        ]
         return reach[0] - reach[1]
 
     assert bulge(v) > 0.6
@@ -248,7 +260,13 @@ def test_discitis_crosses_the_disc():
 def test_labels_follow_the_contract():
     from spinelesion.labels import TASKS
 
-    for name in ("lytic_metastasis", "meningioma", "intramedullary_metastasis", "osteoporotic_fracture", "haemangioma"):
+    for name in (
+        "lytic_metastasis",
+        "meningioma",
+        "intramedullary_metastasis",
+        "osteoporotic_fracture",
+        "haemangioma",
+    ):
         s = rendered(name, 0)
         assert s.rois, name
         for r in s.rois:

@@ -17,26 +17,54 @@ T1, T2, STIR, T1C = 0, 1, 2, 3
 
 # sign -> the features key it is drawn from, per finding (what docs/phantom.md lists)
 SIGN_RATES: dict[str, dict[str, str]] = {
-    "osteoporotic_fracture": {"whole_body_oedema": "benign_diffuse_oedema_rate", "fracture_line": "fracture_line_rate",
-                              "fluid_sign": "fluid_sign_rate", "retropulsion": "retropulsion_rate",
-                              "convex_border": "benign_convex_border_rate",
-                              "concave_endplate": "benign_concave_endplate_rate", "multiple": "benign_multiple_rate"},
-    "pathologic_fracture": {"whole_body": "pathologic_whole_body_rate", "convex_border": "convex_border_rate",
-                            "posterior_elements": "pathologic_pedicle_rate",
-                            "angled_endplate": "pathologic_angled_endplate_rate",
-                            "fluid_sign": "pathologic_fluid_sign_rate", "epidural_mass": "pathologic_epidural_rate",
-                            "paraspinal_mass": "pathologic_paraspinal_rate",
-                            "other_metastases": "pathologic_other_metastases_rate"},
-    "meningioma": {"dural_tail": "dural_tail_rate", "csf_cap": "csf_cap_rate",
-                   "cord_displacement": "cord_displacement_rate", "calcification": "meningioma_calcification_rate"},
-    "schwannoma": {"target_sign": "target_sign_rate", "cystic": "cystic_rate", "dumbbell": "dumbbell_rate",
-                   "csf_cap": "csf_cap_rate", "cord_displacement": "cord_displacement_rate"},
-    "drop_metastases": {"visible_without_contrast": "drop_visible_without_contrast_rate",
-                        "sugar_coating": "sugar_coating_rate", "clumped_roots": "clumped_roots_rate"},
-    "intramedullary_metastasis": {"expansion": "im_expansion_rate", "oedema": "im_oedema_rate",
-                                  "melanoma": "im_melanoma_rate", "haemorrhage": "im_haemorrhage_rate"},
-    "lytic_metastasis": {"posterior_body": "metastasis_posterior_rate", "pedicle": "metastasis_pedicle_rate",
-                         "halo": "halo_rate"},
+    "osteoporotic_fracture": {
+        "whole_body_oedema": "benign_diffuse_oedema_rate",
+        "fracture_line": "fracture_line_rate",
+        "fluid_sign": "fluid_sign_rate",
+        "retropulsion": "retropulsion_rate",
+        "convex_border": "benign_convex_border_rate",
+        "concave_endplate": "benign_concave_endplate_rate",
+        "multiple": "benign_multiple_rate",
+    },
+    "pathologic_fracture": {
+        "whole_body": "pathologic_whole_body_rate",
+        "convex_border": "convex_border_rate",
+        "posterior_elements": "pathologic_pedicle_rate",
+        "angled_endplate": "pathologic_angled_endplate_rate",
+        "fluid_sign": "pathologic_fluid_sign_rate",
+        "epidural_mass": "pathologic_epidural_rate",
+        "paraspinal_mass": "pathologic_paraspinal_rate",
+        "other_metastases": "pathologic_other_metastases_rate",
+    },
+    "meningioma": {
+        "dural_tail": "dural_tail_rate",
+        "csf_cap": "csf_cap_rate",
+        "cord_displacement": "cord_displacement_rate",
+        "calcification": "meningioma_calcification_rate",
+    },
+    "schwannoma": {
+        "target_sign": "target_sign_rate",
+        "cystic": "cystic_rate",
+        "dumbbell": "dumbbell_rate",
+        "csf_cap": "csf_cap_rate",
+        "cord_displacement": "cord_displacement_rate",
+    },
+    "drop_metastases": {
+        "visible_without_contrast": "drop_visible_without_contrast_rate",
+        "sugar_coating": "sugar_coating_rate",
+        "clumped_roots": "clumped_roots_rate",
+    },
+    "intramedullary_metastasis": {
+        "expansion": "im_expansion_rate",
+        "oedema": "im_oedema_rate",
+        "melanoma": "im_melanoma_rate",
+        "haemorrhage": "im_haemorrhage_rate",
+    },
+    "lytic_metastasis": {
+        "posterior_body": "metastasis_posterior_rate",
+        "pedicle": "metastasis_pedicle_rate",
+        "halo": "halo_rate",
+    },
     "schmorl_node": {"oedema": "schmorl_oedema_rate"},
     "discitis": {"phlegmon": "phlegmon_rate"},
     "paraspinal_mass": {"necrotic_centre": "paraspinal_necrosis_rate"},
@@ -78,14 +106,25 @@ def test_published_rates_are_the_defaults():
     assert f["fluid_sign_rate"] <= 0.40
 
 
-@pytest.mark.parametrize("finding", ["osteoporotic_fracture", "pathologic_fracture", "meningioma", "schwannoma",
-                                     "intramedullary_metastasis", "drop_metastases"])
+@pytest.mark.parametrize(
+    "finding",
+    [
+        "osteoporotic_fracture",
+        "pathologic_fracture",
+        "meningioma",
+        "schwannoma",
+        "intramedullary_metastasis",
+        "drop_metastases",
+    ],
+)
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_every_sign_can_be_switched_off_and_forced_on(finding: str, rate: float):
     keys = {k: rate for k in SIGN_RATES[finding].values()}
     if finding == "intramedullary_metastasis" and rate == 1.0:
         keys["im_haemorrhage_rate"] = 0.0  # melanoma and haemorrhage exclude each other
-    cfg = default_phantom_config(**{f"features.{k}": v for k, v in keys.items()}, **{"features.benign_chronic_rate": 0.0})
+    cfg = default_phantom_config(
+        **{f"features.{k}": v for k, v in keys.items()}, **{"features.benign_chronic_rate": 0.0}
+    )
     for f in _planned(finding, 40, cfg):
         for sign, key in SIGN_RATES[finding].items():
             assert f.signs[sign] == bool(cfg["features"][key]), (finding, sign)
@@ -121,7 +160,14 @@ def test_relations_hold_under_randomised_contrast(spread: float):
     for seed in range(300):
         rng = np.random.default_rng(seed)
         tt = TissueTable(rng, age=float(rng.uniform(25, 88)), contrast_spread=spread)
-        m, mu, disc, csf, cord, fat = tt["marrow"], tt["muscle"], tt["annulus"], tt["csf"], tt["cord"], tt["fat"]
+        m, mu, disc, csf, cord, fat = (
+            tt["marrow"],
+            tt["muscle"],
+            tt["annulus"],
+            tt["csf"],
+            tt["cord"],
+            tt["fat"],
+        )
         t1_marrow.append(float(m[T1] / mu[T1]))
         # anatomy table
         assert m[T1] > mu[T1] and m[T1] > disc[T1]
@@ -184,7 +230,9 @@ def test_artefacts_switch_on_and_off_without_changing_the_rest():
     plans = {}
     for rate in (0.0, 1.0):
         cfg = {**acq, "gibbs_rate": rate, "ghost_rate": rate}
-        plans[rate] = plan_series(np.random.default_rng(4), "t2", np.zeros(3), np.array([150.0, 150.0, 300.0]), cfg, 1.5)
+        plans[rate] = plan_series(
+            np.random.default_rng(4), "t2", np.zeros(3), np.array([150.0, 150.0, 300.0]), cfg, 1.5
+        )
     off, on = plans[0.0], plans[1.0]
     assert off.gibbs_keep == 1.0 and off.ghost == 0.0
     assert on.gibbs_keep < 1.0 and on.ghost > 0.0

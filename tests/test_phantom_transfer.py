@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 V1 = {f"phantom.{k}": v for k, v in V1_OVERRIDES.items()}
 
 
-def _train_and_cross_evaluate(tmp_path: Path, train_overrides: dict[str, object],
-                              test_sets: dict[str, Path]) -> dict[str, dict[str, float]]:
+def _train_and_cross_evaluate(
+    tmp_path: Path, train_overrides: dict[str, object], test_sets: dict[str, Path]
+) -> dict[str, dict[str, float]]:
     from conftest import generate
     from test_training import compose_cfg, train_cfg
 
@@ -28,18 +29,37 @@ def _train_and_cross_evaluate(tmp_path: Path, train_overrides: dict[str, object]
     from spinelesion.train import train
 
     train_manifest = generate(tmp_path / "train_data", studies=48, seed=601, **train_overrides)
-    cfg = train_cfg(train_manifest, tmp_path / "run", ["trainer.max_epochs=20", "callbacks.progress_bar=null",
-                                                         "evaluate_splits=[]", "data.splits={train: 0.85, val: 0.15}"])
+    cfg = train_cfg(
+        train_manifest,
+        tmp_path / "run",
+        [
+            "trainer.max_epochs=20",
+            "callbacks.progress_bar=null",
+            "evaluate_splits=[]",
+            "data.splits={train: 0.85, val: 0.15}",
+        ],
+    )
     summary = train(cfg)
     out: dict[str, dict[str, float]] = {}
     for name, manifest in test_sets.items():
-        ev = compose_cfg("eval", [f"model_dir={summary['model_dir']}", f"data.manifest={manifest}", "bootstrap.n=50",
-                                  "plots=false", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / f"eval_{name}")
+        ev = compose_cfg(
+            "eval",
+            [
+                f"model_dir={summary['model_dir']}",
+                f"data.manifest={manifest}",
+                "bootstrap.n=50",
+                "plots=false",
+                f"data.cache_dir={tmp_path / 'cache'}",
+            ],
+            tmp_path / f"eval_{name}",
+        )
         evaluate(ev)
         m = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())
-        out[name] = {"compartment_auc": m["compartment"]["auc_macro"],
-                     "compartment_balanced_accuracy": m["compartment"]["balanced_accuracy"],
-                     "fracture_auc_benign_vs_pathologic": m["fracture"]["auc_benign_vs_pathologic"]}
+        out[name] = {
+            "compartment_auc": m["compartment"]["auc_macro"],
+            "compartment_balanced_accuracy": m["compartment"]["balanced_accuracy"],
+            "fracture_auc_benign_vs_pathologic": m["fracture"]["auc_benign_vs_pathologic"],
+        }
     return out
 
 
@@ -48,8 +68,10 @@ def _train_and_cross_evaluate(tmp_path: Path, train_overrides: dict[str, object]
 def test_training_transfers_across_renderers(tmp_path: Path, train_on: str):
     from conftest import generate
 
-    tests = {"v2": generate(tmp_path / "test_v2", studies=16, seed=602),
-             "v1": generate(tmp_path / "test_v1", studies=16, seed=602, **V1)}
+    tests = {
+        "v2": generate(tmp_path / "test_v2", studies=16, seed=602),
+        "v1": generate(tmp_path / "test_v1", studies=16, seed=602, **V1),
+    }
     result = _train_and_cross_evaluate(tmp_path, V1 if train_on == "v1" else {}, tests)
     log.warning("trained on %s: %s", train_on, json.dumps(result))
     (tmp_path / "transfer.json").write_text(json.dumps({"train_on": train_on, **result}))

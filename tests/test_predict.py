@@ -47,7 +47,13 @@ class ProbeNet(nn.Module):
 
 
 def probe_predictor() -> Predictor:
-    meta = {"name": "probe", "version": "0", "weights_sha256": "-", "roi": ROI, "network": {"backbone": "probe"}}
+    meta = {
+        "name": "probe",
+        "version": "0",
+        "weights_sha256": "-",
+        "roi": ROI,
+        "network": {"backbone": "probe"},
+    }
     return Predictor(ProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False))
 
 
@@ -66,7 +72,7 @@ def blob_volume(axes: np.ndarray, spacing, oblique: float, point: np.ndarray) ->
     world = ijk @ aff[:3, :3].T + aff[:3, 3]
     d2 = ((world - point) ** 2).sum(-1)
     rng = np.random.default_rng(0)
-    v.array[:] = 100 + 10 * rng.random(shape) + 900 * np.exp(-d2 / (2 * 3.0 ** 2))
+    v.array[:] = 100 + 10 * rng.random(shape) + 900 * np.exp(-d2 / (2 * 3.0**2))
     return v
 
 
@@ -85,8 +91,12 @@ def test_saliency_peak_lands_on_the_lesion_in_the_written_nifti(case: str, tmp_p
     lesion = np.array([6.0, -2.0, 12.0])
     vol = blob_volume(axes, spacing, oblique, lesion)
     if kind == "dicom":
-        write_dicom_series(vol, tmp_path / "in", study={"StudyInstanceUID": make_uid(case), "PatientID": "X"},
-                           series={"SeriesInstanceUID": make_uid(case, 1), "SeriesDescription": "T2"})
+        write_dicom_series(
+            vol,
+            tmp_path / "in",
+            study={"StudyInstanceUID": make_uid(case), "PatientID": "X"},
+            series={"SeriesInstanceUID": make_uid(case, 1), "SeriesDescription": "T2"},
+        )
         src = tmp_path / "in"
     else:
         src = tmp_path / "t2.nii.gz"
@@ -95,8 +105,12 @@ def test_saliency_peak_lands_on_the_lesion_in_the_written_nifti(case: str, tmp_p
             img = nib.as_closest_canonical(nib.load(src))
             nib.save(img, src)
     reference = read_volume(src)
-    item = StudyInput(case, str(src), lambda: Study(case, {"t2": read_volume(src)}),
-                      [RoiRequest("r1", lesion + np.array([9.0, -7.0, 11.0]))])  # ROI centre 16 mm away
+    item = StudyInput(
+        case,
+        str(src),
+        lambda: Study(case, {"t2": read_volume(src)}),
+        [RoiRequest("r1", lesion + np.array([9.0, -7.0, 11.0]))],
+    )  # ROI centre 16 mm away
     res = probe_predictor().predict_study(item, tmp_path / "out")
     sal_path = res.folder / res.rois[0]["saliency"]["compartment"]
     img = nib.load(sal_path)
@@ -119,14 +133,16 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = {"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}
     net = build_network(cfg)
     folder = tmp_path_factory.mktemp("model") / "m"
-    save_model_folder(net, folder, {"name": "random", "version": "test", "network": cfg, "roi": ROI,
-                                    "reference": "auto"})
+    save_model_folder(
+        net, folder, {"name": "random", "version": "test", "network": cfg, "roi": ROI, "reference": "auto"}
+    )
     return folder
 
 
 def run_predict(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spinelesion.predict", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "spinelesion.predict", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Path, random_model: Path):
@@ -143,22 +159,43 @@ def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Pa
         w.writeheader()
         for r in rows:
             if r["study_id"] == study:
-                r = {k: (str(tiny_dataset.parent / v) if k in ("t1", "t2", "stir", "t1c") and v else v) for k, v in r.items()}
+                r = {
+                    k: (str(tiny_dataset.parent / v) if k in ("t1", "t2", "stir", "t1c") and v else v)
+                    for k, v in r.items()
+                }
                 w.writerow(r)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("predict", [f"input={manifest}", f"model_dir={random_model}", f"output_dir={tmp_path / 'o'}",
-                                  "paths.output_dir=.", "saliency.png=true"])
+        cfg = compose(
+            "predict",
+            [
+                f"input={manifest}",
+                f"model_dir={random_model}",
+                f"output_dir={tmp_path / 'o'}",
+                "paths.output_dir=.",
+                "saliency.png=true",
+            ],
+        )
     summary = predict(cfg)
     assert not summary["failed"]
     data = json.loads((tmp_path / "o" / study / "predictions.json").read_text())
     assert set(data) == {"study_id", "model", "inputs", "rois", "warnings"}
     assert data["study_id"] == study
-    assert set(data["model"]) == {"name", "version", "weights_sha256"} and len(data["model"]["weights_sha256"]) == 64
+    assert (
+        set(data["model"]) == {"name", "version", "weights_sha256"}
+        and len(data["model"]["weights_sha256"]) == 64
+    )
     assert set(data["inputs"]) == {"t1", "t2", "stir", "t1c"}
     assert isinstance(data["warnings"], list)
     for roi in data["rois"]:
-        assert set(roi) == {"roi_id", "center_lps_mm", "source", "compartment", "fracture", "saliency",
-                            "saliency_volume"}
+        assert set(roi) == {
+            "roi_id",
+            "center_lps_mm",
+            "source",
+            "compartment",
+            "fracture",
+            "saliency",
+            "saliency_volume",
+        }
         assert roi["source"] == "given" and len(roi["center_lps_mm"]) == 3
         for task, classes in TASKS.items():
             probs = roi[task]["probabilities"]
@@ -179,7 +216,9 @@ def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Pa
 
 
 @pytest.mark.slow  # > 20 s on the 2-core CPU
-def test_one_corrupt_study_is_reported_and_the_others_finish(tiny_dataset: Path, tmp_path: Path, random_model: Path):
+def test_one_corrupt_study_is_reported_and_the_others_finish(
+    tiny_dataset: Path, tmp_path: Path, random_model: Path
+):
     studies = sorted((tiny_dataset.parent / "studies").iterdir())[:3]
     root = tmp_path / "export"
     for s in studies:
@@ -188,8 +227,16 @@ def test_one_corrupt_study_is_reported_and_the_others_finish(tiny_dataset: Path,
     for f in bad.rglob("*.dcm"):  # truncate every file: headers survive, pixels do not
         f.write_bytes(f.read_bytes()[:2000])
     items, failures = discover_inputs(root)
-    proc = run_predict([f"input={root}", f"model_dir={random_model}", f"output_dir={tmp_path / 'o'}",
-                        f"hydra.run.dir={tmp_path / 'o'}", "saliency.png=false", "scan.max_rois=2"])
+    proc = run_predict(
+        [
+            f"input={root}",
+            f"model_dir={random_model}",
+            f"output_dir={tmp_path / 'o'}",
+            f"hydra.run.dir={tmp_path / 'o'}",
+            "saliency.png=false",
+            "scan.max_rois=2",
+        ]
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     with open(tmp_path / "o" / "failed_studies.csv") as fh:
         failed = list(csv.DictReader(fh))
@@ -200,8 +247,14 @@ def test_one_corrupt_study_is_reported_and_the_others_finish(tiny_dataset: Path,
 
 
 def test_missing_input_exits_nonzero(tmp_path: Path, random_model: Path):
-    proc = run_predict([f"input={tmp_path / 'nope'}", f"model_dir={random_model}", f"output_dir={tmp_path / 'o'}",
-                        f"hydra.run.dir={tmp_path / 'o'}"])
+    proc = run_predict(
+        [
+            f"input={tmp_path / 'nope'}",
+            f"model_dir={random_model}",
+            f"output_dir={tmp_path / 'o'}",
+            f"hydra.run.dir={tmp_path / 'o'}",
+        ]
+    )
     assert proc.returncode == 1
     assert "input does not exist" in (tmp_path / "o" / "failed_studies.csv").read_text()
 
@@ -225,7 +278,9 @@ def test_torchscript_and_onnx_exports_match_eager(tmp_path: Path):
     assert diffs["torchscript"] < 1e-4 and diffs["onnx"] < 1e-3
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcampp", pytest.param("occlusion", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "method", ["gradcam", "gradcampp", pytest.param("occlusion", marks=pytest.mark.slow)]
+)
 def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str):
     from spinelesion.inference.saliency import saliency
 
@@ -233,10 +288,27 @@ def test_every_saliency_method_runs_batched_and_stays_in_unit_range(method: str)
     net = build_network({"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}).eval()
     x = torch.rand(3, 4, 32, 48, 48)
     f = torch.ones(3, 4)
-    maps = saliency(net, x, f, {"compartment": [0, 1, 2], "fracture": [2, 1, 0]}, method=method,
-                    target_layer="backbone.layers.2", mask_size=(16, 24, 24), n_batch=16) \
-        if method == "occlusion" else saliency(net, x, f, {"compartment": [0, 1, 2], "fracture": [2, 1, 0]},
-                                               method=method, target_layer="backbone.layers.2")
+    maps = (
+        saliency(
+            net,
+            x,
+            f,
+            {"compartment": [0, 1, 2], "fracture": [2, 1, 0]},
+            method=method,
+            target_layer="backbone.layers.2",
+            mask_size=(16, 24, 24),
+            n_batch=16,
+        )
+        if method == "occlusion"
+        else saliency(
+            net,
+            x,
+            f,
+            {"compartment": [0, 1, 2], "fracture": [2, 1, 0]},
+            method=method,
+            target_layer="backbone.layers.2",
+        )
+    )
     for task in TASKS:
         m = maps[task]
         assert tuple(m.shape) == (3, 32, 48, 48)
@@ -253,8 +325,14 @@ def test_saliency_leaves_no_hooks_behind(tmp_path: Path):
     x, f = torch.rand(2, 4, 32, 48, 48), torch.ones(2, 4)
     for method in ("gradcam", "gradcampp"):
         for _ in range(3):
-            saliency(net, x, f, {"compartment": [0, 1], "fracture": [1, 2]}, method=method,
-                     target_layer="backbone.layers.2")
+            saliency(
+                net,
+                x,
+                f,
+                {"compartment": [0, 1], "fracture": [1, 2]},
+                method=method,
+                target_layer="backbone.layers.2",
+            )
     assert not layer._forward_hooks and not layer._backward_hooks
     export_torchscript(net, tmp_path / "hooks-free.ts", tuple(ROI["shape"]))  # tracing refuses hooked modules
 
@@ -266,8 +344,8 @@ class CentreProbeNet(ProbeNet):
     def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
         conv = torch.relu(self.conv(image))[:, :1]
         axes = [torch.arange(n, dtype=conv.dtype) - (n - 1) / 2 for n in conv.shape[2:]]
-        d2 = sum(a ** 2 for a in torch.meshgrid(*axes, indexing="ij"))
-        s = ((conv * torch.exp(-d2 / (2 * 8.0 ** 2))).flatten(1).amax(1, keepdim=True) - 1.0) * 10
+        d2 = sum(a**2 for a in torch.meshgrid(*axes, indexing="ij"))
+        s = ((conv * torch.exp(-d2 / (2 * 8.0**2))).flatten(1).amax(1, keepdim=True) - 1.0) * 10
         return torch.cat([-s, s, -s, -s], 1), torch.cat([-s, -s, s], 1)
 
 
@@ -277,8 +355,16 @@ def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_
     src = tmp_path / "t2.nii.gz"
     write_nifti(vol, src)
     item = StudyInput("scan", str(src), lambda: Study("scan", {"t2": read_volume(src)}), [])
-    meta = {"name": "probe", "version": "0", "weights_sha256": "-", "roi": ROI, "network": {"backbone": "probe"}}
-    predictor = Predictor(CentreProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False))
+    meta = {
+        "name": "probe",
+        "version": "0",
+        "weights_sha256": "-",
+        "roi": ROI,
+        "network": {"backbone": "probe"},
+    }
+    predictor = Predictor(
+        CentreProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False)
+    )
     res = predictor.predict_study(item, tmp_path / "out")
     assert res.rois and all(r["source"] == "scan" for r in res.rois)
     first = np.array(res.rois[0]["center_lps_mm"])
@@ -304,10 +390,22 @@ def test_scan_candidates_keep_their_context_inside_a_thin_slab(context_inside: b
     array[:, 3:9, 55:65, 55:65] = 5.0  # bright evidence 3-9 mm from the left edge
     affine = np.eye(4)
     spec = RoiSpec(tuple(ROI["shape"]), tuple(ROI["spacing"]), ROI["margin"])
-    res = scan_study(CentreProbeNet(), array, affine, np.ones(4, bool), spec,
-                     ScanConfig(overlap=0.5, stride_mm=None, sigma_scale=0.125, threshold=0.0, max_rois=3,
-                                context_inside=context_inside),
-                     torch.device("cpu"))
+    res = scan_study(
+        CentreProbeNet(),
+        array,
+        affine,
+        np.ones(4, bool),
+        spec,
+        ScanConfig(
+            overlap=0.5,
+            stride_mm=None,
+            sigma_scale=0.125,
+            threshold=0.0,
+            max_rois=3,
+            context_inside=context_inside,
+        ),
+        torch.device("cpu"),
+    )
     xs = np.array([c[0][0] for c in res.candidates])
     assert len(xs)
     if context_inside:

@@ -23,7 +23,9 @@ class OnCentreProbe(nn.Module):
 
     def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
         centre = [n // 2 for n in image.shape[2:]]
-        core = image[:, :, centre[0] - 2:centre[0] + 2, centre[1] - 2:centre[1] + 2, centre[2] - 2:centre[2] + 2]
+        core = image[
+            :, :, centre[0] - 2 : centre[0] + 2, centre[1] - 2 : centre[1] + 2, centre[2] - 2 : centre[2] + 2
+        ]
         s = (core.mean((1, 2, 3, 4)) - 1.0)[:, None] * 8  # the blob ~2-3 after normalisation, background ~0.5
         return torch.cat([-s, s, -s, -s], 1), torch.cat([-s, -s, s], 1)
 
@@ -40,7 +42,9 @@ def _volume(blob: np.ndarray) -> np.ndarray:
 def test_window_overlap_reaches_the_stride_on_every_axis():
     for stride in (4.0, 8.0, 12.0):
         overlap = window_overlap(SPEC, ScanConfig(stride_mm=stride))
-        steps = [int(n * (1 - o)) for n, o in zip(SPEC.context_shape, overlap, strict=True)]  # MONAI's interval
+        steps = [
+            int(n * (1 - o)) for n, o in zip(SPEC.context_shape, overlap, strict=True)
+        ]  # MONAI's interval
         assert all(1 <= s * sp <= stride for s, sp in zip(steps, SPEC.spacing, strict=True)), (stride, steps)
     coarse = window_overlap(SPEC, ScanConfig(stride_mm=None, overlap=0.75))
     assert coarse == [0.75, 0.75, 0.75]
@@ -50,8 +54,10 @@ def test_fine_stride_centres_a_window_on_a_lesion_the_coarse_one_walks_past():
     blob = np.array([41.0, 57.0, 76.0])  # off the coarse windows' centres
     array = _volume(blob)
     found = {}
-    for name, cfg in {"fine": ScanConfig(threshold=0.5, max_rois=3),
-                      "coarse": ScanConfig(threshold=0.5, max_rois=3, stride_mm=None, sigma_scale=0.125)}.items():
+    for name, cfg in {
+        "fine": ScanConfig(threshold=0.5, max_rois=3),
+        "coarse": ScanConfig(threshold=0.5, max_rois=3, stride_mm=None, sigma_scale=0.125),
+    }.items():
         res = scan_study(OnCentreProbe(), array, np.eye(4), np.ones(4, bool), SPEC, cfg, torch.device("cpu"))
         found[name] = [(float(np.linalg.norm(c - blob)), s) for c, s in res.candidates]
     assert found["fine"], found

@@ -29,16 +29,28 @@ def compose_cfg(name: str, overrides: list[str], out: Path) -> DictConfig:
 
 
 def train_cfg(manifest: Path, out: Path, extra: list[str]) -> DictConfig:
-    return compose_cfg("train", [f"data.manifest={manifest}", f"data.cache_dir={out.parent / 'cache'}",
-                                 "data.progress=false", "logger=csv", *extra], out)
+    return compose_cfg(
+        "train",
+        [
+            f"data.manifest={manifest}",
+            f"data.cache_dir={out.parent / 'cache'}",
+            "data.progress=false",
+            "logger=csv",
+            *extra,
+        ],
+        out,
+    )
 
 
 @pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_debug_overfit_reaches_near_zero_loss(tiny_dataset: Path, tmp_path: Path):
     from spinelesion.train import train
 
-    cfg = train_cfg(tiny_dataset, tmp_path / "run", ["debug=overfit", "trainer.max_epochs=60",
-                                                     "callbacks.progress_bar=null", *SMALL_NET])
+    cfg = train_cfg(
+        tiny_dataset,
+        tmp_path / "run",
+        ["debug=overfit", "trainer.max_epochs=60", "callbacks.progress_bar=null", *SMALL_NET],
+    )
     summary = train(cfg)
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
@@ -52,15 +64,31 @@ def test_debug_overfit_reaches_near_zero_loss(tiny_dataset: Path, tmp_path: Path
 @pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_ddp_with_two_cpu_processes_writes_one_checkpoint(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "spinelesion.train", f"data.manifest={tiny_dataset}", "trainer=ddp",
-           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.max_epochs=1",
-           "logger=csv", "data.progress=false",
-           f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}", "evaluate_splits=[]", "calibrate=false",
-           "callbacks.progress_bar=null", *SMALL_NET]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spinelesion.train",
+        f"data.manifest={tiny_dataset}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=false",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "data.progress=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={out}",
+        "evaluate_splits=[]",
+        "calibrate=false",
+        "callbacks.progress_bar=null",
+        *SMALL_NET,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "gloo" in (proc.stdout + proc.stderr).lower() or "distributed" in (proc.stdout + proc.stderr).lower()
+    assert (
+        "gloo" in (proc.stdout + proc.stderr).lower() or "distributed" in (proc.stdout + proc.stderr).lower()
+    )
     ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and len(ckpts) == 2  # the best and last, written once (rank zero)
 
@@ -74,18 +102,33 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path):
     from spinelesion.train import train
 
-    common = ["evaluate_splits=[]", "calibrate=false", "callbacks.progress_bar=null", "trainer.deterministic=true",
-              *SMALL_NET]
+    common = [
+        "evaluate_splits=[]",
+        "calibrate=false",
+        "callbacks.progress_bar=null",
+        "trainer.deterministic=true",
+        *SMALL_NET,
+    ]
     full = train_cfg(tiny_dataset, tmp_path / "full", ["trainer.max_epochs=2", *common])
     train(full)
     # the same run, interrupted after its first epoch ...
-    part = train_cfg(tiny_dataset, tmp_path / "part", ["trainer.max_epochs=2", *common,
-                                                       "+callbacks.stop._target_=spinelesion.models.callbacks.StopAfterEpochs",
-                                                       "+callbacks.stop.epochs=1"])
+    part = train_cfg(
+        tiny_dataset,
+        tmp_path / "part",
+        [
+            "trainer.max_epochs=2",
+            *common,
+            "+callbacks.stop._target_=spinelesion.models.callbacks.StopAfterEpochs",
+            "+callbacks.stop.epochs=1",
+        ],
+    )
     assert train(part)["epochs"] == 1
     # ... and resumed from its last checkpoint
-    resumed = train_cfg(tiny_dataset, tmp_path / "resumed",
-                        ["trainer.max_epochs=2", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", *common])
+    resumed = train_cfg(
+        tiny_dataset,
+        tmp_path / "resumed",
+        ["trainer.max_epochs=2", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}", *common],
+    )
     train(resumed)
     # last.ckpt is the final epoch's even when its validation score is not the best
     assert torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
@@ -114,14 +157,32 @@ def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
     # 24 test studies: with 16 (seed 502) the same trained model scored AUC 0.63, with these 24
     # 0.77 (CI 0.69-0.84): the small test set, not the training, was the spread (2026-11-30).
     test_manifest = generate(tmp_path / "test_data", studies=24, seed=503, **v1)
-    cfg = train_cfg(train_manifest, tmp_path / "run", ["trainer.max_epochs=20", "callbacks.progress_bar=null",
-                                                         "evaluate_splits=[]", "data.splits={train: 0.85, val: 0.15}"])
+    cfg = train_cfg(
+        train_manifest,
+        tmp_path / "run",
+        [
+            "trainer.max_epochs=20",
+            "callbacks.progress_bar=null",
+            "evaluate_splits=[]",
+            "data.splits={train: 0.85, val: 0.15}",
+        ],
+    )
     summary = train(cfg)
-    ev = compose_cfg("eval", [f"model_dir={summary['model_dir']}", f"data.manifest={test_manifest}",
-                              "bootstrap.n=200", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "eval")
+    ev = compose_cfg(
+        "eval",
+        [
+            f"model_dir={summary['model_dir']}",
+            f"data.manifest={test_manifest}",
+            "bootstrap.n=200",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path / "eval",
+    )
     metrics = evaluate(ev)
     data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert data == json.loads(json.dumps(metrics))
     assert data["compartment"]["auc_macro"] > 0.70, data["compartment"]
-    assert data["compartment"]["auc_macro_ci95"][0] > 0.55, data["compartment"]  # beats chance, with confidence
+    assert data["compartment"]["auc_macro_ci95"][0] > 0.55, data[
+        "compartment"
+    ]  # beats chance, with confidence
     assert (tmp_path / "eval" / "roc_compartment.png").is_file()

@@ -156,7 +156,9 @@ def test_dicom_out_module_still_saves_with_pydicom_semantics(dicom_objects: dict
 
 
 @pytest.mark.parametrize("name", ["sr", "seg"])
-def test_fast_dicom_construction_equals_highdicom_alone(dicom_objects: dict, name: str, monkeypatch: pytest.MonkeyPatch):
+def test_fast_dicom_construction_equals_highdicom_alone(
+    dicom_objects: dict, name: str, monkeypatch: pytest.MonkeyPatch
+):
     """The SR built around an empty root (children attached after) and the SEG given uint8
     fractions are, element for element and byte for byte, what highdicom alone builds."""
     import itertools
@@ -176,8 +178,16 @@ def test_fast_dicom_construction_equals_highdicom_alone(dicom_objects: dict, nam
         if name == "sr":
             ds = dicom_out.write_sr(path, args["records"], args["sources"], args["model"], fast=fast)
         else:
-            ds = dicom_out.write_saliency_seg(path, args["stack"], args["records"], args["sources"], "compartment",
-                                              args["model"], 9101, fast=fast)
+            ds = dicom_out.write_saliency_seg(
+                path,
+                args["stack"],
+                args["records"],
+                args["sources"],
+                "compartment",
+                args["model"],
+                9101,
+                fast=fast,
+            )
         for keyword in ("ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime"):
             if keyword in ds:
                 delattr(ds, keyword)

@@ -28,13 +28,20 @@ def learning_curve(csv_path: Path) -> list[dict[str, float]]:
     with open(csv_path, newline="") as fh:
         for row in csv.DictReader(fh):
             if row.get("time/train_seconds") and row.get("val/score"):
-                points.append({"seconds": float(row["time/train_seconds"]), "score": float(row["val/score"]),
-                               "auc_compartment": float(row.get("val/auc_compartment") or "nan"),
-                               "auc_benign_vs_pathologic": float(row.get("val/auc_benign_vs_pathologic") or "nan")})
+                points.append(
+                    {
+                        "seconds": float(row["time/train_seconds"]),
+                        "score": float(row["val/score"]),
+                        "auc_compartment": float(row.get("val/auc_compartment") or "nan"),
+                        "auc_benign_vs_pathologic": float(row.get("val/auc_benign_vs_pathologic") or "nan"),
+                    }
+                )
     return points
 
 
-def default_beats_baseline_everywhere(curves: dict[str, list[dict[str, float]]], default: str, baseline: str) -> bool | None:
+def default_beats_baseline_everywhere(
+    curves: dict[str, list[dict[str, float]]], default: str, baseline: str
+) -> bool | None:
     """Whether ``default``'s best-so-far validation score exceeds ``baseline``'s at every
     time on the baseline's curve (step functions: the best checkpoint up to that time)."""
     a, b = curves.get(default) or [], curves.get(baseline) or []

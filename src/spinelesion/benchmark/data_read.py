@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def _summary(times: list[float]) -> dict[str, float]:
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": len(times)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": len(times),
+    }
 
 
 def _sitk_reader(folder: Path) -> Callable[[], Any]:
@@ -75,8 +80,13 @@ def bench_dicom_read(folder: str | os.PathLike[str], repeats: int = 5) -> dict[s
         "folder": portable_path(folder),
         "files": len(volume.meta.get("files", [])),
         "shape": list(volume.shape),
-        "conditions": {"cpus": os.cpu_count(), "repeats": repeats, "warmup": 1, "cache": "warm (page cache)",
-                       "note": "wall-clock; other processes on the machine add noise"},
+        "conditions": {
+            "cpus": os.cpu_count(),
+            "repeats": repeats,
+            "warmup": 1,
+            "cache": "warm (page cache)",
+            "note": "wall-clock; other processes on the machine add noise",
+        },
     }
     try:
         sitk_fn = _sitk_reader(folder)
@@ -102,7 +112,9 @@ def bench_dicom_read(folder: str | os.PathLike[str], repeats: int = 5) -> dict[s
         same_shape = ref_array.shape == volume.array.shape
         out["agreement"] = {
             "same_shape": same_shape,
-            "max_abs_diff": float(np.abs(ref_array.astype(np.float64) - volume.array).max()) if same_shape else None,
+            "max_abs_diff": float(np.abs(ref_array.astype(np.float64) - volume.array).max())
+            if same_shape
+            else None,
             "affine_max_diff": float(np.abs(ref_affine - volume.affine).max()),
         }
     return out
@@ -117,8 +129,10 @@ def bench_discovery(folder: str | os.PathLike[str], repeats: int = 5) -> dict[st
     try:
         import SimpleITK as sitk
 
-        fns["simpleitk"] = lambda: [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, True)
-                                    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))]
+        fns["simpleitk"] = lambda: [
+            sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, True)
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        ]
     except ImportError:
         pass
     for fn in fns.values():
@@ -142,8 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    results = [{"read": bench_dicom_read(f, args.repeats), "discovery": bench_discovery(f, args.repeats)}
-               for f in args.folders]
+    results = [
+        {"read": bench_dicom_read(f, args.repeats), "discovery": bench_discovery(f, args.repeats)}
+        for f in args.folders
+    ]
     print(json.dumps(results, indent=2))
 
 

@@ -10,8 +10,19 @@ from typing import Any
 
 import torch
 
-LIBRARIES = ("torch", "monai", "pytorch-lightning", "hydra-core", "pydicom", "nibabel", "numpy", "scipy",
-             "onnxruntime", "SimpleITK", "spinelesion")
+LIBRARIES = (
+    "torch",
+    "monai",
+    "pytorch-lightning",
+    "hydra-core",
+    "pydicom",
+    "nibabel",
+    "numpy",
+    "scipy",
+    "onnxruntime",
+    "SimpleITK",
+    "spinelesion",
+)
 
 
 def cpu_model() -> str:
@@ -46,11 +57,20 @@ def describe() -> dict[str, Any]:
     gpu = None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        gpu = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-               "bf16": torch.cuda.is_bf16_supported(), "cuda": torch.version.cuda}
+        gpu = {
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "bf16": torch.cuda.is_bf16_supported(),
+            "cuda": torch.version.cuda,
+        }
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "memory_gib": memory_gib(), "gpu": gpu, "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(), "versions": versions,
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": memory_gib(),
+        "gpu": gpu,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
     }

@@ -29,14 +29,27 @@ DEFAULT_WITHIN = 1.2  # the MONAI path becomes the default when its training thr
 
 
 def _dir_mib(path: Path) -> float:
-    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 2) if path.exists() else 0.0
+    return (
+        round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 2)
+        if path.exists()
+        else 0.0
+    )
 
 
 def _datamodule(manifest: Path, cache: Path, pipeline: str, batch_size: int, spec: RoiSpec) -> Any:
     from spinelesion.data.datamodule import SpineDataModule
 
-    return SpineDataModule(manifest, cache_dir=cache, batch_size=batch_size, progress=False, splits={"train": 1.0},
-                           check_geometry=False, pipeline=pipeline, roi=spec, balanced_sampling=False)
+    return SpineDataModule(
+        manifest,
+        cache_dir=cache,
+        batch_size=batch_size,
+        progress=False,
+        splits={"train": 1.0},
+        check_geometry=False,
+        pipeline=pipeline,
+        roi=spec,
+        balanced_sampling=False,
+    )
 
 
 def _setup(dm: Any) -> None:
@@ -73,8 +86,12 @@ def _train_step(spec: RoiSpec) -> Any:
 
     def step(image: torch.Tensor, flags: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         out = net(image, flags)
-        loss = torch.stack([torch.nn.functional.cross_entropy(o, batch[t], ignore_index=-100)
-                            for o, t in zip(out, TASKS, strict=True)]).sum()
+        loss = torch.stack(
+            [
+                torch.nn.functional.cross_entropy(o, batch[t], ignore_index=-100)
+                for o, t in zip(out, TASKS, strict=True)
+            ]
+        ).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,8 +99,9 @@ def _train_step(spec: RoiSpec) -> Any:
     return step
 
 
-def measure_pipeline(manifest: Path, cache: Path, pipeline: str, batch_size: int, min_rois: int, train_rois: int,
-                     spec: RoiSpec) -> dict[str, Any]:
+def measure_pipeline(
+    manifest: Path, cache: Path, pipeline: str, batch_size: int, min_rois: int, train_rois: int, spec: RoiSpec
+) -> dict[str, Any]:
     """One path's figures (run in a fresh process, so its peak memory is its own)."""
     first: dict[str, Any] = {}
 
@@ -95,17 +113,31 @@ def measure_pipeline(manifest: Path, cache: Path, pipeline: str, batch_size: int
 
     mem = peak_memory(build)
     dm = first["dm"]
-    cached = measure(lambda: _setup(_datamodule(manifest, cache, pipeline, batch_size, spec)), repeats=2, warmup=0)
+    cached = measure(
+        lambda: _setup(_datamodule(manifest, cache, pipeline, batch_size, spec)), repeats=2, warmup=0
+    )
     n, secs = _epochs(dm, min_rois, augment=False)
     n_train, secs_train = _epochs(dm, train_rois, _train_step(spec))
-    return {"rois": len(dm.bank), "first_setup_s": round(first["s"], 2), "cached_setup_s": round(cached["median_s"], 3),
-            "cached_setup": cached, "loader_rois_per_s": round(n / secs, 1),
-            "train_rois_per_s": round(n_train / secs_train, 1), "peak_rss_mib": mem["peak_rss_mib"],
-            "cache_mib": _dir_mib(cache)}
+    return {
+        "rois": len(dm.bank),
+        "first_setup_s": round(first["s"], 2),
+        "cached_setup_s": round(cached["median_s"], 3),
+        "cached_setup": cached,
+        "loader_rois_per_s": round(n / secs, 1),
+        "train_rois_per_s": round(n_train / secs_train, 1),
+        "peak_rss_mib": mem["peak_rss_mib"],
+        "cache_mib": _dir_mib(cache),
+    }
 
 
-def compare_pipelines(manifest: Path, studies: int = 6, batch_size: int = 16, min_rois: int = 128,
-                      train_rois: int = 32, spec: RoiSpec | None = None) -> dict[str, Any]:
+def compare_pipelines(
+    manifest: Path,
+    studies: int = 6,
+    batch_size: int = 16,
+    min_rois: int = 128,
+    train_rois: int = 32,
+    spec: RoiSpec | None = None,
+) -> dict[str, Any]:
     """Both data paths on the first ``studies`` studies of ``manifest``; see the module docstring."""
     import multiprocessing as mp
 
@@ -126,12 +158,15 @@ def compare_pipelines(manifest: Path, studies: int = 6, batch_size: int = 16, mi
             "first_setup": round(m["first_setup_s"] / b["first_setup_s"], 2),
             "cached_setup": round(m["cached_setup_s"] / max(b["cached_setup_s"], 1e-9), 2),
             "loader_throughput": round(m["loader_rois_per_s"] / b["loader_rois_per_s"], 2),
-            "train_throughput": round(m["train_rois_per_s"] / b["train_rois_per_s"], 2)}
+            "train_throughput": round(m["train_rois_per_s"] / b["train_rois_per_s"], 2),
+        }
         slower = b["train_rois_per_s"] / max(m["train_rois_per_s"], 1e-9)
         out["within_1_2x"] = slower <= DEFAULT_WITHIN
         out["default"] = "monai" if out["within_1_2x"] else "bank"
-        out["rule"] = (f"the MONAI path is the default when its end-to-end training ROIs/s is within "
-                       f"{DEFAULT_WITHIN}x of the bank path's; measured bank/monai = {slower:.2f}x")
+        out["rule"] = (
+            f"the MONAI path is the default when its end-to-end training ROIs/s is within "
+            f"{DEFAULT_WITHIN}x of the bank path's; measured bank/monai = {slower:.2f}x"
+        )
         dm = _datamodule(sub, tmp / "cache-bank", "bank", batch_size, spec)
         _setup(dm)
         out["augmentation"] = compare_augmentation(dm, batch_size)
@@ -151,7 +186,7 @@ def compare_augmentation(dm: Any, batch_size: int = 16, batches: int = 4, repeat
 
     ds = dm.dataset("train", augment=True)  # context boxes, no per-item transform
     items = [ds[i % len(ds)] for i in range(batch_size * batches)]
-    loaded = [default_collate(items[b * batch_size:(b + 1) * batch_size]) for b in range(batches)]
+    loaded = [default_collate(items[b * batch_size : (b + 1) * batch_size]) for b in range(batches)]
     batched = BatchAugment(dm.augment_cfg, dm.spec)
     per_item = Compose(monai_augmentation(dm.augment_cfg, dm.spec))
     per_item.set_random_state(seed=0)
@@ -162,12 +197,21 @@ def compare_augmentation(dm: Any, batch_size: int = 16, batches: int = 4, repeat
 
     def run_monai() -> None:
         for b in range(batches):
-            default_collate([{"image": torch.as_tensor(per_item({"image": it["image"]})["image"]).float()}
-                             for it in items[b * batch_size:(b + 1) * batch_size]])
+            default_collate(
+                [
+                    {"image": torch.as_tensor(per_item({"image": it["image"]})["image"]).float()}
+                    for it in items[b * batch_size : (b + 1) * batch_size]
+                ]
+            )
 
     tb, tm = measure(run_batched, repeats=repeats), measure(run_monai, repeats=repeats)
     n = batch_size * batches
-    return {"rois_timed": n, "batched_rois_per_s": round(n / tb["median_s"], 1),
-            "monai_per_item_rois_per_s": round(n / tm["median_s"], 1),
-            "monai_ms_per_roi": round(1000 * tm["median_s"] / n, 2),
-            "batched_over_monai": round(tm["median_s"] / tb["median_s"], 2), "batched": tb, "monai": tm}
+    return {
+        "rois_timed": n,
+        "batched_rois_per_s": round(n / tb["median_s"], 1),
+        "monai_per_item_rois_per_s": round(n / tm["median_s"], 1),
+        "monai_ms_per_roi": round(1000 * tm["median_s"] / n, 2),
+        "batched_over_monai": round(tm["median_s"] / tb["median_s"], 2),
+        "batched": tb,
+        "monai": tm,
+    }

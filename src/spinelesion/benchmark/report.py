@@ -65,72 +65,110 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     results = redact_paths(results)  # reports get committed: no machine paths (temporary data folders)
     m = results["machine"]
-    lines = [f"# spinelesion benchmark ({'quick' if results['quick'] else 'full'})", "",
-             f"- date: {m['date']}", f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch threads",
-             f"- memory: {m['memory_gib']} GiB; GPU: {m['gpu']['name'] if m['gpu'] else 'none'}",
-             f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}",
-             f"- data: train `{results.get('train_manifest')}`, test `{results.get('test_manifest')}`",
-             f"- wall time of this benchmark: {results.get('seconds', 0):.0f} s", ""]
+    lines = [
+        f"# spinelesion benchmark ({'quick' if results['quick'] else 'full'})",
+        "",
+        f"- date: {m['date']}",
+        f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores, {m['torch_threads']} torch threads",
+        f"- memory: {m['memory_gib']} GiB; GPU: {m['gpu']['name'] if m['gpu'] else 'none'}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}",
+        f"- data: train `{results.get('train_manifest')}`, test `{results.get('test_manifest')}`",
+        f"- wall time of this benchmark: {results.get('seconds', 0):.0f} s",
+        "",
+    ]
     acc = results.get("accuracy")
     if acc:
-        lines += ["## Accuracy under an equal wall-clock budget",
-                  f"Budget per network: {acc['budget_s']:.0f} s of training on this machine; evaluated with "
-                  "`spinelesion-evaluate` on the same test set.", "",
-                  "| network | epochs | compartment AUC (95 % CI) | bal. acc | ECE | benign vs pathologic AUC (95 % CI) | bal. acc | ECE |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Accuracy under an equal wall-clock budget",
+            f"Budget per network: {acc['budget_s']:.0f} s of training on this machine; evaluated with "
+            "`spinelesion-evaluate` on the same test set.",
+            "",
+            "| network | epochs | compartment AUC (95 % CI) | bal. acc | ECE | benign vs pathologic AUC (95 % CI) | bal. acc | ECE |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in acc["runs"]:
-            lines.append(f"| {r['model']} | {r['epochs']} | {fmt_metric(r['compartment_auc_macro'], r['compartment_auc_macro_ci95'])} "
-                         f"| {_f(r['compartment_balanced_accuracy'])} | {_f(r['compartment_ece'])} "
-                         f"| {fmt_metric(r['fracture_auc_benign_vs_pathologic'], r['fracture_auc_benign_vs_pathologic_ci95'])} "
-                         f"| {_f(r['fracture_balanced_accuracy'])} | {_f(r['fracture_ece'])} |")
-        lines += ["", f"Default network above DenseNet121-3D at every point of the learning curve: "
-                      f"**{acc.get('default_beats_densenet_everywhere')}** (goal: True). See `learning_curve.png`.", ""]
+            lines.append(
+                f"| {r['model']} | {r['epochs']} | {fmt_metric(r['compartment_auc_macro'], r['compartment_auc_macro_ci95'])} "
+                f"| {_f(r['compartment_balanced_accuracy'])} | {_f(r['compartment_ece'])} "
+                f"| {fmt_metric(r['fracture_auc_benign_vs_pathologic'], r['fracture_auc_benign_vs_pathologic_ci95'])} "
+                f"| {_f(r['fracture_balanced_accuracy'])} | {_f(r['fracture_ece'])} |"
+            )
+        lines += [
+            "",
+            f"Default network above DenseNet121-3D at every point of the learning curve: "
+            f"**{acc.get('default_beats_densenet_everywhere')}** (goal: True). See `learning_curve.png`.",
+            "",
+        ]
     sp = results["speed"]
     tr = sp["training"]
-    lines += ["## Speed (ratios measured in this run)", "",
-              "| measurement | value | goal |", "|---|---|---|",
-              f"| training ROIs/s, default network | {tr['default']['rois_per_s']} | |",
-              f"| training ROIs/s, DenseNet121-3D | {tr['densenet121']['rois_per_s']} | |",
-              f"| training speed ratio default / DenseNet121 | {tr['ratio_default_over_densenet']}x | >= 5x |"]
+    lines += [
+        "## Speed (ratios measured in this run)",
+        "",
+        "| measurement | value | goal |",
+        "|---|---|---|",
+        f"| training ROIs/s, default network | {tr['default']['rois_per_s']} | |",
+        f"| training ROIs/s, DenseNet121-3D | {tr['densenet121']['rois_per_s']} | |",
+        f"| training speed ratio default / DenseNet121 | {tr['ratio_default_over_densenet']}x | >= 5x |",
+    ]
     d = sp.get("data", {})
     if "dicom" in d:
-        lines.append(f"| DICOM series read, speed-up vs SimpleITK | {d['dicom'].get('speedup_vs_simpleitk')}x "
-                     f"({_t(d['dicom']['spinelesion'])} vs {_t(d['dicom'].get('simpleitk') if isinstance(d['dicom'].get('simpleitk'), dict) else None)}) | >= 1x |")
+        lines.append(
+            f"| DICOM series read, speed-up vs SimpleITK | {d['dicom'].get('speedup_vs_simpleitk')}x "
+            f"({_t(d['dicom']['spinelesion'])} vs {_t(d['dicom'].get('simpleitk') if isinstance(d['dicom'].get('simpleitk'), dict) else None)}) | >= 1x |"
+        )
     if "loader" in d:
-        lines.append(f"| studies/s uncached (read, resample, crop) | {d['loader']['studies_per_s_uncached']} | |")
-        lines.append(f"| ROIs/s the cached loader delivers (index + collate) | {d['loader']['rois_per_s_cached']} | |")
+        lines.append(
+            f"| studies/s uncached (read, resample, crop) | {d['loader']['studies_per_s_uncached']} | |"
+        )
+        lines.append(
+            f"| ROIs/s the cached loader delivers (index + collate) | {d['loader']['rois_per_s_cached']} | |"
+        )
         lines.append(f"| cached loader / training step | {d.get('loader_over_train_step')}x | >= 5x |")
         if d["loader"].get("rois_per_s_augment"):
-            lines.append(f"| ROIs/s of batched augmentation on the CPU (runs on the GPU when training there) | "
-                         f"{d['loader']['rois_per_s_augment']} | |")
-            lines.append(f"| augmentation's share of a CPU training step | {d.get('augment_share_of_cpu_step')} | |")
+            lines.append(
+                f"| ROIs/s of batched augmentation on the CPU (runs on the GPU when training there) | "
+                f"{d['loader']['rois_per_s_augment']} | |"
+            )
+            lines.append(
+                f"| augmentation's share of a CPU training step | {d.get('augment_share_of_cpu_step')} | |"
+            )
     lines += _monai_path_rows(d.get("monai_path"))
     inf = sp.get("inference")
     if inf:
         s = inf["split_s"]
-        lines += [f"| per study ({inf['rois']} ROIs): read / preprocess / network / saliency / write (s) | "
-                  f"{s['read']:.3f} / {s['preprocess']:.3f} / {s['network']:.3f} / {s['saliency']:.3f} / {s['write']:.3f} | |",
-                  f"| per study: DICOM SR + saliency SEG (DICOM inputs, output.dicom) (s) | {s.get('dicom', 0.0):.3f} | |",
-                  *_per_study_rows(inf.get("per_study"), sp.get("inference_nifti")),
-                  f"| total over reading time | {inf['total_over_read']}x | |",
-                  f"| Grad-CAM over forward (per task) | {inf['gradcam_over_forward_per_task']}x | <= 3x |",
-                  f"| Grad-CAM++ over forward (per task) | {inf['gradcampp_over_forward_per_task']}x | |",
-                  f"| occlusion over forward (per ROI and task) | {inf['occlusion_over_forward_per_roi_task']}x | |"]
+        lines += [
+            f"| per study ({inf['rois']} ROIs): read / preprocess / network / saliency / write (s) | "
+            f"{s['read']:.3f} / {s['preprocess']:.3f} / {s['network']:.3f} / {s['saliency']:.3f} / {s['write']:.3f} | |",
+            f"| per study: DICOM SR + saliency SEG (DICOM inputs, output.dicom) (s) | {s.get('dicom', 0.0):.3f} | |",
+            *_per_study_rows(inf.get("per_study"), sp.get("inference_nifti")),
+            f"| total over reading time | {inf['total_over_read']}x | |",
+            f"| Grad-CAM over forward (per task) | {inf['gradcam_over_forward_per_task']}x | <= 3x |",
+            f"| Grad-CAM++ over forward (per task) | {inf['gradcampp_over_forward_per_task']}x | |",
+            f"| occlusion over forward (per ROI and task) | {inf['occlusion_over_forward_per_roi_task']}x | |",
+        ]
     ex = sp.get("export")
     if ex:
-        lines.append(f"| CPU runtimes, ROIs/s (batch {ex['batch_size']}): eager / TorchScript / ONNX Runtime | "
-                     f"{ex['rois_per_s']['eager']} / {ex['rois_per_s']['torchscript']} / {ex['rois_per_s']['onnxruntime']} "
-                     f"(fastest: {ex['fastest_on_cpu']}) | |")
+        lines.append(
+            f"| CPU runtimes, ROIs/s (batch {ex['batch_size']}): eager / TorchScript / ONNX Runtime | "
+            f"{ex['rois_per_s']['eager']} / {ex['rois_per_s']['torchscript']} / {ex['rois_per_s']['onnxruntime']} "
+            f"(fastest: {ex['fastest_on_cpu']}) | |"
+        )
     lines += ["", "## GPU", "", results.get("gpu_note", "not measured (no CUDA device on this machine)"), ""]
     sc = sp.get("scaling")
     if sc:
         lines += ["## Scaling", "", "| ROIs per study | time | peak RSS MiB |", "|---|---|---|"]
         lines += [f"| {r['rois']} | {_t(r['time'])} | {_f(r.get('peak_rss_mib'), 0)} |" for r in sc["rois"]]
         lines += ["", "| voxels per sequence | time (prepare + 1 ROI) | peak RSS MiB |", "|---|---|---|"]
-        lines += [f"| {r['voxels_per_sequence']} | {_t(r['time'])} | {_f(r.get('peak_rss_mib'), 0)} |" for r in sc["volume"]]
+        lines += [
+            f"| {r['voxels_per_sequence']} | {_t(r['time'])} | {_f(r.get('peak_rss_mib'), 0)} |"
+            for r in sc["volume"]
+        ]
         lines += ["", "Plots: `scaling_rois.png`, `scaling_volume.png`.", ""]
-    lines += ["Timings are medians of repeated runs after a warm-up, [min-max] shown; a spread over "
-              "50 % of the median is flagged. Models trained on synthetic data are demonstrations, not clinical tools.", ""]
+    lines += [
+        "Timings are medians of repeated runs after a warm-up, [min-max] shown; a spread over "
+        "50 % of the median is flagged. Models trained on synthetic data are demonstrations, not clinical tools.",
+        "",
+    ]
     md = write_text(out / "report.md", "\n".join(lines))
     js = write_json(out / "report.json", results)
     return md, js
@@ -142,9 +180,11 @@ def _per_study_rows(*costs: dict[str, Any] | None) -> list[str]:
     for c in costs:
         if not c:
             continue
-        rows.append(f"| per study ({c['rois']} ROIs, Grad-CAM both tasks, all default outputs), {c['input']} input: "
-                    f"wall / process CPU, {c['threads']} torch threads; process CPU with 1 thread (s) | "
-                    f"{c['wall_s']:.3f} / {c['cpu_s']:.3f}; **{c['cpu_s_one_thread']:.3f}** | <= {c.get('goal_s', 0.8)} |")
+        rows.append(
+            f"| per study ({c['rois']} ROIs, Grad-CAM both tasks, all default outputs), {c['input']} input: "
+            f"wall / process CPU, {c['threads']} torch threads; process CPU with 1 thread (s) | "
+            f"{c['wall_s']:.3f} / {c['cpu_s']:.3f}; **{c['cpu_s_one_thread']:.3f}** | <= {c.get('goal_s', 0.8)} |"
+        )
     return rows
 
 
@@ -170,4 +210,3 @@ def _monai_path_rows(mp: dict[str, Any] | None) -> list[str]:
         f"{a['monai_per_item_rois_per_s']} ({a['batched_over_monai']}x) | |",
         f"| default data path | {mp['default']} ({mp['rule']}) | |",
     ]
-

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # -- data ---------------------------------------------------------------------------------------
 
+
 def dicom_vs_simpleitk(series_folder: Path, repeats: int = 5) -> dict[str, Any]:
     """Our series reader against SimpleITK's on the same files (see :mod:`.data_read`)."""
     from spinelesion.benchmark.data_read import bench_dicom_read
@@ -27,7 +28,9 @@ def dicom_vs_simpleitk(series_folder: Path, repeats: int = 5) -> dict[str, Any]:
     return bench_dicom_read(series_folder, repeats=repeats)
 
 
-def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3, studies: int = 24) -> dict[str, Any]:
+def loader_throughput(
+    manifest: Path, batch_size: int = 16, repeats: int = 3, studies: int = 24
+) -> dict[str, Any]:
     """Studies per second uncached (read + resample); ROIs per second the loader delivers from
     the in-memory cache (index + collate), and of the batched training augmentation on the
     CPU (on a GPU it runs there), on the first ``studies`` studies of the manifest."""
@@ -45,17 +48,27 @@ def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3, st
         for r in read_manifest(sub).rows:
             first.setdefault(r.study_id, r)
         some = list(first.values())[:6]
-        uncached = measure(lambda: [prepare_study(r.study_id, r.sequences) for r in some], repeats=1, warmup=0)
+        uncached = measure(
+            lambda: [prepare_study(r.study_id, r.sequences) for r in some], repeats=1, warmup=0
+        )
         per_study = uncached["median_s"] / len(some)
-        dm = SpineDataModule(sub, cache_dir=tmp / "cache", batch_size=batch_size, progress=False,
-                             splits={"train": 1.0}, check_geometry=False)
+        dm = SpineDataModule(
+            sub,
+            cache_dir=tmp / "cache",
+            batch_size=batch_size,
+            progress=False,
+            splits={"train": 1.0},
+            check_geometry=False,
+        )
         dm.setup("fit")
         ds = dm.dataset("train")
         aug = dm.augmenter()
         n_batches = 8
         n = batch_size * n_batches
-        batches = [[ds.indices[(b * batch_size + i) % len(ds.indices)] for i in range(batch_size)]
-                   for b in range(n_batches)]
+        batches = [
+            [ds.indices[(b * batch_size + i) % len(ds.indices)] for i in range(batch_size)]
+            for b in range(n_batches)
+        ]
 
         def load() -> list[dict[str, torch.Tensor]]:  # what the DataLoader hands over: index, collate
             return [default_collate([ds[BankIndex(k)] for k in keys]) for keys in batches]
@@ -70,16 +83,27 @@ def loader_throughput(manifest: Path, batch_size: int = 16, repeats: int = 3, st
         augmented = measure(augment, repeats=repeats) if aug is not None else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"studies_per_s_uncached": round(1.0 / per_study, 2),
-            "rois_per_s_cached": round(n / cached["median_s"], 1), "cached": cached,
-            "rois_per_s_augment": round(n / augmented["median_s"], 1) if augmented else None,
-            "augment": augmented, "rois_timed": n}
+    return {
+        "studies_per_s_uncached": round(1.0 / per_study, 2),
+        "rois_per_s_cached": round(n / cached["median_s"], 1),
+        "cached": cached,
+        "rois_per_s_augment": round(n / augmented["median_s"], 1) if augmented else None,
+        "augment": augmented,
+        "rois_timed": n,
+    }
 
 
 # -- training throughput --------------------------------------------------------------------------
 
-def train_step_throughput(net_cfg: dict[str, Any], spec: RoiSpec, batch_size: int = 16, repeats: int = 5,
-                          device: str = "cpu", amp: bool = False) -> dict[str, Any]:
+
+def train_step_throughput(
+    net_cfg: dict[str, Any],
+    spec: RoiSpec,
+    batch_size: int = 16,
+    repeats: int = 5,
+    device: str = "cpu",
+    amp: bool = False,
+) -> dict[str, Any]:
     """ROIs per second for forward + backward + optimiser step on random inputs."""
     from spinelesion.models.networks import build_network, count_parameters
 
@@ -103,11 +127,17 @@ def train_step_throughput(net_cfg: dict[str, Any], spec: RoiSpec, batch_size: in
         opt.step()
 
     t = measure(step, repeats=repeats, warmup=2, sync_cuda=dev.type == "cuda")
-    return {"network": net_cfg, "parameters": count_parameters(net), "batch_size": batch_size,
-            "rois_per_s": round(batch_size / t["median_s"], 1), "step": t}
+    return {
+        "network": net_cfg,
+        "parameters": count_parameters(net),
+        "batch_size": batch_size,
+        "rois_per_s": round(batch_size / t["median_s"], 1),
+        "step": t,
+    }
 
 
 # -- inference ------------------------------------------------------------------------------------
+
 
 def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats: int = 3) -> dict[str, Any]:
     """Per-study time split (read, preprocess, network, saliency, write) with given ROIs, and
@@ -116,7 +146,14 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
 
     cost = per_study_cost(predictor, study_item, out_dir, repeats)
     timings = cost.pop("_timings")
-    keys = ["read", "preprocess", "network", "saliency", "write", "dicom"]  # dicom: SR + SEG, DICOM inputs only
+    keys = [
+        "read",
+        "preprocess",
+        "network",
+        "saliency",
+        "write",
+        "dicom",
+    ]  # dicom: SR + SEG, DICOM inputs only
     split = {k: float(np.median([t.get(k, 0.0) for t in timings])) for k in keys}
     total = sum(split.values())
     study = study_item.load()
@@ -132,15 +169,23 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
     x, f = images.to(dev), flags.to(dev)
     cam = measure(lambda: saliency(net, x, f, classes, "gradcam", target), repeats=5)
     campp = measure(lambda: saliency(net, x, f, classes, "gradcampp", target), repeats=3)
-    occ = measure(lambda: saliency(net, x[:1], f[:1], {t: c[:1] for t, c in classes.items()}, "occlusion"),
-                  repeats=1, warmup=0)
+    occ = measure(
+        lambda: saliency(net, x[:1], f[:1], {t: c[:1] for t, c in classes.items()}, "occlusion"),
+        repeats=1,
+        warmup=0,
+    )
     n = len(centers)
     # forward covers both tasks in one pass; CAM is per task: compare CAM for one task to one forward
     return {
-        "rois": n, "split_s": {k: round(v, 4) for k, v in split.items()}, "total_s": round(total, 4),
+        "rois": n,
+        "split_s": {k: round(v, 4) for k, v in split.items()},
+        "total_s": round(total, 4),
         "per_study": cost,
         "total_over_read": round(total / max(split["read"], 1e-9), 2),
-        "forward": fwd, "gradcam_both_tasks": cam, "gradcampp_both_tasks": campp, "occlusion_one_roi_both_tasks": occ,
+        "forward": fwd,
+        "gradcam_both_tasks": cam,
+        "gradcampp_both_tasks": campp,
+        "occlusion_one_roi_both_tasks": occ,
         "gradcam_over_forward_per_task": round(ratio(cam, fwd) / 2, 2),
         "gradcampp_over_forward_per_task": round(ratio(campp, fwd) / 2, 2),
         "occlusion_over_forward_per_roi_task": round(occ["median_s"] / 2 / (fwd["median_s"] / n), 1),
@@ -180,14 +225,23 @@ def per_study_cost(predictor: Any, study_item: Any, out_dir: Path, repeats: int 
         torch.set_num_threads(threads)
     study = study_item.load()
     formats = sorted({str(v.meta.get("format", "?")) for v in study.volumes.values()})
-    return {"input": "+".join(formats), "rois": len(study_item.rois), "threads": threads,
-            "wall_s": round(float(np.median(walls)), 4), "cpu_s": round(float(np.median(cpus)), 4),
-            "wall_s_one_thread": round(float(np.median(walls1)), 4),
-            "cpu_s_one_thread": round(float(np.median(cpus1)), 4), "repeats": repeats, "goal_s": 0.8,
-            "_timings": timings}
+    return {
+        "input": "+".join(formats),
+        "rois": len(study_item.rois),
+        "threads": threads,
+        "wall_s": round(float(np.median(walls)), 4),
+        "cpu_s": round(float(np.median(cpus)), 4),
+        "wall_s_one_thread": round(float(np.median(walls1)), 4),
+        "cpu_s_one_thread": round(float(np.median(cpus1)), 4),
+        "repeats": repeats,
+        "goal_s": 0.8,
+        "_timings": timings,
+    }
 
 
-def export_runtimes(net: torch.nn.Module, spec: RoiSpec, batch_size: int = 8, repeats: int = 10) -> dict[str, Any]:
+def export_runtimes(
+    net: torch.nn.Module, spec: RoiSpec, batch_size: int = 8, repeats: int = 10
+) -> dict[str, Any]:
     """Eager vs TorchScript vs ONNX Runtime on CPU, same inputs, same threads."""
     from spinelesion.inference.export import (
         example_inputs,
@@ -215,12 +269,21 @@ def export_runtimes(net: torch.nn.Module, spec: RoiSpec, batch_size: int = 8, re
         shutil.rmtree(tmp, ignore_errors=True)
     runs = {"eager": eager, "torchscript": script, "onnxruntime": onnx}
     fastest = min(runs, key=lambda k: runs[k]["median_s"])
-    return {"batch_size": batch_size, **runs, "parity_max_abs_logit_diff": diffs, "fastest_on_cpu": fastest,
-            "rois_per_s": {k: round(batch_size / v["median_s"], 1) for k, v in runs.items()}}
+    return {
+        "batch_size": batch_size,
+        **runs,
+        "parity_max_abs_logit_diff": diffs,
+        "fastest_on_cpu": fastest,
+        "rois_per_s": {k: round(batch_size / v["median_s"], 1) for k, v in runs.items()},
+    }
 
 
-def scaling(predictor: Any, study_item: Any, roi_counts: tuple[int, ...] = (1, 8, 32),
-            volume_scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> dict[str, Any]:
+def scaling(
+    predictor: Any,
+    study_item: Any,
+    roi_counts: tuple[int, ...] = (1, 8, 32),
+    volume_scales: tuple[float, ...] = (0.5, 1.0, 2.0),
+) -> dict[str, Any]:
     """Time and peak memory of classify + saliency against ROIs per study and volume size."""
     from spinelesion.io.resample import resample_to
     from spinelesion.io.study import Study

@@ -14,7 +14,9 @@ import torch
 SPREAD_LIMIT = 0.5  # (max - min) / median above this: the figure is flagged as not to be trusted
 
 
-def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync_cuda: bool = False) -> dict[str, Any]:
+def measure(
+    fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync_cuda: bool = False
+) -> dict[str, Any]:
     """Seconds per call: median, min, max over ``repeats`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
@@ -30,8 +32,14 @@ def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync_cuda:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     spread = (max(times) - min(times)) / med if med > 0 else 0.0
-    return {"median_s": med, "min_s": min(times), "max_s": max(times), "repeats": repeats,
-            "spread": round(spread, 3), "trustworthy": spread <= SPREAD_LIMIT}
+    return {
+        "median_s": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+        "spread": round(spread, 3),
+        "trustworthy": spread <= SPREAD_LIMIT,
+    }
 
 
 def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -65,5 +73,7 @@ def peak_memory(fn: Callable[[], Any]) -> dict[str, float | None]:
         pass
     fn()
     hwm = _read_hwm_kib()
-    return {"peak_rss_mib": round(hwm / 1024, 1) if (hwm is not None and reset) else None,
-            "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None}
+    return {
+        "peak_rss_mib": round(hwm / 1024, 1) if (hwm is not None and reset) else None,
+        "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+    }

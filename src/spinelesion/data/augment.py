@@ -71,12 +71,15 @@ def augmentation_from_dict(values: Mapping[str, object] | None) -> AugmentConfig
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown augmentation option(s): {', '.join(unknown)}")
-    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-                              for k, v in values.items()}
+    kwargs: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in values.items()
+    }
     return AugmentConfig(**kwargs)
 
 
-def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device: torch.device, *shape: int) -> torch.Tensor:
+def _uniform(
+    g: torch.Generator, n: int, lo: float, hi: float, device: torch.device, *shape: int
+) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand((n, *shape), generator=g, device=device)
 
 
@@ -111,8 +114,9 @@ class BatchAugment:
         g.manual_seed(int(np.random.SeedSequence([abs(int(p)) for p in seed_parts]).generate_state(1)[0]))
         return g
 
-    def __call__(self, image: torch.Tensor, available: torch.Tensor, g: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, image: torch.Tensor, available: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, dev = self.cfg, image.device
         b = image.shape[0]
         x = self._affine(image.float(), g)
@@ -130,7 +134,10 @@ class BatchAugment:
         b = image.shape[0]
         chosen = _coin(g, b, cfg.affine_prob, dev)
         on = chosen.float().view(-1, 1)
-        angles = torch.stack([_uniform(g, b, -math.radians(a), math.radians(a), dev) for a in cfg.rotate_deg], 1) * on
+        angles = (
+            torch.stack([_uniform(g, b, -math.radians(a), math.radians(a), dev) for a in cfg.rotate_deg], 1)
+            * on
+        )
         scale = 1.0 + _uniform(g, b, -cfg.scale, cfg.scale, dev, 3) * on
         shift_mm = torch.stack([_uniform(g, b, -t, t, dev) for t in cfg.translate_mm], 1) * on
         spacing = torch.tensor(spec.spacing, device=dev, dtype=torch.float32)
@@ -138,8 +145,12 @@ class BatchAugment:
         half_in = (torch.tensor(image.shape[2:], device=dev, dtype=torch.float32) - 1) / 2 * spacing
         # output normalised coords -> mm (x half_out) -> rotate/scale about the centre, shift ->
         # input normalised coords (/ half_in); all in array-axis order (L-R, A-P, S-I)
-        m = torch.diag_embed(1.0 / half_in).expand(b, 3, 3) @ _rotation(angles) @ torch.diag_embed(scale) \
+        m = (
+            torch.diag_embed(1.0 / half_in).expand(b, 3, 3)
+            @ _rotation(angles)
+            @ torch.diag_embed(scale)
             @ torch.diag_embed(half_out).expand(b, 3, 3)
+        )
         t = shift_mm / half_in
         # grid_sample wants (x, y, z) = (last, middle, first) array axes: reverse both sides
         m = m.flip(1).flip(2)
@@ -148,7 +159,9 @@ class BatchAugment:
         idx = torch.nonzero(chosen).flatten()
         if idx.numel():  # resample only the samples that move (grid_sample is the costly part on CPU)
             grid = F.affine_grid(theta[idx], [idx.numel(), image.shape[1], *spec.shape], align_corners=True)
-            out[idx] = F.grid_sample(image[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            out[idx] = F.grid_sample(
+                image[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=True
+            )
         return out
 
     # -- intensity ------------------------------------------------------------------------------
@@ -170,7 +183,9 @@ class BatchAugment:
                 x[idx] = ((sub - lo) / rng).clamp(0, 1) ** gamma[idx] * rng + lo
         if cfg.scale_intensity_prob > 0:
             on = _coin(g, b, cfg.scale_intensity_prob, dev).float().view(b, 1, 1, 1, 1)
-            x = x * (1 + on * _uniform(g, b, -cfg.scale_intensity, cfg.scale_intensity, dev, c).view(b, c, 1, 1, 1))
+            x = x * (
+                1 + on * _uniform(g, b, -cfg.scale_intensity, cfg.scale_intensity, dev, c).view(b, c, 1, 1, 1)
+            )
         if cfg.shift_intensity_prob > 0:
             on = _coin(g, b, cfg.shift_intensity_prob, dev).float().view(b, 1, 1, 1, 1)
             x = x + on * _uniform(g, b, -cfg.shift_intensity, cfg.shift_intensity, dev, c).view(b, c, 1, 1, 1)
@@ -184,8 +199,12 @@ class BatchAugment:
             zoom = float(_uniform(g, 1, cfg.lowres_zoom[0], cfg.lowres_zoom[1], dev))
             if idx.numel():
                 size = [max(int(round(s * zoom)), 2) for s in x.shape[2:]]
-                x[idx] = F.interpolate(F.interpolate(x[idx], size=size, mode="trilinear", align_corners=False),
-                                       size=list(x.shape[2:]), mode="trilinear", align_corners=False)
+                x[idx] = F.interpolate(
+                    F.interpolate(x[idx], size=size, mode="trilinear", align_corners=False),
+                    size=list(x.shape[2:]),
+                    mode="trilinear",
+                    align_corners=False,
+                )
         if cfg.noise_prob > 0:
             idx = _chosen(g, b, cfg.noise_prob, dev)
             std = _uniform(g, b, 0.0, cfg.noise_std, dev).view(b, 1, 1, 1, 1)
@@ -199,8 +218,13 @@ class BatchAugment:
         coarse = [max(int(s) // 4, 2) for s in shape]
         axes = [torch.linspace(-1, 1, k, device=dev) for k in coarse]
         gx, gy, gz = torch.meshgrid(*axes, indexing="ij")
-        terms = [gx ** i * gy ** j * gz ** k for i in range(4) for j in range(4 - i) for k in range(4 - i - j)
-                 if i + j + k > 0]
+        terms = [
+            gx**i * gy**j * gz**k
+            for i in range(4)
+            for j in range(4 - i)
+            for k in range(4 - i - j)
+            if i + j + k > 0
+        ]
         basis = torch.stack(terms)  # (T, x, y, z)
         coeff = _uniform(g, n, -self.cfg.bias_coeff, self.cfg.bias_coeff, dev, len(terms))
         field = torch.einsum("bt,txyz->bxyz", coeff / math.sqrt(len(terms)) * 2, basis).unsqueeze(1)

@@ -58,7 +58,9 @@ def study_key(sequences: Mapping[str, Path], settings: Mapping[str, object]) -> 
     payload = {
         "version": CACHE_VERSION,
         "settings": dict(settings),
-        "sequences": {s: [str(Path(p).resolve()), file_fingerprint(Path(p))] for s, p in sorted(sequences.items())},
+        "sequences": {
+            s: [str(Path(p).resolve()), file_fingerprint(Path(p))] for s, p in sorted(sequences.items())
+        },
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -70,8 +72,14 @@ def prepare_study(study_id: str, sequences: Mapping[str, Path], reference: str =
 
     study = load_study_from_paths(study_id, dict(sequences))
     array, affine, available, ref_name = to_reference(study, reference=reference)
-    return PreparedStudy(study_id, np.asarray(array, dtype=np.float32), np.asarray(affine),
-                         np.asarray(available, dtype=bool), ref_name, list(study.warnings))
+    return PreparedStudy(
+        study_id,
+        np.asarray(array, dtype=np.float32),
+        np.asarray(affine),
+        np.asarray(available, dtype=bool),
+        ref_name,
+        list(study.warnings),
+    )
 
 
 class StudyCache:
@@ -116,19 +124,28 @@ class StudyCache:
     def _load(path: Path, study_id: str) -> PreparedStudy:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return PreparedStudy(study_id, z["array"].astype(np.float32), z["affine"], z["available"],
-                                 meta["reference"], meta["warnings"])
+            return PreparedStudy(
+                study_id,
+                z["array"].astype(np.float32),
+                z["affine"],
+                z["available"],
+                meta["reference"],
+                meta["warnings"],
+            )
 
     @staticmethod
     def _store(path: Path, prepared: PreparedStudy) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         half = prepared.array.astype(np.float16)
-        meta = json.dumps({"reference": prepared.reference, "warnings": prepared.warnings,
-                           "sequences": list(SEQUENCES)})
+        meta = json.dumps(
+            {"reference": prepared.reference, "warnings": prepared.warnings, "sequences": list(SEQUENCES)}
+        )
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
         os.close(fd)
         try:
-            np.savez(tmp, array=half, affine=prepared.affine, available=prepared.available, meta=np.array(meta))
+            np.savez(
+                tmp, array=half, affine=prepared.affine, available=prepared.available, meta=np.array(meta)
+            )
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

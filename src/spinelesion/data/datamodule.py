@@ -46,14 +46,18 @@ def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     for i, m in enumerate(manifests):
         for case in {r.case_id for r in m.rows}:
             if seen.setdefault(case, i) != i:
-                raise ValueError(f"{m.path}: case_id {case!r} also appears in {manifests[seen[case]].path}; "
-                                 "ids must be unique across the manifests of a mix")
+                raise ValueError(
+                    f"{m.path}: case_id {case!r} also appears in {manifests[seen[case]].path}; "
+                    "ids must be unique across the manifests of a mix"
+                )
         for r in m.rows:
             key = tuple(sorted((s, str(Path(p).resolve())) for s, p in r.sequences.items()))
             j, files = studies.setdefault(r.study_id, (i, key))
             if j != i and files != key:
-                raise ValueError(f"{m.path}: study_id {r.study_id!r} also appears in {manifests[j].path} with other "
-                                 "files; ids must be unique across the manifests of a mix")
+                raise ValueError(
+                    f"{m.path}: study_id {r.study_id!r} also appears in {manifests[j].path} with other "
+                    "files; ids must be unique across the manifests of a mix"
+                )
     return Manifest(manifests[0].path, [r for m in manifests for r in m.rows])
 
 
@@ -94,7 +98,9 @@ class SpineDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         # Several manifests make one training mix (e.g. phantom + real studies with inserted lesions).
-        self.manifest_paths = [Path(manifest)] if isinstance(manifest, str | Path) else [Path(m) for m in manifest]
+        self.manifest_paths = (
+            [Path(manifest)] if isinstance(manifest, str | Path) else [Path(m) for m in manifest]
+        )
         if not self.manifest_paths:
             raise ValueError("data.manifest: give a manifest path or a non-empty list of them")
         self.manifest_path = self.manifest_paths[0]
@@ -141,8 +147,14 @@ class SpineDataModule(pl.LightningDataModule):
         if self.pipeline == "monai":  # fills the PersistentDataset; failures are raised by setup
             from spinelesion.data.monai_pipeline import build_roi_bank_monai
 
-            build_roi_bank_monai(self.load_manifest().rows, self.spec, self.cache.cache_dir, self.cache.reference,
-                                 on_error="skip", progress=self.progress)
+            build_roi_bank_monai(
+                self.load_manifest().rows,
+                self.spec,
+                self.cache.cache_dir,
+                self.cache.reference,
+                on_error="skip",
+                progress=self.progress,
+            )
             return
         by_study: dict[str, Row] = {}
         for row in self.load_manifest().rows:
@@ -164,8 +176,14 @@ class SpineDataModule(pl.LightningDataModule):
         if self.pipeline == "monai":
             from spinelesion.data.monai_pipeline import build_roi_bank_monai
 
-            return build_roi_bank_monai(rows, self.spec, self.cache.cache_dir, self.cache.reference,
-                                        on_error="raise", progress=self.progress)
+            return build_roi_bank_monai(
+                rows,
+                self.spec,
+                self.cache.cache_dir,
+                self.cache.reference,
+                on_error="raise",
+                progress=self.progress,
+            )
         return build_roi_bank(rows, self.cache, self.spec, on_error="raise", progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
@@ -180,8 +198,11 @@ class SpineDataModule(pl.LightningDataModule):
         self.bank = self._build_bank(rows)
         self._built_splits = wanted
         self.split_indices = {s: [i for i, r in enumerate(self.bank.rows) if r.split == s] for s in SPLITS}
-        log.info("class counts per split (ROIs) from %s:\n%s", self.manifest_path,
-                 class_count_table(self.bank.rows, self.split_of))
+        log.info(
+            "class counts per split (ROIs) from %s:\n%s",
+            self.manifest_path,
+            class_count_table(self.bank.rows, self.split_of),
+        )
         log.info("study cache: %d hit(s), %d miss(es)", self.cache.hits, self.cache.misses)
 
     # -- loaders ---------------------------------------------------------------------------
@@ -193,7 +214,9 @@ class SpineDataModule(pl.LightningDataModule):
             from spinelesion.data.monai_pipeline import monai_roi_dataset
 
             return monai_roi_dataset(self, split, augment)
-        return RoiDataset(self.bank, self.split_indices[split], self.spec, context=augment and self.augment_cfg.enabled)
+        return RoiDataset(
+            self.bank, self.split_indices[split], self.spec, context=augment and self.augment_cfg.enabled
+        )
 
     def augmenter(self) -> BatchAugment | None:
         batched = self.augment_cfg.enabled and self.augment_mode == "batched"
@@ -208,7 +231,9 @@ class SpineDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or not trainer.training or self._augment is None:
             return batch
-        g = self._augment.generator(batch["image"].device, self.seed, trainer.global_step, trainer.global_rank)
+        g = self._augment.generator(
+            batch["image"].device, self.seed, trainer.global_step, trainer.global_rank
+        )
         batch["image"], batch["available"] = self._augment(batch["image"], batch["available"], g)
         return batch
 
@@ -228,9 +253,13 @@ class SpineDataModule(pl.LightningDataModule):
 
             loader_cls = MonaiDataLoader
         return loader_cls(
-            ds, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers, drop_last=False,
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -58,16 +58,22 @@ class RoiBank:
         return len(self.rows)
 
 
-def crop_study_rois(array: np.ndarray | torch.Tensor, affine: np.ndarray, available: np.ndarray,
-                    centers: Sequence[np.ndarray], spec: RoiSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_study_rois(
+    array: np.ndarray | torch.Tensor,
+    affine: np.ndarray,
+    available: np.ndarray,
+    centers: Sequence[np.ndarray],
+    spec: RoiSpec,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Context crops of one prepared study, normalised: (R, C, *context), and flags (R, C)."""
     crops = crop_rois(torch.as_tensor(array), affine, centers, spec, context=True)
     flags = torch.as_tensor(np.asarray(available), dtype=torch.float32).expand(len(centers), -1).clone()
     return robust_unit_range(crops, flags), flags
 
 
-def build_roi_bank(rows: Sequence[Row], cache: StudyCache, spec: RoiSpec, on_error: str = "raise",
-                   progress: bool = True) -> RoiBank:
+def build_roi_bank(
+    rows: Sequence[Row], cache: StudyCache, spec: RoiSpec, on_error: str = "raise", progress: bool = True
+) -> RoiBank:
     """Crop every ROI of ``rows``.
 
     Args:
@@ -85,10 +91,13 @@ def build_roi_bank(rows: Sequence[Row], cache: StudyCache, spec: RoiSpec, on_err
     for study_id, study_rows in tqdm(by_study.items(), desc="ROIs", unit="study", disable=not progress):
         try:
             prepared = cache.get(study_id, study_rows[0].sequences)
-            crops, avail = crop_study_rois(prepared.array, prepared.affine, prepared.available,
-                                           [r.center_lps for r in study_rows], spec)
+            crops, avail = crop_study_rois(
+                prepared.array, prepared.affine, prepared.available, [r.center_lps for r in study_rows], spec
+            )
         except Exception as exc:  # noqa: BLE001 - any failure of one study is reported, not fatal
-            failures.append(StudyFailure(study_id, [r.row_number for r in study_rows], f"{type(exc).__name__}: {exc}"))
+            failures.append(
+                StudyFailure(study_id, [r.row_number for r in study_rows], f"{type(exc).__name__}: {exc}")
+            )
             continue
         kept.extend(study_rows)
         images.append(crops.half())
@@ -101,7 +110,9 @@ def build_roi_bank(rows: Sequence[Row], cache: StudyCache, spec: RoiSpec, on_err
     targets = {t: torch.tensor([encode(t, r.labels[t]) for r in kept], dtype=torch.long) for t in TASKS}
     return RoiBank(
         rows=kept,
-        images=torch.cat(images) if images else torch.zeros((0, n_ch, *spec.context_shape), dtype=torch.float16),
+        images=torch.cat(images)
+        if images
+        else torch.zeros((0, n_ch, *spec.context_shape), dtype=torch.float16),
         available=torch.cat(flags) if flags else torch.zeros((0, n_ch)),
         targets=targets,
         failures=failures,

@@ -22,8 +22,17 @@ from spinelesion.labels import SEQUENCES, SPLITS, TASKS
 REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "study_id", "patient_id", "x_mm", "y_mm", "z_mm")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("split", *SEQUENCES, *TASKS, "level", "finding")
 COLUMNS: tuple[str, ...] = (
-    "case_id", "study_id", "patient_id", "split", *SEQUENCES, "x_mm", "y_mm", "z_mm",
-    *TASKS, "level", "finding",
+    "case_id",
+    "study_id",
+    "patient_id",
+    "split",
+    *SEQUENCES,
+    "x_mm",
+    "y_mm",
+    "z_mm",
+    *TASKS,
+    "level",
+    "finding",
 )
 """All contract columns, in the order the project writes them."""
 
@@ -137,15 +146,25 @@ def read_manifest(
             pos = exc.start
         except UnicodeDecodeError as whole:
             pos = whole.start
-        line, bad = data[:pos].count(b"\n") + 1, data[pos:pos + 1].hex()
-        raise ManifestError([Problem(name, None, None, f"line {line}: byte 0x{bad} is not UTF-8 text (saved as "
-                                                       "Latin-1 or Windows-1252?); save the manifest as UTF-8")]
-                            ) from exc
+        line, bad = data[:pos].count(b"\n") + 1, data[pos : pos + 1].hex()
+        raise ManifestError(
+            [
+                Problem(
+                    name,
+                    None,
+                    None,
+                    f"line {line}: byte 0x{bad} is not UTF-8 text (saved as "
+                    "Latin-1 or Windows-1252?); save the manifest as UTF-8",
+                )
+            ]
+        ) from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     for column in missing:
         problems.append(Problem(name, None, column, "required column is missing"))
     if not any(s in header for s in SEQUENCES):
-        problems.append(Problem(name, None, None, f"needs at least one sequence column of {', '.join(SEQUENCES)}"))
+        problems.append(
+            Problem(name, None, None, f"needs at least one sequence column of {', '.join(SEQUENCES)}")
+        )
     duplicated = sorted({h for h in header if header.count(h) > 1})
     for column in duplicated:
         problems.append(Problem(name, None, column, "column appears more than once"))
@@ -164,24 +183,33 @@ def read_manifest(
         problems.extend(row_problems)
         case_id = rec.get("case_id", "")
         if case_id in seen_cases:
-            problems.append(Problem(name, number, "case_id", f"'{case_id}' repeats row {seen_cases[case_id]}; case_id must be unique"))
+            problems.append(
+                Problem(
+                    name,
+                    number,
+                    "case_id",
+                    f"'{case_id}' repeats row {seen_cases[case_id]}; case_id must be unique",
+                )
+            )
         elif case_id:
             seen_cases[case_id] = number
         if row_problems:
             continue
         sequences = {s: _resolve(path.parent, rec[s]) for s in SEQUENCES if rec.get(s)}
-        rows.append(Row(
-            case_id=case_id,
-            study_id=rec["study_id"],
-            patient_id=rec["patient_id"],
-            center_lps=np.array([float(rec["x_mm"]), float(rec["y_mm"]), float(rec["z_mm"])]),
-            sequences=sequences,
-            labels={task: rec.get(task, "") for task in TASKS},
-            split=rec.get("split", ""),
-            level=rec.get("level", ""),
-            finding=rec.get("finding", ""),
-            row_number=number,
-        ))
+        rows.append(
+            Row(
+                case_id=case_id,
+                study_id=rec["study_id"],
+                patient_id=rec["patient_id"],
+                center_lps=np.array([float(rec["x_mm"]), float(rec["y_mm"]), float(rec["z_mm"])]),
+                sequences=sequences,
+                labels={task: rec.get(task, "") for task in TASKS},
+                split=rec.get("split", ""),
+                level=rec.get("level", ""),
+                finding=rec.get("finding", ""),
+                row_number=number,
+            )
+        )
     problems.extend(_check_consistency(name, rows))
     if not problems and geometry:
         geometry_fn = _default_geometry() if geometry is True else geometry
@@ -208,20 +236,37 @@ def _check_row(name: str, number: int, rec: dict[str, str], root: Path, check_fi
     for task, classes in TASKS.items():
         value = rec.get(task, "")
         if value and value not in classes:
-            out.append(Problem(name, number, task, f"unknown label '{value}'; allowed: {', '.join(classes)} or empty"))
+            out.append(
+                Problem(
+                    name, number, task, f"unknown label '{value}'; allowed: {', '.join(classes)} or empty"
+                )
+            )
     split = rec.get("split", "")
     if split and split not in SPLITS:
-        out.append(Problem(name, number, "split", f"unknown split '{split}'; allowed: {', '.join(SPLITS)} or empty"))
+        out.append(
+            Problem(name, number, "split", f"unknown split '{split}'; allowed: {', '.join(SPLITS)} or empty")
+        )
     present = [s for s in SEQUENCES if rec.get(s)]
     if not present:
-        out.append(Problem(name, number, None, f"no sequence given: at least one of {', '.join(SEQUENCES)} must be set"))
+        out.append(
+            Problem(
+                name, number, None, f"no sequence given: at least one of {', '.join(SEQUENCES)} must be set"
+            )
+        )
     if check_files:
         for s in present:
             p = _resolve(root, rec[s])
             if not p.exists():
                 out.append(Problem(name, number, s, f"'{rec[s]}' does not exist (resolved to {p})"))
             elif p.is_file() and not str(p).lower().endswith((".nii", ".nii.gz")):
-                out.append(Problem(name, number, s, f"'{rec[s]}' is a file but not NIfTI (.nii/.nii.gz); a DICOM series must be given as its folder"))
+                out.append(
+                    Problem(
+                        name,
+                        number,
+                        s,
+                        f"'{rec[s]}' is a file but not NIfTI (.nii/.nii.gz); a DICOM series must be given as its folder",
+                    )
+                )
     return out
 
 
@@ -233,16 +278,34 @@ def _check_consistency(name: str, rows: list[Row]) -> list[Problem]:
     for row in rows:
         first = study_first.setdefault(row.study_id, row)
         if row.patient_id != first.patient_id:
-            out.append(Problem(name, row.row_number, "patient_id",
-                               f"study '{row.study_id}' has patient '{first.patient_id}' in row {first.row_number}, here '{row.patient_id}'"))
+            out.append(
+                Problem(
+                    name,
+                    row.row_number,
+                    "patient_id",
+                    f"study '{row.study_id}' has patient '{first.patient_id}' in row {first.row_number}, here '{row.patient_id}'",
+                )
+            )
         if row.sequence_key() != first.sequence_key():
-            out.append(Problem(name, row.row_number, None,
-                               f"study '{row.study_id}' lists different sequence paths than in row {first.row_number}"))
+            out.append(
+                Problem(
+                    name,
+                    row.row_number,
+                    None,
+                    f"study '{row.study_id}' lists different sequence paths than in row {first.row_number}",
+                )
+            )
         if row.split:
             prev = patient_split.setdefault(row.patient_id, (row.split, row.row_number))
             if prev[0] != row.split:
-                out.append(Problem(name, row.row_number, "split",
-                                   f"patient '{row.patient_id}' is in split '{prev[0]}' in row {prev[1]} and '{row.split}' here; splits must be by patient"))
+                out.append(
+                    Problem(
+                        name,
+                        row.row_number,
+                        "split",
+                        f"patient '{row.patient_id}' is in split '{prev[0]}' in row {prev[1]} and '{row.split}' here; splits must be by patient",
+                    )
+                )
     return out
 
 
@@ -274,8 +337,14 @@ def _check_inside(name: str, rows: list[Row], geometry_fn: GeometryFn) -> list[P
             if np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(shape) - 0.5):
                 inside_any = True
         if readable and not inside_any:
-            out.append(Problem(name, row.row_number, "x_mm",
-                               f"ROI centre {row.center_lps.tolist()} (LPS mm) lies outside every volume of study '{row.study_id}' ({', '.join(readable)})"))
+            out.append(
+                Problem(
+                    name,
+                    row.row_number,
+                    "x_mm",
+                    f"ROI centre {row.center_lps.tolist()} (LPS mm) lies outside every volume of study '{row.study_id}' ({', '.join(readable)})",
+                )
+            )
     return out
 
 
@@ -298,6 +367,9 @@ def subset_manifest(manifest: str | os.PathLike[str], out: str | os.PathLike[str
     with open(src, newline="", encoding="utf-8") as fh:
         records = list(csv.DictReader(fh))
     keep = set(list(dict.fromkeys(r["study_id"] for r in records))[:studies])
-    rows = [{k: (str(_resolve(src.parent, v)) if k in SEQUENCES and v else v) for k, v in r.items()}
-            for r in records if r["study_id"] in keep]
+    rows = [
+        {k: (str(_resolve(src.parent, v)) if k in SEQUENCES and v else v) for k, v in r.items()}
+        for r in records
+        if r["study_id"] in keep
+    ]
     return write_manifest(out, rows)

@@ -25,8 +25,13 @@ from spinelesion.data.roi import RoiSpec
 class BatchAugmentd(Randomizable, MapTransform):
     """``image`` (B, C, *context) and ``available`` (B, C) -> augmented (B, C, *roi) and flags."""
 
-    def __init__(self, augment: AugmentConfig | Mapping[str, Any] | None, spec: RoiSpec,
-                 keys: KeysCollection = "image", available_key: str = "available"):
+    def __init__(
+        self,
+        augment: AugmentConfig | Mapping[str, Any] | None,
+        spec: RoiSpec,
+        keys: KeysCollection = "image",
+        available_key: str = "available",
+    ):
         MapTransform.__init__(self, keys)
         cfg = augment if isinstance(augment, AugmentConfig) else augmentation_from_dict(augment)
         self.augment = BatchAugment(cfg, spec)

@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 PIPELINE_VERSION = "monai-1"
 
 
-def study_items(rows: Sequence[Row], spec: RoiSpec, reference: str) -> tuple[list[dict[str, Any]], list[list[Row]]]:
+def study_items(
+    rows: Sequence[Row], spec: RoiSpec, reference: str
+) -> tuple[list[dict[str, Any]], list[list[Row]]]:
     """One item per study (first appearance order) and the manifest rows it holds.
 
     ``key`` hashes the files (size, mtime) and settings, so ``PersistentDataset`` (which
@@ -51,15 +53,29 @@ def study_items(rows: Sequence[Row], spec: RoiSpec, reference: str) -> tuple[lis
     items, groups = [], []
     for study_id, group in by_study.items():
         seqs = {s: str(p) for s, p in group[0].sequences.items()}
-        settings = {"pipeline": PIPELINE_VERSION, "reference": reference, "roi": [spec.shape, spec.spacing, spec.margin]}
-        items.append({"study_id": study_id, **seqs, "rois": [[float(v) for v in r.center_lps] for r in group],
-                      "key": study_key(group[0].sequences, settings)})
+        settings = {
+            "pipeline": PIPELINE_VERSION,
+            "reference": reference,
+            "roi": [spec.shape, spec.spacing, spec.margin],
+        }
+        items.append(
+            {
+                "study_id": study_id,
+                **seqs,
+                "rois": [[float(v) for v in r.center_lps] for r in group],
+                "key": study_key(group[0].sequences, settings),
+            }
+        )
         groups.append(group)
     return items, groups
 
 
-def study_dataset(items: Sequence[dict[str, Any]], spec: RoiSpec, reference: str = "auto",
-                  cache_dir: str | Path | None = None) -> Dataset:
+def study_dataset(
+    items: Sequence[dict[str, Any]],
+    spec: RoiSpec,
+    reference: str = "auto",
+    cache_dir: str | Path | None = None,
+) -> Dataset:
     """Study items -> normalised context crops, cached by ``PersistentDataset`` under ``cache_dir/monai``."""
     transform = Compose(study_transforms(spec, reference=reference, half=True))
     if cache_dir is None:
@@ -67,8 +83,14 @@ def study_dataset(items: Sequence[dict[str, Any]], spec: RoiSpec, reference: str
     return PersistentDataset(list(items), transform, cache_dir=Path(cache_dir) / "monai")
 
 
-def build_roi_bank_monai(rows: Sequence[Row], spec: RoiSpec, cache_dir: str | Path | None = None,
-                         reference: str = "auto", on_error: str = "raise", progress: bool = True) -> RoiBank:
+def build_roi_bank_monai(
+    rows: Sequence[Row],
+    spec: RoiSpec,
+    cache_dir: str | Path | None = None,
+    reference: str = "auto",
+    on_error: str = "raise",
+    progress: bool = True,
+) -> RoiBank:
     """:func:`~spinelesion.data.dataset.build_roi_bank`'s result through the MONAI study dataset."""
     items, groups = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
@@ -81,8 +103,13 @@ def build_roi_bank_monai(rows: Sequence[Row], spec: RoiSpec, cache_dir: str | Pa
             out = ds[i]
         except Exception as exc:  # noqa: BLE001 - any failure of one study is reported, not fatal
             cause = exc.__cause__ or exc  # MONAI wraps transform errors; name the original
-            failures.append(StudyFailure(items[i]["study_id"], [r.row_number for r in groups[i]],
-                                         f"{type(cause).__name__}: {cause}"))
+            failures.append(
+                StudyFailure(
+                    items[i]["study_id"],
+                    [r.row_number for r in groups[i]],
+                    f"{type(cause).__name__}: {cause}",
+                )
+            )
             continue
         kept.extend(groups[i])
         images.append(torch.as_tensor(out["image"]).half())
@@ -95,9 +122,13 @@ def build_roi_bank_monai(rows: Sequence[Row], spec: RoiSpec, cache_dir: str | Pa
     n_ch = len(SEQUENCES)
     return RoiBank(
         rows=kept,
-        images=torch.cat(images) if images else torch.zeros((0, n_ch, *spec.context_shape), dtype=torch.float16),
+        images=torch.cat(images)
+        if images
+        else torch.zeros((0, n_ch, *spec.context_shape), dtype=torch.float16),
         available=torch.cat(flags) if flags else torch.zeros((0, n_ch)),
-        targets=targets, failures=failures)
+        targets=targets,
+        failures=failures,
+    )
 
 
 def instantiate_transforms(specs: Sequence[Any] | None) -> list[Callable[..., Any]]:
@@ -110,7 +141,9 @@ def instantiate_transforms(specs: Sequence[Any] | None) -> list[Callable[..., An
 
             spec = instantiate(spec)
         if not callable(spec):
-            raise TypeError(f"data.transforms.extra: {spec!r} is not a transform (give MONAI _target_ entries)")
+            raise TypeError(
+                f"data.transforms.extra: {spec!r} is not a transform (give MONAI _target_ entries)"
+            )
         out.append(spec)
     return out
 
@@ -124,8 +157,15 @@ class MonaiRoiDataset(Dataset):
     worker then follows MONAI's own per-worker seeding.
     """
 
-    def __init__(self, bank: RoiBank, indices: Sequence[int], spec: RoiSpec, context: bool = False,
-                 transform: Sequence[Callable[..., Any]] | None = None, seed: int = 0):
+    def __init__(
+        self,
+        bank: RoiBank,
+        indices: Sequence[int],
+        spec: RoiSpec,
+        context: bool = False,
+        transform: Sequence[Callable[..., Any]] | None = None,
+        seed: int = 0,
+    ):
         self.bank, self.indices, self.spec, self.context = bank, list(indices), spec, context
         compose = Compose(list(transform or []))
         if isinstance(compose, Randomizable):
@@ -137,8 +177,11 @@ class MonaiRoiDataset(Dataset):
         image = self.bank.images[index].float()
         if not self.context:
             image = center_crop(image, self.spec.shape).contiguous()
-        item: dict[Hashable, Any] = {"image": image, "available": self.bank.available[index].clone(),
-                                     "index": torch.tensor(index)}
+        item: dict[Hashable, Any] = {
+            "image": image,
+            "available": self.bank.available[index].clone(),
+            "index": torch.tensor(index),
+        }
         for task in TASKS:
             item[task] = self.bank.targets[task][index]
         if self.transform is not None:
@@ -165,8 +208,9 @@ def monai_roi_dataset(dm: Any, split: str, augment: bool) -> MonaiRoiDataset:
             transforms += monai_augmentation(dm.augment_cfg, dm.spec)
     if augment:
         transforms += list(dm.extra_transforms)
-    return MonaiRoiDataset(dm.bank, dm.split_indices[split], dm.spec, context=context, transform=transforms,
-                           seed=dm.seed)
+    return MonaiRoiDataset(
+        dm.bank, dm.split_indices[split], dm.spec, context=context, transform=transforms, seed=dm.seed
+    )
 
 
 def monai_augmentation(cfg: AugmentConfig, spec: RoiSpec) -> list[Any]:
@@ -191,18 +235,27 @@ def monai_augmentation(cfg: AugmentConfig, spec: RoiSpec) -> list[Any]:
 
     k = "image"
     return [
-        RandAffined(k, prob=cfg.affine_prob, rotate_range=[float(np.deg2rad(a)) for a in cfg.rotate_deg],
-                    scale_range=[cfg.scale] * 3,
-                    translate_range=[t / s for t, s in zip(cfg.translate_mm, spec.spacing, strict=True)],
-                    padding_mode="zeros"),
+        RandAffined(
+            k,
+            prob=cfg.affine_prob,
+            rotate_range=[float(np.deg2rad(a)) for a in cfg.rotate_deg],
+            scale_range=[cfg.scale] * 3,
+            translate_range=[t / s for t, s in zip(cfg.translate_mm, spec.spacing, strict=True)],
+            padding_mode="zeros",
+        ),
         RandFlipd(k, prob=cfg.flip_lr_prob, spatial_axis=0),  # left-right only: see data/augment.py
         RandBiasFieldd(k, prob=cfg.bias_prob, coeff_range=(0.0, cfg.bias_coeff)),
         RandAdjustContrastd(k, prob=cfg.gamma_prob, gamma=cfg.gamma),
         RandScaleIntensityd(k, factors=cfg.scale_intensity, prob=cfg.scale_intensity_prob),
         RandShiftIntensityd(k, offsets=cfg.shift_intensity, prob=cfg.shift_intensity_prob),
         RandGaussianNoised(k, prob=cfg.noise_prob, std=cfg.noise_std),
-        RandGaussianSmoothd(k, prob=cfg.smooth_prob, sigma_x=cfg.smooth_sigma, sigma_y=cfg.smooth_sigma,
-                            sigma_z=cfg.smooth_sigma),
+        RandGaussianSmoothd(
+            k,
+            prob=cfg.smooth_prob,
+            sigma_x=cfg.smooth_sigma,
+            sigma_y=cfg.smooth_sigma,
+            sigma_z=cfg.smooth_sigma,
+        ),
         RandSimulateLowResolutiond(k, prob=cfg.lowres_prob, zoom_range=cfg.lowres_zoom),
         CenterSpatialCropd(k, roi_size=spec.shape),
     ]

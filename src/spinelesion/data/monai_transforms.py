@@ -83,7 +83,9 @@ class ToReferenced(MapTransform):
     the file or folder each sequence was read from.
     """
 
-    def __init__(self, keys: KeysCollection = SEQUENCES, reference: str = "auto", study_id_key: str = "study_id"):
+    def __init__(
+        self, keys: KeysCollection = SEQUENCES, reference: str = "auto", study_id_key: str = "study_id"
+    ):
         super().__init__(keys, allow_missing_keys=True)
         self.reference = reference
         self.study_id_key = study_id_key
@@ -101,9 +103,11 @@ class ToReferenced(MapTransform):
             raise StudyError(study_id, "no sequence given")
         study = Study(study_id, volumes)
         array, affine, available, ref_name = to_reference(study, reference=self.reference)
-        d[IMAGE] = MetaTensor(torch.from_numpy(np.asarray(array, dtype=np.float32)),
-                              affine=torch.as_tensor(LPS_TO_RAS @ affine, dtype=torch.float64),
-                              meta={MetaKeys.SPACE: SpaceKeys.RAS, "reference": ref_name})
+        d[IMAGE] = MetaTensor(
+            torch.from_numpy(np.asarray(array, dtype=np.float32)),
+            affine=torch.as_tensor(LPS_TO_RAS @ affine, dtype=torch.float64),
+            meta={MetaKeys.SPACE: SpaceKeys.RAS, "reference": ref_name},
+        )
         d[AVAILABLE] = torch.as_tensor(np.asarray(available), dtype=torch.float32)
         d["reference"] = ref_name
         d["sources"] = {name: str(vol.meta.get("source", "")) for name, vol in volumes.items()}
@@ -124,7 +128,9 @@ class HalfPrecisiond(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             half = torch.from_numpy(_to_half(np.asarray(img.detach().cpu().numpy(), dtype=np.float32)))
-            d[key] = MetaTensor(half, meta=dict(img.meta)) if isinstance(img, MetaTensor) else half  # meta holds the affine
+            d[key] = (
+                MetaTensor(half, meta=dict(img.meta)) if isinstance(img, MetaTensor) else half
+            )  # meta holds the affine
         return d
 
 
@@ -138,8 +144,14 @@ class CropRoisd(MapTransform):
     """``image`` (C, I, J, K) MetaTensor -> (R, C, *box) tensor of boxes around ``rois``
     (LPS mm), axis-aligned in the patient frame at the ROI spacing; ``available`` -> (R, C)."""
 
-    def __init__(self, spec: RoiSpec | Mapping[str, Any] | None = None, keys: KeysCollection = IMAGE,
-                 rois_key: str = ROIS, available_key: str = AVAILABLE, context: bool = True):
+    def __init__(
+        self,
+        spec: RoiSpec | Mapping[str, Any] | None = None,
+        keys: KeysCollection = IMAGE,
+        rois_key: str = ROIS,
+        available_key: str = AVAILABLE,
+        context: bool = True,
+    ):
         super().__init__(keys)
         self.spec = as_roi_spec(spec)
         self.rois_key, self.available_key, self.context = rois_key, available_key, context
@@ -162,8 +174,13 @@ class RobustUnitRanged(MapTransform):
     """Per-ROI, per-channel [p1, p99] of the non-zero voxels -> [0, 1], clipped; unavailable
     channels exactly zero (:func:`robust_unit_range`)."""
 
-    def __init__(self, keys: KeysCollection = IMAGE, available_key: str = AVAILABLE,
-                 lower: float = 1.0, upper: float = 99.0):
+    def __init__(
+        self,
+        keys: KeysCollection = IMAGE,
+        available_key: str = AVAILABLE,
+        lower: float = 1.0,
+        upper: float = 99.0,
+    ):
         super().__init__(keys)
         self.available_key, self.lower, self.upper = available_key, lower, upper
 
@@ -191,7 +208,9 @@ class RoiCenterCropd(MapTransform):
         return d
 
 
-def study_transforms(spec: RoiSpec, reference: str = "auto", half: bool = False, context: bool = True) -> list[Any]:
+def study_transforms(
+    spec: RoiSpec, reference: str = "auto", half: bool = False, context: bool = True
+) -> list[Any]:
     """Load -> reference grid -> (float16) -> ROI boxes -> normalisation, as a list for ``Compose``."""
     out: list[Any] = [LoadStudyd(), ToReferenced(reference=reference)]
     if half:

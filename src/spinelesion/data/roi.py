@@ -41,7 +41,9 @@ class RoiSpec:
         x, y, z = (int(v) for v in self.shape)
         sx, sy, sz = (float(v) for v in self.spacing)
         if min(x, y, z) < 1 or min(sx, sy, sz) <= 0 or float(self.margin) < 1:
-            raise ValueError(f"ROI shape {self.shape} and spacing {self.spacing} need 3 positive values, margin >= 1")
+            raise ValueError(
+                f"ROI shape {self.shape} and spacing {self.spacing} need 3 positive values, margin >= 1"
+            )
         object.__setattr__(self, "shape", (x, y, z))
         object.__setattr__(self, "spacing", (sx, sy, sz))
         object.__setattr__(self, "margin", float(self.margin))

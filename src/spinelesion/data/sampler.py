@@ -74,7 +74,7 @@ class KeyedSampler(Sampler[int]):
             n = len(order) // world if self.drop_uneven else -(-len(order) // world)
             total = n * world
             if total > len(order):
-                order = np.concatenate([order, order[:total - len(order)]])
+                order = np.concatenate([order, order[: total - len(order)]])
             order = order[rank:total:world]
         return iter([BankIndex(i) for i in order.tolist()])
 

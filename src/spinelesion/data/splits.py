@@ -57,7 +57,7 @@ def assign_splits(rows: Sequence[Row], ratios: Mapping[str, float], seed: int) -
         carry = want - counts
         start = 0
         for name, n in zip(names, counts, strict=True):
-            for p in patients[start:start + n]:
+            for p in patients[start : start + n]:
                 out[p] = name
             start += n
     return out
@@ -94,7 +94,9 @@ def class_count_table(rows: Sequence[Row], split_of: Mapping[str, str]) -> str:
             counts = Counter(split_of[r.patient_id] for r in rows if r.labels[task] == cls)
             if cls == "" and not counts:
                 continue
-            lines.append(f"{task:<12}{cls or '(unknown)':<28}" + "".join(f"{counts.get(s, 0):>8}" for s in SPLITS))
+            lines.append(
+                f"{task:<12}{cls or '(unknown)':<28}" + "".join(f"{counts.get(s, 0):>8}" for s in SPLITS)
+            )
     patients = Counter(split_of.values())
     lines.append(f"{'patients':<40}" + "".join(f"{patients.get(s, 0):>8}" for s in SPLITS))
     return "\n".join(lines)

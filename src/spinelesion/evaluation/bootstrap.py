@@ -12,8 +12,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def patient_bootstrap(metric: Callable[[np.ndarray], float | None], patient_ids: Sequence[str], n_boot: int = 1000,
-                      seed: int = 0, alpha: float = 0.05) -> dict[str, object]:
+def patient_bootstrap(
+    metric: Callable[[np.ndarray], float | None],
+    patient_ids: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, object]:
     """Percentile interval of ``metric(row_indices)`` over patient resamples.
 
     Returns ``{"ci95": [lo, hi] | None, "n_valid": int, "n_skipped": int}``; resamples where

@@ -16,8 +16,13 @@ def reliability(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, l
     correct = (probs.argmax(1) == y).astype(float) if len(probs) else np.zeros(0)
     edges = np.linspace(0.0, 1.0, bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    out: dict[str, list[float | int]] = {"lower": edges[:-1].tolist(), "upper": edges[1:].tolist(),
-                                         "confidence": [], "accuracy": [], "count": []}
+    out: dict[str, list[float | int]] = {
+        "lower": edges[:-1].tolist(),
+        "upper": edges[1:].tolist(),
+        "confidence": [],
+        "accuracy": [],
+        "count": [],
+    }
     for b in range(bins):
         sel = idx == b
         n = int(sel.sum())
@@ -34,7 +39,10 @@ def ece(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float | None:
     counts = np.asarray(rel["count"], dtype=float)
     if counts.sum() == 0:
         return None
-    gap = np.abs(np.nan_to_num(np.asarray(rel["accuracy"], float)) - np.nan_to_num(np.asarray(rel["confidence"], float)))
+    gap = np.abs(
+        np.nan_to_num(np.asarray(rel["accuracy"], float))
+        - np.nan_to_num(np.asarray(rel["confidence"], float))
+    )
     return float((counts * gap).sum() / counts.sum())
 
 

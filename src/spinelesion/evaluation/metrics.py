@@ -45,7 +45,9 @@ def auc_macro(y: np.ndarray, probs: np.ndarray) -> float | None:
     return float(np.mean(aucs)) if aucs else None
 
 
-def auc_benign_vs_pathologic(y: np.ndarray, probs: np.ndarray, benign: int = 1, pathologic: int = 2) -> float | None:
+def auc_benign_vs_pathologic(
+    y: np.ndarray, probs: np.ndarray, benign: int = 1, pathologic: int = 2
+) -> float | None:
     """AUC on rows whose truth is benign or pathologic, scoring p(path) / (p(benign) + p(path))."""
     y = np.asarray(y)
     m = (y == benign) | (y == pathologic)

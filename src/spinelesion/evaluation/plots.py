@@ -16,7 +16,9 @@ from spinelesion.evaluation.metrics import known  # noqa: E402
 from spinelesion.evaluation.report import EvalInputs  # noqa: E402
 from spinelesion.labels import TASKS  # noqa: E402
 
-FOOTER = "spinelesion - metrics on the data given; synthetic-data models are demonstrations, not clinical tools"
+FOOTER = (
+    "spinelesion - metrics on the data given; synthetic-data models are demonstrations, not clinical tools"
+)
 
 
 def roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +58,13 @@ def plot_roc(task: str, y: np.ndarray, probs: np.ndarray, metrics: dict[str, Any
         if (y[sel] == 1).any() and (y[sel] == 2).any():
             score = probs[sel, 2] / np.clip(probs[sel, 1] + probs[sel, 2], 1e-12, None)
             fpr, tpr = roc_curve(y[sel] == 2, score)
-            ax.plot(fpr, tpr, "k--", lw=2, label=f"benign vs pathologic (AUC {metrics['auc_benign_vs_pathologic']:.3f})")
+            ax.plot(
+                fpr,
+                tpr,
+                "k--",
+                lw=2,
+                label=f"benign vs pathologic (AUC {metrics['auc_benign_vs_pathologic']:.3f})",
+            )
     ax.plot([0, 1], [0, 1], color="lightgray", lw=1)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
@@ -99,15 +107,26 @@ def plot_confusion(task: str, metrics: dict[str, Any], path: Path) -> Path:
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.6 else "black")
-    short = [c.replace("intradural_extramedullary", "IDEM").replace("intramedullary", "intramed.") for c in classes]
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{norm[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.6 else "black",
+            )
+    short = [
+        c.replace("intradural_extramedullary", "IDEM").replace("intramedullary", "intramed.") for c in classes
+    ]
     ax.set_xticks(range(len(classes)), short, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), short, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ba = metrics.get("balanced_accuracy")
-    ax.set_title(f"{task}: confusion (balanced acc. {ba:.3f})" if ba is not None else f"{task}: confusion", fontsize=10)
+    ax.set_title(
+        f"{task}: confusion (balanced acc. {ba:.3f})" if ba is not None else f"{task}: confusion", fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, path)
 

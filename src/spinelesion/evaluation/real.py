@@ -22,8 +22,14 @@ import numpy as np
 from spinelesion.evaluation.metrics import auc_benign_vs_pathologic, auc_macro
 from spinelesion.labels import TASKS, encode
 
-BODY_FINDINGS = {"lytic_metastasis", "blastic_metastasis", "osteoporotic_fracture", "pathologic_fracture",
-                 "haemangioma", "schmorl_node"}
+BODY_FINDINGS = {
+    "lytic_metastasis",
+    "blastic_metastasis",
+    "osteoporotic_fracture",
+    "pathologic_fracture",
+    "haemangioma",
+    "schmorl_node",
+}
 """Inserted findings centred on a body, so their ROI is the untouched body's ROI."""
 
 
@@ -90,7 +96,11 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
             untouched.setdefault((r["patient_id"], r["level"]), r)
     pairs = []
     for r in rows:
-        if r["finding"] in BODY_FINDINGS and r["case_id"].endswith("_r0") and (r["patient_id"], r["level"]) in untouched:
+        if (
+            r["finding"] in BODY_FINDINGS
+            and r["case_id"].endswith("_r0")
+            and (r["patient_id"], r["level"]) in untouched
+        ):
             pairs.append((untouched[(r["patient_id"], r["level"])], r))
     lesions = [(u, i) for u, i in pairs if (i["compartment_true"], i["fracture_true"]) != ("none", "none")]
     mimics = [(u, i) for u, i in pairs if (i["compartment_true"], i["fracture_true"]) == ("none", "none")]
@@ -99,7 +109,9 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
         "untouched_called_normal": _fraction(_called_normal(u) for u, _ in pairs),
         # The answer changes when a lesion is inserted, and only then.
         "lesion_pairs": len(lesions),
-        "changes_only_with_lesion": _fraction(_called_normal(u) and not _called_normal(i) for u, i in lesions),
+        "changes_only_with_lesion": _fraction(
+            _called_normal(u) and not _called_normal(i) for u, i in lesions
+        ),
         "lesion_pairs_both_correct": _fraction(_called_normal(u) and _correct(i) for u, i in lesions),
         "mimic_pairs": len(mimics),
         "mimic_pairs_both_normal": _fraction(_called_normal(u) and _called_normal(i) for u, i in mimics),
@@ -117,9 +129,13 @@ def scan_false_calls(prediction_rows: Iterable[Mapping[str, str]]) -> dict[str, 
             per_study[study] += 1
     studies = sorted(candidates)
     calls = [per_study[s] for s in studies]
-    return {"studies": len(studies), "candidates": int(sum(candidates.values())),
-            "false_calls": int(sum(calls)), "false_calls_per_study": float(np.mean(calls)) if calls else None,
-            "per_study": {s: per_study[s] for s in studies}}
+    return {
+        "studies": len(studies),
+        "candidates": int(sum(candidates.values())),
+        "false_calls": int(sum(calls)),
+        "false_calls_per_study": float(np.mean(calls)) if calls else None,
+        "per_study": {s: per_study[s] for s in studies},
+    }
 
 
 def _fraction(flags: Iterable[bool]) -> float | None:

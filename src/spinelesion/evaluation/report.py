@@ -44,8 +44,14 @@ class EvalInputs:
 
     def subset(self, idx: np.ndarray) -> EvalInputs:
         pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
-        return EvalInputs(pick(self.case_ids), pick(self.patient_ids), pick(self.findings), pick(self.levels),
-                          {t: v[idx] for t, v in self.y_true.items()}, {t: v[idx] for t, v in self.probs.items()})
+        return EvalInputs(
+            pick(self.case_ids),
+            pick(self.patient_ids),
+            pick(self.findings),
+            pick(self.levels),
+            {t: v[idx] for t, v in self.y_true.items()},
+            {t: v[idx] for t, v in self.probs.items()},
+        )
 
 
 def level_region(level: str) -> str:
@@ -68,8 +74,15 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int = 1000,
-                 seed: int = 0, rule: DecisionRule | None = None) -> dict[str, Any]:
+def task_metrics(
+    task: str,
+    y: np.ndarray,
+    probs: np.ndarray,
+    patients: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    rule: DecisionRule | None = None,
+) -> dict[str, Any]:
     """Metrics of one task. Labels (confusion, sensitivity, accuracies) follow ``rule`` when it
     has offsets for the task; the argmax figures are kept under ``decision`` to compare."""
     classes = TASKS[task]
@@ -83,7 +96,9 @@ def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence
     notes = []
     for c, a in zip(classes, aucs, strict=True):
         if a is None:
-            notes.append(f"AUC of '{c}' undefined: the class is absent (or is the only class) among known labels")
+            notes.append(
+                f"AUC of '{c}' undefined: the class is absent (or is the only class) among known labels"
+            )
     out: dict[str, Any] = {
         "n": int(m.sum()),
         "n_unknown": int((~m).sum()),
@@ -92,8 +107,10 @@ def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence
         "balanced_accuracy": balanced_accuracy(yk, pk, pred),
         "accuracy": accuracy(yk, pk, pred),
         "ece": ece(yk, pk),
-        "per_class": {c: {"sensitivity": s, "specificity": sp, "auc": a, "n": int((yk == i).sum())}
-                      for i, (c, (s, sp), a) in enumerate(zip(classes, ss, aucs, strict=True))},
+        "per_class": {
+            c: {"sensitivity": s, "specificity": sp, "auc": a, "n": int((yk == i).sum())}
+            for i, (c, (s, sp), a) in enumerate(zip(classes, ss, aucs, strict=True))
+        },
         "confusion": cm.tolist(),
         "reliability": reliability(yk, pk),
     }
@@ -102,7 +119,9 @@ def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence
         "rule": "log_offsets" if task in rule.offsets else "argmax",
         "offsets": rule.offsets.get(task),
         "balanced_accuracy_argmax": balanced_accuracy(yk, pk),
-        "sensitivity_argmax": {c: s for c, (s, _) in zip(classes, sensitivity_specificity(cm_argmax), strict=True)},
+        "sensitivity_argmax": {
+            c: s for c, (s, _) in zip(classes, sensitivity_specificity(cm_argmax), strict=True)
+        },
     }
     boot = patient_bootstrap(lambda idx: auc_macro(yk[idx], pk[idx]), pids, n_boot, seed)
     out["auc_macro_ci95"] = boot["ci95"]
@@ -121,7 +140,9 @@ def task_metrics(task: str, y: np.ndarray, probs: np.ndarray, patients: Sequence
     return out
 
 
-def subgroup_metrics(inputs: EvalInputs, keys: Sequence[str], rule: DecisionRule | None = None) -> dict[str, Any]:
+def subgroup_metrics(
+    inputs: EvalInputs, keys: Sequence[str], rule: DecisionRule | None = None
+) -> dict[str, Any]:
     """Per subgroup value: n, accuracy (of the rule's labels) and (where defined) AUCs for both tasks."""
     rule = rule or DecisionRule()
     out: dict[str, Any] = {}
@@ -130,21 +151,32 @@ def subgroup_metrics(inputs: EvalInputs, keys: Sequence[str], rule: DecisionRule
         entry: dict[str, Any] = {"n": int(len(idx))}
         for task in TASKS:
             y, p = inputs.y_true[task][idx], inputs.probs[task][idx]
-            entry[task] = {"n": int(known(y).sum()), "accuracy": accuracy(y, p, rule.labels(task, p)),
-                           "auc_macro": auc_macro(y, p)}
+            entry[task] = {
+                "n": int(known(y).sum()),
+                "accuracy": accuracy(y, p, rule.labels(task, p)),
+                "auc_macro": auc_macro(y, p),
+            }
             if task == "fracture":
                 entry[task]["auc_benign_vs_pathologic"] = auc_benign_vs_pathologic(y, p)
         out[value or "(none)"] = entry
     return out
 
 
-def compute_metrics(inputs: EvalInputs, n_boot: int = 1000, seed: int = 0,
-                    rule: DecisionRule | None = None) -> dict[str, Any]:
+def compute_metrics(
+    inputs: EvalInputs, n_boot: int = 1000, seed: int = 0, rule: DecisionRule | None = None
+) -> dict[str, Any]:
     """The full ``metrics.json`` content; labels follow ``rule`` (argmax without one)."""
     out: dict[str, Any] = {}
     for task in TASKS:
-        out[task] = task_metrics(task, np.asarray(inputs.y_true[task]), np.asarray(inputs.probs[task]),
-                                 inputs.patient_ids, n_boot, seed, rule)
+        out[task] = task_metrics(
+            task,
+            np.asarray(inputs.y_true[task]),
+            np.asarray(inputs.probs[task]),
+            inputs.patient_ids,
+            n_boot,
+            seed,
+            rule,
+        )
     out["subgroups"] = {
         "finding": subgroup_metrics(inputs, list(inputs.findings), rule),
         "level_region": subgroup_metrics(inputs, [level_region(lv) for lv in inputs.levels], rule),
@@ -163,12 +195,15 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     c, f = metrics.get("compartment", {}), metrics.get("fracture", {})
     return {
         "n": c.get("n"),
-        "compartment_auc_macro": c.get("auc_macro"), "compartment_auc_macro_ci95": c.get("auc_macro_ci95"),
-        "compartment_balanced_accuracy": c.get("balanced_accuracy"), "compartment_ece": c.get("ece"),
+        "compartment_auc_macro": c.get("auc_macro"),
+        "compartment_auc_macro_ci95": c.get("auc_macro_ci95"),
+        "compartment_balanced_accuracy": c.get("balanced_accuracy"),
+        "compartment_ece": c.get("ece"),
         "fracture_auc_benign_vs_pathologic": f.get("auc_benign_vs_pathologic"),
         "fracture_auc_benign_vs_pathologic_ci95": f.get("auc_benign_vs_pathologic_ci95"),
         "fracture_auc_macro": f.get("auc_macro"),
-        "fracture_balanced_accuracy": f.get("balanced_accuracy"), "fracture_ece": f.get("ece"),
+        "fracture_balanced_accuracy": f.get("balanced_accuracy"),
+        "fracture_ece": f.get("ece"),
         "compartment_sensitivity": {k: v.get("sensitivity") for k, v in (c.get("per_class") or {}).items()},
         "fracture_sensitivity": {k: v.get("sensitivity") for k, v in (f.get("per_class") or {}).items()},
         "decision_rule": (c.get("decision") or {}).get("rule"),

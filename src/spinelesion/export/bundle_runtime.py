@@ -19,8 +19,10 @@ from spinelesion.labels import SEQUENCES, TASKS
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = ("demonstration model trained on synthetic data (spinelesion's generator); "
-              "NOT a clinical tool: never use it for diagnosis or treatment decisions")
+DISCLAIMER = (
+    "demonstration model trained on synthetic data (spinelesion's generator); "
+    "NOT a clinical tool: never use it for diagnosis or treatment decisions"
+)
 
 
 class RoiClassifier:
@@ -39,8 +41,10 @@ class RoiClassifier:
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         with torch.inference_mode():
             for s in range(0, images.shape[0], self.batch_size):
-                logits = self.network(images[s:s + self.batch_size].to(self.device),
-                                      flags[s:s + self.batch_size].to(self.device))
+                logits = self.network(
+                    images[s : s + self.batch_size].to(self.device),
+                    flags[s : s + self.batch_size].to(self.device),
+                )
                 for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         d["probabilities"] = {t: np.concatenate(v) for t, v in out.items()}
@@ -51,8 +55,12 @@ class PredictionWriter:
     """One ``predictions.json`` per study under ``output_dir/<study_id>/``, in the layout of
     ``spinelesion-predict`` (without saliency: the bundle does not compute it)."""
 
-    def __init__(self, output_dir: str | Path, model_info: Mapping[str, Any] | None = None,
-                 decision: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        model_info: Mapping[str, Any] | None = None,
+        decision: Mapping[str, Any] | None = None,
+    ):
         from spinelesion.models.decision import DecisionRule
 
         self.output_dir = Path(output_dir)
@@ -66,18 +74,31 @@ class PredictionWriter:
         probs = item["probabilities"]
         rois = []
         for i, center in enumerate(item["rois"]):
-            rec: dict[str, Any] = {"roi_id": f"roi{i + 1:02d}", "center_lps_mm": [float(v) for v in center],
-                                   "source": "given"}
+            rec: dict[str, Any] = {
+                "roi_id": f"roi{i + 1:02d}",
+                "center_lps_mm": [float(v) for v in center],
+                "source": "given",
+            }
             for task, classes in TASKS.items():
                 p = np.asarray(probs[task][i], dtype=np.float64)
-                rec[task] = {"label": classes[self.decision.label(task, p)],
-                             "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
+                rec[task] = {
+                    "label": classes[self.decision.label(task, p)],
+                    "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
+                }
             rois.append(rec)
         study_id = str(item.get("study_id") or "study")
         path = self.output_dir / safe_name(study_id) / "predictions.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"study_id": study_id, "model": self.model_info,
-                          "inputs": {s: (item.get("sources") or {}).get(s) for s in SEQUENCES},
-                          "reference": item.get("reference"), "rois": rois, "disclaimer": DISCLAIMER})
+        write_json(
+            path,
+            {
+                "study_id": study_id,
+                "model": self.model_info,
+                "inputs": {s: (item.get("sources") or {}).get(s) for s in SEQUENCES},
+                "reference": item.get("reference"),
+                "rois": rois,
+                "disclaimer": DISCLAIMER,
+            },
+        )
         log.info("%d ROI(s) of %s -> %s", len(rois), study_id, path)
         return path

@@ -50,8 +50,17 @@ def _code(value: str, meaning: str) -> Any:
 
 # Type 2 attributes of the patient and study modules: present (maybe empty) in every valid
 # object; anonymised exports often drop them, and highdicom copies them from the source.
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _source_datasets(files: Sequence[str]) -> list[Any]:
@@ -81,8 +90,14 @@ def _save(ds: Any, path: Path) -> Path:
     return path
 
 
-def write_sr(path: Path, records: Sequence[Mapping[str, Any]], sources: Sequence[Any], model: Mapping[str, Any],
-             series_number: int = 9100, fast: bool = True) -> Any:
+def write_sr(
+    path: Path,
+    records: Sequence[Mapping[str, Any]],
+    sources: Sequence[Any],
+    model: Mapping[str, Any],
+    series_number: int = 9100,
+    fast: bool = True,
+) -> Any:
     """The TID 1500 measurement report of one study's ROIs; returns the dataset written
     (``fast=False``: built by highdicom alone, see :func:`_sr_document`)."""
     import highdicom as hd
@@ -95,30 +110,57 @@ def write_sr(path: Path, records: Sequence[Mapping[str, Any]], sources: Sequence
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name=name, manufacturer_name=MANUFACTURER, model_name=version))
+            uid=generate_uid(), name=name, manufacturer_name=MANUFACTURER, model_name=version
+        ),
+    )
     groups = []
     for rec in records:
-        region = hd.sr.ImageRegion3D("POINT", np.asarray([rec["center_lps_mm"]], dtype=np.float64),
-                                     str(ref.FrameOfReferenceUID))
+        region = hd.sr.ImageRegion3D(
+            "POINT", np.asarray([rec["center_lps_mm"]], dtype=np.float64), str(ref.FrameOfReferenceUID)
+        )
         evaluations, measurements = [], []
         for task, classes in TASKS.items():
-            evaluations.append(hd.sr.QualitativeEvaluation(
-                _code(task, f"spine lesion {task}"), _code(f"{task[:4]}-{rec[task]['label']}", rec[task]["label"])))
+            evaluations.append(
+                hd.sr.QualitativeEvaluation(
+                    _code(task, f"spine lesion {task}"),
+                    _code(f"{task[:4]}-{rec[task]['label']}", rec[task]["label"]),
+                )
+            )
             for cls in classes:
-                measurements.append(hd.sr.Measurement(
-                    name=_code(f"p-{task[:4]}-{cls[:9]}", f"probability of {task} {cls}"),
-                    value=float(rec[task]["probabilities"][cls]), unit=codes.UCUM.NoUnits))
-        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=str(rec["roi_id"])[:64]),
-            referenced_region=region, finding_type=_code("roi", "spine region of interest"),
-            algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations))
+                measurements.append(
+                    hd.sr.Measurement(
+                        name=_code(f"p-{task[:4]}-{cls[:9]}", f"probability of {task} {cls}"),
+                        value=float(rec[task]["probabilities"][cls]),
+                        unit=codes.UCUM.NoUnits,
+                    )
+                )
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=generate_uid(), identifier=str(rec["roi_id"])[:64]
+                ),
+                referenced_region=region,
+                finding_type=_code("roi", "spine region of interest"),
+                algorithm_id=algorithm,
+                measurements=measurements,
+                qualitative_evaluations=evaluations,
+            )
+        )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=_code("spine-mri", "MRI of the spine"), imaging_measurements=groups)
+        procedure_reported=_code("spine-mri", "MRI of the spine"),
+        imaging_measurements=groups,
+    )
     sr = (_sr_document if fast else hd.sr.Comprehensive3DSR)(
-        evidence=list(sources), content=report[0], series_instance_uid=generate_uid(), series_number=series_number,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
-        series_description=f"{name} {version} ROI classification"[:64])
+        evidence=list(sources),
+        content=report[0],
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description=f"{name} {version} ROI classification"[:64],
+    )
     _save(sr, path)
     return sr
 
@@ -162,24 +204,45 @@ def _unit_uint8_segmentation() -> Any:
 
     class UnitUint8Segmentation(base):  # type: ignore[misc, valid-type]
         @classmethod
-        def _check_and_cast_pixel_array(cls, pixel_array: Any, segment_numbers: np.ndarray, segmentation_type: Any,
-                                        dtype: type) -> tuple[Any, Any]:
-            if (segmentation_type != hd.seg.SegmentationTypeValues.FRACTIONAL or pixel_array.dtype != np.uint8
-                    or pixel_array.ndim != 4 or pixel_array.shape[-1] != len(segment_numbers)):
-                raise ValueError("unit-uint8 segmentation: a FRACTIONAL uint8 (frames, rows, columns, segments) array")
+        def _check_and_cast_pixel_array(
+            cls, pixel_array: Any, segment_numbers: np.ndarray, segmentation_type: Any, dtype: type
+        ) -> tuple[Any, Any]:
+            if (
+                segmentation_type != hd.seg.SegmentationTypeValues.FRACTIONAL
+                or pixel_array.dtype != np.uint8
+                or pixel_array.ndim != 4
+                or pixel_array.shape[-1] != len(segment_numbers)
+            ):
+                raise ValueError(
+                    "unit-uint8 segmentation: a FRACTIONAL uint8 (frames, rows, columns, segments) array"
+                )
             overlap = hd.seg.SegmentsOverlapValues  # what highdicom infers for fractional segments
             return pixel_array, (overlap.NO if pixel_array.shape[-1] == 1 else overlap.UNDEFINED)
 
         @staticmethod
-        def _get_segment_pixel_array(pixel_array: np.ndarray, segment_number: int, described_segment_numbers: Any,
-                                     segmentation_type: Any, max_fractional_value: int, dtype: type) -> np.ndarray:
+        def _get_segment_pixel_array(
+            pixel_array: np.ndarray,
+            segment_number: int,
+            described_segment_numbers: Any,
+            segmentation_type: Any,
+            max_fractional_value: int,
+            dtype: type,
+        ) -> np.ndarray:
             return pixel_array[:, :, segment_number - 1]
 
     return UnitUint8Segmentation
 
 
-def write_saliency_seg(path: Path, stack: np.ndarray, records: Sequence[Mapping[str, Any]], sources: Sequence[Any],
-                       task: str, model: Mapping[str, Any], series_number: int, fast: bool = True) -> Any:
+def write_saliency_seg(
+    path: Path,
+    stack: np.ndarray,
+    records: Sequence[Mapping[str, Any]],
+    sources: Sequence[Any],
+    task: str,
+    model: Mapping[str, Any],
+    series_number: int,
+    fast: bool = True,
+) -> Any:
     """One task's saliency maps (uint8 (I, J, K, R) on the reference grid, 255 = 1) as a
     FRACTIONAL Segmentation with one segment per ROI; ``sources`` are the reference series'
     slices in the grid's K order (``fast=False``: highdicom given floats, see
@@ -194,38 +257,65 @@ def write_saliency_seg(path: Path, stack: np.ndarray, records: Sequence[Mapping[
     seg_class = _unit_uint8_segmentation() if fast else None
     if seg_class is None:
         seg_class, pixels = hd.seg.Segmentation, pixels.astype(np.float32) / 255.0
-    algorithm = hd.AlgorithmIdentificationSequence(name=name, version=version, family=codes.cid7162.ArtificialIntelligence)
-    segments = [hd.seg.SegmentDescription(
-        segment_number=k + 1, segment_label=f"{rec['roi_id']} {task} saliency"[:64],
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=_code("saliency", "saliency map"),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
-        for k, rec in enumerate(records)]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=name, version=version, family=codes.cid7162.ArtificialIntelligence
+    )
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=k + 1,
+            segment_label=f"{rec['roi_id']} {task} saliency"[:64],
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=_code("saliency", "saliency map"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for k, rec in enumerate(records)
+    ]
     seg = seg_class(
-        source_images=list(sources), pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-        segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=series_number,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
-        manufacturer_model_name=name[:64], software_versions=version[:64], device_serial_number="0",
-        max_fractional_value=255, series_description=f"{name} {task} saliency"[:64],
-        omit_empty_frames=True)  # a ROI covers a few slices: its other frames are not stored
+        source_images=list(sources),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=segments,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=name[:64],
+        software_versions=version[:64],
+        device_serial_number="0",
+        max_fractional_value=255,
+        series_description=f"{name} {task} saliency"[:64],
+        omit_empty_frames=True,
+    )  # a ROI covers a few slices: its other frames are not stored
     _save(seg, path)
     return seg
 
 
-def write_study_dicom(folder: Path, records: Sequence[Mapping[str, Any]], reference_meta: Mapping[str, Any],
-                      other_series: Sequence[Mapping[str, Any]], stacks: Mapping[str, np.ndarray],
-                      model: Mapping[str, Any]) -> list[str]:
+def write_study_dicom(
+    folder: Path,
+    records: Sequence[Mapping[str, Any]],
+    reference_meta: Mapping[str, Any],
+    other_series: Sequence[Mapping[str, Any]],
+    stacks: Mapping[str, np.ndarray],
+    model: Mapping[str, Any],
+) -> list[str]:
     """SR and saliency segmentations of one DICOM study; returns the files written (relative)."""
     files = list(reference_meta.get("files") or [])
     if reference_meta.get("format") != "dicom" or not files:
         return []
     hd_log = logging.getLogger("highdicom")
-    if hd_log.level == logging.NOTSET:  # its INFO lines ("copy attributes of module ...") x 3 objects per study
+    if (
+        hd_log.level == logging.NOTSET
+    ):  # its INFO lines ("copy attributes of module ...") x 3 objects per study
         hd_log.setLevel(logging.WARNING)
     sources = _source_datasets(files)
     if len(sources) == 1 and int(getattr(sources[0], "NumberOfFrames", 1) or 1) > 1:
-        log.warning("%s: the reference series is one multi-frame file; DICOM outputs are written for "
-                    "single-frame series only", folder.name)
+        log.warning(
+            "%s: the reference series is one multi-frame file; DICOM outputs are written for "
+            "single-frame series only",
+            folder.name,
+        )
         return []
     evidence = list(sources)
     for meta in other_series:  # every series used is evidence, the reference series first
@@ -234,8 +324,19 @@ def write_study_dicom(folder: Path, records: Sequence[Mapping[str, Any]], refere
     write_sr(folder / "dicom" / "sr.dcm", records, evidence, model)
     written.append("dicom/sr.dcm")
     for k, (task, stack) in enumerate(stacks.items()):
-        if stack.shape[-1] and stack.shape[:3] == (int(sources[0].Columns), int(sources[0].Rows), len(sources)):
-            write_saliency_seg(folder / "dicom" / f"saliency_{task}.dcm", stack, records, sources, task, model,
-                               series_number=9101 + k)
+        if stack.shape[-1] and stack.shape[:3] == (
+            int(sources[0].Columns),
+            int(sources[0].Rows),
+            len(sources),
+        ):
+            write_saliency_seg(
+                folder / "dicom" / f"saliency_{task}.dcm",
+                stack,
+                records,
+                sources,
+                task,
+                model,
+                series_number=9101 + k,
+            )
             written.append(f"dicom/saliency_{task}.dcm")
     return written

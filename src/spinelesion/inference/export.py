@@ -19,7 +19,9 @@ from spinelesion.labels import SEQUENCES, TASKS
 log = logging.getLogger(__name__)
 
 
-def example_inputs(roi_shape: tuple[int, int, int], batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(
+    roi_shape: tuple[int, int, int], batch: int = 2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     image = torch.rand((batch, len(SEQUENCES), *roi_shape), generator=g)
     available = torch.ones(batch, len(SEQUENCES))
@@ -36,14 +38,24 @@ def export_torchscript(net: torch.nn.Module, path: str | Path, roi_shape: tuple[
     return Path(path)
 
 
-def export_onnx(net: torch.nn.Module, path: str | Path, roi_shape: tuple[int, int, int], opset: int = 17) -> Path:
+def export_onnx(
+    net: torch.nn.Module, path: str | Path, roi_shape: tuple[int, int, int], opset: int = 17
+) -> Path:
     """ONNX with a dynamic batch axis (TorchScript-based exporter: no onnxscript needed)."""
     net = net.eval().cpu()
     names = list(TASKS)
     axes = {n: {0: "batch"} for n in ["image", "available", *names]}
     with atomic_path(path) as tmp, torch.no_grad():
-        torch.onnx.export(net, example_inputs(roi_shape), str(tmp), input_names=["image", "available"],
-                          output_names=names, dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            net,
+            example_inputs(roi_shape),
+            str(tmp),
+            input_names=["image", "available"],
+            output_names=names,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     return Path(path)
 
 
@@ -56,8 +68,13 @@ def onnx_session(path: str | Path, threads: int | None = None) -> object:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def parity(net: torch.nn.Module, torchscript_path: str | Path | None, onnx_path: str | Path | None,
-           roi_shape: tuple[int, int, int], batch: int = 3) -> dict[str, float]:
+def parity(
+    net: torch.nn.Module,
+    torchscript_path: str | Path | None,
+    onnx_path: str | Path | None,
+    roi_shape: tuple[int, int, int],
+    batch: int = 3,
+) -> dict[str, float]:
     """Largest absolute logit difference of each export against eager, on fresh inputs."""
     image, available = example_inputs(roi_shape, batch=batch, seed=1)
     with torch.no_grad():

@@ -28,8 +28,10 @@ SPACING_MM = (1e-3, 1e3)
 def volume_problem(name: str, vol: Volume) -> str | None:
     """Why ``vol`` cannot be predicted from, or None; fixes scattered non-finite voxels in place."""
     if min(vol.shape) < MIN_VOXELS_PER_AXIS:
-        return (f"{name}: {'x'.join(map(str, vol.shape))} voxels; a 3D image needs at least "
-                f"{MIN_VOXELS_PER_AXIS} voxels along every axis")
+        return (
+            f"{name}: {'x'.join(map(str, vol.shape))} voxels; a 3D image needs at least "
+            f"{MIN_VOXELS_PER_AXIS} voxels along every axis"
+        )
     aff = vol.affine
     spacing = spacing_of(aff)
     if not np.all(np.isfinite(aff)) or not np.all((spacing > SPACING_MM[0]) & (spacing < SPACING_MM[1])):
@@ -44,7 +46,8 @@ def volume_problem(name: str, vol: Volume) -> str | None:
     if n_bad:
         vol.array = np.where(finite, vol.array, 0).astype(vol.array.dtype, copy=False)
         vol.meta.setdefault("warnings", []).append(
-            f"{name}: {n_bad} non-finite voxel(s) of {finite.size} set to 0")
+            f"{name}: {n_bad} non-finite voxel(s) of {finite.size} set to 0"
+        )
     lo, hi = float(np.min(vol.array)), float(np.max(vol.array))
     if lo == hi:
         return f"{name}: every voxel has the same value ({lo:g}); a blank image"
@@ -73,8 +76,10 @@ def checked_probabilities(task: str, roi_id: str, p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     total = float(p.sum())
     if not np.all(np.isfinite(p)) or not np.isfinite(total) or total <= 0 or np.any(p < 0):
-        raise ValueError(f"the network returned non-finite or negative {task} probabilities for ROI {roi_id} "
-                         f"({p.tolist()}); nothing written for this study")
+        raise ValueError(
+            f"the network returned non-finite or negative {task} probabilities for ROI {roi_id} "
+            f"({p.tolist()}); nothing written for this study"
+        )
     return p / total
 
 

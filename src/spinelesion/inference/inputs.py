@@ -76,8 +76,10 @@ def _joined_loader(uid: str, series: list, overrides: Mapping[str, str], nifti_d
         extra = load_nifti_folder(nifti_dir, sid)
         for seq, vol in extra.volumes.items():
             if seq in study.volumes:
-                study.warnings.append(f"{seq}: both a DICOM series and {vol.meta.get('source', 'a NIfTI file')}; "
-                                      "the DICOM series was used")
+                study.warnings.append(
+                    f"{seq}: both a DICOM series and {vol.meta.get('source', 'a NIfTI file')}; "
+                    "the DICOM series was used"
+                )
             else:
                 study.volumes[seq] = vol
         study.warnings.extend(extra.warnings)
@@ -86,9 +88,14 @@ def _joined_loader(uid: str, series: list, overrides: Mapping[str, str], nifti_d
     return load
 
 
-def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
-                exclude: Sequence[str | os.PathLike[str]] = (), skipped: list[tuple[Path, str]] | None = None,
-                progress: bool = False) -> tuple[list[StudyInput], list[InputFailure]]:
+def from_folder(
+    folder: Path,
+    overrides: Mapping[str, str],
+    nifti_sequence: str,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+    skipped: list[tuple[Path, str]] | None = None,
+    progress: bool = False,
+) -> tuple[list[StudyInput], list[InputFailure]]:
     """Studies below ``folder``; folders in ``exclude`` (the run's own output) and output
     folders of earlier runs are not read; pipes and devices go to ``skipped``, unopened.
 
@@ -105,7 +112,9 @@ def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
     failures: list[InputFailure] = []
     # NIfTI studies: every folder (this one or below) that holds NIfTI files named by sequence
     # (zero-byte files do not make a study: their folder is reported as unreadable below)
-    nifti_dirs = sorted({p.parent for p in iter_files(folder, exclude=exclude) if is_nifti(p) and _non_empty(p)})
+    nifti_dirs = sorted(
+        {p.parent for p in iter_files(folder, exclude=exclude) if is_nifti(p) and _non_empty(p)}
+    )
     try:
         studies, not_dicom = group_dicom_studies(folder, exclude=exclude, progress=progress)
     except Exception as exc:  # noqa: BLE001 - reported, the NIfTI studies still run
@@ -121,11 +130,17 @@ def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
     for uid, series, src in dicom:
         # a NIfTI folder joins the one DICOM study it shares a study folder with
         mates = [d for d in nifti_dirs if d == src or src in d.parents or d in src.parents]
-        mates = [d for d in mates if sum(1 for _u, _s, o in dicom if d == o or o in d.parents or d in o.parents) == 1]
+        mates = [
+            d
+            for d in mates
+            if sum(1 for _u, _s, o in dicom if d == o or o in d.parents or d in o.parents) == 1
+        ]
         if mates:
             d = mates[0]
             joined.add(d)
-            items.append(StudyInput(uid, str(src), _joined_loader(uid, series, overrides, d, _relative_id(d, folder))))
+            items.append(
+                StudyInput(uid, str(src), _joined_loader(uid, series, overrides, d, _relative_id(d, folder)))
+            )
         else:
             items.append(StudyInput(uid, str(src), partial(load_dicom_study, uid, series, overrides)))
     for d in nifti_dirs:
@@ -135,24 +150,36 @@ def from_folder(folder: Path, overrides: Mapping[str, str], nifti_sequence: str,
     if not_dicom:
         log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(not_dicom))
     # folders whose pipes, sockets or devices are already named among the skipped files
-    sources = [Path(it.source) for it in items] + [p.parent for p, why in not_dicom if "not a regular file" in why]
-    if folder not in sources[:len(items)]:  # a folder of studies: every subfolder that gave none is named
+    sources = [Path(it.source) for it in items] + [
+        p.parent for p, why in not_dicom if "not a regular file" in why
+    ]
+    if folder not in sources[: len(items)]:  # a folder of studies: every subfolder that gave none is named
         excluded = [Path(e).resolve() for e in exclude]
         for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if child.resolve() in excluded or is_output_folder(child):
                 continue
             if not any(child == s or child in s.parents for s in sources):
-                failures.append(InputFailure(_relative_id(child, folder), str(child),
-                                             "nothing readable: no DICOM image series or NIfTI file named by sequence"))
+                failures.append(
+                    InputFailure(
+                        _relative_id(child, folder),
+                        str(child),
+                        "nothing readable: no DICOM image series or NIfTI file named by sequence",
+                    )
+                )
     if not items and not failures:
         failures.append(InputFailure(folder.name, str(folder), "no DICOM image series or NIfTI file found"))
     return items, failures
 
 
-def discover_inputs(path: str | os.PathLike[str], rois: Sequence[Sequence[float]] | None = None,
-                    overrides: Mapping[str, str] | None = None, nifti_sequence: str = "t2",
-                    exclude: Sequence[str | os.PathLike[str]] = (), skipped: list[tuple[Path, str]] | None = None,
-                    progress: bool = False) -> tuple[list[StudyInput], list[InputFailure]]:
+def discover_inputs(
+    path: str | os.PathLike[str],
+    rois: Sequence[Sequence[float]] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    nifti_sequence: str = "t2",
+    exclude: Sequence[str | os.PathLike[str]] = (),
+    skipped: list[tuple[Path, str]] | None = None,
+    progress: bool = False,
+) -> tuple[list[StudyInput], list[InputFailure]]:
     """Studies to predict, and what could not even be listed.
 
     ``exclude``: folders never read (the run's output folder, when it lies inside the input);

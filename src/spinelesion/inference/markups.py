@@ -19,8 +19,10 @@ import numpy as np
 from spinelesion.atomic import write_json
 from spinelesion.labels import TASKS
 
-SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
-          "markups-schema-v1.0.3.json#")
+SCHEMA = (
+    "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
+    "markups-schema-v1.0.3.json#"
+)
 _FLIP = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS
 
 
@@ -55,8 +57,10 @@ def read_markups(path: str | os.PathLike[str]) -> tuple[list[list[float]], list[
         for k, cp in enumerate(node.get("controlPoints") or []):
             pos = np.asarray(cp.get("position", []), dtype=np.float64)
             if pos.shape != (3,) or not np.all(np.isfinite(pos)):
-                raise MarkupsError(f"{path}: markups {n + 1}, point {k + 1}: position {cp.get('position')} "
-                                   "is not 3 finite numbers")
+                raise MarkupsError(
+                    f"{path}: markups {n + 1}, point {k + 1}: position {cp.get('position')} "
+                    "is not 3 finite numbers"
+                )
             if cp.get("positionStatus", "defined") != "defined":
                 continue  # placed-by-user-later points have no position yet
             points.append((pos * flip).tolist())
@@ -75,17 +79,48 @@ def write_markups(path: Path, records: Sequence[Mapping[str, Any]], name: str = 
     description has the probabilities and whether the ROI was given or found by the scan."""
     points = []
     for k, rec in enumerate(records):
-        desc = "; ".join(f"{t} " + ", ".join(f"{c} {p:.2f}" for c, p in rec[t]["probabilities"].items())
-                         for t in TASKS if t in rec)
-        points.append({"id": str(k + 1), "label": roi_label(rec), "description": f"{rec.get('source', '')}: {desc}",
-                       "associatedNodeID": "", "position": [float(v) for v in rec["center_lps_mm"]],
-                       "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
-                       "selected": True, "locked": True, "visibility": True, "positionStatus": "defined"})
-    doc = {"@schema": SCHEMA,
-           "markups": [{"type": "Fiducial", "name": name, "coordinateSystem": "LPS", "coordinateUnits": "mm",
-                        "locked": True, "labelFormat": "%N-%d", "controlPoints": points,
-                        "measurements": [], "display": {"visibility": True, "opacity": 1.0, "color": [1.0, 1.0, 0.0],
-                                                        "selectedColor": [1.0, 0.5, 0.5], "textScale": 3.0,
-                                                        "glyphType": "Sphere3D", "glyphScale": 3.0,
-                                                        "pointLabelsVisibility": True}}]}
+        desc = "; ".join(
+            f"{t} " + ", ".join(f"{c} {p:.2f}" for c, p in rec[t]["probabilities"].items())
+            for t in TASKS
+            if t in rec
+        )
+        points.append(
+            {
+                "id": str(k + 1),
+                "label": roi_label(rec),
+                "description": f"{rec.get('source', '')}: {desc}",
+                "associatedNodeID": "",
+                "position": [float(v) for v in rec["center_lps_mm"]],
+                "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+                "selected": True,
+                "locked": True,
+                "visibility": True,
+                "positionStatus": "defined",
+            }
+        )
+    doc = {
+        "@schema": SCHEMA,
+        "markups": [
+            {
+                "type": "Fiducial",
+                "name": name,
+                "coordinateSystem": "LPS",
+                "coordinateUnits": "mm",
+                "locked": True,
+                "labelFormat": "%N-%d",
+                "controlPoints": points,
+                "measurements": [],
+                "display": {
+                    "visibility": True,
+                    "opacity": 1.0,
+                    "color": [1.0, 1.0, 0.0],
+                    "selectedColor": [1.0, 0.5, 0.5],
+                    "textScale": 3.0,
+                    "glyphType": "Sphere3D",
+                    "glyphScale": 3.0,
+                    "pointLabelsVisibility": True,
+                },
+            }
+        ],
+    }
     return write_json(path, doc)

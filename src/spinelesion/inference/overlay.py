@@ -22,18 +22,22 @@ from spinelesion.data.roi import RoiSpec, sample_grid
 from spinelesion.labels import SEQUENCES, TASKS
 
 VIEW_MM = 150.0
-PIXEL_MM = 1.0    # 150 x 150 plane pixels (0.75 mm: 200 x 200 cost 40% more to sample, blend and encode)
-ZOOM = 2          # screen pixels per plane pixel
-HEADER = 34       # px above each panel: task and label
-FOOTER = 18       # px below: the disclaimer
+PIXEL_MM = 1.0  # 150 x 150 plane pixels (0.75 mm: 200 x 200 cost 40% more to sample, blend and encode)
+ZOOM = 2  # screen pixels per plane pixel
+HEADER = 34  # px above each panel: task and label
+FOOTER = 18  # px below: the disclaimer
 
 
-def sagittal_plane(center_lps: np.ndarray, view_mm: float = VIEW_MM, pixel_mm: float = PIXEL_MM) -> tuple[np.ndarray, tuple[int, int, int]]:
+def sagittal_plane(
+    center_lps: np.ndarray, view_mm: float = VIEW_MM, pixel_mm: float = PIXEL_MM
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Affine and shape (1, Ny, Nz) of a sagittal plane (axes: P, S) centred on a point."""
     n = int(round(view_mm / pixel_mm))
     affine = np.eye(4)
     affine[:3, :3] = np.diag([1.0, pixel_mm, pixel_mm])
-    affine[:3, 3] = np.asarray(center_lps, dtype=np.float64) - np.array([0.0, pixel_mm, pixel_mm]) * (n - 1) / 2
+    affine[:3, 3] = (
+        np.asarray(center_lps, dtype=np.float64) - np.array([0.0, pixel_mm, pixel_mm]) * (n - 1) / 2
+    )
     return affine, (1, n, n)
 
 
@@ -66,9 +70,12 @@ def _canvas(w: int, h: int, n: int) -> Image.Image:
     """The blank figure of ``n`` panels of ``w`` x ``h``: white, with the disclaimer in the footer
     (copied for each ROI rather than drawn again)."""
     canvas = Image.new("RGB", (w * n, h + 2 * HEADER + FOOTER), "white")
-    ImageDraw.Draw(canvas).text((6, canvas.height - FOOTER + 2),
-                                "Demonstration model trained on synthetic data - not for clinical use",
-                                fill=(110, 110, 110), font=_font(11))
+    ImageDraw.Draw(canvas).text(
+        (6, canvas.height - FOOTER + 2),
+        "Demonstration model trained on synthetic data - not for clinical use",
+        fill=(110, 110, 110),
+        font=_font(11),
+    )
     return canvas
 
 
@@ -90,25 +97,38 @@ def _panel(gray: np.ndarray, sal: np.ndarray, spec: RoiSpec) -> Image.Image:
     return img
 
 
-def write_roi_png(path: str | Path, array: np.ndarray, affine: np.ndarray, available: np.ndarray,
-                  center_lps: np.ndarray, spec: RoiSpec, roi_maps: Mapping[str, np.ndarray],
-                  predictions: Mapping[str, Mapping[str, object]], title: str) -> Path:
+def write_roi_png(
+    path: str | Path,
+    array: np.ndarray,
+    affine: np.ndarray,
+    available: np.ndarray,
+    center_lps: np.ndarray,
+    spec: RoiSpec,
+    roi_maps: Mapping[str, np.ndarray],
+    predictions: Mapping[str, Mapping[str, object]],
+    title: str,
+) -> Path:
     """Two panels (compartment, fracture saliency) over the sagittal slice through the ROI."""
     plane_affine, plane_shape = sagittal_plane(center_lps)
     ch = background_channel(available)
-    image = sample_grid(array[ch:ch + 1], affine, plane_affine, plane_shape)[0, 0, 0].numpy()
+    image = sample_grid(array[ch : ch + 1], affine, plane_affine, plane_shape)[0, 0, 0].numpy()
     roi_affine = spec.affine(np.asarray(center_lps), context=False)
     lo, hi = np.percentile(image[image > 0], [1, 99.5]) if np.any(image > 0) else (0.0, 1.0)
     gray = (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
     # every task's map on the plane in one sampling call (the same values as one call per task)
-    sal_maps = sample_grid(np.stack([np.asarray(roi_maps[t], np.float32) for t in TASKS]), roi_affine, plane_affine,
-                           plane_shape)[0, :, 0].numpy()
+    sal_maps = sample_grid(
+        np.stack([np.asarray(roi_maps[t], np.float32) for t in TASKS]), roi_affine, plane_affine, plane_shape
+    )[0, :, 0].numpy()
     panels = [(task, _panel(gray, sal_maps[k], spec)) for k, task in enumerate(TASKS)]
     w, h = panels[0][1].size
     canvas = _canvas(w, h, len(panels)).copy()  # white, with the footer's disclaimer drawn once per size
     draw = ImageDraw.Draw(canvas)
-    draw.text((6, 4), f"{title}  [{SEQUENCES[ch]} background, saliency overlaid; A left, S up]", fill="black",
-              font=_font(13))
+    draw.text(
+        (6, 4),
+        f"{title}  [{SEQUENCES[ch]} background, saliency overlaid; A left, S up]",
+        fill="black",
+        font=_font(13),
+    )
     for k, (task, panel) in enumerate(panels):
         x0 = k * w
         canvas.paste(panel, (x0, 2 * HEADER))

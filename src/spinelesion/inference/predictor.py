@@ -36,7 +36,6 @@ from spinelesion.models.decision import DecisionRule
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class RoiRequest:
     roi_id: str
@@ -77,7 +76,9 @@ class PredictorConfig:
     write_maps: bool = True
     source_paths: bool = False  # full input paths in outputs (PACS export paths often hold patient names)
     markups: bool = True  # rois.mrk.json per study: the ROIs with their labels, for 3D Slicer
-    dicom: bool | str = "auto"  # SR + saliency SEG for DICOM studies: auto (when highdicom is installed) | true | false
+    dicom: bool | str = (
+        "auto"  # SR + saliency SEG for DICOM studies: auto (when highdicom is installed) | true | false
+    )
 
 
 class Predictor:
@@ -93,15 +94,23 @@ class Predictor:
         self.reference = str(meta.get("reference", "auto"))
         self.net = prepare_for_device(net, self.device)
         # Saliency needs gradients through the eager module; compile only the plain forward.
-        self.forward = torch.compile(self.net) if (self.cfg.compile and self.device.type == "cuda") else self.net
+        self.forward = (
+            torch.compile(self.net) if (self.cfg.compile and self.device.type == "cuda") else self.net
+        )
         # The network registry names each backbone's stages and its default saliency stage.
-        self.target_layer = (self.cfg.target_layer or meta.get("saliency_layer")
-                             or str(getattr(net, "saliency_layer", "")))
-        self.model_info = {"name": meta.get("name"), "version": meta.get("version"),
-                           "weights_sha256": meta.get("weights_sha256")}
+        self.target_layer = (
+            self.cfg.target_layer or meta.get("saliency_layer") or str(getattr(net, "saliency_layer", ""))
+        )
+        self.model_info = {
+            "name": meta.get("name"),
+            "version": meta.get("version"),
+            "weights_sha256": meta.get("weights_sha256"),
+        }
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | os.PathLike[str], cfg: PredictorConfig | None = None) -> Predictor:
+    def from_model_dir(
+        cls, model_dir: str | os.PathLike[str], cfg: PredictorConfig | None = None
+    ) -> Predictor:
         from spinelesion.models.folder import load_model_folder
 
         net, meta = load_model_folder(model_dir)
@@ -114,8 +123,9 @@ class Predictor:
         array, affine, available, ref_name = to_reference(study, reference=self.reference)
         return np.asarray(array, np.float32), np.asarray(affine), np.asarray(available, bool), ref_name
 
-    def crops(self, array: np.ndarray, affine: np.ndarray, available: np.ndarray,
-              centers: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def crops(
+        self, array: np.ndarray, affine: np.ndarray, available: np.ndarray, centers: Sequence[np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx, flags = crop_study_rois(array, affine, available, centers, self.spec)
         return center_crop(ctx, self.spec.shape).contiguous(), flags
 
@@ -125,23 +135,31 @@ class Predictor:
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         with torch.inference_mode():
             for s in range(0, images.shape[0], self.cfg.batch_size):
-                x = to_device(images[s:s + self.cfg.batch_size], self.device, self.channels_last)
-                f = flags[s:s + self.cfg.batch_size].to(self.device)
+                x = to_device(images[s : s + self.cfg.batch_size], self.device, self.channels_last)
+                f = flags[s : s + self.cfg.batch_size].to(self.device)
                 with autocast_for(self.device, self.cfg.amp):
                     logits = self.forward(x, f)
                 for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
 
-    def saliency(self, images: torch.Tensor, flags: torch.Tensor, probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def saliency(
+        self, images: torch.Tensor, flags: torch.Tensor, probs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task."""
         classes = {t: self.decision.labels(t, probs[t]).tolist() for t in TASKS}
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         for s in range(0, images.shape[0], self.cfg.batch_size):
-            x = to_device(images[s:s + self.cfg.batch_size], self.device, self.channels_last)
-            f = flags[s:s + self.cfg.batch_size].to(self.device)
-            maps = saliency(self.net, x, f, {t: c[s:s + self.cfg.batch_size] for t, c in classes.items()},
-                            method=self.cfg.saliency_method, target_layer=self.target_layer)
+            x = to_device(images[s : s + self.cfg.batch_size], self.device, self.channels_last)
+            f = flags[s : s + self.cfg.batch_size].to(self.device)
+            maps = saliency(
+                self.net,
+                x,
+                f,
+                {t: c[s : s + self.cfg.batch_size] for t, c in classes.items()},
+                method=self.cfg.saliency_method,
+                target_layer=self.target_layer,
+            )
             for t in TASKS:
                 out[t].append(maps[t].cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
@@ -180,8 +198,10 @@ class Predictor:
         preferred = self.reference if self.reference != "auto" else REFERENCE_ORDER[0]
         dropped = any(w.startswith(f"{preferred}:") and w.endswith("sequence left out") for w in warnings)
         if ref_name != preferred and dropped:
-            warnings.append(f"reference grid changed: {preferred} was left out, so every output is on the "
-                            f"{ref_name} grid instead")
+            warnings.append(
+                f"reference grid changed: {preferred} was left out, so every output is on the "
+                f"{ref_name} grid instead"
+            )
         timings["preprocess"] = time.perf_counter() - t0
 
         folder = inside(Path(output_dir), safe_name(item.study_id))
@@ -192,24 +212,31 @@ class Predictor:
             t0 = time.perf_counter()
             result = scan_study(self.net, array, affine, available, self.spec, self.cfg.scan, self.device)
             t_scan = time.perf_counter() - t0
-            rois = [RoiRequest(f"scan{i + 1:02d}", c, "scan") for i, (c, _score) in enumerate(result.candidates)]
+            rois = [
+                RoiRequest(f"scan{i + 1:02d}", c, "scan") for i, (c, _score) in enumerate(result.candidates)
+            ]
             scan_maps = result
             if not rois:
                 warnings.append(f"scan found no ROI above p(lesion or fracture) >= {self.cfg.scan.threshold}")
         for r in rois:
             if not _inside_volume(r.center_lps, ref_shape, affine):
-                warnings.append(f"ROI {r.roi_id} at {np.round(r.center_lps, 1).tolist()} mm lies outside the "
-                                f"{ref_name} volume; its crop is zero-padded")
+                warnings.append(
+                    f"ROI {r.roi_id} at {np.round(r.center_lps, 1).tolist()} mm lies outside the "
+                    f"{ref_name} volume; its crop is zero-padded"
+                )
 
         records: list[dict[str, Any]] = []
         timings["network"] = t_scan
         # Every ROI's map of a task in one uint8 volume stack, written once: one file per task
         # instead of two float32 files per ROI (writing them was 3/4 of a study's time).
-        stacks = ({t: np.zeros((*ref_shape, len(rois)), np.uint8) for t in TASKS}
-                  if self.cfg.saliency_method != "none" and rois else {})
+        stacks = (
+            {t: np.zeros((*ref_shape, len(rois)), np.uint8) for t in TASKS}
+            if self.cfg.saliency_method != "none" and rois
+            else {}
+        )
         chunk = max(1, int(self.cfg.batch_size))
         for s in range(0, len(rois), chunk):
-            part = rois[s:s + chunk]
+            part = rois[s : s + chunk]
             t0 = time.perf_counter()
             images, flags = self.crops(array, affine, available, [r.center_lps for r in part])
             timings["preprocess"] += time.perf_counter() - t0
@@ -223,20 +250,29 @@ class Predictor:
                 timings["saliency"] = timings.get("saliency", 0.0) + time.perf_counter() - t0
             del images, flags
             t0 = time.perf_counter()
-            records.extend(self._write_rois(folder, part, probs, maps, array, affine, available, ref_shape,
-                                            stacks, offset=s))
+            records.extend(
+                self._write_rois(
+                    folder, part, probs, maps, array, affine, available, ref_shape, stacks, offset=s
+                )
+            )
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         for task, stack in stacks.items():
             write_unit_maps(inside(folder, saliency_file(task)), stack, affine)
         if scan_maps is not None and self.cfg.write_maps:
             self._write_scan_maps(folder, scan_maps, affine, ref_shape)
-        inputs = {s: (self._source(study.volumes[s].meta.get("source")) if s in study.volumes else None)
-                  for s in SEQUENCES}
-        notes.append(f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)")
+        inputs = {
+            s: (self._source(study.volumes[s].meta.get("source")) if s in study.volumes else None)
+            for s in SEQUENCES
+        }
+        notes.append(
+            f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)"
+        )
         if stacks:
-            notes.append("saliency: one NIfTI per task holding every ROI's map (uint8 scaled to [0, 1]); "
-                         "a ROI's map is volume 'saliency_volume' (0-based, 4th axis) of its file")
+            notes.append(
+                "saliency: one NIfTI per task holding every ROI's map (uint8 scaled to [0, 1]); "
+                "a ROI's map is volume 'saliency_volume' (0-based, 4th axis) of its file"
+            )
         if records and self.cfg.dicom not in (False, "false", "off"):
             t_dicom = time.perf_counter()  # timed apart: highdicom's pure-Python encoding dominates it
             warnings.extend(self._write_dicom(folder, study, ref_name, records, stacks))
@@ -247,13 +283,20 @@ class Predictor:
 
             write_markups(folder / "rois.mrk.json", records, name=f"{folder.name} ROIs")
         # last: the study's other files are complete when predictions.json appears
-        write_predictions_json(folder / "predictions.json", item.study_id, self.model_info, inputs, records,
-                               warnings + notes)
+        write_predictions_json(
+            folder / "predictions.json", item.study_id, self.model_info, inputs, records, warnings + notes
+        )
         timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
         return StudyResult(item.study_id, folder, records, warnings, timings)
 
-    def _write_dicom(self, folder: Path, study: Any, ref_name: str, records: list[dict[str, Any]],
-                     stacks: Mapping[str, np.ndarray]) -> list[str]:
+    def _write_dicom(
+        self,
+        folder: Path,
+        study: Any,
+        ref_name: str,
+        records: list[dict[str, Any]],
+        stacks: Mapping[str, np.ndarray],
+    ) -> list[str]:
         """SR and saliency SEG when the reference series is DICOM; problems become warnings."""
         from spinelesion.inference import dicom_out
 
@@ -262,9 +305,13 @@ class Predictor:
             return []
         if not dicom_out.available():
             if self.cfg.dicom is True or self.cfg.dicom == "true":
-                return ["DICOM outputs not written: highdicom is not installed (pip install 'spinelesion[dicom-out]')"]
+                return [
+                    "DICOM outputs not written: highdicom is not installed (pip install 'spinelesion[dicom-out]')"
+                ]
             return []
-        others = [v.meta for s, v in study.volumes.items() if s != ref_name and v.meta.get("format") == "dicom"]
+        others = [
+            v.meta for s, v in study.volumes.items() if s != ref_name and v.meta.get("format") == "dicom"
+        ]
         try:
             dicom_out.write_study_dicom(folder, records, ref_meta, others, stacks, self.model_info)
         except Exception as exc:  # noqa: BLE001 - the study's other outputs stand; the reason is reported
@@ -277,10 +324,19 @@ class Predictor:
         text = str(source)
         return text if self.cfg.source_paths else Path(text).name
 
-    def _write_rois(self, folder: Path, rois: Sequence[RoiRequest], probs: Mapping[str, np.ndarray],
-                    maps: Mapping[str, np.ndarray], array: np.ndarray, affine: np.ndarray, available: np.ndarray,
-                    ref_shape: tuple[int, ...], stacks: Mapping[str, np.ndarray], offset: int = 0,
-                    ) -> list[dict[str, Any]]:
+    def _write_rois(
+        self,
+        folder: Path,
+        rois: Sequence[RoiRequest],
+        probs: Mapping[str, np.ndarray],
+        maps: Mapping[str, np.ndarray],
+        array: np.ndarray,
+        affine: np.ndarray,
+        available: np.ndarray,
+        ref_shape: tuple[int, ...],
+        stacks: Mapping[str, np.ndarray],
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
         from spinelesion.inference.guards import checked_probabilities
         from spinelesion.inference.overlay import write_roi_png
 
@@ -289,12 +345,17 @@ class Predictor:
         by_roi = np.stack([maps[t] for t in tasks], axis=1) if tasks else None  # (R, task, X, Y, Z)
         for i, r in enumerate(rois):
             rid = safe_name(r.roi_id)
-            rec: dict[str, Any] = {"roi_id": r.roi_id, "center_lps_mm": [float(v) for v in r.center_lps],
-                                   "source": r.source}
+            rec: dict[str, Any] = {
+                "roi_id": r.roi_id,
+                "center_lps_mm": [float(v) for v in r.center_lps],
+                "source": r.source,
+            }
             for task, classes in TASKS.items():
                 p = checked_probabilities(task, r.roi_id, probs[task][i])
-                rec[task] = {"label": classes[self.decision.label(task, p)],
-                             "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
+                rec[task] = {
+                    "label": classes[self.decision.label(task, p)],
+                    "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
+                }
             rec["saliency"] = {}
             roi_affine = self.spec.affine(r.center_lps)
             # only the ROI's box of the study grid is sampled (every task's map at once); the rest stays 0
@@ -307,18 +368,31 @@ class Predictor:
             if maps:
                 rec["saliency_volume"] = offset + i
             if self.cfg.png and maps:
-                write_roi_png(inside(folder, f"png/{rid}.png"), array, affine, available, r.center_lps, self.spec,
-                              {t: maps[t][i] for t in maps}, rec, title=f"{folder.name} / {r.roi_id}")
+                write_roi_png(
+                    inside(folder, f"png/{rid}.png"),
+                    array,
+                    affine,
+                    available,
+                    r.center_lps,
+                    self.spec,
+                    {t: maps[t][i] for t in maps},
+                    rec,
+                    title=f"{folder.name} / {r.roi_id}",
+                )
             records.append(rec)
         return records
 
-    def _write_scan_maps(self, folder: Path, scan: Any, affine: np.ndarray, ref_shape: tuple[int, ...]) -> None:
+    def _write_scan_maps(
+        self, folder: Path, scan: Any, affine: np.ndarray, ref_shape: tuple[int, ...]
+    ) -> None:
         from spinelesion.data.roi import sample_grid
 
         for task, classes in TASKS.items():
             on_ref = sample_grid(scan.probabilities[task], scan.affine, affine, ref_shape)[0].numpy()
             for c, cls in enumerate(classes):
-                write_unit_maps(inside(folder, f"probability/{task}_{cls}.nii.gz"), to_unit_uint8(on_ref[c]), affine)
+                write_unit_maps(
+                    inside(folder, f"probability/{task}_{cls}.nii.gz"), to_unit_uint8(on_ref[c]), affine
+                )
 
 
 def saliency_file(task: str) -> str:

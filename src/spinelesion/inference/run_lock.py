@@ -64,8 +64,12 @@ def acquire(folder: str | os.PathLike[str], command: str = "spinelesion") -> Pat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -76,9 +80,14 @@ def acquire(folder: str | os.PathLike[str], command: str = "spinelesion") -> Pat
                     f"output folder {folder} is in use by another run ({holder.get('command', '?')}, pid "
                     f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); "
                     f"wait for it or choose another output_dir (a lock left by a crash is removed "
-                    f"automatically once its process is gone: {lock})") from None
-            log.warning("removing a stale lock of a run that no longer exists (pid %s, started %s): %s",
-                        holder.get("pid"), holder.get("started"), lock)
+                    f"automatically once its process is gone: {lock})"
+                ) from None
+            log.warning(
+                "removing a stale lock of a run that no longer exists (pid %s, started %s): %s",
+                holder.get("pid"),
+                holder.get("started"),
+                lock,
+            )
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
             continue

@@ -70,28 +70,47 @@ def hooks_removed_after(module: nn.Module) -> Iterator[None]:
             module._is_full_backward_hook = None
 
 
-def cam_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: Sequence[int],
-             task_index: int, target_layer: str, method: str = "gradcam", amp: bool | str = "auto") -> torch.Tensor:
+def cam_maps(
+    net: nn.Module,
+    images: torch.Tensor,
+    available: torch.Tensor,
+    class_idx: Sequence[int],
+    task_index: int,
+    target_layer: str,
+    method: str = "gradcam",
+    amp: bool | str = "auto",
+) -> torch.Tensor:
     """Grad-CAM or Grad-CAM++ for a batch of ROIs and one task: (R, X, Y, Z) in [0, 1]."""
     from monai.visualize import GradCAM, GradCAMpp
 
     cls = {"gradcam": GradCAM, "gradcampp": GradCAMpp}[method]
     wrapper = TaskLogits(net, task_index, available)
     idx = torch.as_tensor(list(class_idx), device=images.device)
-    with hooks_removed_after(net.get_submodule(target_layer)), torch.enable_grad(), autocast_for(images.device, amp):
+    with (
+        hooks_removed_after(net.get_submodule(target_layer)),
+        torch.enable_grad(),
+        autocast_for(images.device, amp),
+    ):
         cam = cls(nn_module=wrapper, target_layers=f"net.{target_layer}", postprocessing=_identity)
         if method == "gradcampp":
             # MONAI's Grad-CAM++ multiplies a (B,) score into (B, C, ...) gradients, which only
             # broadcasts for one sample at a time: run it per ROI.
-            maps = torch.cat([cam(images[i:i + 1], class_idx=idx[i:i + 1]) for i in range(images.shape[0])])
+            maps = torch.cat(
+                [cam(images[i : i + 1], class_idx=idx[i : i + 1]) for i in range(images.shape[0])]
+            )
         else:
             maps = cam(images, class_idx=idx)
     return unit_max(maps[:, 0].float().detach())
 
 
-def gradcam_all_tasks(net: nn.Module, images: torch.Tensor, available: torch.Tensor,
-                      class_idx: dict[str, Sequence[int]], target_layer: str, amp: bool | str = "auto",
-                      ) -> dict[str, torch.Tensor]:
+def gradcam_all_tasks(
+    net: nn.Module,
+    images: torch.Tensor,
+    available: torch.Tensor,
+    class_idx: dict[str, Sequence[int]],
+    target_layer: str,
+    amp: bool | str = "auto",
+) -> dict[str, torch.Tensor]:
     """Grad-CAM of every task from one forward pass: (R, X, Y, Z) in [0, 1] per task.
 
     The same map as MONAI's GradCAM run one ROI at a time (ReLU of the activations at
@@ -135,27 +154,47 @@ def gradcam_all_tasks(net: nn.Module, images: torch.Tensor, available: torch.Ten
     return out
 
 
-def occlusion_maps(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: Sequence[int],
-                   task_index: int, mask_size: Sequence[int] = (8, 12, 12), overlap: float = 0.5,
-                   n_batch: int = 64) -> torch.Tensor:
+def occlusion_maps(
+    net: nn.Module,
+    images: torch.Tensor,
+    available: torch.Tensor,
+    class_idx: Sequence[int],
+    task_index: int,
+    mask_size: Sequence[int] = (8, 12, 12),
+    overlap: float = 0.5,
+    n_batch: int = 64,
+) -> torch.Tensor:
     """Occlusion sensitivity: the drop of the class logit when a Gaussian patch is masked."""
     from monai.visualize import OcclusionSensitivity
 
     out = []
     for r in range(images.shape[0]):
-        wrapper = TaskLogits(net, task_index, available[r:r + 1].expand(n_batch, -1))
-        occ = OcclusionSensitivity(wrapper, mask_size=tuple(mask_size), n_batch=n_batch, overlap=overlap,
-                                   mode="gaussian", activate=False)
+        wrapper = TaskLogits(net, task_index, available[r : r + 1].expand(n_batch, -1))
+        occ = OcclusionSensitivity(
+            wrapper,
+            mask_size=tuple(mask_size),
+            n_batch=n_batch,
+            overlap=overlap,
+            mode="gaussian",
+            activate=False,
+        )
         with torch.no_grad():
-            base = wrapper(images[r:r + 1])[0, class_idx[r]]
-            occ_map, _ = occ(images[r:r + 1])
+            base = wrapper(images[r : r + 1])[0, class_idx[r]]
+            occ_map, _ = occ(images[r : r + 1])
         drop = (base - occ_map[0, class_idx[r]]).clamp(min=0)
         out.append(drop[None])
     return unit_max(torch.cat(out).float())
 
 
-def saliency(net: nn.Module, images: torch.Tensor, available: torch.Tensor, class_idx: dict[str, Sequence[int]],
-             method: str = "gradcam", target_layer: str | None = None, **kwargs: object) -> dict[str, torch.Tensor]:
+def saliency(
+    net: nn.Module,
+    images: torch.Tensor,
+    available: torch.Tensor,
+    class_idx: dict[str, Sequence[int]],
+    method: str = "gradcam",
+    target_layer: str | None = None,
+    **kwargs: object,
+) -> dict[str, torch.Tensor]:
     """Maps for every task, for the class given per ROI (usually the predicted one); CAMs at
     ``target_layer``, by default the network's registry-declared ``saliency_layer``."""
     target_layer = target_layer or str(getattr(net, "saliency_layer", ""))
@@ -176,8 +215,12 @@ def saliency(net: nn.Module, images: torch.Tensor, available: torch.Tensor, clas
     return out
 
 
-def paste_to_grid(maps: torch.Tensor | np.ndarray, roi_affines: Sequence[np.ndarray], dst_affine: np.ndarray,
-                  dst_shape: Sequence[int]) -> np.ndarray:
+def paste_to_grid(
+    maps: torch.Tensor | np.ndarray,
+    roi_affines: Sequence[np.ndarray],
+    dst_affine: np.ndarray,
+    dst_shape: Sequence[int],
+) -> np.ndarray:
     """Resample ROI-grid maps (R, X, Y, Z) onto a study grid: (R, *dst_shape), 0 outside each ROI."""
     out = np.zeros((len(roi_affines), *[int(n) for n in dst_shape]), np.float32)
     for r in range(len(roi_affines)):
@@ -187,8 +230,13 @@ def paste_to_grid(maps: torch.Tensor | np.ndarray, roi_affines: Sequence[np.ndar
     return out
 
 
-def paste_box(maps: torch.Tensor | np.ndarray, roi_affine: np.ndarray, dst_affine: np.ndarray,
-              dst_shape: Sequence[int], index: int = 0) -> tuple[tuple[slice, ...], np.ndarray] | None:
+def paste_box(
+    maps: torch.Tensor | np.ndarray,
+    roi_affine: np.ndarray,
+    dst_affine: np.ndarray,
+    dst_shape: Sequence[int],
+    index: int = 0,
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
     """ROI map ``index`` sampled on the part of the study grid its ROI covers: (slices, values in [0, 1]).
 
     Only the ROI's bounding box (plus a voxel for interpolation) is sampled: the rest of the
@@ -201,8 +249,9 @@ def paste_box(maps: torch.Tensor | np.ndarray, roi_affine: np.ndarray, dst_affin
     channels = m.ndim == 4
     m = m if channels else m[None]
     roi_shape = np.asarray(m.shape[1:], dtype=np.float64)
-    corners = np.array([[i, j, k, 1.0] for i in (-1, roi_shape[0]) for j in (-1, roi_shape[1])
-                        for k in (-1, roi_shape[2])]).T
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (-1, roi_shape[0]) for j in (-1, roi_shape[1]) for k in (-1, roi_shape[2])]
+    ).T
     ijk = (np.linalg.inv(dst_affine) @ np.asarray(roi_affine, np.float64) @ corners)[:3]
     lo = np.maximum(np.floor(ijk.min(axis=1)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(ijk.max(axis=1)).astype(int) + 2, np.asarray(dst_shape, int))
@@ -211,4 +260,6 @@ def paste_box(maps: torch.Tensor | np.ndarray, roi_affine: np.ndarray, dst_affin
     sub = np.array(dst_affine, np.float64)
     sub[:3, 3] = dst_affine[:3, :3] @ lo + dst_affine[:3, 3]
     values = sample_grid(m, roi_affine, sub, tuple(int(n) for n in hi - lo))[0].clamp(0.0, 1.0).numpy()
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)), values if channels else values[0]
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True)), values if channels else values[
+        0
+    ]

@@ -26,29 +26,30 @@ from spinelesion.models.batch import autocast_for
 
 @dataclass
 class ScanConfig:
-    overlap: float = 0.75           # the least window overlap; stride_mm usually asks for more
-    stride_mm: float | None = 8.0   # window centres at most this far apart per axis (the classifier's
-                                    # answer fades beyond ~5-8 mm off a lesion's centre: measured)
-    sigma_scale: float = 0.05       # Gaussian blending width (fraction of the window): a voxel's value
-                                    # is the answer of the windows centred nearest to it
+    overlap: float = 0.75  # the least window overlap; stride_mm usually asks for more
+    stride_mm: float | None = 8.0  # window centres at most this far apart per axis (the classifier's
+    # answer fades beyond ~5-8 mm off a lesion's centre: measured)
+    sigma_scale: float = 0.05  # Gaussian blending width (fraction of the window): a voxel's value
+    # is the answer of the windows centred nearest to it
     sw_batch_size: int = 32
-    threshold: float = 0.5          # minimum 1 - p(none) for a candidate
-    min_distance_mm: float = 20.0   # peaks closer than this are one finding
+    threshold: float = 0.5  # minimum 1 - p(none) for a candidate
+    min_distance_mm: float = 20.0  # peaks closer than this are one finding
     max_rois: int = 8
-    max_extent_mm: float = 400.0    # guards against a huge field of view
-    edge_margin_mm: float = 12.0    # candidates at least this far inside the scanned volume
-    context_inside: bool = False    # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
+    max_extent_mm: float = 400.0  # guards against a huge field of view
+    edge_margin_mm: float = 12.0  # candidates at least this far inside the scanned volume
+    context_inside: bool = False  # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
 
 
 @dataclass
 class ScanResult:
-    affine: np.ndarray                 # LPS-aligned scan grid
+    affine: np.ndarray  # LPS-aligned scan grid
     probabilities: dict[str, np.ndarray]  # task -> (classes, X, Y, Z)
     candidates: list[tuple[np.ndarray, float]]  # (LPS centre, score), best first
 
 
-def scan_grid(shape: tuple[int, ...], affine: np.ndarray, spacing: tuple[float, float, float],
-              max_extent_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+def scan_grid(
+    shape: tuple[int, ...], affine: np.ndarray, spacing: tuple[float, float, float], max_extent_mm: float
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """LPS-aligned grid at ``spacing`` covering the bounding box of a volume."""
     corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1).T
     world = apply_affine(affine, corners)
@@ -77,8 +78,15 @@ def window_overlap(spec: RoiSpec, cfg: ScanConfig) -> list[float]:
     return overlaps
 
 
-def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, available: np.ndarray, spec: RoiSpec,
-               cfg: ScanConfig, device: torch.device) -> ScanResult:
+def scan_study(
+    net: torch.nn.Module,
+    array: np.ndarray,
+    affine: np.ndarray,
+    available: np.ndarray,
+    spec: RoiSpec,
+    cfg: ScanConfig,
+    device: torch.device,
+) -> ScanResult:
     """Sliding-window probability maps and candidate ROI centres for one prepared study."""
     from monai.inferers import SlidingWindowInferer
 
@@ -99,19 +107,28 @@ def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, avai
         # a real tensor, not an expanded view: MONAI weights the window output in place
         return p.view(b, -1, 1, 1, 1).expand(b, p.shape[1], *patches.shape[2:]).contiguous()
 
-    inferer = SlidingWindowInferer(roi_size=spec.context_shape, sw_batch_size=cfg.sw_batch_size,
-                                   overlap=window_overlap(spec, cfg), mode="gaussian", sigma_scale=cfg.sigma_scale,
-                                   padding_mode="constant", cval=0.0)
+    inferer = SlidingWindowInferer(
+        roi_size=spec.context_shape,
+        sw_batch_size=cfg.sw_batch_size,
+        overlap=window_overlap(spec, cfg),
+        mode="gaussian",
+        sigma_scale=cfg.sigma_scale,
+        padding_mode="constant",
+        cval=0.0,
+    )
     with torch.inference_mode():
         maps = inferer(volume.to(device), window_predictor)[0].float().cpu().numpy()
     probabilities, start = {}, 0
     for task, n in zip(TASKS, n_classes, strict=True):
-        probabilities[task] = maps[start:start + n]
+        probabilities[task] = maps[start : start + n]
         start += n
     score = np.maximum(1.0 - probabilities["compartment"][0], 1.0 - probabilities["fracture"][0])
     # Only voxels well inside the scanned volume may become candidates: the padding is not
     # anatomy, and a ROI half outside the field of view is not one the model was trained on.
-    inside = sample_grid(np.ones((1, *array.shape[1:]), np.float32), affine, grid_affine, grid_shape)[0, 0].numpy() > 0.5
+    inside = (
+        sample_grid(np.ones((1, *array.shape[1:]), np.float32), affine, grid_affine, grid_shape)[0, 0].numpy()
+        > 0.5
+    )
     margin_mm = np.full(3, float(cfg.edge_margin_mm))
     if cfg.context_inside:
         # Look where the classifier was trained to look: training ROIs are sampled with their
@@ -122,20 +139,29 @@ def scan_study(net: torch.nn.Module, array: np.ndarray, affine: np.ndarray, avai
         margin_mm = np.maximum(margin_mm, np.minimum(context_half, 0.4 * extent))
     margin = [max(int(round(m / s)), 0) for m, s in zip(margin_mm, spec.spacing, strict=True)]
     if any(margin):
-        thin = [m if n > 2 * m + 1 else 0 for m, n in zip(margin, grid_shape, strict=True)]  # a thin slab keeps its axis
+        thin = [
+            m if n > 2 * m + 1 else 0 for m, n in zip(margin, grid_shape, strict=True)
+        ]  # a thin slab keeps its axis
         # A box erosion, as a separable minimum filter: a box structure of tens of thousands of
         # elements makes binary_erosion build an offset table that does not fit in memory.
-        inside = ndimage.minimum_filter(inside.astype(np.uint8), size=[2 * m + 1 for m in thin], mode="constant",
-                                        cval=0) > 0
+        inside = (
+            ndimage.minimum_filter(
+                inside.astype(np.uint8), size=[2 * m + 1 for m in thin], mode="constant", cval=0
+            )
+            > 0
+        )
     score = np.where(inside, score, 0.0)
     return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
 
 
-def find_peaks(score: np.ndarray, affine: np.ndarray, spacing: tuple[float, float, float],
-               cfg: ScanConfig) -> list[tuple[np.ndarray, float]]:
+def find_peaks(
+    score: np.ndarray, affine: np.ndarray, spacing: tuple[float, float, float], cfg: ScanConfig
+) -> list[tuple[np.ndarray, float]]:
     """Local maxima above the threshold, at least ``min_distance_mm`` apart, best first."""
     size = np.maximum(np.round(cfg.min_distance_mm / np.asarray(spacing)).astype(int), 1)
-    local_max = (score == ndimage.maximum_filter(score, size=tuple(size), mode="constant")) & (score >= cfg.threshold)
+    local_max = (score == ndimage.maximum_filter(score, size=tuple(size), mode="constant")) & (
+        score >= cfg.threshold
+    )
     idx = np.argwhere(local_max)
     order = np.argsort(-score[tuple(idx.T)], kind="stable")
     kept: list[tuple[np.ndarray, float]] = []

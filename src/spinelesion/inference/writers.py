@@ -40,17 +40,29 @@ def inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def write_predictions_json(path: Path, study_id: str, model: Mapping[str, Any], inputs: Mapping[str, str | None],
-                           rois: Sequence[Mapping[str, Any]], warnings: Sequence[str]) -> Path:
+def write_predictions_json(
+    path: Path,
+    study_id: str,
+    model: Mapping[str, Any],
+    inputs: Mapping[str, str | None],
+    rois: Sequence[Mapping[str, Any]],
+    warnings: Sequence[str],
+) -> Path:
     """``predictions.json`` exactly as the data contract's schema."""
-    return write_json(path, {
-        "study_id": study_id,
-        "model": {"name": str(model.get("name")), "version": str(model.get("version")),
-                  "weights_sha256": str(model.get("weights_sha256"))},
-        "inputs": dict(inputs),
-        "rois": list(rois),
-        "warnings": list(warnings),
-    })
+    return write_json(
+        path,
+        {
+            "study_id": study_id,
+            "model": {
+                "name": str(model.get("name")),
+                "version": str(model.get("version")),
+                "weights_sha256": str(model.get("weights_sha256")),
+            },
+            "inputs": dict(inputs),
+            "rois": list(rois),
+            "warnings": list(warnings),
+        },
+    )
 
 
 UNIT_SCALE = 255
@@ -85,18 +97,33 @@ def write_unit_maps(path: Path, maps: np.ndarray, affine_lps: np.ndarray) -> Pat
     return path
 
 
-CSV_HEADER = ["study_id", "roi_id", "source", "x_mm", "y_mm", "z_mm",
-              *[f"{t}_{k}" for t, classes in TASKS.items() for k in ("label", *[f"p_{c}" for c in classes])],
-              "saliency_compartment", "saliency_fracture", "warnings"]
+CSV_HEADER = [
+    "study_id",
+    "roi_id",
+    "source",
+    "x_mm",
+    "y_mm",
+    "z_mm",
+    *[f"{t}_{k}" for t, classes in TASKS.items() for k in ("label", *[f"p_{c}" for c in classes])],
+    "saliency_compartment",
+    "saliency_fracture",
+    "warnings",
+]
 WARNING_SEPARATOR = " | "
 
 
-def roi_csv_rows(study_id: str, rois: Iterable[Mapping[str, Any]], study_dir: str,
-                 warnings: Sequence[str] = ()) -> list[list[object]]:
+def roi_csv_rows(
+    study_id: str, rois: Iterable[Mapping[str, Any]], study_dir: str, warnings: Sequence[str] = ()
+) -> list[list[object]]:
     """One CSV line per ROI; ``warnings`` (the study's, joined by :data:`WARNING_SEPARATOR`) on each."""
     out = []
     for roi in rois:
-        line: list[object] = [study_id, roi["roi_id"], roi["source"], *[f"{v:.2f}" for v in roi["center_lps_mm"]]]
+        line: list[object] = [
+            study_id,
+            roi["roi_id"],
+            roi["source"],
+            *[f"{v:.2f}" for v in roi["center_lps_mm"]],
+        ]
         for task, classes in TASKS.items():
             line.append(roi[task]["label"])
             line.extend(f"{roi[task]['probabilities'][c]:.6f}" for c in classes)

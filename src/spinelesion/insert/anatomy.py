@@ -66,19 +66,28 @@ class SpineAnatomy:
     def neighbours(self, frame: BodyFrame) -> tuple[BodyFrame | None, BodyFrame | None]:
         """(superior, inferior) neighbour of a body, by position along the spine."""
         i = self.bodies.index(frame)
-        return (self.bodies[i - 1] if i > 0 else None, self.bodies[i + 1] if i + 1 < len(self.bodies) else None)
+        return (
+            self.bodies[i - 1] if i > 0 else None,
+            self.bodies[i + 1] if i + 1 < len(self.bodies) else None,
+        )
 
 
 def voxel_world(bg: Background, box: tuple[slice, slice, slice]) -> np.ndarray:
     """LPS mm of every voxel in a box: (X, Y, Z, 3)."""
-    idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij"), -1).astype(np.float64)
+    idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij"), -1).astype(
+        np.float64
+    )
     return apply_affine(bg.affine, idx)
 
 
-def box_around(bg: Background, centre_lps: np.ndarray, half_mm: float | np.ndarray) -> tuple[slice, slice, slice]:
+def box_around(
+    bg: Background, centre_lps: np.ndarray, half_mm: float | np.ndarray
+) -> tuple[slice, slice, slice]:
     """Voxel box covering a cube of +-``half_mm`` around an LPS point, clipped to the grid."""
     half = np.broadcast_to(np.asarray(half_mm, dtype=float), (3,))
-    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half + centre_lps
+    corners = (
+        np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half + centre_lps
+    )
     ijk = apply_affine(np.linalg.inv(bg.affine), corners)
     lo = np.clip(np.floor(ijk.min(0)).astype(int), 0, None)
     hi = np.minimum(np.ceil(ijk.max(0)).astype(int) + 1, np.asarray(bg.shape))
@@ -110,8 +119,19 @@ def _frames(bg: Background) -> list[BodyFrame]:
         axes = np.stack([left, p, t])
         loc = (points[k] - centres[k]) @ axes.T
         lo, hi = np.percentile(loc, 2, axis=0), np.percentile(loc, 98, axis=0)
-        frames.append(BodyFrame(k, bg.levels[k], centres[k], axes, float(max(-lo[0], hi[0])),
-                                float(lo[1]), float(hi[1]), float(lo[2]), float(hi[2])))
+        frames.append(
+            BodyFrame(
+                k,
+                bg.levels[k],
+                centres[k],
+                axes,
+                float(max(-lo[0], hi[0])),
+                float(lo[1]),
+                float(hi[1]),
+                float(lo[2]),
+                float(hi[2]),
+            )
+        )
     return frames
 
 
@@ -163,7 +183,9 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
         else:
             f.canal = (f.posterior + 2.0, f.posterior + 16.0)
         if bg.cord is not None:
-            ijk = apply_affine(np.linalg.inv(bg.affine), f.to_world(np.array([0.0, float(np.mean(f.canal)), 0.0])))
+            ijk = apply_affine(
+                np.linalg.inv(bg.affine), f.to_world(np.array([0.0, float(np.mean(f.canal)), 0.0]))
+            )
             near = box_around(bg, f.to_world(np.array([0.0, float(np.mean(f.canal)), 0.0])), 6.0)
             f.has_cord = bool(bg.cord[near].any()) and bool(np.all(ijk >= 0))
         else:
@@ -173,14 +195,30 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
         for i, f in enumerate(frames):
             below = frames[i + 1] if i + 1 < len(frames) else None
             if below is not None:
-                mid = 0.5 * (f.to_world(np.array([0, 0.5 * (f.anterior + f.posterior), f.inferior]))
-                             + below.to_world(np.array([0, 0.5 * (below.anterior + below.posterior), below.superior])))
+                mid = 0.5 * (
+                    f.to_world(np.array([0, 0.5 * (f.anterior + f.posterior), f.inferior]))
+                    + below.to_world(np.array([0, 0.5 * (below.anterior + below.posterior), below.superior]))
+                )
                 samples["disc"].append(_sample_box(img, bg, mid, f.axes, (6.0, 6.0, 1.0)))
             c0, c1 = f.canal
-            samples["csf"].append(_sample_box(img, bg, f.to_world(np.array([0, 0.5 * (c0 + c1), 0])), f.axes,
-                                              (3.0, 0.35 * (c1 - c0), 0.4 * f.half_height)))
-            samples["muscle"].append(_sample_box(img, bg, f.to_world(np.array([20.0, c1 + 20.0, 0])), f.axes,
-                                                 (5.0, 6.0, 0.5 * f.half_height)))
+            samples["csf"].append(
+                _sample_box(
+                    img,
+                    bg,
+                    f.to_world(np.array([0, 0.5 * (c0 + c1), 0])),
+                    f.axes,
+                    (3.0, 0.35 * (c1 - c0), 0.4 * f.half_height),
+                )
+            )
+            samples["muscle"].append(
+                _sample_box(
+                    img,
+                    bg,
+                    f.to_world(np.array([20.0, c1 + 20.0, 0])),
+                    f.axes,
+                    (5.0, 6.0, 0.5 * f.half_height),
+                )
+            )
         for name, chunks in samples.items():
             vals = np.concatenate(chunks) if chunks else np.array([])
             if name == "csf" and vals.size:
@@ -188,7 +226,9 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
             elif vals.size:
                 tissues[s][name] = float(np.median(vals))
         if bg.cord is not None and bg.cord.any():
-            tissues[s]["cord"] = float(np.median(img[ndimage.binary_erosion(bg.cord) if bg.cord.sum() > 50 else bg.cord]))
+            tissues[s]["cord"] = float(
+                np.median(img[ndimage.binary_erosion(bg.cord) if bg.cord.sum() > 50 else bg.cord])
+            )
         else:  # cord and roots: intermediate, between marrow-like soft tissue and CSF on T2
             tissues[s]["cord"] = 0.5 * (tissues[s]["marrow"] + tissues[s].get("disc", tissues[s]["marrow"]))
         for name in ("disc", "csf", "muscle"):
@@ -200,8 +240,9 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
     return SpineAnatomy(frames, tissues, noise)
 
 
-def _sample_box(img: np.ndarray, bg: Background, centre: np.ndarray, axes: np.ndarray,
-                half: tuple[float, float, float]) -> np.ndarray:
+def _sample_box(
+    img: np.ndarray, bg: Background, centre: np.ndarray, axes: np.ndarray, half: tuple[float, float, float]
+) -> np.ndarray:
     grid = np.stack(np.meshgrid(*[np.linspace(-h, h, 5) for h in half], indexing="ij"), -1).reshape(-1, 3)
     ijk = apply_affine(np.linalg.inv(bg.affine), centre + grid @ axes)
     inside = np.all((ijk >= 0) & (ijk <= np.asarray(img.shape) - 1), axis=1)

@@ -85,8 +85,11 @@ class Background:
         return np.maximum(native / 2.355 / spacing, 0.3)
 
 
-def discover_backgrounds(root: str | Path, levels: Sequence[str] | None = None,
-                         native_mm: Mapping[str, Sequence[float]] | None = None) -> list[BackgroundSpec]:
+def discover_backgrounds(
+    root: str | Path,
+    levels: Sequence[str] | None = None,
+    native_mm: Mapping[str, Sequence[float]] | None = None,
+) -> list[BackgroundSpec]:
     """Every study under ``root`` with a recognised layout, sorted by folder name.
 
     ``native_mm`` maps a dataset name (the folder name before its last ``_``) to the acquired
@@ -101,14 +104,24 @@ def discover_backgrounds(root: str | Path, levels: Sequence[str] | None = None,
             continue
         dataset = folder.name.split("_", 1)[0]
         nat = native_mm.get(dataset)
-        spec = BackgroundSpec(study_id=folder.name, subject=folder.name, dataset=dataset, sequences=seqs,
-                              layout="", masks={}, native_mm=(float(nat[0]), float(nat[1]), float(nat[2])) if nat else None)
+        spec = BackgroundSpec(
+            study_id=folder.name,
+            subject=folder.name,
+            dataset=dataset,
+            sequences=seqs,
+            layout="",
+            masks={},
+            native_mm=(float(nat[0]), float(nat[1]), float(nat[2])) if nat else None,
+        )
         if (folder / "vertebral_bodies.nii.gz").is_file():
             spec.layout, spec.masks = "bodies", {"bodies": folder / "vertebral_bodies.nii.gz"}
             spec.levels = list(levels or [])
         elif (folder / "vertebrae.nii.gz").is_file() and (folder / "subregions.nii.gz").is_file():
             spec.layout = "subregions"
-            spec.masks = {"vertebrae": folder / "vertebrae.nii.gz", "subregions": folder / "subregions.nii.gz"}
+            spec.masks = {
+                "vertebrae": folder / "vertebrae.nii.gz",
+                "subregions": folder / "subregions.nii.gz",
+            }
         else:
             continue
         specs.append(spec)
@@ -120,8 +133,15 @@ def _on_grid(mask: Volume, shape: tuple[int, ...], affine: np.ndarray) -> np.nda
     if mask.shape == tuple(shape) and np.allclose(mask.affine, affine, atol=1e-4):
         return mask.array
     to_mask = np.linalg.inv(mask.affine) @ affine
-    return ndimage.affine_transform(mask.array, to_mask[:3, :3], offset=to_mask[:3, 3], output_shape=shape,
-                                    order=0, mode="constant", cval=0)
+    return ndimage.affine_transform(
+        mask.array,
+        to_mask[:3, :3],
+        offset=to_mask[:3, 3],
+        output_shape=shape,
+        order=0,
+        mode="constant",
+        cval=0,
+    )
 
 
 def _levels_from_manifest(folder: Path, bodies: np.ndarray, affine: np.ndarray) -> dict[int, str]:
@@ -160,7 +180,9 @@ def load_background(spec: BackgroundSpec) -> Background:
         dtypes[s] = nib.load(str(spec.sequences[s])).get_data_dtype()
     cord = canal = None
     if spec.layout == "bodies":
-        bodies = _on_grid(read_nifti(spec.masks["bodies"], dtype=np.int16), ref.shape, ref.affine).astype(np.int16)
+        bodies = _on_grid(read_nifti(spec.masks["bodies"], dtype=np.int16), ref.shape, ref.affine).astype(
+            np.int16
+        )
         levels = _levels_from_manifest(spec.masks["bodies"].parent, bodies, ref.affine)
         labels = [int(k) for k in np.unique(bodies) if k > 0]
         if not levels and spec.levels:

@@ -35,18 +35,35 @@ from spinelesion.parallel import map_jobs
 log = logging.getLogger(__name__)
 
 
-def normal_records(spec: BackgroundSpec, bg: Background, an: SpineAnatomy, out: Path, cfg: Mapping[str, Any],
-                   rng: np.random.Generator) -> list[dict[str, Any]]:
+def normal_records(
+    spec: BackgroundSpec,
+    bg: Background,
+    an: SpineAnatomy,
+    out: Path,
+    cfg: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
     """ROIs of the untouched study: each body (centre and jittered copies), disc and canal,
     and ``background`` points anywhere in the field of view (a scan looks there too)."""
     seqs = {s: os.path.relpath(p.resolve(), out) for s, p in spec.sequences.items()}
     recs: list[dict[str, Any]] = []
 
     def add(centre: np.ndarray, level: str, kind: str) -> None:
-        recs.append(dict(case_id=f"{spec.study_id}_{kind}{len(recs):02d}", study_id=spec.study_id,
-                         patient_id=spec.subject, **seqs, x_mm=round(float(centre[0]), 2),
-                         y_mm=round(float(centre[1]), 2), z_mm=round(float(centre[2]), 2),
-                         compartment="none", fracture="none", level=level, finding="normal"))
+        recs.append(
+            dict(
+                case_id=f"{spec.study_id}_{kind}{len(recs):02d}",
+                study_id=spec.study_id,
+                patient_id=spec.subject,
+                **seqs,
+                x_mm=round(float(centre[0]), 2),
+                y_mm=round(float(centre[1]), 2),
+                z_mm=round(float(centre[2]), 2),
+                compartment="none",
+                fracture="none",
+                level=level,
+                finding="normal",
+            )
+        )
 
     jitter = float(cfg.get("jitter_mm", 3.0))
     for i, f in enumerate(an.bodies):
@@ -56,7 +73,10 @@ def normal_records(spec: BackgroundSpec, bg: Background, an: SpineAnatomy, out: 
             add(f.to_world(np.array([0.0, 0.5 * sum(f.canal), 0.0])), f.level, "canal")
         if cfg.get("discs", True) and i + 1 < len(an.bodies):
             below = an.bodies[i + 1]
-            mid = 0.5 * (f.to_world(np.array([0.0, 0.0, f.inferior])) + below.to_world(np.array([0.0, 0.0, below.superior])))
+            mid = 0.5 * (
+                f.to_world(np.array([0.0, 0.0, f.inferior]))
+                + below.to_world(np.array([0.0, 0.0, below.superior]))
+            )
             add(mid, f.level, "disc")
     if int(cfg.get("background", 0)):
         for point in background_points(bg, int(cfg["background"]), rng):
@@ -77,7 +97,10 @@ def region_points(bg: Background, an: SpineAnatomy, n: int, rng: np.random.Gener
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for f in an.bodies:
-        for local in ([-20.0, f.anterior - 10.0, f.inferior - 25.0], [20.0, f.canal[1] + 20.0, f.superior + 25.0]):
+        for local in (
+            [-20.0, f.anterior - 10.0, f.inferior - 25.0],
+            [20.0, f.canal[1] + 20.0, f.superior + 25.0],
+        ):
             w = f.to_world(np.asarray(local))
             lo, hi = np.minimum(lo, w), np.maximum(hi, w)
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in bg.shape], indexing="ij")).reshape(3, -1).T
@@ -89,8 +112,12 @@ def region_points(bg: Background, an: SpineAnatomy, n: int, rng: np.random.Gener
     return [rng.uniform(lo, hi) for _ in range(n)]
 
 
-def background_points(bg: Background, n: int, rng: np.random.Generator,
-                      margin_mm: tuple[float, float, float] = (30.0, 45.0, 45.0)) -> list[np.ndarray]:
+def background_points(
+    bg: Background,
+    n: int,
+    rng: np.random.Generator,
+    margin_mm: tuple[float, float, float] = (30.0, 45.0, 45.0),
+) -> list[np.ndarray]:
     """``n`` LPS points drawn uniformly in the volume, kept a ROI context half-size inside its
     bounding box (or at 40 % of the extent along a thin axis)."""
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in bg.shape], indexing="ij")).reshape(3, -1).T
@@ -151,19 +178,43 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         paths = write_crop(bg, ctx, folder, float(cfg["crop_margin_mm"]))
         rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
         for k, r in enumerate(inside):
-            records.append(dict(case_id=f"{study_id}_r{k}", study_id=study_id, patient_id=spec.subject, **rel,
-                                x_mm=round(float(r.centre[0]), 2), y_mm=round(float(r.centre[1]), 2),
-                                z_mm=round(float(r.centre[2]), 2), compartment=r.compartment,
-                                fracture=r.fracture, level=r.level, finding=r.finding))
+            records.append(
+                dict(
+                    case_id=f"{study_id}_r{k}",
+                    study_id=study_id,
+                    patient_id=spec.subject,
+                    **rel,
+                    x_mm=round(float(r.centre[0]), 2),
+                    y_mm=round(float(r.centre[1]), 2),
+                    z_mm=round(float(r.centre[2]), 2),
+                    compartment=r.compartment,
+                    fracture=r.fracture,
+                    level=r.level,
+                    finding=r.finding,
+                )
+            )
     for r in records:
         r["split"] = split
-    return {"subject": spec.subject, "dataset": spec.dataset, "records": records,
-            "seconds": time.perf_counter() - start}
+    return {
+        "subject": spec.subject,
+        "dataset": spec.dataset,
+        "records": records,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def subject_splits(specs: list[BackgroundSpec], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
-    rows = [Row(case_id=s.study_id, study_id=s.study_id, patient_id=s.subject, center_lps=np.zeros(3),
-                sequences={}, labels={"compartment": "", "fracture": ""}) for s in specs]
+    rows = [
+        Row(
+            case_id=s.study_id,
+            study_id=s.study_id,
+            patient_id=s.subject,
+            center_lps=np.zeros(3),
+            sequences={},
+            labels={"compartment": "", "fracture": ""},
+        )
+        for s in specs
+    ]
     return assign_splits(rows, dict(ratios), seed)
 
 
@@ -171,7 +222,9 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
     """Write ``output_dir/manifest.csv`` (+ ``dataset.json``); returns the manifest path."""
     root = Path(str(cfg["backgrounds"]))
     if not root.is_dir():
-        raise FileNotFoundError(f"backgrounds folder '{root}' not found (set backgrounds=... or SPINELESION_REAL_NORMALS)")
+        raise FileNotFoundError(
+            f"backgrounds folder '{root}' not found (set backgrounds=... or SPINELESION_REAL_NORMALS)"
+        )
     specs = discover_backgrounds(root, cfg.get("levels"), cfg.get("native_mm"))
     if not specs:
         raise ValueError(f"{root}: no real study with vertebral-body masks found")
@@ -180,23 +233,46 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
     split_of = subject_splits(specs, cfg["splits"], int(cfg["split_seed"]))
     jobs = [(s, i, dict(cfg), str(out), split_of[s.subject]) for i, s in enumerate(specs)]
     start = time.perf_counter()
-    results = list(tqdm(map_jobs(subject_job, jobs, int(cfg.get("workers", 1))), total=len(jobs), desc="subjects", unit="subject",
-                        disable=not cfg.get("progress", True)))
+    results = list(
+        tqdm(
+            map_jobs(subject_job, jobs, int(cfg.get("workers", 1))),
+            total=len(jobs),
+            desc="subjects",
+            unit="subject",
+            disable=not cfg.get("progress", True),
+        )
+    )
     records = [r for res in results for r in res["records"]]
     path = write_manifest(out / "manifest.csv", records)
     inserted = [r for r in records if r["finding"] != "normal"]
-    write_json(out / "dataset.json", {
-        "backgrounds": str(cfg["backgrounds"]), "subjects": len(specs), "seed": int(cfg["seed"]),
-        "studies": len({r["study_id"] for r in records}), "rois": len(records),
-        "seconds": round(time.perf_counter() - start, 1),
-        "splits": {s: sorted(k for k, v in split_of.items() if v == s) for s in sorted(set(split_of.values()))},
-        "datasets": dict(Counter(res["dataset"] for res in results)),
-        "counts": {"finding": dict(Counter(r["finding"] for r in records)),
-                   "compartment": dict(Counter(r["compartment"] for r in records)),
-                   "fracture": dict(Counter(r["fracture"] for r in records)),
-                   "inserted_by_split": dict(Counter(r["split"] for r in inserted))},
-        "finding_weights": dict(cfg["finding_weights"]), "rates": dict(cfg["rates"]),
-    })
-    log.info("%d subjects, %d studies, %d ROIs -> %s", len(specs), len({r['study_id'] for r in records}),
-             len(records), path)
+    write_json(
+        out / "dataset.json",
+        {
+            "backgrounds": str(cfg["backgrounds"]),
+            "subjects": len(specs),
+            "seed": int(cfg["seed"]),
+            "studies": len({r["study_id"] for r in records}),
+            "rois": len(records),
+            "seconds": round(time.perf_counter() - start, 1),
+            "splits": {
+                s: sorted(k for k, v in split_of.items() if v == s) for s in sorted(set(split_of.values()))
+            },
+            "datasets": dict(Counter(res["dataset"] for res in results)),
+            "counts": {
+                "finding": dict(Counter(r["finding"] for r in records)),
+                "compartment": dict(Counter(r["compartment"] for r in records)),
+                "fracture": dict(Counter(r["fracture"] for r in records)),
+                "inserted_by_split": dict(Counter(r["split"] for r in inserted)),
+            },
+            "finding_weights": dict(cfg["finding_weights"]),
+            "rates": dict(cfg["rates"]),
+        },
+    )
+    log.info(
+        "%d subjects, %d studies, %d ROIs -> %s",
+        len(specs),
+        len({r["study_id"] for r in records}),
+        len(records),
+        path,
+    )
     return path

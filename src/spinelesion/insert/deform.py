@@ -35,8 +35,13 @@ def footprint(loc: np.ndarray, frame: BodyFrame, margin: float = 4.0) -> np.ndar
     return 1.0 - smoothstep(np.maximum(dl, dp) / margin)
 
 
-def collapse(frame: BodyFrame, anterior_loss: float, posterior_loss: float, central_loss: float = 0.0,
-             reach: float | None = None) -> Map:
+def collapse(
+    frame: BodyFrame,
+    anterior_loss: float,
+    posterior_loss: float,
+    central_loss: float = 0.0,
+    reach: float | None = None,
+) -> Map:
     """Height loss of a body: wedge (anterior > posterior), biconcave (central) or crush.
 
     Inside the footprint, |t| <= H*c maps to |t|/c (c = 1 - loss, varying over p and with
@@ -49,8 +54,12 @@ def collapse(frame: BodyFrame, anterior_loss: float, posterior_loss: float, cent
     def fn(loc: np.ndarray) -> np.ndarray:
         lat, p, t = loc[..., 0], loc[..., 1], loc[..., 2]
         frac = np.clip((p - frame.anterior) / max(frame.depth, 1.0), 0.0, 1.0)
-        radial = np.clip((lat / max(frame.half_width, 1.0)) ** 2 + ((p - 0.5 * (frame.anterior + frame.posterior))
-                                                                  / max(0.5 * frame.depth, 1.0)) ** 2, 0, 1)
+        radial = np.clip(
+            (lat / max(frame.half_width, 1.0)) ** 2
+            + ((p - 0.5 * (frame.anterior + frame.posterior)) / max(0.5 * frame.depth, 1.0)) ** 2,
+            0,
+            1,
+        )
         loss = anterior_loss + (posterior_loss - anterior_loss) * frac + central_loss * (1.0 - radial)
         c = np.clip(1.0 - loss, 0.2, 1.0)
         inner = h * c
@@ -130,8 +139,14 @@ def compose(maps: Sequence[Map]) -> Map:
     return fn
 
 
-def warp_box(bg: Background, box: tuple[slice, slice, slice], frame: BodyFrame, fn: Map,
-             images: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> None:
+def warp_box(
+    bg: Background,
+    box: tuple[slice, slice, slice],
+    frame: BodyFrame,
+    fn: Map,
+    images: dict[str, np.ndarray],
+    masks: dict[str, np.ndarray],
+) -> None:
     """Resample ``images`` and ``masks`` (full-grid arrays, changed in place) inside ``box``."""
     loc = local_coords(bg, box, frame)
     src_world = frame.to_world(fn(loc))

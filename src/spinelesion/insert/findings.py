@@ -72,13 +72,17 @@ class Insert:
     def warp(self, *maps: deform.Map) -> None:
         if not maps:
             return
-        deform.warp_box(self.bg, self.box, self.frame, deform.compose(maps), self.images, {"bodies": self.bodies})
+        deform.warp_box(
+            self.bg, self.box, self.frame, deform.compose(maps), self.images, {"bodies": self.bodies}
+        )
 
     def body_mask(self, label: int | None = None) -> np.ndarray:
         """The (possibly deformed) body in the box, as a float mask."""
         return (self.bodies[self.box] == (label or self.frame.label)).astype(np.float32)
 
-    def ellipsoid(self, centre: np.ndarray, radii: np.ndarray | tuple[float, float, float], edge: float = 1.0) -> np.ndarray:
+    def ellipsoid(
+        self, centre: np.ndarray, radii: np.ndarray | tuple[float, float, float], edge: float = 1.0
+    ) -> np.ndarray:
         """Soft ellipsoid in the local frame (1 inside, 0 outside, ``edge`` mm ramp)."""
         d = np.sqrt((((self.loc - np.asarray(centre)) / np.asarray(radii)) ** 2).sum(-1))
         return np.clip((1.0 - d) * float(np.min(radii)) / edge + 0.5, 0.0, 1.0).astype(np.float32)
@@ -90,8 +94,13 @@ class Insert:
         return np.clip(np.minimum(t - lo, hi - t) / edge + 0.5, 0.0, 1.0).astype(np.float32)
 
     # -- signal ------------------------------------------------------------------------------
-    def paint(self, kind: str, weight: np.ndarray, heterogeneity: float = 0.08,
-              value_scale: np.ndarray | float = 1.0) -> None:
+    def paint(
+        self,
+        kind: str,
+        weight: np.ndarray,
+        heterogeneity: float = 0.08,
+        value_scale: np.ndarray | float = 1.0,
+    ) -> None:
         """Paint ``kind`` under ``weight`` (box-shaped) on every sequence of the study."""
         if not np.any(weight > 0.05):
             return
@@ -112,17 +121,29 @@ class Insert:
             ratio = signal(kind, seq, t, self.rng) / max(t[tissue], 1e-6)
             img[self.box] *= 1.0 + w * (ratio - 1.0)
 
-    def roi(self, centre_local: np.ndarray | None, compartment: str, fracture: str, finding: str,
-            frame: BodyFrame | None = None) -> None:
+    def roi(
+        self,
+        centre_local: np.ndarray | None,
+        compartment: str,
+        fracture: str,
+        finding: str,
+        frame: BodyFrame | None = None,
+    ) -> None:
         frame = frame or self.frame
-        centre = frame.centre if centre_local is None else frame.to_world(np.asarray(centre_local, dtype=float))
+        centre = (
+            frame.centre if centre_local is None else frame.to_world(np.asarray(centre_local, dtype=float))
+        )
         self.rois.append(Roi(np.asarray(centre, dtype=float), compartment, fracture, finding, frame.level))
 
 
 # -- bone --------------------------------------------------------------------------------------
 def _deposit_centre(ctx: Insert) -> np.ndarray:
     f = ctx.frame
-    p = ctx.u(0.15, 0.45) * f.posterior if ctx.chance("metastasis_posterior") else ctx.u(0.1, 0.5) * f.anterior
+    p = (
+        ctx.u(0.15, 0.45) * f.posterior
+        if ctx.chance("metastasis_posterior")
+        else ctx.u(0.1, 0.5) * f.anterior
+    )
     return np.array([ctx.u(-0.4, 0.4) * f.half_width, p, ctx.u(-0.35, 0.35) * f.half_height])
 
 
@@ -146,7 +167,9 @@ def _deposit(ctx: Insert, kind: str, radius: tuple[float, float] = (5.0, 12.0)) 
     if ctx.chance("metastasis_pedicle"):
         ctx.paint(kind, _pedicle_weight(ctx, float(np.sign(centre[0]) or 1.0)), 0.12)
     if ctx.chance("second_deposit"):
-        c2 = np.array([ctx.u(-0.5, 0.5) * f.half_width, ctx.u(-0.5, 0.5) * f.depth, ctx.u(-0.5, 0.5) * f.half_height])
+        c2 = np.array(
+            [ctx.u(-0.5, 0.5) * f.half_width, ctx.u(-0.5, 0.5) * f.depth, ctx.u(-0.5, 0.5) * f.half_height]
+        )
         ctx.paint(kind, ctx.ellipsoid(c2, radii * 0.6) * body, 0.12)
 
 
@@ -186,8 +209,12 @@ def paraspinal_mass(ctx: Insert) -> None:
     f = ctx.frame
     side = 1.0 if ctx.rng.random() < 0.5 else -1.0
     r = ctx.u(8.0, 16.0)
-    centre = np.array([side * (f.half_width + 0.6 * r), ctx.u(-0.3, 0.3) * f.depth, ctx.u(-0.3, 0.3) * f.half_height])
-    ctx.paint("soft_tissue", ctx.ellipsoid(centre, np.array([r, r * ctx.u(0.7, 1.0), r * ctx.u(1.0, 1.6)])), 0.12)
+    centre = np.array(
+        [side * (f.half_width + 0.6 * r), ctx.u(-0.3, 0.3) * f.depth, ctx.u(-0.3, 0.3) * f.half_height]
+    )
+    ctx.paint(
+        "soft_tissue", ctx.ellipsoid(centre, np.array([r, r * ctx.u(0.7, 1.0), r * ctx.u(1.0, 1.6)])), 0.12
+    )
     if ctx.chance("paraspinal_with_body_metastasis"):
         _deposit(ctx, "lytic", (4.0, 9.0))
     ctx.roi(centre, "extradural", "none", "paraspinal_mass")
@@ -210,7 +237,11 @@ def _collapse(ctx: Insert, loss_range: tuple[float, float], shapes: Mapping[str,
 def _endplate_t(ctx: Insert, superior: bool) -> float:
     """t of an endplate of the (deformed) body, read from the mask at the body's axis."""
     body = ctx.body_mask() > 0.5
-    near_axis = body & (np.abs(ctx.loc[..., 0]) < 6) & (np.abs(ctx.loc[..., 1] - 0.5 * (ctx.frame.anterior + ctx.frame.posterior)) < 6)
+    near_axis = (
+        body
+        & (np.abs(ctx.loc[..., 0]) < 6)
+        & (np.abs(ctx.loc[..., 1] - 0.5 * (ctx.frame.anterior + ctx.frame.posterior)) < 6)
+    )
     t = ctx.loc[..., 2][near_axis]
     if t.size == 0:
         return ctx.frame.superior if superior else ctx.frame.inferior
@@ -219,8 +250,20 @@ def _endplate_t(ctx: Insert, superior: bool) -> float:
 
 def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
     f = ctx.frame
-    ctx.warp(*([deform.push(np.array([0.0, f.posterior, 0.7 * f.superior]), np.array([0.0, 1.0, 0.0]),
-                            ctx.u(1.5, 3.5), 4.0)] if ctx.chance("retropulsion") else []))
+    ctx.warp(
+        *(
+            [
+                deform.push(
+                    np.array([0.0, f.posterior, 0.7 * f.superior]),
+                    np.array([0.0, 1.0, 0.0]),
+                    ctx.u(1.5, 3.5),
+                    4.0,
+                )
+            ]
+            if ctx.chance("retropulsion")
+            else []
+        )
+    )
     _collapse(ctx, (0.15, 0.5), {"wedge": 0.55, "biconcave": 0.3, "crush": 0.15})
     if ctx.chance("convex_wall_benign"):  # a hard case: benign with a bulging wall
         ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(1.0, 2.5)))
@@ -240,7 +283,7 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
     if ctx.chance("fluid_sign"):
         span = ctx.u(0.4, 0.8)
         cleft = ctx.band(plate + inward * 1.0, plate + inward * ctx.u(2.0, 3.5), 0.6) * body
-        cleft *= (np.abs(ctx.loc[..., 1] - 0.5 * (f.anterior + f.posterior)) < span * 0.5 * f.depth)
+        cleft *= np.abs(ctx.loc[..., 1] - 0.5 * (f.anterior + f.posterior)) < span * 0.5 * f.depth
         ctx.paint("fluid", cleft.astype(np.float32), 0.05)
     if roi:
         ctx.roi(None, "none", "benign", "osteoporotic_fracture")
@@ -256,7 +299,9 @@ def pathologic_fracture(ctx: Insert) -> None:
     if ctx.chance("whole_body_signal"):
         weight = body
     else:  # partial replacement: a large deposit, normal marrow elsewhere
-        c = np.array([ctx.u(-0.3, 0.3) * f.half_width, ctx.u(0.0, 0.4) * f.posterior, ctx.u(-0.3, 0.3) * f.half_height])
+        c = np.array(
+            [ctx.u(-0.3, 0.3) * f.half_width, ctx.u(0.0, 0.4) * f.posterior, ctx.u(-0.3, 0.3) * f.half_height]
+        )
         weight = ctx.ellipsoid(c, np.array([0.7 * f.half_width, 0.45 * f.depth, 0.8 * f.half_height])) * body
     ctx.paint(kind, weight, 0.18)
     if ctx.chance("pathologic_pedicle"):
@@ -272,8 +317,11 @@ def pathologic_fracture(ctx: Insert) -> None:
     if ctx.chance("pathologic_paraspinal"):
         side = 1.0 if ctx.rng.random() < 0.5 else -1.0
         r = ctx.u(6.0, 12.0)
-        ctx.paint("soft_tissue", ctx.ellipsoid(np.array([side * (f.half_width + 0.5 * r), 0.0, 0.0]),
-                                               np.array([r, r, r * 1.3])), 0.12)
+        ctx.paint(
+            "soft_tissue",
+            ctx.ellipsoid(np.array([side * (f.half_width + 0.5 * r), 0.0, 0.0]), np.array([r, r, r * 1.3])),
+            0.12,
+        )
     ctx.roi(None, "extradural", "pathologic", "pathologic_fracture")
 
 
@@ -281,7 +329,9 @@ def pathologic_fracture(ctx: Insert) -> None:
 def haemangioma(ctx: Insert) -> None:
     f = ctx.frame
     r = ctx.u(4.0, 11.0)
-    c = np.array([ctx.u(-0.4, 0.4) * f.half_width, ctx.u(-0.4, 0.4) * f.depth, ctx.u(-0.4, 0.4) * f.half_height])
+    c = np.array(
+        [ctx.u(-0.4, 0.4) * f.half_width, ctx.u(-0.4, 0.4) * f.depth, ctx.u(-0.4, 0.4) * f.half_height]
+    )
     weight = ctx.ellipsoid(c, np.array([r, r, r * ctx.u(0.9, 1.3)])) * ctx.body_mask()
     # Coarse vertical trabeculae ("corduroy"): dark stripes running along t.
     period = ctx.u(2.5, 4.0)
@@ -298,7 +348,9 @@ def _disc_weight(ctx: Insert, upper: BodyFrame, lower: BodyFrame) -> tuple[np.nd
     bottom = float(upper.to_local(lower.to_world(np.array([0.0, 0.0, lower.superior])))[2])
     mid_p = 0.5 * (upper.anterior + upper.posterior)
     loc = ctx.loc
-    inside = ((loc[..., 0] / (0.85 * upper.half_width)) ** 2 + ((loc[..., 1] - mid_p) / (0.47 * upper.depth)) ** 2) < 1
+    inside = (
+        (loc[..., 0] / (0.85 * upper.half_width)) ** 2 + ((loc[..., 1] - mid_p) / (0.47 * upper.depth)) ** 2
+    ) < 1
     between = (loc[..., 2] > bottom - 3.0) & (loc[..., 2] < top + 3.0) & (ctx.bodies[ctx.box] == 0)
     return (inside & between).astype(np.float32), top, bottom
 
@@ -307,7 +359,9 @@ def _disc_next_to(ctx: Insert, name: str) -> tuple[BodyFrame, BodyFrame, np.ndar
     """A disc next to the target body, chosen at random, with the context focused on the body
     above it: (upper body, lower body, disc weight, t of its top, t of its bottom)."""
     up, down = ctx.an.neighbours(ctx.frame)
-    options = ([(ctx.frame, down)] if down is not None else []) + ([(up, ctx.frame)] if up is not None else [])
+    options = ([(ctx.frame, down)] if down is not None else []) + (
+        [(up, ctx.frame)] if up is not None else []
+    )
     if not options:
         raise ValueError(f"{name} needs a neighbouring body")
     upper, lower = options[int(ctx.rng.integers(len(options)))]
@@ -335,7 +389,9 @@ def schmorl_node(ctx: Insert) -> None:
     c = np.array([ctx.u(-0.3, 0.3) * f.half_width, ctx.u(-0.25, 0.25) * f.depth, plate])
     body = ctx.body_mask()
     if ctx.chance("schmorl_oedema"):
-        ctx.paint("oedema", ctx.ellipsoid(c + [0, 0, inward * r * 0.5], np.array([2.2, 2.2, 2.0]) * r) * body, 0.1)
+        ctx.paint(
+            "oedema", ctx.ellipsoid(c + [0, 0, inward * r * 0.5], np.array([2.2, 2.2, 2.0]) * r) * body, 0.1
+        )
     ctx.paint("disc", ctx.ellipsoid(c, np.array([r, r, r * 1.2])) * body, 0.05)
     ctx.roi(None, "none", "none", "schmorl_node")
 
@@ -349,8 +405,10 @@ def discitis(ctx: Insert) -> None:
     depth = 1.0 + 3.0 * np.clip(texture(ctx.rng, disc.shape, 3.0, 1.0), 0.0, 1.0)
     grown = ndimage.distance_transform_edt(disc < 0.5, sampling=ctx.bg.spacing) <= depth
     mid_p = 0.5 * (upper.anterior + upper.posterior)
-    inside = ((ctx.loc[..., 0] / (0.85 * upper.half_width)) ** 2
-              + ((ctx.loc[..., 1] - mid_p) / (0.45 * upper.depth)) ** 2) < 1
+    inside = (
+        (ctx.loc[..., 0] / (0.85 * upper.half_width)) ** 2
+        + ((ctx.loc[..., 1] - mid_p) / (0.45 * upper.depth)) ** 2
+    ) < 1
     ctx.paint("disc_fluid", (grown & inside).astype(np.float32), 0.1)
     ctx.roi(np.array([0.0, mid_p, 0.5 * (top + bottom)]), "none", "none", "discitis")
 
@@ -483,8 +541,14 @@ def eligible(name: str, an: SpineAnatomy, frame: BodyFrame) -> bool:
     return True
 
 
-def insert_finding(bg: Background, an: SpineAnatomy, name: str, label: int, rng: np.random.Generator,
-                   rates: Mapping[str, float]) -> Insert:
+def insert_finding(
+    bg: Background,
+    an: SpineAnatomy,
+    name: str,
+    label: int,
+    rng: np.random.Generator,
+    rates: Mapping[str, float],
+) -> Insert:
     """Render ``name`` at body ``label``; the result holds the new images, lesion mask and ROIs."""
     ctx = Insert(bg, an, an.body(label), rng, rates)
     FINDINGS[name](ctx)

@@ -46,55 +46,123 @@ _T1_DARK = _darker_than(("disc", "muscle"), 0.5, 0.85)
 
 RECIPES: dict[str, dict[str, Recipe]] = {
     # Marrow oedema (fracture, Modic 1, discitis): T1 dark, T2 / STIR bright.
-    "oedema": {"t1": _darker_than(("marrow",), 0.45, 0.75), "t2": _between("marrow", "csf", 0.25, 0.55),
-               "stir": _between("marrow", "csf", 0.4, 0.8), "t1c": _times("marrow", 0.8, 1.1)},
+    "oedema": {
+        "t1": _darker_than(("marrow",), 0.45, 0.75),
+        "t2": _between("marrow", "csf", 0.25, 0.55),
+        "stir": _between("marrow", "csf", 0.4, 0.8),
+        "t1c": _times("marrow", 0.8, 1.1),
+    },
     # Lytic metastasis: T1 darker than disc and muscle, T2 / STIR bright, enhances.
-    "lytic": {"t1": _T1_DARK, "t2": _between("marrow", "csf", 0.3, 0.75),
-              "stir": _between("marrow", "csf", 0.45, 0.9), "t1c": _enhancing(_T1_DARK, 1.4, 2.2)},
+    "lytic": {
+        "t1": _T1_DARK,
+        "t2": _between("marrow", "csf", 0.3, 0.75),
+        "stir": _between("marrow", "csf", 0.45, 0.9),
+        "t1c": _enhancing(_T1_DARK, 1.4, 2.2),
+    },
     # Blastic (sclerotic) metastasis: dark on every sequence.
-    "blastic": {"t1": _darker_than(("disc", "muscle"), 0.3, 0.6), "t2": _darker_than(("marrow", "muscle"), 0.45, 0.75),
-                "stir": _darker_than(("marrow",), 0.4, 0.8), "t1c": _darker_than(("disc", "muscle"), 0.4, 0.75)},
+    "blastic": {
+        "t1": _darker_than(("disc", "muscle"), 0.3, 0.6),
+        "t2": _darker_than(("marrow", "muscle"), 0.45, 0.75),
+        "stir": _darker_than(("marrow",), 0.4, 0.8),
+        "t1c": _darker_than(("disc", "muscle"), 0.4, 0.75),
+    },
     # Whole-body replacement of a pathologic fracture: abnormal signal, weaker than a focal lytic deposit.
-    "replacement": {"t1": _T1_DARK, "t2": _between("marrow", "csf", 0.15, 0.55),
-                    "stir": _between("marrow", "csf", 0.35, 0.8), "t1c": _enhancing(_T1_DARK, 1.3, 2.0)},
+    "replacement": {
+        "t1": _T1_DARK,
+        "t2": _between("marrow", "csf", 0.15, 0.55),
+        "stir": _between("marrow", "csf", 0.35, 0.8),
+        "t1c": _enhancing(_T1_DARK, 1.3, 2.0),
+    },
     # Fluid sign / cleft: follows CSF.
-    "fluid": {"t1": _times("csf", 0.9, 1.2), "t2": _times("csf", 0.85, 1.05), "stir": _times("csf", 0.85, 1.05),
-              "t1c": _times("csf", 0.9, 1.2)},
+    "fluid": {
+        "t1": _times("csf", 0.9, 1.2),
+        "t2": _times("csf", 0.85, 1.05),
+        "stir": _times("csf", 0.85, 1.05),
+        "t1c": _times("csf", 0.9, 1.2),
+    },
     # Low-signal band parallel to the endplate (impacted trabeculae) on T1 and T2.
-    "band": {"t1": _darker_than(("marrow", "disc"), 0.35, 0.6), "t2": _darker_than(("marrow",), 0.35, 0.65),
-             "stir": _darker_than(("marrow",), 0.6, 0.9), "t1c": _darker_than(("marrow", "disc"), 0.4, 0.7)},
+    "band": {
+        "t1": _darker_than(("marrow", "disc"), 0.35, 0.6),
+        "t2": _darker_than(("marrow",), 0.35, 0.65),
+        "stir": _darker_than(("marrow",), 0.6, 0.9),
+        "t1c": _darker_than(("marrow", "disc"), 0.4, 0.7),
+    },
     # Epidural / paraspinal soft tissue: T1 dark (muscle-like), T2 intermediate-bright, enhances avidly.
-    "soft_tissue": {"t1": _times("muscle", 0.85, 1.1), "t2": _between("marrow", "csf", 0.15, 0.5),
-                    "stir": _between("marrow", "csf", 0.4, 0.8), "t1c": _enhancing(_times("muscle", 0.85, 1.1), 1.6, 2.4)},
+    "soft_tissue": {
+        "t1": _times("muscle", 0.85, 1.1),
+        "t2": _between("marrow", "csf", 0.15, 0.5),
+        "stir": _between("marrow", "csf", 0.4, 0.8),
+        "t1c": _enhancing(_times("muscle", 0.85, 1.1), 1.6, 2.4),
+    },
     # Meningioma: isointense to cord on T1 and T2, brisk uniform enhancement.
-    "meningioma": {"t1": _times("cord", 0.9, 1.1), "t2": _times("cord", 0.85, 1.15), "stir": _times("cord", 0.9, 1.2),
-                   "t1c": _times("cord", 1.6, 2.4)},
+    "meningioma": {
+        "t1": _times("cord", 0.9, 1.1),
+        "t2": _times("cord", 0.85, 1.15),
+        "stir": _times("cord", 0.9, 1.2),
+        "t1c": _times("cord", 1.6, 2.4),
+    },
     # Nerve-sheath tumour: T2 brighter than cord (target sign handled by the finding).
-    "schwannoma": {"t1": _times("cord", 0.85, 1.05), "t2": _between("cord", "csf", 0.2, 0.6),
-                   "stir": _between("cord", "csf", 0.2, 0.6), "t1c": _times("cord", 1.5, 2.3)},
+    "schwannoma": {
+        "t1": _times("cord", 0.85, 1.05),
+        "t2": _between("cord", "csf", 0.2, 0.6),
+        "stir": _between("cord", "csf", 0.2, 0.6),
+        "t1c": _times("cord", 1.5, 2.3),
+    },
     # Leptomeningeal deposit: intermediate nodules in the CSF, vivid enhancement.
-    "drop": {"t1": _times("cord", 0.9, 1.1), "t2": _times("cord", 0.8, 1.2), "stir": _times("cord", 0.8, 1.2),
-             "t1c": _times("cord", 1.8, 2.6)},
+    "drop": {
+        "t1": _times("cord", 0.9, 1.1),
+        "t2": _times("cord", 0.8, 1.2),
+        "stir": _times("cord", 0.8, 1.2),
+        "t1c": _times("cord", 1.8, 2.6),
+    },
     # Cord oedema around an intramedullary deposit: T2 bright over several segments.
-    "cord_oedema": {"t1": _times("cord", 0.8, 0.95), "t2": _between("cord", "csf", 0.35, 0.7),
-                    "stir": _between("cord", "csf", 0.35, 0.7), "t1c": _times("cord", 0.85, 1.0)},
+    "cord_oedema": {
+        "t1": _times("cord", 0.8, 0.95),
+        "t2": _between("cord", "csf", 0.35, 0.7),
+        "stir": _between("cord", "csf", 0.35, 0.7),
+        "t1c": _times("cord", 0.85, 1.0),
+    },
     # Intramedullary nodule: intermediate on T2, intense enhancement.
-    "im_nodule": {"t1": _times("cord", 0.85, 1.05), "t2": _times("cord", 0.9, 1.3), "stir": _times("cord", 0.9, 1.3),
-                  "t1c": _times("cord", 2.0, 3.0)},
+    "im_nodule": {
+        "t1": _times("cord", 0.85, 1.05),
+        "t2": _times("cord", 0.9, 1.3),
+        "stir": _times("cord", 0.9, 1.3),
+        "t1c": _times("cord", 2.0, 3.0),
+    },
     # Haemorrhagic nodule: T2 dark.
-    "haemorrhage": {"t1": _times("cord", 0.9, 1.4), "t2": _times("cord", 0.35, 0.65), "stir": _times("cord", 0.4, 0.7),
-                    "t1c": _times("cord", 1.0, 1.5)},
+    "haemorrhage": {
+        "t1": _times("cord", 0.9, 1.4),
+        "t2": _times("cord", 0.35, 0.65),
+        "stir": _times("cord", 0.4, 0.7),
+        "t1c": _times("cord", 1.0, 1.5),
+    },
     # Haemangioma: fat and slow flow, T1 and T2 bright.
-    "haemangioma": {"t1": _times("marrow", 1.1, 1.35), "t2": _between("marrow", "csf", 0.35, 0.75),
-                    "stir": _between("marrow", "csf", 0.2, 0.6), "t1c": _times("marrow", 1.1, 1.4)},
+    "haemangioma": {
+        "t1": _times("marrow", 1.1, 1.35),
+        "t2": _between("marrow", "csf", 0.35, 0.75),
+        "stir": _between("marrow", "csf", 0.2, 0.6),
+        "t1c": _times("marrow", 1.1, 1.4),
+    },
     # Degenerated disc: dark on T2, low on T1.
-    "degenerated_disc": {"t1": _times("disc", 0.7, 0.9), "t2": _times("disc", 0.5, 0.8),
-                         "stir": _times("disc", 0.5, 0.85), "t1c": _times("disc", 0.7, 0.9)},
+    "degenerated_disc": {
+        "t1": _times("disc", 0.7, 0.9),
+        "t2": _times("disc", 0.5, 0.8),
+        "stir": _times("disc", 0.5, 0.85),
+        "t1c": _times("disc", 0.7, 0.9),
+    },
     # Disc material (Schmorl node) and infected, fluid-filled disc (discitis).
-    "disc": {"t1": _times("disc", 0.9, 1.1), "t2": _times("disc", 0.9, 1.1), "stir": _times("disc", 0.9, 1.1),
-             "t1c": _times("disc", 0.9, 1.2)},
-    "disc_fluid": {"t1": _darker_than(("disc",), 0.6, 0.85), "t2": _between("disc", "csf", 0.5, 1.0),
-                   "stir": _between("disc", "csf", 0.5, 1.0), "t1c": _times("disc", 1.3, 1.8)},
+    "disc": {
+        "t1": _times("disc", 0.9, 1.1),
+        "t2": _times("disc", 0.9, 1.1),
+        "stir": _times("disc", 0.9, 1.1),
+        "t1c": _times("disc", 0.9, 1.2),
+    },
+    "disc_fluid": {
+        "t1": _darker_than(("disc",), 0.6, 0.85),
+        "t2": _between("disc", "csf", 0.5, 1.0),
+        "stir": _between("disc", "csf", 0.5, 1.0),
+        "t1c": _times("disc", 1.3, 1.8),
+    },
 }
 
 
@@ -115,8 +183,14 @@ def texture(rng: np.random.Generator, shape: tuple[int, ...], scale_vox: float, 
     return noise / sd * amount
 
 
-def paint(image: np.ndarray, box: tuple[slice, slice, slice], weight: np.ndarray, value: float | np.ndarray,
-          heterogeneity: np.ndarray | None = None, residual_sigma: float = 1.5) -> None:
+def paint(
+    image: np.ndarray,
+    box: tuple[slice, slice, slice],
+    weight: np.ndarray,
+    value: float | np.ndarray,
+    heterogeneity: np.ndarray | None = None,
+    residual_sigma: float = 1.5,
+) -> None:
     """Set the smooth signal under ``weight`` (box-shaped, 0..1) to ``value``, in place.
 
     The image's high-pass residual (noise and fine texture) is kept, so the painted region
@@ -124,7 +198,9 @@ def paint(image: np.ndarray, box: tuple[slice, slice, slice], weight: np.ndarray
     """
     region = image[box]
     smooth = ndimage.gaussian_filter(region, residual_sigma)
-    target = np.asarray(value, dtype=np.float32) * (1.0 + (heterogeneity if heterogeneity is not None else 0.0))
+    target = np.asarray(value, dtype=np.float32) * (
+        1.0 + (heterogeneity if heterogeneity is not None else 0.0)
+    )
     image[box] = region + weight * (target + (region - smooth) - region)
 
 

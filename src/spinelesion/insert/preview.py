@@ -13,7 +13,9 @@ from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
 from spinelesion.io.volume import apply_affine
 
 
-def _sagittal(bg_affine: np.ndarray, image: np.ndarray, centre: np.ndarray, half_mm: float = 55.0) -> np.ndarray:
+def _sagittal(
+    bg_affine: np.ndarray, image: np.ndarray, centre: np.ndarray, half_mm: float = 55.0
+) -> np.ndarray:
     """The sagittal plane through ``centre`` (LPS), anterior left, superior up, 0.5 mm pixels."""
     from scipy import ndimage
 
@@ -24,8 +26,9 @@ def _sagittal(bg_affine: np.ndarray, image: np.ndarray, centre: np.ndarray, half
     return ndimage.map_coordinates(image, ijk.T, order=1, cval=0.0).reshape(y.shape)
 
 
-def write_insertion_preview(spec: BackgroundSpec, rates: Mapping[str, float], path: str | Path,
-                            cord_levels: set[str], seed: int = 3) -> Path:
+def write_insertion_preview(
+    spec: BackgroundSpec, rates: Mapping[str, float], path: str | Path, cord_levels: set[str], seed: int = 3
+) -> Path:
     """One before/after pair per finding, each through the lesion's own sagittal plane."""
     import matplotlib
 
@@ -56,12 +59,17 @@ def write_insertion_preview(spec: BackgroundSpec, rates: Mapping[str, float], pa
         centre = lesion.mean(0) if len(lesion) else roi.centre
         for ax, img, title in ((ax_pair[0], bg.images[seq], "before"), (ax_pair[1], ctx.images[seq], name)):
             ax.imshow(_sagittal(bg.affine, img, centre), cmap="gray", vmin=0, vmax=vmax)
-            ax.set_title(title if title == "before" else f"{name}\n{roi.compartment} / {roi.fracture}", fontsize=7)
+            ax.set_title(
+                title if title == "before" else f"{name}\n{roi.compartment} / {roi.fracture}", fontsize=7
+            )
             # ROI centre projected on this plane
             dy, dz = roi.centre[1] - centre[1], roi.centre[2] - centre[2]
             ax.plot([(dy + 55.0) / 0.5], [(55.0 - dz) / 0.5], "r+", ms=6)
-    fig.suptitle(f"{seq.upper()}: findings inserted into real study {spec.study_id} (left: untouched, right: inserted; "
-                 "red +: ROI centre)", fontsize=9)
+    fig.suptitle(
+        f"{seq.upper()}: findings inserted into real study {spec.study_id} (left: untouched, right: inserted; "
+        "red +: ROI centre)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,9 +83,13 @@ def special_file_reason(path: str | os.PathLike[str]) -> str | None:
         return f"cannot stat the file ({exc.strerror or exc})"
     if stat.S_ISREG(mode):
         return None
-    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a folder")):
+    for test, what in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return f"{what}, not a regular file; not opened"
     return "not a regular file; not opened"
@@ -120,8 +124,10 @@ def check_dicom_size(path: Path, ds: Any, size: int, header_end: int) -> None:
     allowed = header_end + LIMITS.slack_bytes + (math.ceil(declared * 1.1) if declared else 0)
     if size > allowed:
         what = f"{human(declared)} of pixel data" if declared else "no pixel data"
-        raise ResourceLimitError(f"{path}: the file holds {human(size)} but its header declares {what}; "
-                                 "refused unread (damaged or padded file)")
+        raise ResourceLimitError(
+            f"{path}: the file holds {human(size)} but its header declares {what}; "
+            "refused unread (damaged or padded file)"
+        )
 
 
 def float32_bytes(shape: Iterable[int]) -> int:
@@ -133,22 +139,27 @@ def check_volume_bytes(what: str | os.PathLike[str], shape: Sequence[int]) -> No
     need = float32_bytes(shape)
     if need > LIMITS.max_study_bytes:
         dims = "x".join(str(int(s)) for s in shape)
-        raise ResourceLimitError(f"{what}: declares {dims} voxels, {human(need)} as float32, over the limit of "
-                                 f"{human(LIMITS.max_study_bytes)} per study (limits.max_study_gb or "
-                                 "SPINELESION_MAX_STUDY_GB)")
+        raise ResourceLimitError(
+            f"{what}: declares {dims} voxels, {human(need)} as float32, over the limit of "
+            f"{human(LIMITS.max_study_bytes)} per study (limits.max_study_gb or "
+            "SPINELESION_MAX_STUDY_GB)"
+        )
 
 
-def check_study_bytes(study_id: str, shapes: Sequence[Sequence[int]], channels: int = 0,
-                      reference: Sequence[int] | None = None) -> int:
+def check_study_bytes(
+    study_id: str, shapes: Sequence[Sequence[int]], channels: int = 0, reference: Sequence[int] | None = None
+) -> int:
     """Estimated float32 bytes of a study (its volumes, plus ``channels`` copies of the
     reference grid once resampled); :class:`ResourceLimitError` over the cap."""
     need = sum(float32_bytes(s) for s in shapes)
     if reference is not None:
         need += channels * float32_bytes(reference)
     if need > LIMITS.max_study_bytes:
-        raise ResourceLimitError(f"study '{study_id}' would need about {human(need)} of memory, over the limit "
-                                 f"of {human(LIMITS.max_study_bytes)} (limits.max_study_gb or "
-                                 "SPINELESION_MAX_STUDY_GB)")
+        raise ResourceLimitError(
+            f"study '{study_id}' would need about {human(need)} of memory, over the limit "
+            f"of {human(LIMITS.max_study_bytes)} (limits.max_study_gb or "
+            "SPINELESION_MAX_STUDY_GB)"
+        )
     return need
 
 

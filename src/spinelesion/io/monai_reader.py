@@ -50,8 +50,13 @@ class SpineSeriesReader(ImageReader):
         dtype: voxel type handed out (the project reads float32).
     """
 
-    def __init__(self, series_uid: str | None = None, affine_lps_to_ras: bool = True,
-                 channel_dim: int | str | None = None, dtype: Any = np.float32):
+    def __init__(
+        self,
+        series_uid: str | None = None,
+        affine_lps_to_ras: bool = True,
+        channel_dim: int | str | None = None,
+        dtype: Any = np.float32,
+    ):
         super().__init__()
         self.series_uid = series_uid
         self.affine_lps_to_ras = affine_lps_to_ras
@@ -62,13 +67,13 @@ class SpineSeriesReader(ImageReader):
         """True when every name is a folder (a DICOM series), a NIfTI file or a DICOM file."""
         for name in ensure_tuple(filename):
             path = Path(str(name))
-            if not (path.is_dir() or is_nifti(path) or path.suffix.lower() == ".dcm"
-                    or is_dicom_file(path)):
+            if not (path.is_dir() or is_nifti(path) or path.suffix.lower() == ".dcm" or is_dicom_file(path)):
                 return False
         return True
 
-    def read(self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any
-             ) -> Volume | list[Volume]:
+    def read(
+        self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any
+    ) -> Volume | list[Volume]:
         """One :class:`Volume` per name (a list when several are given, stacked as channels later)."""
         series_uid = kwargs.get("series_uid", self.series_uid)
         names = ensure_tuple(data)
@@ -83,10 +88,14 @@ class SpineSeriesReader(ImageReader):
         meta: dict[str, Any] = {}
         for vol in volumes:
             header = self._meta(vol)
-            if meta and not (np.allclose(header[MetaKeys.AFFINE], meta[MetaKeys.AFFINE])
-                             and tuple(header[MetaKeys.SPATIAL_SHAPE]) == tuple(meta[MetaKeys.SPATIAL_SHAPE])):
-                raise RuntimeError(f"{vol.meta.get('source')}: grid differs from {meta.get('source')}; "
-                                   "volumes stacked as channels must share shape and affine (resample first)")
+            if meta and not (
+                np.allclose(header[MetaKeys.AFFINE], meta[MetaKeys.AFFINE])
+                and tuple(header[MetaKeys.SPATIAL_SHAPE]) == tuple(meta[MetaKeys.SPATIAL_SHAPE])
+            ):
+                raise RuntimeError(
+                    f"{vol.meta.get('source')}: grid differs from {meta.get('source')}; "
+                    "volumes stacked as channels must share shape and affine (resample first)"
+                )
             meta = meta or header
             arrays.append(np.asarray(vol.array, dtype=self.dtype))
         if len(arrays) == 1:
@@ -124,8 +133,10 @@ def volume_from_metatensor(image: Any, meta: dict[str, Any] | None = None) -> Vo
         array = array[0]
     affine = getattr(image, "affine", None)
     affine = meta.get(MetaKeys.AFFINE) if affine is None else affine
-    out_meta: dict[str, Any] = {"source": str(meta.get("filename_or_obj", meta.get("source", ""))),
-                "format": str(meta.get("format", "monai"))}
+    out_meta: dict[str, Any] = {
+        "source": str(meta.get("filename_or_obj", meta.get("source", ""))),
+        "format": str(meta.get("format", "monai")),
+    }
     if meta.get("spinelesion_warnings"):
         out_meta["warnings"] = str(meta["spinelesion_warnings"]).split("; ")
     return Volume(array, lps_affine(affine, meta.get(MetaKeys.SPACE, SpaceKeys.RAS)), out_meta)

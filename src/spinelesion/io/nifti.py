@@ -47,8 +47,10 @@ def load_header(path: str | os.PathLike[str]) -> Any:
         hdr = img.header
         need = int(hdr.get_data_offset()) + math.prod(shape) * int(hdr.get_data_dtype().itemsize)
         if size < need:
-            raise NiftiError(f"{path}: truncated: the header declares {'x'.join(map(str, shape))} voxels "
-                             f"({human(need)} with the header), the file holds {human(size)}")
+            raise NiftiError(
+                f"{path}: truncated: the header declares {'x'.join(map(str, shape))} voxels "
+                f"({human(need)} with the header), the file holds {human(size)}"
+            )
     try:
         check_volume_bytes(path, shape[:3])
     except ResourceLimitError as exc:
@@ -65,11 +67,15 @@ def form_warnings(path: Path, img: Any, tol_mm: float = 1e-3) -> list[str]:
         q, s = img.get_qform(), img.get_sform()
         diff = float(np.max(np.abs(q - s)))
         if not np.allclose(q, s, atol=tol_mm):
-            return [f"{path.name}: qform and sform disagree (largest difference {diff:.3g}); used the sform "
-                    "(rule: sform when its code is set, else qform)"]
+            return [
+                f"{path.name}: qform and sform disagree (largest difference {diff:.3g}); used the sform "
+                "(rule: sform when its code is set, else qform)"
+            ]
     elif qcode == 0 and scode == 0:
-        return [f"{path.name}: neither qform nor sform is set; voxel sizes from pixdim, orientation assumed "
-                "RAS (NIfTI method 1): check left/right"]
+        return [
+            f"{path.name}: neither qform nor sform is set; voxel sizes from pixdim, orientation assumed "
+            "RAS (NIfTI method 1): check left/right"
+        ]
     return []
 
 

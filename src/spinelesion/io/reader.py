@@ -58,8 +58,11 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     if is_dicom_file(path):
         ds = read_dataset(path)
         return volume_from_datasets([ds], [path], ctx=series_context(ds, [path], path))
-    raise DicomError(path, special_file_reason(path)
-                     or "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)")
+    raise DicomError(
+        path,
+        special_file_reason(path)
+        or "neither a DICOM series folder, a DICOM file, nor a NIfTI file (.nii, .nii.gz)",
+    )
 
 
 def _nifti_geometry(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -71,8 +74,9 @@ def _nifti_geometry(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     return (shape[0], shape[1], shape[2]), LPS_TO_RAS @ ras
 
 
-def read_geometry(path: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False
-                  ) -> tuple[tuple[int, int, int], np.ndarray]:
+def read_geometry(
+    path: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """(shape, voxel-to-LPS affine) from headers only, equal to ``read_volume(path)``'s
     whenever that read succeeds.
 

@@ -95,14 +95,21 @@ def sample_grid(
     dst = dst[None] if dst.ndim == 2 else dst
     shape = tuple(int(s) for s in dst_shape)
     n_dst = dst.shape[0]
-    theta = (_index_to_normalised(size) @ np.linalg.inv(np.asarray(src_affine, dtype=np.float64))[None]
-             @ dst @ _normalised_to_index(shape))
+    theta = (
+        _index_to_normalised(size)
+        @ np.linalg.inv(np.asarray(src_affine, dtype=np.float64))[None]
+        @ dst
+        @ _normalised_to_index(shape)
+    )
     with warnings.catch_warnings():
         # A unit-size destination axis draws a warning about how affine_grid places it;
         # _normalised_to_index sends that axis to index 0 whatever the placement.
         warnings.filterwarnings("ignore", message=".*affine_grid behavior has changed for unit-size grids.*")
-        grid = F.affine_grid(torch.from_numpy(theta[:, :3].astype(np.float32)).to(src.device),
-                             [n_dst, 1, *shape], align_corners=True)  # (R, I, J, K, 3)
+        grid = F.affine_grid(
+            torch.from_numpy(theta[:, :3].astype(np.float32)).to(src.device),
+            [n_dst, 1, *shape],
+            align_corners=True,
+        )  # (R, I, J, K, 3)
     # All destination grids in one call: stack them along the first spatial axis.
     grid = grid.reshape(1, n_dst * shape[0], shape[1], shape[2], 3)
     out = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
@@ -116,12 +123,15 @@ def _map_coordinates(volume: Volume, shape: Sequence[int], affine: np.ndarray, o
     mesh = np.indices(tuple(shape), dtype=np.float64).reshape(3, -1)
     to_src = np.linalg.inv(volume.affine) @ np.asarray(affine, dtype=np.float64)
     ijk = to_src[:3, :3] @ mesh + to_src[:3, 3:4]
-    out = map_coordinates(np.asarray(volume.array, dtype=np.float32), ijk, order=order, mode="grid-constant", cval=0.0)
+    out = map_coordinates(
+        np.asarray(volume.array, dtype=np.float32), ijk, order=order, mode="grid-constant", cval=0.0
+    )
     return out.reshape(tuple(shape)).astype(np.float32)
 
 
-def resample_to(volume: Volume, target_shape: Sequence[int], target_affine: np.ndarray, order: int = 1,
-                **legacy: Any) -> Volume:
+def resample_to(
+    volume: Volume, target_shape: Sequence[int], target_affine: np.ndarray, order: int = 1, **legacy: Any
+) -> Volume:
     """``volume`` resampled onto the grid (target_shape, target_affine); 0 outside the source.
 
     Args:
@@ -132,7 +142,9 @@ def resample_to(volume: Volume, target_shape: Sequence[int], target_affine: np.n
     if legacy:
         raise TypeError(f"unexpected keyword(s): {', '.join(legacy)}")
     if order in _MODES:
-        out = sample_grid(volume.array[None], volume.affine, target_affine, target_shape, mode=_MODES[order])[0, 0]
+        out = sample_grid(volume.array[None], volume.affine, target_affine, target_shape, mode=_MODES[order])[
+            0, 0
+        ]
         array = out.numpy()
     elif 2 <= order <= 5:
         array = _map_coordinates(volume, target_shape, target_affine, order)
@@ -146,7 +158,9 @@ def choose_reference(available: Sequence[str], reference: str = "auto") -> str:
     :data:`REFERENCE_ORDER` that is available."""
     if reference != "auto":
         if reference not in available:
-            raise ValueError(f"reference sequence '{reference}' is not in this study (has {', '.join(available)})")
+            raise ValueError(
+                f"reference sequence '{reference}' is not in this study (has {', '.join(available)})"
+            )
         return reference
     for name in REFERENCE_ORDER:
         if name in available:

@@ -26,25 +26,58 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SKIP = re.compile(r"locali[sz]er|scout|survey|\bloc\b|3.?plane|pilot|\bdwi\b|diffusion|\badc\b|\btrace\b|\bmip\b|"
-                  r"\bmpr\b|calibrat|\basset\b|refscan|\bsense\b.?ref|\bt2\*|t2star|\bswi\b|flair|myelo|\bphase\b|"
-                  r"\bmap\b|perfusion|\bdti\b|\bsub(traction)?\b|\bmedic\b|\bmerge\b|\bspectro|\bbolus|\bmra\b|"
-                  r"angio|\btof\b|screen.?(shot|save)|\bkey.?image", re.I)
-CONTRAST = re.compile(r"\+ ?c\b|\bc ?\+|\+ ?gd|\bpost|\bgad|\bgd\b|contrast|\bkm\b|\+ ?km|\bmit km|enhanc|\bce\b|"
-                      r"\bt1c\b|\bt1 ?ce\b|\bt1\+|t1.?post", re.I)
-NO_CONTRAST = re.compile(r"\bpre\b|\bpre[-_ ]?(gad|contrast|c)\b|\bw/?o\b|without|\bnativ|\bnon.?contrast|\bohne\b",
-                         re.I)
+SKIP = re.compile(
+    r"locali[sz]er|scout|survey|\bloc\b|3.?plane|pilot|\bdwi\b|diffusion|\badc\b|\btrace\b|\bmip\b|"
+    r"\bmpr\b|calibrat|\basset\b|refscan|\bsense\b.?ref|\bt2\*|t2star|\bswi\b|flair|myelo|\bphase\b|"
+    r"\bmap\b|perfusion|\bdti\b|\bsub(traction)?\b|\bmedic\b|\bmerge\b|\bspectro|\bbolus|\bmra\b|"
+    r"angio|\btof\b|screen.?(shot|save)|\bkey.?image",
+    re.I,
+)
+CONTRAST = re.compile(
+    r"\+ ?c\b|\bc ?\+|\+ ?gd|\bpost|\bgad|\bgd\b|contrast|\bkm\b|\+ ?km|\bmit km|enhanc|\bce\b|"
+    r"\bt1c\b|\bt1 ?ce\b|\bt1\+|t1.?post",
+    re.I,
+)
+NO_CONTRAST = re.compile(
+    r"\bpre\b|\bpre[-_ ]?(gad|contrast|c)\b|\bw/?o\b|without|\bnativ|\bnon.?contrast|\bohne\b", re.I
+)
 STIR = re.compile(r"stir|tirm|short.?tau|\bt2.?ir\b", re.I)
-FAT_SUPPRESSED = re.compile(r"\bfs\b|fat.?sat|\bfatsat|spair|\bspir\b|\bchess\b|fat.?supp|\bdixon.*\bw\b|water",
-                            re.I)
-DIXON_SKIP = re.compile(r"\bdixon.*\b(f|fat|opp?)\b|\bfat\b(?!.?(sat|supp))|opp(osed)?.?phase|out.?of.?phase", re.I)
+FAT_SUPPRESSED = re.compile(
+    r"\bfs\b|fat.?sat|\bfatsat|spair|\bspir\b|\bchess\b|fat.?supp|\bdixon.*\bw\b|water", re.I
+)
+DIXON_SKIP = re.compile(
+    r"\bdixon.*\b(f|fat|opp?)\b|\bfat\b(?!.?(sat|supp))|opp(osed)?.?phase|out.?of.?phase", re.I
+)
 # "T1"/"T2" not inside a word or a level name ("T12-L5"), and not T2* / T2s / T1rho.
 T2 = re.compile(r"(?<![a-z0-9])t2(?![0-9*s])|frfse|\bhaste\b|ssfse|\bspace\b|\bcube\b|\bdrive\b", re.I)
-T1 = re.compile(r"(?<![a-z0-9])t1(?![0-9]|\s*rho)|mprage|\bvibe\b|\blava\b|\bthrive\b|\bspgr\b|\bflash\b|"
-                r"\bbravo\b", re.I)
-SKIP_IMAGE_TYPES = {"LOCALIZER", "MPR", "MIP", "MNIP", "SUB", "SUBTRACTION", "PROJECTION IMAGE", "ADC", "TRACEW",
-                    "TRACE", "FA", "CPR", "CURVED", "REFORMATTED", "DIFFUSION", "MOSAIC", "FAT", "OPP_PHASE",
-                    "OUT_PHASE", "OPPOSED_PHASE", "F"}
+T1 = re.compile(
+    r"(?<![a-z0-9])t1(?![0-9]|\s*rho)|mprage|\bvibe\b|\blava\b|\bthrive\b|\bspgr\b|\bflash\b|"
+    r"\bbravo\b",
+    re.I,
+)
+SKIP_IMAGE_TYPES = {
+    "LOCALIZER",
+    "MPR",
+    "MIP",
+    "MNIP",
+    "SUB",
+    "SUBTRACTION",
+    "PROJECTION IMAGE",
+    "ADC",
+    "TRACEW",
+    "TRACE",
+    "FA",
+    "CPR",
+    "CURVED",
+    "REFORMATTED",
+    "DIFFUSION",
+    "MOSAIC",
+    "FAT",
+    "OPP_PHASE",
+    "OUT_PHASE",
+    "OPPOSED_PHASE",
+    "F",
+}
 NO_AGENT = {"", "NONE", "NO", "N/A", "NA", "-", "0", "NIL"}
 FAT_SAT_OPTIONS = {"FS", "SFS", "FAT_SAT", "FATSAT", "SPAIR", "SPIR", "FSS"}
 
@@ -53,7 +86,7 @@ FAT_SAT_OPTIONS = {"FS", "SFS", "FAT_SAT", "FATSAT", "SPAIR", "SPIR", "FSS"}
 class SequenceGuess:
     sequence: str | None  # None: skip this series
     reason: str
-    confidence: float     # 0..1
+    confidence: float  # 0..1
 
 
 def _num(meta: Mapping[str, Any], key: str) -> float | None:
@@ -100,7 +133,9 @@ def _image_type(meta: Mapping[str, Any]) -> set[str]:
 
 
 def _t1(contrast: bool, reason: str, confidence: float) -> SequenceGuess:
-    return SequenceGuess("t1c" if contrast else "t1", reason + (" after contrast" if contrast else ""), confidence)
+    return SequenceGuess(
+        "t1c" if contrast else "t1", reason + (" after contrast" if contrast else ""), confidence
+    )
 
 
 def guess_sequence(meta: Mapping[str, Any]) -> SequenceGuess:
@@ -124,7 +159,9 @@ def guess_sequence(meta: Mapping[str, Any]) -> SequenceGuess:
     if STIR.search(words):
         return SequenceGuess("stir", f"STIR in description '{desc}'", 0.95)
     if inversion and ti is not None and 80 <= ti <= 300:
-        return SequenceGuess("stir", f"inversion recovery with a fat-nulling TI of {ti:g} ms ('{desc}')", 0.85)
+        return SequenceGuess(
+            "stir", f"inversion recovery with a fat-nulling TI of {ti:g} ms ('{desc}')", 0.85
+        )
     if T1.search(words):
         return _t1(contrast, f"T1 in description '{desc}'", 0.9)
     if T2.search(words):
@@ -139,7 +176,9 @@ def guess_sequence(meta: Mapping[str, Any]) -> SequenceGuess:
     if inversion and ti is not None:
         if 600 <= ti <= 1200 and (te is None or te <= 30):
             return _t1(contrast, f"inversion-recovery T1 (TI {ti:g} ms, {timing})", 0.6)
-        return SequenceGuess(None, f"inversion recovery with TI {ti:g} ms is neither STIR nor T1 ('{desc}')", 0.6)
+        return SequenceGuess(
+            None, f"inversion recovery with TI {ti:g} ms is neither STIR nor T1 ('{desc}')", 0.6
+        )
     if te is not None and tr is not None:
         if te >= 60 and tr >= 1500:
             return SequenceGuess("t2", f"long TE and TR ({timing}) of '{desc}'", 0.6)
@@ -150,8 +189,9 @@ def guess_sequence(meta: Mapping[str, Any]) -> SequenceGuess:
     return SequenceGuess(None, f"cannot tell the sequence of '{desc}' ({timing}, TI={ti})", 0.0)
 
 
-def apply_override(overrides: Mapping[Any, str], series_uid: str, series_number: int | None,
-                   description: str) -> str | None:
+def apply_override(
+    overrides: Mapping[Any, str], series_uid: str, series_number: int | None, description: str
+) -> str | None:
     """The user's choice for a series, or None.
 
     Keys are tried in this order: a SeriesInstanceUID, a SeriesNumber (int or string), then

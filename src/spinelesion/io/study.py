@@ -120,11 +120,14 @@ def load_nifti_folder(folder: Path, study_id: str | None = None) -> Study:
     for path in sorted(p for p in folder.iterdir() if is_nifti(p) and not special_file_reason(p)):
         seq = nifti_sequence_name(path)
         if seq is None:
-            study.warnings.append(f"{path.name}: file name does not name an image sequence (t1, t2, stir, t1c); "
-                                  "skipped")
+            study.warnings.append(
+                f"{path.name}: file name does not name an image sequence (t1, t2, stir, t1c); skipped"
+            )
             continue
         if seq in study.volumes:
-            study.warnings.append(f"{path.name}: a second {seq} file; kept {study.volumes[seq].meta['source']}")
+            study.warnings.append(
+                f"{path.name}: a second {seq} file; kept {study.volumes[seq].meta['source']}"
+            )
             continue
         study.volumes[seq] = read_nifti(path)
     if not study.volumes:
@@ -166,8 +169,9 @@ def _rank(cand: tuple[float, SeriesInfo, str]) -> tuple[float, bool, float, int,
 CHOICE_RULE = "override, then sagittal, then confidence, then most slices, then latest series number"
 
 
-def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None = None
-                  ) -> tuple[dict[str, SeriesInfo], list[str]]:
+def assign_series(
+    series: list[SeriesInfo], overrides: Mapping[str, str] | None = None
+) -> tuple[dict[str, SeriesInfo], list[str]]:
     """Pick one series per sequence; returns the choice and warnings naming what was skipped.
 
     ``overrides`` maps a SeriesInstanceUID, a SeriesNumber or a description regex to a
@@ -187,8 +191,10 @@ def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None 
             continue
         if forced:
             if forced not in SEQUENCES:
-                raise ValueError(f"override for {info.label} names unknown sequence '{forced}' "
-                                 f"(allowed: {', '.join(SEQUENCES)}, or 'ignore')")
+                raise ValueError(
+                    f"override for {info.label} names unknown sequence '{forced}' "
+                    f"(allowed: {', '.join(SEQUENCES)}, or 'ignore')"
+                )
             candidates.setdefault(forced, []).append((2.0, info, "user override"))
             continue
         assert info.header is not None  # image series only: each has a readable header
@@ -205,15 +211,17 @@ def assign_series(series: list[SeriesInfo], overrides: Mapping[str, str] | None 
         chosen[seq] = cands[0][1]
         log.debug("%s: %s (%s)", seq, cands[0][1].label, cands[0][2])
         for _, other, why in cands[1:]:
-            msg = (f"{other.label} also looks like {seq} ({why}); used {cands[0][1].label} "
-                   f"(rule: {CHOICE_RULE})")
+            msg = (
+                f"{other.label} also looks like {seq} ({why}); used {cands[0][1].label} (rule: {CHOICE_RULE})"
+            )
             warnings.append(msg)
             log.warning(msg)
     return chosen, warnings
 
 
-def group_dicom_studies(folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = (),
-                        progress: bool = False) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
+def group_dicom_studies(
+    folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = (), progress: bool = False
+) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
     """Series under ``folder`` (minus ``exclude``) grouped by StudyInstanceUID, and the files skipped with why."""
     series, skipped = discover_series(folder, exclude=exclude, progress=progress)
     studies: dict[str, list[SeriesInfo]] = {}
@@ -231,12 +239,18 @@ def _declared_shape(info: SeriesInfo) -> tuple[int, int, int]:
     return cols, rows, frames
 
 
-def load_dicom_study(study_id: str, series: list[SeriesInfo], overrides: Mapping[str, str] | None = None) -> Study:
+def load_dicom_study(
+    study_id: str, series: list[SeriesInfo], overrides: Mapping[str, str] | None = None
+) -> Study:
     """Read the series chosen for each sequence of one study; unreadable ones become warnings."""
     chosen, warnings = assign_series(series, overrides)
     if not chosen:
-        raise StudyError(study_id, "no series recognised as t1, t2, stir or t1c: " + "; ".join(warnings)
-                         + " (name them with a sequence override)")
+        raise StudyError(
+            study_id,
+            "no series recognised as t1, t2, stir or t1c: "
+            + "; ".join(warnings)
+            + " (name them with a sequence override)",
+        )
     try:  # from headers, before any pixel is read
         check_study_bytes(study_id, [_declared_shape(chosen[s]) for s in chosen])
     except ResourceLimitError as exc:
@@ -254,8 +268,9 @@ def load_dicom_study(study_id: str, series: list[SeriesInfo], overrides: Mapping
     return study
 
 
-def load_study_folder(folder: str | os.PathLike[str], overrides: Mapping[str, str] | None = None,
-                      study_id: str | None = None) -> Study:
+def load_study_folder(
+    folder: str | os.PathLike[str], overrides: Mapping[str, str] | None = None, study_id: str | None = None
+) -> Study:
     """One study from a folder of DICOM series (any layout) or of NIfTI files named by sequence."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -265,14 +280,22 @@ def load_study_folder(folder: str | os.PathLike[str], overrides: Mapping[str, st
     studies, _skipped = group_dicom_studies(folder)
     # A report or presentation state filed under another study does not make a second study.
     imaging = {uid: series for uid, series in studies.items() if any(s.is_image for s in series)}
-    dropped = [f"{s.label}: skipped, {non_image_reason(s.header)}" for uid, series in studies.items()
-               if uid not in imaging for s in series if s.header is not None]
+    dropped = [
+        f"{s.label}: skipped, {non_image_reason(s.header)}"
+        for uid, series in studies.items()
+        if uid not in imaging
+        for s in series
+        if s.header is not None
+    ]
     studies = imaging or studies
     if not studies:
         raise StudyError(study_id or folder.name, f"{folder}: no DICOM or NIfTI image found")
     if len(studies) > 1:
-        raise StudyError(study_id or folder.name, f"{folder} holds {len(studies)} studies; give one study folder "
-                                                   "or predict on the parent folder (one result per study)")
+        raise StudyError(
+            study_id or folder.name,
+            f"{folder} holds {len(studies)} studies; give one study folder "
+            "or predict on the parent folder (one result per study)",
+        )
     uid, series = next(iter(studies.items()))
     study = load_dicom_study(study_id or uid, series, overrides)
     study.warnings.extend(dropped)

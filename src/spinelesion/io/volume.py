@@ -110,7 +110,9 @@ def affine_from_dicom(
 
 
 def grid_affine(
-    center_lps: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+    center_lps: np.ndarray,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
     rotation: np.ndarray | None = None,
 ) -> np.ndarray:
     """Affine of a grid of ``shape`` voxels at ``spacing`` centred on an LPS point.

@@ -16,13 +16,16 @@ from spinelesion.models.networks import MultiTaskNet
 log = logging.getLogger(__name__)
 
 
-def calibrate_on(net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto") -> dict[str, float]:
+def calibrate_on(
+    net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto"
+) -> dict[str, float]:
     """Fit one temperature per task on ``dataset`` (unaugmented), store it in ``net``."""
     return calibrate_and_decide(net, dataset, batch_size, device, decide=False)[0]
 
 
-def calibrate_and_decide(net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto",
-                         decide: bool = True) -> tuple[dict[str, float], DecisionRule]:
+def calibrate_and_decide(
+    net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto", decide: bool = True
+) -> tuple[dict[str, float], DecisionRule]:
     """Temperatures (stored in ``net``), then the decision rule on the calibrated probabilities.
 
     One pass over ``dataset`` serves both fits. The rule's offsets belong in

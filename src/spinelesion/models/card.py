@@ -30,7 +30,9 @@ def machine_description() -> str:
     return f"{platform.system()} {cpu}, {threads} torch threads, {gpu}, torch {torch.__version__}"
 
 
-def model_metadata(cfg: DictConfig, dm: Any, net: MultiTaskNet, fit_seconds: float, epochs: int) -> dict[str, Any]:
+def model_metadata(
+    cfg: DictConfig, dm: Any, net: MultiTaskNet, fit_seconds: float, epochs: int
+) -> dict[str, Any]:
     """Everything a predictor needs to rebuild the inputs the network was trained on."""
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
     counts = {split: len(idx) for split, idx in dm.split_indices.items()}
@@ -42,10 +44,18 @@ def model_metadata(cfg: DictConfig, dm: Any, net: MultiTaskNet, fit_seconds: flo
         "parameters": count_parameters(net),
         "sequences": list(SEQUENCES),
         "tasks": {t: list(c) for t, c in TASKS.items()},
-        "roi": {"shape": list(dm.spec.shape), "spacing": list(dm.spec.spacing), "margin": dm.spec.margin,
-                "frame": "LPS axis-aligned, centred on the ROI centre"},
-        "normalization": {"method": "robust_unit_range", "lower_percentile": 1.0, "upper_percentile": 99.0,
-                          "statistics_over": "context crop (margin x ROI), non-zero voxels"},
+        "roi": {
+            "shape": list(dm.spec.shape),
+            "spacing": list(dm.spec.spacing),
+            "margin": dm.spec.margin,
+            "frame": "LPS axis-aligned, centred on the ROI centre",
+        },
+        "normalization": {
+            "method": "robust_unit_range",
+            "lower_percentile": 1.0,
+            "upper_percentile": 99.0,
+            "statistics_over": "context crop (margin x ROI), non-zero voxels",
+        },
         "reference": dm.cache.reference,
         "training": {
             "manifests": [_portable(p) for p in getattr(dm, "manifest_paths", [dm.manifest_path])],
@@ -77,30 +87,45 @@ def _real_lines(real: dict[str, Any]) -> list[str]:
         return []
 
     f = fmt_value
-    lines = ["## Real anatomy (held-out subjects of the real normal spines, and lesions inserted into them)", "",
-             "| dataset | subjects | untouched bodies | called normal | inserted ROIs | inserted correct "
-             "| compartment AUC | benign vs pathologic AUC |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Real anatomy (held-out subjects of the real normal spines, and lesions inserted into them)",
+        "",
+        "| dataset | subjects | untouched bodies | called normal | inserted ROIs | inserted correct "
+        "| compartment AUC | benign vs pathologic AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, d in (real.get("heldout_per_dataset") or {}).items():
-        lines.append(f"| {name} | {d.get('subjects')} | {d.get('untouched_bodies')} | "
-                     f"{f(d.get('untouched_bodies_called_normal'))} | {d.get('inserted_rois')} | "
-                     f"{f(d.get('inserted_correct'))} | {f(d.get('compartment_auc_macro'))} | "
-                     f"{f(d.get('fracture_auc_benign_vs_pathologic'))} |")
+        lines.append(
+            f"| {name} | {d.get('subjects')} | {d.get('untouched_bodies')} | "
+            f"{f(d.get('untouched_bodies_called_normal'))} | {d.get('inserted_rois')} | "
+            f"{f(d.get('inserted_correct'))} | {f(d.get('compartment_auc_macro'))} | "
+            f"{f(d.get('fracture_auc_benign_vs_pathologic'))} |"
+        )
     pr = real.get("heldout_paired") or {}
     if pr:
-        lines += ["", f"Paired (the same held-out vertebra untouched and with an inserted body finding, {pr.get('pairs')} "
-                  f"pairs): untouched called normal {f(pr.get('untouched_called_normal'))}; the answer changes when a "
-                  f"lesion is inserted and only then in {f(pr.get('changes_only_with_lesion'))} of "
-                  f"{pr.get('lesion_pairs')} lesion pairs (both labels right: {f(pr.get('lesion_pairs_both_correct'))}); "
-                  f"mimic pairs both normal {f(pr.get('mimic_pairs_both_normal'))} of {pr.get('mimic_pairs')}."]
+        lines += [
+            "",
+            f"Paired (the same held-out vertebra untouched and with an inserted body finding, {pr.get('pairs')} "
+            f"pairs): untouched called normal {f(pr.get('untouched_called_normal'))}; the answer changes when a "
+            f"lesion is inserted and only then in {f(pr.get('changes_only_with_lesion'))} of "
+            f"{pr.get('lesion_pairs')} lesion pairs (both labels right: {f(pr.get('lesion_pairs_both_correct'))}); "
+            f"mimic pairs both normal {f(pr.get('mimic_pairs_both_normal'))} of {pr.get('mimic_pairs')}.",
+        ]
     shared = real.get("shared_real_normals_called_normal") or {}
     if shared:
-        lines += ["", f"Every real normal body of `../shared/data/real-normals/manifest.csv` (training subjects "
-                  f"included): {f(shared.get('fraction'))} of {shared.get('n')} called none/none."]
+        lines += [
+            "",
+            f"Every real normal body of `../shared/data/real-normals/manifest.csv` (training subjects "
+            f"included): {f(shared.get('fraction'))} of {shared.get('n')} called none/none.",
+        ]
     scan = real.get("scan_untouched_heldout") or {}
     if scan:
-        lines += ["", f"Scan mode on the held-out untouched real studies: {scan.get('false_calls')} false lesion calls "
-                  f"in {scan.get('studies')} studies ({f(scan.get('false_calls_per_study'))} per study, "
-                  f"{scan.get('candidates')} candidates)."]
+        lines += [
+            "",
+            f"Scan mode on the held-out untouched real studies: {scan.get('false_calls')} false lesion calls "
+            f"in {scan.get('studies')} studies ({f(scan.get('false_calls_per_study'))} per study, "
+            f"{scan.get('candidates')} candidates).",
+        ]
     return [*lines, ""]
 
 
@@ -114,8 +139,10 @@ def _overrides() -> list[str]:
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:
-    lines = ["| split | n | compartment AUC (95 % CI) | compartment ECE | benign vs pathologic AUC (95 % CI) | fracture ECE |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| split | n | compartment AUC (95 % CI) | compartment ECE | benign vs pathologic AUC (95 % CI) | fracture ECE |",
+        "|---|---|---|---|---|---|",
+    ]
 
     f = fmt_value
     for split, m in metrics.items():
@@ -123,9 +150,15 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
             f"| {split} | {m.get('n')} | {fmt_metric(m.get('compartment_auc_macro'), m.get('compartment_auc_macro_ci95'))} "
             f"| {f(m.get('compartment_ece'))} "
             f"| {fmt_metric(m.get('fracture_auc_benign_vs_pathologic'), m.get('fracture_auc_benign_vs_pathologic_ci95'))} "
-            f"| {f(m.get('fracture_ece'))} |")
-    lines += ["", "Labels as a user sees them (decision rule applied): balanced accuracy and sensitivity per class.", "",
-              "| split | task | balanced accuracy | sensitivity per class |", "|---|---|---|---|"]
+            f"| {f(m.get('fracture_ece'))} |"
+        )
+    lines += [
+        "",
+        "Labels as a user sees them (decision rule applied): balanced accuracy and sensitivity per class.",
+        "",
+        "| split | task | balanced accuracy | sensitivity per class |",
+        "|---|---|---|---|",
+    ]
     for split, m in metrics.items():
         for task in TASKS:
             sens = m.get(f"{task}_sensitivity") or {}
@@ -138,12 +171,16 @@ def _decision_text(meta: dict[str, Any]) -> str:
     dec = meta.get("decision")
     if not dec:
         return "The label shown is the most probable class (argmax)."
-    offs = "; ".join(f"{t}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(TASKS[t], o, strict=False))
-                     for t, o in (dec.get("offsets") or {}).items())
-    return ("The label shown is argmax(log p + offset), offsets fitted on the validation split to maximise "
-            f"balanced accuracy, so rare classes are named when they should be ({offs}); validation balanced "
-            f"accuracy {dec.get('validation_balanced_accuracy_argmax')} with argmax -> "
-            f"{dec.get('validation_balanced_accuracy_rule')} with the rule. Probabilities are unchanged.")
+    offs = "; ".join(
+        f"{t}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(TASKS[t], o, strict=False))
+        for t, o in (dec.get("offsets") or {}).items()
+    )
+    return (
+        "The label shown is argmax(log p + offset), offsets fitted on the validation split to maximise "
+        f"balanced accuracy, so rare classes are named when they should be ({offs}); validation balanced "
+        f"accuracy {dec.get('validation_balanced_accuracy_argmax')} with argmax -> "
+        f"{dec.get('validation_balanced_accuracy_rule')} with the rule. Probabilities are unchanged."
+    )
 
 
 def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:

@@ -45,8 +45,9 @@ def balanced_accuracy_of(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(recalls)) if recalls else float("nan")
 
 
-def fit_offsets(probs: np.ndarray, y: np.ndarray, min_count: int = 5, sweeps: int = 3,
-                min_gain: float = 1e-3) -> np.ndarray:
+def fit_offsets(
+    probs: np.ndarray, y: np.ndarray, min_count: int = 5, sweeps: int = 3, min_gain: float = 1e-3
+) -> np.ndarray:
     """Offsets maximising balanced accuracy of :func:`decide` on (``probs``, ``y``).
 
     Classes with fewer than ``min_count`` known rows keep offset 0 relative to the others
@@ -110,8 +111,11 @@ class DecisionRule:
         return int(self.labels(task, np.asarray(probs)[None])[0])
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": KIND, "offsets": {t: [round(float(v), 4) for v in o] for t, o in self.offsets.items()},
-                **self.info}
+        return {
+            "kind": KIND,
+            "offsets": {t: [round(float(v), 4) for v in o] for t, o in self.offsets.items()},
+            **self.info,
+        }
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None) -> DecisionRule:
@@ -121,16 +125,26 @@ class DecisionRule:
             return cls()
         offsets: dict[str, list[float]] = {}
         for task, vals in (spec.get("offsets") or {}).items():
-            if task in TASKS and isinstance(vals, list) and len(vals) == len(TASKS[task]) \
-                    and all(isinstance(v, int | float) and np.isfinite(v) for v in vals):
+            if (
+                task in TASKS
+                and isinstance(vals, list)
+                and len(vals) == len(TASKS[task])
+                and all(isinstance(v, int | float) and np.isfinite(v) for v in vals)
+            ):
                 offsets[task] = [float(v) for v in vals]
             else:
-                log.warning("decision offsets for '%s' ignored (expected %d numbers): %s", task,
-                            len(TASKS.get(task, ())), vals)
+                log.warning(
+                    "decision offsets for '%s' ignored (expected %d numbers): %s",
+                    task,
+                    len(TASKS.get(task, ())),
+                    vals,
+                )
         return cls(offsets, {k: v for k, v in spec.items() if k not in ("kind", "offsets")})
 
 
-def fit_rule(probs: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray], min_count: int = 5) -> DecisionRule:
+def fit_rule(
+    probs: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray], min_count: int = 5
+) -> DecisionRule:
     """Fit offsets per task; ``info`` records validation balanced accuracy before and after."""
     offsets: dict[str, list[float]] = {}
     before: dict[str, float] = {}
@@ -142,7 +156,12 @@ def fit_rule(probs: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray],
         before[task] = round(balanced_accuracy_of(y, decide(p, None)), 4)
         after[task] = round(balanced_accuracy_of(y, decide(p, b)), 4)
     n = {t: int((np.asarray(targets[t]) != IGNORE_INDEX).sum()) for t in TASKS}
-    info = {"objective": "balanced_accuracy", "fitted_on": "validation", "n": n,
-            "validation_balanced_accuracy_argmax": before, "validation_balanced_accuracy_rule": after}
+    info = {
+        "objective": "balanced_accuracy",
+        "fitted_on": "validation",
+        "n": n,
+        "validation_balanced_accuracy_argmax": before,
+        "validation_balanced_accuracy_rule": after,
+    }
     log.info("decision rule (log offsets) %s: validation balanced accuracy %s -> %s", offsets, before, after)
     return DecisionRule(offsets, info)

@@ -58,7 +58,9 @@ def _check_plain(value: Any, where: str) -> None:
         raise ModelLoadError(f"{where}: value of type {type(value).__name__} is not plain data")
 
 
-def save_model_folder(net: MultiTaskNet, folder: str | os.PathLike[str], metadata: Mapping[str, Any]) -> dict[str, Any]:
+def save_model_folder(
+    net: MultiTaskNet, folder: str | os.PathLike[str], metadata: Mapping[str, Any]
+) -> dict[str, Any]:
     """Write ``weights.safetensors`` and ``metadata.json`` (with the weights' sha256); return the metadata written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,8 +94,10 @@ def _inside_folder(folder: Path, value: Any, where: str) -> Path:
     root = folder.resolve()
     path = (folder / value).resolve()
     if Path(value).is_absolute() or root not in path.parents:
-        raise ModelLoadError(f"{where}: '{value}' points outside the model folder {folder}; "
-                             "every path in metadata.json must stay inside it")
+        raise ModelLoadError(
+            f"{where}: '{value}' points outside the model folder {folder}; "
+            "every path in metadata.json must stay inside it"
+        )
     return path
 
 
@@ -106,8 +110,9 @@ def _metadata_paths(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu",
-                      verify: bool | None = None) -> tuple[MultiTaskNet, dict[str, Any]]:
+def load_model_folder(
+    folder: str | os.PathLike[str], map_location: str = "cpu", verify: bool | None = None
+) -> tuple[MultiTaskNet, dict[str, Any]]:
     """Build the network named in ``metadata.json`` and load its safetensors weights.
 
     The weights' sha256 must equal ``weights_sha256`` in ``metadata.json`` (a mismatch names
@@ -141,11 +146,16 @@ def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu",
         raise ModelLoadError(f"{folder}: weights file '{weights.name}' missing or not .safetensors")
     actual, recorded = sha256_of(weights), meta.get("weights_sha256")
     if actual != recorded:
-        what = (f"{weights}: sha256 {actual} does not match weights_sha256 {recorded} in {METADATA}"
-                if recorded else f"{meta_path}: records no weights_sha256 (weights file sha256 {actual})")
+        what = (
+            f"{weights}: sha256 {actual} does not match weights_sha256 {recorded} in {METADATA}"
+            if recorded
+            else f"{meta_path}: records no weights_sha256 (weights file sha256 {actual})"
+        )
         if verify:
-            raise ModelLoadError(f"{what}; refusing unverified weights (for development only: "
-                                 f"verify_weights=false or {VERIFY_ENV}=0)")
+            raise ModelLoadError(
+                f"{what}; refusing unverified weights (for development only: "
+                f"verify_weights=false or {VERIFY_ENV}=0)"
+            )
         log.warning("%s; loading anyway because verification is off", what)
     net = build_network(meta["network"])
     try:
@@ -159,7 +169,9 @@ def load_model_folder(folder: str | os.PathLike[str], map_location: str = "cpu",
     return net, meta
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> tuple[MultiTaskNet, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str = "cpu"
+) -> tuple[MultiTaskNet, dict[str, Any]]:
     """Network and hyper-parameters from a Lightning checkpoint, without unpickling code.
 
     ``weights_only=True`` admits tensors and plain containers only; Lightning's
@@ -172,7 +184,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         with torch.serialization.safe_globals([AttributeDict]):
             ckpt = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError for anything that is not plain data
-        raise ModelLoadError(f"{path}: refused to load (only tensors and plain data are accepted): {exc}") from exc
+        raise ModelLoadError(
+            f"{path}: refused to load (only tensors and plain data are accepted): {exc}"
+        ) from exc
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise ModelLoadError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     hparams = dict(ckpt.get("hyper_parameters") or {})
@@ -180,23 +194,35 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         raise ModelLoadError(f"{path}: no network config in its hyper-parameters")
     _check_plain(dict(hparams["net"]), str(path))
     net = build_network(dict(hparams["net"]))
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: weights do not fit {hparams['net']} ({exc})") from exc
     net.eval()
-    return net, {"network": dict(hparams["net"]), "checkpoint": str(path), "hyper_parameters": hparams,
-                 "weights_sha256": sha256_of(path)}
+    return net, {
+        "network": dict(hparams["net"]),
+        "checkpoint": str(path),
+        "hyper_parameters": hparams,
+        "weights_sha256": sha256_of(path),
+    }
 
 
-def load_model(model_dir: str | None, ckpt_path: str | None, verify: bool | None = None) -> tuple[MultiTaskNet, dict[str, Any]]:
+def load_model(
+    model_dir: str | None, ckpt_path: str | None, verify: bool | None = None
+) -> tuple[MultiTaskNet, dict[str, Any]]:
     """(network, metadata) from a model folder, or from a Lightning checkpoint when given."""
     if ckpt_path:
         net, meta = load_checkpoint(ckpt_path)
         hp = meta["hyper_parameters"]
-        meta.update({"name": Path(ckpt_path).stem, "version": "checkpoint", "roi": hp.get("roi") or {},
-                     "reference": hp.get("reference", "auto")})
+        meta.update(
+            {
+                "name": Path(ckpt_path).stem,
+                "version": "checkpoint",
+                "roi": hp.get("roi") or {},
+                "reference": hp.get("reference", "auto"),
+            }
+        )
         return net, meta
     if not model_dir:
         raise ValueError("give model_dir=<model folder> or ckpt_path=<checkpoint>")

@@ -39,8 +39,10 @@ def check_roi(meta: Mapping[str, Any], roi: Mapping[str, Any] | None) -> None:
     trained = meta.get("roi", {})
     for key in ("shape", "spacing"):
         if key in roi and key in trained and [float(v) for v in roi[key]] != [float(v) for v in trained[key]]:
-            raise ValueError(f"init_from: the model was trained on ROIs with {key} {list(trained[key])}, the data "
-                             f"gives {list(roi[key])}; set data.roi.{key} to the model's")
+            raise ValueError(
+                f"init_from: the model was trained on ROIs with {key} {list(trained[key])}, the data "
+                f"gives {list(roi[key])}; set data.roi.{key} to the model's"
+            )
 
 
 def load_into(net: nn.Module, source: nn.Module, mode: str = "all") -> dict[str, Any]:
@@ -60,18 +62,31 @@ def load_into(net: nn.Module, source: nn.Module, mode: str = "all") -> dict[str,
     return {"mode": mode, "tensors": len(state), "fresh": fresh}
 
 
-def init_module_from(module: Any, model_dir: str, mode: str = "all", roi: Mapping[str, Any] | None = None
-                     ) -> dict[str, Any]:
+def init_module_from(
+    module: Any, model_dir: str, mode: str = "all", roi: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Load a model folder's weights into a :class:`SpineLesionModule`'s network."""
     from spinelesion.models.folder import load_model_folder
 
     source, meta = load_model_folder(model_dir)
     check_roi(meta, roi)
     info = load_into(module.net, source, mode)
-    info.update({"model": str(meta.get("name")), "version": str(meta.get("version")),
-                 "weights_sha256": str(meta.get("weights_sha256"))})
-    log.info("initialised from %s (%s %s): %s weights, %d tensors%s", model_dir, info["model"], info["version"],
-             mode, info["tensors"], f"; fresh: {', '.join(info['fresh'])}" if info["fresh"] else "")
+    info.update(
+        {
+            "model": str(meta.get("name")),
+            "version": str(meta.get("version")),
+            "weights_sha256": str(meta.get("weights_sha256")),
+        }
+    )
+    log.info(
+        "initialised from %s (%s %s): %s weights, %d tensors%s",
+        model_dir,
+        info["model"],
+        info["version"],
+        mode,
+        info["tensors"],
+        f"; fresh: {', '.join(info['fresh'])}" if info["fresh"] else "",
+    )
     return info
 
 

@@ -19,17 +19,24 @@ from spinelesion.models.networks import build_network
 log = logging.getLogger(__name__)
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                         label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
+def masked_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, int]:
     """Weighted mean cross-entropy over rows whose label is known; 0 (still in the graph)
     when the batch has none, so one task's unknown labels never turn the loss into NaN."""
     valid = target != IGNORE_INDEX
     n = int(valid.sum())
     if n == 0:
         return logits.sum() * 0.0, 0
-    per_row = F.cross_entropy(logits[valid].float(), target[valid], weight=weight, reduction="none",
-                              label_smoothing=label_smoothing)
-    denom = weight[target[valid]].sum() if weight is not None else torch.tensor(float(n), device=logits.device)
+    per_row = F.cross_entropy(
+        logits[valid].float(), target[valid], weight=weight, reduction="none", label_smoothing=label_smoothing
+    )
+    denom = (
+        weight[target[valid]].sum() if weight is not None else torch.tensor(float(n), device=logits.device)
+    )
     return per_row.sum() / denom, n
 
 
@@ -64,10 +71,17 @@ class SpineLesionModule(pl.LightningModule):
             checkpoint alone is enough to evaluate or predict.
     """
 
-    def __init__(self, net: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
-                 scheduler: Mapping[str, Any] | None = None, loss: Mapping[str, Any] | None = None,
-                 seed: int = 0, channels_last: bool | str = "auto", roi: Mapping[str, Any] | None = None,
-                 reference: str = "auto"):
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        channels_last: bool | str = "auto",
+        roi: Mapping[str, Any] | None = None,
+        reference: str = "auto",
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_network(dict(net))
@@ -100,8 +114,9 @@ class SpineLesionModule(pl.LightningModule):
             w = class_weights_from_counts(counts[task], mode)
             if w is not None:
                 getattr(self, f"class_weight_{task}").copy_(w)
-        log.info("class weights (%s): %s", mode,
-                 {t: getattr(self, f"class_weight_{t}").tolist() for t in TASKS})
+        log.info(
+            "class weights (%s): %s", mode, {t: getattr(self, f"class_weight_{t}").tolist() for t in TASKS}
+        )
 
     # -- forward and loss --------------------------------------------------------------------
     def _prep(self, image: torch.Tensor) -> torch.Tensor:
@@ -110,7 +125,9 @@ class SpineLesionModule(pl.LightningModule):
     def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.net(self._prep(image), available)
 
-    def _losses(self, logits: tuple[torch.Tensor, ...], batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _losses(
+        self, logits: tuple[torch.Tensor, ...], batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         weights = self.loss_cfg.task_weights or {}
         smoothing = float(self.loss_cfg.label_smoothing)
         out: dict[str, torch.Tensor] = {}
@@ -135,7 +152,9 @@ class SpineLesionModule(pl.LightningModule):
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch["image"], batch["available"])
         losses = self._losses(logits, batch)
-        self.log("val/loss", losses["total"], prog_bar=True, batch_size=batch["image"].shape[0], sync_dist=True)
+        self.log(
+            "val/loss", losses["total"], prog_bar=True, batch_size=batch["image"].shape[0], sync_dist=True
+        )
         for i, task in enumerate(TASKS):
             self._val_outputs.setdefault(f"logits_{task}", []).append(logits[i].detach().float().cpu())
             self._val_outputs.setdefault(f"target_{task}", []).append(batch[task].detach().cpu())
@@ -150,18 +169,27 @@ class SpineLesionModule(pl.LightningModule):
             return
         gathered = {k: torch.cat(v) for k, v in self._val_outputs.items()}
         if self.trainer.world_size > 1:  # every rank scores the whole validation set
-            gathered = {k: torch.as_tensor(self.all_gather(v)).flatten(0, 1).cpu() for k, v in gathered.items()}
+            gathered = {
+                k: torch.as_tensor(self.all_gather(v)).flatten(0, 1).cpu() for k, v in gathered.items()
+            }
         scores = {}
         for task in TASKS:
             probs = torch.softmax(gathered[f"logits_{task}"], 1).numpy()
             y = gathered[f"target_{task}"].numpy()
             scores[f"auc_{task}"] = auc_macro(y, probs)
         scores["auc_benign_vs_pathologic"] = auc_benign_vs_pathologic(
-            gathered["target_fracture"].numpy(), torch.softmax(gathered["logits_fracture"], 1).numpy())
-        defined = [v for k, v in scores.items() if k in ("auc_compartment", "auc_benign_vs_pathologic") and v is not None]
+            gathered["target_fracture"].numpy(), torch.softmax(gathered["logits_fracture"], 1).numpy()
+        )
+        defined = [
+            v
+            for k, v in scores.items()
+            if k in ("auc_compartment", "auc_benign_vs_pathologic") and v is not None
+        ]
         scores["score"] = float(np.mean(defined)) if defined else 0.0
         for k, v in scores.items():
-            self.log(f"val/{k}", float("nan") if v is None else float(v), prog_bar=k == "score", sync_dist=False)
+            self.log(
+                f"val/{k}", float("nan") if v is None else float(v), prog_bar=k == "score", sync_dist=False
+            )
         if hasattr(self, "_fit_t0"):  # training seconds so far: learning curves against time
             import time
 
@@ -171,8 +199,9 @@ class SpineLesionModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         lr = float(self.opt_cfg.lr)
         beta1, beta2 = (float(b) for b in self.opt_cfg.betas)
-        opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=float(self.opt_cfg.weight_decay),
-                                betas=(beta1, beta2))
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=lr, weight_decay=float(self.opt_cfg.weight_decay), betas=(beta1, beta2)
+        )
         name = self.sched_cfg.name
         if name == "none":
             return opt
@@ -180,7 +209,8 @@ class SpineLesionModule(pl.LightningModule):
         sched: torch.optim.lr_scheduler.LRScheduler
         if name == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=lr, total_steps=max(total, 1), pct_start=float(self.sched_cfg.warmup_fraction))
+                opt, max_lr=lr, total_steps=max(total, 1), pct_start=float(self.sched_cfg.warmup_fraction)
+            )
         elif name == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
         else:

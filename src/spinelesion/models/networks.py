@@ -33,8 +33,11 @@ class ResBlock3d(nn.Module):
         self.conv2 = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm3d(cout)
         needs_proj = cin != cout or any(s != 1 for s in ([stride] * 3 if isinstance(stride, int) else stride))
-        self.skip = (nn.Sequential(nn.Conv3d(cin, cout, 1, stride=_triple(stride), bias=False), nn.BatchNorm3d(cout))
-                     if needs_proj else nn.Identity())
+        self.skip = (
+            nn.Sequential(nn.Conv3d(cin, cout, 1, stride=_triple(stride), bias=False), nn.BatchNorm3d(cout))
+            if needs_proj
+            else nn.Identity()
+        )
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,13 +56,19 @@ class SpineCNN(nn.Module):
     max the small focal one (an enhancing nodule, a fluid cleft).
     """
 
-    def __init__(self, in_channels: int = len(SEQUENCES), widths: Sequence[int] = (16, 32, 64, 128),
-                 blocks: Sequence[int] = (1, 1, 1, 1), stem_stride: Sequence[int] = (2, 2, 2)):
+    def __init__(
+        self,
+        in_channels: int = len(SEQUENCES),
+        widths: Sequence[int] = (16, 32, 64, 128),
+        blocks: Sequence[int] = (1, 1, 1, 1),
+        stem_stride: Sequence[int] = (2, 2, 2),
+    ):
         super().__init__()
         w0 = widths[0]
         self.stem = nn.Sequential(
             nn.Conv3d(in_channels, w0, 3, stride=_triple(stem_stride), padding=1, bias=False),
-            nn.BatchNorm3d(w0), nn.ReLU(inplace=True),
+            nn.BatchNorm3d(w0),
+            nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
         cin = w0
@@ -72,8 +81,11 @@ class SpineCNN(nn.Module):
         self.out_features = 2 * cin
         # Named stages -> submodule paths (the last block of each stage; blocks are one flat
         # Sequential so that weight names stay those of the released model).
-        ends = [sum(blocks[:i + 1]) - 1 for i in range(len(blocks))]
-        self.stages = {"stem": "stem", **{f"stage{i + 1}": f"layers.{e}" for i, e in enumerate(ends) if blocks[i]}}
+        ends = [sum(blocks[: i + 1]) - 1 for i in range(len(blocks))]
+        self.stages = {
+            "stem": "stem",
+            **{f"stage{i + 1}": f"layers.{e}" for i, e in enumerate(ends) if blocks[i]},
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
@@ -99,19 +111,33 @@ def _densenet121(in_channels: int = len(SEQUENCES), dropout: float = 0.0) -> nn.
     net = DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1, dropout_prob=dropout)
     features = int(cast(nn.Linear, net.class_layers.out).in_features)
     net.class_layers.out = nn.Identity()
-    return _MonaiBackbone(net, features, {"stem": "features.conv0",
-                                          **{f"stage{i}": f"features.denseblock{i}" for i in range(1, 5)}})
+    return _MonaiBackbone(
+        net,
+        features,
+        {"stem": "features.conv0", **{f"stage{i}": f"features.denseblock{i}" for i in range(1, 5)}},
+    )
 
 
-def _resnet(in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence[int] = (64, 128, 256, 512)) -> nn.Module:
+def _resnet(
+    in_channels: int = len(SEQUENCES), depth: int = 18, widths: Sequence[int] = (64, 128, 256, 512)
+) -> nn.Module:
     from monai.networks.nets import ResNet
     from monai.networks.nets.resnet import ResNetBlock, get_inplanes
 
     layers = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth]
-    net = ResNet(ResNetBlock, layers, list(widths) or get_inplanes(), spatial_dims=3, n_input_channels=in_channels,
-                 conv1_t_stride=(1, 2, 2),  # type: ignore[arg-type]  # MONAI annotates tuple[int] for a per-axis tuple
-                 feed_forward=False, shortcut_type="B")
-    return _MonaiBackbone(net, int(widths[-1]), {"stem": "conv1", **{f"stage{i}": f"layer{i}" for i in range(1, 5)}})
+    net = ResNet(
+        ResNetBlock,
+        layers,
+        list(widths) or get_inplanes(),
+        spatial_dims=3,
+        n_input_channels=in_channels,
+        conv1_t_stride=(1, 2, 2),  # type: ignore[arg-type]  # MONAI annotates tuple[int] for a per-axis tuple
+        feed_forward=False,
+        shortcut_type="B",
+    )
+    return _MonaiBackbone(
+        net, int(widths[-1]), {"stem": "conv1", **{f"stage{i}": f"layer{i}" for i in range(1, 5)}}
+    )
 
 
 @dataclass(frozen=True)
@@ -153,8 +179,14 @@ class MultiTaskNet(nn.Module):
     temperature: torch.Tensor  # a registered buffer (one per task)
     __jit_unused_properties__ = ["saliency_layer"]  # not compiled if the network is ever scripted
 
-    def __init__(self, backbone: str = "spinecnn", hidden: int = 128, dropout: float = 0.2,
-                 in_channels: int = len(SEQUENCES), **backbone_kwargs: object):
+    def __init__(
+        self,
+        backbone: str = "spinecnn",
+        hidden: int = 128,
+        dropout: float = 0.2,
+        in_channels: int = len(SEQUENCES),
+        **backbone_kwargs: object,
+    ):
         super().__init__()
         backbone = canonical_backbone(backbone)
         if backbone not in BACKBONES:
@@ -162,11 +194,17 @@ class MultiTaskNet(nn.Module):
         self.backbone_name = backbone
         self.backbone = BACKBONES[backbone].build(in_channels=in_channels, **backbone_kwargs)
         features = int(cast(Any, self.backbone).out_features) + in_channels
-        self.heads = nn.ModuleList([
-            nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                          nn.Linear(hidden, len(classes)))
-            for classes in TASKS.values()
-        ])
+        self.heads = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Linear(features, hidden),
+                    nn.ReLU(inplace=True),
+                    nn.Dropout(dropout),
+                    nn.Linear(hidden, len(classes)),
+                )
+                for classes in TASKS.values()
+            ]
+        )
         self.register_buffer("temperature", torch.ones(len(TASKS)))
 
     def stage_paths(self) -> dict[str, str]:
@@ -180,7 +218,9 @@ class MultiTaskNet(nn.Module):
         stage = BACKBONES[self.backbone_name].saliency_stage
         paths = self.stage_paths()
         if stage not in paths:
-            raise ValueError(f"backbone '{self.backbone_name}' has no stage '{stage}' (stages: {', '.join(paths)})")
+            raise ValueError(
+                f"backbone '{self.backbone_name}' has no stage '{stage}' (stages: {', '.join(paths)})"
+            )
         return paths[stage]
 
     def forward(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -189,8 +229,10 @@ class MultiTaskNet(nn.Module):
 
     def probabilities(self, image: torch.Tensor, available: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self(image, available)
-        return {task: torch.softmax(lg.float() / self.temperature[i], dim=1)
-                for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True))}
+        return {
+            task: torch.softmax(lg.float() / self.temperature[i], dim=1)
+            for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True))
+        }
 
 
 def build_network(config: dict[str, object]) -> MultiTaskNet:

@@ -23,7 +23,13 @@ DESCRIPTIONS = {
     "t1": ["T1 TSE SAG", "Sag T1 FSE", "T1W_TSE_SAG", "SAG T1", "t1_tse_sag"],
     "t2": ["T2 TSE SAG", "Sag T2 FRFSE", "T2W_TSE_SAG", "SAG T2", "t2_tse_sag"],
     "stir": ["STIR SAG", "T2 TIRM SAG", "Sag STIR", "SAG STIR FSE", "t2_tirm_sag"],
-    "t1c": ["T1 TSE SAG FS +C", "Sag T1 FS POST GAD", "T1W_TSE_SAG_FS_GD", "SAG T1 FS C+", "t1_tse_fs_sag_post"],
+    "t1c": [
+        "T1 TSE SAG FS +C",
+        "Sag T1 FS POST GAD",
+        "T1W_TSE_SAG_FS_GD",
+        "SAG T1 FS C+",
+        "t1_tse_fs_sag_post",
+    ],
 }
 
 
@@ -38,12 +44,19 @@ class SeriesPlan:
     slope: float = 1.0
     noise: float = 0.03
     bias: float = 0.2
-    gibbs_keep: float = 1.0   # fraction of k-space kept along the readout (S-I) axis; < 1 rings at edges
-    ghost: float = 0.0        # amplitude of motion ghosts along the phase-encode (A-P) axis
+    gibbs_keep: float = 1.0  # fraction of k-space kept along the readout (S-I) axis; < 1 rings at edges
+    ghost: float = 0.0  # amplitude of motion ghosts along the phase-encode (A-P) axis
 
 
-def cover_points(shape: tuple[int, int, int], centre: np.ndarray, axes: np.ndarray, spacing: np.ndarray,
-                 points: np.ndarray, max_matrix: int, margin_mm: float = 4.0) -> tuple[tuple[int, int, int], np.ndarray]:
+def cover_points(
+    shape: tuple[int, int, int],
+    centre: np.ndarray,
+    axes: np.ndarray,
+    spacing: np.ndarray,
+    points: np.ndarray,
+    max_matrix: int,
+    margin_mm: float = 4.0,
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """Grow the grid (then shift its centre if the matrix is capped) so every point lies inside.
 
     An operator plans the slab and field of view over the anatomy of interest; a ROI centre
@@ -68,8 +81,15 @@ def cover_points(shape: tuple[int, int, int], centre: np.ndarray, axes: np.ndarr
     return (int(n[0]), int(n[1]), int(n[2])), c
 
 
-def plan_series(rng: np.random.Generator, seq: str, centre: np.ndarray, extent_mm: np.ndarray, cfg: dict,
-                field_strength: float, cover: np.ndarray | None = None) -> SeriesPlan:
+def plan_series(
+    rng: np.random.Generator,
+    seq: str,
+    centre: np.ndarray,
+    extent_mm: np.ndarray,
+    cfg: dict,
+    field_strength: float,
+    cover: np.ndarray | None = None,
+) -> SeriesPlan:
     """Geometry and acquisition parameters of one series (independent of the anatomy's labels).
 
     ``cover``: points (ROI centres) the slab and field of view must include.
@@ -93,14 +113,22 @@ def plan_series(rng: np.random.Generator, seq: str, centre: np.ndarray, extent_m
     c = np.asarray(centre) + rng.uniform(-1, 1, 3) * np.asarray(cfg["centre_jitter_mm"])
     shape = (n_ap, n_si, n_slices)
     if cover is not None:
-        shape, c = cover_points(shape, c, axes, np.array([pixel, pixel, thickness + gap]), cover, int(cfg["max_matrix"]))
+        shape, c = cover_points(
+            shape, c, axes, np.array([pixel, pixel, thickness + gap]), cover, int(cfg["max_matrix"])
+        )
     affine = grid_affine(c, shape, (pixel, pixel, thickness + gap), axes)
     tags = series_tags(rng, seq, field_strength, cfg)
-    plan = SeriesPlan(seq, affine, shape, thickness, tags,
-                      gain=float(np.exp(rng.uniform(np.log(cfg["gain"][0]), np.log(cfg["gain"][1])))),
-                      slope=float(rng.uniform(0.4, 3.0)) if rng.random() < cfg["rescale_slope_rate"] else 1.0,
-                      noise=float(rng.uniform(*cfg["noise_fraction"])),
-                      bias=float(rng.uniform(*cfg["bias_strength"])))
+    plan = SeriesPlan(
+        seq,
+        affine,
+        shape,
+        thickness,
+        tags,
+        gain=float(np.exp(rng.uniform(np.log(cfg["gain"][0]), np.log(cfg["gain"][1])))),
+        slope=float(rng.uniform(0.4, 3.0)) if rng.random() < cfg["rescale_slope_rate"] else 1.0,
+        noise=float(rng.uniform(*cfg["noise_fraction"])),
+        bias=float(rng.uniform(*cfg["bias_strength"])),
+    )
     # Artefacts a real series has (v2; rates 0 switch them off). Always the same four draws,
     # so a rate changes only its own artefact, never the rest of the study.
     u_gibbs, keep = rng.random(), float(rng.uniform(*cfg.get("gibbs_keep", [0.55, 0.8])))
@@ -114,28 +142,55 @@ def series_tags(rng: np.random.Generator, seq: str, field_strength: float, cfg: 
     desc = str(rng.choice(DESCRIPTIONS[seq]))
     tags: dict[str, object] = {"SeriesDescription": desc, "ProtocolName": desc, "MRAcquisitionType": "2D"}
     if seq in ("t1", "t1c"):
-        tags.update(ScanningSequence="SE", SequenceVariant="SK", RepetitionTime=round(float(rng.uniform(400, 750)), 1),
-                    EchoTime=round(float(rng.uniform(8, 16)), 1))
+        tags.update(
+            ScanningSequence="SE",
+            SequenceVariant="SK",
+            RepetitionTime=round(float(rng.uniform(400, 750)), 1),
+            EchoTime=round(float(rng.uniform(8, 16)), 1),
+        )
         if seq == "t1c":
             tags["ScanOptions"] = "FS"
             if rng.random() < cfg["contrast_agent_tag_rate"]:
                 tags["ContrastBolusAgent"] = str(rng.choice(["Gadoterate", "Gadobutrol", "Gd-DTPA"]))
     elif seq == "t2":
-        tags.update(ScanningSequence="SE", SequenceVariant="SK", RepetitionTime=round(float(rng.uniform(2500, 4500)), 1),
-                    EchoTime=round(float(rng.uniform(85, 120)), 1))
+        tags.update(
+            ScanningSequence="SE",
+            SequenceVariant="SK",
+            RepetitionTime=round(float(rng.uniform(2500, 4500)), 1),
+            EchoTime=round(float(rng.uniform(85, 120)), 1),
+        )
     else:
         ti = rng.uniform(140, 170) if field_strength < 2 else rng.uniform(200, 230)
-        tags.update(ScanningSequence="IR", SequenceVariant="SK", RepetitionTime=round(float(rng.uniform(3000, 5000)), 1),
-                    EchoTime=round(float(rng.uniform(30, 70)), 1), InversionTime=round(float(ti), 1))
+        tags.update(
+            ScanningSequence="IR",
+            SequenceVariant="SK",
+            RepetitionTime=round(float(rng.uniform(3000, 5000)), 1),
+            EchoTime=round(float(rng.uniform(30, 70)), 1),
+            InversionTime=round(float(ti), 1),
+        )
     return tags
 
 
-def bias_field(rng: np.random.Generator, points: np.ndarray, centre: np.ndarray, strength: float) -> np.ndarray:
+def bias_field(
+    rng: np.random.Generator, points: np.ndarray, centre: np.ndarray, strength: float
+) -> np.ndarray:
     """Smooth multiplicative coil sensitivity: a random quadratic plus a posterior (coil) gradient."""
     p = (points - centre) / 100.0
     coeffs = rng.normal(0, 1, 9)
-    terms = np.stack([p[:, 0], p[:, 1], p[:, 2], p[:, 0] ** 2, p[:, 1] ** 2, p[:, 2] ** 2,
-                      p[:, 0] * p[:, 1], p[:, 1] * p[:, 2], p[:, 0] * p[:, 2]], 1)
+    terms = np.stack(
+        [
+            p[:, 0],
+            p[:, 1],
+            p[:, 2],
+            p[:, 0] ** 2,
+            p[:, 1] ** 2,
+            p[:, 2] ** 2,
+            p[:, 0] * p[:, 1],
+            p[:, 1] * p[:, 2],
+            p[:, 0] * p[:, 2],
+        ],
+        1,
+    )
     field = terms @ coeffs
     field = field / max(float(np.abs(field).max()), 1e-6)
     coil = np.clip(p[:, 1], -1, 1) * 0.8  # spine coil under the back: brighter posteriorly
@@ -153,7 +208,9 @@ def artefacts(signal: np.ndarray, plan: SeriesPlan) -> np.ndarray:
         signal = np.abs(np.fft.ifft(k, axis=1)).astype(np.float32)
     if plan.ghost > 0:
         shift = signal.shape[0] // 2  # periodic motion puts ghosts at FOV/2 in the phase direction
-        signal = signal + plan.ghost * (np.roll(signal, shift, axis=0) + np.roll(signal, -shift // 2, axis=0) * 0.5)
+        signal = signal + plan.ghost * (
+            np.roll(signal, shift, axis=0) + np.roll(signal, -shift // 2, axis=0) * 0.5
+        )
     return signal.astype(np.float32)
 
 
@@ -178,9 +235,12 @@ def acquire(canvas: Canvas, channel: int, plan: SeriesPlan, rng: np.random.Gener
     sigma = plan.noise * 0.5  # relative to a typical tissue level (~0.5)
     n1 = rng.normal(0, sigma, signal.shape).astype(np.float32)
     n2 = rng.normal(0, sigma, signal.shape).astype(np.float32)
-    mag = np.sqrt((signal + n1) ** 2 + n2 ** 2)
+    mag = np.sqrt((signal + n1) ** 2 + n2**2)
     real = (mag * plan.gain).reshape(ni, nj, nk)
     # Quantise as the scanner stores it: uint16 stored values times the rescale slope.
     stored = np.clip(np.rint(real / plan.slope), 0, 65535)
-    return Volume((stored * plan.slope).astype(np.float32), plan.affine,
-                  {"slice_thickness": plan.thickness, "sequence": plan.sequence, "slope": plan.slope})
+    return Volume(
+        (stored * plan.slope).astype(np.float32),
+        plan.affine,
+        {"slice_thickness": plan.thickness, "sequence": plan.sequence, "slope": plan.slope},
+    )

@@ -28,12 +28,22 @@ from spinelesion.phantom.canvas import (
 )
 from spinelesion.phantom.tissues import TissueTable
 
-LEVELS = ["C2", "C3", "C4", "C5", "C6", "C7", *[f"T{i}" for i in range(1, 13)], *[f"L{i}" for i in range(1, 6)], "S1"]
+LEVELS = [
+    "C2",
+    "C3",
+    "C4",
+    "C5",
+    "C6",
+    "C7",
+    *[f"T{i}" for i in range(1, 13)],
+    *[f"L{i}" for i in range(1, 6)],
+    "S1",
+]
 # (body height, AP depth, LR width, disc height, canal AP, canal LR, spinous length) in mm, per region
 REGION_DIMS = {
     "cervical": (14.0, 16.0, 22.0, 5.0, 14.0, 22.0, 18.0),
     "thoracic": (21.0, 27.0, 32.0, 5.5, 14.0, 17.0, 30.0),
-    "lumbar":   (27.0, 34.0, 46.0, 10.0, 17.0, 22.0, 30.0),
+    "lumbar": (27.0, 34.0, 46.0, 10.0, 17.0, 22.0, 30.0),
 }
 REGION_START = {"cervical": (1, 4), "thoracic": (3, 11), "lumbar": (15, 18)}  # first level index range
 
@@ -53,9 +63,9 @@ class Vertebra:
     # Shape changes made by findings (1.0 = normal height at that part of the body).
     scale_front: float = 1.0
     scale_back: float = 1.0
-    concavity: float = 0.0          # extra central endplate depression (fraction of half height)
-    posterior_bulge: float = 0.0    # mm; > 0 is a convex posterior border
-    state: str = "none"             # fracture label of this body
+    concavity: float = 0.0  # extra central endplate depression (fraction of half height)
+    posterior_bulge: float = 0.0  # mm; > 0 is a convex posterior border
+    state: str = "none"  # fracture label of this body
 
     def local(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c, s = np.cos(self.tilt), np.sin(self.tilt)
@@ -73,7 +83,7 @@ class Vertebra:
         hh = self.half_height(u, v)
         frac = np.clip(w / np.maximum(hh, 1e-3), -1, 1)
         # posterior border: slightly concave normally, convex when bulging (pathologic)
-        back = self.depth / 2 + (self.posterior_bulge - 1.0) * (1.0 - frac ** 2)
+        back = self.depth / 2 + (self.posterior_bulge - 1.0) * (1.0 - frac**2)
         b = np.where(v > 0, back, self.depth / 2)
         d_xy = superellipse_distance(self.width / 2, b, u, v, n=2.4)
         return np.maximum(d_xy, np.abs(w) - hh)
@@ -134,7 +144,7 @@ class Anatomy:
     cord_ap: float
     cord_w: float
     conus_z: float | None
-    posterior_depth: float   # from the body centreline to the skin, mm
+    posterior_depth: float  # from the body centreline to the skin, mm
     subcut: float
     age: float
     roots: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (u, v, radius) offsets in the sac
@@ -186,21 +196,30 @@ def sample_anatomy(rng: np.random.Generator, cfg: dict, region: str | None = Non
     n = int(rng.integers(cfg["levels"][0], cfg["levels"][1] + 1)) + 2
     lo, hi = REGION_START[region]
     start = min(int(rng.integers(lo, hi + 1)), len(LEVELS) - n)
-    names = LEVELS[start:start + n]
+    names = LEVELS[start : start + n]
     size = float(rng.uniform(*cfg["size_scale"]))
     h0, d0, w0, disc0, cap0, caw0, sp0 = REGION_DIMS[region]
     verts = []
     for i, name in enumerate(names):
         grow = 1.0 + 0.03 * i  # bodies grow caudally
-        verts.append(Vertebra(name, height=h0 * size * grow * rng.uniform(0.94, 1.06),
-                              depth=d0 * size * grow * rng.uniform(0.94, 1.06),
-                              width=w0 * size * grow * rng.uniform(0.94, 1.06)))
+        verts.append(
+            Vertebra(
+                name,
+                height=h0 * size * grow * rng.uniform(0.94, 1.06),
+                depth=d0 * size * grow * rng.uniform(0.94, 1.06),
+                width=w0 * size * grow * rng.uniform(0.94, 1.06),
+            )
+        )
     age = float(rng.uniform(*cfg["age"]))
     degeneration_rate = float(np.clip((age - 25) / 60, 0, 1)) * cfg["disc_degeneration"]
     discs = []
     for up, low in zip(verts[:-1], verts[1:], strict=True):
-        deg = float(np.clip(rng.beta(1.2, 3.0) + (rng.random() < degeneration_rate) * rng.uniform(0.3, 0.8), 0, 1))
-        discs.append(Disc(up, low, height=disc0 * size * rng.uniform(0.85, 1.15) * (1 - 0.35 * deg), degeneration=deg))
+        deg = float(
+            np.clip(rng.beta(1.2, 3.0) + (rng.random() < degeneration_rate) * rng.uniform(0.3, 0.8), 0, 1)
+        )
+        discs.append(
+            Disc(up, low, height=disc0 * size * rng.uniform(0.85, 1.15) * (1 - 0.35 * deg), degeneration=deg)
+        )
     # lordosis (cervical, lumbar): the middle lies anterior to the ends; kyphosis: posterior
     curve_sign = 1.0 if region in ("cervical", "lumbar") else -1.0
     amp = float(rng.uniform(*cfg["curvature_mm"])) * curve_sign
@@ -209,12 +228,21 @@ def sample_anatomy(rng: np.random.Generator, cfg: dict, region: str | None = Non
     cord_ap *= size * rng.uniform(0.9, 1.1)
     cord_w *= size * rng.uniform(0.9, 1.1)
     anatomy = Anatomy(
-        region=region, vertebrae=verts, discs=discs, curve=(0.0, float(rng.uniform(-8, 8)), amp),
-        canal_ap=cap0 * size * rng.uniform(0.88, 1.12), canal_w=caw0 * size * rng.uniform(0.9, 1.1),
+        region=region,
+        vertebrae=verts,
+        discs=discs,
+        curve=(0.0, float(rng.uniform(-8, 8)), amp),
+        canal_ap=cap0 * size * rng.uniform(0.88, 1.12),
+        canal_w=caw0 * size * rng.uniform(0.9, 1.1),
         fat_back={"cervical": 1.0, "thoracic": 2.5, "lumbar": 4.0}[region] * rng.uniform(0.6, 1.4),
-        cord_ap=cord_ap, cord_w=cord_w, conus_z=conus,
-        posterior_depth={"cervical": 75.0, "thoracic": 85.0, "lumbar": 95.0}[region] * size * rng.uniform(0.85, 1.2),
-        subcut=float(rng.uniform(6, 30)), age=age,
+        cord_ap=cord_ap,
+        cord_w=cord_w,
+        conus_z=conus,
+        posterior_depth={"cervical": 75.0, "thoracic": 85.0, "lumbar": 95.0}[region]
+        * size
+        * rng.uniform(0.85, 1.2),
+        subcut=float(rng.uniform(6, 30)),
+        age=age,
     )
     return anatomy
 
@@ -250,8 +278,10 @@ def layout(anatomy: Anatomy, rng: np.random.Generator) -> None:
         else:  # segment entirely below the conus: only roots
             anatomy.conus_z = float(anatomy.z_range[1] + 50)
     n_roots = int(rng.integers(10, 18))
-    anatomy.roots = np.stack([rng.uniform(-0.75, 0.75, n_roots), rng.uniform(0.0, 0.75, n_roots),
-                              rng.uniform(0.6, 1.0, n_roots)], 1)
+    anatomy.roots = np.stack(
+        [rng.uniform(-0.75, 0.75, n_roots), rng.uniform(0.0, 0.75, n_roots), rng.uniform(0.6, 1.0, n_roots)],
+        1,
+    )
 
 
 def canvas_bounds(anatomy: Anatomy, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +296,7 @@ def canvas_bounds(anatomy: Anatomy, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # painting
 # --------------------------------------------------------------------------------------------
+
 
 def paint_background(cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator) -> None:
     """Soft tissues around the spine: muscle, fat, skin, air, and what lies in front."""
@@ -301,13 +332,17 @@ def paint_background(cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Ge
         cv.paint(box, vessel, tt["vessel"])
 
 
-def posterior_element_distance(v: Vertebra, an: Anatomy, u: np.ndarray, vv: np.ndarray, w: np.ndarray) -> np.ndarray:
+def posterior_element_distance(
+    v: Vertebra, an: Anatomy, u: np.ndarray, vv: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     """Pedicles, laminae, spinous process and articular processes as a union of rounded boxes."""
     d_back = v.depth / 2
     cw, cap = an.canal_w, an.canal_ap
     h = v.height
     ped_u = cw / 2 + 3.5
-    pedicle = box_distance(np.abs(u) - ped_u, vv - (d_back + cap / 2), w - 0.1 * h, (3.5, cap / 2 + 2.5, 0.28 * h), 1.5)
+    pedicle = box_distance(
+        np.abs(u) - ped_u, vv - (d_back + cap / 2), w - 0.1 * h, (3.5, cap / 2 + 2.5, 0.28 * h), 1.5
+    )
     lam_v = d_back + cap + 2.5
     lamina = box_distance(u, vv - lam_v, w + 0.05 * h, (ped_u + 2.5, 2.8, 0.45 * h), 1.2)
     sp_len = REGION_DIMS[v.region][6] * (v.depth / REGION_DIMS[v.region][1])
@@ -319,15 +354,24 @@ def posterior_element_distance(v: Vertebra, an: Anatomy, u: np.ndarray, vv: np.n
     return np.minimum(np.minimum(pedicle, lamina), np.minimum(spinous, facet))
 
 
-def vertebra_box(v: Vertebra, an: Anatomy, cv: Canvas, posterior: bool = True) -> tuple[slice, slice, slice] | None:
+def vertebra_box(
+    v: Vertebra, an: Anatomy, cv: Canvas, posterior: bool = True
+) -> tuple[slice, slice, slice] | None:
     reach = v.depth / 2 + (an.canal_ap + REGION_DIMS[v.region][6] * 1.6 + 12 if posterior else 4)
     lo = v.center + np.array([-(v.width / 2 + 12), -v.depth / 2 - 6, -v.height * 0.9 - 8])
     hi = v.center + np.array([v.width / 2 + 12, reach, v.height * 0.9 + 8])
     return cv.box(lo, hi)
 
 
-def paint_vertebra(cv: Canvas, an: Anatomy, v: Vertebra, tt: TissueTable, rng: np.random.Generator,
-                   cortex_mm: float = 1.2, focus_rate: float = 0.0) -> None:
+def paint_vertebra(
+    cv: Canvas,
+    an: Anatomy,
+    v: Vertebra,
+    tt: TissueTable,
+    rng: np.random.Generator,
+    cortex_mm: float = 1.2,
+    focus_rate: float = 0.0,
+) -> None:
     box = vertebra_box(v, an, cv)
     if box is None:
         return
@@ -347,9 +391,15 @@ def paint_vertebra(cv: Canvas, an: Anatomy, v: Vertebra, tt: TissueTable, rng: n
         paint_marrow_foci(cv, box, v, (u, vv, w), d + cortex_mm + 1.0, tt, rng)
 
 
-def paint_marrow_foci(cv: Canvas, box: tuple[slice, slice, slice], v: Vertebra,
-                      uvw: tuple[np.ndarray, np.ndarray, np.ndarray], inside: np.ndarray, tt: TissueTable,
-                      rng: np.random.Generator) -> None:
+def paint_marrow_foci(
+    cv: Canvas,
+    box: tuple[slice, slice, slice],
+    v: Vertebra,
+    uvw: tuple[np.ndarray, np.ndarray, np.ndarray],
+    inside: np.ndarray,
+    tt: TissueTable,
+    rng: np.random.Generator,
+) -> None:
     """Normal marrow heterogeneity: focal fat (T1 brighter, STIR dark) and red-marrow islands.
 
     A red-marrow island is darker than yellow marrow on T1 but stays brighter than muscle and
@@ -406,8 +456,9 @@ def paint_disc(cv: Canvas, disc: Disc, tt: TissueTable) -> None:
     # only where the bodies are not (the endplate cortex stays)
     up_u, up_v, up_w = disc.upper.local(*cv.coords(box))
     lo_u, lo_v, lo_w = disc.lower.local(*cv.coords(box))
-    outside_bodies = (1 - soft(disc.upper.body_distance(up_u, up_v, up_w) + 0.3)) * \
-        (1 - soft(disc.lower.body_distance(lo_u, lo_v, lo_w) + 0.3))
+    outside_bodies = (1 - soft(disc.upper.body_distance(up_u, up_v, up_w) + 0.3)) * (
+        1 - soft(disc.lower.body_distance(lo_u, lo_v, lo_w) + 0.3)
+    )
     cv.paint(box, soft(whole) * outside_bodies, tt["annulus"])
     nucleus_value = tt.mix("nucleus", "nucleus_degenerated", disc.degeneration)
     cv.paint(box, soft(nucleus, 1.5) * outside_bodies, nucleus_value)
@@ -417,7 +468,9 @@ def canal_box(cv: Canvas, an: Anatomy) -> tuple[slice, slice, slice] | None:
     z0, z1 = an.z_range
     ys = an.canal_front(np.linspace(z0, z1, 16))
     lo = np.array([-(an.canal_w / 2 + 3), float(ys.min()) - 12, cv.origin[2]])
-    hi = np.array([an.canal_w / 2 + 3, float(ys.max()) + an.canal_ap + 12, cv.origin[2] + cv.spacing * cv.shape[2]])
+    hi = np.array(
+        [an.canal_w / 2 + 3, float(ys.max()) + an.canal_ap + 12, cv.origin[2] + cv.spacing * cv.shape[2]]
+    )
     return cv.box(lo, hi)
 
 
@@ -426,7 +479,7 @@ def sac_distance(an: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np
     d = superellipse_distance(a, b, x, y - yc, n=2.2)
     front = CanalMods.total(an.mods.sac_indent_front, x, z)
     back = CanalMods.total(an.mods.sac_indent_back, x, z)
-    d = np.maximum(d, (yc - b + front) - y)   # anterior wall pushed back by extradural disease
+    d = np.maximum(d, (yc - b + front) - y)  # anterior wall pushed back by extradural disease
     return np.maximum(d, y - (yc + b - back))
 
 
@@ -464,15 +517,27 @@ def paint_canal(cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generat
     cord = superellipse_distance(np.maximum(ra, 1e-3), np.maximum(rb, 1e-3), x - xc, y - yc, n=2.0)
     cord = np.where(ra > 0.3, cord, 10.0)
     oedema = np.clip(CanalMods.total(an.mods.cord_oedema, z), 0, 1)
-    cord_value = tt["cord"][:, None, None, None] * (1 - oedema) + tt.mix("cord", "csf", 0.55)[:, None, None, None] * oedema
+    cord_value = (
+        tt["cord"][:, None, None, None] * (1 - oedema)
+        + tt.mix("cord", "csf", 0.55)[:, None, None, None] * oedema
+    )
     inside_sac = soft(d_sac + 0.6)
     cv.paint(box, soft(cord, 0.8) * inside_sac, cord_value * np.ones((1, 1, 1, 1), np.float32))
     if an.conus_z is not None:
         paint_roots(cv, an, tt, box, x, y, z, inside_sac, rng)
 
 
-def paint_roots(cv: Canvas, an: Anatomy, tt: TissueTable, box: tuple[slice, slice, slice], x: np.ndarray,
-                y: np.ndarray, z: np.ndarray, inside_sac: np.ndarray, rng: np.random.Generator) -> None:
+def paint_roots(
+    cv: Canvas,
+    an: Anatomy,
+    tt: TissueTable,
+    box: tuple[slice, slice, slice],
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    inside_sac: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
     """Cauda equina: thin roots below the conus, lying dorsally in the supine sac."""
     yc, b, a = an.sac_geometry(z)
     below = np.clip((an.conus_z - z) / 6.0, 0, 1)

@@ -23,8 +23,9 @@ def soft(distance: np.ndarray, width: float = 1.0) -> np.ndarray:
     return np.clip(0.5 - distance / width, 0.0, 1.0).astype(np.float32)
 
 
-def superellipse_distance(a: np.ndarray | float, b: np.ndarray | float, p: np.ndarray, q: np.ndarray,
-                          n: float = 2.0) -> np.ndarray:
+def superellipse_distance(
+    a: np.ndarray | float, b: np.ndarray | float, p: np.ndarray, q: np.ndarray, n: float = 2.0
+) -> np.ndarray:
     """Approximate signed distance (mm) to the superellipse |p/a|^n + |q/b|^n = 1."""
     a = np.maximum(a, 1e-3)
     b = np.maximum(b, 1e-3)
@@ -32,14 +33,18 @@ def superellipse_distance(a: np.ndarray | float, b: np.ndarray | float, p: np.nd
     return (r - 1.0) * np.minimum(a, b)
 
 
-def ellipsoid_distance(p: np.ndarray, q: np.ndarray, s: np.ndarray, radii: Sequence[float] | np.ndarray) -> np.ndarray:
+def ellipsoid_distance(
+    p: np.ndarray, q: np.ndarray, s: np.ndarray, radii: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Approximate signed distance to an axis-aligned ellipsoid centred at the origin."""
     ra, rb, rc = (max(float(r), 1e-3) for r in radii)
     r = np.sqrt((p / ra) ** 2 + (q / rb) ** 2 + (s / rc) ** 2)
     return (r - 1.0) * min(ra, rb, rc)
 
 
-def box_distance(p: np.ndarray, q: np.ndarray, s: np.ndarray, half: Sequence[float], rounding: float = 1.0) -> np.ndarray:
+def box_distance(
+    p: np.ndarray, q: np.ndarray, s: np.ndarray, half: Sequence[float], rounding: float = 1.0
+) -> np.ndarray:
     """Signed distance to a rounded box centred at the origin."""
     dp = np.abs(p) - (half[0] - rounding)
     dq = np.abs(q) - (half[1] - rounding)
@@ -66,9 +71,9 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], scale_vox: floa
 class Canvas:
     """Four-channel intensity image on an LPS-aligned grid: ``origin`` is voxel (0, 0, 0)."""
 
-    img: np.ndarray      # (4, X, Y, Z) float32
-    origin: np.ndarray   # LPS mm of voxel 0
-    spacing: float       # mm, isotropic
+    img: np.ndarray  # (4, X, Y, Z) float32
+    origin: np.ndarray  # LPS mm of voxel 0
+    spacing: float  # mm, isotropic
 
     @classmethod
     def empty(cls, lo: np.ndarray, hi: np.ndarray, spacing: float) -> Canvas:
@@ -87,7 +92,9 @@ class Canvas:
         a[:3, 3] = self.origin
         return a
 
-    def box(self, lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray) -> tuple[slice, slice, slice] | None:
+    def box(
+        self, lo: Sequence[float] | np.ndarray, hi: Sequence[float] | np.ndarray
+    ) -> tuple[slice, slice, slice] | None:
         """Voxel slices covering the LPS box [lo, hi] (clipped); None when outside the grid."""
         i0 = np.floor((np.asarray(lo) - self.origin) / self.spacing).astype(int)
         i1 = np.ceil((np.asarray(hi) - self.origin) / self.spacing).astype(int) + 1
@@ -105,8 +112,13 @@ class Canvas:
         z = self.origin[2] + self.spacing * np.arange(box[2].start, box[2].stop, dtype=np.float32)
         return x[:, None, None], y[None, :, None], z[None, None, :]
 
-    def paint(self, box: tuple[slice, slice, slice], mask: np.ndarray, values: np.ndarray | Sequence[float],
-              channels: Sequence[int] | None = None) -> None:
+    def paint(
+        self,
+        box: tuple[slice, slice, slice],
+        mask: np.ndarray,
+        values: np.ndarray | Sequence[float],
+        channels: Sequence[int] | None = None,
+    ) -> None:
         """Blend ``values`` ((4,) or (4, *box shape)) into the box where ``mask`` (0..1) says.
 
         ``channels`` limits the paint to some sequences (e.g. enhancement seen on T1c only).
@@ -117,7 +129,7 @@ class Canvas:
         if vals.ndim == 1:
             vals = vals.reshape(N_SEQ, 1, 1, 1)
         vals = np.broadcast_to(vals, region.shape) if vals.shape[0] == N_SEQ else vals
-        for c in (range(N_SEQ) if channels is None else channels):
+        for c in range(N_SEQ) if channels is None else channels:
             region[c] += (vals[c] - region[c]) * mask
 
     def sample(self, points_lps: np.ndarray, channel: int) -> np.ndarray:

@@ -39,15 +39,22 @@ def patient_plan(seed: int, studies: int, followup_rate: float) -> list[tuple[st
 
 def _one(args: tuple[int, int, str, str, int, dict[str, Any], str, list[str], int]) -> dict[str, Any]:
     seed, k, study_id, patient_id, p, phantom, out_dir, formats, previews = args
-    study = render_study([seed, k], phantom, patient_seed=[seed, 100000 + p], study_id=study_id, patient_id=patient_id)
+    study = render_study(
+        [seed, k], phantom, patient_seed=[seed, 100000 + p], study_id=study_id, patient_id=patient_id
+    )
     written = write_study(study, Path(out_dir), formats, seed)
     preview = None
     if k < previews and study.rois:
         from spinelesion.phantom.preview import write_preview
 
         preview = str(write_preview(study, Path(out_dir) / "previews" / f"{study_id}.png"))
-    return {"study_id": study_id, "dicom": manifest_records(study, written["dicom"]),
-            "nifti": manifest_records(study, written["nifti"]), "info": study.info, "preview": preview}
+    return {
+        "study_id": study_id,
+        "dicom": manifest_records(study, written["dicom"]),
+        "nifti": manifest_records(study, written["nifti"]),
+        "info": study.info,
+        "preview": preview,
+    }
 
 
 def generate_dataset(cfg: Any) -> Path:
@@ -56,30 +63,50 @@ def generate_dataset(cfg: Any) -> Path:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    phantom = OmegaConf.to_container(cfg.phantom, resolve=True) if not isinstance(cfg.phantom, dict) else cfg.phantom
+    phantom = (
+        OmegaConf.to_container(cfg.phantom, resolve=True)
+        if not isinstance(cfg.phantom, dict)
+        else cfg.phantom
+    )
     formats = list(cfg.formats)
     if not formats or any(f not in ("dicom", "nifti") for f in formats):
         raise ValueError(f"formats must be a non-empty subset of [dicom, nifti], got {formats}")
     seed = int(cfg.seed)
     plan = patient_plan(seed, int(cfg.studies), float(cfg.followup_rate))
-    jobs = [(seed, k, sid, pid, p, phantom, str(out), formats, int(cfg.get("previews", 0)))
-            for k, (sid, pid, p) in enumerate(plan)]
+    jobs = [
+        (seed, k, sid, pid, p, phantom, str(out), formats, int(cfg.get("previews", 0)))
+        for k, (sid, pid, p) in enumerate(plan)
+    ]
     start = time.perf_counter()
-    results = list(tqdm(map_jobs(_one, jobs, int(cfg.workers)), total=len(jobs), desc="studies", unit="study"))
+    results = list(
+        tqdm(map_jobs(_one, jobs, int(cfg.workers)), total=len(jobs), desc="studies", unit="study")
+    )
     seconds = time.perf_counter() - start
     main_format = "dicom" if "dicom" in formats else "nifti"
     records = [r for res in results for r in res[main_format]]
-    rows = [Row(case_id=str(r["case_id"]), study_id=str(r["study_id"]), patient_id=str(r["patient_id"]),
-                center_lps=np.zeros(3), sequences={}, labels={"compartment": str(r["compartment"]),
-                                                               "fracture": str(r["fracture"])}) for r in records]
+    rows = [
+        Row(
+            case_id=str(r["case_id"]),
+            study_id=str(r["study_id"]),
+            patient_id=str(r["patient_id"]),
+            center_lps=np.zeros(3),
+            sequences={},
+            labels={"compartment": str(r["compartment"]), "fracture": str(r["fracture"])},
+        )
+        for r in records
+    ]
     split_of = assign_splits(rows, dict(cfg.splits), seed)
     for fmt in formats:
         recs = [dict(r, split=split_of[str(r["patient_id"])]) for res in results for r in res[fmt]]
         write_manifest(out / ("manifest.csv" if fmt == main_format else f"manifest_{fmt}.csv"), recs)
     summary = {
         "generator": f"spinelesion {__version__}",
-        "seed": seed, "studies": len(plan), "patients": len({p for _, p, _ in plan}), "rois": len(records),
-        "seconds": round(seconds, 1), "studies_per_second": round(len(plan) / max(seconds, 1e-9), 3),
+        "seed": seed,
+        "studies": len(plan),
+        "patients": len({p for _, p, _ in plan}),
+        "rois": len(records),
+        "seconds": round(seconds, 1),
+        "studies_per_second": round(len(plan) / max(seconds, 1e-9), 3),
         "workers": int(cfg.workers),
         "counts": {
             "compartment": dict(Counter(str(r["compartment"]) for r in records)),
@@ -91,6 +118,12 @@ def generate_dataset(cfg: Any) -> Path:
         "config": phantom,
     }
     write_json(out / "dataset.json", summary)
-    log.info("%d studies, %d ROIs in %.0f s (%.2f studies/s) -> %s", len(plan), len(records), seconds,
-             summary["studies_per_second"], out / "manifest.csv")
+    log.info(
+        "%d studies, %d ROIs in %.0f s (%.2f studies/s) -> %s",
+        len(plan),
+        len(records),
+        seconds,
+        summary["studies_per_second"],
+        out / "manifest.csv",
+    )
     return out / "manifest.csv"

@@ -19,8 +19,15 @@ from spinelesion.phantom.study import RenderedStudy  # noqa: E402
 LABELS = {"t1": "T1", "t2": "T2", "stir": "STIR", "t1c": "T1 + Gd (FS)"}
 
 
-def sagittal(volume_array: np.ndarray, affine: np.ndarray, x_mm: float, y_mm: float, z_mm: float,
-             view: float = 180.0, pixel: float = 0.75) -> np.ndarray:
+def sagittal(
+    volume_array: np.ndarray,
+    affine: np.ndarray,
+    x_mm: float,
+    y_mm: float,
+    z_mm: float,
+    view: float = 180.0,
+    pixel: float = 0.75,
+) -> np.ndarray:
     n = int(view / pixel)
     a = np.eye(4)
     a[:3, :3] = np.diag([1.0, pixel, pixel])
@@ -47,8 +54,11 @@ def write_preview(study: RenderedStudy, path: str | Path, roi_index: int = 0, vi
         ax.add_patch(Rectangle((-36, -36), 72, 72, fill=False, ec="yellow", lw=0.8, ls="--"))
         ax.plot(0, 0, "+", color="yellow", ms=8)
         ax.set_title(LABELS[seq], fontsize=10)
-    fig.suptitle(f"{study.study_id} ({study.info['region']}): {roi.finding} | compartment={roi.compartment}, "
-                 f"fracture={roi.fracture}, level {roi.level} | anterior left, superior up", fontsize=10)
+    fig.suptitle(
+        f"{study.study_id} ({study.info['region']}): {roi.finding} | compartment={roi.compartment}, "
+        f"fracture={roi.fracture}, level {roi.level} | anterior left, superior up",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

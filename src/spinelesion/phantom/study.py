@@ -59,8 +59,9 @@ def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return str(rng.choice(names, p=p / p.sum()))
 
 
-def _free_level(rng: np.random.Generator, an: Anatomy, taken: set[int], disc: bool = False,
-                avoid: set[int] | None = None) -> int | None:
+def _free_level(
+    rng: np.random.Generator, an: Anatomy, taken: set[int], disc: bool = False, avoid: set[int] | None = None
+) -> int | None:
     n = len(an.vertebrae)  # levels 0 and n-1 are context: findings go in between
     hi = n - 3 if disc else n - 2
     candidates = [i for i in range(1, hi + 1) if i not in taken and (not disc or i + 1 not in taken)]
@@ -69,14 +70,18 @@ def _free_level(rng: np.random.Generator, an: Anatomy, taken: set[int], disc: bo
     return int(rng.choice(candidates)) if candidates else None
 
 
-def plan_findings(rng: np.random.Generator, an: Anatomy, cfg: dict, forced: str | None = None) -> list[Finding]:
+def plan_findings(
+    rng: np.random.Generator, an: Anatomy, cfg: dict, forced: str | None = None
+) -> list[Finding]:
     """Primary finding (weighted by class), its companions, an occasional incidental one."""
     feat = cfg["features"]
     primary = forced or _choose(rng, cfg["finding_weights"])
     findings: list[Finding] = []
     taken: set[int] = set()
 
-    def add(name: str | Finding, level: int | None = None, disc: bool = False, avoid: set[int] | None = None) -> Finding | None:
+    def add(
+        name: str | Finding, level: int | None = None, disc: bool = False, avoid: set[int] | None = None
+    ) -> Finding | None:
         f = FINDINGS[name]() if isinstance(name, str) else name
         lvl = level if level is not None else _free_level(rng, an, taken, disc=disc, avoid=avoid)
         if lvl is None:
@@ -102,7 +107,11 @@ def plan_findings(rng: np.random.Generator, an: Anatomy, cfg: dict, forced: str 
             if main.signs.get("paraspinal_mass"):
                 add(ParaspinalMass(), level=main.level_index)
             for _ in range(int(main.signs.get("other_metastases", False)) * int(rng.integers(1, 3))):
-                add(_choose(rng, {"lytic_metastasis": 0.6, "blastic_metastasis": 0.25, "mixed_metastasis": 0.15}))
+                add(
+                    _choose(
+                        rng, {"lytic_metastasis": 0.6, "blastic_metastasis": 0.25, "mixed_metastasis": 0.15}
+                    )
+                )
         elif main.signs.get("multiple"):
             old = add(Fracture("benign", chronic=True, secondary=True))
             if old is not None:
@@ -120,7 +129,9 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
     """ROIs on normal anatomy (body, canal, disc), away from the findings, labelled none."""
     busy = set().union(*[f.occupies | {f.level_index} for f in findings]) if findings else set()
     lesion_z = [float(f.center[2]) for f in findings]
-    long_reach = [float(f.center[2]) for f in findings if isinstance(f, IntramedullaryMetastasis | DropMetastases)]
+    long_reach = [
+        float(f.center[2]) for f in findings if isinstance(f, IntramedullaryMetastasis | DropMetastases)
+    ]
     out = []
     n = int(rng.integers(cfg["normal_rois"][0], cfg["normal_rois"][1] + 1))
     for _ in range(n):
@@ -131,7 +142,12 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
             break
         i = int(rng.choice(free))
         v = an.vertebrae[i]
-        if kind == "disc" and i < len(an.discs) - 1 and i + 1 not in busy and an.vertebrae[i + 1].state == "none":
+        if (
+            kind == "disc"
+            and i < len(an.discs) - 1
+            and i + 1 not in busy
+            and an.vertebrae[i + 1].state == "none"
+        ):
             c = an.discs[i].center.copy()
         elif kind == "canal":
             yc = float(an.sac_geometry(np.array([v.center[2]]))[0][0])
@@ -152,17 +168,32 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
         if rng.random() < 0.5:  # prevertebral
             y = yc - v.depth / 2 - rng.uniform(15, 45)
         else:  # paraspinal muscles / subcutaneous tissue
-            y = yc + v.depth / 2 + an.canal_ap + rng.uniform(30, an.posterior_depth - v.depth / 2 - an.canal_ap - 5)
+            y = (
+                yc
+                + v.depth / 2
+                + an.canal_ap
+                + rng.uniform(30, an.posterior_depth - v.depth / 2 - an.canal_ap - 5)
+            )
         c = np.array([rng.uniform(-15, 15), y, z])
-        if any(abs(c[2] - zz) < 30 and abs(c[1] - float(f.center[1])) < 40 for f, zz in zip(findings, lesion_z, strict=True)):
+        if any(
+            abs(c[2] - zz) < 30 and abs(c[1] - float(f.center[1])) < 40
+            for f, zz in zip(findings, lesion_z, strict=True)
+        ):
             continue
         out.append(RoiRecord(c, "none", "none", "normal", v.name))
     return out
 
 
-def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | list[int] | None = None,
-                 finding: str | None = None, region: str | None = None, keep_canvas: bool = False,
-                 study_id: str = "S0", patient_id: str = "P0") -> RenderedStudy:
+def render_study(
+    study_seed: int | list[int],
+    cfg: dict,
+    patient_seed: int | list[int] | None = None,
+    finding: str | None = None,
+    region: str | None = None,
+    keep_canvas: bool = False,
+    study_id: str = "S0",
+    patient_id: str = "P0",
+) -> RenderedStudy:
     """Render every sequence of one study.
 
     Args:
@@ -191,8 +222,12 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
     # The study's contrast has its own stream: which signs a finding drew does not change it,
     # so a sign switched on or off is compared on the same contrast (previews, transfer checks).
     rng_t = np.random.default_rng([*np.atleast_1d(np.asarray(study_seed, dtype=np.int64)).tolist(), 0x7155])
-    tt = TissueTable(rng_t, spread=float(cfg["tissue_spread"]), age=an.age,
-                     contrast_spread=float(cfg.get("contrast_spread", 0.0)))
+    tt = TissueTable(
+        rng_t,
+        spread=float(cfg["tissue_spread"]),
+        age=an.age,
+        contrast_spread=float(cfg.get("contrast_spread", 0.0)),
+    )
     paint_background(cv, an, tt, rng)
     for v in an.vertebrae:
         paint_vertebra(cv, an, v, tt, rng, focus_rate=float(cfg["anatomy"].get("marrow_focus_rate", 0.0)))
@@ -218,11 +253,26 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
             if isinstance(f, Fracture) and f.secondary and rng.random() > feat["chronic_fracture_roi_rate"]:
                 continue
             level_state = an.level_at(float(r.center[2])).state
-            fracture = r.fracture if isinstance(f, Fracture) else (
-                level_state if (r.compartment == "extradural" and f.name not in DISC_FINDINGS) else r.fracture)
-            rois.append(RoiRecord(r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, fracture, r.finding, r.level))
+            fracture = (
+                r.fracture
+                if isinstance(f, Fracture)
+                else (
+                    level_state
+                    if (r.compartment == "extradural" and f.name not in DISC_FINDINGS)
+                    else r.fracture
+                )
+            )
+            rois.append(
+                RoiRecord(
+                    r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, fracture, r.finding, r.level
+                )
+            )
     for r in normal_rois(rng, an, findings, cfg):
-        rois.append(RoiRecord(r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, r.fracture, r.finding, r.level))
+        rois.append(
+            RoiRecord(
+                r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, r.fracture, r.finding, r.level
+            )
+        )
 
     acq = cfg["acquisition"]
     # The acquisition has its own stream too: nothing about the findings (which signs, how many
@@ -238,8 +288,15 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
     for c, seq in enumerate(SEQ_NAMES):
         if seq not in present:
             continue
-        plan = plan_series(rng, seq, centre, extent, acq, field_strength,
-                           cover=np.array([r.center for r in rois]).reshape(-1, 3))
+        plan = plan_series(
+            rng,
+            seq,
+            centre,
+            extent,
+            acq,
+            field_strength,
+            cover=np.array([r.center for r in rois]).reshape(-1, 3),
+        )
         plans[seq] = plan
         volumes[seq] = acquire(cv, c, plan, rng)
     # Every series is planned to cover every ROI centre; one that still falls outside a series
@@ -247,7 +304,15 @@ def render_study(study_seed: int | list[int], cfg: dict, patient_seed: int | lis
     for k, r in enumerate(rois):
         r.index = k
     rois = [r for r in rois if all(vol.contains(r.center) for vol in volumes.values())]
-    info = {"region": an.region, "age": round(an.age, 1), "sex": str(rng.choice(["F", "M"])),
-            "field_strength": field_strength, "levels": [v.name for v in an.vertebrae],
-            "findings": [f.name for f in findings], "fat_fraction": round(tt.fat_fraction, 3)}
-    return RenderedStudy(study_id, patient_id, volumes, plans, rois, findings, an, cv if keep_canvas else None, info)
+    info = {
+        "region": an.region,
+        "age": round(an.age, 1),
+        "sex": str(rng.choice(["F", "M"])),
+        "field_strength": field_strength,
+        "levels": [v.name for v in an.vertebrae],
+        "findings": [f.name for f in findings],
+        "fat_fraction": round(tt.fat_fraction, 3),
+    }
+    return RenderedStudy(
+        study_id, patient_id, volumes, plans, rois, findings, an, cv if keep_canvas else None, info
+    )

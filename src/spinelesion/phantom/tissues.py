@@ -21,21 +21,21 @@ import numpy as np
 
 #                   T1     T2     STIR   T1c(FS)
 BASE: dict[str, tuple[float, float, float, float]] = {
-    "air":          (0.00, 0.00, 0.00, 0.00),
-    "fat":          (0.95, 0.72, 0.06, 0.08),
-    "muscle":       (0.34, 0.24, 0.22, 0.20),
-    "cortex":       (0.05, 0.05, 0.05, 0.05),
-    "ligament":     (0.07, 0.08, 0.08, 0.10),
-    "annulus":      (0.30, 0.28, 0.30, 0.16),
-    "nucleus":      (0.33, 0.85, 0.80, 0.18),
+    "air": (0.00, 0.00, 0.00, 0.00),
+    "fat": (0.95, 0.72, 0.06, 0.08),
+    "muscle": (0.34, 0.24, 0.22, 0.20),
+    "cortex": (0.05, 0.05, 0.05, 0.05),
+    "ligament": (0.07, 0.08, 0.08, 0.10),
+    "annulus": (0.30, 0.28, 0.30, 0.16),
+    "nucleus": (0.33, 0.85, 0.80, 0.18),
     "nucleus_degenerated": (0.28, 0.22, 0.24, 0.15),
-    "csf":          (0.10, 1.00, 0.95, 0.08),
-    "cord":         (0.42, 0.45, 0.42, 0.28),
-    "dura":         (0.10, 0.15, 0.15, 0.35),
+    "csf": (0.10, 1.00, 0.95, 0.08),
+    "cord": (0.42, 0.45, 0.42, 0.28),
+    "dura": (0.10, 0.15, 0.15, 0.35),
     "epidural_vein": (0.30, 0.55, 0.55, 0.65),
-    "vessel":       (0.05, 0.08, 0.10, 0.55),   # flow void on SE; enhances on T1c
-    "soft_tissue":  (0.45, 0.40, 0.35, 0.30),
-    "lung":         (0.02, 0.03, 0.04, 0.03),
+    "vessel": (0.05, 0.08, 0.10, 0.55),  # flow void on SE; enhances on T1c
+    "soft_tissue": (0.45, 0.40, 0.35, 0.30),
+    "lung": (0.02, 0.03, 0.04, 0.03),
 }
 
 
@@ -85,9 +85,14 @@ class TissueTable:
     (randomised contrast), after which :func:`enforce_relations` restores the orderings.
     """
 
-    def __init__(self, rng: np.random.Generator, spread: float = 0.10, age: float = 60.0,
-                 overrides: Mapping[str, tuple[float, float, float, float]] | None = None,
-                 contrast_spread: float = 0.0):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        spread: float = 0.10,
+        age: float = 60.0,
+        overrides: Mapping[str, tuple[float, float, float, float]] | None = None,
+        contrast_spread: float = 0.0,
+    ):
         self.values: dict[str, np.ndarray] = {}
         base = dict(BASE)
         base.update(overrides or {})
@@ -96,18 +101,24 @@ class TissueTable:
             self.values[name] = np.asarray(v, dtype=np.float32) * factor
         # Marrow fat fraction rises with age; individual variation around it.
         self.fat_fraction = float(np.clip(0.35 + 0.006 * (age - 20) + rng.normal(0, 0.08), 0.35, 0.92))
-        self.values["marrow"] = marrow_signal(self.fat_fraction) * np.exp(rng.normal(0.0, spread / 2, 4)).astype(np.float32)
+        self.values["marrow"] = marrow_signal(self.fat_fraction) * np.exp(
+            rng.normal(0.0, spread / 2, 4)
+        ).astype(np.float32)
         if contrast_spread > 0:
             # A separate stream: switching it on leaves every other draw of the study unchanged.
             crng = np.random.default_rng(rng.integers(2**63))
             for name in sorted(self.values):
-                self.values[name] = self.values[name] * np.exp(crng.normal(0.0, contrast_spread, 4)).astype(np.float32)
+                self.values[name] = self.values[name] * np.exp(crng.normal(0.0, contrast_spread, 4)).astype(
+                    np.float32
+                )
             enforce_relations(self.values)
         else:
             # Keep the relations radiology relies on, whatever the draw (v1: the two that mattered).
             m, mu, d = self.values["marrow"], self.values["muscle"], self.values["annulus"]
-            m[0] = max(m[0], 1.25 * max(mu[0], d[0]))           # marrow T1 brighter than muscle and disc
-            self.values["csf"][1] = max(self.values["csf"][1], 1.3 * self.values["cord"][1])  # CSF >> cord on T2
+            m[0] = max(m[0], 1.25 * max(mu[0], d[0]))  # marrow T1 brighter than muscle and disc
+            self.values["csf"][1] = max(
+                self.values["csf"][1], 1.3 * self.values["cord"][1]
+            )  # CSF >> cord on T2
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]

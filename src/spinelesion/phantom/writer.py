@@ -21,7 +21,9 @@ MANUFACTURERS = ["SIEMENS", "GE MEDICAL SYSTEMS", "Philips Medical Systems", "Ca
 
 def study_tags(study: RenderedStudy, seed: int) -> dict[str, Any]:
     uid = make_uid("spinelesion-study", seed, study.study_id)
-    rng = np.random.default_rng(int(hashlib.sha1(uid.encode()).hexdigest()[:8], 16))  # stable across processes
+    rng = np.random.default_rng(
+        int(hashlib.sha1(uid.encode()).hexdigest()[:8], 16)
+    )  # stable across processes
     age = int(float(study.info["age"]))
     return {
         "StudyInstanceUID": uid,
@@ -39,7 +41,9 @@ def study_tags(study: RenderedStudy, seed: int) -> dict[str, Any]:
     }
 
 
-def write_study(study: RenderedStudy, out_dir: Path, formats: list[str], seed: int) -> dict[str, dict[str, str]]:
+def write_study(
+    study: RenderedStudy, out_dir: Path, formats: list[str], seed: int
+) -> dict[str, dict[str, str]]:
     """Write every sequence; returns {format: {sequence: path relative to out_dir}}."""
     base = out_dir / "studies" / study.study_id
     tags = study_tags(study, seed)
@@ -51,14 +55,19 @@ def write_study(study: RenderedStudy, out_dir: Path, formats: list[str], seed: i
         plan = study.plans[seq]
         if "dicom" in formats:
             folder = base / "dicom" / seq
-            series = {"SeriesInstanceUID": make_uid(tags["StudyInstanceUID"], seq),
-                      "SeriesNumber": SERIES_NUMBER[seq], **plan.tags}
+            series = {
+                "SeriesInstanceUID": make_uid(tags["StudyInstanceUID"], seq),
+                "SeriesNumber": SERIES_NUMBER[seq],
+                **plan.tags,
+            }
             write_dicom_series(vol, folder, study=tags, series=series, slope=plan.slope)
             written["dicom"][seq] = str(folder.relative_to(out_dir))
         if "nifti" in formats:
             path = base / "nifti" / f"{seq}.nii.gz"
             exact_integers = plan.slope == 1.0
-            write_nifti(Volume(vol.array, vol.affine), path, dtype=np.uint16 if exact_integers else np.float32)
+            write_nifti(
+                Volume(vol.array, vol.affine), path, dtype=np.uint16 if exact_integers else np.float32
+            )
             written["nifti"][seq] = str(path.relative_to(out_dir))
     return written
 
@@ -66,10 +75,20 @@ def write_study(study: RenderedStudy, out_dir: Path, formats: list[str], seed: i
 def manifest_records(study: RenderedStudy, paths: dict[str, str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for k, roi in enumerate(study.rois):
-        rows.append({
-            "case_id": f"{study.study_id}_r{roi.index if roi.index >= 0 else k:02d}", "study_id": study.study_id, "patient_id": study.patient_id,
-            "split": "", **{s: paths.get(s, "") for s in SEQ_NAMES},
-            "x_mm": f"{roi.center[0]:.2f}", "y_mm": f"{roi.center[1]:.2f}", "z_mm": f"{roi.center[2]:.2f}",
-            "compartment": roi.compartment, "fracture": roi.fracture, "level": roi.level, "finding": roi.finding,
-        })
+        rows.append(
+            {
+                "case_id": f"{study.study_id}_r{roi.index if roi.index >= 0 else k:02d}",
+                "study_id": study.study_id,
+                "patient_id": study.patient_id,
+                "split": "",
+                **{s: paths.get(s, "") for s in SEQ_NAMES},
+                "x_mm": f"{roi.center[0]:.2f}",
+                "y_mm": f"{roi.center[1]:.2f}",
+                "z_mm": f"{roi.center[2]:.2f}",
+                "compartment": roi.compartment,
+                "fracture": roi.fracture,
+                "level": roi.level,
+                "finding": roi.finding,
+            }
+        )
     return rows

@@ -50,20 +50,47 @@ def _ensure_data(cfg: DictConfig, work: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def train_and_evaluate(model: str, train_manifest: Path, test_manifest: Path, out: Path, budget_s: float,
-                       cache_dir: Path, seed: int = 0, n_boot: int = 500) -> dict[str, Any]:
+def train_and_evaluate(
+    model: str,
+    train_manifest: Path,
+    test_manifest: Path,
+    out: Path,
+    budget_s: float,
+    cache_dir: Path,
+    seed: int = 0,
+    n_boot: int = 500,
+) -> dict[str, Any]:
     """Train ``model`` for ``budget_s`` seconds, then evaluate it on the test manifest
     (see :mod:`spinelesion.benchmark.accuracy` for the protocol)."""
     from spinelesion.benchmark.accuracy import budget_string, learning_curve
     from spinelesion.tasks.evaluate import evaluate
     from spinelesion.tasks.train import train
 
-    cfg = compose_config("train", [f"model={model}", f"data.manifest={train_manifest}", f"data.cache_dir={cache_dir}",
-                                   "logger=csv", f"trainer.max_time={budget_string(budget_s)}", "trainer.max_epochs=100000",
-                                   "model.scheduler.name=none", "evaluate_splits=[]", "data.progress=false",
-                                   "callbacks.progress_bar=null", f"seed={seed}"])
-    ev = compose_config("eval", [f"data.manifest={test_manifest}", f"data.cache_dir={cache_dir}", f"bootstrap.n={n_boot}",
-                                 "plots=false"])
+    cfg = compose_config(
+        "train",
+        [
+            f"model={model}",
+            f"data.manifest={train_manifest}",
+            f"data.cache_dir={cache_dir}",
+            "logger=csv",
+            f"trainer.max_time={budget_string(budget_s)}",
+            "trainer.max_epochs=100000",
+            "model.scheduler.name=none",
+            "evaluate_splits=[]",
+            "data.progress=false",
+            "callbacks.progress_bar=null",
+            f"seed={seed}",
+        ],
+    )
+    ev = compose_config(
+        "eval",
+        [
+            f"data.manifest={test_manifest}",
+            f"data.cache_dir={cache_dir}",
+            f"bootstrap.n={n_boot}",
+            "plots=false",
+        ],
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "train")
         cfg.model_dir = str(out / "train" / "model")
@@ -75,12 +102,18 @@ def train_and_evaluate(model: str, train_manifest: Path, test_manifest: Path, ou
     metrics = evaluate(ev)
     c, f = metrics["compartment"], metrics["fracture"]
     return {
-        "model": model, "budget_s": budget_s, "epochs": summary["epochs"], "fit_seconds": summary["fit_seconds"],
-        "compartment_auc_macro": c["auc_macro"], "compartment_auc_macro_ci95": c["auc_macro_ci95"],
-        "compartment_balanced_accuracy": c["balanced_accuracy"], "compartment_ece": c["ece"],
+        "model": model,
+        "budget_s": budget_s,
+        "epochs": summary["epochs"],
+        "fit_seconds": summary["fit_seconds"],
+        "compartment_auc_macro": c["auc_macro"],
+        "compartment_auc_macro_ci95": c["auc_macro_ci95"],
+        "compartment_balanced_accuracy": c["balanced_accuracy"],
+        "compartment_ece": c["ece"],
         "fracture_auc_benign_vs_pathologic": f["auc_benign_vs_pathologic"],
         "fracture_auc_benign_vs_pathologic_ci95": f["auc_benign_vs_pathologic_ci95"],
-        "fracture_balanced_accuracy": f["balanced_accuracy"], "fracture_ece": f["ece"],
+        "fracture_balanced_accuracy": f["balanced_accuracy"],
+        "fracture_ece": f["ece"],
         "curve": learning_curve(out / "train" / "csv" / "metrics.csv"),
         "metrics_json": str(out / "eval" / "metrics.json"),
     }
@@ -119,8 +152,12 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="spinelesion-bench-"))
     train_manifest, test_manifest = _ensure_data(cfg, work)
     spec = RoiSpec()
-    results: dict[str, Any] = {"quick": bool(cfg.quick), "machine": describe(), "train_manifest": str(train_manifest),
-                               "test_manifest": str(test_manifest)}
+    results: dict[str, Any] = {
+        "quick": bool(cfg.quick),
+        "machine": describe(),
+        "train_manifest": str(train_manifest),
+        "test_manifest": str(test_manifest),
+    }
     reps = int(cfg.repeats)
 
     # -- training throughput: default vs baselines, same ROI size and batch ----------------------
@@ -129,28 +166,37 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     dense = cast(dict[str, Any], OmegaConf.to_container(cfg.networks.densenet121, resolve=True))
     tr_default = speed.train_step_throughput(default_net, spec, int(cfg.batch_size), reps)
     tr_dense = speed.train_step_throughput(dense, spec, int(cfg.batch_size), max(reps // 2, 2))
-    training = {"default": tr_default, "densenet121": tr_dense,
-                "ratio_default_over_densenet": round(tr_default["rois_per_s"] / tr_dense["rois_per_s"], 2)}
+    training = {
+        "default": tr_default,
+        "densenet121": tr_dense,
+        "ratio_default_over_densenet": round(tr_default["rois_per_s"] / tr_dense["rois_per_s"], 2),
+    }
     results["speed"] = {"training": training}
 
     # -- data --------------------------------------------------------------------------------------
     log.info("data reading and loading")
     rows = read_manifest(test_manifest).rows
     seq_folder = next(p for r in rows for s, p in r.sequences.items() if s == "t2" and p.is_dir())
-    data = {"dicom": speed.dicom_vs_simpleitk(seq_folder, repeats=reps),
-            "loader": speed.loader_throughput(train_manifest, int(cfg.batch_size))}
+    data = {
+        "dicom": speed.dicom_vs_simpleitk(seq_folder, repeats=reps),
+        "loader": speed.loader_throughput(train_manifest, int(cfg.batch_size)),
+    }
     loader = data["loader"]
     data["loader_over_train_step"] = round(loader["rois_per_s_cached"] / tr_default["rois_per_s"], 2)
     if loader["rois_per_s_augment"]:  # the step then also pays for augmentation (CPU training)
         data["augment_share_of_cpu_step"] = round(
-            (1 / loader["rois_per_s_augment"]) / (1 / loader["rois_per_s_augment"] + 1 / tr_default["rois_per_s"]), 2)
+            (1 / loader["rois_per_s_augment"])
+            / (1 / loader["rois_per_s_augment"] + 1 / tr_default["rois_per_s"]),
+            2,
+        )
     results["speed"]["data"] = data
     if cfg.monai_path.enabled:  # both data paths and both augmentations on a few studies (issue 14)
         from spinelesion.benchmark.monai_path import compare_pipelines
 
         log.info("MONAI data path against the bank path")
-        data["monai_path"] = compare_pipelines(train_manifest, studies=int(cfg.monai_path.studies),
-                                               batch_size=int(cfg.batch_size), spec=spec)
+        data["monai_path"] = compare_pipelines(
+            train_manifest, studies=int(cfg.monai_path.studies), batch_size=int(cfg.batch_size), spec=spec
+        )
 
     # -- inference on one generated four-sequence study with eight ROIs -----------------------------
     log.info("inference breakdown")
@@ -160,8 +206,15 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     else:  # no released model: a randomly initialised default network times the same
         from spinelesion.models.networks import build_network
 
-        net, meta = build_network(default_net), {"name": "untrained", "version": "-", "network": default_net,
-                                                 "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)}}
+        net, meta = (
+            build_network(default_net),
+            {
+                "name": "untrained",
+                "version": "-",
+                "network": default_net,
+                "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)},
+            },
+        )
     predictor = Predictor(net, meta, PredictorConfig(device=str(cfg.device), png=True))
     items, _ = from_manifest(test_manifest)
     full = [it for it in items if len(it.load().volumes) == 4] or items
@@ -177,22 +230,32 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         results["speed"]["inference"] = speed.inference_breakdown(predictor, item, Path(tmp), repeats=reps)
         twin = _nifti_twin(test_manifest, item)  # the same study and ROIs read from NIfTI: no DICOM outputs
         if twin is not None:
-            results["speed"]["inference_nifti"] = speed.per_study_cost(predictor, twin, Path(tmp) / "nifti", reps)
+            results["speed"]["inference_nifti"] = speed.per_study_cost(
+                predictor, twin, Path(tmp) / "nifti", reps
+            )
             results["speed"]["inference_nifti"].pop("_timings")
     results["speed"]["export"] = speed.export_runtimes(net, spec)
-    results["speed"]["scaling"] = speed.scaling(predictor, item, tuple(cfg.scaling.rois), tuple(cfg.scaling.volume))
+    results["speed"]["scaling"] = speed.scaling(
+        predictor, item, tuple(cfg.scaling.rois), tuple(cfg.scaling.volume)
+    )
     plot_scaling(results["speed"]["scaling"]["rois"], "rois", "ROIs per study", out / "scaling_rois.png")
-    plot_scaling(results["speed"]["scaling"]["volume"], "voxels_per_sequence", "voxels per sequence",
-                 out / "scaling_volume.png")
+    plot_scaling(
+        results["speed"]["scaling"]["volume"],
+        "voxels_per_sequence",
+        "voxels per sequence",
+        out / "scaling_volume.png",
+    )
 
     # -- GPU ------------------------------------------------------------------------------------------
     if torch.cuda.is_available():
         log.info("GPU")
         results["gpu"] = {
-            "training_default_bf16": speed.train_step_throughput(default_net, spec, int(cfg.gpu_batch_size), reps,
-                                                                 device="cuda", amp=True),
-            "training_densenet121_bf16": speed.train_step_throughput(dense, spec, int(cfg.gpu_batch_size), reps,
-                                                                     device="cuda", amp=True),
+            "training_default_bf16": speed.train_step_throughput(
+                default_net, spec, int(cfg.gpu_batch_size), reps, device="cuda", amp=True
+            ),
+            "training_densenet121_bf16": speed.train_step_throughput(
+                dense, spec, int(cfg.gpu_batch_size), reps, device="cuda", amp=True
+            ),
         }
         results["gpu_note"] = f"measured on {torch.cuda.get_device_name(0)}: see report.json 'gpu'"
     else:
@@ -203,17 +266,26 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         runs, curves = [], {}
         for model in cfg.accuracy.models:
             log.info("equal-budget training: %s (%s s)", model, cfg.accuracy.budget_s)
-            r = train_and_evaluate(str(model), train_manifest, test_manifest, out / "accuracy" / str(model),
-                                           float(cfg.accuracy.budget_s), work / "cache", n_boot=int(cfg.accuracy.n_boot))
+            r = train_and_evaluate(
+                str(model),
+                train_manifest,
+                test_manifest,
+                out / "accuracy" / str(model),
+                float(cfg.accuracy.budget_s),
+                work / "cache",
+                n_boot=int(cfg.accuracy.n_boot),
+            )
             runs.append(r)
             curves[str(model)] = r["curve"]
         plot_learning_curves(curves, out / "learning_curve.png")
-        results["accuracy"] = {"budget_s": float(cfg.accuracy.budget_s), "runs": runs,
-                               "default_beats_densenet_everywhere":
-                                   acc_mod.default_beats_baseline_everywhere(curves, "spinecnn", "densenet121")}
+        results["accuracy"] = {
+            "budget_s": float(cfg.accuracy.budget_s),
+            "runs": runs,
+            "default_beats_densenet_everywhere": acc_mod.default_beats_baseline_everywhere(
+                curves, "spinecnn", "densenet121"
+            ),
+        }
     results["seconds"] = round(time.perf_counter() - start, 1)
     md, _ = write_report(results, out)
     log.info("report: %s", md)
     return results
-
-

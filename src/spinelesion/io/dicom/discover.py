@@ -38,15 +38,15 @@ log = logging.getLogger(__name__)
 # Storage classes that carry no image to classify (SR, presentation states, RT objects,
 # key objects, waveforms, encapsulated documents, segmentations, raw data, spectroscopy).
 NON_IMAGE_SOP_PREFIXES = (
-    "1.2.840.10008.5.1.4.1.1.88.",   # structured reports, key object selection
-    "1.2.840.10008.5.1.4.1.1.11.",   # presentation states
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
     "1.2.840.10008.5.1.4.1.1.481.",  # RT (plan, struct, dose, ...)
-    "1.2.840.10008.5.1.4.1.1.9.",    # waveforms
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
     "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF/CDA
-    "1.2.840.10008.5.1.4.1.1.66",    # raw data, spatial registration, segmentation, surfaces
-    "1.2.840.10008.5.1.4.1.1.67",    # real world value mapping
-    "1.2.840.10008.5.1.4.1.1.4.2",   # MR spectroscopy
-    "1.3.12.2.1107.5.9.1",           # Siemens CSA non-image (protocol, spectroscopy raw data)
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, segmentation, surfaces
+    "1.2.840.10008.5.1.4.1.1.67",  # real world value mapping
+    "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
+    "1.3.12.2.1107.5.9.1",  # Siemens CSA non-image (protocol, spectroscopy raw data)
 )
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 HEADER_BYTES = 64 * 1024
@@ -90,8 +90,12 @@ class SeriesInfo:
 
     @property
     def context(self) -> SeriesContext:
-        return SeriesContext(common_folder(self.files), self.series_uid, self.study_uid or None,
-                             series_label(self.number, self.description))
+        return SeriesContext(
+            common_folder(self.files),
+            self.series_uid,
+            self.study_uid or None,
+            series_label(self.number, self.description),
+        )
 
     def unusable_reason(self) -> str | None:
         """Why this series cannot become a volume, judged from its first header, or None."""
@@ -112,7 +116,9 @@ def common_folder(files: Iterable[Path]) -> Path:
 
 def non_image_reason(ds: Dataset) -> str | None:
     """Why a dataset is not an image we can use, or None."""
-    sop = str(ds.get("SOPClassUID", "")) or str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+    sop = str(ds.get("SOPClassUID", "")) or str(
+        getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
+    )
     if sop == MEDIA_DIRECTORY:
         return "a DICOMDIR index, not an image"
     if any(sop.startswith(p) for p in NON_IMAGE_SOP_PREFIXES):
@@ -127,8 +133,10 @@ def non_image_reason(ds: Dataset) -> str | None:
 def geometry_reason(ds: Dataset) -> str | None:
     """Why an image header cannot be placed in patient space or stacked, or None."""
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        return (f"colour image (SamplesPerPixel {ds.get('SamplesPerPixel')}, "
-                f"{ds.get('PhotometricInterpretation', '')}), not a grayscale volume")
+        return (
+            f"colour image (SamplesPerPixel {ds.get('SamplesPerPixel')}, "
+            f"{ds.get('PhotometricInterpretation', '')}), not a grayscale volume"
+        )
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         return None  # enhanced multi-frame: geometry lives in the functional groups
     missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if t not in ds]
@@ -137,8 +145,11 @@ def geometry_reason(ds: Dataset) -> str | None:
     return None
 
 
-def iter_files(folder: Path, skipped: list[tuple[Path, str]] | None = None,
-               exclude: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+def iter_files(
+    folder: Path,
+    skipped: list[tuple[Path, str]] | None = None,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[Path]:
     """Every regular file below ``folder`` (recursive, hidden files skipped), in a stable order.
 
     Pipes, sockets and devices are never yielded (opening a pipe blocks forever); they go
@@ -147,9 +158,13 @@ def iter_files(folder: Path, skipped: list[tuple[Path, str]] | None = None,
     """
     excluded = {os.path.realpath(e) for e in exclude}
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(root, d)) not in excluded
-                         and not is_output_folder(os.path.join(root, d)))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and os.path.realpath(os.path.join(root, d)) not in excluded
+            and not is_output_folder(os.path.join(root, d))
+        )
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -162,7 +177,9 @@ def iter_files(folder: Path, skipped: list[tuple[Path, str]] | None = None,
             yield path
 
 
-def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, window: int = 64) -> Iterator[R]:
+def prefetch(
+    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, window: int = 64
+) -> Iterator[R]:
     """``map(fn, items)`` in order, with up to ``window`` calls running ahead in threads.
 
     The window bounds memory on huge folders, unlike ``ThreadPoolExecutor.map``, which
@@ -240,15 +257,19 @@ def _parse_long_header(path: Path, kind: str) -> tuple[Dataset, int, int]:
     with open(path, "rb") as fh:
         data = fh.read(min(size, LIMITS.header_bytes))
     # Parsing zeros costs ~0.3 s per MB; a header never continues with a megabyte of them.
-    tail = data[max(HEADER_BYTES - 4096, 0):HEADER_BYTES + MIB]
+    tail = data[max(HEADER_BYTES - 4096, 0) : HEADER_BYTES + MIB]
     if len(tail) > MIB and not tail.strip(b"\0"):
-        raise DicomError(path, f"only zero bytes where the header should continue ({human(size)} file): "
-                               "padded or damaged")
+        raise DicomError(
+            path, f"only zero bytes where the header should continue ({human(size)} file): padded or damaged"
+        )
     buf = io.BytesIO(data)
     ds = pydicom.dcmread(buf, stop_before_pixels=True, force=kind == "raw")
     if buf.tell() >= len(data) and size > len(data):
-        raise DicomError(path, f"no pixel data within the first {human(len(data))} of a {human(size)} file "
-                               "(header too long or file damaged; limit: limits.header_mb)")
+        raise DicomError(
+            path,
+            f"no pixel data within the first {human(len(data))} of a {human(size)} file "
+            "(header too long or file damaged; limit: limits.header_mb)",
+        )
     return ds, buf.tell(), size
 
 
@@ -290,9 +311,9 @@ def _safe_prefix(path: Path) -> tuple[bytes, bool] | OSError:
         return exc
 
 
-def discover_series(folder: str | os.PathLike[str], progress: bool = False,
-                    exclude: Iterable[str | os.PathLike[str]] = ()
-                    ) -> tuple[list[SeriesInfo], list[tuple[Path, str]]]:
+def discover_series(
+    folder: str | os.PathLike[str], progress: bool = False, exclude: Iterable[str | os.PathLike[str]] = ()
+) -> tuple[list[SeriesInfo], list[tuple[Path, str]]]:
     """Every DICOM series under ``folder`` (headers only), and the files skipped with why.
 
     Non-image series (reports, RT objects...) are returned too; use ``SeriesInfo.is_image``

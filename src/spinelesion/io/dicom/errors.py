@@ -14,13 +14,26 @@ from pathlib import Path
 class DicomError(ValueError):
     """A DICOM problem, naming where (file or series folder), which series and study, and why."""
 
-    def __init__(self, where: str | os.PathLike[str], reason: str, series_uid: str | None = None, *,
-                 study_uid: str | None = None, series_label: str | None = None):
+    def __init__(
+        self,
+        where: str | os.PathLike[str],
+        reason: str,
+        series_uid: str | None = None,
+        *,
+        study_uid: str | None = None,
+        series_label: str | None = None,
+    ):
         self.where, self.reason, self.series_uid = str(where), reason, series_uid
         self.study_uid, self.series_label = study_uid, series_label
-        parts = [p for p in (series_label,
-                             f"SeriesInstanceUID {series_uid}" if series_uid else None,
-                             f"study {study_uid}" if study_uid else None) if p]
+        parts = [
+            p
+            for p in (
+                series_label,
+                f"SeriesInstanceUID {series_uid}" if series_uid else None,
+                f"study {study_uid}" if study_uid else None,
+            )
+            if p
+        ]
         context = f" ({', '.join(parts)})" if parts else ""
         super().__init__(f"{where}{context}: {reason}")
 
@@ -46,9 +59,16 @@ class SeriesContext:
     study_uid: str | None = None
     label: str | None = None
 
-    def error(self, cls: type[DicomError], reason: str, where: str | os.PathLike[str] | None = None) -> DicomError:
-        return cls(where if where is not None else self.where, reason, self.series_uid or None,
-                   study_uid=self.study_uid or None, series_label=self.label)
+    def error(
+        self, cls: type[DicomError], reason: str, where: str | os.PathLike[str] | None = None
+    ) -> DicomError:
+        return cls(
+            where if where is not None else self.where,
+            reason,
+            self.series_uid or None,
+            study_uid=self.study_uid or None,
+            series_label=self.label,
+        )
 
 
 def series_label(number: object, description: object, n_files: int | None = None) -> str:

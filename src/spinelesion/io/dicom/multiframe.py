@@ -69,8 +69,9 @@ def _frame_attributes(frame: Dataset | None, shared: Dataset | None) -> dict[str
     return out
 
 
-def multiframe_layout(ds: Dataset, name: str, ctx: SeriesContext, checks: SeriesChecks = DEFAULT_CHECKS,
-                      strict: bool = True) -> FrameLayout:
+def multiframe_layout(
+    ds: Dataset, name: str, ctx: SeriesContext, checks: SeriesChecks = DEFAULT_CHECKS, strict: bool = True
+) -> FrameLayout:
     """Geometry and per-frame rescale of a multi-frame object, from its header alone."""
     frames = n_frames(ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -78,29 +79,47 @@ def multiframe_layout(ds: Dataset, name: str, ctx: SeriesContext, checks: Series
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     if per_frame is not None:
         if len(per_frame) != frames:
-            raise ctx.error(DicomSeriesError, f"{name}: {len(per_frame)} per-frame functional groups for "
-                                              f"{frames} frames")
-        positions = [_group_value(f, shared, "PlanePositionSequence", "ImagePositionPatient") for f in per_frame]
-        orientations = [_group_value(f, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-                        for f in per_frame]
+            raise ctx.error(
+                DicomSeriesError, f"{name}: {len(per_frame)} per-frame functional groups for {frames} frames"
+            )
+        positions = [
+            _group_value(f, shared, "PlanePositionSequence", "ImagePositionPatient") for f in per_frame
+        ]
+        orientations = [
+            _group_value(f, shared, "PlaneOrientationSequence", "ImageOrientationPatient") for f in per_frame
+        ]
         spacings = [_group_value(f, shared, "PixelMeasuresSequence", "PixelSpacing") for f in per_frame]
         rescale = []
         for f in per_frame:
-            item = _item(f, "PixelValueTransformationSequence") or _item(shared, "PixelValueTransformationSequence")
+            item = _item(f, "PixelValueTransformationSequence") or _item(
+                shared, "PixelValueTransformationSequence"
+            )
             rescale.append(rescale_of(item if item is not None else ds))
-        missing = [t for t, v in (("ImagePositionPatient", positions), ("ImageOrientationPatient", orientations),
-                                  ("PixelSpacing", spacings)) if any(x is None for x in v)]
+        missing = [
+            t
+            for t, v in (
+                ("ImagePositionPatient", positions),
+                ("ImageOrientationPatient", orientations),
+                ("PixelSpacing", spacings),
+            )
+            if any(x is None for x in v)
+        ]
         if missing:
-            raise ctx.error(DicomSeriesError, f"{name}: multi-frame object ({frames} frames) without "
-                                              f"{', '.join(missing)} in its functional groups")
+            raise ctx.error(
+                DicomSeriesError,
+                f"{name}: multi-frame object ({frames} frames) without "
+                f"{', '.join(missing)} in its functional groups",
+            )
         headers = [_frame_attributes(f, shared) for f in per_frame]
     elif "GridFrameOffsetVector" in ds and "ImagePositionPatient" in ds:
         orientation = numbers(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", name, ctx)
         origin = numbers(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", name, ctx)
         offsets = np.asarray([float(v) for v in ds.GridFrameOffsetVector], dtype=np.float64)
         if offsets.shape != (frames,):
-            raise ctx.error(DicomSeriesError, f"{name}: GridFrameOffsetVector has {offsets.size} values for "
-                                              f"{frames} frames")
+            raise ctx.error(
+                DicomSeriesError,
+                f"{name}: GridFrameOffsetVector has {offsets.size} values for {frames} frames",
+            )
         normal = np.cross(orientation[:3], orientation[3:])
         positions = list(origin[None] + offsets[:, None] * normal[None])
         orientations = [orientation] * frames
@@ -108,10 +127,23 @@ def multiframe_layout(ds: Dataset, name: str, ctx: SeriesContext, checks: Series
         rescale = [rescale_of(ds)] * frames
         headers = None
     else:
-        raise ctx.error(DicomSeriesError, f"{name}: legacy multi-frame object ({frames} frames) whose frame positions "
-                                          "are ambiguous (no PerFrameFunctionalGroupsSequence or "
-                                          "GridFrameOffsetVector); export it as single-frame slices or Enhanced MR")
+        raise ctx.error(
+            DicomSeriesError,
+            f"{name}: legacy multi-frame object ({frames} frames) whose frame positions "
+            "are ambiguous (no PerFrameFunctionalGroupsSequence or "
+            "GridFrameOffsetVector); export it as single-frame slices or Enhanced MR",
+        )
     names = [f"{name} frame {i + 1}" for i in range(frames)]
-    geometry = stack_geometry(positions, orientations, spacings, [(rows, cols)] * frames, names, ctx, checks,
-                              headers=headers, kind="frame", strict=strict)
+    geometry = stack_geometry(
+        positions,
+        orientations,
+        spacings,
+        [(rows, cols)] * frames,
+        names,
+        ctx,
+        checks,
+        headers=headers,
+        kind="frame",
+        strict=strict,
+    )
     return FrameLayout(geometry, np.asarray(rescale, dtype=np.float64))

@@ -48,14 +48,19 @@ def check_decodable(ds: Dataset, name: str, ctx: SeriesContext) -> None:
     try:
         decoder = get_decoder(ts)
     except NotImplementedError as exc:
-        raise ctx.error(DicomDecodeError, f"{name}: pixel data use transfer syntax {ts.name} ({ts}), which pydicom "
-                                          "cannot decode at all; convert the series (e.g. dcmdjpeg, gdcmconv --raw)"
-                        ) from exc
+        raise ctx.error(
+            DicomDecodeError,
+            f"{name}: pixel data use transfer syntax {ts.name} ({ts}), which pydicom "
+            "cannot decode at all; convert the series (e.g. dcmdjpeg, gdcmconv --raw)",
+        ) from exc
     if not decoder.is_available:
         package = DECODERS.get(str(ts), "a decoder plugin for pydicom")
         missing = "; ".join(decoder.missing_dependencies)
-        raise ctx.error(DicomDecodeError, f"{name}: pixel data are compressed ({ts.name}, {ts}) and no decoder is "
-                                          f"installed: pip install {package} (pydicom plugins missing: {missing})")
+        raise ctx.error(
+            DicomDecodeError,
+            f"{name}: pixel data are compressed ({ts.name}, {ts}) and no decoder is "
+            f"installed: pip install {package} (pydicom plugins missing: {missing})",
+        )
 
 
 def _fast_native(ds: Dataset, frames: int) -> np.ndarray | None:
@@ -63,8 +68,12 @@ def _fast_native(ds: Dataset, frames: int) -> np.ndarray | None:
     ts = transfer_syntax(ds)
     bits = int(fast_get(ds, "BitsAllocated", 0))
     data = pixel_bytes(ds)
-    if (data is None or bits not in (8, 16, 32) or int(fast_get(ds, "SamplesPerPixel", 1)) != 1
-            or (ts is not None and (ts.is_compressed or ts.is_deflated))):
+    if (
+        data is None
+        or bits not in (8, 16, 32)
+        or int(fast_get(ds, "SamplesPerPixel", 1)) != 1
+        or (ts is not None and (ts.is_compressed or ts.is_deflated))
+    ):
         return None
     signed = int(fast_get(ds, "PixelRepresentation", 0)) == 1
     dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
@@ -97,16 +106,22 @@ def stored_frames(ds: Dataset, name: str, ctx: SeriesContext) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises RuntimeError/ValueError/... here
         ts = transfer_syntax(ds)
-        raise ctx.error(DicomDecodeError, f"{name}: cannot read pixel data ({type(exc).__name__}: {exc}; "
-                                          f"transfer syntax {ts.name if ts else 'unknown'})") from exc
+        raise ctx.error(
+            DicomDecodeError,
+            f"{name}: cannot read pixel data ({type(exc).__name__}: {exc}; "
+            f"transfer syntax {ts.name if ts else 'unknown'})",
+        ) from exc
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise ctx.error(DicomDecodeError, f"{name}: colour pixel data ({ds.get('PhotometricInterpretation', '')}), "
-                                          "not a grayscale image")
+        raise ctx.error(
+            DicomDecodeError,
+            f"{name}: colour pixel data ({ds.get('PhotometricInterpretation', '')}), not a grayscale image",
+        )
     return arr.reshape(frames, int(ds.Rows), int(ds.Columns))
 
 
 def rescale_of(item: Dataset) -> tuple[float, float]:
     """(RescaleSlope, RescaleIntercept) of a dataset or functional-group item; (1, 0) when absent."""
+
     def num(key: str, default: float) -> float:
         value = fast_get(item, key)
         try:

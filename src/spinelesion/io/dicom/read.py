@@ -70,15 +70,24 @@ def _names(files: Sequence[Path]) -> list[str]:
     return [os.path.relpath(f, root) for f in files]
 
 
-def series_context(first: Dataset, files: Sequence[Path], where: str | os.PathLike[str] | None) -> SeriesContext:
-    return SeriesContext(Path(where) if where is not None else common_folder(files),
-                         str(first.get("SeriesInstanceUID", "")) or None,
-                         str(first.get("StudyInstanceUID", "")) or None,
-                         series_label(first.get("SeriesNumber"), first.get("SeriesDescription", "")))
+def series_context(
+    first: Dataset, files: Sequence[Path], where: str | os.PathLike[str] | None
+) -> SeriesContext:
+    return SeriesContext(
+        Path(where) if where is not None else common_folder(files),
+        str(first.get("SeriesInstanceUID", "")) or None,
+        str(first.get("StudyInstanceUID", "")) or None,
+        series_label(first.get("SeriesNumber"), first.get("SeriesDescription", "")),
+    )
 
 
-def header_geometry(headers: Sequence[Dataset], files: Sequence[Path], ctx: SeriesContext,
-                    checks: SeriesChecks = DEFAULT_CHECKS, strict: bool = True) -> StackGeometry:
+def header_geometry(
+    headers: Sequence[Dataset],
+    files: Sequence[Path],
+    ctx: SeriesContext,
+    checks: SeriesChecks = DEFAULT_CHECKS,
+    strict: bool = True,
+) -> StackGeometry:
     """Stack geometry of a series from its headers (pixels are not needed); ``strict``: with
     every regularity check reading runs (see :func:`stack_geometry`)."""
     first = headers[0]
@@ -90,23 +99,37 @@ def header_geometry(headers: Sequence[Dataset], files: Sequence[Path], ctx: Seri
     if multi:
         if len(headers) == 1:
             return multiframe_layout(first, names[0], ctx, checks, strict=strict).geometry
-        raise ctx.error(DicomSeriesError, f"{len(multi)} multi-frame file(s) (e.g. {multi[0]}) together with "
-                                          f"{len(headers) - len(multi)} other file(s) in one series; read each "
-                                          "multi-frame file on its own")
+        raise ctx.error(
+            DicomSeriesError,
+            f"{len(multi)} multi-frame file(s) (e.g. {multi[0]}) together with "
+            f"{len(headers) - len(multi)} other file(s) in one series; read each "
+            "multi-frame file on its own",
+        )
     reason = geometry_reason(first)
     # A whole series without geometry is one message; a few files without it are named below.
     if reason and (reason.startswith("colour") or all(geometry_reason(d) for d in headers)):
         raise ctx.error(DicomSeriesError, f"{names[0]}: {reason}")
-    return stack_geometry([fast_get(d, "ImagePositionPatient") for d in headers],
-                          [fast_get(d, "ImageOrientationPatient") for d in headers],
-                          [fast_get(d, "PixelSpacing") for d in headers],
-                          [(int(fast_get(d, "Rows", 0)), int(fast_get(d, "Columns", 0))) for d in headers],
-                          names, ctx, checks, headers=headers, strict=strict)
+    return stack_geometry(
+        [fast_get(d, "ImagePositionPatient") for d in headers],
+        [fast_get(d, "ImageOrientationPatient") for d in headers],
+        [fast_get(d, "PixelSpacing") for d in headers],
+        [(int(fast_get(d, "Rows", 0)), int(fast_get(d, "Columns", 0))) for d in headers],
+        names,
+        ctx,
+        checks,
+        headers=headers,
+        strict=strict,
+    )
 
 
-def volume_from_datasets(datasets: Sequence[Dataset], files: Sequence[Path], where: str | os.PathLike[str] | None = None,
-                         checks: SeriesChecks | None = None, ctx: SeriesContext | None = None,
-                         **tolerances: float) -> Volume:
+def volume_from_datasets(
+    datasets: Sequence[Dataset],
+    files: Sequence[Path],
+    where: str | os.PathLike[str] | None = None,
+    checks: SeriesChecks | None = None,
+    ctx: SeriesContext | None = None,
+    **tolerances: float,
+) -> Volume:
     """Assemble single-frame slices (or one multi-frame object) into a checked :class:`Volume`.
 
     Args:
@@ -143,7 +166,9 @@ def volume_from_datasets(datasets: Sequence[Dataset], files: Sequence[Path], whe
     return Volume(out.transpose(2, 1, 0), geometry.affine, meta)
 
 
-def _multiframe_volume(ds: Dataset, path: Path, name: str, ctx: SeriesContext, checks: SeriesChecks) -> Volume:
+def _multiframe_volume(
+    ds: Dataset, path: Path, name: str, ctx: SeriesContext, checks: SeriesChecks
+) -> Volume:
     reason = non_image_reason(ds)
     if reason:
         raise ctx.error(NonImageError, reason, where=path)
@@ -170,24 +195,32 @@ def read_series(info: SeriesInfo, checks: SeriesChecks | None = None, **toleranc
     return volume_from_datasets(datasets, info.files, checks=_checks(checks, tolerances), ctx=ctx)
 
 
-def _choose(groups: dict[str, list[tuple[Dataset, Path]]], folder: Path, series_uid: str | None,
-            not_dicom: int) -> str:
+def _choose(
+    groups: dict[str, list[tuple[Dataset, Path]]], folder: Path, series_uid: str | None, not_dicom: int
+) -> str:
     """The series to read: the one named, else the only image series with patient geometry."""
+
     def label(uid: str) -> str:
         ds = groups[uid][0][0]
-        return f"{series_label(ds.get('SeriesNumber'), ds.get('SeriesDescription', ''), len(groups[uid]))} {uid}"
+        return (
+            f"{series_label(ds.get('SeriesNumber'), ds.get('SeriesDescription', ''), len(groups[uid]))} {uid}"
+        )
 
     if series_uid is not None:
         if series_uid not in groups:
-            raise DicomError(folder, f"series {series_uid} not found; present: "
-                                     + ("; ".join(label(u) for u in groups) or "none"))
+            raise DicomError(
+                folder,
+                f"series {series_uid} not found; present: " + ("; ".join(label(u) for u in groups) or "none"),
+            )
         return series_uid
     if not groups:
         raise DicomError(folder, f"no DICOM file found ({not_dicom} other file(s))")
     images = [u for u, g in groups.items() if non_image_reason(g[0][0]) is None]
     if not images:
         uid = next(iter(groups))
-        raise NonImageError(folder, f"no image series here; {label(uid)}: {non_image_reason(groups[uid][0][0])}")
+        raise NonImageError(
+            folder, f"no image series here; {label(uid)}: {non_image_reason(groups[uid][0][0])}"
+        )
     if len(images) == 1:
         return images[0]  # its own checks say what is wrong with it, if anything
     # Several: screenshots and other images without patient geometry do not count.
@@ -197,12 +230,19 @@ def _choose(groups: dict[str, list[tuple[Dataset, Path]]], folder: Path, series_
     if not placed:
         uid = images[0]
         raise DicomSeriesError(folder, f"{label(uid)}: {geometry_reason(groups[uid][0][0])}")
-    raise DicomError(folder, "several image series; name one (series_uid=...) or give one series per folder: "
-                             + "; ".join(label(u) for u in placed))
+    raise DicomError(
+        folder,
+        "several image series; name one (series_uid=...) or give one series per folder: "
+        + "; ".join(label(u) for u in placed),
+    )
 
 
-def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = None,
-                      checks: SeriesChecks | None = None, **tolerances: float) -> Volume:
+def read_dicom_folder(
+    folder: str | os.PathLike[str],
+    series_uid: str | None = None,
+    checks: SeriesChecks | None = None,
+    **tolerances: float,
+) -> Volume:
     """The one image series under ``folder`` (or the one named).
 
     Without ``series_uid`` (the contract's case: one series per folder) every file is read
@@ -217,8 +257,12 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
         raise DicomError(folder, "not a folder" if folder.exists() else "does not exist")
     if series_uid is not None:
         infos, skipped = discover_series(folder)
-        uid = _choose({i.series_uid: list(zip(i.headers, i.files, strict=True)) for i in infos}, folder,
-                      series_uid, len(skipped))
+        uid = _choose(
+            {i.series_uid: list(zip(i.headers, i.files, strict=True)) for i in infos},
+            folder,
+            series_uid,
+            len(skipped),
+        )
         info = next(i for i in infos if i.series_uid == uid)
         if not info.is_image:
             reason = non_image_reason(info.header) if info.header is not None else None
@@ -228,8 +272,11 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
     files = list(iter_files(folder, special))
     total = sum(f.stat().st_size for f in files)
     if total > LIMITS.max_study_bytes:
-        raise DicomError(folder, f"{len(files)} file(s) of {human(total)} together, over the limit of "
-                                 f"{human(LIMITS.max_study_bytes)} per study (limits.max_study_gb); refused unread")
+        raise DicomError(
+            folder,
+            f"{len(files)} file(s) of {human(total)} together, over the limit of "
+            f"{human(LIMITS.max_study_bytes)} per study (limits.max_study_gb); refused unread",
+        )
     groups: dict[str, list[tuple[Dataset, Path]]] = {}
     not_dicom = len(special)
     for path, ds in zip(files, read_datasets(files), strict=True):
@@ -244,13 +291,18 @@ def read_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = N
     if not_dicom or len(groups) > 1:
         log.info("%s: ignored %d non-DICOM file(s) and %d other series", folder, not_dicom, len(groups) - 1)
     datasets, paths = [d for d, _ in chosen], [p for _, p in chosen]
-    return volume_from_datasets(datasets, paths, checks=_checks(checks, tolerances),
-                                ctx=series_context(datasets[0], paths, folder))
+    return volume_from_datasets(
+        datasets, paths, checks=_checks(checks, tolerances), ctx=series_context(datasets[0], paths, folder)
+    )
 
 
-def read_dicom_geometry(folder: str | os.PathLike[str], series_uid: str | None = None, strict: bool = False,
-                        checks: SeriesChecks | None = None, **tolerances: float
-                        ) -> tuple[tuple[int, int, int], np.ndarray]:
+def read_dicom_geometry(
+    folder: str | os.PathLike[str],
+    series_uid: str | None = None,
+    strict: bool = False,
+    checks: SeriesChecks | None = None,
+    **tolerances: float,
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and voxel-to-LPS affine of the series :func:`read_dicom_folder` would read,
     from headers alone (no pixel data is read).
 
@@ -264,6 +316,11 @@ def read_dicom_geometry(folder: str | os.PathLike[str], series_uid: str | None =
     groups = {i.series_uid: list(zip(i.headers, i.files, strict=True)) for i in infos}
     uid = _choose(groups, folder, series_uid, len(skipped))
     info = next(i for i in infos if i.series_uid == uid)
-    geometry = header_geometry(info.headers, info.files, series_context(info.headers[0], info.files, folder),
-                               _checks(checks, tolerances), strict=strict)
+    geometry = header_geometry(
+        info.headers,
+        info.files,
+        series_context(info.headers[0], info.files, folder),
+        _checks(checks, tolerances),
+        strict=strict,
+    )
     return geometry.shape, geometry.affine

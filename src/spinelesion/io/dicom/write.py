@@ -99,11 +99,21 @@ def write_dicom_series(
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
         ds.StudyInstanceUID = str(study["StudyInstanceUID"])
         ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = str(study.get("FrameOfReferenceUID", make_uid(study["StudyInstanceUID"], "for")))
+        ds.FrameOfReferenceUID = str(
+            study.get("FrameOfReferenceUID", make_uid(study["StudyInstanceUID"], "for"))
+        )
         ds.PatientName = str(study.get("PatientName", "ANON"))
         ds.PatientID = str(study.get("PatientID", "ANON"))
-        for key in ("PatientAge", "PatientSex", "StudyID", "Manufacturer", "MagneticFieldStrength",
-                    "BodyPartExamined", "AccessionNumber", "StudyDescription"):
+        for key in (
+            "PatientAge",
+            "PatientSex",
+            "StudyID",
+            "Manufacturer",
+            "MagneticFieldStrength",
+            "BodyPartExamined",
+            "AccessionNumber",
+            "StudyDescription",
+        ):
             if key in study:
                 setattr(ds, key, study[key])
         ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date

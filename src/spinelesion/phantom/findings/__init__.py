@@ -41,7 +41,23 @@ FINDINGS: dict[str, Callable[[], Finding]] = {
 DISC_FINDINGS = {"modic1", "discitis"}
 
 __all__ = [
-    "DISC_FINDINGS", "FINDINGS", "BodyMetastasis", "Discitis", "DropMetastases", "EpiduralExtension", "Features",
-    "Finding", "Fracture", "Haemangioma", "IntraduralMass", "IntramedullaryMetastasis", "Modic1", "ParaspinalMass",
-    "RoiRecord", "SchmorlNode", "body_box", "chance", "plateau",
+    "DISC_FINDINGS",
+    "FINDINGS",
+    "BodyMetastasis",
+    "Discitis",
+    "DropMetastases",
+    "EpiduralExtension",
+    "Features",
+    "Finding",
+    "Fracture",
+    "Haemangioma",
+    "IntraduralMass",
+    "IntramedullaryMetastasis",
+    "Modic1",
+    "ParaspinalMass",
+    "RoiRecord",
+    "SchmorlNode",
+    "body_box",
+    "chance",
+    "plateau",
 ]

@@ -74,12 +74,22 @@ class Finding:
     def canal(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:  # after layout
         pass
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         pass
 
     def rois(self, an: Anatomy) -> list[RoiRecord]:
-        return [RoiRecord(self.center, self.compartment, self.fracture, self.name,
-                          an.level_at(float(self.center[2])).name), *self.extra]
+        return [
+            RoiRecord(
+                self.center,
+                self.compartment,
+                self.fracture,
+                self.name,
+                an.level_at(float(self.center[2])).name,
+            ),
+            *self.extra,
+        ]
 
     def record(self, key: str, box: Box, mask: np.ndarray) -> None:
         self.truth[key] = (box, np.asarray(mask, dtype=np.float32))
@@ -107,9 +117,16 @@ def body_box(cv: Canvas, v: Vertebra, extra: float = 4.0, posterior: float = 0.0
     return cv.box(lo, hi)
 
 
-def blob_in_body(cv: Canvas, an: Anatomy, v: Vertebra, rng: np.random.Generator, centre_uvw: np.ndarray,
-                 radii: np.ndarray, irregular: float = 1.5, pedicle: bool = False
-                 ) -> tuple[Box, np.ndarray, np.ndarray, tuple[np.ndarray, ...]] | None:
+def blob_in_body(
+    cv: Canvas,
+    an: Anatomy,
+    v: Vertebra,
+    rng: np.random.Generator,
+    centre_uvw: np.ndarray,
+    radii: np.ndarray,
+    irregular: float = 1.5,
+    pedicle: bool = False,
+) -> tuple[Box, np.ndarray, np.ndarray, tuple[np.ndarray, ...]] | None:
     """Soft mask of an irregular blob clipped to the body (and its pedicles when asked)."""
     box = body_box(cv, v, posterior=an.canal_ap + 8 if pedicle else 0.0)
     if box is None:
@@ -117,12 +134,22 @@ def blob_in_body(cv: Canvas, an: Anatomy, v: Vertebra, rng: np.random.Generator,
     u, vv, w = v.local(*cv.coords(box))
     shape = np.broadcast_shapes(u.shape, vv.shape, w.shape)
     noise = smooth_noise(rng, shape, 3.0 / cv.spacing)
-    d = ellipsoid_distance(u - centre_uvw[0], vv - centre_uvw[1], w - centre_uvw[2], radii) + irregular * noise
+    d = (
+        ellipsoid_distance(u - centre_uvw[0], vv - centre_uvw[1], w - centre_uvw[2], radii)
+        + irregular * noise
+    )
     inside = soft(v.body_distance(u, vv, w) + 1.2)
     if pedicle:
         side = float(np.sign(centre_uvw[0]) or 1.0)
-        ped = ellipsoid_distance(u - side * (an.canal_w / 2 + 3.5), vv - (v.depth / 2 + an.canal_ap / 2), w - 0.1 * v.height,
-                                 (4.0, an.canal_ap / 2 + 2, 0.3 * v.height)) + irregular * noise
+        ped = (
+            ellipsoid_distance(
+                u - side * (an.canal_w / 2 + 3.5),
+                vv - (v.depth / 2 + an.canal_ap / 2),
+                w - 0.1 * v.height,
+                (4.0, an.canal_ap / 2 + 2, 0.3 * v.height),
+            )
+            + irregular * noise
+        )
         d = np.minimum(d, ped)
         inside = np.maximum(inside, soft(posterior_element_distance(v, an, u, vv, w) + 1.0))
     return box, soft(d, 1.2) * inside, noise, (u, vv, w)

@@ -28,16 +28,27 @@ class BodyMetastasis(Finding):
         self.kind = kind
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
-        self.draw(rng, feat, posterior_body="metastasis_posterior_rate", pedicle="metastasis_pedicle_rate",
-                  halo="halo_rate")
+        self.draw(
+            rng,
+            feat,
+            posterior_body="metastasis_posterior_rate",
+            pedicle="metastasis_pedicle_rate",
+            halo="halo_rate",
+        )
         self.signs["halo"] = self.signs["halo"] and self.kind == "lytic"
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         v = an.vertebrae[self.level_index]
         r = rng.uniform(*feat["metastasis_radius_mm"])
         radii = np.array([r * rng.uniform(0.8, 1.3), r * rng.uniform(0.75, 1.1), r * rng.uniform(0.7, 1.0)])
         radii = np.minimum(radii, [v.width / 2 - 2, v.depth / 2 - 2, v.height / 2 - 1.5])
-        vc = rng.uniform(0.05, 0.3) * v.depth if self.signs["posterior_body"] else rng.uniform(-0.3, 0.1) * v.depth
+        vc = (
+            rng.uniform(0.05, 0.3) * v.depth
+            if self.signs["posterior_body"]
+            else rng.uniform(-0.3, 0.1) * v.depth
+        )
         uc = rng.uniform(-0.3, 0.3) * v.width
         wc = rng.uniform(-0.2, 0.2) * v.height
         out = blob_in_body(cv, an, v, rng, np.array([uc, vc, wc]), radii, pedicle=self.signs["pedicle"])
@@ -50,8 +61,10 @@ class BodyMetastasis(Finding):
             vals = textured(blastic_values(tt, rng), noise, 0.1)
         else:  # mixed: sclerotic islands within a lytic lesion
             islands = (noise > rng.uniform(-0.2, 0.5)).astype(np.float32)
-            vals = (lytic_values(tt, rng)[:, None, None, None] * (1 - islands[None])
-                    + blastic_values(tt, rng)[:, None, None, None] * islands[None])
+            vals = (
+                lytic_values(tt, rng)[:, None, None, None] * (1 - islands[None])
+                + blastic_values(tt, rng)[:, None, None, None] * islands[None]
+            )
         cv.paint(box, mask, vals)
         if self.signs["halo"]:
             u, vv, w = v.local(*cv.coords(box))
@@ -79,7 +92,7 @@ class EpiduralExtension(Finding):
         self.params.update(z0=z0, half=half, thick=thick, spare=spare, half_w=half_w)
 
         def indent(x: np.ndarray, z: np.ndarray) -> np.ndarray:
-            prof = np.clip(1 - (x / half_w) ** 2, 0, 1) * (1 - spare * np.exp(-(x / 2.5) ** 2))
+            prof = np.clip(1 - (x / half_w) ** 2, 0, 1) * (1 - spare * np.exp(-((x / 2.5) ** 2)))
             return thick * prof * plateau(z, z0, half, 6.0)
 
         an.mods.sac_indent_front.append(indent)
@@ -87,11 +100,16 @@ class EpiduralExtension(Finding):
         self.indent = indent
         self.occupies = {self.level_index}
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         p = self.params
         z0, half, thick = p["z0"], p["half"], p["thick"]
         front_mid = float(an.canal_front(np.array([z0]))[0])
-        box = cv.box([-an.canal_w / 2 - 2, front_mid - 6, z0 - half - 10], [an.canal_w / 2 + 2, front_mid + thick + 6, z0 + half + 10])
+        box = cv.box(
+            [-an.canal_w / 2 - 2, front_mid - 6, z0 - half - 10],
+            [an.canal_w / 2 + 2, front_mid + thick + 6, z0 + half + 10],
+        )
         if box is None or self.indent is None:
             return
         x, y, z = cv.coords(box)
@@ -114,12 +132,19 @@ class ParaspinalMass(Finding):
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(rng, feat, necrotic_centre="paraspinal_necrosis_rate")
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         v = an.vertebrae[self.level_index]
         side = float(rng.choice([-1.0, 1.0]))
         radii = np.array([rng.uniform(8, 16), rng.uniform(9, 18), rng.uniform(12, 26)])
-        c = v.center + np.array([side * (v.width / 2 + radii[0] * rng.uniform(0.1, 0.6)),
-                                 rng.uniform(-0.35, 0.3) * v.depth, rng.uniform(-0.3, 0.3) * v.height])
+        c = v.center + np.array(
+            [
+                side * (v.width / 2 + radii[0] * rng.uniform(0.1, 0.6)),
+                rng.uniform(-0.35, 0.3) * v.depth,
+                rng.uniform(-0.3, 0.3) * v.height,
+            ]
+        )
         box = cv.box(c - radii - 4, c + radii + 4)
         if box is None:
             return

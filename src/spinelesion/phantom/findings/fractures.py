@@ -44,10 +44,18 @@ class Fracture(Finding):
         if self.kind == "benign":
             if not self.secondary:
                 self.chronic = chance(rng, feat["benign_chronic_rate"])
-            self.draw(rng, feat, whole_body_oedema="benign_diffuse_oedema_rate", fracture_line="fracture_line_rate",
-                      fluid_sign="fluid_sign_rate", retropulsion="retropulsion_rate",
-                      convex_border="benign_convex_border_rate", posterior_elements="benign_posterior_element_rate",
-                      concave_endplate="benign_concave_endplate_rate", multiple="benign_multiple_rate")
+            self.draw(
+                rng,
+                feat,
+                whole_body_oedema="benign_diffuse_oedema_rate",
+                fracture_line="fracture_line_rate",
+                fluid_sign="fluid_sign_rate",
+                retropulsion="retropulsion_rate",
+                convex_border="benign_convex_border_rate",
+                posterior_elements="benign_posterior_element_rate",
+                concave_endplate="benign_concave_endplate_rate",
+                multiple="benign_multiple_rate",
+            )
             if self.chronic:  # healed: no oedema and nothing that needs it
                 for sign in ("whole_body_oedema", "fracture_line", "fluid_sign", "posterior_elements"):
                     self.signs[sign] = False
@@ -55,18 +63,32 @@ class Fracture(Finding):
                 self.signs["retropulsion"] = self.signs["multiple"] = False
             self.signs["oedema"] = not self.chronic
         else:
-            self.draw(rng, feat, whole_body="pathologic_whole_body_rate", convex_border="convex_border_rate",
-                      posterior_elements="pathologic_pedicle_rate", angled_endplate="pathologic_angled_endplate_rate",
-                      fluid_sign="pathologic_fluid_sign_rate", epidural_mass="pathologic_epidural_rate",
-                      paraspinal_mass="pathologic_paraspinal_rate", other_metastases="pathologic_other_metastases_rate")
+            self.draw(
+                rng,
+                feat,
+                whole_body="pathologic_whole_body_rate",
+                convex_border="convex_border_rate",
+                posterior_elements="pathologic_pedicle_rate",
+                angled_endplate="pathologic_angled_endplate_rate",
+                fluid_sign="pathologic_fluid_sign_rate",
+                epidural_mass="pathologic_epidural_rate",
+                paraspinal_mass="pathologic_paraspinal_rate",
+                other_metastases="pathologic_other_metastases_rate",
+            )
 
     def _shape(self, rng: np.random.Generator, feat: Features) -> str:
         """Benign: concave endplate at its rate; pathologic: angled (wedge) at its rate; else by ``collapse_shape_p``."""
         p = dict(zip(SHAPES, (float(x) for x in feat["collapse_shape_p"]), strict=True))
-        first, rest = ("biconcave", ("wedge", "crush")) if self.kind == "benign" else ("wedge", ("biconcave", "crush"))
+        first, rest = (
+            ("biconcave", ("wedge", "crush")) if self.kind == "benign" else ("wedge", ("biconcave", "crush"))
+        )
         w = np.array([p[s] for s in rest]) + 1e-9
         other = str(rng.choice(rest, p=w / w.sum()))  # drawn either way: the sign changes only the shape
-        return first if self.signs.get("concave_endplate" if self.kind == "benign" else "angled_endplate") else other
+        return (
+            first
+            if self.signs.get("concave_endplate" if self.kind == "benign" else "angled_endplate")
+            else other
+        )
 
     def modify(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         v = an.vertebrae[self.level_index]
@@ -96,14 +118,20 @@ class Fracture(Finding):
         if self.signs.get("retropulsion"):
             self.params["retro_mm"] = amount
             an.mods.sac_indent_front.append(
-                lambda x, z: amount * np.clip(1 - (x / half_w) ** 2, 0, 1) * plateau(z, z_top - 3, 3.0, 3.0))
+                lambda x, z: amount * np.clip(1 - (x / half_w) ** 2, 0, 1) * plateau(z, z_top - 3, 3.0, 3.0)
+            )
         if v.posterior_bulge > 0 and self.signs.get("convex_border"):
             bulge = v.posterior_bulge
             zc, hh = float(v.center[2]), 0.5 * v.height * v.scale_back
             an.mods.sac_indent_front.append(
-                lambda x, z: bulge * np.clip(1 - (x / half_w) ** 2, 0, 1) * np.clip(1 - ((z - zc) / hh) ** 2, 0, 1))
+                lambda x, z: (
+                    bulge * np.clip(1 - (x / half_w) ** 2, 0, 1) * np.clip(1 - ((z - zc) / hh) ** 2, 0, 1)
+                )
+            )
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         v = an.vertebrae[self.level_index]
         box = body_box(cv, v, posterior=an.canal_ap + 8)
         if box is None:
@@ -122,18 +150,34 @@ class Fracture(Finding):
         else:
             self._paint_pathologic(cv, an, tt, rng, box, (u, vv, w), noise, marrow, hh)
 
-    def _paint_benign(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features,
-                      box: tuple[slice, slice, slice], uvw: tuple[np.ndarray, np.ndarray, np.ndarray],
-                      noise: np.ndarray, marrow: np.ndarray, hh: np.ndarray) -> None:
+    def _paint_benign(
+        self,
+        cv: Canvas,
+        an: Anatomy,
+        tt: TissueTable,
+        rng: np.random.Generator,
+        feat: Features,
+        box: tuple[slice, slice, slice],
+        uvw: tuple[np.ndarray, np.ndarray, np.ndarray],
+        noise: np.ndarray,
+        marrow: np.ndarray,
+        hh: np.ndarray,
+    ) -> None:
         v = an.vertebrae[self.level_index]
         u, vv, w = uvw
         superior = rng.random() < 0.8
         from_plate = (hh - w) if superior else (hh + w)  # mm below (or above) the fractured endplate
         diffuse = self.signs.get("whole_body_oedema", False)
-        band = float(rng.uniform(0.75, 0.95) * 2 * np.mean(hh)) if diffuse else float(rng.uniform(*feat["oedema_band_mm"]))
+        band = (
+            float(rng.uniform(0.75, 0.95) * 2 * np.mean(hh))
+            if diffuse
+            else float(rng.uniform(*feat["oedema_band_mm"]))
+        )
         oedema = soft(from_plate - band + 1.5 * noise, 1.5) * marrow
         if self.signs.get("posterior_elements"):  # oedema reaching the pedicles (rare in benign)
-            pe = soft(posterior_element_distance(v, an, u, vv, w) + 1.0) * soft(vv - (v.depth / 2 + an.canal_ap + 3), 2.0)
+            pe = soft(posterior_element_distance(v, an, u, vv, w) + 1.0) * soft(
+                vv - (v.depth / 2 + an.canal_ap + 3), 2.0
+            )
             oedema = np.maximum(oedema, pe * soft(from_plate - band - 4.0, 2.0))
         cv.paint(box, oedema, textured(oedema_values(tt, rng), noise, 0.05))
         mask = oedema
@@ -142,22 +186,40 @@ class Fracture(Finding):
             line = soft(np.abs(from_plate - depth + 0.4 * noise) - 0.8, 0.6) * marrow
             cv.paint(box, line, sclerotic_band_values(tt), channels=[T1, T2])
         if self.signs.get("fluid_sign"):
-            cleft = soft(np.maximum(np.abs(from_plate - 2.2) - rng.uniform(0.8, 1.6),
-                                    np.abs(vv - rng.uniform(-0.15, 0.1) * v.depth) - rng.uniform(0.25, 0.4) * v.depth), 0.6)
+            cleft = soft(
+                np.maximum(
+                    np.abs(from_plate - 2.2) - rng.uniform(0.8, 1.6),
+                    np.abs(vv - rng.uniform(-0.15, 0.1) * v.depth) - rng.uniform(0.25, 0.4) * v.depth,
+                ),
+                0.6,
+            )
             cleft = cleft * marrow
             cv.paint(box, cleft, fluid_values(tt))
             self.record("fluid_sign", box, cleft)
         if self.signs.get("retropulsion"):
             retro = self.params.get("retro_mm", 3.0)
-            frag = ellipsoid_distance(u, vv - (v.depth / 2 + retro / 2), w - (np.mean(hh) - 3.5) * (1 if superior else -1),
-                                      (0.28 * v.width, retro / 2 + 1.5, 3.0))
+            frag = ellipsoid_distance(
+                u,
+                vv - (v.depth / 2 + retro / 2),
+                w - (np.mean(hh) - 3.5) * (1 if superior else -1),
+                (0.28 * v.width, retro / 2 + 1.5, 3.0),
+            )
             cv.paint(box, soft(frag, 0.8), tt["cortex"])
             cv.paint(box, soft(frag + 1.0, 0.8), tt["marrow"])
         self.record("lesion", box, mask)
 
-    def _paint_pathologic(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator,
-                          box: tuple[slice, slice, slice], uvw: tuple[np.ndarray, np.ndarray, np.ndarray],
-                          noise: np.ndarray, marrow: np.ndarray, hh: np.ndarray) -> None:
+    def _paint_pathologic(
+        self,
+        cv: Canvas,
+        an: Anatomy,
+        tt: TissueTable,
+        rng: np.random.Generator,
+        box: tuple[slice, slice, slice],
+        uvw: tuple[np.ndarray, np.ndarray, np.ndarray],
+        noise: np.ndarray,
+        marrow: np.ndarray,
+        hh: np.ndarray,
+    ) -> None:
         v = an.vertebrae[self.level_index]
         u, vv, w = uvw
         if self.signs.get("whole_body"):

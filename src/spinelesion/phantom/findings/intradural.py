@@ -36,7 +36,9 @@ class IntraduralMass(Finding):
         if self.kind == "meningioma":
             self.draw(rng, feat, dural_tail="dural_tail_rate", calcification="meningioma_calcification_rate")
         else:
-            self.draw(rng, feat, target_sign="target_sign_rate", cystic="cystic_rate", dumbbell="dumbbell_rate")
+            self.draw(
+                rng, feat, target_sign="target_sign_rate", cystic="cystic_rate", dumbbell="dumbbell_rate"
+            )
 
     def canal(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         v = an.vertebrae[self.level_index]
@@ -45,7 +47,9 @@ class IntraduralMass(Finding):
             phi = float(rng.choice([0.0, np.pi]) + rng.uniform(-0.5, 0.5))
         else:
             z0 = float(v.center[2] + rng.uniform(-0.4, 0.4) * v.height)
-            phi = float(rng.choice([np.pi / 2, 0.0, np.pi, np.pi / 2 + 0.6, np.pi / 2 - 0.6]) + rng.uniform(-0.3, 0.3))
+            phi = float(
+                rng.choice([np.pi / 2, 0.0, np.pi, np.pi / 2 + 0.6, np.pi / 2 - 0.6]) + rng.uniform(-0.3, 0.3)
+            )
         yc, b, a = (float(t[0]) for t in an.sac_geometry(np.array([z0])))
         r = float(rng.uniform(*feat["idem_radius_mm"]))
         rz = r * rng.uniform(1.1, 1.7)
@@ -67,7 +71,9 @@ class IntraduralMass(Finding):
         an.mods.cord_dv.append(lambda z: -np.sin(phi) * shift * plateau(z, z0, reach, ramp))
         self.occupies = {self.level_index}
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         p = self.params
         z0, phi, r, rz, cx, cy = p["z0"], p["phi"], p["r"], p["rz"], p["cx"], p["cy"]
         box = cv.box([cx - 3 * r - 18, cy - 3 * r, z0 - rz - 20], [cx + 3 * r + 18, cy + 3 * r, z0 + rz + 20])
@@ -112,7 +118,9 @@ class IntraduralMass(Finding):
                 side = 1.0 if cx >= 0 else -1.0
                 ox = side * (an.canal_w / 2 + rng.uniform(6, 12))
                 outer = ellipsoid_distance(x - ox, y - cy, z - z0, (r * 0.9, r * 0.9, rz * 0.9))
-                waist = np.maximum(np.hypot(y - cy, z - z0) - 2.5, np.maximum(side * (cx - x), side * (x - ox)))
+                waist = np.maximum(
+                    np.hypot(y - cy, z - z0) - 2.5, np.maximum(side * (cx - x), side * (x - ox))
+                )
                 dumb = soft(np.minimum(outer, waist) + 0.5 * noise, 1.0)
                 cv.paint(box, dumb, solid)
                 mask = np.maximum(mask, dumb)
@@ -127,18 +135,27 @@ class DropMetastases(Finding):
         super().__init__(name="drop_metastases", compartment="intradural_extramedullary", fracture="none")
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
-        self.draw(rng, feat, visible_without_contrast="drop_visible_without_contrast_rate",
-                  sugar_coating="sugar_coating_rate", clumped_roots="clumped_roots_rate")
+        self.draw(
+            rng,
+            feat,
+            visible_without_contrast="drop_visible_without_contrast_rate",
+            sugar_coating="sugar_coating_rate",
+            clumped_roots="clumped_roots_rate",
+        )
 
     def canal(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         v = an.vertebrae[self.level_index]
         z0 = float(v.center[2] + rng.uniform(-0.4, 0.4) * v.height)
         self.params["z0"] = z0
-        if an.conus_z is not None and z0 < an.conus_z and self.signs.get("clumped_roots"):  # roots only below the conus
+        if (
+            an.conus_z is not None and z0 < an.conus_z and self.signs.get("clumped_roots")
+        ):  # roots only below the conus
             an.mods.clumped_roots = float(rng.uniform(0.5, 1.0))
         self.occupies = {self.level_index}
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         z0 = self.params["z0"]
         zs = np.array([z0])
         yc, b, a = (float(t[0]) for t in an.sac_geometry(zs))
@@ -161,7 +178,9 @@ class DropMetastases(Finding):
                 px, py = xc + (ra + rad * 0.5) * np.cos(ang), ycord + (rb + rad * 0.5) * np.sin(ang)
             else:  # on a root / the dorsal sac wall
                 px, py = rng.uniform(-0.6, 0.6) * a, yc + rng.uniform(0.0, 0.75) * b
-            mask = np.maximum(mask, soft(np.sqrt((x - px) ** 2 + (y - py) ** 2 + ((z - z0 - dz) / 1.3) ** 2) - rad, 0.8))
+            mask = np.maximum(
+                mask, soft(np.sqrt((x - px) ** 2 + (y - py) ** 2 + ((z - z0 - dz) / 1.3) ** 2) - rad, 0.8)
+            )
             if k == 0:
                 index_pos = np.array([px, py, z0])
         mask = mask * inside_sac
@@ -169,7 +188,11 @@ class DropMetastases(Finding):
         if ra > 0.5 and self.signs.get("sugar_coating"):
             cx_, cy_, ra_, rb_ = cord_geometry(an, z)
             rr = np.sqrt(((x - cx_) / np.maximum(ra_, 0.3)) ** 2 + ((y - cy_) / np.maximum(rb_, 0.3)) ** 2)
-            shell = soft(np.abs(rr - 1.0) * np.minimum(ra_, rb_) - 0.6, 0.5) * plateau(z, z0, 25.0, 8.0) * (ra_ > 0.5)
+            shell = (
+                soft(np.abs(rr - 1.0) * np.minimum(ra_, rb_) - 0.6, 0.5)
+                * plateau(z, z0, 25.0, 8.0)
+                * (ra_ > 0.5)
+            )
             cv.paint(box, shell * inside_sac, vals, channels=[T1C])
             mask = np.maximum(mask, shell * 0.5)
         self.record("lesion", box, mask)

@@ -22,7 +22,9 @@ class IntramedullaryMetastasis(Finding):
         self.draw(rng, feat, expansion="im_expansion_rate", oedema="im_oedema_rate")
         u = rng.random()  # melanoma and haemorrhage exclude each other
         self.signs["melanoma"] = bool(u < feat["im_melanoma_rate"])
-        self.signs["haemorrhage"] = bool(feat["im_melanoma_rate"] <= u < feat["im_melanoma_rate"] + feat["im_haemorrhage_rate"])
+        self.signs["haemorrhage"] = bool(
+            feat["im_melanoma_rate"] <= u < feat["im_melanoma_rate"] + feat["im_haemorrhage_rate"]
+        )
 
     def canal(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         v = an.vertebrae[self.level_index]
@@ -34,18 +36,28 @@ class IntramedullaryMetastasis(Finding):
         yc, b, a = (float(t[0]) for t in an.sac_geometry(np.array([z0])))
         max_scale = min((b - 0.7) / (an.cord_ap / 2), (a - 0.7) / (an.cord_w / 2)) - 1.0
         # Without the expansion sign the cord is barely wider (a small nodule): 5-15 %.
-        full, slight = float(rng.uniform(0.6, 1.0)), float(rng.uniform(0.05, 0.15))  # both drawn: signs change only themselves
+        full, slight = (
+            float(rng.uniform(0.6, 1.0)),
+            float(rng.uniform(0.05, 0.15)),
+        )  # both drawn: signs change only themselves
         amount = float(max(0.25, full * max_scale)) if self.signs.get("expansion", True) else slight
         oedema_half = float(rng.uniform(*feat["im_oedema_half_length_mm"]))
-        self.params.update(z0=z0, r=r, ecc=float(rng.uniform(-0.25, 0.25)), expansion=amount,
-                           oedema_half=oedema_half if self.signs.get("oedema", True) else 0.0)
+        self.params.update(
+            z0=z0,
+            r=r,
+            ecc=float(rng.uniform(-0.25, 0.25)),
+            expansion=amount,
+            oedema_half=oedema_half if self.signs.get("oedema", True) else 0.0,
+        )
         strength = float(rng.uniform(0.6, 1.0))
         an.mods.cord_scale.append(lambda z: amount * plateau(z, z0, exp_half, 10.0))
         if self.signs.get("oedema", True):
             an.mods.cord_oedema.append(lambda z: strength * plateau(z, z0, oedema_half, 15.0))
         self.occupies = {self.level_index}
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         z0, r = self.params["z0"], self.params["r"]
         xc, yc, ra, rb = (float(t[0]) for t in cord_geometry(an, np.array([z0])))
         cx = xc + self.params["ecc"] * ra
@@ -58,7 +70,13 @@ class IntramedullaryMetastasis(Finding):
         noise = smooth_noise(rng, np.broadcast_shapes(x.shape, y.shape, z.shape), 2.0)
         d = ellipsoid_distance(x - cx, y - yc, z - z0, (rr, rr * 0.9, rr * 1.3)) + 0.4 * noise
         mask = soft(d, 0.8) * cord_mask
-        variant = "melanoma" if self.signs.get("melanoma") else "haemorrhage" if self.signs.get("haemorrhage") else "plain"
+        variant = (
+            "melanoma"
+            if self.signs.get("melanoma")
+            else "haemorrhage"
+            if self.signs.get("haemorrhage")
+            else "plain"
+        )
         cv.paint(box, mask, intramedullary_nodule_values(tt, rng, variant))
         self.record("lesion", box, mask)
         self.center = np.array([cx, yc, z0])

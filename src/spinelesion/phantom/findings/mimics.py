@@ -24,12 +24,22 @@ class Haemangioma(Finding):
     def __init__(self) -> None:
         super().__init__(name="haemangioma", compartment="none", fracture="none")
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         v = an.vertebrae[self.level_index]
         r = rng.uniform(*feat["haemangioma_radius_mm"])
-        radii = np.minimum(np.array([r, r * rng.uniform(0.8, 1.1), r * rng.uniform(0.8, 1.1)]),
-                           [v.width / 2 - 2, v.depth / 2 - 2, v.height / 2 - 1.5])
-        c = np.array([rng.uniform(-0.25, 0.25) * v.width, rng.uniform(-0.25, 0.2) * v.depth, rng.uniform(-0.2, 0.2) * v.height])
+        radii = np.minimum(
+            np.array([r, r * rng.uniform(0.8, 1.1), r * rng.uniform(0.8, 1.1)]),
+            [v.width / 2 - 2, v.depth / 2 - 2, v.height / 2 - 1.5],
+        )
+        c = np.array(
+            [
+                rng.uniform(-0.25, 0.25) * v.width,
+                rng.uniform(-0.25, 0.2) * v.depth,
+                rng.uniform(-0.2, 0.2) * v.height,
+            ]
+        )
         out = blob_in_body(cv, an, v, rng, c, radii, irregular=0.5)
         if out is None:
             return
@@ -58,12 +68,17 @@ class Modic1(Finding):
         disc.height *= float(rng.uniform(0.55, 0.8))
         self.occupies = {self.level_index, self.level_index + 1}
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         di = min(self.level_index, len(an.discs) - 1)
         disc = an.discs[di]
         masks = []
         vals = oedema_values(tt, rng, strength=rng.uniform(0.8, 1.0))
-        for v, sign in ((disc.upper, -1.0), (disc.lower, 1.0)):  # inferior plate of the upper body, superior of the lower
+        for v, sign in (
+            (disc.upper, -1.0),
+            (disc.lower, 1.0),
+        ):  # inferior plate of the upper body, superior of the lower
             box = body_box(cv, v)
             if box is None:
                 continue
@@ -90,7 +105,9 @@ class SchmorlNode(Finding):
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(rng, feat, oedema="schmorl_oedema_rate")
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         v = an.vertebrae[self.level_index]
         box = body_box(cv, v)
         if box is None:
@@ -128,7 +145,9 @@ class Discitis(Finding):
         disc.height *= float(rng.uniform(0.55, 0.85))
         self.occupies = {self.level_index, self.level_index + 1}
 
-    def paint(self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features) -> None:
+    def paint(
+        self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
+    ) -> None:
         disc = an.discs[min(self.level_index, len(an.discs) - 1)]
         oed = oedema_values(tt, rng, strength=rng.uniform(0.85, 1.0))
         reach = float(rng.uniform(*feat["discitis_oedema_mm"]))
@@ -142,8 +161,10 @@ class Discitis(Finding):
             body = soft(v.body_distance(u, vv, w))  # includes the cortex: endplates eroded
             mask = soft(from_plate - reach + 2.0 * noise, 2.0) * body
             cv.paint(box, mask, textured(oed, noise, 0.06))
-        box = cv.box(disc.center - np.array([disc.upper.width / 2 + 4, disc.upper.depth / 2 + 4, disc.height + 5]),
-                     disc.center + np.array([disc.upper.width / 2 + 4, disc.upper.depth / 2 + 4, disc.height + 5]))
+        box = cv.box(
+            disc.center - np.array([disc.upper.width / 2 + 4, disc.upper.depth / 2 + 4, disc.height + 5]),
+            disc.center + np.array([disc.upper.width / 2 + 4, disc.upper.depth / 2 + 4, disc.height + 5]),
+        )
         if box is None:
             return
         u, vv, w = disc.local(*cv.coords(box))
@@ -155,7 +176,9 @@ class Discitis(Finding):
         if self.signs.get("phlegmon"):
             x, y, z = cv.coords(box)
             front = disc.center[1] - disc.upper.depth / 2
-            phleg = soft(np.maximum(np.abs(y - (front - 4)) - 3.5, np.abs(z - disc.center[2]) - disc.height - 6), 1.5)
+            phleg = soft(
+                np.maximum(np.abs(y - (front - 4)) - 3.5, np.abs(z - disc.center[2]) - disc.height - 6), 1.5
+            )
             phleg = phleg * soft(np.abs(x) - disc.upper.width / 2, 2.0)
             cv.paint(box, phleg, soft_tissue_mass_values(tt, rng))
         self.record("lesion", box, fluid)
