@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from test_predict import ROI, SAG, CentreProbeNet, blob_volume
+from test_predict import PROBE_META, SAG, CentreProbeNet, blob_volume
 
 from spinelesion.data.manifest import read_manifest, write_manifest
 from spinelesion.inference.predictor import Predictor, PredictorConfig
@@ -50,15 +50,8 @@ def test_mining_turns_the_scans_false_calls_into_normal_rois_of_train_studies_on
     assert [s.study_id for s in studies] == ["s1"]  # held-out (test) and inserted studies are never mined
     assert studies[0].sequences["t2"] == (tmp_path / "s1" / "t2.nii.gz").resolve()
 
-    meta = {
-        "name": "probe",
-        "version": "0",
-        "weights_sha256": "-",
-        "roi": ROI,
-        "network": {"backbone": "probe"},
-    }
     predictor = Predictor(
-        CentreProbeNet(), meta, PredictorConfig(device="cpu", saliency_method="none", png=False)
+        CentreProbeNet(), PROBE_META, PredictorConfig(device="cpu", saliency_method="none", png=False)
     )
     out = tmp_path / "hardneg"
     records, summary = hard_negative_records(

@@ -28,6 +28,13 @@ from spinelesion.models.folder import save_model_folder
 from spinelesion.models.networks import build_network
 
 ROI = {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5], "margin": 1.25}
+PROBE_META = {
+    "name": "probe",
+    "version": "0",
+    "weights_sha256": "-",
+    "roi": ROI,
+    "network": {"backbone": "probe"},
+}
 
 
 class ProbeNet(nn.Module):
@@ -47,13 +54,7 @@ class ProbeNet(nn.Module):
 
 
 def probe_predictor() -> Predictor:
-    meta = {
-        "name": "probe",
-        "version": "0",
-        "weights_sha256": "-",
-        "roi": ROI,
-        "network": {"backbone": "probe"},
-    }
+    meta = PROBE_META
     return Predictor(ProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False))
 
 
@@ -355,13 +356,7 @@ def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_
     src = tmp_path / "t2.nii.gz"
     write_nifti(vol, src)
     item = StudyInput("scan", str(src), lambda: Study("scan", {"t2": read_volume(src)}), [])
-    meta = {
-        "name": "probe",
-        "version": "0",
-        "weights_sha256": "-",
-        "roi": ROI,
-        "network": {"backbone": "probe"},
-    }
+    meta = PROBE_META
     predictor = Predictor(
         CentreProbeNet(), meta, PredictorConfig(device="cpu", target_layer="conv", png=False)
     )

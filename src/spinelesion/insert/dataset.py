@@ -35,6 +35,32 @@ from spinelesion.parallel import map_jobs
 log = logging.getLogger(__name__)
 
 
+def normal_record(
+    case_id: str,
+    study_id: str,
+    patient_id: str,
+    seqs: Mapping[str, str],
+    centre: np.ndarray,
+    level: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A manifest record of a normal ROI (none/none) of an untouched real study at ``centre`` (LPS mm)."""
+    return dict(
+        case_id=case_id,
+        study_id=study_id,
+        patient_id=patient_id,
+        **extra,
+        **seqs,
+        x_mm=round(float(centre[0]), 2),
+        y_mm=round(float(centre[1]), 2),
+        z_mm=round(float(centre[2]), 2),
+        compartment="none",
+        fracture="none",
+        level=level,
+        finding="normal",
+    )
+
+
 def normal_records(
     spec: BackgroundSpec,
     bg: Background,
@@ -50,18 +76,8 @@ def normal_records(
 
     def add(centre: np.ndarray, level: str, kind: str) -> None:
         recs.append(
-            dict(
-                case_id=f"{spec.study_id}_{kind}{len(recs):02d}",
-                study_id=spec.study_id,
-                patient_id=spec.subject,
-                **seqs,
-                x_mm=round(float(centre[0]), 2),
-                y_mm=round(float(centre[1]), 2),
-                z_mm=round(float(centre[2]), 2),
-                compartment="none",
-                fracture="none",
-                level=level,
-                finding="normal",
+            normal_record(
+                f"{spec.study_id}_{kind}{len(recs):02d}", spec.study_id, spec.subject, seqs, centre, level
             )
         )
 

@@ -88,6 +88,7 @@ def hard_negative_records(
     from dataclasses import fields
 
     from spinelesion.inference.scan import ScanConfig
+    from spinelesion.insert.dataset import normal_record
 
     scan_keys = {f.name for f in fields(ScanConfig)}
     scan_cfg = ScanConfig(
@@ -109,20 +110,10 @@ def hard_negative_records(
         for k, (centre, _score, _called) in enumerate(found):
             for j in range(1 + copies):  # the candidate, then jittered copies: it weighs like a body's ROIs
                 point = centre + (rng.uniform(-jitter, jitter, 3) if j else 0.0)
+                case_id = f"{study.study_id}_{tag}{k:02d}_{j}"
                 records.append(
-                    dict(
-                        case_id=f"{study.study_id}_{tag}{k:02d}_{j}",
-                        study_id=study.study_id,
-                        patient_id=study.patient_id,
-                        split=study.split,
-                        **seqs,
-                        x_mm=round(float(point[0]), 2),
-                        y_mm=round(float(point[1]), 2),
-                        z_mm=round(float(point[2]), 2),
-                        compartment="none",
-                        fracture="none",
-                        level=study.level,
-                        finding="normal",
+                    normal_record(
+                        case_id, study.study_id, study.patient_id, seqs, point, study.level, split=study.split
                     )
                 )
         summary["studies"] += 1
