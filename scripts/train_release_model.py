@@ -6,12 +6,14 @@
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
 3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~40 min on 2 cores), then
-   two hard-negative rounds for scan mode: the scan candidates of a model on the untouched
+   three hard-negative rounds for scan mode: the scan candidates of a model on the untouched
    train/val real spines become normal ROIs (``data/real-hardneg``: of the first stage;
-   ``data/real-hardneg2``: of a fine-tuning on the first round), and
-   ``experiment=release_finetune`` fine-tunes the first stage on everything plus many more
-   normal ROIs around the untouched spines (``data/real-normals-dense``) and both rounds
-4. copy the second run's model folder to ``models/spinelesion-demo``
+   ``data/real-hardneg2``: of a fine-tuning on the first round; ``data/real-hardneg3``: of a
+   fine-tuning on both, mined with the scan's 8 mm walk), and ``experiment=release_finetune``
+   fine-tunes the first stage on everything plus many more normal ROIs around the untouched
+   spines (``data/real-normals-dense``), on their canals (``data/real-canal-dense``) and
+   the three rounds
+4. copy the last fine-tuning's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
    shared manifest; scan mode on the held-out untouched real studies. All recorded in the
@@ -80,11 +82,20 @@ def make_data() -> None:
             "variants_per_subject=0",
             "normal_rois={per_body: 0, discs: false, canal: false, background: 0, region: 40}",
         )
+    if not (ROOT / "data" / "real-canal-dense" / "manifest.csv").is_file():
+        run(
+            str(BIN / "spinelesion-insert"),
+            "output_dir=data/real-canal-dense",
+            f"backgrounds={REAL_NORMALS}",
+            "variants_per_subject=0",
+            "normal_rois={per_body: 0, discs: false, canal: true, per_canal: 6, background: 0, region: 0}",
+        )
 
 
 # Hard-negative mining: looser than prediction's scan, so that near misses are mined too.
 MINING = {"threshold": 0.3, "max_rois": 16, "min_distance_mm": 15, "copies": 2, "jitter_mm": 3.0, "seed": 0}
 COARSE = {"stride_mm": None, "sigma_scale": 0.125}  # the scan before 2026-11-30: windows 15-22 mm apart
+FINE: dict[str, Any] = {}  # today's scan (8 mm walk)
 
 
 def manifests(rounds: int) -> str:
@@ -182,31 +193,34 @@ def main() -> None:
     if "--data-only" in sys.argv:
         return
     if "--eval-only" not in sys.argv:
-        first, second = ROOT / "outputs" / "release", ROOT / "outputs" / "release_ft"
+        first = ROOT / "outputs" / "release"
         run(str(BIN / "spinelesion-train"), "experiment=release", f"hydra.run.dir={first}")
         # Hard-negative rounds: mine what a model still calls a lesion in the untouched train/val
-        # spines, fine-tune the first stage on every round so far. The released model's two
-        # rounds ran the scan's former coarse walk (COARSE): with today's fine walk it still makes
-        # false calls (model card), so the next release adds a round mined with it.
+        # spines, fine-tune the first stage on every round so far. Rounds 1-2 ran the scan's
+        # former coarse walk (COARSE), round 3 today's 8 mm walk, which sees many more places.
         mine(first / "model", "real-hardneg", COARSE)
-        round1 = ROOT / "outputs" / "release_ft_round1"
+        round1, round2 = ROOT / "outputs" / "release_ft_round1", ROOT / "outputs" / "release_ft"
+        for folder, rounds, epochs in ((round1, 1, 10), (round2, 2, 15)):
+            if rounds == 2:
+                mine(round1 / "model", "real-hardneg2", COARSE)
+            run(
+                str(BIN / "spinelesion-train"),
+                "experiment=release_finetune",
+                f"init_from={first / 'model'}",
+                f"hydra.run.dir={folder}",
+                f"data.manifest={manifests(rounds)}",
+                f"trainer.max_epochs={epochs}",
+            )
+        mine(round2 / "model", "real-hardneg3", FINE)
+        last = ROOT / "outputs" / "release_ft3"
         run(
             str(BIN / "spinelesion-train"),
-            "experiment=release_finetune",
+            "experiment=release_finetune",  # every round and the dense canal normals
             f"init_from={first / 'model'}",
-            f"hydra.run.dir={round1}",
-            f"data.manifest={manifests(1)}",
-            "trainer.max_epochs=10",
-        )
-        mine(round1 / "model", "real-hardneg2", COARSE)
-        run(
-            str(BIN / "spinelesion-train"),
-            "experiment=release_finetune",
-            f"init_from={first / 'model'}",
-            f"hydra.run.dir={second}",
+            f"hydra.run.dir={last}",
         )
         shutil.rmtree(MODEL, ignore_errors=True)
-        shutil.copytree(second / "model", MODEL)
+        shutil.copytree(last / "model", MODEL)
     for folder, label in LABELS:
         out = ROOT / "outputs" / f"eval_{folder}"
         record_metrics(label, evaluate(ROOT / "data" / folder / "manifest.csv", out))

@@ -129,3 +129,31 @@ def test_metrics_report_the_rule_and_argmax_side_by_side():
         plain["compartment"]["balanced_accuracy"]
         == plain["compartment"]["decision"]["balanced_accuracy_argmax"]
     )
+
+
+def test_fitted_rule_keeps_normal_sensitivity_and_still_helps_rare_classes():
+    """In a real study most bodies are normal: the rule may not buy rare-class sensitivity
+    with false lesion calls on normal ROIs (more than NORMAL_RECALL_DROP below argmax)."""
+    from spinelesion.models.decision import NORMAL_RECALL_DROP, recall_of
+
+    z_val, y_val = _logits(3000, 0)
+    p_val = softmax_np(z_val)
+    free = fit_offsets(p_val, y_val)
+    assert recall_of(y_val, decide(p_val, free), 0) < recall_of(y_val, decide(p_val, None), 0) - 0.05, (
+        "the synthetic case must be one where the unconstrained rule sacrifices normals"
+    )
+    # both tasks from the same ranker (fracture: its first three classes, the rarest merged)
+    probs = {t: softmax_np(z_val[:, : len(TASKS[t])]) for t in TASKS}
+    targets = {t: np.minimum(y_val, len(TASKS[t]) - 1) for t in TASKS}
+    rule = fit_rule(probs, targets)
+    for t in TASKS:
+        arg, kept = decide(probs[t], None), rule.labels(t, probs[t])
+        assert recall_of(targets[t], kept, 0) >= recall_of(targets[t], arg, 0) - NORMAL_RECALL_DROP - 1e-9
+        assert rule.info["validation_normal_sensitivity_rule"][t] >= (
+            rule.info["validation_normal_sensitivity_argmax"][t] - NORMAL_RECALL_DROP - 1e-9
+        )
+    c = rule.labels("compartment", probs["compartment"])
+    a = decide(probs["compartment"], None)
+    y = targets["compartment"]
+    assert recall_of(y, c, 3) > recall_of(y, a, 3) + 0.1  # the rarest class still gains
+    assert balanced_accuracy_of(y, c) > balanced_accuracy_of(y, a) + 0.03

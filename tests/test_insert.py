@@ -303,3 +303,31 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
         read_manifests([first, clash])
     dm = SpineDataModule([first, second], cache_dir=None, progress=False, check_geometry=False)
     assert len(dm.load_manifest().rows) == 2 * n
+
+
+def test_dense_canal_normals_sit_in_each_levels_canal(toy_root: Path, tmp_path: Path) -> None:
+    """normal_rois.per_canal: the canal centre of every level and jittered copies of it, all
+    normal (the real cord and roots seen as they are, where intradural lesions get painted)."""
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.insert.dataset import generate_inserted
+
+    cfg = dict(
+        CFG,
+        backgrounds=str(toy_root),
+        output_dir=str(tmp_path / "canal"),
+        variants_per_subject=0,
+        workers=1,
+        progress=False,
+        levels=["L1", "L2", "L3"],
+        normal_rois={"per_body": 0, "discs": False, "canal": True, "per_canal": 4, "jitter_mm": 3.0},
+    )
+    rows = read_manifest(generate_inserted(cfg), geometry=True).rows
+    assert {r.finding for r in rows} == {"normal"} and all("_canal" in r.case_id for r in rows)
+    by_level: dict[tuple[str, str], list[np.ndarray]] = {}
+    for r in rows:
+        by_level.setdefault((r.study_id, r.level), []).append(np.asarray(r.center_lps))
+    assert len(by_level) == 2 * 3 and all(len(v) == 4 for v in by_level.values())
+    for points in by_level.values():
+        centre, copies = points[0], np.array(points[1:])
+        offsets = np.abs(copies - centre)
+        assert offsets.max() <= 3.0 + 1e-6 and offsets.max() > 0.1  # jittered, within the jitter

@@ -86,7 +86,11 @@ def normal_records(
         for k in range(int(cfg.get("per_body", 1))):  # the centre, then jittered copies
             add(f.centre + (rng.uniform(-jitter, jitter, 3) if k else 0.0), f.level, "body")
         if cfg.get("canal", True):
-            add(f.to_world(np.array([0.0, 0.5 * sum(f.canal), 0.0])), f.level, "canal")
+            canal = f.to_world(np.array([0.0, 0.5 * sum(f.canal), 0.0]))
+            # the canal centre, then jittered copies: the real cord, conus and roots there are
+            # what the intradural and intramedullary insertions are painted into
+            for k in range(max(int(cfg.get("per_canal", 1)), 1)):
+                add(canal + (rng.uniform(-jitter, jitter, 3) if k else 0.0), f.level, "canal")
         if cfg.get("discs", True) and i + 1 < len(an.bodies):
             below = an.bodies[i + 1]
             mid = 0.5 * (

@@ -4,7 +4,10 @@
 (intramedullary, pathologic fracture) is named only when it is very sure. The label a user
 sees should be right for every class, so the rule picks ``argmax(log p + b)`` with one
 offset ``b_c`` per class, fitted on the validation split to maximise balanced accuracy
-(mean per-class sensitivity). For a calibrated model ``b = -log prior`` is the Bayes rule
+(mean per-class sensitivity) without lowering the normal class's sensitivity by more than
+``NORMAL_RECALL_DROP``: in a real study most vertebrae are normal, so a rule that buys
+rare-class sensitivity with false lesion calls on normal bodies (which balanced accuracy,
+weighing "none" as one class in four, would accept) is wrong where it is used. For a calibrated model ``b = -log prior`` is the Bayes rule
 for balanced error; the fit starts there (and at zero, since class-weighted training may
 have rebalanced already) and refines each offset by coordinate search. Offsets are stored
 as plain JSON numbers in ``metadata.json`` under ``decision``; a model folder without them
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 KIND = "log_offsets"
 _GRID = np.linspace(-3.0, 3.0, 61)
+NORMAL = 0  # index of "none" in every task (labels.TASKS)
+NORMAL_RECALL_DROP = 0.01  # the rule may lower the normal class's validation sensitivity this much
 
 
 def decide(probs: np.ndarray, offsets: Sequence[float] | None) -> np.ndarray:
@@ -45,10 +50,24 @@ def balanced_accuracy_of(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(recalls)) if recalls else float("nan")
 
 
+def recall_of(y: np.ndarray, pred: np.ndarray, c: int) -> float:
+    """Sensitivity for class ``c`` (nan when absent)."""
+    m = np.asarray(y) == c
+    return float((np.asarray(pred)[m] == c).mean()) if m.any() else float("nan")
+
+
 def fit_offsets(
-    probs: np.ndarray, y: np.ndarray, min_count: int = 5, sweeps: int = 3, min_gain: float = 1e-3
+    probs: np.ndarray,
+    y: np.ndarray,
+    min_count: int = 5,
+    sweeps: int = 3,
+    min_gain: float = 1e-3,
+    keep_recall: Mapping[int, float] | None = None,
 ) -> np.ndarray:
     """Offsets maximising balanced accuracy of :func:`decide` on (``probs``, ``y``).
+
+    ``keep_recall`` maps a class to the most its sensitivity may fall below argmax's
+    (offsets that break it score as infeasible).
 
     Classes with fewer than ``min_count`` known rows keep offset 0 relative to the others
     (too few to tune on). A change is kept only when it gains at least ``min_gain``, and
@@ -65,8 +84,17 @@ def fit_offsets(
     tunable = [c for c in range(n_cls) if counts[c] >= min_count]
     logp = np.log(np.clip(p, 1e-12, None))
 
+    floors = {
+        c: recall_of(y, logp.argmax(1), c) - drop
+        for c, drop in (keep_recall or {}).items()
+        if c < n_cls and counts[c]
+    }
+
     def score(b: np.ndarray) -> float:
-        return balanced_accuracy_of(y, (logp + b[None]).argmax(1))
+        pred = (logp + b[None]).argmax(1)
+        if any(recall_of(y, pred, c) < f - 1e-12 for c, f in floors.items()):
+            return -1.0
+        return balanced_accuracy_of(y, pred)
 
     prior = counts / counts.sum()
     bayes = np.where(counts >= min_count, -np.log(np.clip(prior, 1e-6, None)), 0.0)
@@ -143,18 +171,26 @@ class DecisionRule:
 
 
 def fit_rule(
-    probs: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray], min_count: int = 5
+    probs: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
+    min_count: int = 5,
+    normal_recall_drop: float = NORMAL_RECALL_DROP,
 ) -> DecisionRule:
-    """Fit offsets per task; ``info`` records validation balanced accuracy before and after."""
+    """Fit offsets per task, the normal class's sensitivity kept within ``normal_recall_drop``
+    of argmax's; ``info`` records validation balanced accuracy and normal sensitivity before and after."""
     offsets: dict[str, list[float]] = {}
     before: dict[str, float] = {}
     after: dict[str, float] = {}
+    normal_before: dict[str, float] = {}
+    normal_after: dict[str, float] = {}
     for task in TASKS:
         p, y = np.asarray(probs[task]), np.asarray(targets[task])
-        b = fit_offsets(p, y, min_count=min_count)
+        b = fit_offsets(p, y, min_count=min_count, keep_recall={NORMAL: normal_recall_drop})
         offsets[task] = [float(v) for v in b]
         before[task] = round(balanced_accuracy_of(y, decide(p, None)), 4)
         after[task] = round(balanced_accuracy_of(y, decide(p, b)), 4)
+        normal_before[task] = round(recall_of(y, decide(p, None), NORMAL), 4)
+        normal_after[task] = round(recall_of(y, decide(p, b), NORMAL), 4)
     n = {t: int((np.asarray(targets[t]) != IGNORE_INDEX).sum()) for t in TASKS}
     info = {
         "objective": "balanced_accuracy",
@@ -162,6 +198,9 @@ def fit_rule(
         "n": n,
         "validation_balanced_accuracy_argmax": before,
         "validation_balanced_accuracy_rule": after,
+        "normal_recall_drop_allowed": normal_recall_drop,
+        "validation_normal_sensitivity_argmax": normal_before,
+        "validation_normal_sensitivity_rule": normal_after,
     }
     log.info("decision rule (log offsets) %s: validation balanced accuracy %s -> %s", offsets, before, after)
     return DecisionRule(offsets, info)
