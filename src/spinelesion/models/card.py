@@ -175,12 +175,20 @@ def _decision_text(meta: dict[str, Any]) -> str:
         f"{t}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(TASKS[t], o, strict=False))
         for t, o in (dec.get("offsets") or {}).items()
     )
-    return (
+    text = (
         "The label shown is argmax(log p + offset), offsets fitted on the validation split to maximise "
         f"balanced accuracy, so rare classes are named when they should be ({offs}); validation balanced "
         f"accuracy {dec.get('validation_balanced_accuracy_argmax')} with argmax -> "
-        f"{dec.get('validation_balanced_accuracy_rule')} with the rule. Probabilities are unchanged."
+        f"{dec.get('validation_balanced_accuracy_rule')} with the rule."
     )
+    if dec.get("normal_recall_drop_allowed") is not None:
+        text += (
+            f" The offsets are averaged over {dec.get('bootstrap_resamples')} bootstrap resamples and may "
+            f"lower the normal class's validation sensitivity by at most {dec['normal_recall_drop_allowed']} "
+            f"(argmax {dec.get('validation_normal_sensitivity_argmax')} -> rule "
+            f"{dec.get('validation_normal_sensitivity_rule')}): most vertebrae of a real study are normal."
+        )
+    return text + " Probabilities are unchanged."
 
 
 def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
