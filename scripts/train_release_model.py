@@ -88,7 +88,7 @@ def make_data() -> None:
             "output_dir=data/real-canal-dense",
             f"backgrounds={REAL_NORMALS}",
             "variants_per_subject=0",
-            "normal_rois={per_body: 0, discs: false, canal: true, per_canal: 6, background: 0, region: 0}",
+            "normal_rois={per_body: 0, discs: false, canal: true, per_canal: 6, background: 0, region: 0, tag: dense_}",
         )
 
 

@@ -74,10 +74,17 @@ def normal_records(
     seqs = {s: os.path.relpath(p.resolve(), out) for s, p in spec.sequences.items()}
     recs: list[dict[str, Any]] = []
 
+    tag = str(cfg.get("tag", ""))  # keeps case ids unique when several ROI sets of a study are mixed
+
     def add(centre: np.ndarray, level: str, kind: str) -> None:
         recs.append(
             normal_record(
-                f"{spec.study_id}_{kind}{len(recs):02d}", spec.study_id, spec.subject, seqs, centre, level
+                f"{spec.study_id}_{tag}{kind}{len(recs):02d}",
+                spec.study_id,
+                spec.subject,
+                seqs,
+                centre,
+                level,
             )
         )
 
