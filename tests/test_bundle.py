@@ -89,6 +89,7 @@ def _bundle_probs(path: Path) -> dict[str, np.ndarray]:
     return {t: np.array([[r[t]["probabilities"][c] for c in TASKS[t]] for r in rois]) for t in TASKS}
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
     result = export_bundle(model_dir, tmp_path / "bundle")
     for rel in (

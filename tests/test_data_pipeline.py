@@ -18,6 +18,9 @@ from spinelesion.data.manifest import read_manifest
 from spinelesion.data.roi import RoiSpec
 from spinelesion.labels import SEQUENCES
 
+# Every test reads the session's tiny_dataset (24 generated studies, minutes on the 2-core CPU).
+pytestmark = pytest.mark.slow
+
 
 def dm_for(manifest: Path, cache: Path | None, **kw: object) -> SpineDataModule:
     args = {"batch_size": 4, "num_workers": 0, "progress": False, "seed": 3}
@@ -106,7 +109,6 @@ def test_second_epoch_and_second_run_read_no_dicom_and_a_changed_file_is_reread(
     assert reread == {row["study_id"]}
 
 
-@pytest.mark.slow  # > 20 s on the 2-core CPU
 def test_same_seed_same_batches(tiny_dataset: Path, tmp_path: Path):
     def first_batches(seed: int) -> list[torch.Tensor]:
         dm = dm_for(tiny_dataset, tmp_path / "cache", seed=seed)

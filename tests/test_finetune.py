@@ -61,6 +61,7 @@ def first_step_loss(module, b: dict[str, torch.Tensor]) -> float:  # noqa: ANN00
         return float(module._losses(module(b["image"], b["available"]), b)["total"])
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_fine_tuning_starts_from_the_loaded_weights(released: Path):
     module, cfg = module_for(released)
     assert cfg.model.net.backbone == "spinecnn" and list(cfg.model.net.widths) == NET["widths"]

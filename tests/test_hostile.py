@@ -429,6 +429,7 @@ def test_crops_are_built_in_bounded_batches_whatever_the_number_of_rois(tmp_path
     assert len(res.rois) == 22 and sum(seen) == 22 and max(seen) <= 4
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_a_100k_row_manifest_is_listed_without_building_crops(tmp_path: Path):
     from spinelesion.inference.inputs import discover_inputs
 
@@ -699,6 +700,7 @@ def cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[
         )
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 @pytest.mark.parametrize("module", ["spinelesion.evaluate", "spinelesion.train"])
 def test_every_command_exits_2_with_a_message_not_a_traceback_on_a_bad_manifest(
     module: str, tmp_path: Path, model_dir: Path

@@ -190,6 +190,7 @@ def test_collapse_and_bulge_change_shape_on_the_grid(toy) -> None:
     assert wall_after >= wall_before + 2  # posterior wall bulges into the canal
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_dataset_manifest_splits_and_crops(toy_root: Path, tmp_path: Path) -> None:
     from spinelesion.data.manifest import read_manifest
     from spinelesion.insert.dataset import generate_inserted
@@ -227,6 +228,7 @@ def test_dataset_manifest_splits_and_crops(toy_root: Path, tmp_path: Path) -> No
     assert header[:4] == ["case_id", "study_id", "patient_id", "split"]
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 @pytest.mark.skipif(not (REAL_NORMALS / "vb2_02").is_dir(), reason="needs ../shared/data/real-normals")
 def test_real_background_anatomy_and_insertion() -> None:
     specs = discover_backgrounds(REAL_NORMALS, native_mm=CFG["native_mm"])

@@ -22,7 +22,7 @@ SMALL = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
     [
         (SMALL, (32, 48, 48)),
         ({"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}, (16, 24, 24)),
-        ({"backbone": "densenet121", "hidden": 8}, (32, 48, 48)),
+        pytest.param({"backbone": "densenet121", "hidden": 8}, (32, 48, 48), marks=pytest.mark.slow),
         ({"backbone": "resnet", "depth": 10, "widths": [4, 8, 8, 8], "hidden": 8}, (32, 48, 48)),
     ],
 )

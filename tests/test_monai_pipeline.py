@@ -234,6 +234,7 @@ def test_bench_compares_both_paths_and_both_augmentations(manifest: Path):
     assert out["default"] in ("bank", "monai") and len(_monai_path_rows(out)) == 7
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_two_training_steps_through_lightning_on_the_monai_path(manifest: Path, tmp_path: Path):
     """spinelesion-train with data.pipeline=monai and a user transform: the MONAI loader feeds the
     Lightning loop and the batched augmentation hook (two steps only)."""

@@ -142,7 +142,7 @@ def test_suffix_check_and_project_errors(tmp_path: Path):
 REAL = [
     "sct_t2_cervical/t2.nii.gz",
     "totalseg_mr_abdomen/example_mr_sm.nii.gz",
-    "totalseg_ct_dicom_thoracolumbar/dicom",
+    pytest.param("totalseg_ct_dicom_thoracolumbar/dicom", marks=pytest.mark.slow),  # > 3 s
 ]
 
 

@@ -88,6 +88,7 @@ def _pixels(folder: Path) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_same_seed_same_pixel_bytes_any_worker_count(tmp_path: Path):
     from conftest import generate
 
@@ -103,6 +104,7 @@ def test_same_seed_same_pixel_bytes_any_worker_count(tmp_path: Path):
     assert not common or any(pa[k] != pc[k] for k in common)
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_generated_manifest_passes_and_corrupted_copies_are_rejected(tiny_dataset: Path, tmp_path: Path):
     m = read_manifest(tiny_dataset, geometry=True)
     assert len(m.rows) > 20
@@ -133,6 +135,7 @@ def test_generated_manifest_passes_and_corrupted_copies_are_rejected(tiny_datase
     assert "row 3, column 't2'" in text and "does not exist" in text
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_make_data_cli(tmp_path: Path):
     proc = subprocess.run(
         [

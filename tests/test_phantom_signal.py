@@ -17,6 +17,10 @@ from helpers_phantom import (
 from spinelesion.phantom.anatomy import sac_distance
 from spinelesion.phantom.canvas import soft
 
+# Every test renders whole phantom studies (> 3 s each on the 2-core CPU). The fast tier keeps the
+# phantom's plans, tissue tables, acquisition and writer (test_phantom_signs.py, test_phantom_output.py).
+pytestmark = pytest.mark.slow
+
 
 def lesion(study, name: str | None = None):
     f = study.findings[0] if name is None else next(x for x in study.findings if x.name == name)

@@ -146,6 +146,7 @@ def run_predict(args: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Path, random_model: Path):
     from hydra import compose, initialize_config_dir
 
@@ -247,6 +248,7 @@ def test_one_corrupt_study_is_reported_and_the_others_finish(
     assert len(items) + len(failures) >= 3
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_missing_input_exits_nonzero(tmp_path: Path, random_model: Path):
     proc = run_predict(
         [
@@ -350,6 +352,7 @@ class CentreProbeNet(ProbeNet):
         return torch.cat([-s, s, -s, -s], 1), torch.cat([-s, -s, s], 1)
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_scan_proposes_the_planted_lesion_first_and_writes_probability_maps(tmp_path: Path):
     lesion = np.array([6.0, -2.0, 12.0])
     vol = blob_volume(SAG, (1.0, 1.0, 3.0), 4.0, lesion)

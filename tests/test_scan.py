@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -50,6 +51,7 @@ def test_window_overlap_reaches_the_stride_on_every_axis():
     assert coarse == [0.75, 0.75, 0.75]
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_fine_stride_centres_a_window_on_a_lesion_the_coarse_one_walks_past():
     blob = np.array([41.0, 57.0, 76.0])  # off the coarse windows' centres
     array = _volume(blob)

@@ -104,6 +104,7 @@ def test_what_the_fast_encoder_does_not_cover_goes_to_pydicom(dicom_objects: dic
     assert str(pydicom.dcmread(path).PatientName) == "Müller^Jürgen"
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_gradcam_for_both_tasks_equals_monai_per_roi():
     pytest.importorskip("monai")
     from spinelesion.inference.saliency import cam_maps, gradcam_all_tasks, saliency
