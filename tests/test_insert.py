@@ -321,10 +321,10 @@ def test_dense_canal_normals_sit_in_each_levels_canal(toy_root: Path, tmp_path: 
         workers=1,
         progress=False,
         levels=["L1", "L2", "L3"],
-        normal_rois={"per_body": 0, "discs": False, "canal": True, "per_canal": 4, "jitter_mm": 3.0},
+        normal_rois={"per_body": 0, "discs": False, "per_canal": 4, "tag": "dense_"},
     )
     rows = read_manifest(generate_inserted(cfg), geometry=True).rows
-    assert {r.finding for r in rows} == {"normal"} and all("_canal" in r.case_id for r in rows)
+    assert {r.finding for r in rows} == {"normal"} and all("_dense_canal" in r.case_id for r in rows)
     by_level: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in rows:
         by_level.setdefault((r.study_id, r.level), []).append(np.asarray(r.center_lps))
