@@ -146,7 +146,7 @@ def real_checks() -> dict[str, Any]:
     }
     with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
         test_subjects = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == "test"})
-    scans = []
+    scans, scanned = [], []
     for subject in test_subjects:
         t2 = REAL_NORMALS / subject / "t2.nii.gz"
         if not t2.is_file():
@@ -162,7 +162,8 @@ def real_checks() -> dict[str, Any]:
         )
         # One study per run, named after its file ("t2"): name it after the subject here.
         scans.extend(dict(r, study_id=subject) for r in read_rows(dest / "predictions.csv"))
-    result["scan_untouched_heldout"] = scan_false_calls(scans)
+        scanned.append(subject)
+    result["scan_untouched_heldout"] = scan_false_calls(scans, scanned)
     result["heldout_subjects"] = test_subjects
     (out / "real_checks.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

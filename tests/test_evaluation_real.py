@@ -100,6 +100,10 @@ def test_scan_false_calls_per_study() -> None:
     assert out["studies"] == 3 and out["false_calls"] == 2
     assert abs(out["false_calls_per_study"] - 2 / 3) < 1e-9
     assert out["per_study"] == {"a": 1, "b": 1, "c": 0}
+    # a scanned study without any candidate has no row, and still counts
+    out = scan_false_calls(rows, studies=["a", "b", "c", "d"])
+    assert out["studies"] == 4 and out["false_calls"] == 2 and out["per_study"]["d"] == 0
+    assert abs(out["false_calls_per_study"] - 2 / 4) < 1e-9
 
 
 def test_model_card_reports_real_anatomy(tmp_path) -> None:

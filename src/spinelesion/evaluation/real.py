@@ -118,23 +118,29 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     }
 
 
-def scan_false_calls(prediction_rows: Iterable[Mapping[str, str]]) -> dict[str, Any]:
-    """False lesion calls per study of ``predict``'s scan-mode ``predictions.csv`` on normal studies."""
+def scan_false_calls(
+    prediction_rows: Iterable[Mapping[str, str]], studies: Iterable[str] = ()
+) -> dict[str, Any]:
+    """False lesion calls per study of ``predict``'s scan-mode ``predictions.csv`` on normal studies.
+
+    ``studies`` names every study that was scanned: one where the scan proposed nothing has
+    no row, yet counts (0 false calls) in the denominator.
+    """
     per_study: dict[str, int] = defaultdict(int)
-    candidates: dict[str, int] = defaultdict(int)
+    candidates: dict[str, int] = {s: 0 for s in studies}
     for r in prediction_rows:
         study = r["study_id"]
-        candidates[study] += 1
+        candidates[study] = candidates.get(study, 0) + 1
         if r["compartment_label"] != "none" or r["fracture_label"] != "none":
             per_study[study] += 1
-    studies = sorted(candidates)
-    calls = [per_study[s] for s in studies]
+    names = sorted(candidates)
+    calls = [per_study[s] for s in names]
     return {
-        "studies": len(studies),
+        "studies": len(names),
         "candidates": int(sum(candidates.values())),
         "false_calls": int(sum(calls)),
         "false_calls_per_study": float(np.mean(calls)) if calls else None,
-        "per_study": {s: per_study[s] for s in studies},
+        "per_study": {s: per_study[s] for s in names},
     }
 
 
