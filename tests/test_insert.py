@@ -333,3 +333,31 @@ def test_dense_canal_normals_sit_in_each_levels_canal(toy_root: Path, tmp_path: 
         centre, copies = points[0], np.array(points[1:])
         offsets = np.abs(copies - centre)
         assert offsets.max() <= 3.0 + 1e-6 and offsets.max() > 0.1  # jittered, within the jitter
+
+
+@pytest.mark.slow  # > 3 s on the 2-core CPU
+def test_a_second_insertion_set_of_the_same_subjects_mixes(toy_root: Path, tmp_path: Path) -> None:
+    """variant_tag: inserted study ids of a second set (e.g. more intradural lesions) stay
+    unique beside the first set's, so both join one training mix."""
+    from spinelesion.data.datamodule import read_manifests
+    from spinelesion.insert.dataset import generate_inserted
+
+    base = dict(CFG, backgrounds=str(toy_root), workers=1, progress=False, levels=["L1", "L2", "L3"])
+    first = generate_inserted(dict(base, output_dir=str(tmp_path / "a"), variants_per_subject=1))
+    weights = {k: (1.0 if k == "meningioma" else 0.0) for k in CFG["finding_weights"]}
+    second = generate_inserted(
+        dict(
+            base,
+            output_dir=str(tmp_path / "b"),
+            variants_per_subject=1,
+            variant_tag="idem_",
+            seed=1,
+            finding_weights=weights,
+            normal_rois={"per_body": 0, "discs": False, "canal": False, "background": 0, "region": 0},
+        )
+    )
+    rows = read_manifests([second]).rows
+    assert rows and all("_idem_ins" in r.study_id for r in rows)
+    assert {r.finding for r in rows} == {"meningioma"}
+    mix = read_manifests([first, second]).rows
+    assert len(mix) == len(read_manifests([first]).rows) + len(rows)

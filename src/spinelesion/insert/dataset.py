@@ -195,7 +195,7 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         rng = np.random.default_rng([int(cfg["seed"]), index, v + 1])
         name, label = choose(rng, an, cfg["finding_weights"])
         ctx = insert_finding(bg, an, name, label, rng, cfg["rates"])
-        study_id = f"{spec.study_id}_ins{v:03d}"
+        study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}ins{v:03d}"
         # A second level or a lateral mass can fall outside a small field of view: such a ROI
         # has no image to read and is left out (the crop still covers what lies inside).
         inside = [r for r in ctx.rois if Volume(bg.bodies, bg.affine).contains(r.centre)]
