@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def dm_for(manifest: Path, cache: Path | None, **kw: object) -> SpineDataModule:
     args = {"batch_size": 4, "num_workers": 0, "progress": False, "seed": 3}
     args.update(kw)
-    return SpineDataModule(manifest, cache_dir=cache, **args)  # type: ignore[arg-type]
+    return SpineDataModule(manifest, cache_dir=cache, **args)  # type: ignore[arg-type]  # test options of mixed types
 
 
 @pytest.fixture()

@@ -422,7 +422,7 @@ def test_crops_are_built_in_bounded_batches_whatever_the_number_of_rois(tmp_path
         seen.append(len(centers))
         return crops(array, affine, available, centers)
 
-    predictor.crops = spy  # type: ignore[method-assign]
+    predictor.crops = spy  # type: ignore[method-assign]  # a spy in its place
     rois = [RoiRequest(f"r{i:03d}", CENTRE + [i % 5, 0, 0]) for i in range(22)]
     vol = volume()
     res = predictor.predict_study(StudyInput("s", "mem", lambda: Study("s", {"t2": vol}), rois), tmp_path)
@@ -755,13 +755,13 @@ def test_run_main_turns_any_error_into_exit_2_and_one_line_unless_full_errors_ar
     log = logging.getLogger("spinelesion.test")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as info:
-        run_main(no_study, None, log)  # type: ignore[arg-type]
+        run_main(no_study, None, log)  # type: ignore[arg-type]  # the failing task ignores its config
     assert info.value.code == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == ["no study of m.csv could be read: [...]"]
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(RuntimeError, match="no study"):
-        run_main(no_study, None, log)  # type: ignore[arg-type]
+        run_main(no_study, None, log)  # type: ignore[arg-type]  # as above
 
 
 def test_evaluation_refuses_a_manifest_whose_crops_would_not_fit_in_memory(tmp_path: Path):

@@ -50,7 +50,7 @@ def test_marker_at_an_lps_point_is_found_there_in_dicom_and_nifti(tmp_path: Path
         [],
         [],
         None,
-        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # no series: the writer must cope
         {"age": 50, "sex": "F", "region": "lumbar", "field_strength": 1.5},
     )
     paths = write_study(study, tmp_path, ["dicom", "nifti"], seed=0)

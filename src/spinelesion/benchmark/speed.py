@@ -263,7 +263,7 @@ def export_runtimes(
         with torch.inference_mode():
             eager = measure(lambda: net(image, available), repeats=repeats, warmup=2)
             script = measure(lambda: ts(image, available), repeats=repeats, warmup=2)
-        onnx = measure(lambda: sess.run(None, feeds), repeats=repeats, warmup=2)  # type: ignore[attr-defined]
+        onnx = measure(lambda: sess.run(None, feeds), repeats=repeats, warmup=2)  # type: ignore[attr-defined]  # onnxruntime's stubs omit InferenceSession.run
         diffs = parity(net, ts_path, onnx_path, spec.shape)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

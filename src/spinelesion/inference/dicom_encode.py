@@ -76,13 +76,13 @@ def _value(vr: str, elem: Any, encodings: list[str]) -> bytes:
 
         buf = DicomBytesIO()
         buf.is_little_endian, buf.is_implicit_VR = True, False
-        fn, _param = writers[vr]  # type: ignore[index]
+        fn, _param = writers[vr]  # type: ignore[index]  # pydicom types writers' keys as its VR enum; a str VR is one
         if vr == "PN":
-            fn(buf, elem, encodings=encodings)  # type: ignore[operator]
+            fn(buf, elem, encodings=encodings)  # type: ignore[operator]  # pydicom's writer table is typed loosely
             data = buf.getvalue()
             _ascii(data.decode("latin-1"))  # another character set could encode it otherwise
         else:
-            fn(buf, elem)  # type: ignore[operator]
+            fn(buf, elem)  # type: ignore[operator]  # pydicom's writer table is typed loosely
             data = buf.getvalue()
         return data
     raise Unsupported(f"VR {vr}")

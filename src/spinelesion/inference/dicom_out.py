@@ -202,7 +202,7 @@ def _unit_uint8_segmentation() -> Any:
     if not all(hasattr(base, n) for n in ("_check_and_cast_pixel_array", "_get_segment_pixel_array")):
         return None
 
-    class UnitUint8Segmentation(base):  # type: ignore[misc, valid-type]
+    class UnitUint8Segmentation(base):  # type: ignore[misc, valid-type]  # base is a variable: highdicom's class, checked above
         @classmethod
         def _check_and_cast_pixel_array(
             cls, pixel_array: Any, segment_numbers: np.ndarray, segmentation_type: Any, dtype: type

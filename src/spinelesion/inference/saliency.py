@@ -205,7 +205,7 @@ def saliency(
     try:
         for t, task in enumerate(TASKS):
             if method == "occlusion":
-                out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]
+                out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]  # kwargs: the occlusion settings a caller passes through
             elif method == "gradcam" and t == 0:
                 out.update(gradcam_all_tasks(net, images, available, class_idx, target_layer))
             elif method != "gradcam":

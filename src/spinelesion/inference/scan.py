@@ -60,7 +60,7 @@ def scan_grid(
     out = np.eye(4)
     out[:3, :3] = np.diag(spacing)
     out[:3, 3] = centre - np.asarray(spacing) * (size - 1) / 2
-    return out, tuple(int(s) for s in size)  # type: ignore[return-value]
+    return out, (int(size[0]), int(size[1]), int(size[2]))
 
 
 def window_overlap(spec: RoiSpec, cfg: ScanConfig) -> list[float]:
