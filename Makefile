@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~4 min)"
 	@echo "make test   - set up, then run the test suite (complete: what CI runs)"
-	@echo "make test-fast - the tests not marked slow, for the edit loop (~1 min on an idle 2-core CPU, est.)"
+	@echo "make test-fast - the tests not marked slow, for the edit loop (55 s on the idle 2-core CPU, measured 2026-11-30)"
 	@echo "make lint   - ruff check, ruff format --check, mypy on src/ (CI runs it before the tests)"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
 	@echo "make model  - retrain the released demo model in models/ (phantom + real spines with inserted lesions)"
@@ -44,7 +44,7 @@ test: setup
 
 # One torch thread: beside another job on the 2-core machine, two threads wait on each other. Measured
 # 2026-11-30 beside a training run, back to back: 2.3 min with one thread vs 3.6 with two (4.5 vs 6.8
-# in a busier phase). About 45 s of CPU in all: ~1 min on an idle 2-core machine (estimate).
+# in a busier phase); 55 s on the idle machine (363 tests).
 test-fast: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
