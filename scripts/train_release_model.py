@@ -117,6 +117,18 @@ def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
     )
 
 
+def finetune(init: Path, folder: Path, *overrides: str) -> Path:
+    """``experiment=release_finetune`` from the model folder ``init`` into ``folder``; its model folder."""
+    run(
+        str(BIN / "spinelesion-train"),
+        "experiment=release_finetune",
+        f"init_from={init}",
+        f"hydra.run.dir={folder}",
+        *overrides,
+    )
+    return folder / "model"
+
+
 def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
     run(
         str(BIN / "spinelesion-evaluate"),
@@ -199,29 +211,18 @@ def main() -> None:
         # Hard-negative rounds: mine what a model still calls a lesion in the untouched train/val
         # spines, fine-tune the first stage on every round so far. Rounds 1-2 ran the scan's
         # former coarse walk (COARSE), round 3 today's 8 mm walk, which sees many more places.
-        mine(first / "model", "real-hardneg", COARSE)
-        round1, round2 = ROOT / "outputs" / "release_ft_round1", ROOT / "outputs" / "release_ft"
-        for folder, rounds, epochs in ((round1, 1, 10), (round2, 2, 15)):
-            if rounds == 2:
-                mine(round1 / "model", "real-hardneg2", COARSE)
-            run(
-                str(BIN / "spinelesion-train"),
-                "experiment=release_finetune",
-                f"init_from={first / 'model'}",
-                f"hydra.run.dir={folder}",
-                f"data.manifest={manifests(rounds)}",
-                f"trainer.max_epochs={epochs}",
-            )
-        mine(round2 / "model", "real-hardneg3", FINE)
-        last = ROOT / "outputs" / "release_ft3"
-        run(
-            str(BIN / "spinelesion-train"),
-            "experiment=release_finetune",  # every round and the dense canal normals
-            f"init_from={first / 'model'}",
-            f"hydra.run.dir={last}",
+        outputs = ROOT / "outputs"
+        stage1 = first / "model"
+        mine(stage1, "real-hardneg", COARSE)
+        round1 = finetune(
+            stage1, outputs / "release_ft_round1", f"data.manifest={manifests(1)}", "trainer.max_epochs=10"
         )
+        mine(round1, "real-hardneg2", COARSE)
+        round2 = finetune(stage1, outputs / "release_ft", f"data.manifest={manifests(2)}")
+        mine(round2, "real-hardneg3", FINE)
+        last = finetune(stage1, outputs / "release_ft3")  # every round and the dense canal normals
         shutil.rmtree(MODEL, ignore_errors=True)
-        shutil.copytree(last / "model", MODEL)
+        shutil.copytree(last, MODEL)
     for folder, label in LABELS:
         out = ROOT / "outputs" / f"eval_{folder}"
         record_metrics(label, evaluate(ROOT / "data" / folder / "manifest.csv", out))

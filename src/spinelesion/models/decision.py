@@ -214,7 +214,8 @@ def fit_rule(
     n_boot: int = BOOTSTRAP,
 ) -> DecisionRule:
     """Fit offsets per task (bagged over ``n_boot`` resamples), the normal class's sensitivity
-    kept within ``normal_recall_drop`` of argmax's; ``info`` records validation balanced accuracy and normal sensitivity before and after."""
+    kept within ``normal_recall_drop`` of argmax's; ``info`` records validation balanced
+    accuracy and normal sensitivity before and after."""
     offsets: dict[str, list[float]] = {}
     before: dict[str, float] = {}
     after: dict[str, float] = {}
@@ -224,10 +225,11 @@ def fit_rule(
         p, y = np.asarray(probs[task]), np.asarray(targets[task])
         b = bagged_offsets(p, y, n_boot, keep_recall={NORMAL: normal_recall_drop}, min_count=min_count)
         offsets[task] = [float(v) for v in b]
-        before[task] = round(balanced_accuracy_of(y, decide(p, None)), 4)
-        after[task] = round(balanced_accuracy_of(y, decide(p, b)), 4)
-        normal_before[task] = round(recall_of(y, decide(p, None), NORMAL), 4)
-        normal_after[task] = round(recall_of(y, decide(p, b), NORMAL), 4)
+        arg, ruled = decide(p, None), decide(p, b)
+        before[task] = round(balanced_accuracy_of(y, arg), 4)
+        after[task] = round(balanced_accuracy_of(y, ruled), 4)
+        normal_before[task] = round(recall_of(y, arg, NORMAL), 4)
+        normal_after[task] = round(recall_of(y, ruled, NORMAL), 4)
     n = {t: int((np.asarray(targets[t]) != IGNORE_INDEX).sum()) for t in TASKS}
     info = {
         "objective": "balanced_accuracy",
