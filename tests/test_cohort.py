@@ -170,11 +170,25 @@ def _outputs(folder: Path) -> dict[str, object]:
     return out
 
 
+def predict_command(input_path: Path, out: Path, *overrides: str) -> list[str]:
+    """``spinelesion-predict`` as a separate process (so that it can be killed)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "spinelesion.predict",
+        f"input={input_path}",
+        f"output_dir={out}",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
+
+
 @pytest.mark.slow
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, model: Path):
     import signal
     import subprocess
-    import sys
     import time
 
     for k in range(6):
@@ -182,30 +196,14 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, model: 
     args = [f"model_dir={model}", *FAST, "saliency.png=true", "progress=false"]
     whole = tmp_path / "whole"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spinelesion.predict",
-            f"input={tmp_path / 'cohort'}",
-            f"output_dir={whole}",
-            f"hydra.run.dir={whole}",
-            *args,
-        ],
+        predict_command(tmp_path / "cohort", whole, *args),
         check=True,
         capture_output=True,
         timeout=600,
     )
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "spinelesion.predict",
-            f"input={tmp_path / 'cohort'}",
-            f"output_dir={out}",
-            f"hydra.run.dir={out}",
-            *args,
-        ],
+        predict_command(tmp_path / "cohort", out, *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -217,16 +215,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path: Path, model: 
     done_before = len(list(out.glob("*/predictions.json")))
     assert 2 <= done_before < 6, "the run should be killed mid-way"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spinelesion.predict",
-            f"input={tmp_path / 'cohort'}",
-            f"output_dir={out}",
-            f"hydra.run.dir={out}",
-            "resume=true",
-            *args,
-        ],
+        predict_command(tmp_path / "cohort", out, *args, "resume=true"),
         capture_output=True,
         text=True,
         timeout=600,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,6 +61,12 @@ def _toy_arrays(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.nda
         img = lut[tissue] + rng.normal(0, 8.0, shape).astype(np.float32)
         images[s] = np.clip(img, 0, None)
     return images, bodies
+
+
+def toy_cfg(toy_root: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    """The insertion config on the toy backgrounds (three levels, one worker, quiet)."""
+    base = dict(CFG, backgrounds=str(toy_root), workers=1, progress=False, levels=["L1", "L2", "L3"])
+    return dict(base, output_dir=str(out), **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +202,10 @@ def test_dataset_manifest_splits_and_crops(toy_root: Path, tmp_path: Path) -> No
     from spinelesion.data.manifest import read_manifest
     from spinelesion.insert.dataset import generate_inserted
 
-    cfg = dict(
-        CFG,
-        backgrounds=str(toy_root),
-        output_dir=str(tmp_path / "out"),
+    cfg = toy_cfg(
+        toy_root,
+        tmp_path / "out",
         variants_per_subject=3,
-        workers=1,
-        progress=False,
-        levels=["L1", "L2", "L3"],
         splits={"train": 0.5, "test": 0.5},
     )
     path = generate_inserted(cfg)
@@ -257,14 +260,10 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
     from spinelesion.data.manifest import read_manifest, write_manifest
     from spinelesion.insert.dataset import generate_inserted
 
-    cfg = dict(
-        CFG,
-        backgrounds=str(toy_root),
-        output_dir=str(tmp_path / "a"),
+    cfg = toy_cfg(
+        toy_root,
+        tmp_path / "a",
         variants_per_subject=1,
-        workers=1,
-        progress=False,
-        levels=["L1", "L2", "L3"],
         normal_rois={"per_body": 1},
     )
     first = generate_inserted(cfg)
@@ -313,14 +312,10 @@ def test_dense_canal_normals_sit_in_each_levels_canal(toy_root: Path, tmp_path: 
     from spinelesion.data.manifest import read_manifest
     from spinelesion.insert.dataset import generate_inserted
 
-    cfg = dict(
-        CFG,
-        backgrounds=str(toy_root),
-        output_dir=str(tmp_path / "canal"),
+    cfg = toy_cfg(
+        toy_root,
+        tmp_path / "canal",
         variants_per_subject=0,
-        workers=1,
-        progress=False,
-        levels=["L1", "L2", "L3"],
         normal_rois={"per_body": 0, "discs": False, "per_canal": 4, "tag": "dense_"},
     )
     rows = read_manifest(generate_inserted(cfg), geometry=True).rows
@@ -342,13 +337,12 @@ def test_a_second_insertion_set_of_the_same_subjects_mixes(toy_root: Path, tmp_p
     from spinelesion.data.datamodule import read_manifests
     from spinelesion.insert.dataset import generate_inserted
 
-    base = dict(CFG, backgrounds=str(toy_root), workers=1, progress=False, levels=["L1", "L2", "L3"])
-    first = generate_inserted(dict(base, output_dir=str(tmp_path / "a"), variants_per_subject=1))
+    first = generate_inserted(toy_cfg(toy_root, tmp_path / "a", variants_per_subject=1))
     weights = {k: (1.0 if k == "meningioma" else 0.0) for k in CFG["finding_weights"]}
     second = generate_inserted(
-        dict(
-            base,
-            output_dir=str(tmp_path / "b"),
+        toy_cfg(
+            toy_root,
+            tmp_path / "b",
             variants_per_subject=1,
             variant_tag="idem_",
             seed=1,

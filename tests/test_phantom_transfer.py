@@ -23,22 +23,13 @@ def _train_and_cross_evaluate(
     tmp_path: Path, train_overrides: dict[str, object], test_sets: dict[str, Path]
 ) -> dict[str, dict[str, float]]:
     from conftest import generate
-    from test_training import compose_cfg, train_cfg
+    from test_training import brief_train_cfg, compose_cfg
 
     from spinelesion.evaluate import evaluate
     from spinelesion.train import train
 
     train_manifest = generate(tmp_path / "train_data", studies=48, seed=601, **train_overrides)
-    cfg = train_cfg(
-        train_manifest,
-        tmp_path / "run",
-        [
-            "trainer.max_epochs=20",
-            "callbacks.progress_bar=null",
-            "evaluate_splits=[]",
-            "data.splits={train: 0.85, val: 0.15}",
-        ],
-    )
+    cfg = brief_train_cfg(train_manifest, tmp_path / "run")
     summary = train(cfg)
     out: dict[str, dict[str, float]] = {}
     for name, manifest in test_sets.items():

@@ -28,6 +28,20 @@ def compose_cfg(name: str, overrides: list[str], out: Path) -> DictConfig:
     return cfg
 
 
+def brief_train_cfg(manifest: Path, out: Path) -> DictConfig:
+    """The brief training run the accuracy tests share: 20 epochs, no test evaluation, 85/15 split."""
+    return train_cfg(
+        manifest,
+        out,
+        [
+            "trainer.max_epochs=20",
+            "callbacks.progress_bar=null",
+            "evaluate_splits=[]",
+            "data.splits={train: 0.85, val: 0.15}",
+        ],
+    )
+
+
 def train_cfg(manifest: Path, out: Path, extra: list[str]) -> DictConfig:
     return compose_cfg(
         "train",
@@ -157,16 +171,7 @@ def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
     # 24 test studies: with 16 (seed 502) the same trained model scored AUC 0.63, with these 24
     # 0.77 (CI 0.69-0.84): the small test set, not the training, was the spread (2026-11-30).
     test_manifest = generate(tmp_path / "test_data", studies=24, seed=503, **v1)
-    cfg = train_cfg(
-        train_manifest,
-        tmp_path / "run",
-        [
-            "trainer.max_epochs=20",
-            "callbacks.progress_bar=null",
-            "evaluate_splits=[]",
-            "data.splits={train: 0.85, val: 0.15}",
-        ],
-    )
+    cfg = brief_train_cfg(train_manifest, tmp_path / "run")
     summary = train(cfg)
     ev = compose_cfg(
         "eval",
