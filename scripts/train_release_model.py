@@ -152,9 +152,24 @@ def real_checks() -> dict[str, Any]:
     evaluate(REAL_NORMALS / "manifest.csv", out / "all_normals")
     all_rows = read_rows(out / "all_normals" / "predictions.csv")
     called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in all_rows]
+    # The same bodies through the user's command (spinelesion-predict reads the manifest's ROIs).
+    dest = out / "all_normals_predict"
+    run(
+        str(BIN / "spinelesion-predict"),
+        f"model_dir={MODEL}",
+        f"input={REAL_NORMALS / 'manifest.csv'}",
+        f"output_dir={dest}",
+        f"hydra.run.dir={dest}",
+        "saliency.method=none",
+    )
+    predicted = [
+        r["compartment_label"] == "none" and r["fracture_label"] == "none"
+        for r in read_rows(dest / "predictions.csv")
+    ]
     result["shared_real_normals_called_normal"] = {
         "n": len(called),
         "fraction": round(sum(called) / len(called), 4),
+        "predict_fraction": round(sum(predicted) / len(predicted), 4),
     }
     with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
         test_subjects = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == "test"})

@@ -120,7 +120,7 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
         "real_anatomy": {
             "heldout_per_dataset": per_dataset(ROWS),
             "heldout_paired": paired(ROWS),
-            "shared_real_normals_called_normal": {"n": 119, "fraction": 0.97},
+            "shared_real_normals_called_normal": {"n": 119, "fraction": 0.97, "predict_fraction": 0.96},
             "scan_untouched_heldout": {
                 "studies": 4,
                 "false_calls": 1,
@@ -133,5 +133,6 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     assert "`data/real-insert/manifest.csv`" in text
     assert "| vb2 | 1 | 3 | 0.333 |" in text
     assert "0.970 of 119 called none/none" in text
+    assert "Through `spinelesion-predict input=<that manifest>`: 0.960." in text
     assert "1 false lesion calls in 4 studies (0.250 per study" in text
     assert "NOT a clinical tool" in text

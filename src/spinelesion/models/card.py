@@ -118,6 +118,10 @@ def _real_lines(real: dict[str, Any]) -> list[str]:
             f"Every real normal body of `../shared/data/real-normals/manifest.csv` (training subjects "
             f"included): {f(shared.get('fraction'))} of {shared.get('n')} called none/none.",
         ]
+        if shared.get("predict_fraction") is not None:
+            lines[-1] += (
+                f" Through `spinelesion-predict input=<that manifest>`: {f(shared['predict_fraction'])}."
+            )
     scan = real.get("scan_untouched_heldout") or {}
     if scan:
         lines += [
