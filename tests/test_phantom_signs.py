@@ -254,3 +254,27 @@ def test_gibbs_rings_next_to_an_edge_and_ghosts_repeat_along_phase():
     ghosted = artefacts(blob, SeriesPlan("t2", np.eye(4), blob.shape, 3.0, ghost=0.05))
     assert ghosted[5 + 32, 11, 0] == pytest.approx(0.05, abs=1e-6)
     assert ghosted[5, 11, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_dorsal_normal_rois_sit_behind_the_sac_not_in_it():
+    """The band just behind the thecal sac (epidural fat, laminae) is labelled normal too: scan
+    mode puts windows there, and a model that never saw it normal called it intradural."""
+    from spinelesion.phantom.anatomy import layout, sac_distance
+    from spinelesion.phantom.study import DORSAL_MM, normal_rois
+
+    cfg = default_phantom_config(normal_rois=[3, 3], normal_roi_kinds={"dorsal": 1.0})
+    gaps = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        an = sample_anatomy(rng, cfg["anatomy"])
+        layout(an, rng)
+        rois = normal_rois(rng, an, [], {**cfg, "background_rois": [0, 0]})
+        assert len(rois) == 3
+        for r in rois:
+            x, y, z = (np.array([c]) for c in r.center)
+            assert r.compartment == "none" and r.fracture == "none"
+            assert sac_distance(an, x, y, z)[0] > 2.0  # outside the sac (positive = outside)
+            gap = float(y[0] - (an.canal_front(z)[0] + an.canal_ap))
+            gaps.append(gap)
+            assert DORSAL_MM[0] <= gap <= DORSAL_MM[1]
+    assert min(gaps) < 8 and max(gaps) > 18  # the whole band, not one depth

@@ -125,8 +125,12 @@ def plan_findings(
     return findings
 
 
+# How far behind the canal's back wall a "dorsal" normal ROI lies, mm (background ROIs start at 30).
+DORSAL_MM = (2.0, 28.0)
+
+
 def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], cfg: dict) -> list[RoiRecord]:
-    """ROIs on normal anatomy (body, canal, disc), away from the findings, labelled none."""
+    """ROIs on normal anatomy (body, canal, disc, behind the canal), away from the findings, labelled none."""
     busy = set().union(*[f.occupies | {f.level_index} for f in findings]) if findings else set()
     lesion_z = [float(f.center[2]) for f in findings]
     long_reach = [
@@ -152,6 +156,12 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
         elif kind == "canal":
             yc = float(an.sac_geometry(np.array([v.center[2]]))[0][0])
             c = np.array([0.0, yc, v.center[2]])
+        elif kind == "dorsal":
+            # Just behind the sac: posterior epidural fat, laminae, spinous processes. Scan mode
+            # puts windows here; without normal ROIs in this band the model called it intradural.
+            z = float(v.center[2] + rng.uniform(-0.5, 0.5) * v.height)
+            back = float(an.canal_front(np.array([z]))[0]) + an.canal_ap
+            c = np.array([rng.uniform(-6.0, 6.0), back + rng.uniform(DORSAL_MM[0], DORSAL_MM[1]), z])
         else:
             c = v.center + np.array([rng.uniform(-0.2, 0.2) * v.width, rng.uniform(-0.2, 0.2) * v.depth, 0.0])
         if any(abs(c[2] - z) < 30 for z in lesion_z) or any(abs(c[2] - z) < 90 for z in long_reach):
