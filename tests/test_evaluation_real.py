@@ -106,6 +106,34 @@ def test_scan_false_calls_per_study() -> None:
     assert abs(out["false_calls_per_study"] - 2 / 4) < 1e-9
 
 
+def test_scan_calls_near_a_labelled_lesion_are_hits_not_false_calls() -> None:
+    def row(study: str, xyz: tuple[float, float, float], label: str) -> dict[str, str]:
+        x, y, z = xyz
+        return {
+            "study_id": study,
+            "x_mm": str(x),
+            "y_mm": str(y),
+            "z_mm": str(z),
+            "compartment_label": label,
+            "fracture_label": "none",
+        }
+
+    rows = [
+        row("a", (0, 0, 5), "extradural"),  # 5 mm from lesion 0 of a: a hit
+        row("a", (0, 40, 0), "intradural_extramedullary"),  # 40 mm from both: a false call
+        row("a", (0, 60, 0), "none"),  # called none: neither
+        row("b", (0, 0, 0), "intramedullary"),  # b has no lesion: false
+    ]
+    lesions = {"a": [(0, 0, 0), (0, 0, 100)], "c": [(1, 1, 1)]}
+    out = scan_false_calls(rows, studies=["b"], lesions=lesions, radius_mm=20)
+    assert out["per_study"] == {"a": 1, "b": 1, "c": 0}  # c was scanned (it has lesions), no rows
+    assert out["false_calls"] == 2 and out["studies"] == 3
+    assert out["lesions"] == 3 and out["lesions_found"] == 1
+    # a tighter radius turns the hit into a false call
+    out = scan_false_calls(rows, studies=["b"], lesions=lesions, radius_mm=4)
+    assert out["false_calls"] == 3 and out["lesions_found"] == 0
+
+
 def test_model_card_reports_real_anatomy(tmp_path) -> None:
     from spinelesion.models.card import write_model_card
 
@@ -128,6 +156,15 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
                 "false_calls_per_study": 0.25,
             },
         },
+        "phantom_scan": {
+            "studies": 8,
+            "candidates": 30,
+            "false_calls": 6,
+            "false_calls_per_study": 0.75,
+            "lesions": 12,
+            "lesions_found": 9,
+            "radius_mm": 20.0,
+        },
     }
     text = write_model_card(tmp_path, meta).read_text()
     assert "`data/real-insert/manifest.csv`" in text
@@ -135,4 +172,6 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     assert "0.970 of 119 called none/none" in text
     assert "Through `spinelesion-predict input=<that manifest>`: 0.960." in text
     assert "1 false lesion calls in 4 studies (0.250 per study" in text
+    assert "9 of 12 labelled lesions have a lesion call within 20.0 mm; 6 lesion calls" in text
+    assert "(0.750 per study, 30 candidates)" in text
     assert "NOT a clinical tool" in text

@@ -77,3 +77,43 @@ def test_mining_turns_the_scans_false_calls_into_normal_rois_of_train_studies_on
     assert {r.study_id for r in manifest.rows} == {"s1"}
     with open(path, newline="") as fh:
         assert next(csv.DictReader(fh))["t2"] == "../s1/t2.nii.gz"
+
+
+def test_studies_with_lesions_are_mined_away_from_their_lesions(tmp_path: Path):
+    """Phantom studies all carry lesions: with ``with_lesions`` they are mined too, and a candidate
+    near a labelled lesion is a detection, not a hard negative."""
+    blob = np.array([6.0, -2.0, 12.0])  # the probe calls it a lesion
+    manifest = _manifest(tmp_path, blob)
+    studies = untouched_studies(manifest, with_lesions=True)
+    assert [s.study_id for s in studies] == ["s1", "s3"]  # the test split stays held out
+    s3 = next(s for s in studies if s.study_id == "s3")
+    assert s3.lesions == ((3.0, -5.0, 8.0),) and studies[0].lesions == ()
+
+    predictor = Predictor(
+        CentreProbeNet(), PROBE_META, PredictorConfig(device="cpu", saliency_method="none", png=False)
+    )
+    settings = {"threshold": 0.5, "max_rois": 3, "copies": 0}
+    far, summary_far = hard_negative_records(
+        [s3], predictor, tmp_path / "a", {**settings, "exclude_mm": 2.0}, False
+    )
+    near, summary_near = hard_negative_records(
+        [s3], predictor, tmp_path / "b", {**settings, "exclude_mm": 40.0}, False
+    )
+    lesion = np.array(s3.lesions[0])
+
+    def distances(records: list[dict]) -> np.ndarray:
+        return np.array([np.linalg.norm([r["x_mm"], r["y_mm"], r["z_mm"]] - lesion) for r in records])
+
+    assert len(far) == summary_far["candidates"] and distances(far).min() < 15  # the blob, mined
+    assert len(near) == len(far) - 1 and distances(near).min() > 40  # the blob is a detection now
+
+
+def test_studies_with_far_reaching_findings_are_not_mined(tmp_path: Path):
+    manifest = _manifest(tmp_path, np.array([6.0, -2.0, 12.0]))
+    with open(manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r["finding"] == "meningioma":
+            r["finding"], r["compartment"] = "intramedullary_metastasis", "intramedullary"
+    path = write_manifest(tmp_path / "long" / "manifest.csv", rows)
+    assert [s.study_id for s in untouched_studies(path, with_lesions=True)] == ["s1"]

@@ -119,29 +119,51 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
 
 
 def scan_false_calls(
-    prediction_rows: Iterable[Mapping[str, str]], studies: Iterable[str] = ()
+    prediction_rows: Iterable[Mapping[str, str]],
+    studies: Iterable[str] = (),
+    lesions: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    radius_mm: float = 20.0,
 ) -> dict[str, Any]:
-    """False lesion calls per study of ``predict``'s scan-mode ``predictions.csv`` on normal studies.
+    """False lesion calls per study of ``predict``'s scan-mode ``predictions.csv``.
 
     ``studies`` names every study that was scanned: one where the scan proposed nothing has
-    no row, yet counts (0 false calls) in the denominator.
+    no row, yet counts (0 false calls) in the denominator. ``lesions`` (study -> labelled
+    lesion centres, LPS mm) makes this a detection check on studies that have lesions: a
+    lesion call within ``radius_mm`` of one of its study's lesions is a hit, not a false call,
+    and each lesion with a hit counts as found.
     """
+    lesions = lesions or {}
     per_study: dict[str, int] = defaultdict(int)
-    candidates: dict[str, int] = {s: 0 for s in studies}
+    candidates: dict[str, int] = {s: 0 for s in [*studies, *lesions]}
+    found: dict[str, set[int]] = defaultdict(set)
     for r in prediction_rows:
         study = r["study_id"]
         candidates[study] = candidates.get(study, 0) + 1
-        if r["compartment_label"] != "none" or r["fracture_label"] != "none":
-            per_study[study] += 1
+        if r["compartment_label"] == "none" and r["fracture_label"] == "none":
+            continue
+        centres = np.asarray(lesions.get(study, ()), dtype=float).reshape(-1, 3)
+        if len(centres):
+            at = np.array([float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])])
+            near = np.flatnonzero(np.linalg.norm(centres - at, axis=1) <= radius_mm)
+            if len(near):
+                found[study].update(int(i) for i in near)
+                continue
+        per_study[study] += 1
     names = sorted(candidates)
     calls = [per_study[s] for s in names]
-    return {
+    out: dict[str, Any] = {
         "studies": len(names),
         "candidates": int(sum(candidates.values())),
         "false_calls": int(sum(calls)),
         "false_calls_per_study": float(np.mean(calls)) if calls else None,
         "per_study": {s: per_study[s] for s in names},
     }
+    n_lesions = sum(len(v) for v in lesions.values())
+    if n_lesions:
+        out["lesions"] = n_lesions
+        out["lesions_found"] = sum(len(v) for v in found.values())
+        out["radius_mm"] = radius_mm
+    return out
 
 
 def _fraction(flags: Iterable[bool]) -> float | None:

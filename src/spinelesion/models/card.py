@@ -195,6 +195,21 @@ def _decision_text(meta: dict[str, Any]) -> str:
     return text + " Probabilities are unchanged."
 
 
+def _phantom_scan_lines(scan: dict[str, Any]) -> list[str]:
+    """Scan mode on phantom studies with lesions (``phantom_scan`` of the release script)."""
+    if not scan:
+        return []
+    return [
+        "## Scan mode on phantom studies",
+        "",
+        f"{scan.get('studies')} studies of the fresh phantom set scanned with prediction's settings: "
+        f"{scan.get('lesions_found')} of {scan.get('lesions')} labelled lesions have a lesion call within "
+        f"{scan.get('radius_mm')} mm; {scan.get('false_calls')} lesion calls farther from every lesion "
+        f"({fmt_value(scan.get('false_calls_per_study'))} per study, {scan.get('candidates')} candidates).",
+        "",
+    ]
+
+
 def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
     """A README.md beside the weights: what it is, what it is not, how it was made, how good."""
     roi = meta["roi"]
@@ -232,6 +247,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         *_metric_lines(meta.get("metrics") or {}),
         "",
         *_real_lines(meta.get("real_anatomy") or {}),
+        *_phantom_scan_lines(meta.get("phantom_scan") or {}),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",
         "",

@@ -6,6 +6,10 @@ spine. On untouched real normal studies every scan candidate is a false one, so 
 candidates a model proposes there are normal ROIs it has not learnt yet: detection tools
 train on them in a second round (hard-negative mining). Only subjects of the train and val
 splits are mined; held-out subjects stay held out.
+
+Studies with labelled lesions (the phantom's) can be mined too (``studies: all``): a candidate
+within ``exclude_mm`` of one of the study's labelled ROIs is not mined, the rest are false calls
+on normal anatomy around the lesion.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from spinelesion.labels import SEQUENCES, TASKS
 
 log = logging.getLogger(__name__)
 
+# Findings whose signal reaches far along the canal (cord oedema, seeding along the roots): the
+# phantom keeps normal ROIs 90 mm from them, so a study with one is not mined at all.
+LONG_REACH = frozenset({"intramedullary_metastasis", "drop_metastases"})
+
 
 @dataclass(frozen=True)
 class UntouchedStudy:
@@ -33,24 +41,40 @@ class UntouchedStudy:
     split: str
     sequences: dict[str, Path]  # absolute paths
     level: str
+    lesions: tuple[tuple[float, float, float], ...] = ()  # labelled lesion centres (LPS mm) to keep away from
 
 
 def untouched_studies(
-    manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val")
+    manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val"), with_lesions: bool = False
 ) -> list[UntouchedStudy]:
-    """The untouched real studies of an insertion manifest (rows with finding ``normal``) in ``splits``."""
+    """The studies of a manifest in ``splits`` to mine.
+
+    By default the untouched ones (every row ``normal``: an insertion manifest's untouched real
+    studies). ``with_lesions``: every study, each with its labelled lesion centres (the phantom's),
+    but those with a finding of ``LONG_REACH``.
+    """
     manifest = Path(manifest)
     wanted = set(splits)
-    seen: dict[str, UntouchedStudy] = {}
+    rows: dict[str, list[dict[str, str]]] = {}
     with open(manifest, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            if row["finding"] != "normal" or row["split"] not in wanted or row["study_id"] in seen:
-                continue
-            seqs = {s: (manifest.parent / row[s]).resolve() for s in SEQUENCES if row.get(s)}
-            seen[row["study_id"]] = UntouchedStudy(
-                row["study_id"], row["patient_id"], row["split"], seqs, row.get("level", "")
+            if row["split"] in wanted:
+                rows.setdefault(row["study_id"], []).append(row)
+    out = []
+    for study_id, mine in rows.items():
+        lesions = tuple(
+            (float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])) for r in mine if r["finding"] != "normal"
+        )
+        if lesions and (not with_lesions or any(r["finding"] in LONG_REACH for r in mine)):
+            continue
+        first = mine[0]
+        seqs = {s: (manifest.parent / first[s]).resolve() for s in SEQUENCES if first.get(s)}
+        out.append(
+            UntouchedStudy(
+                study_id, first["patient_id"], first["split"], seqs, first.get("level", ""), lesions
             )
-    return list(seen.values())
+        )
+    return out
 
 
 def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tuple[np.ndarray, float, bool]]:
@@ -101,11 +125,15 @@ def hard_negative_records(
     )
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     copies, jitter = int(cfg.get("copies", 2)), float(cfg.get("jitter_mm", 3.0))
+    exclude = float(cfg.get("exclude_mm", 25.0))
     tag = str(cfg.get("tag", out.name))  # case ids stay unique when several rounds join one training mix
     records: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"studies": 0, "candidates": 0, "called_lesion": 0, "per_study": {}}
     for study in tqdm(list(studies), desc="mining", unit="study", disable=not progress):
         found = mine_study(predictor, study, scan_cfg)
+        if study.lesions:  # a candidate near a labelled lesion is a detection, not a false call
+            near = np.asarray(study.lesions, dtype=float)
+            found = [f for f in found if np.linalg.norm(near - f[0], axis=1).min() > exclude]
         seqs = {s: os.path.relpath(p, out) for s, p in study.sequences.items()}
         for k, (centre, _score, _called) in enumerate(found):
             for j in range(1 + copies):  # the candidate, then jittered copies: it weighs like a body's ROIs
@@ -140,7 +168,9 @@ def mine_hard_negatives(
     cfg = dict(cfg or {})
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    studies = untouched_studies(insert_manifest, cfg.get("splits", ("train", "val")))
+    with_lesions = cfg.get("studies", "untouched") == "all"
+    studies = untouched_studies(insert_manifest, cfg.get("splits", ("train", "val")), with_lesions)
+    studies = studies[: int(cfg["max_studies"])] if cfg.get("max_studies") else studies
     if not studies:
         raise ValueError(
             f"{insert_manifest}: no untouched (finding 'normal') study in the train/val splits to mine"
