@@ -1,23 +1,28 @@
 #!/usr/bin/env python
 """``make model``: regenerate the training data and retrain the released demo model.
 
-1. phantom sets: ``data/train400`` (seed 1000), a fresh test set ``data/test150`` (seed 9001)
-   and a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below); skipped when present
+1. phantom sets: ``data/train400`` (seed 1000), a fresh test set ``data/test150`` (seed 9001),
+   a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below) and ``data/phantom-normals``
+   (seed 3000, more normal ROIs: ``NORMALS``); skipped when present
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
 3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~40 min on 2 cores), then
-   three hard-negative rounds for scan mode: the scan candidates of a model on the untouched
+   four hard-negative rounds for scan mode: the scan candidates of a model on the untouched
    train/val real spines become normal ROIs (``data/real-hardneg``: of the first stage;
    ``data/real-hardneg2``: of a fine-tuning on the first round; ``data/real-hardneg3``: of a
-   fine-tuning on both, mined with the scan's 8 mm walk), and ``experiment=release_finetune``
+   fine-tuning on both, mined with the scan's 8 mm walk; ``data/real-hardneg4``: of a
+   fine-tuning on three and the dense canal normals), one round on phantom studies
+   (``data/phantom-hardneg``: candidates more than 25 mm from every labelled ROI of 40
+   train400 studies, mined with a fine-tuning on all of the above and ``data/phantom-normals``,
+   phantom studies with normal ROIs just behind the sac), and ``experiment=release_finetune``
    fine-tunes the first stage on everything plus many more normal ROIs around the untouched
-   spines (``data/real-normals-dense``), on their canals (``data/real-canal-dense``) and
-   the three rounds
+   spines (``data/real-normals-dense``) and on their canals (``data/real-canal-dense``)
 4. copy the last fine-tuning's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
-   shared manifest; scan mode on the held-out untouched real studies. All recorded in the
-   model folder's metadata.json and model card.
+   shared manifest; scan mode on the held-out untouched real studies and on 8 studies of the
+   fresh phantom set (lesions found, false calls). All recorded in the model folder's
+   metadata.json and model card.
 
 ``--data-only`` stops after 1-2; ``--eval-only`` redoes 5 with the model in place.
 """
@@ -47,7 +52,19 @@ SHIFT = (
     "phantom.acquisition.missing_rate={t1:0.05,t2:0.03,stir:0.15,t1c:0.4}",
     "phantom.anatomy.size_scale=[0.8,1.2]",
 )
-PHANTOM_SETS = (("train400", 400, 1000, ()), ("test150", 150, 9001, ()), ("shift100", 100, 7777, SHIFT))
+# More normal ROIs per phantom study for the fine-tuning, most of them just behind the sac (the
+# band scan mode called intradural on phantom studies while train400 had no normal ROI there).
+NORMALS = (
+    "phantom.normal_rois=[2,4]",
+    "phantom.background_rois=[1,2]",
+    "phantom.normal_roi_kinds={body:0.25,canal:0.2,disc:0.1,dorsal:0.45}",
+)
+PHANTOM_SETS = (
+    ("train400", 400, 1000, ()),
+    ("test150", 150, 9001, ()),
+    ("shift100", 100, 7777, SHIFT),
+    ("phantom-normals", 200, 3000, NORMALS),
+)
 LABELS = (
     ("test150", "fresh phantom test set, seed 9001 (150 studies)"),
     ("shift100", "shifted phantom acquisition and anatomy, seed 7777 (100 studies)"),
@@ -98,12 +115,12 @@ COARSE = {"stride_mm": None, "sigma_scale": 0.125}  # the scan before 2026-11-30
 FINE: dict[str, Any] = {}  # today's scan (8 mm walk)
 
 
-def manifests(rounds: int) -> str:
-    """The fine-tuning mix with the first ``rounds`` hard-negative rounds."""
+def manifests(rounds: int, *extra: str) -> str:
+    """The fine-tuning mix with the first ``rounds`` hard-negative rounds and ``extra`` sets."""
     names = ["train400", "real-insert", "real-normals-dense", "real-hardneg"] + [
         f"real-hardneg{k}" for k in range(2, rounds + 1)
     ]
-    return "[" + ",".join(f"data/{m}/manifest.csv" for m in names) + "]"
+    return "[" + ",".join(f"data/{m}/manifest.csv" for m in [*names, *extra]) + "]"
 
 
 def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
@@ -114,6 +131,18 @@ def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
     settings = {**MINING, **scan, "max_rois": 24 if not scan else 16}
     mine_hard_negatives(
         ROOT / "data" / "real-insert" / "manifest.csv", model_dir, ROOT / "data" / folder, settings
+    )
+
+
+def mine_phantom(model_dir: Path, folder: str, studies: int = 40) -> None:
+    """Scan candidates of ``model_dir`` on the first ``studies`` train/val studies of train400,
+    more than 25 mm from every labelled ROI -> data/<folder>."""
+    from spinelesion.tasks.hard_negatives import mine_hard_negatives
+
+    print(f"$ mine phantom hard negatives with {model_dir} -> data/{folder}", flush=True)
+    settings = {**MINING, "studies": "all", "max_studies": studies, "exclude_mm": 25.0}
+    mine_hard_negatives(
+        ROOT / "data" / "train400" / "manifest.csv", model_dir, ROOT / "data" / folder, settings
     )
 
 
@@ -129,10 +158,10 @@ def finetune(init: Path, folder: Path, *overrides: str) -> Path:
     return folder / "model"
 
 
-def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
+def evaluate(manifest: Path, out: Path, *extra: str, model: Path = MODEL) -> dict[str, Any]:
     run(
         str(BIN / "spinelesion-evaluate"),
-        f"model_dir={MODEL}",
+        f"model_dir={model}",
         f"data.manifest={manifest}",
         f"output_dir={out}",
         f"hydra.run.dir={out}",
@@ -141,22 +170,21 @@ def evaluate(manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
     return json.loads((out / "metrics.json").read_text())
 
 
-def real_checks() -> dict[str, Any]:
+def real_checks(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_real") -> dict[str, Any]:
     """Held-out real subjects: per dataset, paired, every shared normal body, and scan mode."""
     from spinelesion.evaluation.real import paired, per_dataset, read_rows, scan_false_calls
 
-    out = ROOT / "outputs" / "eval_real"
-    evaluate(ROOT / "data" / "real-insert" / "manifest.csv", out / "heldout", "data.split=test")
+    evaluate(ROOT / "data" / "real-insert" / "manifest.csv", out / "heldout", "data.split=test", model=model)
     rows = read_rows(out / "heldout" / "predictions.csv")
     result: dict[str, Any] = {"heldout_per_dataset": per_dataset(rows), "heldout_paired": paired(rows)}
-    evaluate(REAL_NORMALS / "manifest.csv", out / "all_normals")
+    evaluate(REAL_NORMALS / "manifest.csv", out / "all_normals", model=model)
     all_rows = read_rows(out / "all_normals" / "predictions.csv")
     called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in all_rows]
     # The same bodies through the user's command (spinelesion-predict reads the manifest's ROIs).
     dest = out / "all_normals_predict"
     run(
         str(BIN / "spinelesion-predict"),
-        f"model_dir={MODEL}",
+        f"model_dir={model}",
         f"input={REAL_NORMALS / 'manifest.csv'}",
         f"output_dir={dest}",
         f"hydra.run.dir={dest}",
@@ -181,7 +209,7 @@ def real_checks() -> dict[str, Any]:
         dest = out / "scan" / subject
         run(
             str(BIN / "spinelesion-predict"),
-            f"model_dir={MODEL}",
+            f"model_dir={model}",
             f"input={t2}",
             f"output_dir={dest}",
             f"hydra.run.dir={dest}",
@@ -196,6 +224,45 @@ def real_checks() -> dict[str, Any]:
     return result
 
 
+def phantom_scan(model: Path = MODEL, folder: str = "test150", studies: int = 8) -> dict[str, Any]:
+    """Scan mode (prediction's settings) on the first ``studies`` studies of a phantom set: lesion
+    calls more than 20 mm from every labelled lesion of their study are false calls."""
+    from spinelesion.evaluation.real import read_rows, scan_false_calls
+    from spinelesion.inference.predictor import Predictor, PredictorConfig
+    from spinelesion.inference.scan import ScanConfig
+    from spinelesion.labels import SEQUENCES
+    from spinelesion.tasks.hard_negatives import UntouchedStudy, mine_study
+
+    manifest = ROOT / "data" / folder / "manifest.csv"
+    rows = read_rows(manifest)
+    names = list(dict.fromkeys(r["study_id"] for r in rows))[:studies]
+    predictor = Predictor.from_model_dir(model, PredictorConfig(saliency_method="none"))
+    found, lesions = [], {}
+    for name in names:
+        mine = [r for r in rows if r["study_id"] == name]
+        seqs = {s: (manifest.parent / mine[0][s]).resolve() for s in SEQUENCES if mine[0].get(s)}
+        study = UntouchedStudy(name, mine[0]["patient_id"], mine[0]["split"], seqs, "")
+        lesions[name] = [
+            [float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])]
+            for r in mine
+            if (r["compartment"], r["fracture"]) != ("none", "none")
+        ]
+        for centre, _score, called in mine_study(predictor, study, ScanConfig()):
+            x, y, z = (str(v) for v in centre)
+            label = "lesion" if called else "none"
+            found.append(
+                {
+                    "study_id": name,
+                    "x_mm": x,
+                    "y_mm": y,
+                    "z_mm": z,
+                    "compartment_label": label,
+                    "fracture_label": "none",
+                }
+            )
+    return scan_false_calls(found, names, lesions)
+
+
 def record_metrics(label: str, metrics: dict[str, Any]) -> None:
     """Add an evaluation to the model folder's metadata.json and rewrite its model card."""
     from spinelesion.evaluation.report import headline_metrics
@@ -207,11 +274,11 @@ def record_metrics(label: str, metrics: dict[str, Any]) -> None:
     write_model_card(MODEL, meta)
 
 
-def record_real(result: dict[str, Any]) -> None:
+def record_real(result: dict[str, Any], key: str = "real_anatomy") -> None:
     from spinelesion.models.card import write_model_card
 
     meta = json.loads((MODEL / "metadata.json").read_text())
-    meta["real_anatomy"] = result
+    meta[key] = result
     (MODEL / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_model_card(MODEL, meta)
 
@@ -235,13 +302,21 @@ def main() -> None:
         mine(round1, "real-hardneg2", COARSE)
         round2 = finetune(stage1, outputs / "release_ft", f"data.manifest={manifests(2)}")
         mine(round2, "real-hardneg3", FINE)
-        last = finetune(stage1, outputs / "release_ft3")  # every round and the dense canal normals
+        round3 = finetune(
+            stage1, outputs / "release_ft3", f"data.manifest={manifests(3, 'real-canal-dense')}"
+        )
+        mine(round3, "real-hardneg4", FINE)
+        mix = manifests(4, "real-canal-dense", "phantom-normals")
+        round4 = finetune(stage1, outputs / "release_ft5", f"data.manifest={mix}")
+        mine_phantom(round4, "phantom-hardneg")
+        last = finetune(stage1, outputs / "release_ft6")  # everything: release_finetune.yaml
         shutil.rmtree(MODEL, ignore_errors=True)
         shutil.copytree(last, MODEL)
     for folder, label in LABELS:
         out = ROOT / "outputs" / f"eval_{folder}"
         record_metrics(label, evaluate(ROOT / "data" / folder / "manifest.csv", out))
     record_real(real_checks())
+    record_real(phantom_scan(), "phantom_scan")
 
 
 if __name__ == "__main__":
