@@ -274,7 +274,8 @@ def record_metrics(label: str, metrics: dict[str, Any]) -> None:
     write_model_card(MODEL, meta)
 
 
-def record_real(result: dict[str, Any], key: str = "real_anatomy") -> None:
+def record_check(result: dict[str, Any], key: str = "real_anatomy") -> None:
+    """Store a check (real anatomy, phantom scan) in the model folder's metadata.json and card."""
     from spinelesion.models.card import write_model_card
 
     meta = json.loads((MODEL / "metadata.json").read_text())
@@ -315,8 +316,8 @@ def main() -> None:
     for folder, label in LABELS:
         out = ROOT / "outputs" / f"eval_{folder}"
         record_metrics(label, evaluate(ROOT / "data" / folder / "manifest.csv", out))
-    record_real(real_checks())
-    record_real(phantom_scan(), "phantom_scan")
+    record_check(real_checks())
+    record_check(phantom_scan(), "phantom_scan")
 
 
 if __name__ == "__main__":

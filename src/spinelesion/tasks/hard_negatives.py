@@ -36,6 +36,8 @@ LONG_REACH = frozenset({"intramedullary_metastasis", "drop_metastases"})
 
 @dataclass(frozen=True)
 class UntouchedStudy:
+    """A study to scan: untouched (real normal spines), or with labelled lesions to keep away from."""
+
     study_id: str
     patient_id: str
     split: str
