@@ -227,27 +227,22 @@ def real_checks(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_real")
 def phantom_scan(model: Path = MODEL, folder: str = "test150", studies: int = 8) -> dict[str, Any]:
     """Scan mode (prediction's settings) on the first ``studies`` studies of a phantom set: lesion
     calls more than 20 mm from every labelled lesion of their study are false calls."""
-    from spinelesion.evaluation.real import read_rows, scan_false_calls
+    from spinelesion.evaluation.real import scan_false_calls
     from spinelesion.inference.predictor import Predictor, PredictorConfig
     from spinelesion.inference.scan import ScanConfig
-    from spinelesion.labels import SEQUENCES
-    from spinelesion.tasks.hard_negatives import UntouchedStudy, mine_study
+    from spinelesion.tasks.hard_negatives import mine_study, study_of, study_rows
 
     manifest = ROOT / "data" / folder / "manifest.csv"
-    rows = read_rows(manifest)
-    names = list(dict.fromkeys(r["study_id"] for r in rows))[:studies]
+    by_study = dict(list(study_rows(manifest, ("train", "val", "test")).items())[:studies])
     predictor = Predictor.from_model_dir(model, PredictorConfig(saliency_method="none"))
     found, lesions = [], {}
-    for name in names:
-        mine = [r for r in rows if r["study_id"] == name]
-        seqs = {s: (manifest.parent / mine[0][s]).resolve() for s in SEQUENCES if mine[0].get(s)}
-        study = UntouchedStudy(name, mine[0]["patient_id"], mine[0]["split"], seqs, "")
+    for name, mine in by_study.items():
         lesions[name] = [
             [float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])]
             for r in mine
             if (r["compartment"], r["fracture"]) != ("none", "none")
         ]
-        for centre, _score, called in mine_study(predictor, study, ScanConfig()):
+        for centre, _score, called in mine_study(predictor, study_of(manifest, mine), ScanConfig()):
             x, y, z = (str(v) for v in centre)
             label = "lesion" if called else "none"
             found.append(
@@ -260,7 +255,7 @@ def phantom_scan(model: Path = MODEL, folder: str = "test150", studies: int = 8)
                     "fracture_label": "none",
                 }
             )
-    return scan_false_calls(found, names, lesions)
+    return scan_false_calls(found, list(by_study), lesions)
 
 
 def record_metrics(label: str, metrics: dict[str, Any]) -> None:

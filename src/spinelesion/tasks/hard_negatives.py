@@ -46,6 +46,32 @@ class UntouchedStudy:
     lesions: tuple[tuple[float, float, float], ...] = ()  # labelled lesion centres (LPS mm) to keep away from
 
 
+def study_rows(
+    manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val")
+) -> dict[str, list[dict[str, str]]]:
+    """A manifest's rows in ``splits``, grouped by study (in file order)."""
+    wanted = set(splits)
+    rows: dict[str, list[dict[str, str]]] = {}
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["split"] in wanted:
+                rows.setdefault(row["study_id"], []).append(row)
+    return rows
+
+
+def study_of(
+    manifest: str | os.PathLike[str],
+    rows: list[dict[str, str]],
+    lesions: tuple[tuple[float, float, float], ...] = (),
+) -> UntouchedStudy:
+    """The study of one study's manifest rows, its sequence paths resolved against the manifest."""
+    first, parent = rows[0], Path(manifest).parent
+    seqs = {s: (parent / first[s]).resolve() for s in SEQUENCES if first.get(s)}
+    return UntouchedStudy(
+        first["study_id"], first["patient_id"], first["split"], seqs, first.get("level", ""), lesions
+    )
+
+
 def untouched_studies(
     manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val"), with_lesions: bool = False
 ) -> list[UntouchedStudy]:
@@ -55,27 +81,14 @@ def untouched_studies(
     studies). ``with_lesions``: every study, each with its labelled lesion centres (the phantom's),
     but those with a finding of ``LONG_REACH``.
     """
-    manifest = Path(manifest)
-    wanted = set(splits)
-    rows: dict[str, list[dict[str, str]]] = {}
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row["split"] in wanted:
-                rows.setdefault(row["study_id"], []).append(row)
     out = []
-    for study_id, mine in rows.items():
+    for mine in study_rows(manifest, splits).values():
         lesions = tuple(
             (float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])) for r in mine if r["finding"] != "normal"
         )
         if lesions and (not with_lesions or any(r["finding"] in LONG_REACH for r in mine)):
             continue
-        first = mine[0]
-        seqs = {s: (manifest.parent / first[s]).resolve() for s in SEQUENCES if first.get(s)}
-        out.append(
-            UntouchedStudy(
-                study_id, first["patient_id"], first["split"], seqs, first.get("level", ""), lesions
-            )
-        )
+        out.append(study_of(manifest, mine, lesions))
     return out
 
 
@@ -174,9 +187,10 @@ def mine_hard_negatives(
     studies = untouched_studies(insert_manifest, cfg.get("splits", ("train", "val")), with_lesions)
     studies = studies[: int(cfg["max_studies"])] if cfg.get("max_studies") else studies
     if not studies:
-        raise ValueError(
-            f"{insert_manifest}: no untouched (finding 'normal') study in the train/val splits to mine"
+        kind = (
+            "study (far-reaching findings left out)" if with_lesions else "untouched (finding 'normal') study"
         )
+        raise ValueError(f"{insert_manifest}: no {kind} in the train/val splits to mine")
     from spinelesion.inference.predictor import Predictor, PredictorConfig
 
     predictor = Predictor.from_model_dir(model_dir, PredictorConfig(saliency_method="none"))
