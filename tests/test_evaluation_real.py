@@ -173,5 +173,8 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     assert "Through `spinelesion-predict input=<that manifest>`: 0.960." in text
     assert "1 false lesion calls in 4 studies (0.250 per study" in text
     assert "9 of 12 labelled lesions have a lesion call within 20.0 mm; 6 lesion calls" in text
+    assert "mirror" not in text  # no test-time mirroring named for a model without it
+    mirrored = write_model_card(tmp_path, {**meta, "tta": ["lr"]}).read_text()
+    assert "left-right mirror image too and the logits are averaged" in mirrored
     assert "(0.750 per study, 30 candidates)" in text
     assert "NOT a clinical tool" in text

@@ -663,6 +663,7 @@ def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(v
         ("saliency.method=magic", "saliency.method"),
         ("scan.threshold=2", "scan.threshold"),
         ("nifti_sequence=flair", "nifti_sequence"),
+        ("tta=sometimes", "tta"),
         ("limits.max_study_gb=-1", "limits.max_study_gb"),
     ],
 )

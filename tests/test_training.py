@@ -173,6 +173,8 @@ def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
     test_manifest = generate(tmp_path / "test_data", studies=24, seed=503, **v1)
     cfg = brief_train_cfg(train_manifest, tmp_path / "run")
     summary = train(cfg)
+    # calibrated with the test-time mirror it will be run with (train.yaml tta), and says so
+    assert json.loads((Path(summary["model_dir"]) / "metadata.json").read_text())["tta"] == ["lr"]
     ev = compose_cfg(
         "eval",
         [

@@ -117,3 +117,4 @@ class PredictorSettings:
     compile: bool
     threads: int | None
     batch_size: int
+    tta: bool | str

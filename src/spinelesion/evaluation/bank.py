@@ -31,10 +31,12 @@ def evaluate_bank(
     plots: bool = True,
     extra: dict[str, Any] | None = None,
     decision: dict[str, Any] | None = None,
+    tta: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Score ROIs ``indices`` of a :class:`RoiBank`; write metrics.json, predictions.csv, plots.
 
-    ``decision`` is a model folder's ``metadata.json['decision']``: labels follow it (argmax without).
+    ``decision`` is a model folder's ``metadata.json['decision']``: labels follow it (argmax without);
+    ``tta`` its test-time mirrors (``metadata.json['tta']``).
     """
     from torch.utils.data import DataLoader
 
@@ -49,7 +51,9 @@ def evaluate_bank(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = RoiDataset(bank, indices, spec)
-    logits = predict_logits(net, DataLoader(ds, batch_size=batch_size, shuffle=False), device=device)
+    logits = predict_logits(
+        net, DataLoader(ds, batch_size=batch_size, shuffle=False), device=device, tta=tuple(tta)
+    )
     temps = net.temperature.detach().cpu().numpy()
     probs = {t: softmax_np(logits[t], float(temps[i])) for i, t in enumerate(TASKS)}
     indices, probs, dropped = _finite_only(list(indices), probs, bank)

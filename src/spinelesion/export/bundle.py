@@ -185,7 +185,9 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
             },
             "temperature": meta.get("temperature"),
             "decision": meta.get("decision"),
-            "outputs": "raw logits per task; probabilities = softmax(logits / temperature[task])",
+            "tta": list(meta.get("tta") or []),
+            "outputs": "raw logits per task; probabilities = softmax(mean logits over the ROI and its "
+            "mirrors in tta (lr: flip of axis 2, left-right) / temperature[task])",
         },
     }
 
@@ -229,6 +231,7 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
             "network": "@network",
             "batch_size": "@batch_size",
             "device": "@device",
+            "tta": list(meta.get("tta") or []),  # the mirrors the temperatures were fitted with
         },
         "writer": {
             "_target_": "spinelesion.export.bundle_runtime.PredictionWriter",
@@ -280,12 +283,15 @@ runs on a GPU.
 ## Files
 
 - `configs/metadata.json`: MONAI bundle metadata; `network_data_format` describes the network's inputs
-  (`image`, `available`) and outputs; `spinelesion` holds the ROI geometry, temperatures and decision rule.
+  (`image`, `available`) and outputs; `spinelesion` holds the ROI geometry, temperatures, decision rule
+  and test-time mirrors (`tta`).
 - `configs/inference.json`: the pipeline (SpineSeriesReader -> reference grid -> ROI boxes -> percentile
-  normalisation -> network -> softmax(logits / temperature)).
+  normalisation -> network, its logits averaged with those of the left-right mirrored ROI when `tta`
+  names `lr` -> softmax(logits / temperature)).
 - `models/model.pt`: the state dict (temperatures included as a buffer); load with `weights_only=True`.
 - `models/model.ts`: {ts_note}. Inputs `(image (B, 4, {", ".join(map(str, roi["shape"]))}), available (B, 4))`,
-  outputs raw logits per task; divide by the temperatures in `metadata.json` before the softmax.
+  outputs raw logits per task; average them over the mirrors in `metadata.json` `tta`, then divide by
+  the temperatures before the softmax.
 
 Licence: Apache-2.0.
 """

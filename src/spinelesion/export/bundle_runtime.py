@@ -1,14 +1,15 @@
 """What a MONAI bundle's ``inference.json`` calls after the transforms: classify the ROIs of
 one study item and write its predictions.
 
-The numbers are those of ``spinelesion-predict``: logits divided by the per-task
-temperature stored with the weights, softmax, labels from the model's decision rule.
+The numbers are those of ``spinelesion-predict``: logits (averaged over the model's test-time
+mirrors), divided by the per-task temperature stored with the weights, softmax, labels from
+the model's decision rule.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.tta import forward_tta
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,19 @@ DISCLAIMER = (
 class RoiClassifier:
     """``image`` (R, C, *roi) and ``available`` (R, C) -> ``probabilities`` {task: (R, K)}."""
 
-    def __init__(self, network: torch.nn.Module, batch_size: int = 32, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        batch_size: int = 32,
+        device: str | torch.device = "cpu",
+        tta: Sequence[str] | None = None,
+    ):
+        from spinelesion.models.tta import mirrors_of
+
         self.network = network.eval()
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
+        self.tta = mirrors_of(tta, "inference.json tta")
 
     def __call__(self, item: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(item)
@@ -41,9 +52,11 @@ class RoiClassifier:
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         with torch.inference_mode():
             for s in range(0, images.shape[0], self.batch_size):
-                logits = self.network(
+                logits = forward_tta(
+                    self.network,
                     images[s : s + self.batch_size].to(self.device),
                     flags[s : s + self.batch_size].to(self.device),
+                    self.tta,
                 )
                 for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())

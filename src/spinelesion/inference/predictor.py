@@ -32,6 +32,7 @@ from spinelesion.inference.writers import (
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.batch import autocast_for, prepare_for_device, resolve_device, to_device
 from spinelesion.models.decision import DecisionRule
+from spinelesion.models.tta import forward_tta, mirrors_from_meta, mirrors_of
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class PredictorConfig:
     compile: bool = False
     threads: int | None = None
     batch_size: int = 32
+    tta: bool | str = "auto"  # left-right mirroring of ROIs: auto = the model's metadata.json tta
     saliency_method: str = "gradcam"
     target_layer: str | None = None
     png: bool = True
@@ -90,6 +92,7 @@ class Predictor:
         self.channels_last = self.device.type == "cuda"
         self.meta = dict(meta)
         self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
+        self.tta = tta_mirrors(self.cfg.tta, meta)
         self.spec = RoiSpec.from_config(meta["roi"], "model metadata roi")
         self.reference = str(meta.get("reference", "auto"))
         self.net = prepare_for_device(net, self.device)
@@ -130,7 +133,7 @@ class Predictor:
         return center_crop(ctx, self.spec.shape).contiguous(), flags
 
     def classify(self, images: torch.Tensor, flags: torch.Tensor) -> dict[str, np.ndarray]:
-        """Temperature-scaled probabilities per task, batched."""
+        """Temperature-scaled probabilities per task, batched, averaged over the mirrors ``self.tta``."""
         temps = self.net.get_buffer("temperature").detach().float()
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         with torch.inference_mode():
@@ -138,7 +141,7 @@ class Predictor:
                 x = to_device(images[s : s + self.cfg.batch_size], self.device, self.channels_last)
                 f = flags[s : s + self.cfg.batch_size].to(self.device)
                 with autocast_for(self.device, self.cfg.amp):
-                    logits = self.forward(x, f)
+                    logits = forward_tta(self.forward, x, f, self.tta)
                 for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
@@ -393,6 +396,18 @@ class Predictor:
                 write_unit_maps(
                     inside(folder, f"probability/{task}_{cls}.nii.gz"), to_unit_uint8(on_ref[c]), affine
                 )
+
+
+def tta_mirrors(setting: bool | str, meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The mirrors to classify with: the model's (``auto``), none (false) or left-right (true).
+
+    ``auto`` keeps the numbers the model was calibrated and evaluated with; a model from before
+    mirroring has none."""
+    if isinstance(setting, str) and setting.lower() == "auto":
+        return mirrors_from_meta(meta)
+    if isinstance(setting, bool):
+        return mirrors_of(["lr"] if setting else None)
+    raise ValueError(f"tta: expected auto, true or false, got {setting!r}")
 
 
 def saliency_file(task: str) -> str:

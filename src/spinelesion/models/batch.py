@@ -66,8 +66,12 @@ def predict_logits(
     batches: Iterable[Mapping[str, torch.Tensor]],
     device: torch.device | str = "cpu",
     amp: bool | str = "auto",
+    tta: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
-    """Raw logits per task for every item of ``batches`` (dicts with ``image``/``available``)."""
+    """Raw logits per task for every item of ``batches`` (dicts with ``image``/``available``),
+    averaged over the mirrors ``tta`` names (:mod:`spinelesion.models.tta`)."""
+    from spinelesion.models.tta import forward_tta
+
     device = resolve_device(device) if isinstance(device, str) else device
     channels_last = device.type == "cuda"
     # Move the weights outside inference mode: tensors created inside it can never be
@@ -79,7 +83,7 @@ def predict_logits(
             image = to_device(batch["image"], device, channels_last)
             available = batch["available"].to(device, non_blocking=device.type == "cuda")
             with autocast_for(device, amp):
-                logits = net(image, available)
+                logits = forward_tta(net, image, available, tta)
             for task, lg in zip(TASKS, logits, strict=True):
                 out[task].append(lg.float().cpu().numpy())
     return {t: np.concatenate(v) if v else np.zeros((0, len(TASKS[t])), np.float32) for t, v in out.items()}

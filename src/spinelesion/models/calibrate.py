@@ -17,25 +17,35 @@ log = logging.getLogger(__name__)
 
 
 def calibrate_on(
-    net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto"
+    net: MultiTaskNet,
+    dataset: RoiDataset,
+    batch_size: int = 32,
+    device: str = "auto",
+    tta: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Fit one temperature per task on ``dataset`` (unaugmented), store it in ``net``."""
-    return calibrate_and_decide(net, dataset, batch_size, device, decide=False)[0]
+    return calibrate_and_decide(net, dataset, batch_size, device, decide=False, tta=tta)[0]
 
 
 def calibrate_and_decide(
-    net: MultiTaskNet, dataset: RoiDataset, batch_size: int = 32, device: str = "auto", decide: bool = True
+    net: MultiTaskNet,
+    dataset: RoiDataset,
+    batch_size: int = 32,
+    device: str = "auto",
+    decide: bool = True,
+    tta: tuple[str, ...] = (),
 ) -> tuple[dict[str, float], DecisionRule]:
     """Temperatures (stored in ``net``), then the decision rule on the calibrated probabilities.
 
-    One pass over ``dataset`` serves both fits. The rule's offsets belong in
-    ``metadata.json['decision']`` (:meth:`DecisionRule.to_json`).
+    One pass over ``dataset`` serves both fits, with the test-time mirrors ``tta`` the model will
+    be run with. The rule's offsets belong in ``metadata.json['decision']``
+    (:meth:`DecisionRule.to_json`), the mirrors in ``metadata.json['tta']``.
     """
     from spinelesion.evaluation.calibration import fit_temperature
     from spinelesion.models.batch import softmax_np
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    logits = predict_logits(net, loader, device=device)
+    logits = predict_logits(net, loader, device=device, tta=tta)
     targets = {t: dataset.bank.targets[t][dataset.indices].numpy() for t in TASKS}
     temps: dict[str, float] = {}
     with torch.no_grad():

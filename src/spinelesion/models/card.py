@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,16 @@ def _phantom_scan_lines(scan: dict[str, Any]) -> list[str]:
     ]
 
 
+def _tta_text(meta: Mapping[str, Any]) -> str:
+    if "lr" not in (meta.get("tta") or []):
+        return ""
+    return (
+        " Each ROI is classified with its left-right mirror image too and the logits are averaged "
+        "(test-time mirroring; temperatures and decision rule were fitted so; `tta=false` in "
+        "`spinelesion-predict` runs one pass)."
+    )
+
+
 def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
     """A README.md beside the weights: what it is, what it is not, how it was made, how good."""
     roi = meta["roi"]
@@ -223,7 +234,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         "For a region of interest (ROI) in a spine MRI study, two answers: the compartment of the lesion "
         f"centred there ({', '.join(TASKS['compartment'])}) and the state of the vertebral body "
         f"({', '.join(TASKS['fracture'])}). Probabilities are temperature-scaled on the validation split "
-        f"(T = {meta.get('temperature')}).",
+        f"(T = {meta.get('temperature')}).{_tta_text(meta)}",
         "",
         _decision_text(meta),
         "",

@@ -148,6 +148,8 @@ def check_predict_args(cfg: DictConfig) -> None:
         "auto, off, true or false",
     )
     get(cfg, "compile", _bool, "true or false")
+    if OmegaConf.select(cfg, "tta") is not None:
+        get(cfg, "tta", lambda v: v if v in (True, False) else _choice(["auto"])(v), "auto, true or false")
     get(cfg, "nifti_sequence", _choice(SEQUENCES), f"one of {', '.join(SEQUENCES)}")
     get(
         cfg,

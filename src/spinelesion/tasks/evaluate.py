@@ -65,6 +65,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.data.manifest import read_manifest
     from spinelesion.evaluation.bank import evaluate_bank
     from spinelesion.models.folder import load_model
+    from spinelesion.models.tta import mirrors_from_meta
 
     verify = cfg.get("verify_weights")
     net, meta = load_model(
@@ -106,6 +107,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         plots=bool(cfg.plots),
         extra=extra,
         decision=meta.get("decision"),
+        tta=mirrors_from_meta(meta),
     )
     for f in failed:
         log.warning("skipped study %s (rows %s): %s", f["study_id"], f["rows"], f["reason"])

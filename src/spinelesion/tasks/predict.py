@@ -31,7 +31,7 @@ def predictor_config(cfg: DictConfig) -> Any:
 
     run = validated(
         PredictorSettings,
-        {k: cfg.get(k) for k in ("device", "amp", "compile", "threads", "batch_size")},
+        {k: cfg.get(k) for k in ("device", "amp", "compile", "threads", "batch_size", "tta")},
         "predict",
     )
     scan_values = {str(k): v for k, v in cfg.scan.items()}
@@ -45,6 +45,7 @@ def predictor_config(cfg: DictConfig) -> Any:
         compile=bool(run.compile),
         threads=run.threads,
         batch_size=int(run.batch_size),
+        tta=run.tta,
         saliency_method=str(saliency.method),
         target_layer=saliency.target_layer,
         png=bool(saliency.png),
@@ -187,6 +188,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "model": predictor.model_info,
         "weights_verified": bool(meta.get("weights_verified")),
         "device": str(predictor.device),
+        "tta": list(predictor.tta),
         "input": shown_path(cfg, cfg.input),
         "counts": {
             "predicted": len(results),

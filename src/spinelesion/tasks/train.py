@@ -39,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.models.calibrate import calibrate_and_decide
     from spinelesion.models.card import model_metadata, write_model_card
     from spinelesion.models.folder import load_checkpoint, save_model_folder
+    from spinelesion.models.tta import mirrors_of
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return summary
 
     net, _ = load_checkpoint(summary["best_checkpoint"])
+    tta = mirrors_of(cfg.get("tta"), "tta")  # test-time mirrors: calibration and evaluation use them too
     decision: dict[str, Any] | None = None
     if cfg.get("calibrate", True) and dm.split_indices.get("val"):
         summary["temperature"], rule = calibrate_and_decide(
@@ -103,11 +105,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             dm.dataset("val", augment=False),
             batch_size=dm.eval_batch_size,
             decide=bool(cfg.get("decision_rule", True)),
+            tta=tta,
         )
         decision = rule.to_json() if rule.offsets else None
     metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
     if decision:
         metadata["decision"] = decision
+    if tta:
+        metadata["tta"] = list(tta)
     if init_info:
         metadata["training"]["init_from"] = {**init_info, "folder": Path(str(cfg.init_from)).name}
     model_dir = Path(cfg.model_dir)
@@ -126,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             out_dir / f"eval_{split}",
             batch_size=dm.eval_batch_size,
             decision=decision,
+            tta=tta,
         )
         evaluations[split] = metrics
     metadata["metrics"] = {s: headline_metrics(m) for s, m in evaluations.items()}
