@@ -59,11 +59,19 @@ NORMALS = (
     "phantom.background_rois=[1,2]",
     "phantom.normal_roi_kinds={body:0.25,canal:0.2,disc:0.1,dorsal:0.45}",
 )
+# ... and in front of it (the back of the bodies and the anterior epidural space: scan mode
+# called it intradural on phantom studies, between the body and canal ROIs).
+VENTRAL = (
+    "phantom.normal_rois=[2,4]",
+    "phantom.background_rois=[0,1]",
+    "phantom.normal_roi_kinds={ventral:0.6,canal:0.2,dorsal:0.2}",
+)
 PHANTOM_SETS = (
     ("train400", 400, 1000, ()),
     ("test150", 150, 9001, ()),
     ("shift100", 100, 7777, SHIFT),
     ("phantom-normals", 200, 3000, NORMALS),
+    ("phantom-ventral", 120, 3500, VENTRAL),
 )
 LABELS = (
     ("test150", "fresh phantom test set, seed 9001 (150 studies)"),
@@ -106,6 +114,16 @@ def make_data() -> None:
             f"backgrounds={REAL_NORMALS}",
             "variants_per_subject=0",
             "normal_rois={per_body: 0, discs: false, canal: true, per_canal: 6, background: 0, region: 0, tag: dense_}",
+        )
+    if not (ROOT / "data" / "real-background" / "manifest.csv").is_file():
+        # Anywhere in the field of view (abdomen, pelvis, the edges of the body): scan mode
+        # called such places lesions on held-out real studies; real-insert has 6 per study.
+        run(
+            str(BIN / "spinelesion-insert"),
+            "output_dir=data/real-background",
+            f"backgrounds={REAL_NORMALS}",
+            "variants_per_subject=0",
+            "normal_rois={per_body: 0, discs: false, canal: false, background: 30, region: 0, tag: bg_}",
         )
 
 

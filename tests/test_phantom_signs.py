@@ -278,3 +278,34 @@ def test_dorsal_normal_rois_sit_behind_the_sac_not_in_it():
             gaps.append(gap)
             assert DORSAL_MM[0] <= gap <= DORSAL_MM[1]
     assert min(gaps) < 8 and max(gaps) > 18  # the whole band, not one depth
+
+
+def test_ventral_normal_rois_sit_in_front_of_the_sac():
+    """The front of the canal (the back of a body or disc, the anterior epidural space) is
+    labelled normal too: scan windows visit it between the body and canal ROIs."""
+    from spinelesion.phantom.anatomy import layout, sac_distance
+    from spinelesion.phantom.study import VENTRAL_MM, normal_rois
+
+    cfg = default_phantom_config(normal_rois=[3, 3], normal_roi_kinds={"ventral": 1.0})
+    depths = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        an = sample_anatomy(rng, cfg["anatomy"])
+        layout(an, rng)
+        rois = normal_rois(rng, an, [], {**cfg, "background_rois": [0, 0]})
+        assert len(rois) == 3
+        for r in rois:
+            x, y, z = (np.array([c]) for c in r.center)
+            assert r.compartment == "none" and r.fracture == "none"
+            assert sac_distance(an, x, y, z)[0] >= 0.0  # never inside the sac
+            yc, b, _ = (float(t[0]) for t in an.sac_geometry(z))
+            depth = float(y[0] - an.canal_front(z)[0])
+            depths.append(depth)
+            assert VENTRAL_MM[0] <= depth and y[0] <= yc - b
+    assert min(depths) < -3 and max(depths) > -1  # the body's back wall and the epidural space
+
+
+def test_default_normal_roi_kinds_include_both_sides_of_the_sac():
+    kinds = default_phantom_config()["normal_roi_kinds"]
+    assert {"body", "canal", "disc", "dorsal", "ventral"} <= set(kinds)
+    assert sum(kinds.values()) == pytest.approx(1.0)

@@ -127,10 +127,14 @@ def plan_findings(
 
 # How far behind the canal's back wall a "dorsal" normal ROI lies, mm (background ROIs start at 30).
 DORSAL_MM = (2.0, 28.0)
+# Where a "ventral" normal ROI lies, mm along y from the canal's front wall (the back of the
+# bodies and discs): from inside the posterior cortex to the front of the thecal sac.
+VENTRAL_MM = (-6.0, 0.0)  # the upper end is the sac's front, added at the ROI's z
 
 
 def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], cfg: dict) -> list[RoiRecord]:
-    """ROIs on normal anatomy (body, canal, disc, behind the canal), away from the findings, labelled none."""
+    """ROIs on normal anatomy (body, canal, disc, in front of or behind the sac), away from the
+    findings, labelled none."""
     busy = set().union(*[f.occupies | {f.level_index} for f in findings]) if findings else set()
     lesion_z = [float(f.center[2]) for f in findings]
     long_reach = [
@@ -162,6 +166,14 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
             z = float(v.center[2] + rng.uniform(-0.5, 0.5) * v.height)
             back = float(an.canal_front(np.array([z]))[0]) + an.canal_ap
             c = np.array([rng.uniform(-6.0, 6.0), back + rng.uniform(DORSAL_MM[0], DORSAL_MM[1]), z])
+        elif kind == "ventral":
+            # The front of the canal: the posterior wall of a body or disc and the anterior
+            # epidural space in front of the sac. Scan windows visit it between the body and
+            # canal ROIs, and a model that never saw it normal called it intradural.
+            z = float(v.center[2] + rng.uniform(-0.6, 0.6) * v.height)
+            front = float(an.canal_front(np.array([z]))[0])
+            yc, b, _ = (float(t[0]) for t in an.sac_geometry(np.array([z])))
+            c = np.array([rng.uniform(-6.0, 6.0), rng.uniform(front + VENTRAL_MM[0], yc - b), z])
         else:
             c = v.center + np.array([rng.uniform(-0.2, 0.2) * v.width, rng.uniform(-0.2, 0.2) * v.depth, 0.0])
         if any(abs(c[2] - z) < 30 for z in lesion_z) or any(abs(c[2] - z) < 90 for z in long_reach):
