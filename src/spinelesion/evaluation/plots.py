@@ -86,7 +86,8 @@ def plot_reliability(task: str, metrics: dict[str, Any], path: Path) -> Path:
     width = upper - lower
     ok = counts > 0
     ax.bar(lower[ok], acc[ok], width=width[ok], align="edge", alpha=0.7, edgecolor="k", label="accuracy")
-    ax.plot(conf[ok], acc[ok], "o", color="tab:red", ms=4, label="mean confidence")
+    # each bin once more at its mean confidence: on the diagonal when the bin is calibrated
+    ax.plot(conf[ok], acc[ok], "o", color="tab:red", ms=4, label="bin at its mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
     e = metrics.get("ece")
