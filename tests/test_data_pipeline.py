@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pydicom
@@ -221,3 +222,32 @@ def test_bad_study_is_skipped_and_reported_at_inference(tiny_dataset: Path, tmp_
     assert "missing slice" in bank.failures[0].reason
     assert len(bank) == sum(r.study_id != study for r in rows)
     assert np.all([r.study_id != study for r in bank.rows])
+    # the crops kept line up with their rows: each equals a bank built from that study alone
+    first = bank.rows[0].study_id
+    alone = build_roi_bank(
+        [r for r in rows if r.study_id == first], StudyCache(None), RoiSpec(), progress=False
+    )
+    torch.testing.assert_close(bank.images[: len(alone)], alone.images)
+    assert bank.images.dtype == torch.float16 and bank.available.shape == (len(bank), len(SEQUENCES))
+
+
+def test_a_bank_that_cannot_fit_in_memory_is_refused_before_anything_is_read(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Refused with the numbers, instead of the kernel killing the run half-way."""
+    from spinelesion.data import dataset
+    from spinelesion.io.limits import ResourceLimitError
+
+    rows = read_manifest(tiny_dataset).rows
+    per_roi = len(SEQUENCES) * int(np.prod(RoiSpec().context_shape)) * 2
+    monkeypatch.setattr(dataset, "available_memory", lambda: per_roi * len(rows) // 2)
+
+    class NoReads(StudyCache):
+        def get(self, *args: object, **kwargs: object) -> NoReturn:
+            raise AssertionError("read a study before checking memory")
+
+    with pytest.raises(ResourceLimitError, match=rf"{len(rows)} ROIs need about .* available"):
+        build_roi_bank(rows, NoReads(None), RoiSpec(), progress=False)
+    monkeypatch.setattr(dataset, "available_memory", lambda: None)  # unknown (not Linux): no check
+    one = [r for r in rows if r.study_id == rows[0].study_id]
+    assert len(build_roi_bank(one, StudyCache(None), RoiSpec(), progress=False)) == len(one)

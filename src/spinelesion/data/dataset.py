@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +43,53 @@ class BadStudiesError(RuntimeError):
         self.failures = list(failures)
         lines = "\n".join(f"  - {f}" for f in self.failures)
         super().__init__(f"{len(self.failures)} study(ies) could not be read:\n{lines}")
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux ``MemAvailable``), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class BankBuffer:
+    """The bank's crops, written study by study into one preallocated float16 tensor.
+
+    Concatenating per-study pieces at the end held the bank twice: a 9,600-ROI training mix
+    (11 GiB of context crops) was killed for memory on a 24 GiB machine. Before allocating,
+    the size is checked against the memory available, so a mix that cannot fit fails at once
+    with the numbers instead of being killed mid-way."""
+
+    def __init__(self, n_rois: int, spec: RoiSpec, headroom: float = 0.85):
+        n_ch = len(SEQUENCES)
+        need = n_rois * n_ch * int(np.prod(spec.context_shape)) * 2
+        free = available_memory()
+        if free is not None and need > headroom * free:
+            from spinelesion.io.limits import ResourceLimitError, human
+
+            raise ResourceLimitError(
+                f"{n_rois} ROIs need about {human(need)} of context crops in memory "
+                f"(float16, {n_ch} x {'x'.join(map(str, spec.context_shape))} each), but only "
+                f"{human(free)} is available: train or evaluate on fewer ROIs (fewer manifests, "
+                "a split), or on a machine with more memory"
+            )
+        self.images = torch.empty((n_rois, n_ch, *spec.context_shape), dtype=torch.float16)
+        self.available = torch.zeros((n_rois, n_ch))
+        self.filled = 0
+
+    def add(self, crops: torch.Tensor, available: torch.Tensor) -> None:
+        n = int(crops.shape[0])
+        self.images[self.filled : self.filled + n] = crops  # cast to float16 in place
+        self.available[self.filled : self.filled + n] = available
+        self.filled += n
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The filled part (views: rows of failed studies were never written, so never paged in)."""
+        return self.images[: self.filled], self.available[: self.filled]
 
 
 @dataclass
@@ -85,8 +133,7 @@ def build_roi_bank(
     for r in rows:
         by_study.setdefault(r.study_id, []).append(r)
     kept: list[Row] = []
-    images: list[torch.Tensor] = []
-    flags: list[torch.Tensor] = []
+    buffer = BankBuffer(len(rows), spec)
     failures: list[StudyFailure] = []
     for study_id, study_rows in tqdm(by_study.items(), desc="ROIs", unit="study", disable=not progress):
         try:
@@ -100,23 +147,14 @@ def build_roi_bank(
             )
             continue
         kept.extend(study_rows)
-        images.append(crops.half())
-        flags.append(avail)
+        buffer.add(crops, avail)
     if failures and on_error == "raise":
         raise BadStudiesError(failures)
     for f in failures:
         log.warning("skipped %s", f)
-    n_ch = len(SEQUENCES)
     targets = {t: torch.tensor([encode(t, r.labels[t]) for r in kept], dtype=torch.long) for t in TASKS}
-    return RoiBank(
-        rows=kept,
-        images=torch.cat(images)
-        if images
-        else torch.zeros((0, n_ch, *spec.context_shape), dtype=torch.float16),
-        available=torch.cat(flags) if flags else torch.zeros((0, n_ch)),
-        targets=targets,
-        failures=failures,
-    )
+    images, available = buffer.tensors()
+    return RoiBank(rows=kept, images=images, available=available, targets=targets, failures=failures)
 
 
 class RoiDataset(Dataset):

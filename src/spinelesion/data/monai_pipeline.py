@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from spinelesion.data.augment import AugmentConfig
 from spinelesion.data.cache import study_key
-from spinelesion.data.dataset import BadStudiesError, BankIndex, RoiBank, StudyFailure
+from spinelesion.data.dataset import BadStudiesError, BankBuffer, BankIndex, RoiBank, StudyFailure
 from spinelesion.data.manifest import Row
 from spinelesion.data.monai_transforms import study_transforms
 from spinelesion.data.roi import RoiSpec, center_crop
-from spinelesion.labels import SEQUENCES, TASKS, encode
+from spinelesion.labels import TASKS, encode
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ def build_roi_bank_monai(
     items, groups = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
     kept: list[Row] = []
-    images: list[torch.Tensor] = []
-    flags: list[torch.Tensor] = []
+    buffer = BankBuffer(len(rows), spec)
     failures: list[StudyFailure] = []
     for i in tqdm(range(len(items)), desc="ROIs (monai)", unit="study", disable=not progress):
         try:
@@ -112,20 +111,17 @@ def build_roi_bank_monai(
             )
             continue
         kept.extend(groups[i])
-        images.append(torch.as_tensor(out["image"]).half())
-        flags.append(torch.as_tensor(out["available"]).float())
+        buffer.add(torch.as_tensor(out["image"]), torch.as_tensor(out["available"]).float())
     if failures and on_error == "raise":
         raise BadStudiesError(failures)
     for f in failures:
         log.warning("skipped %s", f)
     targets = {t: torch.tensor([encode(t, r.labels[t]) for r in kept], dtype=torch.long) for t in TASKS}
-    n_ch = len(SEQUENCES)
+    images, available = buffer.tensors()
     return RoiBank(
         rows=kept,
-        images=torch.cat(images)
-        if images
-        else torch.zeros((0, n_ch, *spec.context_shape), dtype=torch.float16),
-        available=torch.cat(flags) if flags else torch.zeros((0, n_ch)),
+        images=images,
+        available=available,
         targets=targets,
         failures=failures,
     )
