@@ -2,8 +2,9 @@
 """``make model``: regenerate the training data and retrain the released demo model.
 
 1. phantom sets: ``data/train400`` (seed 1000), a fresh test set ``data/test150`` (seed 9001),
-   a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below) and ``data/phantom-normals``
-   (seed 3000, more normal ROIs: ``NORMALS``); skipped when present
+   a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below), ``data/phantom-normals``
+   (seed 3000, more normal ROIs: ``NORMALS``) and ``data/phantom-ventral`` (seed 3500, normal
+   ROIs at the front of the canal: ``VENTRAL``); skipped when present
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
 3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~40 min on 2 cores), then
@@ -16,7 +17,9 @@
    train400 studies, mined with a fine-tuning on all of the above and ``data/phantom-normals``,
    phantom studies with normal ROIs just behind the sac), and ``experiment=release_finetune``
    fine-tunes the first stage on everything plus many more normal ROIs around the untouched
-   spines (``data/real-normals-dense``) and on their canals (``data/real-canal-dense``)
+   spines (``data/real-normals-dense``), on their canals (``data/real-canal-dense``) and
+   anywhere in their field of view (``data/real-background``), calibrated with test-time
+   mirroring (``tta`` in configs/train.yaml)
 4. copy the last fine-tuning's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
@@ -323,7 +326,8 @@ def main() -> None:
         mix = manifests(4, "real-canal-dense", "phantom-normals")
         round4 = finetune(stage1, outputs / "release_ft5", f"data.manifest={mix}")
         mine_phantom(round4, "phantom-hardneg")
-        last = finetune(stage1, outputs / "release_ft6")  # everything: release_finetune.yaml
+        # everything (release_finetune.yaml), calibrated with test-time mirroring (train.yaml tta)
+        last = finetune(stage1, outputs / "release_ft7")
         shutil.rmtree(MODEL, ignore_errors=True)
         shutil.copytree(last, MODEL)
     for folder, label in LABELS:

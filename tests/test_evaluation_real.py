@@ -178,3 +178,15 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     assert "left-right mirror image too and the logits are averaged" in mirrored
     assert "(0.750 per study, 30 candidates)" in text
     assert "NOT a clinical tool" in text
+
+
+def test_recorded_command_names_no_machine_path(tmp_path, monkeypatch) -> None:
+    from spinelesion.models.card import portable_override
+
+    monkeypatch.chdir(tmp_path)
+    assert (
+        portable_override(f"init_from={tmp_path}/outputs/release/model") == "init_from=outputs/release/model"
+    )
+    assert portable_override("init_from=/elsewhere/jane_doe/model") == "init_from=model"
+    assert portable_override("trainer.max_epochs=15") == "trainer.max_epochs=15"
+    assert portable_override("+flag") == "+flag"

@@ -138,9 +138,18 @@ def _overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return list(HydraConfig.get().overrides.task)
+        return [portable_override(o) for o in HydraConfig.get().overrides.task]
     except Exception:  # noqa: BLE001 - not running under @hydra.main (tests)
         return []
+
+
+def portable_override(override: str) -> str:
+    """``key=/abs/path`` -> ``key=<path relative to the working directory>``: the command a
+    model folder records must not tell where (or for whom) it was made."""
+    from spinelesion.portable import redact_paths
+
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{redact_paths(value)}" if sep else override
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:
