@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spinelesion.phantom.anatomy import sample_anatomy
+from spinelesion.phantom.anatomy import Anatomy, sample_anatomy
 from spinelesion.phantom.config import default_phantom_config
 from spinelesion.phantom.findings import FINDINGS, Finding
 from spinelesion.phantom.findings import signals as sig
@@ -256,52 +256,54 @@ def test_gibbs_rings_next_to_an_edge_and_ghosts_repeat_along_phase():
     assert ghosted[5, 11, 0] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_dorsal_normal_rois_sit_behind_the_sac_not_in_it():
-    """The band just behind the thecal sac (epidural fat, laminae) is labelled normal too: scan
-    mode puts windows there, and a model that never saw it normal called it intradural."""
-    from spinelesion.phantom.anatomy import layout, sac_distance
-    from spinelesion.phantom.study import DORSAL_MM, normal_rois
+def _normal_rois_of(kind: str, studies: int = 6) -> list[tuple[Anatomy, np.ndarray]]:
+    """(anatomy, LPS centre) of 3 normal ROIs of one ``kind`` in each of ``studies`` anatomies."""
+    from spinelesion.phantom.anatomy import layout
+    from spinelesion.phantom.study import normal_rois
 
-    cfg = default_phantom_config(normal_rois=[3, 3], normal_roi_kinds={"dorsal": 1.0})
-    gaps = []
-    for seed in range(6):
+    cfg = default_phantom_config(normal_rois=[3, 3], normal_roi_kinds={kind: 1.0})
+    out = []
+    for seed in range(studies):
         rng = np.random.default_rng(seed)
         an = sample_anatomy(rng, cfg["anatomy"])
         layout(an, rng)
         rois = normal_rois(rng, an, [], {**cfg, "background_rois": [0, 0]})
         assert len(rois) == 3
-        for r in rois:
-            x, y, z = (np.array([c]) for c in r.center)
-            assert r.compartment == "none" and r.fracture == "none"
-            assert sac_distance(an, x, y, z)[0] > 2.0  # outside the sac (positive = outside)
-            gap = float(y[0] - (an.canal_front(z)[0] + an.canal_ap))
-            gaps.append(gap)
-            assert DORSAL_MM[0] <= gap <= DORSAL_MM[1]
+        assert all(r.compartment == "none" and r.fracture == "none" for r in rois)
+        out.extend((an, np.asarray(r.center)) for r in rois)
+    return out
+
+
+def test_dorsal_normal_rois_sit_behind_the_sac_not_in_it():
+    """The band just behind the thecal sac (epidural fat, laminae) is labelled normal too: scan
+    mode puts windows there, and a model that never saw it normal called it intradural."""
+    from spinelesion.phantom.anatomy import sac_distance
+    from spinelesion.phantom.study import DORSAL_MM
+
+    gaps = []
+    for an, c in _normal_rois_of("dorsal"):
+        x, y, z = (np.array([v]) for v in c)
+        assert sac_distance(an, x, y, z)[0] > 2.0  # outside the sac (positive = outside)
+        gap = float(y[0] - (an.canal_front(z)[0] + an.canal_ap))
+        gaps.append(gap)
+        assert DORSAL_MM[0] <= gap <= DORSAL_MM[1]
     assert min(gaps) < 8 and max(gaps) > 18  # the whole band, not one depth
 
 
 def test_ventral_normal_rois_sit_in_front_of_the_sac():
     """The front of the canal (the back of a body or disc, the anterior epidural space) is
     labelled normal too: scan windows visit it between the body and canal ROIs."""
-    from spinelesion.phantom.anatomy import layout, sac_distance
-    from spinelesion.phantom.study import VENTRAL_MM, normal_rois
+    from spinelesion.phantom.anatomy import sac_distance
+    from spinelesion.phantom.study import VENTRAL_MM
 
-    cfg = default_phantom_config(normal_rois=[3, 3], normal_roi_kinds={"ventral": 1.0})
     depths = []
-    for seed in range(6):
-        rng = np.random.default_rng(seed)
-        an = sample_anatomy(rng, cfg["anatomy"])
-        layout(an, rng)
-        rois = normal_rois(rng, an, [], {**cfg, "background_rois": [0, 0]})
-        assert len(rois) == 3
-        for r in rois:
-            x, y, z = (np.array([c]) for c in r.center)
-            assert r.compartment == "none" and r.fracture == "none"
-            assert sac_distance(an, x, y, z)[0] >= 0.0  # never inside the sac
-            yc, b, _ = (float(t[0]) for t in an.sac_geometry(z))
-            depth = float(y[0] - an.canal_front(z)[0])
-            depths.append(depth)
-            assert VENTRAL_MM[0] <= depth and y[0] <= yc - b
+    for an, c in _normal_rois_of("ventral"):
+        x, y, z = (np.array([v]) for v in c)
+        assert sac_distance(an, x, y, z)[0] >= 0.0  # never inside the sac
+        yc, b, _ = (float(t[0]) for t in an.sac_geometry(z))
+        depth = float(y[0] - an.canal_front(z)[0])
+        depths.append(depth)
+        assert VENTRAL_MM[0] <= depth and y[0] <= yc - b
     assert min(depths) < -3 and max(depths) > -1  # the body's back wall and the epidural space
 
 
