@@ -17,6 +17,13 @@ from spinelesion.phantom.config import V1_OVERRIDES
 
 log = logging.getLogger(__name__)
 V1 = {f"phantom.{k}": v for k, v in V1_OVERRIDES.items()}
+# Where normal ROIs are sampled is not part of a renderer, so it is held fixed here: the
+# check compares renderers, and a new kind of normal ROI in the defaults (the hard `ventral`
+# ones at the front of the canal, 2026-11-30) took the 48-study v1 training from AUC 0.80 to
+# 0.66 in-renderer without any renderer change.
+SAMPLING = {
+    "phantom.normal_roi_kinds": {"body": 0.35, "canal": 0.3, "disc": 0.15, "dorsal": 0.2, "ventral": 0.0}
+}
 
 
 def _train_and_cross_evaluate(
@@ -28,7 +35,7 @@ def _train_and_cross_evaluate(
     from spinelesion.evaluate import evaluate
     from spinelesion.train import train
 
-    train_manifest = generate(tmp_path / "train_data", studies=48, seed=601, **train_overrides)
+    train_manifest = generate(tmp_path / "train_data", studies=48, seed=601, **SAMPLING, **train_overrides)
     cfg = brief_train_cfg(train_manifest, tmp_path / "run")
     summary = train(cfg)
     out: dict[str, dict[str, float]] = {}
@@ -60,8 +67,8 @@ def test_training_transfers_across_renderers(tmp_path: Path, train_on: str):
     from conftest import generate
 
     tests = {
-        "v2": generate(tmp_path / "test_v2", studies=16, seed=602),
-        "v1": generate(tmp_path / "test_v1", studies=16, seed=602, **V1),
+        "v2": generate(tmp_path / "test_v2", studies=16, seed=602, **SAMPLING),
+        "v1": generate(tmp_path / "test_v1", studies=16, seed=602, **SAMPLING, **V1),
     }
     result = _train_and_cross_evaluate(tmp_path, V1 if train_on == "v1" else {}, tests)
     log.warning("trained on %s: %s", train_on, json.dumps(result))
