@@ -251,3 +251,14 @@ def test_a_bank_that_cannot_fit_in_memory_is_refused_before_anything_is_read(
     monkeypatch.setattr(dataset, "available_memory", lambda: None)  # unknown (not Linux): no check
     one = [r for r in rows if r.study_id == rows[0].study_id]
     assert len(build_roi_bank(one, StudyCache(None), RoiSpec(), progress=False)) == len(one)
+
+
+def test_meminfo_fields_read_in_bytes():
+    from spinelesion.io.limits import meminfo_bytes
+
+    if not Path("/proc/meminfo").is_file():
+        pytest.skip("no /proc/meminfo (not Linux)")
+    total, free = meminfo_bytes("MemTotal"), meminfo_bytes("MemAvailable")
+    assert total is not None and free is not None and 0 < free <= total
+    assert total > 1 << 28  # bytes, not kB
+    assert meminfo_bytes("NoSuchField") is None

@@ -37,14 +37,10 @@ def cpu_model() -> str:
 
 
 def memory_gib() -> float | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        return None
-    return None
+    from spinelesion.io.limits import meminfo_bytes
+
+    total = meminfo_bytes("MemTotal")
+    return None if total is None else round(total / 2**30, 1)
 
 
 def describe() -> dict[str, Any]:

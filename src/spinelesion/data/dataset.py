@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,13 +46,9 @@ class BadStudiesError(RuntimeError):
 
 def available_memory() -> int | None:
     """Bytes the kernel says can be allocated without swapping (Linux ``MemAvailable``), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    from spinelesion.io.limits import meminfo_bytes
+
+    return meminfo_bytes("MemAvailable")
 
 
 class BankBuffer:

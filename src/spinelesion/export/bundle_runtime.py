@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from spinelesion.labels import SEQUENCES, TASKS
-from spinelesion.models.tta import forward_tta
+from spinelesion.models.tta import forward_tta, mirrors_of
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ class RoiClassifier:
         device: str | torch.device = "cpu",
         tta: Sequence[str] | None = None,
     ):
-        from spinelesion.models.tta import mirrors_of
-
         self.network = network.eval()
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)

@@ -66,6 +66,17 @@ def configure(max_study_gb: float | None = None, header_mb: float | None = None)
 configure()
 
 
+def meminfo_bytes(field: str) -> int | None:
+    """A ``/proc/meminfo`` field (``MemTotal``, ``MemAvailable``...) in bytes; None off Linux."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def human(n: float) -> str:
     """Bytes for people: ``'238.4 GiB'``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
