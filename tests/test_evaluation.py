@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,16 @@ def test_plots_are_written(tmp_path: Path):
     assert {"roc_compartment.png", "reliability_fracture.png", "confusion_compartment.png"} <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_plots_of_normals_only_warn_about_nothing(tmp_path: Path):
+    # A set of normal ROIs only (the shared real normals): no ROC curve can be drawn, and the
+    # ROC plot must not ask matplotlib for a legend it has nothing to put in.
+    inp = _inputs()
+    inp.y_true["compartment"][:] = 0
+    inp.y_true["fracture"][:] = 0
+    m = compute_metrics(inp, n_boot=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = write_plots(inp, m, tmp_path)
+    assert {"roc_compartment.png", "roc_fracture.png"} <= {p.name for p in paths}
