@@ -4,22 +4,25 @@
 1. phantom sets: ``data/train400`` (seed 1000), a fresh test set ``data/test150`` (seed 9001),
    a shifted one ``data/shift100`` (seed 7777, ``SHIFT`` below), ``data/phantom-normals``
    (seed 3000, more normal ROIs: ``NORMALS``) and ``data/phantom-ventral`` (seed 3500, normal
-   ROIs at the front of the canal: ``VENTRAL``); skipped when present
+   ROIs at the front of the canal: ``VENTRAL``) and ``data/phantom-cord`` (seed 4000, lesions in
+   the sac: ``CORD``); skipped when present
 2. ``spinelesion-insert output_dir=data/real-insert``: lesions inserted into the real normal
    spines of ``../shared/data/real-normals`` (needed: the model must be right on real anatomy)
 3. ``spinelesion-train experiment=release`` (phantom + real mix, CPU, ~40 min on 2 cores), then
-   four hard-negative rounds for scan mode: the scan candidates of a model on the untouched
+   five hard-negative rounds for scan mode: the scan candidates of a model on the untouched
    train/val real spines become normal ROIs (``data/real-hardneg``: of the first stage;
    ``data/real-hardneg2``: of a fine-tuning on the first round; ``data/real-hardneg3``: of a
    fine-tuning on both, mined with the scan's 8 mm walk; ``data/real-hardneg4``: of a
-   fine-tuning on three and the dense canal normals), one round on phantom studies
+   fine-tuning on three and the dense canal normals; ``data/real-hardneg5``: of a fine-tuning
+   on everything below but the last three sets), one round on phantom studies
    (``data/phantom-hardneg``: candidates more than 25 mm from every labelled ROI of 40
    train400 studies, mined with a fine-tuning on all of the above and ``data/phantom-normals``,
    phantom studies with normal ROIs just behind the sac), and ``experiment=release_finetune``
    fine-tunes the first stage on everything plus many more normal ROIs around the untouched
    spines (``data/real-normals-dense``), on their canals (``data/real-canal-dense``) and
-   anywhere in their field of view (``data/real-background``), calibrated with test-time
-   mirroring (``tta`` in configs/train.yaml)
+   anywhere in their field of view (``data/real-background``), on every body
+   (``data/real-body-dense``) and more phantom studies with lesions in the sac
+   (``data/phantom-cord``), calibrated with test-time mirroring (``tta`` in configs/train.yaml)
 4. copy the last fine-tuning's model folder to ``models/spinelesion-demo``
 5. evaluate: the fresh and shifted phantom sets; the held-out real subjects (inserted lesions,
    per dataset, paired with the same vertebrae untouched); every real normal body of the
@@ -69,12 +72,21 @@ VENTRAL = (
     "phantom.background_rois=[0,1]",
     "phantom.normal_roi_kinds={ventral:0.6,canal:0.2,dorsal:0.2}",
 )
+# Studies whose primary finding lies in the sac (the rare classes): the balanced sampler drew
+# each of their ~170 intradural-extramedullary and ~120 intramedullary training ROIs many times.
+CORD = (
+    "phantom.finding_weights={lytic_metastasis:0,blastic_metastasis:0,mixed_metastasis:0,"
+    "epidural_extension:0,paraspinal_mass:0,osteoporotic_fracture:0,pathologic_fracture:0,"
+    "haemangioma:0,modic1:0,schmorl_node:0,discitis:0,"
+    "meningioma:0.2,schwannoma:0.2,drop_metastases:0.2,intramedullary_metastasis:0.4}",
+)
 PHANTOM_SETS = (
     ("train400", 400, 1000, ()),
     ("test150", 150, 9001, ()),
     ("shift100", 100, 7777, SHIFT),
     ("phantom-normals", 200, 3000, NORMALS),
     ("phantom-ventral", 120, 3500, VENTRAL),
+    ("phantom-cord", 160, 4000, CORD),
 )
 LABELS = (
     ("test150", "fresh phantom test set, seed 9001 (150 studies)"),
@@ -127,6 +139,16 @@ def make_data() -> None:
             f"backgrounds={REAL_NORMALS}",
             "variants_per_subject=0",
             "normal_rois={per_body: 0, discs: false, canal: false, background: 30, region: 0, tag: bg_}",
+        )
+    if not (ROOT / "data" / "real-body-dense" / "manifest.csv").is_file():
+        # 6 more per real body: the sets around the spine shrank the bodies' share of the
+        # balanced sampler's normal draws, and the training subjects' bodies slipped.
+        run(
+            str(BIN / "spinelesion-insert"),
+            "output_dir=data/real-body-dense",
+            f"backgrounds={REAL_NORMALS}",
+            "variants_per_subject=0",
+            "normal_rois={per_body: 6, discs: false, canal: false, background: 0, region: 0, tag: body_}",
         )
 
 
@@ -326,8 +348,13 @@ def main() -> None:
         mix = manifests(4, "real-canal-dense", "phantom-normals")
         round4 = finetune(stage1, outputs / "release_ft5", f"data.manifest={mix}")
         mine_phantom(round4, "phantom-hardneg")
+        mix = manifests(
+            4, "real-canal-dense", "phantom-normals", "phantom-hardneg", "phantom-ventral", "real-background"
+        )
+        round5 = finetune(stage1, outputs / "release_ft7", f"data.manifest={mix}")
+        mine(round5, "real-hardneg5", FINE)
         # everything (release_finetune.yaml), calibrated with test-time mirroring (train.yaml tta)
-        last = finetune(stage1, outputs / "release_ft7")
+        last = finetune(stage1, outputs / "release_ft9")
         shutil.rmtree(MODEL, ignore_errors=True)
         shutil.copytree(last, MODEL)
     for folder, label in LABELS:
