@@ -88,6 +88,23 @@ PHANTOM_SETS = (
     ("phantom-ventral", 120, 3500, VENTRAL),
     ("phantom-cord", 160, 4000, CORD),
 )
+# Normal ROIs only on the untouched real spines (``spinelesion-insert variants_per_subject=0``):
+# folder, ``normal_rois`` setting.
+REAL_NORMAL_SETS = (
+    # 40 anywhere around each spine
+    ("real-normals-dense", "{per_body: 0, discs: false, canal: false, background: 0, region: 40}"),
+    # 6 on the canal of every level: the real cord, conus and roots
+    (
+        "real-canal-dense",
+        "{per_body: 0, discs: false, canal: true, per_canal: 6, background: 0, region: 0, tag: dense_}",
+    ),
+    # 30 anywhere in the field of view (abdomen, pelvis, the edges of the body): scan mode called
+    # such places lesions on held-out real studies; real-insert has 6 per study
+    ("real-background", "{per_body: 0, discs: false, canal: false, background: 30, region: 0, tag: bg_}"),
+    # 6 more per body: the sets around the spine shrank the bodies' share of the balanced
+    # sampler's normal draws, and the training subjects' bodies slipped
+    ("real-body-dense", "{per_body: 6, discs: false, canal: false, background: 0, region: 0, tag: body_}"),
+)
 LABELS = (
     ("test150", "fresh phantom test set, seed 9001 (150 studies)"),
     ("shift100", "shifted phantom acquisition and anatomy, seed 7777 (100 studies)"),
@@ -114,42 +131,15 @@ def make_data() -> None:
         if not REAL_NORMALS.is_dir():
             sys.exit(f"{REAL_NORMALS} not found: the release model is trained on real normal spines too")
         run(str(BIN / "spinelesion-insert"), "output_dir=data/real-insert", f"backgrounds={REAL_NORMALS}")
-    if not (ROOT / "data" / "real-normals-dense" / "manifest.csv").is_file():
-        run(
-            str(BIN / "spinelesion-insert"),
-            "output_dir=data/real-normals-dense",
-            f"backgrounds={REAL_NORMALS}",
-            "variants_per_subject=0",
-            "normal_rois={per_body: 0, discs: false, canal: false, background: 0, region: 40}",
-        )
-    if not (ROOT / "data" / "real-canal-dense" / "manifest.csv").is_file():
-        run(
-            str(BIN / "spinelesion-insert"),
-            "output_dir=data/real-canal-dense",
-            f"backgrounds={REAL_NORMALS}",
-            "variants_per_subject=0",
-            "normal_rois={per_body: 0, discs: false, canal: true, per_canal: 6, background: 0, region: 0, tag: dense_}",
-        )
-    if not (ROOT / "data" / "real-background" / "manifest.csv").is_file():
-        # Anywhere in the field of view (abdomen, pelvis, the edges of the body): scan mode
-        # called such places lesions on held-out real studies; real-insert has 6 per study.
-        run(
-            str(BIN / "spinelesion-insert"),
-            "output_dir=data/real-background",
-            f"backgrounds={REAL_NORMALS}",
-            "variants_per_subject=0",
-            "normal_rois={per_body: 0, discs: false, canal: false, background: 30, region: 0, tag: bg_}",
-        )
-    if not (ROOT / "data" / "real-body-dense" / "manifest.csv").is_file():
-        # 6 more per real body: the sets around the spine shrank the bodies' share of the
-        # balanced sampler's normal draws, and the training subjects' bodies slipped.
-        run(
-            str(BIN / "spinelesion-insert"),
-            "output_dir=data/real-body-dense",
-            f"backgrounds={REAL_NORMALS}",
-            "variants_per_subject=0",
-            "normal_rois={per_body: 6, discs: false, canal: false, background: 0, region: 0, tag: body_}",
-        )
+    for folder, normal_rois in REAL_NORMAL_SETS:
+        if not (ROOT / "data" / folder / "manifest.csv").is_file():
+            run(
+                str(BIN / "spinelesion-insert"),
+                f"output_dir=data/{folder}",
+                f"backgrounds={REAL_NORMALS}",
+                "variants_per_subject=0",
+                f"normal_rois={normal_rois}",
+            )
 
 
 # Hard-negative mining: looser than prediction's scan, so that near misses are mined too.
