@@ -70,8 +70,17 @@ def plot_roc(task: str, y: np.ndarray, probs: np.ndarray, metrics: dict[str, Any
     ax.set_ylabel("sensitivity")
     macro = metrics.get("auc_macro")
     ax.set_title(f"{task}: ROC, one vs rest (macro AUC {macro:.3f})" if macro is not None else f"{task}: ROC")
-    if ax.get_legend_handles_labels()[0]:  # no curve when every ROI has one class (e.g. normals only)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right")
+    else:  # every ROI has one true class (e.g. normals only): say why the plot is empty
+        ax.text(
+            0.5,
+            0.8,
+            "no ROC: every ROI has the same true class",
+            ha="center",
+            fontsize=8,
+            backgroundcolor="white",
+        )
     ax.set_aspect("equal")
     fig.tight_layout()
     return _save(fig, path)
