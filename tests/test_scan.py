@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spinelesion.data.roi import RoiSpec
-from spinelesion.inference.scan import ScanConfig, scan_study, window_overlap
+from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study, window_overlap
 from spinelesion.labels import TASKS
 
 SPEC = RoiSpec((32, 48, 48), (1.5, 1.5, 1.5), 1.25)
@@ -31,12 +31,12 @@ class OnCentreProbe(nn.Module):
         return torch.cat([-s, s, -s, -s], 1), torch.cat([-s, -s, s], 1)
 
 
-def _volume(blob: np.ndarray) -> np.ndarray:
+def _volume(blob: np.ndarray, sigma_mm: float = 3.0) -> np.ndarray:
     rng = np.random.default_rng(0)
     shape = (80, 130, 130)  # 1 mm voxels, identity affine: voxel index == LPS mm
     grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1)
     d2 = ((grid - blob) ** 2).sum(-1)
-    one = 100 + 10 * rng.random(shape, dtype=np.float32) + 900 * np.exp(-d2 / (2 * 3.0**2))
+    one = 100 + 10 * rng.random(shape, dtype=np.float32) + 900 * np.exp(-d2 / (2 * sigma_mm**2))
     return np.repeat(one[None], 4, 0).astype(np.float32)
 
 
@@ -67,3 +67,36 @@ def test_fine_stride_centres_a_window_on_a_lesion_the_coarse_one_walks_past():
     assert distance <= 8.0 and score > 0.9, found["fine"]  # the best candidate sits on the lesion
     best_coarse = max((s for d, s in found["coarse"] if d <= 8.0), default=0.0)
     assert best_coarse < score, found  # the coarse walk never centres a window as close
+
+
+def test_neighbour_offsets_are_six_points_at_the_shift_along_each_axis():
+    off = neighbour_offsets(4.0)
+    assert off.shape == (6, 3)
+    assert np.allclose(np.linalg.norm(off, axis=1), 4.0) and np.allclose(off.sum(0), 0.0)
+    assert np.allclose(np.abs(off).sum(0), 8.0)  # two per axis, opposite
+    assert neighbour_offsets(0.0).shape == (0, 3)
+
+
+@pytest.mark.parametrize(("sigma_mm", "called"), [(0.8, False), (5.0, True)])
+def test_a_candidate_is_called_only_when_its_neighbours_agree(sigma_mm: float, called: bool):
+    """The mean answer over a candidate and its six neighbours 4 mm away: a speck that only the
+    window centred exactly on it answers (a noisy map's peak) is not called; a lesion with extent,
+    which every nearby window answers, is, as at its centre alone."""
+    from spinelesion.inference.predictor import Predictor, PredictorConfig
+
+    meta = {
+        "name": "probe",
+        "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
+    }
+    predictor = Predictor(OnCentreProbe(), meta, PredictorConfig(device="cpu", saliency_method="none"))
+    blob = np.array([40.0, 65.0, 65.0])
+    array, available = _volume(blob, sigma_mm), np.ones(4, bool)
+    images, flags = predictor.crops(array, np.eye(4), available, [blob])
+    at_centre = predictor.classify(images, flags)
+    assert at_centre["compartment"][0, 1] > 0.9  # the window on the centre answers "lesion" either way
+    same = predictor.mean_over_neighbours(at_centre, array, np.eye(4), available, [blob], 0.0)
+    assert np.allclose(same["compartment"], at_centre["compartment"])  # no shift: the centre's answer
+    mean = predictor.mean_over_neighbours(at_centre, array, np.eye(4), available, [blob], 4.0)
+    for task, p in mean.items():
+        assert p.shape == at_centre[task].shape and np.allclose(p.sum(1), 1.0, atol=1e-5)
+    assert bool(mean["compartment"][0, 1] > 0.5) is called, mean  # the probe's "lesion" class

@@ -21,7 +21,7 @@ import torch
 from spinelesion.data.dataset import crop_study_rois
 from spinelesion.data.roi import RoiSpec, center_crop
 from spinelesion.inference.saliency import paste_box, saliency
-from spinelesion.inference.scan import ScanConfig, scan_study
+from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study
 from spinelesion.inference.writers import (
     inside,
     safe_name,
@@ -146,6 +146,25 @@ class Predictor:
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
 
+    def mean_over_neighbours(
+        self,
+        probs: Mapping[str, np.ndarray],
+        array: np.ndarray,
+        affine: np.ndarray,
+        available: np.ndarray,
+        centers: Sequence[np.ndarray],
+        shift_mm: float,
+    ) -> dict[str, np.ndarray]:
+        """``probs`` (the answers at ``centers``) averaged with the answers at the six points
+        ``shift_mm`` away along each axis: how scan candidates are classified (scan.py)."""
+        offsets = neighbour_offsets(shift_mm)
+        total = {t: np.asarray(p, np.float64).copy() for t, p in probs.items()}
+        for offset in offsets:  # one shift at a time: memory stays that of one batch of crops
+            images, flags = self.crops(array, affine, available, [np.asarray(c) + offset for c in centers])
+            for t, p in self.classify(images, flags).items():
+                total[t] += p
+        return {t: (v / (1 + len(offsets))).astype(np.float32) for t, v in total.items()}
+
     def saliency(
         self, images: torch.Tensor, flags: torch.Tensor, probs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
@@ -245,6 +264,15 @@ class Predictor:
             timings["preprocess"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             probs = self.classify(images, flags)
+            if scan_maps is not None:  # scan candidates: the mean answer around each peak
+                probs = self.mean_over_neighbours(
+                    probs,
+                    array,
+                    affine,
+                    available,
+                    [r.center_lps for r in part],
+                    self.cfg.scan.classify_shift_mm,
+                )
             timings["network"] += time.perf_counter() - t0
             maps: dict[str, np.ndarray] = {}
             if self.cfg.saliency_method != "none":

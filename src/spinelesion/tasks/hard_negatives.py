@@ -93,7 +93,8 @@ def untouched_studies(
 
 
 def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tuple[np.ndarray, float, bool]]:
-    """Scan candidates of one untouched study: (LPS centre, scan score, called a lesion by the ROI classifier)."""
+    """Scan candidates of one untouched study: (LPS centre, scan score, called a lesion by the ROI
+    classifier as prediction's scan mode calls it: the mean answer around the candidate)."""
     from spinelesion.inference.scan import scan_study
     from spinelesion.io.study import load_study_from_paths
 
@@ -102,8 +103,11 @@ def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tup
     result = scan_study(predictor.net, array, affine, available, predictor.spec, scan_cfg, predictor.device)
     if not result.candidates:
         return []
-    images, flags = predictor.crops(array, affine, available, [c for c, _ in result.candidates])
-    probs = predictor.classify(images, flags)
+    centres = [c for c, _ in result.candidates]
+    images, flags = predictor.crops(array, affine, available, centres)
+    probs = predictor.mean_over_neighbours(
+        predictor.classify(images, flags), array, affine, available, centres, scan_cfg.classify_shift_mm
+    )
     lesion = np.zeros(len(result.candidates), bool)
     for task in TASKS:
         lesion |= predictor.decision.labels(task, probs[task]) != 0
