@@ -165,6 +165,15 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
             "lesions_found": 9,
             "radius_mm": 20.0,
         },
+        "real_inserted_scan": {
+            "studies": 104,
+            "candidates": 500,
+            "false_calls": 21,
+            "false_calls_per_study": 0.2019,
+            "lesions": 90,
+            "lesions_found": 70,
+            "radius_mm": 20.0,
+        },
     }
     text = write_model_card(tmp_path, meta).read_text()
     assert "`data/real-insert/manifest.csv`" in text
@@ -177,6 +186,9 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     mirrored = write_model_card(tmp_path, {**meta, "tta": ["lr"]}).read_text()
     assert "left-right mirror image too and the logits are averaged" in mirrored
     assert "(0.750 per study, 30 candidates)" in text
+    assert "## Scan mode on held-out real spines with an inserted finding" in text
+    assert "104 held-out real studies with one inserted lesion or mimic" in text
+    assert "70 of 90 labelled lesions have a lesion call within 20.0 mm; 21 lesion calls" in text
     assert "NOT a clinical tool" in text
 
 

@@ -100,3 +100,58 @@ def test_a_candidate_is_called_only_when_its_neighbours_agree(sigma_mm: float, c
     for task, p in mean.items():
         assert p.shape == at_centre[task].shape and np.allclose(p.sum(1), 1.0, atol=1e-5)
     assert bool(mean["compartment"][0, 1] > 0.5) is called, mean  # the probe's "lesion" class
+
+
+def test_a_scan_candidate_is_called_only_when_more_likely_a_lesion_than_not():
+    """The decision rule may name a rare class below p 0.5 (right where a user points); a scan
+    candidate is called only when some task's 1 - p(none) reaches scan.call_threshold."""
+    from spinelesion.inference.predictor import Predictor, PredictorConfig
+
+    meta = {
+        "name": "probe",
+        "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
+        "decision": {
+            "kind": "log_offsets",
+            "offsets": {"compartment": [0.0, 0.0, 0.0, 2.0], "fracture": [0.0, 0.0, 0.0]},
+        },
+    }
+    predictor = Predictor(OnCentreProbe(), meta, PredictorConfig(device="cpu", saliency_method="none"))
+    probs = {
+        "compartment": np.array([[0.6, 0.0, 0.0, 0.4], [0.3, 0.0, 0.0, 0.7], [0.9, 0.1, 0.0, 0.0]]),
+        "fracture": np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.4, 0.1, 0.5]]),
+    }
+    rule = predictor.decision.labels("compartment", probs["compartment"])
+    assert rule.tolist() == [3, 3, 0]  # the offset names intramedullary at p 0.4
+    labels = predictor.scan_labels(probs, 0.5)
+    assert labels["compartment"].tolist() == [0, 3, 0] and labels["fracture"].tolist() == [0, 0, 2]
+    assert predictor.scan_labels(probs, 0.0)["compartment"].tolist() == [3, 3, 0]  # 0: the rule alone
+
+
+@pytest.mark.slow  # two scans of a small volume: ~20 s on the 2-core CPU
+def test_predict_labels_scan_candidates_with_the_scan_rule(tmp_path):
+    """predict_study: a lesion every nearby window answers is found and called; with a bar no
+    candidate reaches, the same candidates are reported none/none, probabilities unchanged."""
+    from spinelesion.inference.predictor import Predictor, PredictorConfig, StudyInput
+    from spinelesion.io.study import Study
+    from spinelesion.io.volume import Volume
+
+    meta = {
+        "name": "probe",
+        "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
+    }
+    blob = np.array([40.0, 65.0, 65.0])
+    vol = Volume(_volume(blob, 5.0)[0], np.eye(4))
+    item = StudyInput("s", "memory", lambda: Study("s", {s: vol for s in ("t1", "t2", "stir", "t1c")}), [])
+    results = {}
+    for bar in (0.5, 1.01):
+        cfg = PredictorConfig(
+            device="cpu", saliency_method="none", png=False, dicom=False, scan=ScanConfig(call_threshold=bar)
+        )
+        results[bar] = Predictor(OnCentreProbe(), meta, cfg).predict_study(item, tmp_path / str(bar)).rois
+    first = results[0.5][0]
+    assert np.linalg.norm(np.array(first["center_lps_mm"]) - blob) <= 8.0, first
+    assert first["compartment"]["label"] == "extradural"  # the probe's "lesion" class
+    strict = results[1.01]
+    assert [r["center_lps_mm"] for r in strict] == [r["center_lps_mm"] for r in results[0.5]]
+    assert all(r[t]["label"] == "none" for r in strict for t in TASKS)
+    assert strict[0]["compartment"]["probabilities"] == first["compartment"]["probabilities"]

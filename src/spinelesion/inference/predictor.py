@@ -146,6 +146,16 @@ class Predictor:
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
 
+    def scan_labels(self, probs: Mapping[str, np.ndarray], call_threshold: float) -> dict[str, np.ndarray]:
+        """Class index per scan candidate and task: the decision rule's, but none/none unless some
+        task's p(lesion) = 1 - p(none) reaches ``call_threshold``. The rule favours rare classes
+        for a place a user asks about; a scan candidate must be more likely a lesion than not
+        (the bar the map proposed it with, scan.threshold)."""
+        labels = {t: self.decision.labels(t, probs[t]) for t in TASKS}
+        p_lesion = np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
+        called = p_lesion >= call_threshold
+        return {t: np.where(called, v, 0) for t, v in labels.items()}
+
     def mean_over_neighbours(
         self,
         probs: Mapping[str, np.ndarray],
@@ -166,10 +176,16 @@ class Predictor:
         return {t: (v / (1 + len(offsets))).astype(np.float32) for t, v in total.items()}
 
     def saliency(
-        self, images: torch.Tensor, flags: torch.Tensor, probs: Mapping[str, np.ndarray]
+        self,
+        images: torch.Tensor,
+        flags: torch.Tensor,
+        probs: Mapping[str, np.ndarray],
+        labels: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task."""
-        classes = {t: self.decision.labels(t, probs[t]).tolist() for t in TASKS}
+        """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task
+        (``labels``, class indices per task; default: the decision rule's)."""
+        chosen = labels if labels is not None else {t: self.decision.labels(t, probs[t]) for t in TASKS}
+        classes = {t: np.asarray(chosen[t]).tolist() for t in TASKS}
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         for s in range(0, images.shape[0], self.cfg.batch_size):
             x = to_device(images[s : s + self.cfg.batch_size], self.device, self.channels_last)
@@ -273,17 +289,20 @@ class Predictor:
                     [r.center_lps for r in part],
                     self.cfg.scan.classify_shift_mm,
                 )
+                labels = self.scan_labels(probs, self.cfg.scan.call_threshold)
+            else:
+                labels = {t: self.decision.labels(t, probs[t]) for t in TASKS}
             timings["network"] += time.perf_counter() - t0
             maps: dict[str, np.ndarray] = {}
             if self.cfg.saliency_method != "none":
                 t0 = time.perf_counter()
-                maps = self.saliency(images, flags, probs)
+                maps = self.saliency(images, flags, probs, labels)
                 timings["saliency"] = timings.get("saliency", 0.0) + time.perf_counter() - t0
             del images, flags
             t0 = time.perf_counter()
             records.extend(
                 self._write_rois(
-                    folder, part, probs, maps, array, affine, available, ref_shape, stacks, offset=s
+                    folder, part, probs, labels, maps, array, affine, available, ref_shape, stacks, offset=s
                 )
             )
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
@@ -360,6 +379,7 @@ class Predictor:
         folder: Path,
         rois: Sequence[RoiRequest],
         probs: Mapping[str, np.ndarray],
+        labels: Mapping[str, np.ndarray],
         maps: Mapping[str, np.ndarray],
         array: np.ndarray,
         affine: np.ndarray,
@@ -384,7 +404,7 @@ class Predictor:
             for task, classes in TASKS.items():
                 p = checked_probabilities(task, r.roi_id, probs[task][i])
                 rec[task] = {
-                    "label": classes[self.decision.label(task, p)],
+                    "label": classes[int(labels[task][i])],
                     "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
                 }
             rec["saliency"] = {}

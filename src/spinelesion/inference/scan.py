@@ -44,6 +44,8 @@ class ScanConfig:
     context_inside: bool = False  # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
     classify_shift_mm: float = 4.0  # a candidate's answer: the mean over it and 6 points this far along each
     # axis (training's translation range): a peak of a noisy map is where the answer is biased upward
+    call_threshold: float = 0.5  # ... called a lesion only when some task's 1 - p(none) reaches this (the
+    # decision rule alone may name a rare class below 0.5, right for a place a user points at)
 
 
 @dataclass

@@ -205,14 +205,14 @@ def _decision_text(meta: dict[str, Any]) -> str:
     return text + " Probabilities are unchanged."
 
 
-def _phantom_scan_lines(scan: dict[str, Any]) -> list[str]:
-    """Scan mode on phantom studies with lesions (``phantom_scan`` of the release script)."""
+def _scan_lines(scan: dict[str, Any], title: str, what: str) -> list[str]:
+    """Scan mode on studies with labelled lesions (``scan_check`` of the release script)."""
     if not scan:
         return []
     return [
-        "## Scan mode on phantom studies",
+        f"## {title}",
         "",
-        f"{scan.get('studies')} studies of the fresh phantom set scanned with prediction's settings: "
+        f"{scan.get('studies')} {what} scanned with prediction's settings: "
         f"{scan.get('lesions_found')} of {scan.get('lesions')} labelled lesions have a lesion call within "
         f"{scan.get('radius_mm')} mm; {scan.get('false_calls')} lesion calls farther from every lesion "
         f"({fmt_value(scan.get('false_calls_per_study'))} per study, {scan.get('candidates')} candidates).",
@@ -267,7 +267,14 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         *_metric_lines(meta.get("metrics") or {}),
         "",
         *_real_lines(meta.get("real_anatomy") or {}),
-        *_phantom_scan_lines(meta.get("phantom_scan") or {}),
+        *_scan_lines(
+            meta.get("phantom_scan") or {}, "Scan mode on phantom studies", "studies of the fresh phantom set"
+        ),
+        *_scan_lines(
+            meta.get("real_inserted_scan") or {},
+            "Scan mode on held-out real spines with an inserted finding",
+            "held-out real studies with one inserted lesion or mimic (mimics are not lesions: a call on one is false)",
+        ),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",
         "",

@@ -108,9 +108,10 @@ def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tup
     probs = predictor.mean_over_neighbours(
         predictor.classify(images, flags), array, affine, available, centres, scan_cfg.classify_shift_mm
     )
+    labels = predictor.scan_labels(probs, scan_cfg.call_threshold)
     lesion = np.zeros(len(result.candidates), bool)
     for task in TASKS:
-        lesion |= predictor.decision.labels(task, probs[task]) != 0
+        lesion |= labels[task] != 0
     return [(c, s, bool(x)) for (c, s), x in zip(result.candidates, lesion, strict=True)]
 
 
