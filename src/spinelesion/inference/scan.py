@@ -9,8 +9,9 @@ map at a voxel says what the classifier answers for ROIs centred near that voxel
 candidate ROIs. Each candidate is then classified like a given ROI, but as the mean answer over
 its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
 a map of thousands of windows is the place where the classifier's noise is highest, so its
-answer there alone overstates the evidence (on untouched real spines and phantom studies this
-halves false calls; no inserted lesion was lost).
+answer there alone overstates the evidence. A candidate is called a lesion only when some
+task's 1 - p(none) reaches ``call_threshold`` (:meth:`Predictor.scan_labels`). What both did on
+held-out real and phantom studies: docs/outputs.md.
 """
 
 from __future__ import annotations
