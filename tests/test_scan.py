@@ -12,6 +12,10 @@ from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study
 from spinelesion.labels import TASKS
 
 SPEC = RoiSpec((32, 48, 48), (1.5, 1.5, 1.5), 1.25)
+PROBE_META = {
+    "name": "probe",
+    "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
+}
 
 
 class OnCentreProbe(nn.Module):
@@ -84,10 +88,7 @@ def test_a_candidate_is_called_only_when_its_neighbours_agree(sigma_mm: float, c
     which every nearby window answers, is, as at its centre alone."""
     from spinelesion.inference.predictor import Predictor, PredictorConfig
 
-    meta = {
-        "name": "probe",
-        "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
-    }
+    meta = PROBE_META
     predictor = Predictor(OnCentreProbe(), meta, PredictorConfig(device="cpu", saliency_method="none"))
     blob = np.array([40.0, 65.0, 65.0])
     array, available = _volume(blob, sigma_mm), np.ones(4, bool)
@@ -108,8 +109,7 @@ def test_a_scan_candidate_is_called_only_when_more_likely_a_lesion_than_not():
     from spinelesion.inference.predictor import Predictor, PredictorConfig
 
     meta = {
-        "name": "probe",
-        "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
+        **PROBE_META,
         "decision": {
             "kind": "log_offsets",
             "offsets": {"compartment": [0.0, 0.0, 0.0, 2.0], "fracture": [0.0, 0.0, 0.0]},
@@ -135,10 +135,7 @@ def test_predict_labels_scan_candidates_with_the_scan_rule(tmp_path):
     from spinelesion.io.study import Study
     from spinelesion.io.volume import Volume
 
-    meta = {
-        "name": "probe",
-        "roi": {"shape": list(SPEC.shape), "spacing": list(SPEC.spacing), "margin": 1.25},
-    }
+    meta = PROBE_META
     blob = np.array([40.0, 65.0, 65.0])
     vol = Volume(_volume(blob, 5.0)[0], np.eye(4))
     item = StudyInput("s", "memory", lambda: Study("s", {s: vol for s in ("t1", "t2", "stir", "t1c")}), [])

@@ -151,7 +151,7 @@ class Predictor:
         task's p(lesion) = 1 - p(none) reaches ``call_threshold``. The rule favours rare classes
         for a place a user asks about; a scan candidate must be more likely a lesion than not
         (the bar the map proposed it with, scan.threshold)."""
-        labels = {t: self.decision.labels(t, probs[t]) for t in TASKS}
+        labels = self.decision.labels_per_task(probs)
         p_lesion = np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
         called = p_lesion >= call_threshold
         return {t: np.where(called, v, 0) for t, v in labels.items()}
@@ -184,7 +184,7 @@ class Predictor:
     ) -> dict[str, np.ndarray]:
         """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task
         (``labels``, class indices per task; default: the decision rule's)."""
-        chosen = labels if labels is not None else {t: self.decision.labels(t, probs[t]) for t in TASKS}
+        chosen = labels if labels is not None else self.decision.labels_per_task(probs)
         classes = {t: np.asarray(chosen[t]).tolist() for t in TASKS}
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         for s in range(0, images.shape[0], self.cfg.batch_size):
@@ -291,7 +291,7 @@ class Predictor:
                 )
                 labels = self.scan_labels(probs, self.cfg.scan.call_threshold)
             else:
-                labels = {t: self.decision.labels(t, probs[t]) for t in TASKS}
+                labels = self.decision.labels_per_task(probs)
             timings["network"] += time.perf_counter() - t0
             maps: dict[str, np.ndarray] = {}
             if self.cfg.saliency_method != "none":

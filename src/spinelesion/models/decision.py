@@ -174,6 +174,10 @@ class DecisionRule:
     def label(self, task: str, probs: np.ndarray) -> int:
         return int(self.labels(task, np.asarray(probs)[None])[0])
 
+    def labels_per_task(self, probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Class index per row for every task of ``probs`` (task -> (rows, classes))."""
+        return {t: self.labels(t, p) for t, p in probs.items()}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": KIND,
