@@ -156,6 +156,15 @@ def manifests(rounds: int, *extra: str) -> str:
     return "[" + ",".join(f"data/{m}/manifest.csv" for m in [*names, *extra]) + "]"
 
 
+def release_mix(drop_last: int = 0) -> str:
+    """``configs/experiment/release_finetune.yaml``'s manifests but the last ``drop_last``."""
+    import yaml
+
+    listed = yaml.safe_load((ROOT / "configs" / "experiment" / "release_finetune.yaml").read_text())
+    names = [m.replace("${paths.data_dir}", "data") for m in listed["data"]["manifest"]]
+    return "[" + ",".join(names[: len(names) - drop_last]) + "]"
+
+
 def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
     """Scan candidates of ``model_dir`` on the untouched train/val real spines -> data/<folder>."""
     from spinelesion.tasks.hard_negatives import mine_hard_negatives
@@ -364,17 +373,8 @@ def main() -> None:
         )
         round5 = finetune(stage1, outputs / "release_ft7", f"data.manifest={mix}")
         mine(round5, "real-hardneg5", FINE)
-        mix = manifests(
-            5,
-            "real-canal-dense",
-            "phantom-normals",
-            "phantom-hardneg",
-            "phantom-ventral",
-            "real-background",
-            "real-body-dense",
-            "phantom-cord",
-        )
-        round6 = finetune(stage1, outputs / "release_ft9", f"data.manifest={mix}")
+        # the release mix (in its order, as that run had it) but the two sets this round mines
+        round6 = finetune(stage1, outputs / "release_ft9", f"data.manifest={release_mix(drop_last=2)}")
         # Both sides mined with the same model and learnt in one fine-tuning: a round of one side
         # alone moved false calls to the other (a phantom round alone doubled the real ones).
         mine(round6, "real-hardneg6", FINE)
