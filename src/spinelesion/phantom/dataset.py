@@ -91,7 +91,9 @@ def generate_dataset(cfg: Any) -> Path:
             patient_id=str(r["patient_id"]),
             center_lps=np.zeros(3),
             sequences={},
-            labels={"compartment": str(r["compartment"]), "fracture": str(r["fracture"])},
+            # Stratified by what was drawn: which sequences a study happened to get (and with them
+            # which labels are knowable) does not move its patient to another split.
+            labels={"compartment": str(r["drawn_compartment"]), "fracture": str(r["fracture"])},
         )
         for r in records
     ]

@@ -206,6 +206,25 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
     return out
 
 
+def plan_study(
+    study_seed: int | list[int],
+    cfg: dict,
+    patient_seed: int | list[int] | None = None,
+    finding: str | None = None,
+    region: str | None = None,
+) -> tuple[np.random.Generator, np.random.Generator, Anatomy, list[Finding]]:
+    """The anatomy and the findings (with their signs) a study draws, before anything is painted;
+    also the patient's and the study's random streams, where rendering goes on from."""
+    rng_p = np.random.default_rng(patient_seed if patient_seed is not None else study_seed)
+    rng = np.random.default_rng(study_seed)
+    primary = finding or _choose(rng, cfg["finding_weights"])
+    bias = cfg.get("finding_region_bias", {}).get(primary)
+    if region is None and bias and rng.random() < bias["rate"]:
+        region = _choose(rng, bias["regions"])  # e.g. meningioma: mostly thoracic
+    an = sample_anatomy(rng_p, cfg["anatomy"], region=region)
+    return rng_p, rng, an, plan_findings(rng, an, cfg, forced=primary)
+
+
 def render_study(
     study_seed: int | list[int],
     cfg: dict,
@@ -224,14 +243,7 @@ def render_study(
         finding: force the primary finding (tests, previews); otherwise drawn by weight.
         keep_canvas: keep the painted object grid (ground truth for tests).
     """
-    rng_p = np.random.default_rng(patient_seed if patient_seed is not None else study_seed)
-    rng = np.random.default_rng(study_seed)
-    primary = finding or _choose(rng, cfg["finding_weights"])
-    bias = cfg.get("finding_region_bias", {}).get(primary)
-    if region is None and bias and rng.random() < bias["rate"]:
-        region = _choose(rng, bias["regions"])  # e.g. meningioma: mostly thoracic
-    an = sample_anatomy(rng_p, cfg["anatomy"], region=region)
-    findings = plan_findings(rng, an, cfg, forced=primary)
+    rng_p, rng, an, findings = plan_study(study_seed, cfg, patient_seed, finding, region)
     feat = cfg["features"]
     for f in findings:
         f.modify(an, rng, feat)
@@ -269,6 +281,7 @@ def render_study(
     # not move the ROIs (and, through the series that cover them, the acquisition).
     rng = np.random.default_rng([*np.atleast_1d(np.asarray(study_seed, dtype=np.int64)).tolist(), 0x201])
     rois = []
+    owners: list[Finding] = []  # the finding behind each lesion ROI
     jitter = np.asarray(cfg["roi_jitter_mm"], dtype=float)
     for f in findings:
         for r in f.rois(an):
@@ -289,6 +302,7 @@ def render_study(
                     r.center + rng.uniform(-1, 1, 3) * jitter, r.compartment, fracture, r.finding, r.level
                 )
             )
+            owners.append(f)
     for r in normal_rois(rng, an, findings, cfg):
         rois.append(
             RoiRecord(
@@ -321,6 +335,8 @@ def render_study(
         )
         plans[seq] = plan
         volumes[seq] = acquire(cv, c, plan, rng)
+    for r, f in zip(rois, owners, strict=False):  # the normal ROIs come after: they show anyway
+        r.unseen = not f.shown_by(volumes)
     # Every series is planned to cover every ROI centre; one that still falls outside a series
     # (a matrix at its cap) would leave that channel blank at the label: drop it (rare).
     for k, r in enumerate(rois):

@@ -85,7 +85,8 @@ def manifest_records(study: RenderedStudy, paths: dict[str, str]) -> list[dict[s
                 "x_mm": f"{roi.center[0]:.2f}",
                 "y_mm": f"{roi.center[1]:.2f}",
                 "z_mm": f"{roi.center[2]:.2f}",
-                "compartment": roi.compartment,
+                "compartment": "" if roi.unseen else roi.compartment,
+                "drawn_compartment": roi.compartment,  # not a manifest column: splits stratify by it
                 "fracture": roi.fracture,
                 "level": roi.level,
                 "finding": roi.finding,

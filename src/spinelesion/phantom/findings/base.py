@@ -9,7 +9,7 @@ its own at its configured rate (``features`` of the phantom config), so hard cas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,9 @@ class RoiRecord:
     finding: str
     level: str
     index: int = -1  # position among the study's ROIs before any is dropped: keeps case ids stable
+    # The study's sequences cannot show this finding (Finding.shown_by): its compartment is
+    # written unknown, so no model is asked to name what the images do not hold.
+    unseen: bool = False
 
 
 @dataclass
@@ -78,6 +81,10 @@ class Finding:
         self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
     ) -> None:
         pass
+
+    def shown_by(self, sequences: Collection[str]) -> bool:
+        """Whether a study with these sequences shows this finding at all (most findings: yes)."""
+        return True
 
     def rois(self, an: Anatomy) -> list[RoiRecord]:
         return [

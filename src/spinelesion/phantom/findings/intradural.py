@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from spinelesion.phantom.anatomy import Anatomy, cord_geometry, sac_distance
@@ -142,6 +144,11 @@ class DropMetastases(Finding):
             sugar_coating="sugar_coating_rate",
             clumped_roots="clumped_roots_rate",
         )
+
+    def shown_by(self, sequences: Collection[str]) -> bool:
+        # radiology.md: drop metastases "can be invisible without" gadolinium. Those drawn
+        # without the visible sign are near CSF on every sequence but T1 + contrast.
+        return bool(self.signs.get("visible_without_contrast")) or "t1c" in sequences
 
     def canal(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         v = an.vertebrae[self.level_index]

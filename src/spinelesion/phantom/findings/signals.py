@@ -148,11 +148,12 @@ def cyst_values(tt: TissueTable) -> np.ndarray:
 
 
 def drop_values(tt: TissueTable, rng: np.random.Generator, visible: bool) -> np.ndarray:
-    """Leptomeningeal nodule: bright after contrast; near CSF on T2 unless ``visible``."""
+    """Leptomeningeal nodule: bright after contrast; near CSF on T1, T2 and STIR unless ``visible``."""
     csf, cord = tt["csf"], tt["cord"]
     t2_mix = rng.uniform(0.55, 0.9) if visible else rng.uniform(0.05, 0.25)
+    t1_mix = rng.uniform(0.3, 0.7)  # drawn either way: the draws after it stay where they were
     return _vec(
-        toward(csf[T1], cord[T1], rng.uniform(0.3, 0.7)),
+        toward(csf[T1], cord[T1], t1_mix if visible else t2_mix),
         toward(csf[T2], cord[T2], t2_mix),
         toward(csf[STIR], cord[STIR], t2_mix),
         enhancing(tt, rng, 0.75, 1.0),
