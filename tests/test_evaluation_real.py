@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spinelesion.evaluation.real import paired, per_dataset, scan_false_calls
+from spinelesion.evaluation.real import mimics_called_normal, paired, per_dataset, scan_false_calls
 from spinelesion.labels import TASKS
 
 
@@ -86,6 +86,22 @@ def test_paired_uses_the_first_untouched_roi_of_the_level() -> None:
     assert out["changes_only_with_lesion"] == 0.5  # the L1 fracture pair yes, the L2 lytic pair no
     assert out["lesion_pairs_both_correct"] == 0.5
     assert out["mimic_pairs"] == 1 and out["mimic_pairs_both_normal"] == 1.0
+
+
+MIMIC_ROWS = [
+    *ROWS,
+    _row("vb2_01_mimic_ins000_r0", "vb2_01_mimic_ins000", "vb2_01", "focal_fat", "L3", ("none", "none"), ("extradural", "none")),
+    _row("vb2_01_mimic_ins001_r0", "vb2_01_mimic_ins001", "vb2_01", "focal_fat", "L4", ("none", "none"), ("none", "none")),
+]  # fmt: skip
+
+
+def test_mimics_called_normal_per_finding() -> None:
+    out = mimics_called_normal(MIMIC_ROWS)  # untouched normals and lesions are not mimics
+    assert out["n"] == 3 and out["called_normal"] == round(2 / 3, 4)
+    assert out["per_finding"] == {
+        "focal_fat": {"n": 2, "called_normal": 0.5},
+        "haemangioma": {"n": 1, "called_normal": 1.0},
+    }
 
 
 def test_scan_false_calls_per_study() -> None:
@@ -175,6 +191,12 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
             "radius_mm": 20.0,
         },
     }
+    text = write_model_card(tmp_path, meta).read_text()
+    assert "Mimics and normal variants" not in text  # no such check recorded
+    with_mimics = write_model_card(
+        tmp_path, {**meta, "real_mimics": mimics_called_normal(MIMIC_ROWS)}
+    ).read_text()
+    assert "0.667 of 3 called none/none (focal_fat 0.500 of 2, haemangioma 1.000 of 1)" in with_mimics
     text = write_model_card(tmp_path, meta).read_text()
     assert "`data/real-insert/manifest.csv`" in text
     assert "| vb2 | 1 | 3 | 0.333 |" in text

@@ -130,6 +130,7 @@ def test_every_finding_labels_centre_and_grid(toy, name: str) -> None:
         "meningioma": ("intradural_extramedullary", "none"),
         "intramedullary_metastasis": ("intramedullary", "none"),
         "haemangioma": ("none", "none"),
+        "focal_fat": ("none", "none"),
     }
     if name in expected:
         assert (roi.compartment, roi.fracture) == expected[name]
@@ -171,6 +172,19 @@ def test_signal_relations_per_sequence(toy) -> None:
     rest = (frac.bodies == 2) & ~frac.lesion
     assert _mean(frac.images["t2"], band) > _mean(frac.images["t2"], rest) * 1.1
     assert _mean(frac.images["t1"], band) < _mean(frac.images["t1"], rest) * 0.9
+
+
+def test_focal_fat_is_fat_signal_and_normal(toy) -> None:
+    """A fat island (normal variant): brighter than the marrow around it on T1 and T2, inside
+    the body, labelled none/none at the body centre."""
+    bg, an = toy
+    ctx = insert_finding(bg, an, "focal_fat", 2, np.random.default_rng(6), CFG["rates"])
+    m = ctx.lesion & (bg.bodies == 2)
+    assert m.sum() > 20 and not (ctx.lesion & (bg.bodies != 2)).any()
+    rest = (bg.bodies == 2) & ~ctx.lesion
+    assert _mean(ctx.images["t1"], m) > _mean(ctx.images["t1"], rest) * 1.05
+    assert _mean(ctx.images["t2"], m) > _mean(ctx.images["t2"], rest) * 1.03
+    assert [(r.compartment, r.fracture, r.finding) for r in ctx.rois] == [("none", "none", "focal_fat")]
 
 
 def test_collapse_and_bulge_change_shape_on_the_grid(toy) -> None:

@@ -28,6 +28,7 @@ BODY_FINDINGS = {
     "osteoporotic_fracture",
     "pathologic_fracture",
     "haemangioma",
+    "focal_fat",
     "schmorl_node",
 }
 """Inserted findings centred on a body, so their ROI is the untouched body's ROI."""
@@ -115,6 +116,25 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
         "lesion_pairs_both_correct": _fraction(_called_normal(u) and _correct(i) for u, i in lesions),
         "mimic_pairs": len(mimics),
         "mimic_pairs_both_normal": _fraction(_called_normal(u) and _called_normal(i) for u, i in mimics),
+    }
+
+
+def mimics_called_normal(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Inserted mimics and normal variants (labelled none/none) called none/none, per finding."""
+    mimics = [
+        r
+        for r in rows
+        if r["finding"] != "normal" and (r["compartment_true"], r["fracture_true"]) == ("none", "none")
+    ]
+    by_finding: dict[str, list[bool]] = defaultdict(list)
+    for r in mimics:
+        by_finding[r["finding"]].append(_called_normal(r))
+    return {
+        "n": len(mimics),
+        "called_normal": _fraction(_called_normal(r) for r in mimics),
+        "per_finding": {
+            k: {"n": len(v), "called_normal": _fraction(v)} for k, v in sorted(by_finding.items())
+        },
     }
 
 

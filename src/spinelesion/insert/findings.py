@@ -340,6 +340,36 @@ def haemangioma(ctx: Insert) -> None:
     ctx.roi(None, "none", "none", "haemangioma")
 
 
+def focal_fat(ctx: Insert) -> None:
+    """Focal fatty marrow: one to three ill-defined fat islands anywhere in the body, often
+    around the basivertebral vein (posterior centre). Normal: labelled none/none."""
+    f = ctx.frame
+    body = ctx.body_mask()
+    weight = np.zeros_like(body)
+    for k in range(int(ctx.rng.integers(1, 4))):
+        if k == 0 and ctx.rng.random() < 0.5:  # around the basivertebral vein
+            c = np.array(
+                [
+                    ctx.u(-0.2, 0.2) * f.half_width,
+                    ctx.u(0.3, 0.7) * f.posterior,
+                    ctx.u(-0.2, 0.2) * f.half_height,
+                ]
+            )
+        else:
+            c = np.array(
+                [
+                    ctx.u(-0.5, 0.5) * f.half_width,
+                    ctx.u(-0.5, 0.5) * f.depth,
+                    ctx.u(-0.5, 0.5) * f.half_height,
+                ]
+            )
+        r = ctx.u(3.0, 9.0)
+        radii = np.array([r * ctx.u(0.7, 1.3), r * ctx.u(0.7, 1.3), r * ctx.u(0.6, 1.2)])
+        weight = np.maximum(weight, ctx.ellipsoid(c, radii, edge=ctx.u(1.5, 3.5)))
+    ctx.paint("focal_fat", weight * body, 0.1)
+    ctx.roi(None, "none", "none", "focal_fat")
+
+
 def _disc_weight(ctx: Insert, upper: BodyFrame, lower: BodyFrame) -> tuple[np.ndarray, float, float]:
     """The disc space between two bodies, in the upper body's frame: voxels between the two
     body masks (so it follows the real endplates) within the bodies' footprint.
@@ -522,6 +552,7 @@ FINDINGS: dict[str, Callable[[Insert], None]] = {
     "drop_metastases": drop_metastases,
     "intramedullary_metastasis": intramedullary_metastasis,
     "haemangioma": haemangioma,
+    "focal_fat": focal_fat,
     "modic1": modic1,
     "schmorl_node": schmorl_node,
     "discitis": discitis,

@@ -143,6 +143,15 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         "stir": _between("marrow", "csf", 0.2, 0.6),
         "t1c": _times("marrow", 1.1, 1.4),
     },
+    # Focal fatty marrow (a fat island, a normal variant in most adult spines): fat signal,
+    # brighter than the mixed marrow around it on T1 and fast spin-echo T2, suppressed on STIR
+    # and on fat-saturated T1 + gadolinium, no enhancement.
+    "focal_fat": {
+        "t1": _times("marrow", 1.1, 1.4),
+        "t2": _between("marrow", "csf", 0.1, 0.4),
+        "stir": _times("marrow", 0.45, 0.8),
+        "t1c": _times("marrow", 0.6, 0.9),
+    },
     # Degenerated disc: dark on T2, low on T1.
     "degenerated_disc": {
         "t1": _times("disc", 0.7, 0.9),

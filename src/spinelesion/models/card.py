@@ -220,6 +220,24 @@ def _scan_lines(scan: dict[str, Any], title: str, what: str) -> list[str]:
     ]
 
 
+def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
+    """Held-out real mimics (``scripts/train_release_model.py mimic_check``) as one paragraph."""
+    if not mimics:
+        return []
+    f = fmt_value
+    parts = ", ".join(
+        f"{name} {f(d.get('called_normal'))} of {d.get('n')}"
+        for name, d in (mimics.get("per_finding") or {}).items()
+    )
+    return [
+        "## Mimics and normal variants on held-out real spines",
+        "",
+        f"Inserted into the held-out real subjects (`data/real-mimics`, test split), labelled none/none: "
+        f"{f(mimics.get('called_normal'))} of {mimics.get('n')} called none/none ({parts}).",
+        "",
+    ]
+
+
 def _tta_text(meta: Mapping[str, Any]) -> str:
     if "lr" not in (meta.get("tta") or []):
         return ""
@@ -275,6 +293,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
             "Scan mode on held-out real spines with an inserted finding",
             "held-out real studies with one inserted lesion or mimic (mimics are not lesions: a call on one is false)",
         ),
+        *_mimic_lines(meta.get("real_mimics") or {}),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",
         "",
