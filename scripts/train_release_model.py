@@ -299,6 +299,7 @@ def real_checks(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_real")
         scanned.append(subject)
     result["scan_untouched_heldout"] = scan_false_calls(scans, scanned)
     result["heldout_subjects"] = test_subjects
+    result["scan_untouched_other_datasets"] = other_dataset_scan(model, out / "scan_other")
     (out / "real_checks.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -310,6 +311,40 @@ def mimic_check(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_mimics
     folder = REAL_MIMICS[0]
     evaluate(ROOT / "data" / folder / "manifest.csv", out, "data.split=test", model=model)
     return mimics_called_normal(read_rows(out / "predictions.csv"))
+
+
+def other_dataset_scan(model: Path, out: Path) -> dict[str, Any]:
+    """Scan mode on the real normal studies of datasets that no training set uses (those without
+    vertebral-body masks, which insertion needs: a cervical T1 + T2 study today), every sequence
+    the model reads: held out by dataset, not only by subject."""
+    from spinelesion.evaluation.real import read_rows, scan_false_calls
+    from spinelesion.labels import SEQUENCES
+
+    with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
+        used = {r["patient_id"] for r in csv.DictReader(fh)}
+    scans, scanned = [], []
+    for folder in sorted(p for p in REAL_NORMALS.iterdir() if p.is_dir() and p.name not in used):
+        files = {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
+        if not files:
+            continue
+        # A folder of the sequences alone (the study folder also holds masks and a T2* series).
+        inputs = out / "inputs" / folder.name
+        inputs.mkdir(parents=True, exist_ok=True)
+        for seq, path in files.items():
+            if not (inputs / f"{seq}.nii.gz").exists():
+                (inputs / f"{seq}.nii.gz").symlink_to(path.resolve())
+        dest = out / folder.name
+        run(
+            str(BIN / "spinelesion-predict"),
+            f"model_dir={model}",
+            f"input={inputs}",
+            f"output_dir={dest}",
+            f"hydra.run.dir={dest}",
+            "saliency.method=none",
+        )
+        scans.extend(dict(r, study_id=folder.name) for r in read_rows(dest / "predictions.csv"))
+        scanned.append(folder.name)
+    return {**scan_false_calls(scans, scanned), "subjects": scanned}
 
 
 def scan_check(

@@ -171,6 +171,13 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
                 "candidates": 9,
                 "false_calls_per_study": 0.25,
             },
+            "scan_untouched_other_datasets": {
+                "studies": 1,
+                "false_calls": 0,
+                "candidates": 0,
+                "false_calls_per_study": 0.0,
+                "subjects": ["spinegeneric_unf01"],
+            },
         },
         "phantom_scan": {
             "studies": 8,
@@ -203,6 +210,7 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     assert "0.970 of 119 called none/none" in text
     assert "Through `spinelesion-predict input=<that manifest>`: 0.960." in text
     assert "1 false lesion calls in 4 studies (0.250 per study" in text
+    assert "datasets no training set uses (spinegeneric_unf01): 0 false lesion calls in 1 studies" in text
     assert "9 of 12 labelled lesions have a lesion call within 20.0 mm; 6 lesion calls" in text
     assert "mirror" not in text  # no test-time mirroring named for a model without it
     mirrored = write_model_card(tmp_path, {**meta, "tta": ["lr"]}).read_text()

@@ -131,6 +131,14 @@ def _real_lines(real: dict[str, Any]) -> list[str]:
             f"in {scan.get('studies')} studies ({f(scan.get('false_calls_per_study'))} per study, "
             f"{scan.get('candidates')} candidates).",
         ]
+    other = real.get("scan_untouched_other_datasets") or {}
+    if other.get("studies"):
+        lines += [
+            "",
+            f"Scan mode on the real normal studies of datasets no training set uses "
+            f"({', '.join(other.get('subjects') or [])}): {other.get('false_calls')} false lesion calls in "
+            f"{other.get('studies')} studies ({other.get('candidates')} candidates).",
+        ]
     return [*lines, ""]
 
 
