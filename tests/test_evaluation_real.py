@@ -232,3 +232,20 @@ def test_recorded_command_names_no_machine_path(tmp_path, monkeypatch) -> None:
     assert portable_override("init_from=/elsewhere/jane_doe/model") == "init_from=model"
     assert portable_override("trainer.max_epochs=15") == "trainer.max_epochs=15"
     assert portable_override("+flag") == "+flag"
+
+
+def test_pointing_scores_peaks_against_the_roi_centre() -> None:
+    import numpy as np
+
+    from spinelesion.evaluation.pointing import pointing
+
+    shape, spacing = (20, 30, 30), (1.5, 1.5, 1.5)
+    centred = np.zeros((2, *shape))
+    centred[0, 10, 15, 15] = 1.0  # on the centre (9.5, 14.5, 14.5): 0.87 mm off
+    centred[1, 0, 0, 0] = 1.0  # a corner: ~31 mm off
+    out = pointing(centred, spacing, radius_mm=15.0)
+    assert out["n"] == 2 and out["peak_within"] == 0.5
+    assert out["share_within"] == 0.5  # all mass of one map near the centre, none of the other
+    assert 0.0 < out["uniform"] < 1.0
+    flat = pointing(np.ones((1, *shape)), spacing, radius_mm=15.0)
+    assert flat["share_within"] == flat["uniform"]  # a map that knows nothing scores chance

@@ -71,7 +71,7 @@ class PredictorConfig:
     threads: int | None = None
     batch_size: int = 32
     tta: bool | str = "auto"  # left-right mirroring of ROIs: auto = the model's metadata.json tta
-    saliency_method: str = "gradcam"
+    saliency_method: str = "occlusion"  # the one that points at the lesion (configs/predict.yaml)
     target_layer: str | None = None
     png: bool = True
     scan: ScanConfig = field(default_factory=ScanConfig)
