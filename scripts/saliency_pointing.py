@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 
 from spinelesion.config_path import CONFIG_DIR
