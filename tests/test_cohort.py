@@ -18,7 +18,14 @@ from spinelesion.models.networks import build_network
 ROI = {"shape": [16, 24, 24], "spacing": [2.0, 2.0, 2.0], "margin": 1.25}
 NET = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
 POINT = "[[0,0,0]]"
-FAST = ["saliency.png=false", "scan.write_maps=false", "device=cpu", "batch_size=4", f"rois={POINT}"]
+FAST = [
+    "saliency.png=false",
+    "saliency.method=gradcam",  # cohort mechanics, not maps: the fast ones
+    "scan.write_maps=false",
+    "device=cpu",
+    "batch_size=4",
+    f"rois={POINT}",
+]
 
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
                 "roi": {"shape": list(spec.shape), "spacing": list(spec.spacing)},
             },
         )
-    predictor = Predictor(net, meta, PredictorConfig(device=str(cfg.device), png=True))
+    # The per-study figure is labelled Grad-CAM (report.py): measure that, not the default occlusion.
+    predictor = Predictor(
+        net, meta, PredictorConfig(device=str(cfg.device), png=True, saliency_method="gradcam")
+    )
     items, _ = from_manifest(test_manifest)
     full = [it for it in items if len(it.load().volumes) == 4] or items
     item = full[0]
