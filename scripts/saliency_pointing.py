@@ -58,10 +58,10 @@ def main() -> None:
         "| method | layer | task | ROIs | median peak distance (mm) | peak within 15 mm | map share within 15 mm (uniform) | s per ROI |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    classes = {t: [max(int(c), 0) for c in target[t].tolist()] for t in TASKS}  # unknown (-1) -> none
     for method, stage in METHODS:
         layer = stages[stage] if stage else None
         start = time.perf_counter()
-        classes = {t: [max(int(c), 0) for c in target[t].tolist()] for t in TASKS}
         maps: dict[str, list[torch.Tensor]] = {t: [] for t in TASKS}
         for s in range(0, len(items), 16):
             part = saliency(

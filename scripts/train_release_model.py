@@ -249,6 +249,27 @@ def evaluate(manifest: Path, out: Path, *extra: str, model: Path = MODEL) -> dic
     return json.loads((out / "metrics.json").read_text())
 
 
+def predict_rows(model: Path, input_path: Path, dest: Path) -> list[dict[str, str]]:
+    """``spinelesion-predict`` (no saliency) on ``input_path`` into ``dest``; its predictions.csv rows."""
+    from spinelesion.evaluation.real import read_rows
+
+    run(
+        str(BIN / "spinelesion-predict"),
+        f"model_dir={model}",
+        f"input={input_path}",
+        f"output_dir={dest}",
+        f"hydra.run.dir={dest}",
+        "saliency.method=none",
+    )
+    return read_rows(dest / "predictions.csv")
+
+
+def real_insert_subjects(split: str | None = None) -> list[str]:
+    """The real subjects of ``data/real-insert`` (of one ``split``, or all), sorted."""
+    with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
+        return sorted({r["patient_id"] for r in csv.DictReader(fh) if split is None or r["split"] == split})
+
+
 def real_checks(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_real") -> dict[str, Any]:
     """Held-out real subjects: per dataset, paired, every shared normal body, and scan mode."""
     from spinelesion.evaluation.real import paired, per_dataset, read_rows, scan_false_calls
@@ -260,42 +281,23 @@ def real_checks(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_real")
     all_rows = read_rows(out / "all_normals" / "predictions.csv")
     called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in all_rows]
     # The same bodies through the user's command (spinelesion-predict reads the manifest's ROIs).
-    dest = out / "all_normals_predict"
-    run(
-        str(BIN / "spinelesion-predict"),
-        f"model_dir={model}",
-        f"input={REAL_NORMALS / 'manifest.csv'}",
-        f"output_dir={dest}",
-        f"hydra.run.dir={dest}",
-        "saliency.method=none",
-    )
     predicted = [
         r["compartment_label"] == "none" and r["fracture_label"] == "none"
-        for r in read_rows(dest / "predictions.csv")
+        for r in predict_rows(model, REAL_NORMALS / "manifest.csv", out / "all_normals_predict")
     ]
     result["shared_real_normals_called_normal"] = {
         "n": len(called),
         "fraction": round(sum(called) / len(called), 4),
         "predict_fraction": round(sum(predicted) / len(predicted), 4),
     }
-    with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
-        test_subjects = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == "test"})
+    test_subjects = real_insert_subjects("test")
     scans, scanned = [], []
     for subject in test_subjects:
         t2 = REAL_NORMALS / subject / "t2.nii.gz"
         if not t2.is_file():
             continue
-        dest = out / "scan" / subject
-        run(
-            str(BIN / "spinelesion-predict"),
-            f"model_dir={model}",
-            f"input={t2}",
-            f"output_dir={dest}",
-            f"hydra.run.dir={dest}",
-            "saliency.method=none",
-        )
         # One study per run, named after its file ("t2"): name it after the subject here.
-        scans.extend(dict(r, study_id=subject) for r in read_rows(dest / "predictions.csv"))
+        scans.extend(dict(r, study_id=subject) for r in predict_rows(model, t2, out / "scan" / subject))
         scanned.append(subject)
     result["scan_untouched_heldout"] = scan_false_calls(scans, scanned)
     result["heldout_subjects"] = test_subjects
@@ -317,11 +319,10 @@ def other_dataset_scan(model: Path, out: Path) -> dict[str, Any]:
     """Scan mode on the real normal studies of datasets that no training set uses (those without
     vertebral-body masks, which insertion needs: a cervical T1 + T2 study today), every sequence
     the model reads: held out by dataset, not only by subject."""
-    from spinelesion.evaluation.real import read_rows, scan_false_calls
+    from spinelesion.evaluation.real import scan_false_calls
     from spinelesion.labels import SEQUENCES
 
-    with open(ROOT / "data" / "real-insert" / "manifest.csv", newline="") as fh:
-        used = {r["patient_id"] for r in csv.DictReader(fh)}
+    used = set(real_insert_subjects())
     scans, scanned = [], []
     for folder in sorted(p for p in REAL_NORMALS.iterdir() if p.is_dir() and p.name not in used):
         files = {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
@@ -333,16 +334,7 @@ def other_dataset_scan(model: Path, out: Path) -> dict[str, Any]:
         for seq, path in files.items():
             if not (inputs / f"{seq}.nii.gz").exists():
                 (inputs / f"{seq}.nii.gz").symlink_to(path.resolve())
-        dest = out / folder.name
-        run(
-            str(BIN / "spinelesion-predict"),
-            f"model_dir={model}",
-            f"input={inputs}",
-            f"output_dir={dest}",
-            f"hydra.run.dir={dest}",
-            "saliency.method=none",
-        )
-        scans.extend(dict(r, study_id=folder.name) for r in read_rows(dest / "predictions.csv"))
+        scans.extend(dict(r, study_id=folder.name) for r in predict_rows(model, inputs, out / folder.name))
         scanned.append(folder.name)
     return {**scan_false_calls(scans, scanned), "subjects": scanned}
 
