@@ -79,3 +79,46 @@ def test_weighted_sampler_balances_classes():
     s = KeyedSampler(range(100), seed=0, weights=weights, num_samples=4000)
     drawn = labels[list(s)]
     assert 0.45 < drawn.mean() < 0.55
+
+
+def test_source_weights_move_normal_draws_between_sets_without_touching_class_balance():
+    """A set added to "none" takes its share of the normal draws from the set named, not from all."""
+    from spinelesion.data.datamodule import balanced_weights
+
+    def rows(source: str, n: int, compartment: str) -> list[Row]:
+        return [
+            Row(
+                f"{source}{i}",
+                f"{source}{i}",
+                f"{source}{i}",
+                np.zeros(3),
+                {},
+                {"compartment": compartment, "fracture": "none"},
+                source=source,
+            )
+            for i in range(n)
+        ]
+
+    base = rows("canal", 100, "none") + rows("hardneg", 300, "none") + rows("lesion", 50, "extradural")
+    mix = base + rows("mimics", 100, "none")
+
+    def share(weights: np.ndarray, rs: list[Row], source: str) -> float:
+        none = np.array([r.labels["compartment"] == "none" for r in rs])
+        return float(weights[[r.source == source for r in rs]].sum() / weights[none].sum())
+
+    before = balanced_weights(base)
+    assert share(before, base, "canal") == pytest.approx(0.25)
+    plain = balanced_weights(mix)
+    assert share(plain, mix, "canal") == pytest.approx(0.2)  # diluted by the new set
+    kept = balanced_weights(mix, {"hardneg": 200 / 300})
+    assert share(kept, mix, "canal") == pytest.approx(0.25)  # the canal keeps its share
+    assert share(kept, mix, "mimics") == pytest.approx(0.25)
+    # the classes keep their weights: the multipliers move draws only among the sets of a class
+    lesion = np.array([r.source == "lesion" for r in mix])
+    assert kept[lesion].sum() == pytest.approx(plain[lesion].sum())
+    assert kept[~lesion].sum() == pytest.approx(plain[~lesion].sum())
+    assert np.array_equal(balanced_weights(mix, {}), plain)
+    with pytest.raises(ValueError, match="not a set of this mix"):
+        balanced_weights(mix, {"real-mimic": 0.5})
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        balanced_weights(mix, {"mimics": -1.0})

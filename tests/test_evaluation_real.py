@@ -220,6 +220,15 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     assert "104 held-out real studies with one inserted lesion or mimic" in text
     assert "70 of 90 labelled lesions have a lesion call within 20.0 mm; 21 lesion calls" in text
     assert "NOT a clinical tool" in text
+    assert "operating point" not in text  # none fitted
+    curve = [
+        {"threshold": 0.5, "lesions": 10, "lesions_found": 9, "false_calls_per_study": 0.4},
+        {"threshold": 0.8, "lesions": 10, "lesions_found": 9, "false_calls_per_study": 0.1},
+    ]
+    scan = {"call_threshold": 0.8, "max_sensitivity_loss": 0.02, "fitted_on": "3 studies", "curve": curve}
+    fitted = write_model_card(tmp_path, {**meta, "scan": scan}).read_text()
+    assert "reaches **0.8**" in fitted and "Fitted on 3 studies" in fitted
+    assert "There: 9 of 10 lesions found, 0.100 false calls per study (at 0.5: 9 of 10" in fitted
 
 
 def test_recorded_command_names_no_machine_path(tmp_path, monkeypatch) -> None:
@@ -249,3 +258,33 @@ def test_pointing_scores_peaks_against_the_roi_centre() -> None:
     assert 0.0 < out["uniform"] < 1.0
     flat = pointing(np.ones((1, *shape)), spacing, radius_mm=15.0)
     assert flat["share_within"] == flat["uniform"]  # a map that knows nothing scores chance
+
+
+def test_scan_operating_point_is_chosen_on_the_curve_and_never_costs_more_than_allowed():
+    """Every threshold is scored from one recording of the candidates; the chosen one has the
+    fewest false calls among those that keep the lesions found within the allowed loss."""
+    from spinelesion.evaluation.scan_operating import at_threshold, choose_call_threshold, operating_curve
+
+    def cand(x: float, p: float, rule: bool = True) -> dict:
+        return {"centre": [x, 0.0, 0.0], "p_lesion": p, "rule_lesion": rule}
+
+    records = [
+        # a lesion at x=0 found with p 0.95; a false call at x=100 with p 0.6
+        {"study_id": "a", "lesions": [[0.0, 0.0, 0.0]], "candidates": [cand(1.0, 0.95), cand(100.0, 0.6)]},
+        # a lesion found only with p 0.7; a false call with p 0.9; a candidate the rule calls none
+        {
+            "study_id": "b",
+            "lesions": [[0.0, 0.0, 0.0]],
+            "candidates": [cand(5.0, 0.7), cand(80.0, 0.9), cand(40.0, 0.99, False)],
+        },
+        {"study_id": "c", "lesions": [], "candidates": [cand(0.0, 0.55)]},  # untouched: a false call
+        {"study_id": "d", "lesions": [], "candidates": []},  # untouched, nothing proposed: counts
+    ]
+    low = at_threshold(records, 0.5)
+    assert (low["lesions_found"], low["lesions"], low["false_calls"], low["studies"]) == (2, 2, 3, 4)
+    curve = operating_curve(records, (0.5, 0.65, 0.75, 0.95))
+    assert [p["false_calls"] for p in curve] == [3, 1, 1, 0]
+    assert [p["lesions_found"] for p in curve] == [2, 2, 1, 1]
+    assert choose_call_threshold(curve, max_sensitivity_loss=0.0) == 0.65  # keeps both lesions
+    assert choose_call_threshold(curve, max_sensitivity_loss=0.5) == 0.95  # one may go: fewest calls
+    assert choose_call_threshold(operating_curve(records[2:], (0.5, 0.9))) == 0.5  # no lesions: lowest

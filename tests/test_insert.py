@@ -292,6 +292,7 @@ def test_training_mix_reads_several_manifests(toy_root: Path, tmp_path: Path) ->
     mix = read_manifests([first, second], check_files=True)
     n = len(read_manifests([first]).rows)
     assert len(mix.rows) == 2 * n
+    assert {r.source for r in mix.rows} == {"a", "b"}  # each row knows its set (data.source_weights)
     assert {r.patient_id for r in mix.rows} == {"toy_01", "toy_02", "other_01", "other_02"}
     with pytest.raises(ValueError, match="unique across the manifests"):
         read_manifests([first, first])

@@ -125,6 +125,17 @@ def test_a_scan_candidate_is_called_only_when_more_likely_a_lesion_than_not():
     labels = predictor.scan_labels(probs, 0.5)
     assert labels["compartment"].tolist() == [0, 3, 0] and labels["fracture"].tolist() == [0, 0, 2]
     assert predictor.scan_labels(probs, 0.0)["compartment"].tolist() == [3, 3, 0]  # 0: the rule alone
+    # Without a bar of its own, the model's fitted operating point decides; a given one wins.
+    fitted = Predictor(
+        OnCentreProbe(),
+        {**meta, "scan": {"call_threshold": 0.65}},
+        PredictorConfig(device="cpu", saliency_method="none"),
+    )
+    assert predictor.scan_call_threshold() == 0.5  # no fitted point: 0.5
+    assert fitted.scan_call_threshold() == 0.65
+    assert fitted.scan_labels(probs)["compartment"].tolist() == [0, 3, 0]  # 0.7 reaches 0.65
+    assert fitted.scan_call_threshold(ScanConfig(call_threshold=0.75)) == 0.75
+    assert fitted.scan_labels(probs, 0.75)["compartment"].tolist() == [0, 0, 0]
 
 
 @pytest.mark.slow  # two scans of a small volume: ~20 s on the 2-core CPU

@@ -41,6 +41,9 @@ def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     names the same files (more ROIs on one study). A clash is an error naming both files.
     """
     manifests = [read_manifest(p, **kwargs) for p in paths]
+    for m in manifests:
+        for r in m.rows:
+            r.source = Path(m.path).parent.name
     seen: dict[str, int] = {}
     studies: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}
     for i, m in enumerate(manifests):
@@ -61,13 +64,41 @@ def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     return Manifest(manifests[0].path, [r for m in manifests for r in m.rows])
 
 
-def balanced_weights(rows: Sequence[Row]) -> np.ndarray:
-    """Per-row weight: mean over tasks (with a known label) of 1 / class frequency."""
+def balanced_weights(rows: Sequence[Row], source_weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Per-row weight: mean over tasks (with a known label) of 1 / class frequency.
+
+    ``source_weights`` multiplies the weight of every row of a set of the mix (its manifest's
+    folder name, :attr:`Row.source`; others 1). Class balance alone gives every normal ROI the
+    same weight, so each set added to "none" shrinks the share of every other kind of normal
+    place (bodies, canal, background, hard negatives): a set can instead take its share from a
+    named one, e.g. ``{phantom-hardneg: 0.75}``. Each combination of labels keeps its total
+    weight, so the class balance is unchanged.
+    """
     counts = {t: Counter(r.labels[t] for r in rows if r.labels[t]) for t in TASKS}
     weights = np.zeros(len(rows))
     for i, r in enumerate(rows):
         terms = [1.0 / counts[t][r.labels[t]] for t in TASKS if r.labels[t]]
         weights[i] = float(np.mean(terms)) if terms else 0.0
+    if source_weights:
+        sources = {r.source for r in rows}
+        unknown = sorted(set(source_weights) - sources)
+        if unknown:
+            raise ValueError(
+                f"data.source_weights names {unknown}, not a set of this mix (its sets: {sorted(sources)})"
+            )
+        bad = {k: v for k, v in source_weights.items() if not np.isfinite(v) or v < 0}
+        if bad:
+            raise ValueError(f"data.source_weights must be finite and >= 0: {bad}")
+        scaled = weights * np.array([float(source_weights.get(r.source, 1.0)) for r in rows])
+        # Each combination of labels keeps its total weight: the multipliers move draws among the
+        # sets of a class, never between classes.
+        index: dict[tuple[str, ...], int] = {}
+        groups = np.array([index.setdefault(tuple(r.labels[t] for t in TASKS), len(index)) for r in rows])
+        for g in range(len(index)):
+            members = groups == g
+            total = scaled[members].sum()
+            scaled[members] *= weights[members].sum() / total if total > 0 else 0.0
+        weights = scaled
     return weights
 
 
@@ -89,6 +120,7 @@ class SpineDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         balanced_sampling: bool = False,
+        source_weights: Mapping[str, float] | None = None,
         check_geometry: bool = True,
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
@@ -115,6 +147,7 @@ class SpineDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.balanced_sampling = balanced_sampling
+        self.source_weights = dict(source_weights or {})
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
         # data.pipeline: "bank" (npz study cache, RoiDataset) or "monai" (MONAI transforms,
@@ -244,7 +277,7 @@ class SpineDataModule(pl.LightningDataModule):
         weights = None
         if train and self.balanced_sampling:
             assert self.bank is not None, "call setup() first"
-            weights = balanced_weights([self.bank.rows[i] for i in ds.indices])
+            weights = balanced_weights([self.bank.rows[i] for i in ds.indices], self.source_weights)
         sampler = KeyedSampler(ds.indices, seed=self.seed, shuffle=train, weights=weights)
         loader_cls: Any = DataLoader
         if self.pipeline == "monai":

@@ -78,6 +78,7 @@ class Row:
     level: str = ""
     finding: str = ""
     row_number: int = 0
+    source: str = ""  # the manifest's folder name: which set of a training mix the row came from
 
     def sequence_key(self) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((k, str(v)) for k, v in self.sequences.items()))

@@ -146,11 +146,25 @@ class Predictor:
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
 
-    def scan_labels(self, probs: Mapping[str, np.ndarray], call_threshold: float) -> dict[str, np.ndarray]:
+    def scan_call_threshold(self, scan: ScanConfig | None = None) -> float:
+        """The bar a scan candidate's p(lesion) must reach: ``scan.call_threshold`` when given, else
+        the model's fitted operating point (metadata ``scan.call_threshold``), else 0.5."""
+        given = (scan or self.cfg.scan).call_threshold
+        if given is not None:
+            return float(given)
+        fitted = (self.meta.get("scan") or {}).get("call_threshold")
+        return float(fitted) if fitted is not None else 0.5
+
+    def scan_labels(
+        self, probs: Mapping[str, np.ndarray], call_threshold: float | None = None
+    ) -> dict[str, np.ndarray]:
         """Class index per scan candidate and task: the decision rule's, but none/none unless some
-        task's p(lesion) = 1 - p(none) reaches ``call_threshold``. The rule favours rare classes
-        for a place a user asks about; a scan candidate must be more likely a lesion than not
-        (the bar the map proposed it with, scan.threshold)."""
+        task's p(lesion) = 1 - p(none) reaches ``call_threshold`` (default:
+        :meth:`scan_call_threshold`). The rule favours rare classes for a place a user asks about;
+        a scan candidate must be more likely a lesion than not, and a model's fitted operating
+        point asks more (a peak among thousands of windows on mostly normal anatomy)."""
+        if call_threshold is None:
+            call_threshold = self.scan_call_threshold()
         labels = self.decision.labels_per_task(probs)
         p_lesion = np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
         called = p_lesion >= call_threshold
@@ -289,7 +303,7 @@ class Predictor:
                     [r.center_lps for r in part],
                     self.cfg.scan.classify_shift_mm,
                 )
-                labels = self.scan_labels(probs, self.cfg.scan.call_threshold)
+                labels = self.scan_labels(probs)
             else:
                 labels = self.decision.labels_per_task(probs)
             timings["network"] += time.perf_counter() - t0

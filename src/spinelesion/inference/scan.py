@@ -10,7 +10,8 @@ candidate ROIs. Each candidate is then classified like a given ROI, but as the m
 its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
 a map of thousands of windows is the place where the classifier's noise is highest, so its
 answer there alone overstates the evidence. A candidate is called a lesion only when some
-task's 1 - p(none) reaches ``call_threshold`` (:meth:`Predictor.scan_labels`). What both did on
+task's 1 - p(none) reaches ``call_threshold``, the model's scan operating point unless given
+(:meth:`Predictor.scan_labels`, :mod:`spinelesion.evaluation.scan_operating`). What both did on
 held-out real and phantom studies: docs/outputs.md.
 """
 
@@ -45,8 +46,10 @@ class ScanConfig:
     context_inside: bool = False  # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
     classify_shift_mm: float = 4.0  # a candidate's answer: the mean over it and 6 points this far along each
     # axis (training's translation range): a peak of a noisy map is where the answer is biased upward
-    call_threshold: float = 0.5  # ... called a lesion only when some task's 1 - p(none) reaches this (the
-    # decision rule alone may name a rare class below 0.5, right for a place a user points at)
+    call_threshold: float | None = None  # ... called a lesion only when some task's 1 - p(none) reaches
+    # this; None: the model's operating point (metadata scan.call_threshold, fitted on validation
+    # studies: evaluation/scan_operating.py), 0.5 for a model without one. The decision rule alone
+    # may name a rare class below 0.5, right for a place a user points at, not for a scan's peak.
 
 
 @dataclass

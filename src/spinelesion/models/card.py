@@ -228,6 +228,33 @@ def _scan_lines(scan: dict[str, Any], title: str, what: str) -> list[str]:
     ]
 
 
+def _operating_lines(scan: dict[str, Any]) -> list[str]:
+    """Scan mode's fitted operating point (``metadata.json`` ``scan``) and what it cost on validation."""
+    if not scan or scan.get("call_threshold") is None:
+        return []
+    by_t = {round(float(p["threshold"]), 2): p for p in scan.get("curve") or []}
+    chosen, base = by_t.get(round(float(scan["call_threshold"]), 2)), by_t.get(0.5)
+
+    def point(p: dict[str, Any] | None) -> str:
+        if not p:
+            return "?"
+        return (
+            f"{p.get('lesions_found')} of {p.get('lesions')} lesions found, "
+            f"{fmt_value(p.get('false_calls_per_study'))} false calls per study"
+        )
+
+    return [
+        "## Scan mode's operating point",
+        "",
+        f"A scan candidate is called a lesion when some task's 1 - p(none) reaches "
+        f"**{scan['call_threshold']}** (prediction's `scan.call_threshold: null`; a value given there wins). "
+        f"Fitted on {scan.get('fitted_on')}: the fewest false calls among the thresholds that find at most "
+        f"{scan.get('max_sensitivity_loss')} of the lesions fewer than 0.5. There: {point(chosen)} "
+        f"(at 0.5: {point(base)}).",
+        "",
+    ]
+
+
 def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
     """Held-out real mimics (``scripts/train_release_model.py mimic_check``) as one paragraph."""
     if not mimics:
@@ -302,6 +329,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
             "held-out real studies with one inserted lesion or mimic (mimics are not lesions: a call on one is false)",
         ),
         *_mimic_lines(meta.get("real_mimics") or {}),
+        *_operating_lines(meta.get("scan") or {}),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",
         "",

@@ -92,9 +92,22 @@ def untouched_studies(
     return out
 
 
-def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tuple[np.ndarray, float, bool]]:
-    """Scan candidates of one untouched study: (LPS centre, scan score, called a lesion by the ROI
-    classifier as prediction's scan mode calls it: the mean answer around the candidate)."""
+@dataclass(frozen=True)
+class ScanCandidate:
+    """One scan candidate of a study, as prediction's scan mode classifies it."""
+
+    centre: np.ndarray  # LPS mm
+    score: float  # the map's 1 - p(none) at the peak
+    p_lesion: float  # the mean answer around it: the larger task's 1 - p(none)
+    rule_lesion: bool  # the decision rule names a lesion class (before any call threshold)
+
+    def called(self, call_threshold: float) -> bool:
+        """A lesion call at this threshold (:meth:`Predictor.scan_labels`)."""
+        return self.rule_lesion and self.p_lesion >= call_threshold
+
+
+def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[ScanCandidate]:
+    """Scan candidates of one study with the classifier's answer around each (scan.py)."""
     from spinelesion.inference.scan import scan_study
     from spinelesion.io.study import load_study_from_paths
 
@@ -108,11 +121,22 @@ def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tup
     probs = predictor.mean_over_neighbours(
         predictor.classify(images, flags), array, affine, available, centres, scan_cfg.classify_shift_mm
     )
-    labels = predictor.scan_labels(probs, scan_cfg.call_threshold)
-    lesion = np.zeros(len(result.candidates), bool)
-    for task in TASKS:
-        lesion |= labels[task] != 0
-    return [(c, s, bool(x)) for (c, s), x in zip(result.candidates, lesion, strict=True)]
+    p_lesion = np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
+    rule = predictor.decision.labels_per_task(probs)
+    named = np.any([np.asarray(rule[t]) != 0 for t in TASKS], axis=0)
+    return [
+        ScanCandidate(np.asarray(c), float(s), float(p), bool(n))
+        for (c, s), p, n in zip(result.candidates, p_lesion, named, strict=True)
+    ]
+
+
+def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tuple[np.ndarray, float, bool]]:
+    """Scan candidates of one untouched study: (LPS centre, scan score, called a lesion by the ROI
+    classifier as prediction's scan mode calls it: the mean answer around the candidate)."""
+    return [
+        (c.centre, c.score, c.called(predictor.scan_call_threshold(scan_cfg)))
+        for c in scan_candidates(predictor, study, scan_cfg)
+    ]
 
 
 def hard_negative_records(
