@@ -136,6 +136,9 @@ def test_a_scan_candidate_is_called_only_when_more_likely_a_lesion_than_not():
     assert fitted.scan_labels(probs)["compartment"].tolist() == [0, 3, 0]  # 0.7 reaches 0.65
     assert fitted.scan_call_threshold(ScanConfig(call_threshold=0.75)) == 0.75
     assert fitted.scan_labels(probs, 0.75)["compartment"].tolist() == [0, 0, 0]
+    broken = {**meta, "scan": {"call_threshold": "0.7"}}
+    with pytest.raises(ValueError, match="scan.call_threshold must be a number"):  # at load, not mid-run
+        Predictor(OnCentreProbe(), broken, PredictorConfig(device="cpu", saliency_method="none"))
 
 
 @pytest.mark.slow  # two scans of a small volume: ~20 s on the 2-core CPU

@@ -92,6 +92,7 @@ class Predictor:
         self.channels_last = self.device.type == "cuda"
         self.meta = dict(meta)
         self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
+        self.scan_call_threshold()  # a malformed fitted scan operating point fails here, not mid-run
         self.tta = tta_mirrors(self.cfg.tta, meta)
         self.spec = RoiSpec.from_config(meta["roi"], "model metadata roi")
         self.reference = str(meta.get("reference", "auto"))
@@ -153,7 +154,11 @@ class Predictor:
         if given is not None:
             return float(given)
         fitted = (self.meta.get("scan") or {}).get("call_threshold")
-        return float(fitted) if fitted is not None else 0.5
+        if fitted is None:
+            return 0.5
+        if isinstance(fitted, bool) or not isinstance(fitted, int | float) or not 0.0 <= fitted <= 1.0:
+            raise ValueError(f"model metadata scan.call_threshold must be a number in [0, 1], not {fitted!r}")
+        return float(fitted)
 
     def scan_labels(
         self, probs: Mapping[str, np.ndarray], call_threshold: float | None = None
