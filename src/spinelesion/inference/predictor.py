@@ -83,6 +83,16 @@ class PredictorConfig:
     )
 
 
+def fitted_call_threshold(meta: Mapping[str, Any]) -> float | None:
+    """A model's fitted scan operating point (metadata ``scan.call_threshold``), None without one."""
+    fitted = (meta.get("scan") or {}).get("call_threshold")
+    if fitted is None:
+        return None
+    if isinstance(fitted, bool) or not isinstance(fitted, int | float) or not 0.0 <= fitted <= 1.0:
+        raise ValueError(f"model metadata scan.call_threshold must be a number in [0, 1], not {fitted!r}")
+    return float(fitted)
+
+
 class Predictor:
     def __init__(self, net: torch.nn.Module, meta: Mapping[str, Any], cfg: PredictorConfig | None = None):
         self.cfg = cfg or PredictorConfig()
@@ -92,7 +102,8 @@ class Predictor:
         self.channels_last = self.device.type == "cuda"
         self.meta = dict(meta)
         self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
-        self.scan_call_threshold()  # a malformed fitted scan operating point fails here, not mid-run
+        # The fitted scan operating point, read once: a malformed one fails here, not mid-run.
+        self.fitted_call_threshold = fitted_call_threshold(meta)
         self.tta = tta_mirrors(self.cfg.tta, meta)
         self.spec = RoiSpec.from_config(meta["roi"], "model metadata roi")
         self.reference = str(meta.get("reference", "auto"))
@@ -153,12 +164,12 @@ class Predictor:
         given = (scan or self.cfg.scan).call_threshold
         if given is not None:
             return float(given)
-        fitted = (self.meta.get("scan") or {}).get("call_threshold")
-        if fitted is None:
-            return 0.5
-        if isinstance(fitted, bool) or not isinstance(fitted, int | float) or not 0.0 <= fitted <= 1.0:
-            raise ValueError(f"model metadata scan.call_threshold must be a number in [0, 1], not {fitted!r}")
-        return float(fitted)
+        return self.fitted_call_threshold if self.fitted_call_threshold is not None else 0.5
+
+    @staticmethod
+    def lesion_probability(probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per ROI, "some lesion or fracture here": the larger task's 1 - p(none)."""
+        return np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
 
     def scan_labels(
         self, probs: Mapping[str, np.ndarray], call_threshold: float | None = None
@@ -171,8 +182,7 @@ class Predictor:
         if call_threshold is None:
             call_threshold = self.scan_call_threshold()
         labels = self.decision.labels_per_task(probs)
-        p_lesion = np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
-        called = p_lesion >= call_threshold
+        called = self.lesion_probability(probs) >= call_threshold
         return {t: np.where(called, v, 0) for t, v in labels.items()}
 
     def mean_over_neighbours(

@@ -121,7 +121,7 @@ def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> lis
     probs = predictor.mean_over_neighbours(
         predictor.classify(images, flags), array, affine, available, centres, scan_cfg.classify_shift_mm
     )
-    p_lesion = np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
+    p_lesion = predictor.lesion_probability(probs)
     rule = predictor.decision.labels_per_task(probs)
     named = np.any([np.asarray(rule[t]) != 0 for t in TASKS], axis=0)
     return [
@@ -133,10 +133,8 @@ def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> lis
 def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tuple[np.ndarray, float, bool]]:
     """Scan candidates of one untouched study: (LPS centre, scan score, called a lesion by the ROI
     classifier as prediction's scan mode calls it: the mean answer around the candidate)."""
-    return [
-        (c.centre, c.score, c.called(predictor.scan_call_threshold(scan_cfg)))
-        for c in scan_candidates(predictor, study, scan_cfg)
-    ]
+    bar = predictor.scan_call_threshold(scan_cfg)
+    return [(c.centre, c.score, c.called(bar)) for c in scan_candidates(predictor, study, scan_cfg)]
 
 
 def hard_negative_records(
