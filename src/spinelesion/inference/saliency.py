@@ -154,22 +154,40 @@ def gradcam_all_tasks(
     return out
 
 
+class AllTaskLogits(nn.Module):
+    """Every task's logits side by side, (B, sum of class counts): one occlusion pass serves all."""
+
+    def __init__(self, net: nn.Module, available: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.available = available
+        self.train(net.training)  # as TaskLogits: MONAI restores the wrapper's mode after its pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(list(self.net(x, self.available[: x.shape[0]].to(x.device))), dim=1)
+
+
 def occlusion_maps(
     net: nn.Module,
     images: torch.Tensor,
     available: torch.Tensor,
-    class_idx: Sequence[int],
-    task_index: int,
+    class_idx: dict[str, Sequence[int]],
     mask_size: Sequence[int] = (8, 12, 12),
     overlap: float = 0.5,
     n_batch: int = 64,
-) -> torch.Tensor:
-    """Occlusion sensitivity: the drop of the class logit when a Gaussian patch is masked."""
+) -> dict[str, torch.Tensor]:
+    """Occlusion sensitivity of every task: the drop of each ROI's class logit when a Gaussian
+    patch is masked, (R, X, Y, Z) in [0, 1] per task.
+
+    One MONAI ``OcclusionSensitivity`` pass per ROI for all tasks: the network answers every
+    task in the same forward, so occluding once and reading each task's class is the map of a
+    pass per task at half the forwards.
+    """
     from monai.visualize import OcclusionSensitivity
 
-    out = []
+    drops: dict[str, list[torch.Tensor]] = {task: [] for task in TASKS}
     for r in range(images.shape[0]):
-        wrapper = TaskLogits(net, task_index, available[r : r + 1].expand(n_batch, -1))
+        wrapper = AllTaskLogits(net, available[r : r + 1].expand(n_batch, -1))
         occ = OcclusionSensitivity(
             wrapper,
             mask_size=tuple(mask_size),
@@ -179,11 +197,15 @@ def occlusion_maps(
             activate=False,
         )
         with torch.no_grad():
-            base = wrapper(images[r : r + 1])[0, class_idx[r]]
+            logits = list(net(images[r : r + 1], available[r : r + 1].to(images.device)))
+            sizes, base = [int(o.shape[1]) for o in logits], torch.cat(logits, dim=1)[0]
             occ_map, _ = occ(images[r : r + 1])
-        drop = (base - occ_map[0, class_idx[r]]).clamp(min=0)
-        out.append(drop[None])
-    return unit_max(torch.cat(out).float())
+        start = 0
+        for task, size in zip(TASKS, sizes, strict=True):
+            c = start + int(class_idx[task][r])
+            drops[task].append((base[c] - occ_map[0, c]).clamp(min=0)[None])
+            start += size
+    return {task: unit_max(torch.cat(maps).float()) for task, maps in drops.items()}
 
 
 def saliency(
@@ -203,10 +225,10 @@ def saliency(
     out = {}
     training = net.training
     try:
+        if method == "occlusion":
+            return occlusion_maps(net, images, available, class_idx, **kwargs)  # type: ignore[arg-type]  # kwargs: the occlusion settings a caller passes through
         for t, task in enumerate(TASKS):
-            if method == "occlusion":
-                out[task] = occlusion_maps(net, images, available, class_idx[task], t, **kwargs)  # type: ignore[arg-type]  # kwargs: the occlusion settings a caller passes through
-            elif method == "gradcam" and t == 0:
+            if method == "gradcam" and t == 0:
                 out.update(gradcam_all_tasks(net, images, available, class_idx, target_layer))
             elif method != "gradcam":
                 out[task] = cam_maps(net, images, available, class_idx[task], t, target_layer, method)
