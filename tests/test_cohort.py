@@ -104,6 +104,22 @@ def test_bids_studies_get_unique_ids_from_their_relative_paths(tmp_path: Path):
     assert [it.study_id for it in again] == [it.study_id for it in items]  # stable
 
 
+def test_only_files_nothing_reads_are_reported_as_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A NIfTI study's own files are read, so the log must not call them ignored."""
+    from spinelesion.inference.inputs import discover_inputs
+
+    nifti(tmp_path / "study" / "t2.nii.gz", seed=1)
+    with caplog.at_level("INFO", logger="spinelesion.inference.inputs"):
+        items, _ = discover_inputs(tmp_path / "study")
+    assert [it.study_id for it in items] == ["study"]
+    assert "ignored" not in caplog.text
+    (tmp_path / "study" / "notes.txt").write_text("not an image")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="spinelesion.inference.inputs"):
+        discover_inputs(tmp_path / "study")
+    assert "1 file(s) are neither DICOM nor a study's NIfTI and were ignored" in caplog.text
+
+
 def test_dicom_and_nifti_series_of_one_study_folder_are_joined(tmp_path: Path):
     from spinelesion.inference.inputs import discover_inputs
     from spinelesion.io.dicom.write import make_uid, write_dicom_series

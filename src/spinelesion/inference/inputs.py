@@ -147,8 +147,12 @@ def from_folder(
         if d not in joined:
             sid = _relative_id(d, folder)
             items.append(StudyInput(sid, str(d), partial(load_nifti_folder, d, sid)))
-    if not_dicom:
-        log.info("%s: %d file(s) are not DICOM and were ignored", folder, len(not_dicom))
+    # NIfTI files that make a study are read, not ignored: the count names only the rest
+    ignored = [p for p, _why in not_dicom if not (p.parent in nifti_dirs and is_nifti(p))]
+    if ignored:
+        log.info(
+            "%s: %d file(s) are neither DICOM nor a study's NIfTI and were ignored", folder, len(ignored)
+        )
     # folders whose pipes, sockets or devices are already named among the skipped files
     sources = [Path(it.source) for it in items] + [
         p.parent for p, why in not_dicom if "not a regular file" in why
