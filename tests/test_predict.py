@@ -441,3 +441,16 @@ def test_scan_candidates_keep_their_context_inside_a_thin_slab(context_inside: b
         assert np.all(np.abs(xs - 24.5) <= 0.1 * 50 + 1.5), xs  # 40 % of 50 mm from each edge
     else:
         assert xs.min() < 24.5 - 0.1 * 50 - 1.5, xs  # the edge evidence pulls a candidate outward
+
+
+def test_png_title_fits_its_line_with_a_long_dicom_uid():
+    """A DICOM study UID (up to 64 characters) ran off the PNG's right edge: its middle gives way."""
+    from spinelesion.inference.overlay import _font, fit_title
+
+    font, suffix = _font(13), "  [t2 background, saliency overlaid; A left, S up]"
+    uid = "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678 / scan01"
+    width = 2 * 256 - 12  # two panels of a 48-voxel ROI at the PNG's scale
+    title = fit_title(uid, suffix, font, width)
+    assert font.getlength(title) <= width < font.getlength(uid + suffix)
+    assert title.startswith("1.2.826") and title.endswith("scan01" + suffix) and "..." in title
+    assert fit_title("study / roi1", suffix, font, width) == "study / roi1" + suffix  # short: untouched

@@ -97,6 +97,24 @@ def _panel(gray: np.ndarray, sal: np.ndarray, spec: RoiSpec) -> Image.Image:
     return img
 
 
+def fit_title(
+    title: str, suffix: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float
+) -> str:
+    """``title`` + ``suffix`` in one line of at most ``width`` pixels: a long title (a DICOM study
+    UID is 64 characters) loses its middle to an ellipsis, keeping both ends readable."""
+    text = f"{title}{suffix}"
+    if font.getlength(text) <= width:
+        return text
+    keep = len(title)
+    while keep > 2:
+        keep -= 1
+        head, tail = title[: (keep + 1) // 2], title[len(title) - keep // 2 :]
+        text = f"{head}...{tail}{suffix}"
+        if font.getlength(text) <= width:
+            return text
+    return text
+
+
 def write_roi_png(
     path: str | Path,
     array: np.ndarray,
@@ -123,12 +141,8 @@ def write_roi_png(
     w, h = panels[0][1].size
     canvas = _canvas(w, h, len(panels)).copy()  # white, with the footer's disclaimer drawn once per size
     draw = ImageDraw.Draw(canvas)
-    draw.text(
-        (6, 4),
-        f"{title}  [{SEQUENCES[ch]} background, saliency overlaid; A left, S up]",
-        fill="black",
-        font=_font(13),
-    )
+    suffix = f"  [{SEQUENCES[ch]} background, saliency overlaid; A left, S up]"
+    draw.text((6, 4), fit_title(title, suffix, _font(13), canvas.width - 12), fill="black", font=_font(13))
     for k, (task, panel) in enumerate(panels):
         x0 = k * w
         canvas.paste(panel, (x0, 2 * HEADER))
