@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png.
+"""Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png, and of
+the plain renderer's findings (the outside-check proxy) in a held-out one -> docs/images/plain_*.png.
 
 Usage: python scripts/preview_insertion.py [backgrounds folder] [study id ...]
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from spinelesion.insert.background import discover_backgrounds
-from spinelesion.insert.preview import write_insertion_preview
+from spinelesion.insert.preview import write_insertion_preview, write_plain_preview
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,8 @@ def main() -> None:
             set(cfg["cord_levels"]),
         )
         print(out)
+    if "vb2_07" in specs:  # a held-out subject: the one plain_check's first rows come from
+        print(write_plain_preview(specs["vb2_07"], ROOT / "docs" / "images" / "plain_vb2_07.png"))
 
 
 if __name__ == "__main__":

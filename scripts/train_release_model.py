@@ -29,8 +29,9 @@
    per dataset, paired with the same vertebrae untouched); every real normal body of the
    shared manifest; scan mode on the held-out untouched real studies and on 8 studies of the
    fresh phantom set (lesions found, false calls); mimics and normal variants inserted into
-   the held-out subjects (``data/real-mimics``: called none/none?). All recorded in the model folder's
-   metadata.json and model card.
+   the held-out subjects (``data/real-mimics``: called none/none?); the outside check's three findings
+   drawn into the held-out subjects by a second, plain renderer (``plain_check``, ``data/real-plain``).
+   All recorded in the model folder's metadata.json and model card.
 
 ``--data-only`` stops after 1-2; ``--eval-only`` redoes 5 (and the operating point) with the
 model in place.
@@ -309,6 +310,50 @@ def real_checks(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_real")
     return result
 
 
+def heldout_subjects() -> list[str]:
+    """The real subjects ``spinelesion-insert`` holds out (test split), from its config alone."""
+    import yaml
+
+    from spinelesion.insert.background import discover_backgrounds
+    from spinelesion.insert.dataset import subject_splits
+
+    cfg = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())
+    specs = discover_backgrounds(REAL_NORMALS, cfg["levels"], cfg["native_mm"])
+    split_of = subject_splits(specs, cfg["splits"], int(cfg["split_seed"]))
+    return sorted(s for s, split in split_of.items() if split == "test")
+
+
+def plain_check(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_plain") -> dict[str, Any]:
+    """The outside check's three findings drawn by a second, plain renderer
+    (``spinelesion.insert.plain``: no code shared with the insertion the model was trained on)
+    into every body of the held-out subjects, next to the same bodies untouched."""
+    from collections import defaultdict
+
+    import yaml
+
+    from spinelesion.evaluation.real import paired, per_dataset, read_rows
+    from spinelesion.insert.plain import generate_plain
+
+    levels = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())["levels"]
+    manifest = generate_plain(REAL_NORMALS, heldout_subjects(), ROOT / "data" / "real-plain", levels=levels)
+    evaluate(manifest, out, model=model)
+    rows = read_rows(out / "predictions.csv")
+    right: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        right[r["finding"]].append(
+            (r["compartment_pred"], r["fracture_pred"]) == (r["compartment_true"], r["fracture_true"])
+        )
+    result = {
+        "subjects": heldout_subjects(),
+        "per_dataset": per_dataset(rows),
+        "paired": paired(rows),
+        "both_labels_right": {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())},
+        "n": {k: len(v) for k, v in sorted(right.items())},
+    }
+    (out / "plain_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def mimic_check(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_mimics") -> dict[str, Any]:
     """Mimics and normal variants inserted into the held-out real subjects: called none/none?"""
     from spinelesion.evaluation.real import mimics_called_normal, read_rows
@@ -499,6 +544,7 @@ def main() -> None:
     record_check(phantom_scan(), "phantom_scan")
     record_check(real_inserted_scan(), "real_inserted_scan")
     record_check(mimic_check(), "real_mimics")
+    record_check(plain_check(), "plain_renderer")
 
 
 if __name__ == "__main__":

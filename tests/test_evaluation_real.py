@@ -204,6 +204,17 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
         tmp_path, {**meta, "real_mimics": mimics_called_normal(MIMIC_ROWS)}
     ).read_text()
     assert "0.667 of 3 called none/none (focal_fat 0.500 of 2, haemangioma 1.000 of 1)" in with_mimics
+    assert "plain renderer" not in text
+    plain = {
+        "subjects": ["vb2_07"],
+        "per_dataset": {"vb2": {"compartment_auc_macro": 0.777, "fracture_auc_benign_vs_pathologic": 0.71}},
+        "both_labels_right": {"lytic_metastasis": 1.0, "pathologic_fracture": 0.25},
+        "n": {"lytic_metastasis": 28, "pathologic_fracture": 28},
+    }
+    with_plain = write_model_card(tmp_path, {**meta, "plain_renderer": plain}).read_text()
+    assert "subjects (vb2_07) by `spinelesion.insert.plain`" in with_plain
+    assert "compartment AUC 0.777, benign vs pathologic AUC 0.710" in with_plain
+    assert "lytic_metastasis 1.000 of 28, pathologic_fracture 0.250 of 28" in with_plain
     text = write_model_card(tmp_path, meta).read_text()
     assert "`data/real-insert/manifest.csv`" in text
     assert "| vb2 | 1 | 3 | 0.333 |" in text

@@ -370,3 +370,69 @@ def test_a_second_insertion_set_of_the_same_subjects_mixes(toy_root: Path, tmp_p
     assert {r.finding for r in rows} == {"meningioma"}
     mix = read_manifests([first, second]).rows
     assert len(mix) == len(read_manifests([first]).rows) + len(rows)
+
+
+# -- the plain renderer (spinelesion.insert.plain): the outside check's three findings, drawn apart
+def _heights(body: np.ndarray, bg, frame) -> tuple[float, float]:
+    """(anterior, posterior) height in mm of a body mask along the spine axis (toy: k = S-I)."""
+    ijk = np.argwhere(body)
+    loc = frame.to_local(apply_affine(bg.affine, ijk.astype(float)))
+    heights = []
+    for p in (frame.anterior + 4.0, frame.posterior - 4.0):
+        near = (np.abs(loc[:, 1] - p) < 1.0) & (np.abs(loc[:, 0]) < 4.0)
+        heights.append(float(np.ptp(loc[near, 2])) + 1.0)
+    return heights[0], heights[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_plain_findings_follow_the_radiology_and_stay_on_the_grid(toy, seed: int) -> None:
+    from spinelesion.insert.plain import PLAIN_FINDINGS, render_plain
+
+    bg, an = toy
+    f = an.bodies[1]
+    marrow = {s: float(np.median(img[bg.bodies == f.label])) for s, img in bg.images.items()}
+    ant0, post0 = _heights(bg.bodies == f.label, bg, f)
+    far = np.ones(bg.shape, dtype=bool)
+    far[:, :, 20:120] = False  # well above and below the middle body and its discs
+    for name in PLAIN_FINDINGS:
+        st = render_plain(bg, f, name, np.random.default_rng(seed))
+        for s, img in st.images.items():
+            assert img.shape == bg.shape and np.isfinite(img).all()
+            np.testing.assert_array_equal(img[far], bg.images[s][far].astype(np.float32))
+        assert st.lesion.any()
+        ijk = np.round(apply_affine(np.linalg.inv(bg.affine), st.centre)).astype(int)
+        assert st.body[tuple(ijk)], f"{name}: ROI centre outside the body"
+        ant, post = _heights(st.body, bg, f)
+        core = st.lesion & (st.body if name != "osteoporotic_fracture" else st.lesion)
+        if name == "lytic_metastasis":
+            assert st.lesion[st.body].any() and not (st.lesion & ~(bg.bodies == f.label)).any()  # in the body
+            assert (ant, post) == (ant0, post0)
+            assert _mean(st.images["t2"], core) > 1.4 * marrow["t2"]  # T2 bright
+            assert _mean(st.images["t1"], core) < 0.7 * marrow["t1"]  # T1 dark
+        elif name == "osteoporotic_fracture":
+            assert ant < 0.85 * ant0 and post > 0.88 * post0  # a wedge: the anterior height goes
+            assert _mean(st.images["t1"], st.lesion) < 0.75 * marrow["t1"]  # oedema and band: T1 dark
+        else:
+            assert ant < 0.85 * ant0 and post < 0.85 * post0  # the whole body collapses
+            assert _mean(st.images["t2"], st.body & st.lesion) > 1.25 * marrow["t2"]  # replaced: T2 bright
+            behind = st.lesion & ~st.body
+            loc = f.to_local(apply_affine(bg.affine, np.argwhere(behind).astype(float)))
+            assert behind.any() and loc[:, 1].max() > f.posterior + 1.5  # the convex posterior wall
+
+
+def test_plain_manifest_pairs_every_body_with_its_findings(toy_root: Path, tmp_path: Path) -> None:
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.insert.plain import PLAIN_FINDINGS, generate_plain
+
+    path = generate_plain(toy_root, ["toy_01"], tmp_path / "plain", levels=["L1", "L2", "L3"])
+    rows = list(csv.DictReader(open(path, newline="")))
+    untouched = [r for r in rows if r["finding"] == "normal"]
+    inserted = [r for r in rows if r["finding"] != "normal"]
+    assert sorted(r["level"] for r in untouched) == ["L1", "L2", "L3"]
+    levels = sorted({r["level"] for r in inserted})
+    assert levels and set(levels) <= {"L1", "L2", "L3"}
+    assert sorted(r["finding"] for r in inserted) == sorted(list(PLAIN_FINDINGS) * len(levels))
+    for r in inserted:
+        assert (r["compartment"], r["fracture"]) == PLAIN_FINDINGS[r["finding"]]
+    for row in read_manifest(path).rows:  # contract-valid; every ROI centre lies inside its images
+        assert read_nifti(row.sequences["t2"]).contains(row.center_lps)

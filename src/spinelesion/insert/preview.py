@@ -76,3 +76,42 @@ def write_insertion_preview(
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def write_plain_preview(spec: BackgroundSpec, path: str | Path, level: str = "L2", seed: int = 0) -> Path:
+    """The plain renderer's findings (:mod:`spinelesion.insert.plain`) at one body, sagittal, beside
+    the body untouched: what the outside-check proxy looks like."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spinelesion.insert.plain import PLAIN_FINDINGS, render_plain
+
+    bg = load_background(spec)
+    an = derive_anatomy(bg)
+    body = next((b for b in an.bodies if b.level == level), an.bodies[len(an.bodies) // 2])
+    seq = "t2" if "t2" in bg.images else next(iter(bg.images))
+    vmax = float(np.percentile(bg.images[seq], 99.7))
+    fig, axes = plt.subplots(1, 1 + len(PLAIN_FINDINGS), figsize=(3.2 * (1 + len(PLAIN_FINDINGS)), 3.6))
+    panels = [("untouched", bg.images[seq], body.centre, "none / none")]
+    for n, name in enumerate(PLAIN_FINDINGS):
+        st = render_plain(bg, body, name, np.random.default_rng([seed, n]))
+        panels.append((name, st.images[seq], st.centre, " / ".join(PLAIN_FINDINGS[name])))
+    for ax, (title, img, centre, labels) in zip(axes, panels, strict=True):
+        ax.imshow(_sagittal(bg.affine, img, body.centre), cmap="gray", vmin=0, vmax=vmax)
+        dy, dz = centre[1] - body.centre[1], centre[2] - body.centre[2]
+        ax.plot([(dy + 55.0) / 0.5], [(55.0 - dz) / 0.5], "r+", ms=6)
+        ax.set_title(f"{title}\n{labels}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(
+        f"{seq.upper()}: the plain renderer's findings at {body.level} of real study {spec.study_id} "
+        "(anterior left, superior up; red +: ROI centre)",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.9))  # room for the title
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

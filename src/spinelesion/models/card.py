@@ -273,6 +273,29 @@ def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
     ]
 
 
+def _plain_lines(plain: dict[str, Any]) -> list[str]:
+    """The outside check's three findings drawn by a second, plain renderer
+    (``scripts/train_release_model.py plain_check``) as one paragraph."""
+    if not plain:
+        return []
+    f = fmt_value
+    right = plain.get("both_labels_right") or {}
+    n = plain.get("n") or {}
+    parts = ", ".join(f"{k} {f(v)} of {n.get(k)}" for k, v in right.items())
+    per: dict[str, Any] = next(iter((plain.get("per_dataset") or {}).values()), {})
+    return [
+        "## A second, plain renderer (a proxy of the outside check)",
+        "",
+        "A lytic deposit, an osteoporotic wedge fracture with an oedema band and a pathologic collapse "
+        "with whole-body signal and a convex posterior wall, drawn into every body of the held-out real "
+        f"subjects ({', '.join(plain.get('subjects') or [])}) by `spinelesion.insert.plain`, which shares "
+        "no painting or deformation code with the insertion the model was trained on: compartment AUC "
+        f"{f(per.get('compartment_auc_macro'))}, benign vs pathologic AUC "
+        f"{f(per.get('fracture_auc_benign_vs_pathologic'))}; both labels right: {parts}.",
+        "",
+    ]
+
+
 def _tta_text(meta: Mapping[str, Any]) -> str:
     if "lr" not in (meta.get("tta") or []):
         return ""
@@ -329,6 +352,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
             "held-out real studies with one inserted lesion or mimic (mimics are not lesions: a call on one is false)",
         ),
         *_mimic_lines(meta.get("real_mimics") or {}),
+        *_plain_lines(meta.get("plain_renderer") or {}),
         *_operating_lines(meta.get("scan") or {}),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",
