@@ -128,7 +128,9 @@ def render_plain(bg: Background, frame: BodyFrame, finding: str, rng: np.random.
     footprint = np.clip(ndimage.gaussian_filter(inside, 1.0), 0.0, 1.0)
     images = {s: img.astype(np.float32).copy() for s, img in bg.images.items()}
     body_box = (bg.bodies[box] == f.label).astype(np.float32)
-    top = np.full(loc.shape[:-1], f.superior)
+    top = np.full(
+        loc.shape[:-1], f.superior
+    )  # the superior endplate per voxel column (lowered by a collapse)
     if finding != "lytic_metastasis":
         if finding == "osteoporotic_fracture":  # a wedge: the anterior height goes
             loss_a, loss_p = float(rng.uniform(0.2, 0.45)), float(rng.uniform(0.0, 0.08))
