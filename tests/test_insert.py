@@ -436,3 +436,29 @@ def test_plain_manifest_pairs_every_body_with_its_findings(toy_root: Path, tmp_p
         assert (r["compartment"], r["fracture"]) == PLAIN_FINDINGS[r["finding"]]
     for row in read_manifest(path).rows:  # contract-valid; every ROI centre lies inside its images
         assert read_nifti(row.sequences["t2"]).contains(row.center_lps)
+
+
+def test_painted_texture_is_drawn_alike_for_every_finding(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texture is no sign: a per-kind amount (pathologic 0.18, benign oedema 0.1) let the released
+    model tell the fractures apart by texture alone (plain renderer check, README)."""
+    import spinelesion.insert.findings as findings_module
+
+    bg, an = toy
+    drawn: list[float] = []
+    real_texture = findings_module.texture
+
+    def recording(rng: np.random.Generator, shape: tuple[int, ...], scale: float, amount: float) -> np.ndarray:
+        drawn.append(amount)
+        return real_texture(rng, shape, scale, amount)
+
+    monkeypatch.setattr(findings_module, "texture", recording)
+    amounts = {}
+    for name in ("osteoporotic_fracture", "pathologic_fracture"):
+        drawn.clear()
+        for seed in range(8):
+            insert_finding(bg, an, name, an.bodies[1].label, np.random.default_rng(seed), CFG["rates"])
+        amounts[name] = sorted(set(drawn))
+    lo, hi = findings_module.HETEROGENEITY
+    for name, values in amounts.items():
+        assert all(lo <= v <= hi for v in values), name
+        assert min(values) < 0.08 and max(values) > 0.14, f"{name}: texture amounts {values} look fixed"

@@ -24,6 +24,10 @@ from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, loca
 from spinelesion.insert.background import Background
 from spinelesion.insert.paint import paint, signal, soft_mask, texture
 
+# Heterogeneity (sd of a smooth multiplicative texture) of every textured painted region, drawn
+# per region from one range whatever the finding: texture is not a sign radiology.md names.
+HETEROGENEITY = (0.02, 0.2)
+
 
 @dataclass
 class Roi:
@@ -98,14 +102,20 @@ class Insert:
         self,
         kind: str,
         weight: np.ndarray,
-        heterogeneity: float = 0.08,
+        textured: bool = True,
         value_scale: np.ndarray | float = 1.0,
     ) -> None:
-        """Paint ``kind`` under ``weight`` (box-shaped) on every sequence of the study."""
+        """Paint ``kind`` under ``weight`` (box-shaped) on every sequence of the study.
+
+        A textured region's heterogeneity is drawn from :data:`HETEROGENEITY`, the same range for
+        every kind: texture is no sign in docs/radiology.md, and a per-kind amount (pathologic
+        replacement 0.18, benign oedema 0.1 until 2026-12-01) taught the model to tell benign from
+        pathologic fractures by texture (``spinelesion.insert.plain``'s check: README)."""
         if not np.any(weight > 0.05):
             return
         w = soft_mask(weight, self.bg.native_sigma_vox())
         self.lesion[self.box] |= weight > 0.5
+        heterogeneity = float(self.rng.uniform(*HETEROGENEITY)) if textured else 0.0
         for seq, img in self.images.items():
             value = signal(kind, seq, self.an.tissues[seq], self.rng)
             het = texture(self.rng, w.shape, 2.0, heterogeneity) if heterogeneity > 0 else None
@@ -162,15 +172,17 @@ def _deposit(ctx: Insert, kind: str, radius: tuple[float, float] = (5.0, 12.0)) 
     body = ctx.body_mask()
     weight = ctx.ellipsoid(centre, radii) * body  # does not cross the disc
     if kind == "lytic" and ctx.chance("halo"):
-        ctx.paint("fluid", np.clip(ctx.ellipsoid(centre, radii + 1.5) - weight, 0, 1) * body * 0.6, 0.0)
-    ctx.paint(kind, weight, 0.12)
+        ctx.paint(
+            "fluid", np.clip(ctx.ellipsoid(centre, radii + 1.5) - weight, 0, 1) * body * 0.6, textured=False
+        )
+    ctx.paint(kind, weight)
     if ctx.chance("metastasis_pedicle"):
-        ctx.paint(kind, _pedicle_weight(ctx, float(np.sign(centre[0]) or 1.0)), 0.12)
+        ctx.paint(kind, _pedicle_weight(ctx, float(np.sign(centre[0]) or 1.0)))
     if ctx.chance("second_deposit"):
         c2 = np.array(
             [ctx.u(-0.5, 0.5) * f.half_width, ctx.u(-0.5, 0.5) * f.depth, ctx.u(-0.5, 0.5) * f.half_height]
         )
-        ctx.paint(kind, ctx.ellipsoid(c2, radii * 0.6) * body, 0.12)
+        ctx.paint(kind, ctx.ellipsoid(c2, radii * 0.6) * body)
 
 
 def lytic_metastasis(ctx: Insert) -> None:
@@ -194,7 +206,7 @@ def _epidural_mass(ctx: Insert) -> np.ndarray:
     weight = ctx.ellipsoid(centre, np.array([ctx.u(6.0, 10.0), thick, length]))
     if ctx.chance("curtain"):  # midline septum spared: two lobes ("draped curtain")
         weight *= np.clip(np.abs(ctx.loc[..., 0] - centre[0]) / 1.5, 0.3, 1.0)
-    ctx.paint("soft_tissue", weight, 0.1)
+    ctx.paint("soft_tissue", weight)
     return centre
 
 
@@ -212,9 +224,7 @@ def paraspinal_mass(ctx: Insert) -> None:
     centre = np.array(
         [side * (f.half_width + 0.6 * r), ctx.u(-0.3, 0.3) * f.depth, ctx.u(-0.3, 0.3) * f.half_height]
     )
-    ctx.paint(
-        "soft_tissue", ctx.ellipsoid(centre, np.array([r, r * ctx.u(0.7, 1.0), r * ctx.u(1.0, 1.6)])), 0.12
-    )
+    ctx.paint("soft_tissue", ctx.ellipsoid(centre, np.array([r, r * ctx.u(0.7, 1.0), r * ctx.u(1.0, 1.6)])))
     if ctx.chance("paraspinal_with_body_metastasis"):
         _deposit(ctx, "lytic", (4.0, 9.0))
     ctx.roi(centre, "extradural", "none", "paraspinal_mass")
@@ -276,15 +286,15 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
             depth = ctx.u(0.6, 0.9) * 2 * f.half_height
         else:
             depth = ctx.u(4.0, 10.0)
-        ctx.paint("oedema", ctx.band(plate, plate + inward * depth, 2.0) * body, 0.1)
+        ctx.paint("oedema", ctx.band(plate, plate + inward * depth, 2.0) * body)
         if ctx.chance("fracture_line"):
             at = plate + inward * ctx.u(1.5, 0.6 * depth)
-            ctx.paint("band", ctx.band(at - 0.8, at + 0.8, 0.7) * body, 0.05)
+            ctx.paint("band", ctx.band(at - 0.8, at + 0.8, 0.7) * body)
     if ctx.chance("fluid_sign"):
         span = ctx.u(0.4, 0.8)
         cleft = ctx.band(plate + inward * 1.0, plate + inward * ctx.u(2.0, 3.5), 0.6) * body
         cleft *= np.abs(ctx.loc[..., 1] - 0.5 * (f.anterior + f.posterior)) < span * 0.5 * f.depth
-        ctx.paint("fluid", cleft.astype(np.float32), 0.05)
+        ctx.paint("fluid", cleft.astype(np.float32))
     if roi:
         ctx.roi(None, "none", "benign", "osteoporotic_fracture")
 
@@ -303,15 +313,15 @@ def pathologic_fracture(ctx: Insert) -> None:
             [ctx.u(-0.3, 0.3) * f.half_width, ctx.u(0.0, 0.4) * f.posterior, ctx.u(-0.3, 0.3) * f.half_height]
         )
         weight = ctx.ellipsoid(c, np.array([0.7 * f.half_width, 0.45 * f.depth, 0.8 * f.half_height])) * body
-    ctx.paint(kind, weight, 0.18)
+    ctx.paint(kind, weight)
     if ctx.chance("pathologic_pedicle"):
         side = 1.0 if ctx.rng.random() < 0.5 else -1.0
-        ctx.paint(kind, _pedicle_weight(ctx, side), 0.15)
+        ctx.paint(kind, _pedicle_weight(ctx, side))
         if ctx.rng.random() < 0.5:
-            ctx.paint(kind, _pedicle_weight(ctx, -side), 0.15)
+            ctx.paint(kind, _pedicle_weight(ctx, -side))
     if ctx.chance("pathologic_fluid_sign"):
         plate = _endplate_t(ctx, True)
-        ctx.paint("fluid", ctx.band(plate - 1.0, plate - 2.5, 0.6) * body * 0.8, 0.05)
+        ctx.paint("fluid", ctx.band(plate - 1.0, plate - 2.5, 0.6) * body * 0.8)
     if ctx.chance("pathologic_epidural"):
         _epidural_mass(ctx)
     if ctx.chance("pathologic_paraspinal"):
@@ -320,7 +330,6 @@ def pathologic_fracture(ctx: Insert) -> None:
         ctx.paint(
             "soft_tissue",
             ctx.ellipsoid(np.array([side * (f.half_width + 0.5 * r), 0.0, 0.0]), np.array([r, r, r * 1.3])),
-            0.12,
         )
     ctx.roi(None, "extradural", "pathologic", "pathologic_fracture")
 
@@ -336,7 +345,7 @@ def haemangioma(ctx: Insert) -> None:
     # Coarse vertical trabeculae ("corduroy"): dark stripes running along t.
     period = ctx.u(2.5, 4.0)
     stripes = 1.0 - 0.35 * (np.cos(2 * np.pi * ctx.loc[..., 0] / period) > 0.6)
-    ctx.paint("haemangioma", weight, 0.05, value_scale=stripes)
+    ctx.paint("haemangioma", weight, value_scale=stripes)
     ctx.roi(None, "none", "none", "haemangioma")
 
 
@@ -366,7 +375,7 @@ def focal_fat(ctx: Insert) -> None:
         r = ctx.u(3.0, 9.0)
         radii = np.array([r * ctx.u(0.7, 1.3), r * ctx.u(0.7, 1.3), r * ctx.u(0.6, 1.2)])
         weight = np.maximum(weight, ctx.ellipsoid(c, radii, edge=ctx.u(1.5, 3.5)))
-    ctx.paint("focal_fat", weight * body, 0.1)
+    ctx.paint("focal_fat", weight * body)
     ctx.roi(None, "none", "none", "focal_fat")
 
 
@@ -404,8 +413,8 @@ def modic1(ctx: Insert) -> None:
     upper, lower, disc, top, bottom = _disc_next_to(ctx, "modic1")
     ctx.scale("degenerated_disc", "disc", disc)
     depth_up, depth_down = ctx.u(3.0, 8.0), ctx.u(3.0, 8.0)
-    ctx.paint("oedema", ctx.band(top, top + depth_up, 1.5) * ctx.body_mask(upper.label), 0.1)
-    ctx.paint("oedema", ctx.band(bottom, bottom - depth_down, 1.5) * ctx.body_mask(lower.label), 0.1)
+    ctx.paint("oedema", ctx.band(top, top + depth_up, 1.5) * ctx.body_mask(upper.label))
+    ctx.paint("oedema", ctx.band(bottom, bottom - depth_down, 1.5) * ctx.body_mask(lower.label))
     target = upper if ctx.rng.random() < 0.5 else lower
     ctx.roi(None, "none", "none", "modic1", frame=target)
 
@@ -419,18 +428,16 @@ def schmorl_node(ctx: Insert) -> None:
     c = np.array([ctx.u(-0.3, 0.3) * f.half_width, ctx.u(-0.25, 0.25) * f.depth, plate])
     body = ctx.body_mask()
     if ctx.chance("schmorl_oedema"):
-        ctx.paint(
-            "oedema", ctx.ellipsoid(c + [0, 0, inward * r * 0.5], np.array([2.2, 2.2, 2.0]) * r) * body, 0.1
-        )
-    ctx.paint("disc", ctx.ellipsoid(c, np.array([r, r, r * 1.2])) * body, 0.05)
+        ctx.paint("oedema", ctx.ellipsoid(c + [0, 0, inward * r * 0.5], np.array([2.2, 2.2, 2.0]) * r) * body)
+    ctx.paint("disc", ctx.ellipsoid(c, np.array([r, r, r * 1.2])) * body)
     ctx.roi(None, "none", "none", "schmorl_node")
 
 
 def discitis(ctx: Insert) -> None:
     """Crosses the disc: fluid in the disc, eroded endplates, oedema on both sides."""
     upper, lower, disc, top, bottom = _disc_next_to(ctx, "discitis")
-    ctx.paint("oedema", ctx.band(top, top + ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(upper.label), 0.1)
-    ctx.paint("oedema", ctx.band(bottom, bottom - ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(lower.label), 0.1)
+    ctx.paint("oedema", ctx.band(top, top + ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(upper.label))
+    ctx.paint("oedema", ctx.band(bottom, bottom - ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(lower.label))
     # Irregular endplate erosion: the disc grown 1-4 mm into both bodies, unevenly.
     depth = 1.0 + 3.0 * np.clip(texture(ctx.rng, disc.shape, 3.0, 1.0), 0.0, 1.0)
     grown = ndimage.distance_transform_edt(disc < 0.5, sampling=ctx.bg.spacing) <= depth
@@ -439,7 +446,7 @@ def discitis(ctx: Insert) -> None:
         (ctx.loc[..., 0] / (0.85 * upper.half_width)) ** 2
         + ((ctx.loc[..., 1] - mid_p) / (0.45 * upper.depth)) ** 2
     ) < 1
-    ctx.paint("disc_fluid", (grown & inside).astype(np.float32), 0.1)
+    ctx.paint("disc_fluid", (grown & inside).astype(np.float32))
     ctx.roi(np.array([0.0, mid_p, 0.5 * (top + bottom)]), "none", "none", "discitis")
 
 
@@ -478,18 +485,20 @@ def intradural_mass(ctx: Insert, kind: str) -> None:
     if ctx.chance("csf_cap"):  # widened CSF with a sharp bright cap above and below
         for sign in (-1.0, 1.0):
             cap = centre + np.array([0.0, 0.0, sign * (radii[2] + 1.2)])
-            ctx.paint("fluid", ctx.ellipsoid(cap, np.array([radii[0] * 0.9, radii[1] * 0.8, 1.8])), 0.0)
+            ctx.paint(
+                "fluid", ctx.ellipsoid(cap, np.array([radii[0] * 0.9, radii[1] * 0.8, 1.8])), textured=False
+            )
     mass = ctx.ellipsoid(centre, radii)
     recipe = "meningioma" if kind == "meningioma" else "schwannoma"
-    ctx.paint(recipe, mass, 0.08)
+    ctx.paint(recipe, mass)
     if kind == "meningioma" and ctx.chance("dural_tail"):
         tail = centre + np.array([0.0, 0.3 * r, radii[2] + 3.0])
-        ctx.paint(recipe, ctx.ellipsoid(tail, np.array([1.2, 1.0, 4.0])), 0.0)
+        ctx.paint(recipe, ctx.ellipsoid(tail, np.array([1.2, 1.0, 4.0])), textured=False)
     if kind == "schwannoma":
         if ctx.chance("cystic"):
-            ctx.paint("fluid", ctx.ellipsoid(centre, radii * 0.5), 0.05)
+            ctx.paint("fluid", ctx.ellipsoid(centre, radii * 0.5))
         elif ctx.chance("target_sign"):  # bright rim, darker centre
-            ctx.paint("meningioma", ctx.ellipsoid(centre, radii * 0.5), 0.05)
+            ctx.paint("meningioma", ctx.ellipsoid(centre, radii * 0.5))
     ctx.roi(centre, "intradural_extramedullary", "none", kind)
 
 
@@ -511,13 +520,13 @@ def drop_metastases(ctx: Insert) -> None:
     for i in range(n):
         c = np.array([ctx.u(-4.0, 4.0), ctx.u(c0 + 2.0, c1 - 2.0), ctx.u(-1.2, 1.2) * f.half_height])
         r = ctx.u(1.8, 3.5) if i else ctx.u(2.8, 4.5)
-        ctx.paint("drop", ctx.ellipsoid(c, np.array([r, r, r * ctx.u(1.0, 1.6)]), 0.6), 0.05)
+        ctx.paint("drop", ctx.ellipsoid(c, np.array([r, r, r * ctx.u(1.0, 1.6)]), 0.6))
         centres.append(c)
     if ctx.chance("sugar_coating"):  # smooth coating of the conus / roots
         axis = _cord_axis(ctx)
         shell = ctx.ellipsoid(np.array([axis[0], axis[1], 0.0]), np.array([3.5, 3.0, f.half_height * 1.5]))
         core = ctx.ellipsoid(np.array([axis[0], axis[1], 0.0]), np.array([2.2, 1.8, f.half_height * 1.5]))
-        ctx.paint("drop", np.clip(shell - core, 0, 1), 0.05)
+        ctx.paint("drop", np.clip(shell - core, 0, 1))
     ctx.roi(centres[0], "intradural_extramedullary", "none", "drop_metastases")
 
 
@@ -533,10 +542,10 @@ def intramedullary_metastasis(ctx: Insert) -> None:
     if ctx.chance("cord_expansion"):
         ctx.warp(deform.expand(np.array([axis[0], axis[1], 0.0]), ctx.u(1.2, 1.5), cord_r, t0, length * 0.6))
     centre = np.array([axis[0], axis[1], t0])
-    ctx.paint("cord_oedema", ctx.ellipsoid(centre, np.array([cord_r, cord_r * 0.9, length])), 0.06)
+    ctx.paint("cord_oedema", ctx.ellipsoid(centre, np.array([cord_r, cord_r * 0.9, length])))
     r = ctx.u(2.0, 5.0)
     kind = "haemorrhage" if ctx.chance("im_haemorrhage") else "im_nodule"
-    ctx.paint(kind, ctx.ellipsoid(centre, np.array([r, r * 0.9, r * 1.3])), 0.06)
+    ctx.paint(kind, ctx.ellipsoid(centre, np.array([r, r * 0.9, r * 1.3])))
     ctx.roi(centre, "intramedullary", "none", "intramedullary_metastasis")
 
 
