@@ -447,7 +447,9 @@ def test_painted_texture_is_drawn_alike_for_every_finding(toy, monkeypatch: pyte
     drawn: list[float] = []
     real_texture = findings_module.texture
 
-    def recording(rng: np.random.Generator, shape: tuple[int, ...], scale: float, amount: float) -> np.ndarray:
+    def recording(
+        rng: np.random.Generator, shape: tuple[int, ...], scale: float, amount: float
+    ) -> np.ndarray:
         drawn.append(amount)
         return real_texture(rng, shape, scale, amount)
 
