@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup demo test test-fast bench bench-quick model real-check lint clean
 
 help:
-	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~4 min)"
+	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~3 min)"
 	@echo "make test   - set up, then run the test suite (complete: what CI runs)"
 	@echo "make test-fast - the tests not marked slow, for the edit loop (55 s on the idle 2-core CPU, measured 2026-11-30)"
 	@echo "make lint   - ruff check, ruff format --check, mypy on src/ (CI runs it before the tests)"

@@ -107,7 +107,15 @@ class Finding:
             self.signs[sign] = chance(rng, feat[key])
 
 
-def textured(values: np.ndarray, noise: np.ndarray, amount: float) -> np.ndarray:
+# Heterogeneity of a painted lesion (the smooth noise field's weight), drawn per lesion from one range
+# whatever the finding: texture is no sign in radiology.md, and per-finding amounts (a pathologic
+# fracture 0.1, benign oedema 0.05) let a network tell classes apart by texture (README, "A second,
+# plain renderer"). Before 2026-12-01 each finding had its own amount in 0.03-0.1.
+TEXTURE = (0.03, 0.1)
+
+
+def textured(values: np.ndarray, noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    amount = float(rng.uniform(*TEXTURE))
     return values[:, None, None, None] * (1 + amount * noise[None])
 
 

@@ -56,9 +56,9 @@ class BodyMetastasis(Finding):
             return
         box, mask, noise, _ = out
         if self.kind == "lytic":
-            vals = textured(lytic_values(tt, rng), noise, 0.08)
+            vals = textured(lytic_values(tt, rng), noise, rng)
         elif self.kind == "blastic":
-            vals = textured(blastic_values(tt, rng), noise, 0.1)
+            vals = textured(blastic_values(tt, rng), noise, rng)
         else:  # mixed: sclerotic islands within a lytic lesion
             islands = (noise > rng.uniform(-0.2, 0.5)).astype(np.float32)
             vals = (
@@ -118,7 +118,7 @@ class EpiduralExtension(Finding):
         d = np.maximum(front - 0.5 - y, (y - front) - depth_in)
         mask = soft(d, 1.0) * (depth_in > 0.3)
         noise = smooth_noise(rng, mask.shape, 3.0)
-        cv.paint(box, mask, textured(soft_tissue_mass_values(tt, rng), noise, 0.06))
+        cv.paint(box, mask, textured(soft_tissue_mass_values(tt, rng), noise, rng))
         self.record("lesion", box, mask)
         self.center = np.array([0.0, front_mid + 0.45 * thick, z0])
 
@@ -152,7 +152,7 @@ class ParaspinalMass(Finding):
         noise = smooth_noise(rng, np.broadcast_shapes(x.shape, y.shape, z.shape), 3.0)
         d = ellipsoid_distance(x - c[0], y - c[1], z - c[2], radii) + 1.5 * noise
         mask = soft(d, 1.5)
-        vals = textured(soft_tissue_mass_values(tt, rng), noise, 0.08)
+        vals = textured(soft_tissue_mass_values(tt, rng), noise, rng)
         if self.signs.get("necrotic_centre"):  # T2 bright, not enhancing
             core = soft(ellipsoid_distance(x - c[0], y - c[1], z - c[2], radii * 0.45), 1.5)
             vals = vals * (1 - core[None]) + necrosis_values(tt)[:, None, None, None] * core[None]

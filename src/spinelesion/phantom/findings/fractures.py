@@ -179,7 +179,7 @@ class Fracture(Finding):
                 vv - (v.depth / 2 + an.canal_ap + 3), 2.0
             )
             oedema = np.maximum(oedema, pe * soft(from_plate - band - 4.0, 2.0))
-        cv.paint(box, oedema, textured(oedema_values(tt, rng), noise, 0.05))
+        cv.paint(box, oedema, textured(oedema_values(tt, rng), noise, rng))
         mask = oedema
         if self.signs.get("fracture_line"):  # low-signal band parallel to the endplate
             depth = float(rng.uniform(0.3, 0.6) * min(band, 8.0))
@@ -233,7 +233,7 @@ class Fracture(Finding):
             near = soft(vv - (v.depth / 2 + an.canal_ap + 3), 2.0)  # pedicles, not the spinous process
             region = np.maximum(region, pe * near)
         vals = lytic_values(tt, rng) if rng.random() < 0.75 else blastic_values(tt, rng)
-        cv.paint(box, region, textured(vals, noise, 0.1))
+        cv.paint(box, region, textured(vals, noise, rng))
         if self.signs.get("fluid_sign"):
             cleft = soft(np.maximum(np.abs(hh - w - 2.2) - 1.0, np.abs(vv) - 0.3 * v.depth), 0.6) * marrow
             cv.paint(box, cleft, fluid_values(tt))

@@ -94,7 +94,7 @@ class IntraduralMass(Finding):
         mask = soft(d, 0.8) * inside_sac
         cord = tt["cord"]
         if self.kind == "meningioma":
-            full = textured(meningioma_values(tt, rng), noise, 0.03)
+            full = textured(meningioma_values(tt, rng), noise, rng)
             if self.signs.get("calcification"):
                 calc = (noise > 1.2).astype(np.float32)
                 full = full * (1 - calc[None]) + tt["cortex"][:, None, None, None] * calc[None]
@@ -108,7 +108,7 @@ class IntraduralMass(Finding):
                 cv.paint(box, strip, rim_enhancement(tt, rng), channels=[T1C])
         else:
             solid = schwannoma_values(tt, rng)
-            full = textured(solid, noise, 0.06)
+            full = textured(solid, noise, rng)
             if self.signs.get("target_sign"):  # T2 target: bright rim, darker centre
                 core = soft(ellipsoid_distance(x - cx, y - cy, z - z0, np.array(radii) * 0.5), 1.0)
                 full[T2] = full[T2] * (1 - core) + cord[T2] * 0.9 * core

@@ -44,7 +44,7 @@ class Haemangioma(Finding):
         if out is None:
             return
         box, mask, noise, (u, vv, w) = out
-        full = textured(haemangioma_values(tt, rng), noise, 0.04)
+        full = textured(haemangioma_values(tt, rng), noise, rng)
         # corduroy: thickened vertical trabeculae, dark columns running along the spine
         lam = rng.uniform(2.5, 4.0)
         cols = ((np.cos(2 * np.pi * u / lam) > 0.8) | (np.cos(2 * np.pi * vv / lam) > 0.8)).astype(np.float32)
@@ -89,7 +89,7 @@ class Modic1(Finding):
             band = float(rng.uniform(*feat["modic_band_mm"]))
             ap = soft(np.abs(vv - rng.uniform(-0.2, 0.2) * v.depth) - rng.uniform(0.25, 0.5) * v.depth, 2.0)
             mask = soft(from_plate - band + 1.2 * noise, 1.2) * soft(v.body_distance(u, vv, w) + 1.0) * ap
-            cv.paint(box, mask, textured(vals, noise, 0.05))
+            cv.paint(box, mask, textured(vals, noise, rng))
             masks.append((box, mask))
         if masks:
             self.record("lesion", *masks[0])
@@ -160,7 +160,7 @@ class Discitis(Finding):
             from_plate = v.half_height(u, vv) + sign * w
             body = soft(v.body_distance(u, vv, w))  # includes the cortex: endplates eroded
             mask = soft(from_plate - reach + 2.0 * noise, 2.0) * body
-            cv.paint(box, mask, textured(oed, noise, 0.06))
+            cv.paint(box, mask, textured(oed, noise, rng))
         box = cv.box(
             disc.center - np.array([disc.upper.width / 2 + 4, disc.upper.depth / 2 + 4, disc.height + 5]),
             disc.center + np.array([disc.upper.width / 2 + 4, disc.upper.depth / 2 + 4, disc.height + 5]),
