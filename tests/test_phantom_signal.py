@@ -278,3 +278,14 @@ def test_labels_follow_the_contract():
             assert r.level[0] in "CTLS"
         first = s.rois[0]
         assert first.finding == name
+
+
+def test_lesion_texture_is_drawn_from_one_range_for_every_finding():
+    """Texture is no sign: every finding's painted texture weight comes from base.TEXTURE (the
+    signature takes the generator, so no finding can pass an amount of its own)."""
+    from spinelesion.phantom.findings.base import TEXTURE, textured
+
+    rng = np.random.default_rng(0)
+    values, noise = np.array([100.0, 50.0, 80.0, 60.0]), np.ones((2, 2, 2))
+    amounts = [float(textured(values, noise, rng)[0, 0, 0, 0] / 100.0 - 1.0) for _ in range(200)]
+    assert TEXTURE[0] <= min(amounts) < TEXTURE[0] + 0.01 and TEXTURE[1] - 0.01 < max(amounts) <= TEXTURE[1]
