@@ -327,28 +327,23 @@ def plain_check(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_plain"
     """The outside check's three findings drawn by a second, plain renderer
     (``spinelesion.insert.plain``: no code shared with the insertion the model was trained on)
     into every body of the held-out subjects, next to the same bodies untouched."""
-    from collections import defaultdict
-
     import yaml
 
-    from spinelesion.evaluation.real import paired, per_dataset, read_rows
+    from spinelesion.evaluation.real import paired, per_dataset, read_rows, right_per_finding
     from spinelesion.insert.plain import generate_plain
 
     levels = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())["levels"]
-    manifest = generate_plain(REAL_NORMALS, heldout_subjects(), ROOT / "data" / "real-plain", levels=levels)
+    subjects = heldout_subjects()
+    manifest = generate_plain(REAL_NORMALS, subjects, ROOT / "data" / "real-plain", levels=levels)
     evaluate(manifest, out, model=model)
     rows = read_rows(out / "predictions.csv")
-    right: dict[str, list[bool]] = defaultdict(list)
-    for r in rows:
-        right[r["finding"]].append(
-            (r["compartment_pred"], r["fracture_pred"]) == (r["compartment_true"], r["fracture_true"])
-        )
+    right = right_per_finding(rows)
     result = {
-        "subjects": heldout_subjects(),
+        "subjects": subjects,
         "per_dataset": per_dataset(rows),
         "paired": paired(rows),
-        "both_labels_right": {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())},
-        "n": {k: len(v) for k, v in sorted(right.items())},
+        "both_labels_right": {k: v["both_labels_right"] for k, v in right.items()},
+        "n": {k: v["n"] for k, v in right.items()},
     }
     (out / "plain_check.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -77,6 +77,15 @@ def test_per_dataset_counts_untouched_bodies_and_inserted() -> None:
     assert out["tptbox"]["untouched_bodies_called_normal"] == 1.0
 
 
+def test_right_per_finding_counts_both_labels() -> None:
+    from spinelesion.evaluation.real import right_per_finding
+
+    out = right_per_finding(ROWS)
+    assert out["normal"] == {"n": 4, "both_labels_right": 0.5}  # two untouched ROIs called extradural
+    assert out["pathologic_fracture"] == {"n": 1, "both_labels_right": 1.0}
+    assert set(out) == {"normal", "pathologic_fracture", "lytic_metastasis", "haemangioma"}
+
+
 def test_paired_uses_the_first_untouched_roi_of_the_level() -> None:
     out = paired(ROWS)
     assert out["pairs"] == 3

@@ -119,6 +119,14 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     }
 
 
+def right_per_finding(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
+    """Per finding (untouched ROIs as ``normal``): ROIs, and the share with both labels right."""
+    by_finding: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        by_finding[r["finding"]].append(_correct(r))
+    return {k: {"n": len(v), "both_labels_right": _fraction(v)} for k, v in sorted(by_finding.items())}
+
+
 def mimics_called_normal(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """Inserted mimics and normal variants (labelled none/none) called none/none, per finding."""
     mimics = [
