@@ -148,7 +148,8 @@ def from_folder(
             sid = _relative_id(d, folder)
             items.append(StudyInput(sid, str(d), partial(load_nifti_folder, d, sid)))
     # NIfTI files that make a study are read, not ignored: the count names only the rest
-    ignored = [p for p, _why in not_dicom if not (p.parent in nifti_dirs and is_nifti(p))]
+    study_dirs = set(nifti_dirs)  # a set: a cohort lists thousands of files against thousands of folders
+    ignored = [p for p, _why in not_dicom if not (p.parent in study_dirs and is_nifti(p))]
     if ignored:
         log.info(
             "%s: %d file(s) are neither DICOM nor a study's NIfTI and were ignored", folder, len(ignored)
