@@ -26,7 +26,7 @@ from spinelesion.data.manifest import Row, write_manifest
 from spinelesion.data.splits import assign_splits
 from spinelesion.insert.anatomy import SpineAnatomy, box_around, derive_anatomy
 from spinelesion.insert.background import Background, BackgroundSpec, discover_backgrounds, load_background
-from spinelesion.insert.findings import FINDINGS, Insert, eligible, insert_finding
+from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
 from spinelesion.insert.paint import quantise
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume, apply_affine
@@ -154,9 +154,16 @@ def background_points(
     return [rng.uniform(lo + margin, hi - margin) for _ in range(n)]
 
 
-def write_crop(bg: Background, ctx: Insert, folder: Path, margin_mm: float) -> dict[str, Path]:
-    """Write the inserted images as a crop covering every ROI +- ``margin_mm``; returns paths."""
-    boxes = [box_around(bg, r.centre, margin_mm) for r in ctx.rois]
+def write_crop(
+    bg: Background,
+    images: Mapping[str, np.ndarray],
+    centres: list[np.ndarray],
+    folder: Path,
+    margin_mm: float,
+) -> dict[str, Path]:
+    """Write a study's images (on ``bg``'s grid) as a crop covering every ROI centre +- ``margin_mm``,
+    in the background's storage type; returns the paths per sequence."""
+    boxes = [box_around(bg, c, margin_mm) for c in centres]
     lo = np.min([[s.start for s in b] for b in boxes], axis=0)
     hi = np.max([[s.stop for s in b] for b in boxes], axis=0)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
@@ -164,7 +171,7 @@ def write_crop(bg: Background, ctx: Insert, folder: Path, margin_mm: float) -> d
     shift[:3, 3] = lo
     affine = bg.affine @ shift
     paths = {}
-    for seq, img in ctx.images.items():
+    for seq, img in images.items():
         array = quantise(img[box], bg.dtypes[seq])
         paths[seq] = write_nifti(Volume(array, affine), folder / f"{seq}.nii.gz")
     return paths
@@ -202,7 +209,7 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         if not inside:
             continue
         folder = out / "studies" / study_id
-        paths = write_crop(bg, ctx, folder, float(cfg["crop_margin_mm"]))
+        paths = write_crop(bg, ctx.images, [r.centre for r in ctx.rois], folder, float(cfg["crop_margin_mm"]))
         rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
         for k, r in enumerate(inside):
             records.append(

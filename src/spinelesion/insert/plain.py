@@ -32,8 +32,7 @@ from scipy import ndimage
 from spinelesion.data.manifest import write_manifest
 from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, derive_anatomy, voxel_world
 from spinelesion.insert.background import Background, discover_backgrounds, load_background
-from spinelesion.insert.paint import quantise
-from spinelesion.io.nifti import write_nifti
+from spinelesion.insert.dataset import write_crop
 from spinelesion.io.volume import Volume, apply_affine
 
 # finding -> (compartment, fracture), the contract's labels
@@ -72,21 +71,21 @@ def _world_to_voxel(bg: Background, world: np.ndarray) -> np.ndarray:
     return ijk.T.reshape(3, *world.shape[:-1])
 
 
-def _marrow(bg: Background, label: int) -> dict[str, float]:
-    core = ndimage.binary_erosion(bg.bodies == label, iterations=2)
-    core = core if core.any() else bg.bodies == label
-    return {s: float(np.median(img[core])) for s, img in bg.images.items()}
-
-
-def _texture_sd(bg: Background, label: int) -> dict[str, float]:
-    """The marrow's fine texture per sequence: sd of the image minus its 1-voxel blur."""
-    core = ndimage.binary_erosion(bg.bodies == label, iterations=2)
-    core = core if core.any() else bg.bodies == label
-    out = {}
+def _marrow_stats(bg: Background, own: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """Per sequence, the body's median marrow signal and its fine texture (sd of the image minus
+    its 1-voxel blur), both over the body eroded by 2 voxels. Computed on the body's bounding box
+    with a margin wider than the blur's reach, so the values equal those of the whole image."""
+    lo = np.maximum(np.argwhere(own).min(0) - 6, 0)
+    hi = np.minimum(np.argwhere(own).max(0) + 7, own.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    core = ndimage.binary_erosion(own[box], iterations=2)
+    core = core if core.any() else own[box]
+    marrow, sd = {}, {}
     for s, img in bg.images.items():
-        fine = img.astype(np.float32) - ndimage.gaussian_filter(img.astype(np.float32), 1.0)
-        out[s] = float(np.std(fine[core]))
-    return out
+        crop = img[box].astype(np.float32)
+        marrow[s] = float(np.median(crop[core]))
+        sd[s] = float(np.std((crop - ndimage.gaussian_filter(crop, 1.0))[core]))
+    return marrow, sd
 
 
 def _collapse_source(
@@ -119,18 +118,17 @@ def render_plain(bg: Background, frame: BodyFrame, finding: str, rng: np.random.
     half = max(f.half_width, f.depth, f.half_height) + DISC_GAP_MM + 12.0
     box = box_around(bg, f.centre, half)
     loc = f.to_local(voxel_world(bg, box))
+    own = bg.bodies == f.label
+    own_f = own.astype(np.float32)
     # the body's footprint across the spine axis: the mask through the body's mid-height plane
     mid_plane = loc.copy()
     mid_plane[..., 2] = 0.0
-    inside = ndimage.map_coordinates(
-        (bg.bodies == f.label).astype(np.float32), _world_to_voxel(bg, f.to_world(mid_plane)), order=0
-    )
+    inside = ndimage.map_coordinates(own_f, _world_to_voxel(bg, f.to_world(mid_plane)), order=0)
     footprint = np.clip(ndimage.gaussian_filter(inside, 1.0), 0.0, 1.0)
-    images = {s: img.astype(np.float32).copy() for s, img in bg.images.items()}
-    body_box = (bg.bodies[box] == f.label).astype(np.float32)
-    top = np.full(
-        loc.shape[:-1], f.superior
-    )  # the superior endplate per voxel column (lowered by a collapse)
+    images = {s: img.astype(np.float32) for s, img in bg.images.items()}  # float copies, painted below
+    body_box = own_f[box]
+    # the superior endplate per voxel column (lowered by a collapse)
+    top = np.full(loc.shape[:-1], f.superior)
     if finding != "lytic_metastasis":
         if finding == "osteoporotic_fracture":  # a wedge: the anterior height goes
             loss_a, loss_p = float(rng.uniform(0.2, 0.45)), float(rng.uniform(0.0, 0.08))
@@ -139,9 +137,9 @@ def render_plain(bg: Background, frame: BodyFrame, finding: str, rng: np.random.
             loss_p = float(np.clip(loss_a + rng.uniform(-0.05, 0.05), 0.15, 0.5))
         source, top = _collapse_source(loc, f, loss_a, loss_p, footprint)
         coords = _world_to_voxel(bg, f.to_world(source))
-        for s in images:
-            images[s][box] = ndimage.map_coordinates(bg.images[s].astype(np.float32), coords, order=1)
-        body_box = ndimage.map_coordinates((bg.bodies == f.label).astype(np.float32), coords, order=0)
+        for img in images.values():  # each still the untouched study: the warp reads from it
+            img[box] = ndimage.map_coordinates(img, coords, order=1)
+        body_box = ndimage.map_coordinates(own_f, coords, order=0)
     body = body_box > 0.5
     p, t, lat = loc[..., 1], loc[..., 2], loc[..., 0]
     layers: list[tuple[str, np.ndarray]] = []
@@ -176,7 +174,7 @@ def render_plain(bg: Background, frame: BodyFrame, finding: str, rng: np.random.
         layers.append(("replacement", body | (wall & (bulge > 0.3))))
         centre = _collapsed_centre(f, top, p)
     lesion = np.zeros(bg.shape, dtype=bool)
-    marrow, sd = _marrow(bg, f.label), _texture_sd(bg, f.label)
+    marrow, sd = _marrow_stats(bg, own)
     for kind, mask in layers:
         weight = np.clip(ndimage.gaussian_filter(mask.astype(np.float32), 0.7), 0.0, 1.0)
         for s, img in images.items():
@@ -187,7 +185,7 @@ def render_plain(bg: Background, frame: BodyFrame, finding: str, rng: np.random.
         lesion[box] |= mask
     for s, img in images.items():
         images[s] = np.clip(img, 0.0, None)
-    whole = bg.bodies == f.label
+    whole = own.copy()
     whole[box] = body
     return PlainStudy(images, lesion, whole, np.asarray(centre, dtype=float), finding, f.level)
 
@@ -268,16 +266,10 @@ def generate_plain(
                 rng = np.random.default_rng([seed, k, b, n])
                 study = render_plain(bg, f, finding, rng)
                 study_id = f"{spec.study_id}_plain_{finding}_{f.level}"
-                crop = box_around(bg, study.centre, crop_margin_mm)
-                shift = np.eye(4)
-                shift[:3, 3] = [s.start for s in crop]
-                seqs = {}
-                for s, img in study.images.items():
-                    path = write_nifti(
-                        Volume(quantise(img[crop], bg.dtypes[s]), bg.affine @ shift),
-                        out / "studies" / study_id / f"{s}.nii.gz",
-                    )
-                    seqs[s] = os.path.relpath(path, out)
+                paths = write_crop(
+                    bg, study.images, [study.centre], out / "studies" / study_id, crop_margin_mm
+                )
+                seqs = {s: os.path.relpath(path, out) for s, path in paths.items()}
                 compartment, fracture = PLAIN_FINDINGS[finding]
                 records.append(
                     _record(
