@@ -1,0 +1,38 @@
+"""The release script's stage-7 mix: the drawn sets of the release mix and its own mined rounds."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "train_release_model", ROOT / "scripts" / "train_release_model.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_refresh_mix_drops_old_mined_rounds_and_keeps_every_drawn_set() -> None:
+    script = load_script()
+    mix = script.refresh_mix()
+    assert mix.startswith("[") and mix.endswith("]")
+    names = [Path(m).parent.name for m in mix[1:-1].split(",")]
+    listed = yaml.safe_load((ROOT / "configs" / "experiment" / "release_finetune.yaml").read_text())
+    release = [Path(m).parent.name for m in listed["data"]["manifest"]]
+    drawn = [n for n in release if "hardneg" not in n]
+    # every drawn set, in the release's order, then this stage's rounds: none mined on the old texture
+    rounds = [folder for pair in script.REFRESH_ROUNDS for folder in pair]
+    assert names == drawn + rounds
+    assert {"train400", "real-insert", "phantom-cord"} <= set(names)
+    assert not set(names) & {n for n in release if "hardneg" in n}
+    first = [Path(m).parent.name for m in script.refresh_mix(1)[1:-1].split(",")]
+    assert first == drawn + list(script.REFRESH_ROUNDS[0])
