@@ -237,9 +237,10 @@ def mine_phantom(model_dir: Path, folder: str, studies: int = 40) -> None:
 # told the fractures apart by texture (a plain renderer's collapses: 7 of 28 called pathologic).
 # Both now draw texture from one range whatever the finding; the last stage is fine-tuned on the
 # redrawn sets with hard-negative rounds of its own, each mined on both sides at once: with the
-# first round alone the fine-tuning called the held-out real canals intradural (8 false scan
-# calls in 4 studies) once the earlier rounds, mined on the old texture, were left out; with
-# two, 4 (2026-12-01: not released, the release rule allows 2; a third round is the next try).
+# first round alone the fine-tuning called the held-out real canals intradural (9 false scan
+# calls in the first 2 of 4 studies) once the earlier rounds, mined on the old texture, were
+# left out; with two, 4 in 4 (2026-12-01: not released, the release rule allows 2; a third
+# round is the next try).
 REFRESH_ROUNDS = (("real-hardneg7", "phantom-hardneg3"), ("real-hardneg8", "phantom-hardneg4"))
 REFRESH_EPOCHS = 6
 
