@@ -192,21 +192,31 @@ COARSE = {"stride_mm": None, "sigma_scale": 0.125}  # the scan before 2026-11-30
 FINE: dict[str, Any] = {}  # today's scan (8 mm walk)
 
 
+def hydra_list(paths: list[str]) -> str:
+    """A list of manifest paths as one Hydra override value."""
+    return "[" + ",".join(paths) + "]"
+
+
 def manifests(rounds: int, *extra: str) -> str:
     """The fine-tuning mix with the first ``rounds`` hard-negative rounds and ``extra`` sets."""
     names = ["train400", "real-insert", "real-normals-dense", "real-hardneg"] + [
         f"real-hardneg{k}" for k in range(2, rounds + 1)
     ]
-    return "[" + ",".join(f"data/{m}/manifest.csv" for m in [*names, *extra]) + "]"
+    return hydra_list([f"data/{m}/manifest.csv" for m in [*names, *extra]])
 
 
-def release_mix(drop_last: int = 0) -> str:
-    """``configs/experiment/release_finetune.yaml``'s manifests but the last ``drop_last``."""
+def release_manifests() -> list[str]:
+    """``configs/experiment/release_finetune.yaml``'s manifests, in its order."""
     import yaml
 
     listed = yaml.safe_load((ROOT / "configs" / "experiment" / "release_finetune.yaml").read_text())
-    names = [m.replace("${paths.data_dir}", "data") for m in listed["data"]["manifest"]]
-    return "[" + ",".join(names[: len(names) - drop_last]) + "]"
+    return [m.replace("${paths.data_dir}", "data") for m in listed["data"]["manifest"]]
+
+
+def release_mix(drop_last: int = 0) -> str:
+    """The release mix's manifests but the last ``drop_last``."""
+    names = release_manifests()
+    return hydra_list(names[: len(names) - drop_last])
 
 
 def mine(model_dir: Path, folder: str, scan: dict[str, Any]) -> None:
@@ -248,9 +258,9 @@ REFRESH_EPOCHS = 6
 def refresh_mix(rounds: int = len(REFRESH_ROUNDS)) -> str:
     """The release mix's drawn sets (no earlier mined round: those were mined on the old texture)
     and the first ``rounds`` of this stage's mined sets."""
-    names = [m for m in release_mix()[1:-1].split(",") if "hardneg" not in m]
+    names = [m for m in release_manifests() if "hardneg" not in m]
     names += [f"data/{folder}/manifest.csv" for pair in REFRESH_ROUNDS[:rounds] for folder in pair]
-    return "[" + ",".join(names) + "]"
+    return hydra_list(names)
 
 
 def refresh(init: Path) -> Path:

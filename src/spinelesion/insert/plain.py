@@ -75,8 +75,9 @@ def _marrow_stats(bg: Background, own: np.ndarray) -> tuple[dict[str, float], di
     """Per sequence, the body's median marrow signal and its fine texture (sd of the image minus
     its 1-voxel blur), both over the body eroded by 2 voxels. Computed on the body's bounding box
     with a margin wider than the blur's reach, so the values equal those of the whole image."""
-    lo = np.maximum(np.argwhere(own).min(0) - 6, 0)
-    hi = np.minimum(np.argwhere(own).max(0) + 7, own.shape)
+    voxels = np.argwhere(own)
+    lo = np.maximum(voxels.min(0) - 6, 0)
+    hi = np.minimum(voxels.max(0) + 7, own.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     core = ndimage.binary_erosion(own[box], iterations=2)
     core = core if core.any() else own[box]
