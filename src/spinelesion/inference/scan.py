@@ -6,7 +6,8 @@ window is normalised and classified exactly like a training ROI, and its class
 probabilities are spread over the window with MONAI's Gaussian weighting, so the blended
 map at a voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
 "some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
-candidate ROIs. Each candidate is then classified like a given ROI, but as the mean answer over
+candidate ROIs, none shallower than ``min_depth_mm`` under the skin (:mod:`.body_outline`: no
+compartment lies there). Each candidate is then classified like a given ROI, but as the mean answer over
 its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
 a map of thousands of windows is the place where the classifier's noise is highest, so its
 answer there alone overstates the evidence. A candidate is called a lesion only when some
@@ -25,6 +26,7 @@ from scipy import ndimage
 
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
+from spinelesion.inference.body_outline import depth_under_skin_mm
 from spinelesion.io.volume import apply_affine
 from spinelesion.labels import TASKS
 from spinelesion.models.batch import autocast_for
@@ -46,6 +48,8 @@ class ScanConfig:
     context_inside: bool = False  # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
     classify_shift_mm: float = 4.0  # a candidate's answer: the mean over it and 6 points this far along each
     # axis (training's translation range): a peak of a noisy map is where the answer is biased upward
+    min_depth_mm: float = 10.0  # candidates at least this deep under the skin (body_outline.py: every
+    # compartment lies deeper; a study without air around the body is not limited); 0: off
     call_threshold: float | None = None  # ... called a lesion only when some task's 1 - p(none) reaches
     # this; None: the model's operating point (metadata scan.call_threshold, fitted on validation
     # studies: evaluation/scan_operating.py), 0.5 for a model without one. The decision rule alone
@@ -162,8 +166,23 @@ def scan_study(
             )
             > 0
         )
+    if cfg.min_depth_mm > 0:
+        inside &= under_skin(array, affine, grid_affine, grid_shape) >= cfg.min_depth_mm
     score = np.where(inside, score, 0.0)
     return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
+
+
+def under_skin(
+    array: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, grid_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Depth under the skin (mm) of each scan-grid voxel, measured on the study's own grid
+    (whose faces are the field of view's edges); +inf everywhere for a study without air."""
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    depth = depth_under_skin_mm(array, spacing)
+    if not np.isfinite(depth).any():
+        return np.full(grid_shape, np.inf, dtype=np.float32)
+    capped = np.minimum(depth, 1e4)[None]  # finite for interpolation; off the study reads 0 (not a candidate)
+    return sample_grid(capped, affine, grid_affine, grid_shape)[0, 0].numpy()
 
 
 def find_peaks(
