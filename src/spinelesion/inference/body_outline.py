@@ -42,7 +42,7 @@ def air_mask(array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     Channels that are all zero (a missing sequence) are ignored; a voxel is air only where every
     present sequence is at its noise floor.
     """
-    spacing = np.asarray(spacing, dtype=float)
+    step = np.asarray(spacing, dtype=float)
     dark: np.ndarray | None = None
     for channel in np.asarray(array):
         if not np.any(channel):
@@ -50,22 +50,22 @@ def air_mask(array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         lo, tenth, hi = np.percentile(channel, [0.5, 10, 99])
         if hi <= lo or tenth > lo + FLOOR_BAND * (hi - lo):
             return np.zeros(channel.shape, bool)  # no noise floor: no air in this field of view
-        smooth = ndimage.gaussian_filter(channel.astype(np.float32), SMOOTH_MM / spacing)
+        smooth = ndimage.gaussian_filter(channel.astype(np.float32), SMOOTH_MM / step)
         near_floor = smooth <= lo + AIR_FRACTION * (hi - lo)
         dark = near_floor if dark is None else dark & near_floor
     if dark is None:
         return np.zeros(np.asarray(array).shape[1:], bool)
-    radius = [max(int(round(OPEN_MM / s)), 1) for s in spacing]
+    radius = [max(int(round(OPEN_MM / s)), 1) for s in step]
     # an opening whose erosion lets the air run on past the field of view's edge (with
     # binary_opening's border of 0 it eats the air along the edges, with 1 its dilation adds tissue)
     ball = _ball(radius)
     dark = ndimage.binary_dilation(
         ndimage.binary_erosion(dark, structure=ball, border_value=1), structure=ball
     )
-    thin = int(np.argmin(np.asarray(dark.shape) * spacing))  # the slab's slice axis
+    thin = int(np.argmin(np.asarray(dark.shape) * step))  # the slab's slice axis
     # 2D components: no connection between slices of the thin axis
     structure = np.zeros((3, 3, 3), bool)
-    in_plane = [slice(None)] * 3
+    in_plane: list[slice | int] = [slice(None)] * 3
     in_plane[thin] = 1
     structure[tuple(in_plane)] = ndimage.generate_binary_structure(2, 1)
     labels, _ = ndimage.label(dark, structure=structure)
