@@ -31,7 +31,7 @@ log = logging.getLogger("preview_body_outline")
 
 def main(study: Path, predictions: Path, out: Path, min_depth_mm: float = 10.0) -> None:
     volume = read_volume(study)
-    spacing = np.linalg.norm(volume.affine[:3, :3], axis=0)
+    spacing = volume.spacing
     depth = depth_under_skin_mm(volume.array[None].astype(np.float32), spacing)
     with open(predictions, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["source"] == "scan"]

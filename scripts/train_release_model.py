@@ -271,8 +271,8 @@ def refresh_mix(rounds: int = len(REFRESH_ROUNDS)) -> str:
 
 
 def refresh(init: Path) -> Path:
-    """The refresh stage: hard-negative rounds mined with ``init``, then with a fine-tuning of it on the
-    first round; ``init`` fine-tuned on :func:`refresh_mix` with every round."""
+    """The refresh stage: each round mined with the latest model (``init``, then its fine-tuning on
+    the rounds so far); ``init`` fine-tuned on :func:`refresh_mix` with every round."""
     model = init
     for k, (real, phantom) in enumerate(REFRESH_ROUNDS, start=1):
         mine(model, real, FINE)
@@ -523,25 +523,27 @@ def fit_scan_operating_point(
     return result
 
 
-def record_metrics(label: str, metrics: dict[str, Any], model: Path = MODEL) -> None:
-    """Add an evaluation to the model folder's metadata.json and rewrite its model card."""
-    from spinelesion.evaluation.report import headline_metrics
+def update_metadata(model: Path, key: str, value: Any, section: str | None = None) -> None:
+    """Set ``key`` (inside ``section`` when given) in the model folder's metadata.json and
+    rewrite its model card from it."""
     from spinelesion.models.card import write_model_card
 
     meta = json.loads((model / "metadata.json").read_text())
-    meta.setdefault("metrics", {})[label] = headline_metrics(metrics)
+    (meta.setdefault(section, {}) if section else meta)[key] = value
     (model / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_model_card(model, meta)
+
+
+def record_metrics(label: str, metrics: dict[str, Any], model: Path = MODEL) -> None:
+    """Add an evaluation to the model folder's metadata.json and rewrite its model card."""
+    from spinelesion.evaluation.report import headline_metrics
+
+    update_metadata(model, label, headline_metrics(metrics), section="metrics")
 
 
 def record_check(result: dict[str, Any], key: str = "real_anatomy", model: Path = MODEL) -> None:
     """Store a check (real anatomy, phantom scan) in the model folder's metadata.json and card."""
-    from spinelesion.models.card import write_model_card
-
-    meta = json.loads((model / "metadata.json").read_text())
-    meta[key] = result
-    (model / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    write_model_card(model, meta)
+    update_metadata(model, key, result)
 
 
 def checks(model: Path = MODEL, tag: str = "") -> None:

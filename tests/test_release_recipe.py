@@ -1,4 +1,4 @@
-"""The release script's stage-7 mix: the drawn sets of the release mix and its own mined rounds."""
+"""The release script's refresh-stage mix: the drawn sets of the release mix and its own mined rounds."""
 
 from __future__ import annotations
 

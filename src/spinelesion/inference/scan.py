@@ -27,7 +27,7 @@ from scipy import ndimage
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
 from spinelesion.inference.body_outline import depth_under_skin_mm
-from spinelesion.io.volume import apply_affine
+from spinelesion.io.volume import apply_affine, spacing_of
 from spinelesion.labels import TASKS
 from spinelesion.models.batch import autocast_for
 
@@ -177,8 +177,7 @@ def under_skin(
 ) -> np.ndarray:
     """Depth under the skin (mm) of each scan-grid voxel, measured on the study's own grid
     (whose faces are the field of view's edges); +inf everywhere for a study without air."""
-    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-    depth = depth_under_skin_mm(array, spacing)
+    depth = depth_under_skin_mm(array, spacing_of(affine))
     if not np.isfinite(depth).any():
         return np.full(grid_shape, np.inf, dtype=np.float32)
     capped = np.minimum(depth, 1e4)[None]  # finite for interpolation; off the study reads 0 (not a candidate)
