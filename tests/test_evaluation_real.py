@@ -249,6 +249,10 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     fitted = write_model_card(tmp_path, {**meta, "scan": scan}).read_text()
     assert "reaches **0.8**" in fitted and "Fitted on 3 studies" in fitted
     assert "There: 9 of 10 lesions found, 0.100 false calls per study (at 0.5: 9 of 10" in fitted
+    assert "real relative rates" not in fitted  # fitted as trained
+    rates = {"compartment": {"extradural": 0.95, "intramedullary": 0.0075}}
+    at_rates = write_model_card(tmp_path, {**meta, "scan": {**scan, "lesion_rates": rates}}).read_text()
+    assert "(compartment: extradural 0.95, intramedullary 0.0075;" in at_rates
 
 
 def test_recorded_command_names_no_machine_path(tmp_path, monkeypatch) -> None:

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from spinelesion.config_path import CONFIG_DIR
+from spinelesion.labels import TASKS
 
 SMALL_NET = ["model.net.widths=[8,16,16,16]", "model.net.hidden=16"]
 
@@ -174,7 +175,12 @@ def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
     cfg = brief_train_cfg(train_manifest, tmp_path / "run")
     summary = train(cfg)
     # calibrated with the test-time mirror it will be run with (train.yaml tta), and says so
-    assert json.loads((Path(summary["model_dir"]) / "metadata.json").read_text())["tta"] == ["lr"]
+    meta = json.loads((Path(summary["model_dir"]) / "metadata.json").read_text())
+    assert meta["tta"] == ["lr"]
+    # what the balanced sampler drew, per task (scan mode's opt-in lesion rates start from it)
+    for task, shares in meta["sampling_prior"].items():
+        assert len(shares) == len(TASKS[task]) and sum(shares) == pytest.approx(1.0)
+    assert max(meta["sampling_prior"]["compartment"]) < 0.5  # balanced: no class takes most draws
     ev = compose_cfg(
         "eval",
         [

@@ -304,6 +304,15 @@ class SpineDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def sampling_prior(self, split: str = "train") -> dict[str, list[float]]:
+        """Per task, each class's share of the training draws of ``split`` (balanced sampling's
+        weights, or the plain class frequencies without it): :mod:`spinelesion.models.prior`."""
+        from spinelesion.models.prior import sampling_prior
+
+        rows = [r for r in self.load_manifest().rows if r.split == split]
+        weights = balanced_weights(rows, self.source_weights) if self.balanced_sampling else None
+        return sampling_prior(rows, weights)
+
     def class_counts(self, split: str = "train") -> dict[str, np.ndarray]:
         """Counts per class for each task in a split (for loss weights)."""
         assert self.bank is not None

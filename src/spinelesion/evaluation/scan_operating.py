@@ -29,7 +29,12 @@ def scan_record(
         "study_id": study_id,
         "lesions": [[float(v) for v in c] for c in lesions],
         "candidates": [
-            {"centre": [float(v) for v in c.centre], "p_lesion": c.p_lesion, "rule_lesion": c.rule_lesion}
+            {
+                "centre": [float(v) for v in c.centre],
+                "p_lesion": c.p_lesion,
+                "rule_lesion": c.rule_lesion,
+                **({"probs": c.probs} if getattr(c, "probs", None) else {}),
+            }
             for c in candidates
         ],
     }

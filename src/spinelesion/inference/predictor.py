@@ -32,6 +32,7 @@ from spinelesion.inference.writers import (
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.batch import autocast_for, prepare_for_device, resolve_device, to_device
 from spinelesion.models.decision import DecisionRule
+from spinelesion.models.prior import reweigh
 from spinelesion.models.tta import forward_tta, mirrors_from_meta, mirrors_of
 
 log = logging.getLogger(__name__)
@@ -171,18 +172,28 @@ class Predictor:
         """Per ROI, "some lesion or fracture here": the larger task's 1 - p(none)."""
         return np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
 
+    def scan_lesion_probability(
+        self, probs: Mapping[str, np.ndarray], scan: ScanConfig | None = None
+    ) -> np.ndarray:
+        """:meth:`lesion_probability` with the lesion classes moved from the model's sampling prior
+        (metadata ``sampling_prior``) to the scan's ``lesion_rates`` (:mod:`spinelesion.models.prior`):
+        what a scan candidate's call is judged on."""
+        rates = (scan or self.cfg.scan).lesion_rates
+        return self.lesion_probability(reweigh(probs, self.meta.get("sampling_prior"), rates))
+
     def scan_labels(
         self, probs: Mapping[str, np.ndarray], call_threshold: float | None = None
     ) -> dict[str, np.ndarray]:
         """Class index per scan candidate and task: the decision rule's, but none/none unless some
-        task's p(lesion) = 1 - p(none) reaches ``call_threshold`` (default:
+        task's p(lesion) = 1 - p(none), at the scan's lesion rates (:meth:`scan_lesion_probability`),
+        reaches ``call_threshold`` (default:
         :meth:`scan_call_threshold`). The rule favours rare classes for a place a user asks about;
         a scan candidate must be more likely a lesion than not, and a model's fitted operating
         point asks more (a peak among thousands of windows on mostly normal anatomy)."""
         if call_threshold is None:
             call_threshold = self.scan_call_threshold()
         labels = self.decision.labels_per_task(probs)
-        called = self.lesion_probability(probs) >= call_threshold
+        called = self.scan_lesion_probability(probs) >= call_threshold
         return {t: np.where(called, v, 0) for t, v in labels.items()}
 
     def mean_over_neighbours(

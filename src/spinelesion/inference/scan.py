@@ -11,7 +11,8 @@ compartment lies there). Each candidate is then classified like a given ROI, but
 its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
 a map of thousands of windows is the place where the classifier's noise is highest, so its
 answer there alone overstates the evidence. A candidate is called a lesion only when some
-task's 1 - p(none) reaches ``call_threshold``, the model's scan operating point unless given
+task's 1 - p(none) (optionally with the lesion classes moved to given rates: ``lesion_rates``,
+:mod:`spinelesion.models.prior`) reaches ``call_threshold``, the model's scan operating point unless given
 (:meth:`Predictor.scan_labels`, :mod:`spinelesion.evaluation.scan_operating`). What both did on
 held-out real and phantom studies: docs/outputs.md.
 """
@@ -50,6 +51,9 @@ class ScanConfig:
     # axis (training's translation range): a peak of a noisy map is where the answer is biased upward
     min_depth_mm: float = 10.0  # candidates at least this deep under the skin (body_outline.py: every
     # compartment lies deeper; a study without air around the body is not limited); 0: off
+    lesion_rates: dict[str, dict[str, float]] | None = None  # opt-in: a candidate's call judged with
+    # the lesion classes at these relative rates per task, moved from the sampling prior recorded in the
+    # model's metadata (models/prior.py); None, or a model without one: as trained
     call_threshold: float | None = None  # ... called a lesion only when some task's 1 - p(none) reaches
     # this; None: the model's operating point (metadata scan.call_threshold, fitted on validation
     # studies: evaluation/scan_operating.py), 0.5 for a model without one. The decision rule alone

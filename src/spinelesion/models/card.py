@@ -251,7 +251,24 @@ def _operating_lines(scan: dict[str, Any]) -> list[str]:
         f"Fitted on {scan.get('fitted_on')}: the fewest false calls among the thresholds that find at most "
         f"{scan.get('max_sensitivity_loss')} of the lesions fewer than 0.5. There: {point(chosen)} "
         f"(at 0.5: {point(base)}).",
+        *_rates_lines(scan.get("lesion_rates")),
         "",
+    ]
+
+
+def _rates_lines(rates: dict[str, dict[str, float]] | None) -> list[str]:
+    """The lesion rates a scan candidate's call was judged at when the point was fitted."""
+    if not rates:
+        return []
+    listed = "; ".join(
+        f"{task}: " + ", ".join(f"{name} {v:g}" for name, v in per.items())
+        for task, per in rates.items()
+    )
+    return [
+        "",
+        "1 - p(none) there is taken with the lesion classes at their real relative rates "
+        f"({listed}; prediction's `scan.lesion_rates`), moved from the balanced classes the network was "
+        "trained on (`sampling_prior` in metadata.json): a scan meets mostly extradural lesions.",
     ]
 
 

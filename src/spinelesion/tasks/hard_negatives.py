@@ -98,8 +98,9 @@ class ScanCandidate:
 
     centre: np.ndarray  # LPS mm
     score: float  # the map's 1 - p(none) at the peak
-    p_lesion: float  # the mean answer around it: the larger task's 1 - p(none)
+    p_lesion: float  # the mean answer around it: the larger task's 1 - p(none), at the scan's lesion rates
     rule_lesion: bool  # the decision rule names a lesion class (before any call threshold)
+    probs: dict[str, list[float]] | None = None  # the mean answer per task, as trained (before the rates)
 
     def called(self, call_threshold: float) -> bool:
         """A lesion call at this threshold (:meth:`Predictor.scan_labels`)."""
@@ -121,12 +122,14 @@ def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> lis
     probs = predictor.mean_over_neighbours(
         predictor.classify(images, flags), array, affine, available, centres, scan_cfg.classify_shift_mm
     )
-    p_lesion = predictor.lesion_probability(probs)
+    p_lesion = predictor.scan_lesion_probability(probs, scan_cfg)
     rule = predictor.decision.labels_per_task(probs)
     named = np.any([np.asarray(rule[t]) != 0 for t in TASKS], axis=0)
     return [
-        ScanCandidate(np.asarray(c), float(s), float(p), bool(n))
-        for (c, s), p, n in zip(result.candidates, p_lesion, named, strict=True)
+        ScanCandidate(
+            np.asarray(c), float(s), float(p), bool(n), {t: [float(v) for v in probs[t][i]] for t in TASKS}
+        )
+        for i, ((c, s), p, n) in enumerate(zip(result.candidates, p_lesion, named, strict=True))
     ]
 
 

@@ -111,6 +111,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
     if decision:
         metadata["decision"] = decision
+    # what the sampler showed the network: scan mode moves its calls from it to real rates
+    metadata["sampling_prior"] = dm.sampling_prior("train")
     if tta:
         metadata["tta"] = list(tta)
     if init_info:
