@@ -9,7 +9,7 @@ import pytest
 
 from spinelesion.data.datamodule import balanced_weights
 from spinelesion.labels import TASKS
-from spinelesion.models.prior import rate_weights, reweigh, sampling_prior
+from spinelesion.models.prior import check_rates, rate_weights, reweigh, sampling_prior
 
 
 def _row(compartment: str, fracture: str = "none", source: str = "a") -> SimpleNamespace:
@@ -40,10 +40,12 @@ def test_rate_weights_scale_the_rarer_classes_to_their_real_odds():
     w2 = rate_weights(prior, classes, {"extradural": 9.0, "intramedullary": 1.0})
     assert w2 == pytest.approx([1.0, 1.0, 1.0, (1.0 / 9.0) * (0.3 / 0.15)])
     assert rate_weights(prior, classes, {k: 10 * v for k, v in rates.items()}) == pytest.approx(w)
+    with pytest.raises(ValueError, match="a prior of 3 classes"):
+        rate_weights(prior[:3], classes, rates)
     with pytest.raises(ValueError, match="not lesion classes"):
-        rate_weights(prior, classes, {"none": 0.5})
+        check_rates({"compartment": {"none": 0.5}})
     with pytest.raises(ValueError, match="finite and > 0"):
-        rate_weights(prior, classes, {"extradural": -1.0})
+        check_rates({"compartment": {"extradural": -1.0}})
 
 
 def test_reweigh_lowers_a_rare_class_call_and_keeps_a_common_one():
@@ -94,3 +96,10 @@ def test_scan_calls_use_given_rates_only_with_a_recorded_prior():
     on = predictor(with_prior, rates)
     assert on.scan_labels(probs, 0.7)["compartment"].tolist() == [0, 1]  # the canal blob is not called
     assert on.scan_lesion_probability(probs)[1] == pytest.approx(0.85)  # the commonest class as trained
+    # bad rates are a clear error when the scan is configured, whatever the model
+    with pytest.raises(ValueError, match="not lesion classes"):
+        ScanConfig(lesion_rates={"compartment": {"spleen": 0.9}})
+    with pytest.raises(ValueError, match="task 'stage'"):
+        ScanConfig(lesion_rates={"stage": {"x": 1.0}})
+    with pytest.raises(ValueError, match="finite and > 0"):
+        ScanConfig(lesion_rates={"compartment": {"extradural": "many"}})  # type: ignore[dict-item]

@@ -106,6 +106,10 @@ class Predictor:
         # The fitted scan operating point, read once: a malformed one fails here, not mid-run.
         self.fitted_call_threshold = fitted_call_threshold(meta)
         self.tta = tta_mirrors(self.cfg.tta, meta)
+        if self.cfg.scan.lesion_rates and not meta.get("sampling_prior"):
+            log.warning(
+                "scan.lesion_rates: the model records no sampling prior (metadata sampling_prior); calls as trained"
+            )
         self.spec = RoiSpec.from_config(meta["roi"], "model metadata roi")
         self.reference = str(meta.get("reference", "auto"))
         self.net = prepare_for_device(net, self.device)

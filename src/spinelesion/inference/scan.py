@@ -59,6 +59,11 @@ class ScanConfig:
     # studies: evaluation/scan_operating.py), 0.5 for a model without one. The decision rule alone
     # may name a rare class below 0.5, right for a place a user points at, not for a scan's peak.
 
+    def __post_init__(self) -> None:
+        from spinelesion.models.prior import check_rates
+
+        check_rates(self.lesion_rates)
+
 
 @dataclass
 class ScanResult:
