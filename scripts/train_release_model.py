@@ -113,6 +113,12 @@ REAL_NORMAL_SETS = (
     # 6 more per body: the sets around the spine shrank the bodies' share of the balanced
     # sampler's normal draws, and the training subjects' bodies slipped
     ("real-body-dense", "{per_body: 6, discs: false, canal: false, background: 0, region: 0, tag: body_}"),
+    # 6 on the canal behind each disc: every canal ROI above sits at a body's centre level, and the
+    # conus often ends behind a disc (T12-L2), where scan mode called it intradural (held-out vb2_07)
+    (
+        "real-canal-between",
+        "{per_body: 0, discs: false, canal: false, per_canal_between: 6, background: 0, region: 0, tag: between_}",
+    ),
 )
 # A check set: mimics and normal variants inserted into the real spines, at about their real
 # rates against each other (fat islands and haemangiomas are in most adult spines: a focal
@@ -503,19 +509,42 @@ def scan_records(model: Path, split: str) -> list[dict[str, Any]]:
     return recorded_scans(model, manifest, study_rows(manifest, (split,)))[0]
 
 
+def record_sampling_prior(model: Path = MODEL) -> dict[str, list[float]]:
+    """The model's sampling prior (metadata ``sampling_prior``, which scan mode's lesion rates start
+    from), computed from its training mix when a model trained before training recorded it lacks one."""
+    from spinelesion.data.datamodule import SpineDataModule
+
+    meta = json.loads((model / "metadata.json").read_text())
+    if meta.get("sampling_prior"):
+        return meta["sampling_prior"]
+    # the release runs' data settings: configs/data/default.yaml (splits, split seed, balanced sampling)
+    dm = SpineDataModule(
+        manifest=[ROOT / m for m in meta["training"]["manifests"]], cache_dir=None, balanced_sampling=True
+    )
+    prior = dm.sampling_prior("train")
+    rows = meta["training"].get("rois_per_split", {}).get("train")
+    if rows is not None and rows != len([r for r in dm.load_manifest().rows if r.split == "train"]):
+        sys.exit(f"{model}: its training split had {rows} ROIs, today's manifests give another split")
+    update_metadata(model, "sampling_prior", prior)
+    return prior
+
+
 def fit_scan_operating_point(
     model: Path = MODEL, records: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Scan mode's call threshold, chosen on the validation subjects' real studies (untouched and
     with one inserted finding), stored in the model folder's metadata.json (``scan``)."""
     from spinelesion.evaluation.scan_operating import choose_call_threshold, operating_curve
+    from spinelesion.inference.scan import ScanConfig
 
+    record_sampling_prior(model)
     records = scan_records(model, "val") if records is None else records
     curve = operating_curve(records)
     loss = 0.02
     result = {
         "call_threshold": choose_call_threshold(curve, loss),
         "max_sensitivity_loss": loss,
+        **({"lesion_rates": rates} if (rates := ScanConfig().lesion_rates) else {}),
         "fitted_on": f"{len(records)} real studies of the validation subjects ({', '.join(real_insert_subjects('val'))})",
         "curve": curve,
     }

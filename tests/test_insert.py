@@ -345,6 +345,42 @@ def test_dense_canal_normals_sit_in_each_levels_canal(toy_root: Path, tmp_path: 
         assert offsets.max() <= 3.0 + 1e-6 and offsets.max() > 0.1  # jittered, within the jitter
 
 
+def test_canal_normals_between_bodies_sit_behind_each_disc(toy_root: Path, tmp_path: Path) -> None:
+    """normal_rois.per_canal_between: the canal between two bodies (where the conus often ends),
+    halfway between the two levels' canal centres, and jittered copies, all normal."""
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.insert.dataset import generate_inserted
+
+    def rows_with(**normal_rois: object) -> list:
+        cfg = toy_cfg(
+            toy_root, tmp_path / str(len(normal_rois)), variants_per_subject=0, normal_rois=normal_rois
+        )
+        return read_manifest(generate_inserted(cfg), geometry=True).rows
+
+    base = {"per_body": 0, "discs": False, "background": 0, "region": 0}
+    canal = rows_with(**base, canal=True, per_canal=1, tag="c_")
+    between = rows_with(**base, canal=False, per_canal_between=3, tag="b_")
+    assert {r.finding for r in between} == {"normal"} and all(
+        "_b_canal_between" in r.case_id for r in between
+    )
+    for study in {r.study_id for r in canal}:
+        centres = {r.level: np.asarray(r.center_lps) for r in canal if r.study_id == study}
+        levels = sorted(centres, key=lambda lv: -centres[lv][2])  # superior first
+        mine = [r for r in between if r.study_id == study]
+        assert len(mine) == 3 * (len(levels) - 1)  # one gap per pair of neighbouring bodies
+        for upper, lower in zip(levels, levels[1:], strict=False):
+            points = np.array([r.center_lps for r in mine if r.level == upper])
+            expected = 0.5 * (centres[upper] + centres[lower])
+            # the first halfway between the canal centres (along the canal's own axis), copies jittered
+            assert np.linalg.norm(points[0] - expected) < 3.0
+            assert (
+                min(centres[upper][2], centres[lower][2])
+                < points[0][2]
+                < max(centres[upper][2], centres[lower][2])
+            )
+            assert np.abs(points[1:] - points[0]).max() <= 3.0 + 1e-6
+
+
 @pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_a_second_insertion_set_of_the_same_subjects_mixes(toy_root: Path, tmp_path: Path) -> None:
     """variant_tag: inserted study ids of a second set (e.g. more intradural lesions) stay

@@ -98,6 +98,16 @@ def normal_records(
             # what the intradural and intramedullary insertions are painted into
             for k in range(max(int(cfg.get("per_canal", 1)), 1)):
                 add(canal + (rng.uniform(-jitter, jitter, 3) if k else 0.0), f.level, "canal")
+        if int(cfg.get("per_canal_between", 0)) and i + 1 < len(an.bodies):
+            # the canal behind the disc below: the conus often ends there (T12-L2) and the roots
+            # run on; every other canal ROI sits at a body's centre level
+            below = an.bodies[i + 1]
+            between = 0.5 * (
+                f.to_world(np.array([0.0, 0.5 * sum(f.canal), f.inferior]))
+                + below.to_world(np.array([0.0, 0.5 * sum(below.canal), below.superior]))
+            )
+            for k in range(int(cfg["per_canal_between"])):
+                add(between + (rng.uniform(-jitter, jitter, 3) if k else 0.0), f.level, "canal_between")
         if cfg.get("discs", True) and i + 1 < len(an.bodies):
             below = an.bodies[i + 1]
             mid = 0.5 * (

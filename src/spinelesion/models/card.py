@@ -261,8 +261,7 @@ def _rates_lines(rates: dict[str, dict[str, float]] | None) -> list[str]:
     if not rates:
         return []
     listed = "; ".join(
-        f"{task}: " + ", ".join(f"{name} {v:g}" for name, v in per.items())
-        for task, per in rates.items()
+        f"{task}: " + ", ".join(f"{name} {v:g}" for name, v in per.items()) for task, per in rates.items()
     )
     return [
         "",
