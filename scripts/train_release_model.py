@@ -115,6 +115,8 @@ REAL_NORMAL_SETS = (
     ("real-body-dense", "{per_body: 6, discs: false, canal: false, background: 0, region: 0, tag: body_}"),
     # 6 on the canal behind each disc: every canal ROI above sits at a body's centre level, and the
     # conus often ends behind a disc (T12-L2), where scan mode called it intradural (held-out vb2_07)
+    # (not in the release mix: a short fine-tuning of the release with it and one more mined round
+    # made 4 false scan calls on the held-out untouched studies, 2026-12-02; README)
     (
         "real-canal-between",
         "{per_body: 0, discs: false, canal: false, per_canal_between: 6, background: 0, region: 0, tag: between_}",
