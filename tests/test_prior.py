@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from spinelesion.data.datamodule import balanced_weights
+from spinelesion.data.datamodule import balanced_weights, sampling_prior
 from spinelesion.labels import TASKS
-from spinelesion.models.prior import check_rates, rate_weights, reweigh, sampling_prior
+from spinelesion.models.prior import check_rates, rate_weights, reweigh
 
 
 def _row(compartment: str, fracture: str = "none", source: str = "a") -> SimpleNamespace:

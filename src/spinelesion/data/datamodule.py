@@ -102,6 +102,24 @@ def balanced_weights(rows: Sequence[Row], source_weights: Mapping[str, float] | 
     return weights
 
 
+def sampling_prior(rows: Sequence[Any], weights: np.ndarray | None = None) -> dict[str, list[float]]:
+    """Per task, each class's share of training draws: the sampler's ``weights`` per row
+    (uniform when None) summed over the rows with that label (rows without one left out)."""
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)
+    prior: dict[str, list[float]] = {}
+    for task, classes in TASKS.items():
+        mass = np.zeros(len(classes))
+        for r, wi in zip(rows, w, strict=True):
+            label = r.labels[task]
+            if label:
+                mass[classes.index(label)] += wi
+        total = mass.sum()
+        prior[task] = [
+            float(v) for v in (mass / total if total > 0 else np.full(len(classes), 1 / len(classes)))
+        ]
+    return prior
+
+
 class SpineDataModule(pl.LightningDataModule):
     """Batches of multi-sequence ROIs from any manifest that follows the data contract."""
 
@@ -306,9 +324,7 @@ class SpineDataModule(pl.LightningDataModule):
 
     def sampling_prior(self, split: str = "train") -> dict[str, list[float]]:
         """Per task, each class's share of the training draws of ``split`` (balanced sampling's
-        weights, or the plain class frequencies without it): :mod:`spinelesion.models.prior`."""
-        from spinelesion.models.prior import sampling_prior
-
+        weights, or the plain class frequencies without it): :func:`sampling_prior`."""
         rows = [r for r in self.load_manifest().rows if r.split == split]
         weights = balanced_weights(rows, self.source_weights) if self.balanced_sampling else None
         return sampling_prior(rows, weights)

@@ -6,7 +6,8 @@ points at (the decision rule then favours rare classes on purpose), not for a sc
 where an intradural-extramedullary tumour is one spinal lesion in eighteen and an
 intramedullary one in a hundred or more (docs/radiology.md). With ``scan.lesion_rates`` (opt-in:
 on validation it cost rare-class lesions and saved no false call, docs/outputs.md) scan mode
-re-weighs each candidate's probabilities from the sampling prior to given rates before it asks
+re-weighs each candidate's probabilities from the sampling prior
+(:func:`spinelesion.data.datamodule.sampling_prior`, recorded in the model's metadata) to given rates before it asks
 whether the candidate is a lesion (Bayes' rule under a change of prior, Saerens et al., Neural
 Computation 2002): an ambiguous blob in the canal stays a normal conus, a clear one is still
 called. The commonest lesion class keeps its weight against "none", so that balance stays the
@@ -16,29 +17,10 @@ fitted operating point's business; the rarer ones need their real odds.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from spinelesion.labels import TASKS
-
-
-def sampling_prior(rows: Sequence[Any], weights: np.ndarray | None = None) -> dict[str, list[float]]:
-    """Per task, each class's share of training draws: the sampler's ``weights`` per row
-    (uniform when None) summed over the rows with that label (rows without one left out)."""
-    w = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)
-    prior: dict[str, list[float]] = {}
-    for task, classes in TASKS.items():
-        mass = np.zeros(len(classes))
-        for r, wi in zip(rows, w, strict=True):
-            label = r.labels[task]
-            if label:
-                mass[classes.index(label)] += wi
-        total = mass.sum()
-        prior[task] = [
-            float(v) for v in (mass / total if total > 0 else np.full(len(classes), 1 / len(classes)))
-        ]
-    return prior
 
 
 def check_rates(rates: Mapping[str, Mapping[str, float]] | None) -> None:
