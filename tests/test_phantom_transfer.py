@@ -61,15 +61,24 @@ def _train_and_cross_evaluate(
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("train_on", ["v2", "v1"])
-def test_training_transfers_across_renderers(tmp_path: Path, train_on: str):
+@pytest.fixture(scope="module")
+def renderer_test_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same 16 studies drawn by each renderer, shared by both directions (drawn once)."""
     from conftest import generate
 
-    tests = {
-        "v2": generate(tmp_path / "test_v2", studies=16, seed=602, **SAMPLING),
-        "v1": generate(tmp_path / "test_v1", studies=16, seed=602, **SAMPLING, **V1),
+    root = tmp_path_factory.mktemp("transfer_tests")
+    return {
+        "v2": generate(root / "test_v2", studies=16, seed=602, **SAMPLING),
+        "v1": generate(root / "test_v1", studies=16, seed=602, **SAMPLING, **V1),
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train_on", ["v2", "v1"])
+def test_training_transfers_across_renderers(
+    tmp_path: Path, train_on: str, renderer_test_sets: dict[str, Path]
+):
+    tests = renderer_test_sets
     result = _train_and_cross_evaluate(tmp_path, V1 if train_on == "v1" else {}, tests)
     log.warning("trained on %s: %s", train_on, json.dumps(result))
     (tmp_path / "transfer.json").write_text(json.dumps({"train_on": train_on, **result}))
