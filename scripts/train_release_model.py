@@ -55,6 +55,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REAL_NORMALS = ROOT.parent / "shared" / "data" / "real-normals"
+# Real scans kept for reading tests; a folder whose files are named by sequence (t2.nii.gz) is a
+# normal study scan mode can read (the abdominal MR's sequence is not stated: not scanned).
+REAL_SCANS = ROOT.parent / "shared" / "data" / "real"
 MODEL = ROOT / "models" / "spinelesion-demo"
 
 # The distribution shift of the second test set: acquisition and anatomy outside the training mix.
@@ -420,27 +423,40 @@ def mimic_check(model: Path = MODEL, out: Path = ROOT / "outputs" / "eval_mimics
     return mimics_called_normal(read_rows(out / "predictions.csv"))
 
 
-def other_dataset_scan(model: Path, out: Path) -> dict[str, Any]:
-    """Scan mode on the real normal studies of datasets that no training set uses (those without
-    vertebral-body masks, which insertion needs: a cervical T1 + T2 study today), every sequence
-    the model reads: held out by dataset, not only by subject."""
-    from spinelesion.evaluation.real import scan_false_calls
+def unused_real_studies(roots: list[Path], used: set[str]) -> dict[str, dict[str, Path]]:
+    """Study name -> {sequence: NIfTI} for each folder under ``roots`` that no training set uses
+    and whose files are named by a sequence the model reads (t1.nii.gz, t2.nii.gz, ...); a
+    folder without one (masks only, CT, an MR whose sequence is not stated) is left out."""
     from spinelesion.labels import SEQUENCES
 
-    used = set(real_insert_subjects())
-    scans, scanned = [], []
-    for folder in sorted(p for p in REAL_NORMALS.iterdir() if p.is_dir() and p.name not in used):
-        files = {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
-        if not files:
+    studies: dict[str, dict[str, Path]] = {}
+    for root in roots:
+        if not root.is_dir():
             continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in used):
+            files = {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
+            if files:
+                studies[folder.name] = files
+    return dict(sorted(studies.items()))
+
+
+def other_dataset_scan(model: Path, out: Path) -> dict[str, Any]:
+    """Scan mode on the real normal studies of datasets that no training set uses (those without
+    vertebral-body masks, which insertion needs: a cervical T1 + T2 study of real-normals and the
+    cervical T2 of real/ today), every sequence the model reads: held out by dataset, not only by
+    subject."""
+    from spinelesion.evaluation.real import scan_false_calls
+
+    scans, scanned = [], []
+    for name, files in unused_real_studies([REAL_NORMALS, REAL_SCANS], set(real_insert_subjects())).items():
         # A folder of the sequences alone (the study folder also holds masks and a T2* series).
-        inputs = out / "inputs" / folder.name
+        inputs = out / "inputs" / name
         inputs.mkdir(parents=True, exist_ok=True)
         for seq, path in files.items():
             if not (inputs / f"{seq}.nii.gz").exists():
                 (inputs / f"{seq}.nii.gz").symlink_to(path.resolve())
-        scans.extend(dict(r, study_id=folder.name) for r in predict_rows(model, inputs, out / folder.name))
-        scanned.append(folder.name)
+        scans.extend(dict(r, study_id=name) for r in predict_rows(model, inputs, out / name))
+        scanned.append(name)
     return {**scan_false_calls(scans, scanned), "subjects": scanned}
 
 

@@ -1,4 +1,5 @@
-"""The release script's refresh-stage mix: the drawn sets of the release mix and its own mined rounds."""
+"""The release script's refresh-stage mix (the drawn sets of the release mix and its own mined
+rounds) and its choice of real studies for the held-out-dataset scan."""
 
 from __future__ import annotations
 
@@ -36,3 +37,25 @@ def test_refresh_mix_drops_old_mined_rounds_and_keeps_every_drawn_set() -> None:
     assert not set(names) & {n for n in release if "hardneg" in n}
     first = [Path(m).parent.name for m in script.refresh_mix(1)[1:-1].split(",")]
     assert first == drawn + list(script.REFRESH_ROUNDS[0])
+
+
+def test_held_out_dataset_scan_takes_unused_studies_named_by_sequence(tmp_path: Path) -> None:
+    script = load_script()
+    normals, real = tmp_path / "real-normals", tmp_path / "real"
+    for folder, files in {
+        normals / "vb2_01": ["t2.nii.gz", "t2_bodies.nii.gz"],  # a training subject
+        normals / "other_t1t2": ["t1.nii.gz", "t2.nii.gz", "t2star.nii.gz", "cord_t2.nii.gz"],
+        real / "cervical": ["t2.nii.gz", "t2_seg-manual.nii.gz"],
+        real / "abdomen": ["example_mr_sm.nii.gz"],  # sequence not stated: never guessed
+        real / "ct": ["dicom"],
+    }.items():
+        folder.mkdir(parents=True)
+        for name in files:
+            (folder / name).write_bytes(b"")
+    found = script.unused_real_studies([normals, real, tmp_path / "absent"], {"vb2_01"})
+    assert list(found) == ["cervical", "other_t1t2"]
+    assert found["other_t1t2"] == {
+        "t1": normals / "other_t1t2" / "t1.nii.gz",
+        "t2": normals / "other_t1t2" / "t2.nii.gz",
+    }
+    assert found["cervical"] == {"t2": real / "cervical" / "t2.nii.gz"}
