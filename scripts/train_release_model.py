@@ -427,14 +427,14 @@ def unused_real_studies(roots: list[Path], used: set[str]) -> dict[str, dict[str
     """Study name -> {sequence: NIfTI} for each folder under ``roots`` that no training set uses
     and whose files are named by a sequence the model reads (t1.nii.gz, t2.nii.gz, ...); a
     folder without one (masks only, CT, an MR whose sequence is not stated) is left out."""
-    from spinelesion.labels import SEQUENCES
+    from spinelesion.io.study import sequence_files
 
     studies: dict[str, dict[str, Path]] = {}
     for root in roots:
         if not root.is_dir():
             continue
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in used):
-            files = {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
+        for folder in (p for p in root.iterdir() if p.is_dir() and p.name not in used):
+            files = sequence_files(folder)
             if files:
                 studies[folder.name] = files
     return dict(sorted(studies.items()))

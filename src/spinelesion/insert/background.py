@@ -25,8 +25,8 @@ import numpy as np
 from scipy import ndimage
 
 from spinelesion.io.nifti import read_nifti
+from spinelesion.io.study import sequence_files
 from spinelesion.io.volume import Volume, apply_affine
-from spinelesion.labels import SEQUENCES
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def discover_backgrounds(
     native_mm = dict(native_mm or {})
     specs = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        seqs = {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
+        seqs = sequence_files(folder)
         if not seqs:
             continue
         dataset = folder.name.split("_", 1)[0]

@@ -103,6 +103,13 @@ def nifti_sequence_name(path: Path) -> str | None:
     return "t1c" if token.startswith("t1") and token != "t1" else token
 
 
+def sequence_files(folder: Path) -> dict[str, Path]:
+    """The files of ``folder`` named exactly ``<sequence>.nii.gz`` (t1, t2, stir, t1c), in
+    SEQUENCES order: the layout of a prepared study folder (``t2star.nii.gz``, masks and
+    segmentations beside them are not sequences the model reads)."""
+    return {s: folder / f"{s}.nii.gz" for s in SEQUENCES if (folder / f"{s}.nii.gz").is_file()}
+
+
 def load_nifti_folder(folder: Path, study_id: str | None = None) -> Study:
     """A study from NIfTI files named by sequence in ``folder`` (other files are named in warnings)."""
     study = Study(study_id or folder.name)
