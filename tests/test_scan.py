@@ -166,3 +166,62 @@ def test_predict_labels_scan_candidates_with_the_scan_rule(tmp_path):
     assert [r["center_lps_mm"] for r in strict] == [r["center_lps_mm"] for r in results[0.5]]
     assert all(r[t]["label"] == "none" for r in strict for t in TASKS)
     assert strict[0]["compartment"]["probabilities"] == first["compartment"]["probabilities"]
+
+
+def _tilted_slab_affine(degrees: float) -> np.ndarray:
+    """1 mm voxels of an axial slab (third axis through-plane) tilted about the first axis."""
+    t = np.deg2rad(degrees)
+    affine = np.eye(4)
+    affine[1:3, 1:3] = [[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]
+    return affine
+
+
+def test_field_of_view_margin_is_measured_along_the_study_axes():
+    """The margin along the study's own axes: on an axis-aligned study, exactly the scan-grid voxels
+    >= edge_margin_mm from every face; on a 16 mm axial slab tilted 10 degrees (whose LPS bounding box
+    is 38 mm thick: a margin measured on it left nothing), the slab's in-plane centre, while its thin
+    axis keeps its extent."""
+    from spinelesion.inference.scan import field_of_view_margin, scan_grid
+    from spinelesion.io.volume import apply_affine
+
+    cfg = ScanConfig()
+    shape = (60, 90, 75)
+    grid_affine, grid_shape = scan_grid(shape, np.eye(4), SPEC.spacing, cfg.max_extent_mm)
+    allowed = field_of_view_margin(shape, np.eye(4), grid_affine, grid_shape, SPEC, cfg)
+    points = apply_affine(grid_affine, np.argwhere(np.ones(grid_shape, bool)).astype(float))
+    # distance (mm) to the nearest face of the field of view, whose faces lie half a voxel out
+    to_face = np.minimum(points + 0.5, np.asarray(shape) - 0.5 - points).min(1).reshape(grid_shape)
+    assert allowed[to_face > cfg.edge_margin_mm + 1.0].all()
+    assert not allowed[to_face < cfg.edge_margin_mm - 1.0].any()
+
+    slab = (130, 130, 16)
+    affine = _tilted_slab_affine(10.0)
+    grid_affine, grid_shape = scan_grid(slab, affine, SPEC.spacing, cfg.max_extent_mm)
+    assert grid_shape[2] * SPEC.spacing[2] > 2 * cfg.edge_margin_mm + 1.5  # the bounding box is not thin
+    allowed = field_of_view_margin(slab, affine, grid_affine, grid_shape, SPEC, cfg)
+    assert allowed.sum() > 0
+    voxels = apply_affine(
+        np.linalg.inv(affine), apply_affine(grid_affine, np.argwhere(allowed).astype(float))
+    )
+    in_plane = np.minimum(voxels[:, :2] + 0.5, np.asarray(slab[:2]) - 0.5 - voxels[:, :2]).min(1)
+    assert in_plane.min() >= cfg.edge_margin_mm - 1.0  # in plane: the margin holds
+    assert voxels[:, 2].min() < 2.0 and voxels[:, 2].max() > slab[2] - 3.0  # through-plane: all of it
+
+
+@pytest.mark.slow  # ~5 s on the 2-core CPU
+def test_scan_finds_a_lesion_in_a_tilted_thin_axial_slab():
+    """Clinical axial stacks are thin and angled along a disc: the lesion at the slab's centre is a
+    candidate (before the margin was measured along the study's axes, no voxel could be one)."""
+    rng = np.random.default_rng(0)
+    slab, affine = (130, 130, 16), _tilted_slab_affine(10.0)
+    index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in slab], indexing="ij"), -1)
+    blob_index = np.array([65.0, 65.0, 7.5])
+    d2 = ((index - blob_index) ** 2).sum(-1)
+    one = 100 + 10 * rng.random(slab, dtype=np.float32) + 900 * np.exp(-d2 / (2 * 5.0**2))
+    array = np.repeat(one[None], 4, 0).astype(np.float32)
+    res = scan_study(
+        OnCentreProbe(), array, affine, np.ones(4, bool), SPEC, ScanConfig(max_rois=3), torch.device("cpu")
+    )
+    blob = affine[:3, :3] @ blob_index + affine[:3, 3]
+    assert res.candidates, "no candidate in the slab"
+    assert np.linalg.norm(res.candidates[0][0] - blob) <= 8.0, res.candidates

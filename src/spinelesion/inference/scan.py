@@ -7,7 +7,8 @@ probabilities are spread over the window with MONAI's Gaussian weighting, so the
 map at a voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
 "some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
 candidate ROIs, none shallower than ``min_depth_mm`` under the skin (:mod:`.body_outline`: no
-compartment lies there). Each candidate is then classified like a given ROI, but as the mean answer over
+compartment lies there) nor nearer the field of view's edges than ``edge_margin_mm`` along the
+study's own axes (:func:`field_of_view_margin`). Each candidate is then classified like a given ROI, but as the mean answer over
 its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
 a map of thousands of windows is the place where the classifier's noise is highest, so its
 answer there alone overstates the evidence. A candidate is called a lesion only when some
@@ -150,35 +151,47 @@ def scan_study(
     score = np.maximum(1.0 - probabilities["compartment"][0], 1.0 - probabilities["fracture"][0])
     # Only voxels well inside the scanned volume may become candidates: the padding is not
     # anatomy, and a ROI half outside the field of view is not one the model was trained on.
-    inside = (
-        sample_grid(np.ones((1, *array.shape[1:]), np.float32), affine, grid_affine, grid_shape)[0, 0].numpy()
-        > 0.5
-    )
+    inside = field_of_view_margin(array.shape[1:], affine, grid_affine, grid_shape, spec, cfg)
+    if cfg.min_depth_mm > 0:
+        inside &= under_skin(array, affine, grid_affine, grid_shape) >= cfg.min_depth_mm
+    score = np.where(inside, score, 0.0)
+    return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
+
+
+def field_of_view_margin(
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    grid_affine: np.ndarray,
+    grid_shape: tuple[int, int, int],
+    spec: RoiSpec,
+    cfg: ScanConfig,
+) -> np.ndarray:
+    """Scan-grid voxels at least ``cfg.edge_margin_mm`` inside the study's field of view.
+
+    Measured along the study's own axes (whose faces are the field of view's edges), then resampled
+    to the scan grid: the scan grid is the LPS bounding box, so for an oblique slab it is much
+    thicker than the slab, and a margin measured on it erased a tilted 16 mm axial slab entirely
+    (no candidate could exist). An axis no longer than twice the margin (a thin slab's) keeps its
+    extent: every ROI of such a slab reaches past its faces, the place the classifier was trained for.
+    """
+    spacing = spacing_of(affine)
+    lps_axis = np.abs(np.asarray(affine)[:3, :3] / spacing).argmax(0)  # each study axis' nearest LPS axis
     margin_mm = np.full(3, float(cfg.edge_margin_mm))
     if cfg.context_inside:
         # Look where the classifier was trained to look: training ROIs are sampled with their
         # context inside the study (half a context, or 40 % of a thin slab's extent, from its
         # edges); a candidate whose context is mostly padding is a question it never saw.
-        context_half = np.asarray(spec.context_shape) * np.asarray(spec.spacing) / 2.0
-        extent = np.asarray(grid_shape) * np.asarray(spec.spacing)
+        context_half = (np.asarray(spec.context_shape) * np.asarray(spec.spacing) / 2.0)[lps_axis]
+        extent = np.asarray(shape) * spacing
         margin_mm = np.maximum(margin_mm, np.minimum(context_half, 0.4 * extent))
-    margin = [max(int(round(m / s)), 0) for m, s in zip(margin_mm, spec.spacing, strict=True)]
-    if any(margin):
-        thin = [
-            m if n > 2 * m + 1 else 0 for m, n in zip(margin, grid_shape, strict=True)
-        ]  # a thin slab keeps its axis
-        # A box erosion, as a separable minimum filter: a box structure of tens of thousands of
-        # elements makes binary_erosion build an offset table that does not fit in memory.
-        inside = (
-            ndimage.minimum_filter(
-                inside.astype(np.uint8), size=[2 * m + 1 for m in thin], mode="constant", cval=0
-            )
-            > 0
-        )
-    if cfg.min_depth_mm > 0:
-        inside &= under_skin(array, affine, grid_affine, grid_shape) >= cfg.min_depth_mm
-    score = np.where(inside, score, 0.0)
-    return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
+    box = np.ones(tuple(shape), np.float32)
+    for axis, (n, m_mm, s) in enumerate(zip(shape, margin_mm, spacing, strict=True)):
+        m = max(int(round(m_mm / s)), 0)
+        if m and n > 2 * m + 1:  # a thin slab keeps its axis
+            index = [slice(None)] * 3
+            index[axis] = np.r_[0:m, n - m : n]
+            box[tuple(index)] = 0.0
+    return sample_grid(box[None], affine, grid_affine, grid_shape)[0, 0].numpy() > 0.5
 
 
 def under_skin(
