@@ -8,10 +8,10 @@ map at a voxel says what the classifier answers for ROIs centred near that voxel
 "some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
 candidate ROIs, none shallower than ``min_depth_mm`` under the skin (:mod:`.body_outline`: no
 compartment lies there) nor nearer the field of view's edges than ``edge_margin_mm`` along the
-study's own axes (:func:`field_of_view_margin`). Each candidate is then classified like a given ROI, but as the mean answer over
-its centre and six neighbours ``classify_shift_mm`` away (:func:`neighbour_offsets`): the peak of
-a map of thousands of windows is the place where the classifier's noise is highest, so its
-answer there alone overstates the evidence. A candidate is called a lesion only when some
+study's own axes (:func:`field_of_view_margin`). Each candidate is then classified like a given
+ROI, but as the mean answer over its centre and six neighbours ``classify_shift_mm`` away
+(:func:`neighbour_offsets`): the peak of a map of thousands of windows is the place where the
+classifier's noise is highest, so its answer there alone overstates the evidence. A candidate is called a lesion only when some
 task's 1 - p(none) (optionally with the lesion classes moved to given rates: ``lesion_rates``,
 :mod:`spinelesion.models.prior`) reaches ``call_threshold``, the model's scan operating point unless given
 (:meth:`Predictor.scan_labels`, :mod:`spinelesion.evaluation.scan_operating`). What both did on
@@ -29,7 +29,7 @@ from scipy import ndimage
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
 from spinelesion.inference.body_outline import depth_under_skin_mm
-from spinelesion.io.volume import apply_affine, spacing_of
+from spinelesion.io.volume import apply_affine, dominant_axes, spacing_of
 from spinelesion.labels import TASKS
 from spinelesion.models.batch import autocast_for
 
@@ -175,13 +175,13 @@ def field_of_view_margin(
     extent: every ROI of such a slab reaches past its faces, the place the classifier was trained for.
     """
     spacing = spacing_of(affine)
-    lps_axis = np.abs(np.asarray(affine)[:3, :3] / spacing).argmax(0)  # each study axis' nearest LPS axis
     margin_mm = np.full(3, float(cfg.edge_margin_mm))
     if cfg.context_inside:
         # Look where the classifier was trained to look: training ROIs are sampled with their
         # context inside the study (half a context, or 40 % of a thin slab's extent, from its
         # edges); a candidate whose context is mostly padding is a question it never saw.
-        context_half = (np.asarray(spec.context_shape) * np.asarray(spec.spacing) / 2.0)[lps_axis]
+        context_half_lps = np.asarray(spec.context_shape) * np.asarray(spec.spacing) / 2.0
+        context_half = context_half_lps[dominant_axes(affine)]  # per study axis
         extent = np.asarray(shape) * spacing
         margin_mm = np.maximum(margin_mm, np.minimum(context_half, 0.4 * extent))
     box = np.ones(tuple(shape), np.float32)

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from spinelesion.io.nifti import read_nifti
 from spinelesion.io.study import sequence_files
-from spinelesion.io.volume import Volume, apply_affine
+from spinelesion.io.volume import Volume, apply_affine, dominant_axes
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ class Background:
         spacing = self.spacing
         if self.spec.native_mm is None:
             return np.full(3, 0.5)
-        # Which LPS axis each array axis runs along.
-        axis_of = np.abs(self.affine[:3, :3]).argmax(0)
-        native = np.maximum(np.asarray(self.spec.native_mm)[axis_of], spacing)
+        native = np.maximum(np.asarray(self.spec.native_mm)[dominant_axes(self.affine)], spacing)
         return np.maximum(native / 2.355 / spacing, 0.3)
 
 

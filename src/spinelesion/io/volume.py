@@ -71,6 +71,11 @@ def spacing_of(affine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
 
 
+def dominant_axes(affine: np.ndarray) -> np.ndarray:
+    """(3,) index of the LPS axis each array axis runs most nearly along."""
+    return np.abs(np.asarray(affine)[:3, :3]).argmax(0)
+
+
 def axis_codes(affine: np.ndarray, frame: str = "LPS") -> str:
     """Dominant patient direction of each array axis, e.g. ``'PIL'`` for a typical sagittal series.
 
@@ -78,8 +83,7 @@ def axis_codes(affine: np.ndarray, frame: str = "LPS") -> str:
     """
     positive, negative = ("LPS", "RAI")
     codes = []
-    for col in np.asarray(affine)[:3, :3].T:
-        axis = int(np.argmax(np.abs(col)))
+    for col, axis in zip(np.asarray(affine)[:3, :3].T, dominant_axes(affine), strict=True):
         codes.append(positive[axis] if col[axis] > 0 else negative[axis])
     out = "".join(codes)
     if frame == "RAS":
