@@ -18,8 +18,8 @@ help:
 	@echo "make test-fast - the tests not marked slow, for the edit loop (88 s on the 2-core CPU, 408 passed with ../shared present, measured 2026-12-02)"
 	@echo "make lint   - ruff check, ruff format --check, mypy on src/ (CI runs it before the tests)"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
-	@echo "make model  - retrain the released demo model in models/ (phantom + real spines with inserted lesions)"
-	@echo "make real-check - the released model on real anatomy: held-out real spines, paired, scan mode"
+	@echo "make model  - the release recipe (configs/release/default.yaml): data, training, checks, rule, models/; resumable"
+	@echo "make real-check - the released model's checks measured again (real anatomy, scan mode, phantom), rule judged"
 
 setup: $(VENV)/.installed
 
@@ -54,11 +54,13 @@ bench: setup
 bench-quick: setup
 	$(BIN)/spinelesion-bench output_dir=outputs/bench-quick quick=true
 
+# Resumable: each finished stage is kept in the work folder (~/.cache/spinelesion/release/, or
+# $SPINELESION_WORK_DIR) and skipped by the next run; RELEASE_ARGS e.g. "--until stage1" or "--plan".
 model: setup
-	$(BIN)/python scripts/train_release_model.py
+	$(BIN)/spinelesion-release $(RELEASE_ARGS)
 
 real-check: setup
-	$(BIN)/python scripts/train_release_model.py --eval-only
+	$(BIN)/spinelesion-release check=models/spinelesion-demo $(RELEASE_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

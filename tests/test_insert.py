@@ -15,52 +15,18 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from helpers_insert import write_toy_backgrounds
 
 from spinelesion.insert import deform
 from spinelesion.insert.anatomy import derive_anatomy
 from spinelesion.insert.background import discover_backgrounds, load_background
 from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
-from spinelesion.io.nifti import read_nifti, write_nifti
-from spinelesion.io.volume import Volume, apply_affine
+from spinelesion.io.nifti import read_nifti
+from spinelesion.io.volume import apply_affine
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())
 REAL_NORMALS = ROOT.parent / "shared" / "data" / "real-normals"
-# Signal per tissue (T1, T2) of the toy study.
-TOY = {
-    "marrow": (400.0, 220.0),
-    "disc": (250.0, 300.0),
-    "csf": (80.0, 600.0),
-    "cord": (300.0, 260.0),
-    "muscle": (220.0, 150.0),
-    "fat": (500.0, 300.0),
-}
-
-
-def _toy_arrays(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(images, body labels) of a toy lumbar spine: i = L-R, j = A-P, k = S-I, 1 mm voxels."""
-    shape = (56, 96, 140)
-    tissue = np.full(shape, 0, dtype=np.int8)  # 0 muscle/soft tissue
-    bodies = np.zeros(shape, dtype=np.int16)
-    i, j, k = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    lr = np.abs(i - 28) <= 18
-    ap_body = (j >= 20) & (j < 50)
-    for n, top in enumerate((128, 92, 56)):  # superior first: label 1 on top
-        z = (k <= top) & (k > top - 26)
-        bodies[lr & ap_body & z] = n + 1
-        disc = (k <= top - 26) & (k > top - 36) & lr & ap_body
-        tissue[disc] = 2
-    tissue[bodies > 0] = 1
-    canal = (np.abs(i - 28) <= 8) & (j >= 52) & (j < 66)
-    tissue[canal] = 3
-    tissue[canal & (np.abs(i - 28) <= 3) & (np.abs(j - 58) <= 3)] = 4  # cord
-    names = ["muscle", "marrow", "disc", "csf", "cord"]
-    images = {}
-    for s, col in (("t1", 0), ("t2", 1)):
-        lut = np.array([TOY[n][col] for n in names], dtype=np.float32)
-        img = lut[tissue] + rng.normal(0, 8.0, shape).astype(np.float32)
-        images[s] = np.clip(img, 0, None)
-    return images, bodies
 
 
 def toy_cfg(toy_root: Path, out: Path, **overrides: Any) -> dict[str, Any]:
@@ -71,16 +37,7 @@ def toy_cfg(toy_root: Path, out: Path, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("backgrounds")
-    rng = np.random.default_rng(0)
-    affine = np.eye(4)
-    affine[:3, 3] = [-28.0, -30.0, -70.0]
-    for subject in ("toy_01", "toy_02"):
-        images, bodies = _toy_arrays(rng)
-        for s, img in images.items():
-            write_nifti(Volume(img.astype(np.int16), affine), root / subject / f"{s}.nii.gz")
-        write_nifti(Volume(bodies, affine), root / subject / "vertebral_bodies.nii.gz")
-    return root
+    return write_toy_backgrounds(tmp_path_factory.mktemp("backgrounds"))
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("inference", ["spinelesion.inference"]),
     ("export", ["spinelesion.export", "spinelesion.benchmark"]),
     ("tasks", ["spinelesion.tasks"]),
+    # The release recipe drives the commands and the tasks (training, mining, checks).
+    ("release", ["spinelesion.release"]),
     ("cli", []),  # filled from pyproject.toml
 ]
 

@@ -61,6 +61,31 @@ def plot_scaling(rows: list[dict[str, Any]], x_key: str, xlabel: str, path: Path
     return path
 
 
+def scan_section(scan: dict[str, Any] | None) -> list[str]:
+    """Scan mode per study: the lattice scan against the MONAI scan it replaced."""
+    if not scan or not scan.get("studies"):
+        return []
+    lines = [
+        "",
+        "## Scan mode per study",
+        "",
+        "| study | grid | lattice scan s | windows classified / relevant / all | MONAI scan s | ratio | same candidates |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in scan["studies"]:
+        w = r["windows"]
+        lines.append(
+            f"| {r['study']} | {'x'.join(map(str, r['shape']))} | {r['lattice_s']} "
+            f"| {w.get('classified')} / {w.get('relevant')} / {w.get('total')} "
+            f"| {r.get('reference_s', '-')} | {r.get('ratio', '-')} | {r.get('same_candidates', '-')} |"
+        )
+    lines += [
+        "",
+        f"Median lattice scan {scan.get('median_lattice_s')} s; median ratio {scan.get('median_ratio', '-')}.",
+    ]
+    return lines
+
+
 def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     results = redact_paths(results)  # reports get committed: no machine paths (temporary data folders)
@@ -153,6 +178,7 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
             f"{ex['rois_per_s']['eager']} / {ex['rois_per_s']['torchscript']} / {ex['rois_per_s']['onnxruntime']} "
             f"(fastest: {ex['fastest_on_cpu']}) | |"
         )
+    lines += scan_section(sp.get("scan"))
     lines += ["", "## GPU", "", results.get("gpu_note", "not measured (no CUDA device on this machine)"), ""]
     sc = sp.get("scaling")
     if sc:

@@ -11,7 +11,11 @@ on T2...).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from spinelesion.data.roi import center_crop
 
 
 def robust_unit_range(
@@ -21,6 +25,7 @@ def robust_unit_range(
     upper: float = 99.0,
     clip: tuple[float, float] = (-0.5, 2.0),
     min_fraction: float = 0.05,
+    crop: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Map each channel's [p_lower, p_upper] (over non-zero voxels) to [0, 1], then clip.
 
@@ -29,10 +34,23 @@ def robust_unit_range(
         available: (C,) or (R, C) flags; unavailable channels come out as exact zeros.
         min_fraction: a channel with fewer non-zero voxels than this fraction (a ROI almost
             entirely outside the scanned volume) is set to zero: its statistics are noise.
+        crop: return only the central ``crop`` of the image, normalised by the statistics of the
+            whole image (a context box and its network input: the same values as cropping the
+            full output, at a fraction of the cost).
     """
     batched = image.ndim == 5
     x = image if batched else image[None]
-    flat = x.float().flatten(2)  # (R, C, N)
+    avail = None if available is None else (available if batched else available[None])
+    out_shape = tuple(x.shape[:2]) + (tuple(int(v) for v in crop) if crop is not None else tuple(x.shape[2:]))
+    # Channels no row has are zero whatever their statistics: leave them out of the work (a study
+    # with one sequence pays for one channel, not four).
+    used = torch.ones(x.shape[1], dtype=torch.bool) if avail is None else (avail > 0).any(0).cpu()
+    if not bool(used.any()):
+        out = torch.zeros(out_shape, dtype=torch.float32, device=x.device)
+        return out if batched else out[0]
+    channels = None if bool(used.all()) else torch.nonzero(used).flatten().to(x.device)
+    xs = x if channels is None else x.index_select(1, channels)
+    flat = xs.float().flatten(2)  # (R, C', N)
     valid = flat != 0
     frac = valid.float().mean(-1)
     q = torch.tensor([lower / 100.0, upper / 100.0], dtype=flat.dtype, device=flat.device)
@@ -41,18 +59,24 @@ def robust_unit_range(
     else:
         # torch.nanquantile ignores NaN: mark the out-of-volume zeros as NaN for the statistics.
         stats_src = torch.where(valid, flat, torch.full_like(flat, float("nan")))
-        lo, hi = torch.nanquantile(stats_src, q, dim=-1)  # (R, C) each
+        lo, hi = torch.nanquantile(stats_src, q, dim=-1)  # (R, C') each
     lo = torch.nan_to_num(lo, nan=0.0)
     hi = torch.nan_to_num(hi, nan=1.0)
     scale = torch.clamp(hi - lo, min=1e-6)
-    out = (x.float() - lo[..., None, None, None]) / scale[..., None, None, None]
+    part = xs if crop is None else center_crop(xs, crop)
+    part = part.float()
+    res = (part - lo[..., None, None, None]) / scale[..., None, None, None]
     # Out-of-volume voxels go to 0, the level of the darkest tissue, not to -lo/scale.
-    out = torch.where(valid.view_as(out), out.clamp(*clip), torch.zeros_like(out))
+    res = torch.where(part != 0, res.clamp(*clip), torch.zeros_like(res))
     keep = frac >= min_fraction
-    if available is not None:
-        avail = available if batched else available[None]
-        keep = keep & (avail > 0)
-    out = out * keep[..., None, None, None].to(out.dtype)
+    if avail is not None:
+        keep = keep & (avail.index_select(1, channels) > 0 if channels is not None else avail > 0)
+    res = res * keep[..., None, None, None].to(res.dtype)
+    if channels is None:
+        out = res
+    else:
+        out = torch.zeros(out_shape, dtype=res.dtype, device=res.device)
+        out[:, channels] = res
     return out if batched else out[0]
 
 

@@ -30,7 +30,13 @@ from spinelesion.inference.writers import (
     write_unit_maps,
 )
 from spinelesion.labels import SEQUENCES, TASKS
-from spinelesion.models.batch import autocast_for, prepare_for_device, resolve_device, to_device
+from spinelesion.models.batch import (
+    autocast_for,
+    channels_last_helps,
+    prepare_for_device,
+    resolve_device,
+    to_device,
+)
 from spinelesion.models.decision import DecisionRule
 from spinelesion.models.prior import reweigh
 from spinelesion.models.tta import forward_tta, mirrors_from_meta, mirrors_of
@@ -100,7 +106,7 @@ class Predictor:
         if self.cfg.threads:
             torch.set_num_threads(int(self.cfg.threads))
         self.device = resolve_device(self.cfg.device)
-        self.channels_last = self.device.type == "cuda"
+        self.channels_last = channels_last_helps(self.device)
         self.meta = dict(meta)
         self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
         # The fitted scan operating point, read once: a malformed one fails here, not mid-run.
@@ -247,11 +253,17 @@ class Predictor:
         return {t: np.concatenate(v) for t, v in out.items()}
 
     # -- one study end to end -------------------------------------------------------------------
-    def predict_study(self, item: StudyInput, output_dir: str | Path) -> StudyResult:
+    def predict_study(
+        self,
+        item: StudyInput,
+        output_dir: str | Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> StudyResult:
         """Read, check, prepare and classify one study, writing its folder.
 
         ROIs go through cropping, the network, saliency and writing one batch at a time, so
-        memory stays bounded however many ROIs a manifest gives one study.
+        memory stays bounded however many ROIs a manifest gives one study. ``progress`` is
+        called with (windows classified, windows planned so far) while scan mode runs.
         """
         from spinelesion.inference.guards import check_study
         from spinelesion.io.limits import ResourceLimitError, check_study_bytes
@@ -292,8 +304,11 @@ class Predictor:
         t_scan = 0.0
         if not rois:
             t0 = time.perf_counter()
-            result = scan_study(self.net, array, affine, available, self.spec, self.cfg.scan, self.device)
+            result = scan_study(
+                self.net, array, affine, available, self.spec, self.cfg.scan, self.device, progress
+            )
             t_scan = time.perf_counter() - t0
+            timings.update({f"scan_{k}": v for k, v in result.timings.items()})
             rois = [
                 RoiRequest(f"scan{i + 1:02d}", c, "scan") for i, (c, _score) in enumerate(result.candidates)
             ]

@@ -1,10 +1,11 @@
 """Find ROIs when none are given: slide the classifier over the spine, keep the peaks.
 
-The study is resampled onto an LPS-aligned grid at the model's ROI spacing; MONAI's
-:class:`~monai.inferers.SlidingWindowInferer` moves a context-sized window over it. Each
-window is normalised and classified exactly like a training ROI, and its class
-probabilities are spread over the window with MONAI's Gaussian weighting, so the blended
-map at a voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
+The study is resampled onto an LPS-aligned grid at the model's ROI spacing; context-sized
+windows lie on it as MONAI's sliding-window inferer places them (:mod:`.windows`). Each window
+that reaches a place a candidate may lie is normalised and classified exactly like a training
+ROI, coarse to fine (the rest interpolated where every classified neighbour says "none"), and
+the class probabilities are blended with MONAI's Gaussian weighting, so the blended map at a
+voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
 "some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
 candidate ROIs, none shallower than ``min_depth_mm`` under the skin (:mod:`.body_outline`: no
 compartment lies there) nor nearer the field of view's edges than ``edge_margin_mm`` along the
@@ -20,18 +21,22 @@ held-out real and phantom studies: docs/outputs.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from spinelesion.data.normalize import robust_unit_range
-from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
+from spinelesion.data.roi import RoiSpec, sample_grid
 from spinelesion.inference.body_outline import depth_under_skin_mm
+from spinelesion.inference.windows import blend, classify_lattice, lattice, touching
+from spinelesion.io.resample import block_mean
 from spinelesion.io.volume import apply_affine, dominant_axes, spacing_of
 from spinelesion.labels import TASKS
-from spinelesion.models.batch import autocast_for
+from spinelesion.models.batch import autocast_for, channels_last_helps, to_device
 
 
 @dataclass
@@ -42,6 +47,10 @@ class ScanConfig:
     sigma_scale: float = 0.05  # Gaussian blending width (fraction of the window): a voxel's value
     # is the answer of the windows centred nearest to it
     sw_batch_size: int = 32
+    coarse_step: int = 2  # windows classified first: every coarse_step-th per axis (inference/windows.py)
+    refine_threshold: float = 0.05  # ... then every window within coarse_step of one whose p(lesion)
+    # reaches this, until none is new; the rest interpolated (they lie where every classified
+    # neighbour said "none" with >= 1 - refine_threshold). 0: classify every window that matters
     threshold: float = 0.5  # minimum 1 - p(none) for a candidate
     min_distance_mm: float = 20.0  # peaks closer than this are one finding
     max_rois: int = 8
@@ -71,6 +80,21 @@ class ScanResult:
     affine: np.ndarray  # LPS-aligned scan grid
     probabilities: dict[str, np.ndarray]  # task -> (classes, X, Y, Z)
     candidates: list[tuple[np.ndarray, float]]  # (LPS centre, score), best first
+    windows: dict[str, int] = field(default_factory=dict)  # total, relevant, classified
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+
+class _Clock:
+    """Seconds between laps, by name."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._t
+        self._t = now
 
 
 def scan_grid(
@@ -112,50 +136,89 @@ def scan_study(
     spec: RoiSpec,
     cfg: ScanConfig,
     device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScanResult:
-    """Sliding-window probability maps and candidate ROI centres for one prepared study."""
-    from monai.inferers import SlidingWindowInferer
+    """Sliding-window probability maps and candidate ROI centres for one prepared study.
 
+    ``progress`` is called with (windows classified, windows planned so far) as the scan goes.
+    """
+    clock = _Clock()
     grid_affine, grid_shape = scan_grid(array.shape[1:], affine, spec.spacing, cfg.max_extent_mm)
-    volume = sample_grid(array, affine, grid_affine, grid_shape)  # (1, C, X, Y, Z)
+    inside = candidate_region(array, affine, grid_affine, grid_shape, spec, cfg)
+    clock.lap("region")
+    volume = sample_grid(array, affine, grid_affine, grid_shape)[0].numpy()  # (C, X, Y, Z)
+    lat = lattice(grid_shape, spec.context_shape, window_overlap(spec, cfg))
+    padded = np.zeros((volume.shape[0], *lat.padded_shape), np.float32)
+    b = lat.pad_before
+    padded[:, b[0] : b[0] + grid_shape[0], b[1] : b[1] + grid_shape[1], b[2] : b[2] + grid_shape[2]] = volume
+    # Unavailable sequences are exact zeros in the network input: only the others are gathered
+    # and normalised (robust_unit_range would zero them anyway).
+    used = np.flatnonzero(np.asarray(available, bool))
+    source = torch.from_numpy(padded[used])
     flags = torch.as_tensor(np.asarray(available, dtype=np.float32))
     temps = net.temperature.detach().float().cpu()
     n_classes = [len(c) for c in TASKS.values()]
+    none_at = np.cumsum([0, *n_classes[:-1]])  # "none" is each task's first class
+    rx, ry, rz = lat.roi
+    channels_last = channels_last_helps(device)
 
-    def window_predictor(patches: torch.Tensor) -> torch.Tensor:
-        b = patches.shape[0]
-        f = flags.to(patches.device).expand(b, -1)
-        x = center_crop(robust_unit_range(patches.float(), f), spec.shape).contiguous()
-        with autocast_for(patches.device):
-            logits = net(x, f)
+    def classify(index: np.ndarray) -> np.ndarray:
+        starts = lat.window_starts(index)
+        patches = torch.stack([source[:, x : x + rx, y : y + ry, z : z + rz] for x, y, z in starts])
+        x = torch.zeros((len(starts), len(flags), *spec.shape))
+        x[:, used] = robust_unit_range(patches, crop=spec.shape)
+        f = flags.expand(len(starts), -1).to(device)
+        with torch.inference_mode(), autocast_for(device):
+            logits = net(to_device(x, device, channels_last), f)
         probs = [torch.softmax(lg.float() / temps[i].to(lg.device), 1) for i, lg in enumerate(logits)]
-        p = torch.cat(probs, 1)
-        # a real tensor, not an expanded view: MONAI weights the window output in place
-        return p.view(b, -1, 1, 1, 1).expand(b, p.shape[1], *patches.shape[2:]).contiguous()
+        return torch.cat(probs, 1).cpu().numpy()
 
-    inferer = SlidingWindowInferer(
-        roi_size=spec.context_shape,
-        sw_batch_size=cfg.sw_batch_size,
-        overlap=window_overlap(spec, cfg),
-        mode="gaussian",
-        sigma_scale=cfg.sigma_scale,
-        padding_mode="constant",
-        cval=0.0,
+    def lesion_score(answers: np.ndarray) -> np.ndarray:
+        return (1.0 - answers[:, none_at]).max(1)
+
+    default = np.zeros(sum(n_classes))
+    default[none_at] = 1.0
+    found = classify_lattice(
+        classify,
+        lat,
+        touching(lat, inside),
+        lesion_score,
+        default,
+        cfg.refine_threshold,
+        cfg.coarse_step,
+        progress,
+        batch=cfg.sw_batch_size,
     )
-    with torch.inference_mode():
-        maps = inferer(volume.to(device), window_predictor)[0].float().cpu().numpy()
+    clock.lap("windows")
+    maps = blend(lat, found.answers, cfg.sigma_scale)
     probabilities, start = {}, 0
     for task, n in zip(TASKS, n_classes, strict=True):
         probabilities[task] = maps[start : start + n]
         start += n
     score = np.maximum(1.0 - probabilities["compartment"][0], 1.0 - probabilities["fracture"][0])
-    # Only voxels well inside the scanned volume may become candidates: the padding is not
-    # anatomy, and a ROI half outside the field of view is not one the model was trained on.
+    score = np.where(inside, score, 0.0)
+    windows = {"total": int(np.prod(lat.shape)), "relevant": int(found.relevant.sum())}
+    windows["classified"] = int(found.classified.sum())
+    peaks = find_peaks(score, grid_affine, spec.spacing, cfg)
+    clock.lap("blend")
+    return ScanResult(grid_affine, probabilities, peaks, windows, clock.laps)
+
+
+def candidate_region(
+    array: np.ndarray,
+    affine: np.ndarray,
+    grid_affine: np.ndarray,
+    grid_shape: tuple[int, int, int],
+    spec: RoiSpec,
+    cfg: ScanConfig,
+) -> np.ndarray:
+    """Scan-grid voxels that may become candidates: well inside the scanned volume (the padding
+    is not anatomy, and a ROI half outside the field of view is not one the model was trained
+    on) and deep enough under the skin."""
     inside = field_of_view_margin(array.shape[1:], affine, grid_affine, grid_shape, spec, cfg)
     if cfg.min_depth_mm > 0:
-        inside &= under_skin(array, affine, grid_affine, grid_shape) >= cfg.min_depth_mm
-    score = np.where(inside, score, 0.0)
-    return ScanResult(grid_affine, probabilities, find_peaks(score, grid_affine, spec.spacing, cfg))
+        inside &= under_skin(array, affine, grid_affine, grid_shape, min(spec.spacing)) >= cfg.min_depth_mm
+    return inside
 
 
 def field_of_view_margin(
@@ -195,15 +258,22 @@ def field_of_view_margin(
 
 
 def under_skin(
-    array: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, grid_shape: tuple[int, int, int]
+    array: np.ndarray,
+    affine: np.ndarray,
+    grid_affine: np.ndarray,
+    grid_shape: tuple[int, int, int],
+    spacing_mm: float = 0.0,
 ) -> np.ndarray:
-    """Depth under the skin (mm) of each scan-grid voxel, measured on the study's own grid
-    (whose faces are the field of view's edges); +inf everywhere for a study without air."""
-    depth = depth_under_skin_mm(array, spacing_of(affine))
+    """Depth under the skin (mm) of each scan-grid voxel, measured on the study's own grid (whose
+    faces are the field of view's edges), averaged in blocks of about ``spacing_mm`` (the scan
+    grid's: a finer depth map is sampled away, and on a 1 mm lumbar study it cost 8 s, a fifth of
+    the scan); +inf everywhere for a study without air."""
+    small, small_affine = block_mean(array, affine, spacing_mm) if spacing_mm > 0 else (array, affine)
+    depth = depth_under_skin_mm(small, spacing_of(small_affine))
     if not np.isfinite(depth).any():
         return np.full(grid_shape, np.inf, dtype=np.float32)
     capped = np.minimum(depth, 1e4)[None]  # finite for interpolation; off the study reads 0 (not a candidate)
-    return sample_grid(capped, affine, grid_affine, grid_shape)[0, 0].numpy()
+    return sample_grid(capped, small_affine, grid_affine, grid_shape)[0, 0].numpy()
 
 
 def find_peaks(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinelesion.io.volume import Volume
+from spinelesion.io.volume import Volume, spacing_of
 from spinelesion.labels import SEQUENCES
 
 REFERENCE_ORDER: tuple[str, ...] = ("t2", "t1", "stir", "t1c")
@@ -190,3 +190,21 @@ def to_reference(study: object, reference: str = "auto") -> tuple[np.ndarray, np
         else:
             out[c] = sample_grid(vol.array[None], vol.affine, ref.affine, ref.shape)[0, 0].numpy()
     return out, ref.affine.copy(), available, ref_name
+
+
+def block_mean(array: np.ndarray, affine: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Average (C, I, J, K) voxels in blocks of whole voxels, about ``spacing_mm`` per axis (the
+    nearest whole number of voxels); the block grid's affine keeps the geometry (a block's centre
+    is its voxels' mean). A remainder shorter than a block at an axis's far end is dropped."""
+    factors = [max(int(round(spacing_mm / s)), 1) for s in spacing_of(affine)]
+    if factors == [1, 1, 1]:
+        return np.asarray(array), np.asarray(affine, float)
+    c = array.shape[0]
+    n = [size // f for size, f in zip(array.shape[1:], factors, strict=True)]
+    cropped = np.asarray(array)[:, : n[0] * factors[0], : n[1] * factors[1], : n[2] * factors[2]]
+    blocks = cropped.reshape(c, n[0], factors[0], n[1], factors[1], n[2], factors[2])
+    out = blocks.mean(axis=(2, 4, 6), dtype=np.float32)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(factors)
+    scale[:3, 3] = (np.asarray(factors) - 1) / 2.0
+    return out, np.asarray(affine, float) @ scale

@@ -44,11 +44,18 @@ def channels_last_3d(net: M) -> M:
     return cast(M, to(memory_format=torch.channels_last_3d))
 
 
+def channels_last_helps(device: torch.device) -> bool:
+    """Whether channels-last 3D memory is the faster layout on ``device``: on recent GPUs, and on
+    the CPU too (oneDNN's 3D convolutions; measured 2026-12-06 on 2 cores with the default network:
+    inference 2.2 vs 3.8 ms per ROI, a training step 6.5 vs 8-9 ms per ROI; outputs within 2e-7)."""
+    return device.type in ("cuda", "cpu")
+
+
 def prepare_for_device(
     net: torch.nn.Module, device: torch.device, channels_last: bool | str = "auto"
 ) -> torch.nn.Module:
     net = net.to(device).eval()
-    if device.type == "cuda" and channels_last in (True, "auto"):
+    if channels_last is True or (channels_last == "auto" and channels_last_helps(device)):
         net = channels_last_3d(net)
     return net
 
@@ -73,7 +80,7 @@ def predict_logits(
     from spinelesion.models.tta import forward_tta
 
     device = resolve_device(device) if isinstance(device, str) else device
-    channels_last = device.type == "cuda"
+    channels_last = channels_last_helps(device)
     # Move the weights outside inference mode: tensors created inside it can never be
     # updated in place again (temperature scaling writes into the network afterwards).
     net = prepare_for_device(net, device)

@@ -83,7 +83,7 @@ def _portable(path: Path | str) -> str:
 
 
 def _real_lines(real: dict[str, Any]) -> list[str]:
-    """The real-anatomy checks of ``scripts/train_release_model.py`` as Markdown."""
+    """The real-anatomy checks of the release recipe (``spinelesion.release.checks``) as Markdown."""
     if not real:
         return []
 
@@ -272,7 +272,7 @@ def _rates_lines(rates: dict[str, dict[str, float]] | None) -> list[str]:
 
 
 def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
-    """Held-out real mimics (``scripts/train_release_model.py mimic_check``) as one paragraph."""
+    """Held-out real mimics (``spinelesion.release.checks.mimics``) as one paragraph."""
     if not mimics:
         return []
     f = fmt_value
@@ -291,7 +291,7 @@ def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
 
 def _plain_lines(plain: dict[str, Any]) -> list[str]:
     """The outside check's three findings drawn by a second, plain renderer
-    (``scripts/train_release_model.py plain_check``) as one paragraph."""
+    (``spinelesion.release.checks.plain``) as one paragraph."""
     if not plain:
         return []
     f = fmt_value

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from spinelesion.config_schema import LossConfig, OptimizerConfig, SchedulerConfig, validated
 from spinelesion.labels import IGNORE_INDEX, TASKS
-from spinelesion.models.batch import channels_last_3d
+from spinelesion.models.batch import channels_last_3d, channels_last_helps
 from spinelesion.models.networks import build_network
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ class SpineLesionModule(pl.LightningModule):
             ``label_smoothing``.
         seed: reseeds torch's RNG at every epoch start from (seed, epoch), so that a run
             resumed from an epoch-end checkpoint continues exactly as an uninterrupted one.
-        channels_last: channels-last 3D memory format (faster convolutions on recent GPUs);
-            ``auto`` turns it on when training on CUDA.
+        channels_last: channels-last 3D memory format (faster convolutions on recent GPUs and,
+            through oneDNN, on the CPU); ``auto`` turns it on where it helps
+            (:func:`~spinelesion.models.batch.channels_last_helps`).
         roi, reference: the input the network was trained on (ROI shape/spacing/margin and
             reference-sequence rule); unused here, saved in the checkpoint so that a
             checkpoint alone is enough to evaluate or predict.
@@ -103,7 +104,7 @@ class SpineLesionModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.channels_last_cfg == "auto":
-            self.channels_last = self.device.type == "cuda"
+            self.channels_last = channels_last_helps(self.device)
         if self.channels_last:
             self.net = channels_last_3d(self.net)
 

@@ -249,6 +249,21 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         out / "scaling_volume.png",
     )
 
+    # -- scan mode: the lattice scan against the MONAI scan it replaced ----------------------------------
+    if cfg.scan.enabled:
+        from spinelesion.benchmark.scan_speed import compare_scan
+
+        folders = [Path(str(f)) for f in cfg.scan.studies if Path(str(f)).is_dir()]
+        nifti = test_manifest.with_name("manifest_nifti.csv")
+        if not folders and nifti.is_file():  # no real study beside the project: a generated one
+            first = read_manifest(nifti).rows[0]
+            folders = [next(iter(first.sequences.values())).parent]
+        log.info("scan mode on %d study(ies)", len(folders))
+        scan_predictor = Predictor(net, meta, PredictorConfig(device=str(cfg.device), saliency_method="none"))
+        results["speed"]["scan"] = compare_scan(
+            scan_predictor, folders, int(cfg.scan.repeats), bool(cfg.scan.reference)
+        )
+
     # -- GPU ------------------------------------------------------------------------------------------
     if torch.cuda.is_available():
         log.info("GPU")

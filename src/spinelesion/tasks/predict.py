@@ -22,6 +22,31 @@ from spinelesion.tasks.arguments import ArgumentError, check_predict_args, parse
 log = logging.getLogger("spinelesion.predict")
 
 
+class WindowBar:
+    """A second progress bar, under the studies', for scan mode's windows inside one study (the
+    total grows as refinement plans more windows); opened on the first report, so a study with
+    given ROIs shows none."""
+
+    def __init__(self, disable: bool = False) -> None:
+        self.disable = disable
+        self.bar: Any = None
+
+    def __call__(self, done: int, planned: int) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=planned, desc="scan windows", unit="window", leave=False, disable=self.disable
+            )
+        self.bar.total = planned
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def predictor_config(cfg: DictConfig) -> Any:
     """The predictor's settings from ``configs/predict.yaml``'s sections, each checked for
     unknown keys where it is read (:func:`spinelesion.config_schema.validated`)."""
@@ -147,13 +172,15 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("%d study(ies) to predict on %s with %s", len(items), predictor.device, cfg.model_dir)
     from tqdm.auto import tqdm
 
-    for item in tqdm(items, desc="studies", unit="study"):
+    show = bool(cfg.get("progress", True))
+    for item in tqdm(items, desc="studies", unit="study", disable=not show):
         if cohort.skip(safe_name(item.study_id)):
             resumed.append(item.study_id)
             continue
         start = time.perf_counter()
+        windows = WindowBar(disable=not show)
         try:
-            res = predictor.predict_study(item, cohort.staging)
+            res = predictor.predict_study(item, cohort.staging, progress=windows)
         except Exception as exc:  # noqa: BLE001 - one bad study is reported, the rest go on
             cohort.discard(safe_name(item.study_id))
             reason = f"{type(exc).__name__}: {exc}"
@@ -163,6 +190,8 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
                 {"study_id": item.study_id, "source": shown_path(cfg, item.source), "reason": reason}
             )
             continue
+        finally:
+            windows.close()
         for w in res.warnings:
             log.warning("study %s: %s", item.study_id, w)
         cohort.append_rows(roi_csv_rows(item.study_id, res.rois, res.folder.name, res.warnings))

@@ -1,0 +1,1 @@
+"""The release recipe as resumable stages: draw data, train, mine, fit, check, judge, publish."""

@@ -1,0 +1,286 @@
+"""A release's checks: each one evaluates a model on one set and returns a JSON-ready result.
+
+Every check takes the model folder, a context (:class:`CheckContext`: where the shared real data
+and the drawn sets are, where to write) and its arguments; :data:`CHECKS` names them for the
+recipe's ``check`` stages and says under which metadata key the model card shows each result.
+The commands run as a user runs them (``spinelesion-evaluate``, ``spinelesion-predict``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class CheckContext:
+    out: Path  # this check's folder
+    data: dict[str, Path]  # upstream data stages by name -> their folder (manifest.csv inside)
+    shared: Path  # ../shared/data: real-normals/, real/, real-multisite/
+
+
+def run_command(*args: str) -> None:
+    log.info("$ %s", " ".join(args))
+    subprocess.run(list(args), check=True)
+
+
+def evaluate(model: Path, manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
+    """``spinelesion-evaluate`` of ``model`` on ``manifest`` into ``out``; its metrics.json."""
+    run_command(
+        str(BIN / "spinelesion-evaluate"),
+        f"model_dir={model}",
+        f"data.manifest={manifest}",
+        f"output_dir={out}",
+        f"hydra.run.dir={out}",
+        *extra,
+    )
+    return dict(json.loads((out / "metrics.json").read_text()))
+
+
+def predict_rows(model: Path, input_path: Path, dest: Path) -> list[dict[str, str]]:
+    """``spinelesion-predict`` (no saliency) on ``input_path`` into ``dest``; its predictions.csv rows."""
+    from spinelesion.evaluation.real import read_rows
+
+    run_command(
+        str(BIN / "spinelesion-predict"),
+        f"model_dir={model}",
+        f"input={input_path}",
+        f"output_dir={dest}",
+        f"hydra.run.dir={dest}",
+        "saliency.method=none",
+        "progress=false",
+    )
+    return read_rows(dest / "predictions.csv")
+
+
+def subjects(manifest: Path, split: str | None = None) -> list[str]:
+    """The patients of a manifest (of one ``split``, or all), sorted."""
+    import csv
+
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        return sorted({r["patient_id"] for r in csv.DictReader(fh) if split is None or r["split"] == split})
+
+
+def unused_real_studies(roots: list[Path], used: set[str]) -> dict[str, dict[str, Path]]:
+    """Study name -> {sequence: NIfTI} for each folder under ``roots`` that no training set uses
+    and whose files are named by a sequence the model reads (t1.nii.gz, t2.nii.gz, ...); a
+    folder without one (masks only, CT, an MR whose sequence is not stated) is left out."""
+    from spinelesion.io.study import sequence_files
+
+    studies: dict[str, dict[str, Path]] = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for folder in (p for p in root.iterdir() if p.is_dir() and p.name not in used):
+            files = sequence_files(folder)
+            if files:
+                studies[folder.name] = files
+    return dict(sorted(studies.items()))
+
+
+def _manifest(ctx: CheckContext, name: str) -> Path:
+    if name not in ctx.data:
+        raise ValueError(f"check needs the data stage {name!r} (given: {', '.join(ctx.data) or 'none'})")
+    return ctx.data[name] / "manifest.csv"
+
+
+def phantom_metrics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
+    """Headline metrics of ``spinelesion-evaluate`` on a phantom set."""
+    from spinelesion.evaluation.report import headline_metrics
+
+    return dict(headline_metrics(evaluate(model, _manifest(ctx, data), ctx.out / "eval")))
+
+
+def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
+    """Held-out subjects of an insertion set: per dataset, and each inserted body finding paired
+    with the same vertebra untouched."""
+    from spinelesion.evaluation.real import paired, per_dataset, read_rows
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
+    rows = read_rows(ctx.out / "eval" / "predictions.csv")
+    return {
+        "heldout_per_dataset": per_dataset(rows),
+        "heldout_paired": paired(rows),
+        "heldout_subjects": subjects(_manifest(ctx, data), "test"),
+    }
+
+
+def real_normals(
+    model: Path, ctx: CheckContext, manifest: str = "real-normals/manifest.csv"
+) -> dict[str, Any]:
+    """Every real normal body of a shared manifest called none/none, through evaluate and through
+    the user's command (predict reads the manifest's ROIs)."""
+    from spinelesion.evaluation.real import read_rows
+
+    path = ctx.shared / manifest
+    evaluate(model, path, ctx.out / "eval")
+    rows = read_rows(ctx.out / "eval" / "predictions.csv")
+    called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in rows]
+    predicted = [
+        r["compartment_label"] == "none" and r["fracture_label"] == "none"
+        for r in predict_rows(model, path, ctx.out / "predict")
+    ]
+    return {
+        "shared_real_normals_called_normal": {
+            "manifest": manifest,
+            "n": len(called),
+            "fraction": round(sum(called) / max(len(called), 1), 4),
+            "predict_fraction": round(sum(predicted) / max(len(predicted), 1), 4),
+        }
+    }
+
+
+def scan_untouched(
+    model: Path, ctx: CheckContext, data: str, backgrounds: str = "real-normals"
+) -> dict[str, Any]:
+    """Scan mode (``spinelesion-predict`` without ROIs) on the untouched studies of the held-out
+    subjects of an insertion set: false lesion calls per study."""
+    from spinelesion.evaluation.real import scan_false_calls
+
+    scans: list[dict[str, str]] = []
+    scanned: list[str] = []
+    for subject in subjects(_manifest(ctx, data), "test"):
+        files = _sequence_files(ctx.shared / backgrounds / subject)
+        if not files:
+            continue
+        inputs = _linked_inputs(ctx.out / "inputs" / subject, files)
+        scans.extend(
+            dict(r, study_id=subject) for r in predict_rows(model, inputs, ctx.out / "scan" / subject)
+        )
+        scanned.append(subject)
+    return {"scan_untouched_heldout": scan_false_calls(scans, scanned)}
+
+
+def scan_other_datasets(
+    model: Path, ctx: CheckContext, data: str, roots: tuple[str, ...] = ("real-normals", "real")
+) -> dict[str, Any]:
+    """Scan mode on the real normal studies that no training set uses (held out by dataset)."""
+    from spinelesion.evaluation.real import scan_false_calls
+
+    used = set(subjects(_manifest(ctx, data)))
+    scans: list[dict[str, str]] = []
+    scanned: list[str] = []
+    for name, files in unused_real_studies([ctx.shared / r for r in roots], used).items():
+        inputs = _linked_inputs(ctx.out / "inputs" / name, files)
+        scans.extend(dict(r, study_id=name) for r in predict_rows(model, inputs, ctx.out / name))
+        scanned.append(name)
+    return {"scan_untouched_other_datasets": {**scan_false_calls(scans, scanned), "subjects": scanned}}
+
+
+def _sequence_files(folder: Path) -> dict[str, Path]:
+    from spinelesion.io.study import sequence_files
+
+    return sequence_files(folder) if folder.is_dir() else {}
+
+
+def _linked_inputs(folder: Path, files: Mapping[str, Path]) -> Path:
+    """A folder of the sequences alone (a study folder also holds masks and other series)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seq, path in files.items():
+        link = folder / f"{seq}.nii.gz"
+        if not link.exists():
+            link.symlink_to(Path(path).resolve())
+    return folder
+
+
+def recorded_scans(
+    model: Path, manifest: Path, groups: Mapping[str, list[dict[str, str]]]
+) -> tuple[list[dict[str, Any]], float]:
+    """Scan mode (prediction's settings) on each study of ``groups`` (a manifest's rows by study):
+    every candidate with the classifier's answer around it, and the model's call threshold."""
+    from tqdm.auto import tqdm
+
+    from spinelesion.evaluation.scan_operating import scan_record
+    from spinelesion.inference.predictor import Predictor, PredictorConfig
+    from spinelesion.inference.scan import ScanConfig
+    from spinelesion.tasks.hard_negatives import scan_candidates, study_of
+
+    predictor = Predictor.from_model_dir(model, PredictorConfig(saliency_method="none"))
+    records = []
+    for name, rows in tqdm(groups.items(), desc="scan", unit="study"):
+        lesions = [
+            [float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])]
+            for r in rows
+            if (r["compartment"], r["fracture"]) != ("none", "none")
+        ]
+        found = scan_candidates(predictor, study_of(manifest, rows), ScanConfig())
+        records.append(scan_record(name, lesions, found))
+    return records, predictor.scan_call_threshold()
+
+
+def scan_set(
+    model: Path,
+    ctx: CheckContext,
+    data: str,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    studies: int | None = None,
+    lesion_studies: bool = False,
+) -> dict[str, Any]:
+    """Scan mode at the model's call threshold on the first ``studies`` studies (all: None) of a
+    set's ``splits`` (``lesion_studies``: only those with a finding): a lesion call more than 20 mm
+    from every labelled lesion of its study is false; a lesion with a call within 20 mm is found."""
+    from spinelesion.evaluation.scan_operating import at_threshold
+    from spinelesion.tasks.hard_negatives import study_rows
+
+    manifest = _manifest(ctx, data)
+    groups = study_rows(manifest, tuple(splits))
+    if lesion_studies:
+        groups = {k: v for k, v in groups.items() if any(r["finding"] != "normal" for r in v)}
+    records, threshold = recorded_scans(model, manifest, dict(list(groups.items())[:studies]))
+    return dict(at_threshold(records, threshold))
+
+
+def mimics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
+    """Mimics and normal variants inserted into the held-out subjects: called none/none?"""
+    from spinelesion.evaluation.real import mimics_called_normal, read_rows
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
+    return dict(mimics_called_normal(read_rows(ctx.out / "eval" / "predictions.csv")))
+
+
+def plain(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
+    """A second, plain renderer's findings (no code shared with the insertion the model learnt)
+    in every body of the held-out subjects, beside the same bodies untouched."""
+    from spinelesion.evaluation.real import paired, per_dataset, read_rows, right_per_finding
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval")
+    rows = read_rows(ctx.out / "eval" / "predictions.csv")
+    right = right_per_finding(rows)
+    return {
+        "subjects": sorted({r["patient_id"] for r in rows}),
+        "per_dataset": per_dataset(rows),
+        "paired": paired(rows),
+        "both_labels_right": {k: v["both_labels_right"] for k, v in right.items()},
+        "n": {k: v["n"] for k, v in right.items()},
+    }
+
+
+@dataclass(frozen=True)
+class Check:
+    run: Callable[..., dict[str, Any]]
+    record: tuple[str, ...]  # where the model's metadata keeps it: ("metrics", title) or (key,)
+    merge: bool = False  # the result's keys are merged into that section (several checks share it)
+
+
+CHECKS: dict[str, Check] = {
+    # a check stage's ``label`` names its metrics section (the set: "fresh phantom test set, seed ...")
+    "phantom_fresh": Check(phantom_metrics, ("metrics", "fresh phantom test set")),
+    "phantom_shifted": Check(phantom_metrics, ("metrics", "shifted phantom set")),
+    "real_heldout": Check(real_heldout, ("real_anatomy",), merge=True),
+    "real_normals": Check(real_normals, ("real_anatomy",), merge=True),
+    "scan_untouched": Check(scan_untouched, ("real_anatomy",), merge=True),
+    "scan_other_datasets": Check(scan_other_datasets, ("real_anatomy",), merge=True),
+    "scan_phantom": Check(scan_set, ("phantom_scan",)),
+    "scan_inserted": Check(scan_set, ("real_inserted_scan",)),
+    "mimics": Check(mimics, ("real_mimics",)),
+    "plain": Check(plain, ("plain_renderer",)),
+}

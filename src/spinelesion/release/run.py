@@ -1,0 +1,204 @@
+"""Run a release recipe stage by stage, skipping what is done, with a plan and a timing table.
+
+``from`` reruns a stage and every later one; ``until`` stops after a stage; ``force`` reruns the
+named stages. The plan (``plan.md`` in the work folder, and the log) lists every stage with its
+estimate, its measured time when done, and whether it will run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinelesion.atomic import write_text
+from spinelesion.release.recipe import Recipe, Stage
+from spinelesion.release.stages import RUNNERS, StageContext, resolve_under
+from spinelesion.release.store import WorkFolder, code_hash, folder_hash, stage_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanRow:
+    stage: Stage
+    key: str
+    status: str  # "done" | "run" | "rerun" (done under other inputs, or forced) | "resume" | "skip" (not selected)
+    estimate_min: float | None
+    measured_min: float | None
+    done: bool = False  # finished under the current inputs (whether or not it runs again now)
+
+
+def stage_keys(recipe: Recipe, root: Path) -> dict[str, str]:
+    """Every stage's key; an imported folder (relative to ``root``) is keyed by its contents."""
+    codes: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for stage in recipe.stages:
+        if stage.kind not in codes:
+            codes[stage.kind] = code_hash(stage.kind)
+        code = codes[stage.kind]
+        if stage.kind == "import":
+            code += folder_hash(resolve_under(root, str(stage.params["path"])))
+        keys[stage.name] = stage_key(stage, keys, code)
+    return keys
+
+
+def plan(
+    recipe: Recipe,
+    work: WorkFolder,
+    start: str | None = None,
+    until: str | None = None,
+    force: Sequence[str] = (),
+    root: Path = Path("."),
+) -> list[PlanRow]:
+    keys = stage_keys(recipe, root)
+    for name in force:
+        recipe.stage(name)  # an unknown name is an error
+    selected = {s.name for s in recipe.select(start, until)}
+    redo = set(force) | ({s.name for s in recipe.select(start, None)} if start else set())
+    rows: list[PlanRow] = []
+    will_run: set[str] = set()
+    for stage in recipe.stages:
+        rec = work.record(stage)
+        seconds = rec.get("seconds") if rec else None
+        measured = float(seconds) / 60.0 if isinstance(seconds, int | float) else None
+        inputs = {n: work.stamp(recipe.stage(n)) for n in stage.needs}
+        done = work.is_done(stage, keys[stage.name], inputs) and not will_run & set(stage.needs)
+        if stage.name not in selected:
+            status = "skip"
+        elif done and stage.name not in redo:
+            status = "done"
+        elif rec is not None:
+            status = "rerun"
+        elif work.folder(stage).exists():
+            status = "resume"
+        else:
+            status = "run"
+        if status in ("run", "rerun", "resume"):
+            will_run.add(stage.name)
+        rows.append(
+            PlanRow(stage, keys[stage.name], status, stage.estimate_min, measured if done else None, done)
+        )
+    return rows
+
+
+def plan_table(rows: Sequence[PlanRow]) -> str:
+    lines = [
+        "| stage | kind | status | estimate (min) | measured (min) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        est = f"{r.estimate_min:.0f}" if r.estimate_min is not None else "-"
+        got = f"{r.measured_min:.1f}" if r.measured_min is not None else "-"
+        lines.append(f"| {r.stage.name} | {r.stage.kind} | {r.status} | {est} | {got} |")
+    todo = [r for r in rows if r.status in ("run", "rerun", "resume")]
+    left = sum(r.estimate_min or 0.0 for r in todo)
+    measured = sum(r.measured_min or 0.0 for r in rows)
+    lines += [
+        "",
+        f"{len(todo)} stage(s) to run, about {left:.0f} min by the estimates; done so far: {measured:.0f} min measured.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_release(
+    recipe: Recipe,
+    work_dir: Path,
+    shared: Path,
+    models: Path,
+    start: str | None = None,
+    until: str | None = None,
+    force: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    plan_only: bool = False,
+) -> list[PlanRow]:
+    work = WorkFolder(Path(work_dir))
+    work.root.mkdir(parents=True, exist_ok=True)
+    rows = plan(recipe, work, start, until, force, Path(models).parent)
+    table = plan_table(rows)
+    write_text(work.root / "plan.md", f"# Release plan: {recipe.name}\n\nwork folder: {work.root}\n\n{table}")
+    log.info("release %s, work folder %s\n%s", recipe.name, work.root, table)
+    if plan_only:
+        return rows
+    by_name = {r.stage.name: r for r in rows}
+    for row in rows:
+        if row.status in ("skip", "done"):
+            if row.status == "done":
+                log.info("%s: done (%.1f min), skipped", row.stage.name, row.measured_min or 0.0)
+            continue
+        stage = row.stage
+        missing = [n for n in stage.needs if not by_name[n].done]
+        if missing:
+            raise RuntimeError(
+                f"release stage {stage.name} needs {', '.join(missing)}, not done under the current inputs: "
+                "run without from=/until= first"
+            )
+        row.done = False
+        folder = work.start(stage, row.key)
+        log.info("%s (%s): %s", stage.name, stage.kind, "resuming" if row.status == "resume" else "running")
+        started = time.perf_counter()
+        ctx = StageContext(
+            folder,
+            {n: work.folder(recipe.stage(n)) for n in stage.needs},
+            Path(shared),
+            Path(models),
+            tuple(overrides),
+        )
+        outputs: dict[str, Any] = RUNNERS[stage.kind](stage, ctx)
+        seconds = time.perf_counter() - started
+        work.finish(stage, row.key, seconds, outputs, {n: work.stamp(recipe.stage(n)) for n in stage.needs})
+        row.status, row.measured_min, row.done = "done", seconds / 60.0, True
+        log.info("%s: done in %.1f min", stage.name, seconds / 60.0)
+        write_text(
+            work.root / "plan.md",
+            f"# Release plan: {recipe.name}\n\nwork folder: {work.root}\n\n{plan_table(rows)}",
+        )
+    log.info("release %s\n%s", recipe.name, plan_table(rows))
+    return rows
+
+
+def hydra_arguments(argv: Sequence[str]) -> list[str]:
+    """``--from X`` / ``--until X`` / ``--plan`` as Hydra overrides; everything else unchanged."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--from", "--until") and i + 1 < len(argv):
+            out.append(f"{arg[2:]}={argv[i + 1]}")
+            i += 2
+            continue
+        if arg.startswith(("--from=", "--until=")):
+            out.append(arg[2:])
+        elif arg == "--plan":
+            out.append("plan_only=true")
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def release_from_config(cfg: Any) -> list[PlanRow]:
+    """``spinelesion-release``'s config (configs/release.yaml) -> :func:`run_release`."""
+    from omegaconf import OmegaConf
+
+    from spinelesion.release.recipe import checks_only, recipe_from_config
+
+    release = OmegaConf.to_container(cfg.release, resolve=True)
+    if not isinstance(release, dict):
+        raise TypeError("release: the recipe must be a mapping")
+    recipe = recipe_from_config(str(release.get("name", "release")), release.get("stages") or {})
+    if cfg.get("check"):
+        recipe = checks_only(recipe, str(cfg.check))
+    return run_release(
+        recipe,
+        Path(str(cfg.work_dir)),
+        Path(str(cfg.shared_dir)),
+        Path(str(cfg.models_dir)),
+        start=cfg.get("from"),
+        until=cfg.get("until"),
+        force=list(cfg.get("force") or []),
+        overrides=list(cfg.get("overrides") or []),
+        plan_only=bool(cfg.get("plan_only", False)),
+    )

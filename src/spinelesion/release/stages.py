@@ -1,0 +1,273 @@
+"""What each kind of release stage does, given its folder and its inputs' folders.
+
+Every stage writes only inside its own folder; a stage reading a model or a data set gets the
+folder of the stage that made it. Commands run as a user runs them (``spinelesion-make-data``,
+``-insert``, ``-train``), so a stage's log is the command's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinelesion.release.checks import BIN, CHECKS, CheckContext, run_command
+from spinelesion.release.recipe import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    folder: Path  # this stage's folder
+    inputs: dict[str, Path]  # earlier stages' folders by name
+    shared: Path  # ../shared/data
+    models: Path  # where publish writes models/<name>
+    overrides: tuple[str, ...] = ()  # Hydra overrides every command gets (e.g. trainer=gpu on a GPU)
+
+
+def model_of(folder: Path) -> Path:
+    """The model folder a stage left: its ``model/`` (train, scan_point, judge)."""
+    model = folder / "model"
+    if not (model / "metadata.json").is_file():
+        raise FileNotFoundError(f"{folder}: no model/metadata.json (did the stage finish?)")
+    return model
+
+
+def _shared_path(ctx: StageContext, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else ctx.shared / path
+
+
+def phantom(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    p = stage.params
+    run_command(
+        str(BIN / "spinelesion-make-data"),
+        f"output_dir={ctx.folder}",
+        f"hydra.run.dir={ctx.folder / 'logs'}",
+        f"studies={int(p['studies'])}",
+        f"seed={int(p['seed'])}",
+        "formats=[nifti]",
+        *[str(o) for o in p.get("overrides", [])],
+    )
+    return {"manifest": str(ctx.folder / "manifest.csv")}
+
+
+def insert(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    p = stage.params
+    backgrounds = _shared_path(ctx, str(p["backgrounds"]))
+    if not backgrounds.is_dir():
+        raise FileNotFoundError(
+            f"{backgrounds}: real backgrounds not found (../shared/data beside the project)"
+        )
+    run_command(
+        str(BIN / "spinelesion-insert"),
+        f"output_dir={ctx.folder}",
+        f"hydra.run.dir={ctx.folder / 'logs'}",
+        f"backgrounds={backgrounds}",
+        *[str(o) for o in p.get("overrides", [])],
+    )
+    return {"manifest": str(ctx.folder / "manifest.csv")}
+
+
+def plain(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """The plain renderer's findings in every body of an insertion set's held-out subjects."""
+    import yaml
+
+    from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.insert.plain import generate_plain
+    from spinelesion.release.checks import subjects
+
+    levels = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())["levels"]
+    held_out = subjects(ctx.inputs[stage.params["subjects_of"]] / "manifest.csv", "test")
+    backgrounds = _shared_path(ctx, str(stage.params["backgrounds"]))
+    manifest = generate_plain(backgrounds, held_out, ctx.folder, levels=levels)
+    return {"manifest": str(manifest), "subjects": held_out}
+
+
+def train(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """``spinelesion-train`` on the named sets (from ``init``'s model when given); resumes from its
+    own last checkpoint when a previous run of this stage was interrupted."""
+    p = stage.params
+    manifests = [str(ctx.inputs[m] / "manifest.csv") for m in p["manifests"]]
+    args = [
+        str(BIN / "spinelesion-train"),
+        f"hydra.run.dir={ctx.folder}",
+        f"data.cache_dir={ctx.folder.parent / 'cache'}",  # shared by the recipe's trainings
+        "data.manifest=[" + ",".join(manifests) + "]",
+        *[str(o) for o in p.get("overrides", [])],
+        *ctx.overrides,
+    ]
+    if p.get("init"):
+        args.append(f"init_from={model_of(ctx.inputs[p['init']])}")
+    last = ctx.folder / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("%s: resuming from %s", stage.name, last)
+        args.append(f"ckpt_path={last}")
+    run_command(*args)
+    return {"model": str(model_of(ctx.folder))}
+
+
+def mine(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    from spinelesion.tasks.hard_negatives import mine_hard_negatives
+
+    p = stage.params
+    manifest = mine_hard_negatives(
+        ctx.inputs[p["studies_of"]] / "manifest.csv",
+        model_of(ctx.inputs[p["model"]]),
+        ctx.folder,
+        {**dict(p.get("settings") or {}), "progress": True},
+    )
+    summary = json.loads((ctx.folder / "mining.json").read_text())
+    return {"manifest": str(manifest), "rois": summary.get("candidates")}
+
+
+def resolve_under(root: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else Path(root) / path
+
+
+def import_model(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """A copy of an existing model folder (relative paths: to the folder holding models/)."""
+    source = resolve_under(ctx.models.parent, str(stage.params["path"]))
+    if not (source / "metadata.json").is_file():
+        raise FileNotFoundError(f"{source}: no metadata.json (not a model folder)")
+    return {"model": str(copy_model(source, ctx.folder)), "source": str(source)}
+
+
+def copy_model(source: Path, folder: Path) -> Path:
+    dest = folder / "model"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(source, dest)
+    return dest
+
+
+def update_metadata(model: Path, path: tuple[str, ...], value: Any, merge: bool = False) -> None:
+    """Set ``metadata[path...]`` (merging a mapping into what is there when ``merge``) and rewrite
+    the model card."""
+    from spinelesion.models.card import write_model_card
+
+    meta = json.loads((model / "metadata.json").read_text())
+    node = meta
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    if merge and isinstance(node.get(path[-1]), dict):
+        node[path[-1]] = {**node[path[-1]], **value}
+    else:
+        node[path[-1]] = value
+    (model / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_model_card(model, meta)
+
+
+def scan_point(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """A copy of the model with scan mode's call threshold chosen on the validation subjects' real
+    studies (untouched and with one inserted finding): metadata ``scan``."""
+    from spinelesion.evaluation.scan_operating import choose_call_threshold, operating_curve
+    from spinelesion.release.checks import recorded_scans, subjects
+    from spinelesion.tasks.hard_negatives import study_rows
+
+    p = stage.params
+    model = copy_model(model_of(ctx.inputs[p["model"]]), ctx.folder)
+    manifest = ctx.inputs[p["studies_of"]] / "manifest.csv"
+    records, _ = recorded_scans(model, manifest, study_rows(manifest, ("val",)))
+    curve = operating_curve(records)
+    loss = float(p.get("max_sensitivity_loss", 0.02))
+    result = {
+        "call_threshold": choose_call_threshold(curve, loss),
+        "max_sensitivity_loss": loss,
+        "fitted_on": f"{len(records)} real studies of the validation subjects ({', '.join(subjects(manifest, 'val'))})",
+        "curve": curve,
+    }
+    update_metadata(model, ("scan",), result)
+    return {"model": str(model), "call_threshold": result["call_threshold"]}
+
+
+def check(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    p = stage.params
+    name = str(p["check"])
+    if name not in CHECKS:
+        raise ValueError(f"release stage {stage.name}: unknown check {name!r} (checks: {', '.join(CHECKS)})")
+    data = [p["data"]] if isinstance(p.get("data"), str) else list(p.get("data") or [])
+    cctx = CheckContext(ctx.folder, {d: ctx.inputs[d] for d in data}, ctx.shared)
+    args = dict(p.get("args") or {})
+    if data:
+        args.setdefault("data", data[0])
+    result = CHECKS[name].run(model_of(ctx.inputs[p["model"]]), cctx, **args)
+    (ctx.folder / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return {"check": name, "label": p.get("label")}
+
+
+def judge(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """A copy of the model with every check recorded in its metadata and card, and the release
+    rule (written before measuring: the recipe's ``rule``) judged on them."""
+    from spinelesion.release.rule import judge_rule
+
+    p = stage.params
+    model = copy_model(model_of(ctx.inputs[p["model"]]), ctx.folder)
+    for name in p["checks"]:
+        stage_folder = ctx.inputs[name]
+        done = json.loads((stage_folder / "done.json").read_text())
+        result = json.loads((stage_folder / "result.json").read_text())
+        spec = CHECKS[done["outputs"]["check"]]
+        label = done["outputs"].get("label")  # a metrics section's title (the set it was measured on)
+        record = (*spec.record[:-1], str(label)) if label else spec.record
+        update_metadata(model, record, result, merge=spec.merge)
+    meta = json.loads((model / "metadata.json").read_text())
+    verdict = judge_rule(meta, p["rule"])
+    update_metadata(model, ("release_rule",), verdict)
+    (ctx.folder / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    log.info("release rule: %s", "passed" if verdict["passed"] else "NOT passed")
+    for line in verdict["lines"]:
+        log.info(
+            "  %s %s %s %s: %s",
+            "ok " if line["passed"] else "NO ",
+            line["what"],
+            line["op"],
+            line["target"],
+            line["value"],
+        )
+    return {"model": str(model), "passed": verdict["passed"]}
+
+
+def publish(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """The judged model into ``models/<name>``, only when it passed the rule (or ``force``)."""
+    p = stage.params
+    source = ctx.inputs[p["model"]]
+    verdict = (
+        json.loads((source / "verdict.json").read_text()) if (source / "verdict.json").is_file() else None
+    )
+    passed = bool(verdict and verdict.get("passed"))
+    if not passed and not p.get("force"):
+        raise RuntimeError(
+            f"{stage.name}: the candidate did not pass the release rule ({source / 'verdict.json'}); "
+            "models/ is unchanged (publish.force=true to publish anyway)"
+        )
+    name = str(p.get("name") or json.loads((model_of(source) / "metadata.json").read_text())["name"])
+    dest = ctx.models / name
+    staging = ctx.models / f".{name}.incoming"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(model_of(source), staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return {"published": str(dest), "passed": passed}
+
+
+RUNNERS: Mapping[str, Callable[[Stage, StageContext], dict[str, Any]]] = {
+    "phantom": phantom,
+    "insert": insert,
+    "plain": plain,
+    "train": train,
+    "mine": mine,
+    "scan_point": scan_point,
+    "check": check,
+    "judge": judge,
+    "publish": publish,
+    "import": import_model,
+}

@@ -1,0 +1,358 @@
+"""spinelesion-release: a recipe's stages run in order, each kept under a key of its inputs and
+skipped when done; from/until/force; interrupted stages resume; the rule; the real recipe's plan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spinelesion.config_schema import ConfigError
+from spinelesion.release import run as release_run
+from spinelesion.release import stages as release_stages
+from spinelesion.release.recipe import Recipe, Stage, recipe_from_config
+from spinelesion.release.rule import judge_rule
+from spinelesion.release.store import WorkFolder, stage_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe(**params: Any) -> Recipe:
+    """data -> model -> mined -> model2 (phantom, train, mine, train), with fake runners below."""
+    return recipe_from_config(
+        "toy",
+        {
+            "data": {"kind": "phantom", "studies": params.get("studies", 4), "seed": 1, "estimate_min": 1},
+            "model": {"kind": "train", "manifests": ["data"], "estimate_min": 2},
+            "mined": {"kind": "mine", "model": "model", "studies_of": "data"},
+            "model2": {"kind": "train", "manifests": ["data", "mined"], "init": "model"},
+        },
+    )
+
+
+class Calls(list):
+    """The stages run, in order; stages named in ``fail`` stop half way (an interrupted run)."""
+
+    fail: set[str]
+
+
+@pytest.fixture
+def fake_runners(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Every kind writes a marker naming its inputs."""
+    calls = Calls()
+    calls.fail = set()
+
+    def runner(stage: Stage, ctx: release_stages.StageContext) -> dict[str, Any]:
+        if stage.name in calls.fail:
+            (ctx.folder / "partial").write_text("half done")
+            raise RuntimeError("interrupted")
+        calls.append(stage.name)
+        (ctx.folder / "marker.txt").write_text(",".join(sorted(ctx.inputs)))
+        return {"inputs": sorted(str(p.name) for p in ctx.inputs.values())}
+
+    monkeypatch.setattr(release_run, "RUNNERS", {k: runner for k in release_stages.RUNNERS})
+    return calls
+
+
+def _run(recipe: Recipe, work: Path, **kwargs: Any) -> dict[str, str]:
+    rows = release_run.run_release(recipe, work, work / "shared", work / "models", **kwargs)
+    return {r.stage.name: r.status for r in rows}
+
+
+def test_stages_run_in_order_then_are_skipped_and_readers_of_a_rerun_input_rerun(tmp_path, fake_runners):
+    recipe = _recipe()
+    _run(recipe, tmp_path)
+    assert fake_runners == ["data", "model", "mined", "model2"]
+    assert (tmp_path / "model2" / "marker.txt").read_text() == "data,mined,model"
+    done = json.loads((tmp_path / "model" / "done.json").read_text())
+    data_done = json.loads((tmp_path / "data" / "done.json").read_text())
+    assert done["inputs"] == {"data": f"{data_done['key']}@{data_done['at']}"} and "seconds" in done
+    assert "| model | train |" in (tmp_path / "plan.md").read_text()
+
+    fake_runners.clear()
+    statuses = _run(recipe, tmp_path)
+    assert fake_runners == [] and set(statuses.values()) == {"done"}  # a second run does nothing
+
+    _run(recipe, tmp_path, force=["mined"])  # a forced stage reruns, and so does its reader
+    assert fake_runners == ["mined", "model2"]
+
+    fake_runners.clear()
+    _run(recipe, tmp_path, start="model")  # from: that stage and every later one
+    assert fake_runners == ["model", "mined", "model2"]
+
+    fake_runners.clear()
+    _run(_recipe(studies=5), tmp_path, until="model")  # new inputs: the changed stage and its readers
+    assert fake_runners == ["data", "model"]
+    plan = {r.stage.name: r.status for r in release_run.plan(_recipe(studies=5), WorkFolder(tmp_path))}
+    assert plan == {"data": "done", "model": "done", "mined": "rerun", "model2": "rerun"}
+
+
+def test_an_interrupted_stage_resumes_in_its_folder_and_a_missing_input_is_refused(tmp_path, fake_runners):
+    recipe = _recipe()
+    fake_runners.fail = {"model"}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _run(recipe, tmp_path)
+    assert (tmp_path / "model" / "partial").is_file() and not (tmp_path / "model" / "done.json").exists()
+    statuses = {r.stage.name: r.status for r in release_run.plan(recipe, WorkFolder(tmp_path))}
+    assert statuses == {"data": "done", "model": "resume", "mined": "run", "model2": "run"}
+    fake_runners.fail = set()
+    _run(recipe, tmp_path)
+    assert (tmp_path / "model" / "partial").is_file()  # resumed in place, not wiped
+    assert (tmp_path / "model" / "done.json").is_file()
+    with pytest.raises(RuntimeError, match="needs data"):  # from= a stage whose input never ran
+        _run(recipe, tmp_path / "fresh", start="model")
+
+
+def test_the_key_follows_parameters_inputs_and_code():
+    stage = Stage("m", "train", {"manifests": ["d"]})
+    base = stage_key(stage, {"d": "k1"}, "code1")
+    assert stage_key(stage, {"d": "k1"}, "code1") == base
+    assert (
+        stage_key(Stage("m", "train", {"manifests": ["d"], "overrides": ["x=1"]}), {"d": "k1"}, "code1")
+        != base
+    )
+    assert stage_key(stage, {"d": "k2"}, "code1") != base
+    assert stage_key(stage, {"d": "k1"}, "code2") != base
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ({"a": {"kind": "bake"}}, "unknown kind"),
+        ({"a": {"kind": "phantom", "seed": 1}}, "missing studies"),
+        ({"a": {"kind": "phantom", "studies": 1, "seed": 1, "colour": "red"}}, "unknown parameter"),
+        (
+            {"a": {"kind": "train", "manifests": ["b"]}, "b": {"kind": "phantom", "studies": 1, "seed": 1}},
+            "earlier stage",
+        ),
+        ({"a": {"studies": 1}}, "no kind"),
+    ],
+)
+def test_a_recipe_is_checked_before_anything_runs(stages, message):
+    with pytest.raises(ConfigError, match=message):
+        recipe_from_config("bad", stages)
+
+
+def test_from_and_until_name_known_stages_in_order():
+    recipe = _recipe()
+    assert [s.name for s in recipe.select("model", "mined")] == ["model", "mined"]
+    with pytest.raises(ConfigError, match="no release stage"):
+        recipe.select("nope")
+    with pytest.raises(ConfigError, match="comes after"):
+        recipe.select("mined", "model")
+
+
+def test_the_rule_passes_only_when_every_line_holds_on_a_recorded_number():
+    meta = {"a": {"auc": 0.96, "calls": 1}, "b": {"none": None}}
+    rule = [
+        {"what": "a.auc", "op": ">=", "target": 0.95},
+        {"what": "a.calls", "op": "<=", "target": 1},
+    ]
+    assert judge_rule(meta, rule)["passed"]
+    missing = judge_rule(meta, [*rule, {"what": "b.none", "op": ">=", "target": 0}])
+    assert not missing["passed"] and missing["lines"][-1]["value"] is None  # a check that did not run
+    failing = judge_rule(meta, [{"what": "a.auc", "op": ">=", "target": 0.97}])
+    assert not failing["passed"] and failing["lines"][0]["value"] == 0.96
+    with pytest.raises(ConfigError, match="rule line 1"):
+        judge_rule(meta, [{"what": "a.auc", "op": "=>", "target": 0.9}])
+
+
+def test_publish_refuses_a_candidate_that_failed_the_rule(tmp_path):
+    judged = tmp_path / "judge"
+    (judged / "model").mkdir(parents=True)
+    (judged / "model" / "metadata.json").write_text(json.dumps({"name": "demo"}))
+    (judged / "verdict.json").write_text(json.dumps({"passed": False, "lines": []}))
+    ctx = release_stages.StageContext(tmp_path / "publish", {"judge": judged}, tmp_path, tmp_path / "models")
+    stage = Stage("publish", "publish", {"model": "judge"})
+    with pytest.raises(RuntimeError, match="did not pass the release rule"):
+        release_stages.publish(stage, ctx)
+    assert not (tmp_path / "models").exists()
+    out = release_stages.publish(Stage("publish", "publish", {"model": "judge", "force": True}), ctx)
+    assert out["published"] == str(tmp_path / "models" / "demo") and not out["passed"]
+    assert json.loads((tmp_path / "models" / "demo" / "metadata.json").read_text())["name"] == "demo"
+
+
+def test_a_training_stage_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    commands: list[tuple[str, ...]] = []
+    monkeypatch.setattr(release_stages, "run_command", lambda *a: commands.append(a))
+    monkeypatch.setattr(release_stages, "model_of", lambda folder: folder / "model")
+    (tmp_path / "train" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "train" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    ctx = release_stages.StageContext(
+        tmp_path / "train", {"d": tmp_path / "d", "m0": tmp_path / "m0"}, tmp_path, tmp_path, ("trainer=gpu",)
+    )
+    release_stages.train(
+        Stage("train", "train", {"manifests": ["d"], "init": "m0", "overrides": ["a=1"]}), ctx
+    )
+    args = commands[0]
+    assert f"data.manifest=[{tmp_path / 'd' / 'manifest.csv'}]" in args
+    assert "a=1" in args and "trainer=gpu" in args
+    assert f"init_from={tmp_path / 'm0' / 'model'}" in args
+    assert f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}" in args
+
+
+def test_the_release_command_prints_the_real_recipes_plan(tmp_path):
+    """The shipped recipe composes, checks and plans (nothing runs): every stage listed."""
+    from spinelesion.release.run import hydra_arguments
+
+    assert hydra_arguments(["--from", "stage1", "--until=judge", "--plan", "x=1"]) == [
+        "from=stage1",
+        "until=judge",
+        "plan_only=true",
+        "x=1",
+    ]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.make_release",
+            "--plan",
+            f"work_dir={tmp_path / 'work'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    plan = (tmp_path / "work" / "plan.md").read_text()
+    for stage in (
+        "train400",
+        "stage1",
+        "mine_real1",
+        "finetune2",
+        "scan_point",
+        "check_scan_inserted",
+        "judge",
+        "publish",
+    ):
+        assert f"| {stage} |" in plan, stage
+    assert "to run" in out.stderr + out.stdout
+
+
+@pytest.mark.slow  # every kind but the real-data checks, on toy data: ~2 min on the 2-core CPU
+def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_path):
+    """Phantom and insertion sets, a training, a mined round, a fine-tuning, the scan operating
+    point, a check, the rule and the release, on toy data; then nothing reruns."""
+    from helpers_insert import write_toy_backgrounds
+
+    shared = tmp_path / "shared"
+    write_toy_backgrounds(shared / "toy-normals")
+    small = [
+        "trainer.max_epochs=1",
+        "model.net.widths=[8,16,16,16]",
+        "model.net.hidden=16",
+        "callbacks.progress_bar=null",
+        "data.progress=false",
+        "logger=csv",
+        "evaluate_splits=[]",
+        "tta=[]",
+    ]
+    mining = {
+        "threshold": 0.0,
+        "max_rois": 2,
+        "copies": 1,
+        "studies": "all",
+        "max_studies": 2,
+        "exclude_mm": 25.0,
+    }
+    stages = {
+        "data": {"kind": "phantom", "studies": 10, "seed": 3},
+        "test": {"kind": "phantom", "studies": 4, "seed": 4},
+        "real": {
+            "kind": "insert",
+            "backgrounds": "toy-normals",
+            "overrides": [
+                "levels=[L1,L2,L3]",
+                "variants_per_subject=2",
+                "workers=1",
+                "splits={train: 0.5, val: 0.5}",
+            ],
+        },
+        "stage1": {"kind": "train", "manifests": ["data", "real"], "overrides": small},
+        "mined": {"kind": "mine", "model": "stage1", "studies_of": "data", "settings": mining},
+        "tuned": {
+            "kind": "train",
+            "init": "stage1",
+            "manifests": ["data", "real", "mined"],
+            "overrides": small,
+        },
+        "point": {"kind": "scan_point", "model": "tuned", "studies_of": "real"},
+        "fresh": {"kind": "check", "check": "phantom_fresh", "model": "point", "data": "test"},
+        "judge": {
+            "kind": "judge",
+            "model": "point",
+            "checks": ["fresh"],
+            "rule": [{"what": "metrics.fresh phantom test set.n", "op": ">=", "target": 1}],
+        },
+        "publish": {"kind": "publish", "model": "judge", "name": "toy-demo"},
+    }
+    recipe = recipe_from_config("toy", stages)
+    work, models = tmp_path / "work", tmp_path / "models"
+    rows = release_run.run_release(recipe, work, shared, models)
+    assert all(r.status == "done" for r in rows)
+    meta = json.loads((models / "toy-demo" / "metadata.json").read_text())
+    assert meta["release_rule"]["passed"] and "call_threshold" in meta["scan"]
+    assert meta["metrics"]["fresh phantom test set"]["n"] >= 1
+    assert (models / "toy-demo" / "README.md").is_file()  # the card, rewritten with the checks
+    mined = (work / "mined" / "manifest.csv").read_text().splitlines()
+    assert len(mined) > 1  # hard negatives were written
+    assert "| publish | publish | done |" in (work / "plan.md").read_text()
+
+    again = release_run.run_release(recipe, work, shared, models)
+    assert [r.status for r in again] == ["done"] * len(stages)
+    first = {r.stage.name: r.measured_min for r in rows}
+    assert all(abs((r.measured_min or 0) - (first[r.stage.name] or 0)) < 0.01 for r in again)  # as measured
+
+
+def test_held_out_dataset_scan_takes_unused_studies_named_by_sequence(tmp_path: Path) -> None:
+    from spinelesion.release.checks import unused_real_studies
+
+    normals, real = tmp_path / "real-normals", tmp_path / "real"
+    for folder, files in {
+        normals / "vb2_01": ["t2.nii.gz", "t2_bodies.nii.gz"],  # a training subject
+        normals / "other_t1t2": ["t1.nii.gz", "t2.nii.gz", "t2star.nii.gz", "cord_t2.nii.gz"],
+        real / "cervical": ["t2.nii.gz", "t2_seg-manual.nii.gz"],
+        real / "abdomen": ["example_mr_sm.nii.gz"],  # sequence not stated: never guessed
+        real / "ct": ["dicom"],
+    }.items():
+        folder.mkdir(parents=True)
+        for name in files:
+            (folder / name).write_bytes(b"")
+    found = unused_real_studies([normals, real, tmp_path / "absent"], {"vb2_01"})
+    assert list(found) == ["cervical", "other_t1t2"]
+    assert found["other_t1t2"] == {
+        "t1": normals / "other_t1t2" / "t1.nii.gz",
+        "t2": normals / "other_t1t2" / "t2.nii.gz",
+    }
+
+
+def test_checks_only_runs_the_recipes_checks_on_a_given_model():
+    """make real-check: the shipped recipe's checks and rule on the released folder, with only the
+    data sets they read (no training, no mining), published back whatever the verdict."""
+    import yaml
+
+    from spinelesion.release.recipe import checks_only
+
+    cfg = yaml.safe_load((ROOT / "configs" / "release" / "default.yaml").read_text())
+    full = recipe_from_config(cfg["name"], cfg["stages"])
+    recipe = checks_only(full, "models/spinelesion-demo")
+    kinds = {s.kind for s in recipe.stages}
+    assert not kinds & {"train", "mine", "scan_point"}
+    assert recipe.stage("released").params == {"path": "models/spinelesion-demo"}
+    checks = [s for s in recipe.stages if s.kind == "check"]
+    assert len(checks) == len([s for s in full.stages if s.kind == "check"])
+    assert all(s.params["model"] == "released" and s.name.endswith("_released") for s in checks)
+    judge = recipe.stage("judge_released")
+    assert judge.params["model"] == "released" and all(
+        c.endswith("_released") for c in judge.params["checks"]
+    )
+    assert judge.params["rule"] == full.stage("judge").params["rule"]  # the same rule
+    publish = recipe.stage("publish_released")
+    assert publish.params["model"] == "judge_released" and publish.params["force"] is True
+    data = {s.name for s in recipe.stages if s.kind in ("phantom", "insert", "plain")}
+    assert data == {"test150", "shift100", "real_insert", "real_mimics", "real_plain"}
