@@ -234,14 +234,15 @@ def test_the_release_command_prints_the_real_recipes_plan(tmp_path):
     assert "to run" in out.stderr + out.stdout
 
 
-@pytest.mark.slow  # every kind but the real-data checks, on toy data: ~2 min on the 2-core CPU
+@pytest.mark.slow  # every stage kind and the real-data checks, on toy data: ~2 min on the 2-core CPU
 def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_path):
     """Phantom and insertion sets, a training, a mined round, a fine-tuning, the scan operating
-    point, a check, the rule and the release, on toy data; then nothing reruns."""
+    point, the checks (phantom, held-out real subjects, scan on untouched and inserted studies,
+    mimics, the plain renderer), the rule and the release, on toy data; then nothing reruns."""
     from helpers_insert import write_toy_backgrounds
 
     shared = tmp_path / "shared"
-    write_toy_backgrounds(shared / "toy-normals")
+    write_toy_backgrounds(shared / "toy-normals", ("toy_01", "toy_02", "toy_03"))
     small = [
         "trainer.max_epochs=1",
         "model.net.widths=[8,16,16,16]",
@@ -282,12 +283,32 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "overrides": small,
         },
         "point": {"kind": "scan_point", "model": "tuned", "studies_of": "real"},
-        "fresh": {"kind": "check", "check": "phantom_fresh", "model": "point", "data": "test"},
+        "fresh": {"kind": "check", "check": "phantom_fresh", "model": "point", "data": "test", "label": "toy test"},
+        "heldout": {"kind": "check", "check": "real_heldout", "model": "point", "data": "real"},
+        "untouched": {
+            "kind": "check",
+            "check": "scan_untouched",
+            "model": "point",
+            "data": "real",
+            "args": {"backgrounds": "toy-normals"},
+        },
+        "inserted": {
+            "kind": "check",
+            "check": "scan_inserted",
+            "model": "point",
+            "data": "real",
+            "args": {"splits": ["test"], "lesion_studies": True},
+        },
+        "mimics": {"kind": "check", "check": "mimics", "model": "point", "data": "real"},
+        "plain_check": {"kind": "check", "check": "plain", "model": "point", "data": "plain"},
         "judge": {
             "kind": "judge",
             "model": "point",
-            "checks": ["fresh"],
-            "rule": [{"what": "metrics.fresh phantom test set.n", "op": ">=", "target": 1}],
+            "checks": ["fresh", "heldout", "untouched", "inserted", "mimics", "plain_check"],
+            "rule": [
+                {"what": "metrics.toy test.n", "op": ">=", "target": 1},
+                {"what": "real_anatomy.scan_untouched_heldout.studies", "op": ">=", "target": 1},
+            ],
         },
         "publish": {"kind": "publish", "model": "judge", "name": "toy-demo"},
     }
@@ -297,7 +318,12 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert all(r.status == "done" for r in rows)
     meta = json.loads((models / "toy-demo" / "metadata.json").read_text())
     assert meta["release_rule"]["passed"] and "call_threshold" in meta["scan"]
-    assert meta["metrics"]["fresh phantom test set"]["n"] >= 1
+    assert meta["metrics"]["toy test"]["n"] >= 1  # the check stage's label titles its section
+    real = meta["real_anatomy"]  # three checks merged into one section, as the card reads it
+    assert real["heldout_subjects"] and real["heldout_per_dataset"]["toy"]["subjects"] == 1
+    assert real["scan_untouched_heldout"]["studies"] == 1
+    assert meta["real_inserted_scan"]["studies"] == 2 and "lesions_found" in meta["real_inserted_scan"]
+    assert "called_normal" in meta["real_mimics"] and meta["plain_renderer"]["n"]
     assert (models / "toy-demo" / "README.md").is_file()  # the card, rewritten with the checks
     mined = (work / "mined" / "manifest.csv").read_text().splitlines()
     assert len(mined) > 1  # hard negatives were written
@@ -356,3 +382,16 @@ def test_checks_only_runs_the_recipes_checks_on_a_given_model():
     assert publish.params["model"] == "judge_released" and publish.params["force"] is True
     data = {s.name for s in recipe.stages if s.kind in ("phantom", "insert", "plain")}
     assert data == {"test150", "shift100", "real_insert", "real_mimics", "real_plain"}
+
+
+def test_on_a_gpu_machine_the_trainings_use_the_gpu_trainer_unless_told(tmp_path, monkeypatch):
+    commands: list[tuple[str, ...]] = []
+    monkeypatch.setattr(release_stages, "run_command", lambda *a: commands.append(a))
+    monkeypatch.setattr(release_stages, "model_of", lambda folder: folder / "model")
+    monkeypatch.setattr(release_stages, "_cuda", lambda: True)
+    ctx = release_stages.StageContext(tmp_path / "t", {"d": tmp_path / "d"}, tmp_path, tmp_path)
+    release_stages.train(Stage("t", "train", {"manifests": ["d"]}), ctx)
+    assert commands[-1].count("trainer=gpu") == 1
+    told = release_stages.StageContext(tmp_path / "t", {"d": tmp_path / "d"}, tmp_path, tmp_path, ("trainer=ddp",))
+    release_stages.train(Stage("t", "train", {"manifests": ["d"]}), told)
+    assert "trainer=gpu" not in commands[-1] and "trainer=ddp" in commands[-1]

@@ -215,3 +215,32 @@ def test_scan_with_every_window_gives_the_monai_maps_where_candidates_may_lie():
         index = np.round(np.linalg.solve(grid_affine, np.r_[centre, 1.0])[:3]).astype(int)
         assert abs(value - score[tuple(index)]) < 1e-4
     assert ours.windows["classified"] >= ours.windows["relevant"]
+
+
+def test_the_window_bar_follows_a_growing_plan():
+    """predict's second bar: opened on the first report, its total grows as refinement plans more."""
+    from spinelesion.tasks.predict import WindowBar
+
+    bar = WindowBar()
+    assert bar.bar is None  # a study with given ROIs never reports: no bar
+    bar(32, 100)
+    assert (bar.bar.n, bar.bar.total) == (32, 100)
+    bar(100, 100)
+    bar(140, 180)  # refinement planned 80 more windows
+    assert (bar.bar.n, bar.bar.total) == (140, 180)
+    bar.close()
+    assert bar.bar is None
+
+
+def test_the_benchmarks_frozen_normalisation_gives_todays_values():
+    """The scan reference times the normalisation of 2711a30; its values must be today's."""
+    from spinelesion.benchmark.scan_reference import _unit_range_2711a30
+    from spinelesion.data.normalize import robust_unit_range
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(5, 4, 12, 14, 10, generator=g) * 300
+    x[:, :, :3] = 0
+    x[1, 2] = 0
+    x[3, :, :11] = 0  # mostly outside the volume: below min_fraction
+    flags = torch.tensor([[1.0, 1.0, 0.0, 1.0]] * 5)
+    assert torch.equal(_unit_range_2711a30(x, flags), robust_unit_range(x, flags))

@@ -1,9 +1,12 @@
-"""Scan mode's maps as they were computed before 2026-12-06: MONAI's SlidingWindowInferer over every
-window, each window's answer spread over a full window-sized output and blended by MONAI.
+"""Scan mode's maps as they were computed before 2026-12-06 (commit 2711a30): MONAI's
+SlidingWindowInferer over every window, each window's answer spread over a full window-sized output
+and blended by MONAI, every sequence channel normalised by the normalisation of that day (kept
+below, frozen: today's gives the same values faster), the network in the contiguous layout.
 
 Kept as the reference the lattice scan (:mod:`spinelesion.inference.windows`) is checked against
 (the same maps where candidates may lie: tests/test_windows.py) and timed against
-(``spinelesion-bench``'s scan section); not used by prediction.
+(``spinelesion-bench``'s scan section: the same work as before, so the ratio is the whole gain);
+not used by prediction.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def monai_scan_maps(
     """task -> (classes, X, Y, Z) blended probabilities on the scan grid, every window classified."""
     from monai.inferers import SlidingWindowInferer
 
+    import copy
+
+    net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     grid_affine, grid_shape = scan_grid(array.shape[1:], affine, spec.spacing, cfg.max_extent_mm)
     volume = sample_grid(array, affine, grid_affine, grid_shape)  # (1, C, X, Y, Z)
     flags = torch.as_tensor(np.asarray(available, dtype=np.float32))
@@ -38,7 +44,7 @@ def monai_scan_maps(
     def window_predictor(patches: torch.Tensor) -> torch.Tensor:
         b = patches.shape[0]
         f = flags.to(patches.device).expand(b, -1)
-        x = center_crop(robust_unit_range(patches.float(), f), spec.shape).contiguous()
+        x = center_crop(_unit_range_2711a30(patches.float(), f), spec.shape).contiguous()
         with autocast_for(patches.device):
             logits = net(x, f)
         probs = [torch.softmax(lg.float() / temps[i].to(lg.device), 1) for i, lg in enumerate(logits)]
@@ -62,3 +68,32 @@ def monai_scan_maps(
         out[task] = maps[start : start + len(classes)]
         start += len(classes)
     return out
+
+
+def _unit_range_2711a30(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """:func:`spinelesion.data.normalize.robust_unit_range` (batched, default settings) as it was on
+    2026-12-05: every channel, one row at a time, out of place. The same values (tested)."""
+    flat = image.float().flatten(2)
+    valid = flat != 0
+    frac = valid.float().mean(-1)
+    rows, n_vox = flat.shape[0] * flat.shape[1], flat.shape[-1]
+    values, mask = flat.reshape(rows, n_vox).numpy(), valid.reshape(rows, n_vox).numpy()
+    counts = mask.sum(-1)
+    q = torch.tensor([0.01, 0.99], dtype=flat.dtype)
+    below, above = np.zeros((rows, 2), np.float32), np.zeros((rows, 2), np.float32)
+    weights = torch.zeros(rows, 2, dtype=flat.dtype)
+    for i in np.flatnonzero(counts):
+        ranks = q * (int(counts[i]) - 1)
+        lo_idx, hi_idx = ranks.floor().long().numpy(), ranks.ceil().long().numpy()
+        part = np.partition(values[i][mask[i]], np.unique(np.concatenate([lo_idx, hi_idx])))
+        below[i], above[i] = part[lo_idx], part[hi_idx]
+        weights[i] = ranks - ranks.floor()
+    stats = torch.lerp(torch.from_numpy(below), torch.from_numpy(above), weights)
+    stats[torch.from_numpy(counts == 0)] = float("nan")
+    lo, hi = stats.T.reshape(2, *flat.shape[:2])
+    lo, hi = torch.nan_to_num(lo, nan=0.0), torch.nan_to_num(hi, nan=1.0)
+    scale = torch.clamp(hi - lo, min=1e-6)
+    out = (image.float() - lo[..., None, None, None]) / scale[..., None, None, None]
+    out = torch.where(valid.view_as(out), out.clamp(-0.5, 2.0), torch.zeros_like(out))
+    keep = (frac >= 0.05) & (available > 0)
+    return out * keep[..., None, None, None].to(out.dtype)

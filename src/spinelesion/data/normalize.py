@@ -65,13 +65,14 @@ def robust_unit_range(
     scale = torch.clamp(hi - lo, min=1e-6)
     part = xs if crop is None else center_crop(xs, crop)
     part = part.float()
-    res = (part - lo[..., None, None, None]) / scale[..., None, None, None]
+    res = part - lo[..., None, None, None]  # a new tensor: the in-place steps below leave part alone
+    res.div_(scale[..., None, None, None]).clamp_(*clip)
     # Out-of-volume voxels go to 0, the level of the darkest tissue, not to -lo/scale.
-    res = torch.where(part != 0, res.clamp(*clip), torch.zeros_like(res))
+    res.masked_fill_(part == 0, 0.0)
     keep = frac >= min_fraction
     if avail is not None:
         keep = keep & (avail.index_select(1, channels) > 0 if channels is not None else avail > 0)
-    res = res * keep[..., None, None, None].to(res.dtype)
+    res.mul_(keep[..., None, None, None].to(res.dtype))
     if channels is None:
         out = res
     else:
@@ -83,8 +84,12 @@ def robust_unit_range(
 def _quantiles_of_valid(flat: torch.Tensor, valid: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """``torch.nanquantile`` of the valid voxels of each (R, C) row, bit for bit, on the CPU:
     a partial sort (``np.partition``, linear time) of each row instead of a full sort, ~7x
-    faster (the quantiles were 3/4 of a study's cropping time). NaN where a row has no valid
-    voxel, as ``nanquantile``. Returns (len(q), R, C)."""
+    faster (the quantiles were 3/4 of a study's cropping time); rows shared among torch's
+    threads (``np.partition`` releases the GIL), a row without padding partitioned without
+    first copying out its valid voxels. NaN where a row has no valid voxel, as ``nanquantile``.
+    Returns (len(q), R, C)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     rows, n_vox = flat.shape[0] * flat.shape[1], flat.shape[-1]
@@ -93,14 +98,29 @@ def _quantiles_of_valid(flat: torch.Tensor, valid: torch.Tensor, q: torch.Tensor
     counts = mask.sum(-1)
     below = np.zeros((rows, len(q)), np.float32)
     above = np.zeros((rows, len(q)), np.float32)
-    weights = torch.zeros(rows, len(q), dtype=flat.dtype)
     empty = torch.from_numpy(counts == 0)
-    for i in np.flatnonzero(counts):
-        ranks = q * (int(counts[i]) - 1)  # as nanquantile: rank in the flat's dtype, then floor / ceil
-        lo_idx, hi_idx = ranks.floor().long().numpy(), ranks.ceil().long().numpy()
-        part = np.partition(values[i][mask[i]], np.unique(np.concatenate([lo_idx, hi_idx])))
+    todo = np.flatnonzero(counts)
+    # as nanquantile: the rank in the flat's dtype, then floor / ceil (computed here, in torch, once:
+    # the worker threads below touch numpy arrays only, outside any inference mode)
+    ranks = torch.stack([q * (int(counts[i]) - 1) for i in todo]) if len(todo) else q[None][:0]
+    floors = ranks.floor()
+    lo_all, hi_all = floors.long().numpy(), ranks.ceil().long().numpy()
+    weights = torch.zeros(rows, len(q), dtype=flat.dtype)
+    weights[torch.from_numpy(todo)] = (ranks - floors).to(flat.dtype)
+
+    def one(n: int) -> None:
+        i, lo_idx, hi_idx = todo[n], lo_all[n], hi_all[n]
+        row = values[i] if counts[i] == n_vox else values[i][mask[i]]
+        part = np.partition(row, np.unique(np.concatenate([lo_idx, hi_idx])))
         below[i], above[i] = part[lo_idx], part[hi_idx]
-        weights[i] = ranks - ranks.floor()
+
+    threads = min(max(torch.get_num_threads(), 1), len(todo))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(len(todo))))
+    else:
+        for n in range(len(todo)):
+            one(n)
     out = torch.lerp(torch.from_numpy(below).to(flat.dtype), torch.from_numpy(above).to(flat.dtype), weights)
     out[empty] = float("nan")
     return out.T.reshape(len(q), *flat.shape[:2])

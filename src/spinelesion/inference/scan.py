@@ -36,7 +36,7 @@ from spinelesion.inference.windows import blend, classify_lattice, lattice, touc
 from spinelesion.io.resample import block_mean
 from spinelesion.io.volume import apply_affine, dominant_axes, spacing_of
 from spinelesion.labels import TASKS
-from spinelesion.models.batch import autocast_for, channels_last_helps, to_device
+from spinelesion.models.batch import autocast_for, channels_last_helps
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ScanConfig:
     # is the answer of the windows centred nearest to it
     sw_batch_size: int = 32
     coarse_step: int = 2  # windows classified first: every coarse_step-th per axis (inference/windows.py)
-    refine_threshold: float = 0.05  # ... then every window within coarse_step of one whose p(lesion)
+    refine_threshold: float = 0.2  # ... then every window within coarse_step of one whose p(lesion)
     # reaches this, until none is new; the rest interpolated (they lie where every classified
     # neighbour said "none" with >= 1 - refine_threshold). 0: classify every window that matters
     threshold: float = 0.5  # minimum 1 - p(none) for a candidate
@@ -143,18 +143,22 @@ def scan_study(
     ``progress`` is called with (windows classified, windows planned so far) as the scan goes.
     """
     clock = _Clock()
+    # Unavailable sequences are exact zeros in the network input (robust_unit_range would zero
+    # them anyway) and air_mask ignores an all-zero channel: only the others are resampled,
+    # gathered and normalised.
+    used = np.flatnonzero(np.asarray(available, bool))
+    if not len(used):
+        raise ValueError("scan: the study has no available sequence")
+    present = np.asarray(array)[used]
     grid_affine, grid_shape = scan_grid(array.shape[1:], affine, spec.spacing, cfg.max_extent_mm)
-    inside = candidate_region(array, affine, grid_affine, grid_shape, spec, cfg)
+    inside = candidate_region(present, affine, grid_affine, grid_shape, spec, cfg)
     clock.lap("region")
-    volume = sample_grid(array, affine, grid_affine, grid_shape)[0].numpy()  # (C, X, Y, Z)
+    volume = sample_grid(present, affine, grid_affine, grid_shape)[0].numpy()  # (C', X, Y, Z)
     lat = lattice(grid_shape, spec.context_shape, window_overlap(spec, cfg))
     padded = np.zeros((volume.shape[0], *lat.padded_shape), np.float32)
     b = lat.pad_before
     padded[:, b[0] : b[0] + grid_shape[0], b[1] : b[1] + grid_shape[1], b[2] : b[2] + grid_shape[2]] = volume
-    # Unavailable sequences are exact zeros in the network input: only the others are gathered
-    # and normalised (robust_unit_range would zero them anyway).
-    used = np.flatnonzero(np.asarray(available, bool))
-    source = torch.from_numpy(padded[used])
+    source = torch.from_numpy(padded).to(device)  # on a GPU: gathered and normalised there
     flags = torch.as_tensor(np.asarray(available, dtype=np.float32))
     temps = net.temperature.detach().float().cpu()
     n_classes = [len(c) for c in TASKS.values()]
@@ -165,11 +169,13 @@ def scan_study(
     def classify(index: np.ndarray) -> np.ndarray:
         starts = lat.window_starts(index)
         patches = torch.stack([source[:, x : x + rx, y : y + ry, z : z + rz] for x, y, z in starts])
-        x = torch.zeros((len(starts), len(flags), *spec.shape))
+        x = torch.zeros((len(starts), len(flags), *spec.shape), device=device)
+        if channels_last:  # the network's layout from the start: no copy before the first convolution
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         x[:, used] = robust_unit_range(patches, crop=spec.shape)
         f = flags.expand(len(starts), -1).to(device)
         with torch.inference_mode(), autocast_for(device):
-            logits = net(to_device(x, device, channels_last), f)
+            logits = net(x, f)
         probs = [torch.softmax(lg.float() / temps[i].to(lg.device), 1) for i, lg in enumerate(logits)]
         return torch.cat(probs, 1).cpu().numpy()
 

@@ -102,6 +102,8 @@ def train(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         *[str(o) for o in p.get("overrides", [])],
         *ctx.overrides,
     ]
+    if not any(str(a).startswith("trainer=") for a in args[2:]) and _cuda():
+        args.append("trainer=gpu")  # the same recipe on a GPU machine, unchanged
     if p.get("init"):
         args.append(f"init_from={model_of(ctx.inputs[p['init']])}")
     last = ctx.folder / "checkpoints" / "last.ckpt"
@@ -110,6 +112,12 @@ def train(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         args.append(f"ckpt_path={last}")
     run_command(*args)
     return {"model": str(model_of(ctx.folder))}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def mine(stage: Stage, ctx: StageContext) -> dict[str, Any]:
