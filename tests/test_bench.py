@@ -32,6 +32,9 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
         cfg.accuracy.n_boot = 20
         cfg.scaling.rois = [1, 2]
         cfg.scaling.volume = [1.0]
+        cfg.scan.studies = []  # the generated test set's first NIfTI study, not ../shared's lumbar ones
+        cfg.scan.reference = False  # minutes per study; tests/test_windows.py checks the reference
+        cfg.scan.repeats = 1
     results = run_bench(cfg)
     out = tmp_path / "report"
     report = json.loads((out / "report.json").read_text())
@@ -54,6 +57,10 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
         assert min(cost["wall_s"], cost["cpu_s"], cost["cpu_s_one_thread"]) > 0
     assert {"eager", "torchscript", "onnxruntime", "fastest_on_cpu"} <= set(sp["export"])
     assert [r["rois"] for r in sp["scaling"]["rois"]] == [1, 2]
+    scan = sp["scan"]["studies"][0]  # quick: the generated test set's first NIfTI study, no reference
+    assert scan["lattice_s"] > 0 and "reference_s" not in scan
+    assert 0 < scan["windows"]["classified"] <= scan["windows"]["relevant"] <= scan["windows"]["total"]
+    assert "## Scan mode per study" in (out / "report.md").read_text()
     runs = {r["model"]: r for r in report["accuracy"]["runs"]}
     assert set(runs) == {"spinecnn", "densenet121"}
     for r in runs.values():

@@ -395,3 +395,25 @@ def test_on_a_gpu_machine_the_trainings_use_the_gpu_trainer_unless_told(tmp_path
     told = release_stages.StageContext(tmp_path / "t", {"d": tmp_path / "d"}, tmp_path, tmp_path, ("trainer=ddp",))
     release_stages.train(Stage("t", "train", {"manifests": ["d"]}), told)
     assert "trainer=gpu" not in commands[-1] and "trainer=ddp" in commands[-1]
+
+
+def test_the_code_part_of_a_key_is_the_source_and_configs_the_kind_reads(tmp_path):
+    from spinelesion.release.store import code_hash
+
+    package, configs = tmp_path / "spinelesion", tmp_path / "configs"
+    (package / "phantom").mkdir(parents=True)
+    (package / "models").mkdir()
+    configs.mkdir()
+    (package / "phantom" / "draw.py").write_text("A = 1\n")
+    (package / "models" / "net.py").write_text("B = 1\n")
+    (configs / "make_data.yaml").write_text("studies: 1\n")
+    (configs / "bench.yaml").write_text("repeats: 1\n")
+    before = code_hash("phantom", package, configs)
+    (package / "models" / "net.py").write_text("B = 2\n")  # not what a phantom stage runs
+    (configs / "bench.yaml").write_text("repeats: 2\n")
+    assert code_hash("phantom", package, configs) == before
+    (configs / "make_data.yaml").write_text("studies: 2\n")
+    assert code_hash("phantom", package, configs) != before
+    after_config = code_hash("phantom", package, configs)
+    (package / "phantom" / "draw.py").write_text("A = 2\n")
+    assert code_hash("phantom", package, configs) != after_config

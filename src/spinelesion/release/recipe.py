@@ -22,23 +22,32 @@ class Kind:
     code: tuple[str, ...]  # paths under src/spinelesion whose contents are part of the key
     required: tuple[str, ...] = ()
     allowed: tuple[str, ...] = ()  # other parameters (besides refs, required and "estimate_min")
+    configs: tuple[str, ...] = ()  # paths under configs/ the kind's command reads (part of the key)
 
 
+TRAIN_CONFIGS = ("train.yaml", "data", "model", "trainer", "callbacks", "logger", "experiment")
 KINDS: dict[str, Kind] = {
     # spinelesion-make-data: a phantom set
     "phantom": Kind(
-        (), ("phantom", "io", "data/manifest.py", "labels.py"), ("studies", "seed"), ("overrides",)
+        (),
+        ("phantom", "io", "data/manifest.py", "labels.py"),
+        ("studies", "seed"),
+        ("overrides",),
+        ("make_data.yaml",),
     ),
     # spinelesion-insert: lesions or normal ROIs on real backgrounds
-    "insert": Kind((), ("insert", "io", "data", "labels.py"), ("backgrounds",), ("overrides",)),
+    "insert": Kind(
+        (), ("insert", "io", "data", "labels.py"), ("backgrounds",), ("overrides",), ("insert.yaml",)
+    ),
     # the plain renderer's check set on the held-out subjects of an insertion set
-    "plain": Kind(("subjects_of",), ("insert", "io", "labels.py"), ("backgrounds",)),
+    "plain": Kind(("subjects_of",), ("insert", "io", "labels.py"), ("backgrounds",), (), ("insert.yaml",)),
     # spinelesion-train (from scratch, or fine-tuning an earlier stage's model)
     "train": Kind(
         ("manifests", "init"),
         ("models", "data", "evaluation", "tasks/train.py", "train.py"),
         ("manifests",),
         ("overrides",),
+        TRAIN_CONFIGS,
     ),
     # scan candidates of a model on untouched studies -> normal ROIs (hard negatives)
     "mine": Kind(
@@ -60,6 +69,7 @@ KINDS: dict[str, Kind] = {
         ("inference", "models", "evaluation", "tasks", "release/checks.py"),
         ("model", "check"),
         ("args", "label"),
+        ("eval.yaml", "predict.yaml", "data"),
     ),
     # the checks recorded in a copy of the model's metadata and card, and the release rule judged
     "judge": Kind(("model", "checks"), ("models/card.py", "release"), ("model", "checks", "rule")),

@@ -1,8 +1,8 @@
 """The work folder of a release: one folder per stage, kept under a key of the stage's inputs.
 
 A stage's key hashes its kind and parameters, the keys of the stages it reads, and the source
-its kind runs (the files under ``src/spinelesion`` its :class:`~spinelesion.release.recipe.Kind`
-lists, and every config file). A finished stage leaves ``done.json`` (key, seconds, when); a run
+its kind runs (the files under ``src/spinelesion`` and ``configs/`` its
+:class:`~spinelesion.release.recipe.Kind` lists). A finished stage leaves ``done.json`` (key, seconds, when); a run
 skips a stage whose ``done.json`` has its current key, and reruns one whose inputs changed. A
 stage that was interrupted has a folder without ``done.json``: it runs again in the same folder
 (training resumes from its last checkpoint there).
@@ -34,13 +34,16 @@ def _hash_files(paths: list[Path]) -> str:
 
 
 def code_hash(kind: str, package: Path = PACKAGE, configs: Path = CONFIGS) -> str:
-    """The source a stage kind runs: its listed package paths' Python files and every config."""
+    """The source a stage kind runs: its listed package paths' Python files and the configs its
+    command reads (an edit elsewhere, say to the benchmark's config, leaves its stages done)."""
     files: list[Path] = []
-    for rel in KINDS[kind].code:
-        path = package / rel
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
-    if configs.is_dir():
-        files += sorted(configs.rglob("*.yaml"))
+    for root, rels, pattern in (
+        (package, KINDS[kind].code, "*.py"),
+        (configs, KINDS[kind].configs, "*.yaml"),
+    ):
+        for rel in rels:
+            path = root / rel
+            files += sorted(path.rglob(pattern)) if path.is_dir() else [path] if path.is_file() else []
     return _hash_files([f for f in files if "__pycache__" not in f.parts])
 
 
