@@ -271,9 +271,10 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
                 "levels=[L1,L2,L3]",
                 "variants_per_subject=2",
                 "workers=1",
-                "splits={train: 0.5, val: 0.5}",
+                "splits={train: 0.34, val: 0.33, test: 0.33}",
             ],
         },
+        "plain": {"kind": "plain", "backgrounds": "toy-normals", "subjects_of": "real"},
         "stage1": {"kind": "train", "manifests": ["data", "real"], "overrides": small},
         "mined": {"kind": "mine", "model": "stage1", "studies_of": "data", "settings": mining},
         "tuned": {
