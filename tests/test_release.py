@@ -284,7 +284,13 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "overrides": small,
         },
         "point": {"kind": "scan_point", "model": "tuned", "studies_of": "real"},
-        "fresh": {"kind": "check", "check": "phantom_fresh", "model": "point", "data": "test", "label": "toy test"},
+        "fresh": {
+            "kind": "check",
+            "check": "phantom_fresh",
+            "model": "point",
+            "data": "test",
+            "label": "toy test",
+        },
         "heldout": {"kind": "check", "check": "real_heldout", "model": "point", "data": "real"},
         "untouched": {
             "kind": "check",
@@ -393,7 +399,9 @@ def test_on_a_gpu_machine_the_trainings_use_the_gpu_trainer_unless_told(tmp_path
     ctx = release_stages.StageContext(tmp_path / "t", {"d": tmp_path / "d"}, tmp_path, tmp_path)
     release_stages.train(Stage("t", "train", {"manifests": ["d"]}), ctx)
     assert commands[-1].count("trainer=gpu") == 1
-    told = release_stages.StageContext(tmp_path / "t", {"d": tmp_path / "d"}, tmp_path, tmp_path, ("trainer=ddp",))
+    told = release_stages.StageContext(
+        tmp_path / "t", {"d": tmp_path / "d"}, tmp_path, tmp_path, ("trainer=ddp",)
+    )
     release_stages.train(Stage("t", "train", {"manifests": ["d"]}), told)
     assert "trainer=gpu" not in commands[-1] and "trainer=ddp" in commands[-1]
 

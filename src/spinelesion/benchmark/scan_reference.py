@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, sample_grid
 from spinelesion.inference.scan import ScanConfig, scan_grid, window_overlap
 from spinelesion.labels import TASKS
@@ -31,9 +30,9 @@ def monai_scan_maps(
     device: torch.device,
 ) -> dict[str, np.ndarray]:
     """task -> (classes, X, Y, Z) blended probabilities on the scan grid, every window classified."""
-    from monai.inferers import SlidingWindowInferer
-
     import copy
+
+    from monai.inferers import SlidingWindowInferer
 
     net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     grid_affine, grid_shape = scan_grid(array.shape[1:], affine, spec.spacing, cfg.max_extent_mm)
