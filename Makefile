@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~3 min)"
 	@echo "make test   - set up, then run the test suite (complete: what CI runs)"
-	@echo "make test-fast - the tests not marked slow, for the edit loop (88 s on the 2-core CPU, 408 passed with ../shared present, measured 2026-12-02)"
+	@echo "make test-fast - the tests not marked slow, for the edit loop (96 s on the 2-core CPU with ../shared present, measured 2026-12-06)"
 	@echo "make lint   - ruff check, ruff format --check, mypy on src/ (CI runs it before the tests)"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
 	@echo "make model  - the release recipe (configs/release/default.yaml): data, training, checks, rule, models/; resumable"

@@ -262,8 +262,8 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
         "exclude_mm": 25.0,
     }
     stages = {
-        "data": {"kind": "phantom", "studies": 10, "seed": 3},
-        "test": {"kind": "phantom", "studies": 4, "seed": 4},
+        "data": {"kind": "phantom", "studies": 8, "seed": 3},
+        "test": {"kind": "phantom", "studies": 3, "seed": 4},
         "real": {
             "kind": "insert",
             "backgrounds": "toy-normals",
