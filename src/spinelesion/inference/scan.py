@@ -48,8 +48,8 @@ class ScanConfig:
     # is the answer of the windows centred nearest to it
     sw_batch_size: int = 32
     coarse_step: int = 2  # windows classified first: every coarse_step-th per axis (inference/windows.py)
-    refine_threshold: float = 0.2  # ... then every window within coarse_step of one whose p(lesion)
-    # reaches this, until none is new; the rest interpolated (they lie where every classified
+    refine_threshold: float = 0.2  # ... then the windows around each one whose p(lesion) reaches
+    # this, until none is new; the rest interpolated (they lie where every classified
     # neighbour said "none" with >= 1 - refine_threshold). 0: classify every window that matters
     threshold: float = 0.5  # minimum 1 - p(none) for a candidate
     min_distance_mm: float = 20.0  # peaks closer than this are one finding

@@ -16,9 +16,9 @@ its memory churn.
 
 Which windows are classified (:func:`classify_lattice`): only windows whose box reaches a voxel
 that may hold a candidate matter there (:func:`touching`). Of those, a coarse lattice (every
-``step``-th window per axis, and the last: :func:`coarse_indices`) is classified first; then every window within ``step``
-of a window whose answer reaches ``refine_threshold`` (p of some lesion, either task), repeated
-until no new window is hot. The rest take their answer by linear interpolation from the coarse
+``step``-th window per axis, and the last: :func:`coarse_indices`) is classified first; then the
+coarse cells around each coarse window whose answer reaches ``refine_threshold`` (p of some
+lesion, either task), then the neighbours of every hot window, until no new window is hot. The rest take their answer by linear interpolation from the coarse
 lattice: they lie where every classified neighbour answered "none" with at least
 ``1 - refine_threshold``. ``refine_threshold=0`` classifies every window that matters.
 """
