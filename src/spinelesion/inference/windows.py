@@ -172,14 +172,6 @@ def interpolation_matrix(n: int, knots: np.ndarray) -> np.ndarray:
     return w
 
 
-def brackets(n: int, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``n`` lattice indices, the knot positions (indices into ``knots``) around it."""
-    idx = np.arange(n)
-    upper = np.minimum(np.searchsorted(knots, idx, side="left"), len(knots) - 1)
-    lower = np.maximum(np.searchsorted(knots, idx, side="right") - 1, 0)
-    return lower, upper
-
-
 @dataclass
 class LatticeAnswers:
     answers: np.ndarray  # (K, nx, ny, nz): classified, or interpolated from the coarse lattice
@@ -225,19 +217,12 @@ def classify_lattice(
             answers[:, index[:, 0], index[:, 1], index[:, 2]] = out.T
             classified[tuple(index.T)] = True
 
-    # the coarse lattice points around each relevant window (its interpolation's knots)
+    # the coarse lattice points each relevant window is interpolated from (nonzero weights)
+    weights = [interpolation_matrix(n, kn) for n, kn in zip(shape, knots, strict=True)]
+    reach_of = [(w > 0).astype(float) for w in weights]
+    needed = np.einsum("ijl,ia,jb,lc->abc", relevant.astype(float), *reach_of, optimize=True) > 0
     coarse = np.zeros(shape, dtype=bool)
-    if relevant.any():
-        lohi = [brackets(n, kn) for n, kn in zip(shape, knots, strict=True)]
-        rel = np.argwhere(relevant)
-        for cx in (0, 1):
-            for cy in (0, 1):
-                for cz in (0, 1):
-                    coarse[
-                        knots[0][lohi[0][cx][rel[:, 0]]],
-                        knots[1][lohi[1][cy][rel[:, 1]]],
-                        knots[2][lohi[2][cz][rel[:, 2]]],
-                    ] = True
+    coarse[np.ix_(*knots)] = needed
     run(coarse)
     # Refine: first the coarse cells around each hot coarse window, then the neighbours of every
     # hot window, until no classified window that is hot has an unclassified relevant neighbour.
@@ -253,7 +238,6 @@ def classify_lattice(
     grid = np.ix_(*knots)
     coarse_answers = answers[:, grid[0], grid[1], grid[2]]
     values = np.where(classified[grid][None], coarse_answers, default[:, None, None, None])
-    weights = [interpolation_matrix(n, kn) for n, kn in zip(shape, knots, strict=True)]
     filled = np.einsum("kabc,ia,jb,lc->kijl", values, *weights, optimize=True)
     answers = np.where(classified[None], answers, filled)
     return LatticeAnswers(answers, classified, relevant)

@@ -64,10 +64,9 @@ def predict_rows(model: Path, input_path: Path, dest: Path) -> list[dict[str, st
 
 def subjects(manifest: Path, split: str | None = None) -> list[str]:
     """The patients of a manifest (of one ``split``, or all), sorted."""
-    import csv
+    from spinelesion.evaluation.real import read_rows
 
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        return sorted({r["patient_id"] for r in csv.DictReader(fh) if split is None or r["split"] == split})
+    return sorted({r["patient_id"] for r in read_rows(manifest) if split is None or r["split"] == split})
 
 
 def unused_real_studies(roots: list[Path], used: set[str]) -> dict[str, dict[str, Path]]:

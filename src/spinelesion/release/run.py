@@ -104,6 +104,13 @@ def plan_table(rows: Sequence[PlanRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_plan(recipe: Recipe, work: WorkFolder, rows: Sequence[PlanRow]) -> str:
+    """``plan.md`` in the work folder; returns the table."""
+    table = plan_table(rows)
+    write_text(work.root / "plan.md", f"# Release plan: {recipe.name}\n\nwork folder: {work.root}\n\n{table}")
+    return table
+
+
 def run_release(
     recipe: Recipe,
     work_dir: Path,
@@ -118,9 +125,7 @@ def run_release(
     work = WorkFolder(Path(work_dir))
     work.root.mkdir(parents=True, exist_ok=True)
     rows = plan(recipe, work, start, until, force, Path(models).parent)
-    table = plan_table(rows)
-    write_text(work.root / "plan.md", f"# Release plan: {recipe.name}\n\nwork folder: {work.root}\n\n{table}")
-    log.info("release %s, work folder %s\n%s", recipe.name, work.root, table)
+    log.info("release %s, work folder %s\n%s", recipe.name, work.root, write_plan(recipe, work, rows))
     if plan_only:
         return rows
     by_name = {r.stage.name: r for r in rows}
@@ -152,10 +157,7 @@ def run_release(
         work.finish(stage, row.key, seconds, outputs, {n: work.stamp(recipe.stage(n)) for n in stage.needs})
         row.status, row.measured_min, row.done = "done", seconds / 60.0, True
         log.info("%s: done in %.1f min", stage.name, seconds / 60.0)
-        write_text(
-            work.root / "plan.md",
-            f"# Release plan: {recipe.name}\n\nwork folder: {work.root}\n\n{plan_table(rows)}",
-        )
+        write_plan(recipe, work, rows)
     log.info("release %s\n%s", recipe.name, plan_table(rows))
     return rows
 

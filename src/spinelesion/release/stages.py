@@ -27,7 +27,7 @@ class StageContext:
     inputs: dict[str, Path]  # earlier stages' folders by name
     shared: Path  # ../shared/data
     models: Path  # where publish writes models/<name>
-    overrides: tuple[str, ...] = ()  # Hydra overrides every command gets (e.g. trainer=gpu on a GPU)
+    overrides: tuple[str, ...] = ()  # Hydra overrides every training gets (e.g. trainer=ddp)
 
 
 def model_of(folder: Path) -> Path:
@@ -38,9 +38,10 @@ def model_of(folder: Path) -> Path:
     return model
 
 
-def _shared_path(ctx: StageContext, value: str) -> Path:
+def resolve_under(root: Path, value: str) -> Path:
+    """``value`` as a path: absolute as given, else under ``root`` (shared data, the project)."""
     path = Path(value)
-    return path if path.is_absolute() else ctx.shared / path
+    return path if path.is_absolute() else Path(root) / path
 
 
 def phantom(stage: Stage, ctx: StageContext) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def phantom(stage: Stage, ctx: StageContext) -> dict[str, Any]:
 
 def insert(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     p = stage.params
-    backgrounds = _shared_path(ctx, str(p["backgrounds"]))
+    backgrounds = resolve_under(ctx.shared, str(p["backgrounds"]))
     if not backgrounds.is_dir():
         raise FileNotFoundError(
             f"{backgrounds}: real backgrounds not found (../shared/data beside the project)"
@@ -84,7 +85,7 @@ def plain(stage: Stage, ctx: StageContext) -> dict[str, Any]:
 
     levels = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())["levels"]
     held_out = subjects(ctx.inputs[stage.params["subjects_of"]] / "manifest.csv", "test")
-    backgrounds = _shared_path(ctx, str(stage.params["backgrounds"]))
+    backgrounds = resolve_under(ctx.shared, str(stage.params["backgrounds"]))
     manifest = generate_plain(backgrounds, held_out, ctx.folder, levels=levels)
     return {"manifest": str(manifest), "subjects": held_out}
 
@@ -132,11 +133,6 @@ def mine(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     )
     summary = json.loads((ctx.folder / "mining.json").read_text())
     return {"manifest": str(manifest), "rois": summary.get("candidates")}
-
-
-def resolve_under(root: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else Path(root) / path
 
 
 def import_model(stage: Stage, ctx: StageContext) -> dict[str, Any]:
