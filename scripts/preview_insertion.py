@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png, and of
-the plain renderer's findings (the outside-check proxy) in a held-out one -> docs/images/plain_*.png.
+"""Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png, of the
+same study under random appearances -> docs/images/appearance_*.png, and of the plain renderer's
+findings (the outside-check proxy) in a held-out one -> docs/images/plain_*.png.
 
 Usage: python scripts/preview_insertion.py [backgrounds folder] [study id ...]
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from spinelesion.insert.background import discover_backgrounds
-from spinelesion.insert.preview import write_insertion_preview, write_plain_preview
+from spinelesion.insert.preview import write_appearance_preview, write_insertion_preview, write_plain_preview
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,10 @@ def main() -> None:
     cfg = yaml.safe_load((ROOT / "configs" / "insert.yaml").read_text())
     backgrounds = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "real-normals"
     wanted = sys.argv[2:] or ["vb2_04", "tptbox_c5_c7"]
-    specs = {s.study_id: s for s in discover_backgrounds(backgrounds, cfg["levels"], cfg["native_mm"])}
+    specs = {
+        s.study_id: s
+        for s in discover_backgrounds(backgrounds, cfg["levels"], cfg["native_mm"], cfg.get("bottom_level"))
+    }
     for study in wanted:
         out = write_insertion_preview(
             specs[study],
@@ -31,6 +35,11 @@ def main() -> None:
             set(cfg["cord_levels"]),
         )
         print(out)
+        print(
+            write_appearance_preview(
+                specs[study], cfg["appearance"], ROOT / "docs" / "images" / f"appearance_{study}.png"
+            )
+        )
     if "vb2_07" in specs:  # a held-out subject: the one plain_check's first rows come from
         print(write_plain_preview(specs["vb2_07"], ROOT / "docs" / "images" / "plain_vb2_07.png"))
 

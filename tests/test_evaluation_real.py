@@ -97,6 +97,49 @@ def test_paired_uses_the_first_untouched_roi_of_the_level() -> None:
     assert out["mimic_pairs"] == 1 and out["mimic_pairs_both_normal"] == 1.0
 
 
+def test_one_patients_exams_pair_within_each_exam() -> None:
+    """VB1: a patient's T1 and STIR exams are two studies; an inserted body pairs with the same
+    level of its own exam, and derived studies (inserted, drawn appearance) are not untouched."""
+    from spinelesion.evaluation.real import background_study
+
+    assert background_study("vb1_02_ins004") == "vb1_02" == background_study("vb1_02_mimic_ins010")
+    assert background_study("vb1_02_app") == "vb1_02" == background_study("vb1_02_dense_app01")
+    assert background_study("vb1_02") == "vb1_02" and background_study("vb2_02_body") == "vb2_02_body"
+    rows = [
+        _row("vb1_02_body00", "vb1_02", "vb1_p1", "normal", "L1", ("none", "none"), ("none", "none")),
+        _row("vb1_03_body00", "vb1_03", "vb1_p1", "normal", "L1", ("none", "none"), ("extradural", "none")),
+        _row("vb1_02_app_body00", "vb1_02_app", "vb1_p1", "normal", "L1", ("none", "none"), ("extradural", "none")),
+        _row("vb1_03_ins000_r0", "vb1_03_ins000", "vb1_p1", "lytic_metastasis", "L1", ("extradural", "none"), ("extradural", "none")),
+    ]  # fmt: skip
+    out = per_dataset(rows)["vb1"]
+    assert out["untouched_bodies"] == 2 and out["untouched_bodies_called_normal"] == 0.5
+    pairs = paired(rows)
+    assert pairs["pairs"] == 1 and pairs["untouched_called_normal"] == 0.0  # the STIR exam's own L1
+
+
+def test_appearance_stability_pairs_each_body_with_its_drawn_copies() -> None:
+    from spinelesion.evaluation.real import appearance_stability
+
+    rows = [
+        _row("vb2_01_body00", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("none", "none")),
+        _row("vb2_01_body01", "vb2_01", "vb2_01", "normal", "L1", ("none", "none"), ("extradural", "none")),
+        _row("vb2_01_body02", "vb2_01", "vb2_01", "normal", "L2", ("none", "none"), ("none", "none")),
+        _row("vb2_01_app00_body00", "vb2_01_app00", "vb2_01", "normal", "L1", ("none", "none"), ("none", "none")),
+        _row("vb2_01_app00_body01", "vb2_01_app00", "vb2_01", "normal", "L1", ("none", "none"), ("extradural", "none")),
+        _row("vb2_01_app00_body02", "vb2_01_app00", "vb2_01", "normal", "L2", ("none", "none"), ("extradural", "none")),
+        _row("vb2_01_app01_body00", "vb2_01_app01", "vb2_01", "normal", "L1", ("none", "none"), ("none", "none")),
+        _row("vb2_01_app01_canal00", "vb2_01_app01", "vb2_01", "normal", "L1", ("none", "none"), ("extradural", "none")),
+    ]  # fmt: skip
+    out = appearance_stability(rows)
+    # pairs: app00 L1 (same), app00 L2 (lost its normal call), app01 L1 (same); jittered copies and canal ROIs left out
+    assert out == {
+        "pairs": 3,
+        "studies": 1,
+        "call_changed": round(1 / 3, 4),
+        "normal_call_lost": round(1 / 3, 4),
+    }
+
+
 MIMIC_ROWS = [
     *ROWS,
     _row("vb2_01_mimic_ins000_r0", "vb2_01_mimic_ins000", "vb2_01", "focal_fat", "L3", ("none", "none"), ("extradural", "none")),
@@ -312,3 +355,55 @@ def test_scan_operating_point_is_chosen_on_the_curve_and_never_costs_more_than_a
     assert choose_call_threshold(curve, max_sensitivity_loss=0.0) == 0.65  # keeps both lesions
     assert choose_call_threshold(curve, max_sensitivity_loss=0.5) == 0.95  # one may go: fewest calls
     assert choose_call_threshold(operating_curve(records[2:], (0.5, 0.9))) == 0.5  # no lesions: lowest
+
+
+def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from spinelesion.models.card import training_sources, write_model_card
+
+    rows = [SimpleNamespace(patient_id=p) for p in ("P1", "P2", "vb2_01", "vb2_01", "vb2_02", "vb1_p1")]
+    sources = training_sources(rows)
+    assert sources == {
+        "phantom": {"rois": 2, "patients": 2},
+        "vb1": {"rois": 1, "patients": 1},
+        "vb2": {"rois": 3, "patients": 2},
+    }
+    site = {
+        "vb1": {
+            "patients": ["vb1_p1", "vb1_p2"],
+            "splits": ["train", "val", "test"],
+            "bodies_called_normal": {"t1": {"n": 36, "fraction": 0.6667}, "stir": {"n": 18, "fraction": 0.5}},
+            "inserted_per_sequence": {"t1": {"inserted_rois": 40, "inserted_correct": 0.7, "compartment_auc_macro": 0.81}},
+            "scan_untouched": {"studies": 6, "false_calls": 3, "false_calls_per_study": 0.5},
+        }
+    }  # fmt: skip
+    meta = {
+        "name": "m",
+        "version": "0",
+        "roi": {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5]},
+        "sequences": ["t1", "t2", "stir", "t1c"],
+        "network": {"backbone": "x"},
+        "parameters": 10,
+        "training": {"manifests": ["a.csv"], "sources": sources},
+        "leave_one_dataset_out": site,
+        "real_anatomy": {
+            "appearance_stability": {
+                "pairs": 40,
+                "studies": 4,
+                "call_changed": 0.025,
+                "normal_call_lost": 0.0,
+            },
+            "heldout_per_finding": {"osteoporotic_fracture_chronic": {"n": 5, "both_labels_right": 0.8}},
+        },
+    }
+    text = write_model_card(tmp_path, meta).read_text()
+    assert (
+        "Data it has seen (train and val): phantom (2 ROIs), vb1 (1 ROIs, 1 patients), vb2 (3 ROIs, 2 patients)"
+        in text
+    )
+    assert "## Leave one dataset out" in text and "**vb1** (2 patients" in text
+    assert "3 false lesion calls in 6 exams (0.500 per exam)" in text
+    assert "| t1 | 36 | 0.667 | 40 | 0.700 | 0.810 |" in text and "| stir | 18 | 0.500 |" in text
+    assert "0.025 of 40 held-out untouched bodies change their call" in text
+    assert "0.800 of 5 called none/benign" in text

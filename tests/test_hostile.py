@@ -796,3 +796,56 @@ def test_evaluation_leaves_out_rois_with_non_finite_probabilities():
     assert all(np.isfinite(p).all() and p.shape == (2, 2) for p in finite.values())
     with pytest.raises(ValueError, match="nothing to score"):
         _finite_only([1], {t: p[1:2] for t, p in probs.items()}, bank)
+
+
+class _Payload:
+    """Stands for pickled code: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_training_never_resumes_from_a_url_or_a_pickled_payload(tmp_path: Path):
+    """Issue 37: ``ckpt_path=http://...`` made Lightning download and unpickle a file; a URL is
+    refused before anything is fetched, and a local file must load as plain data."""
+    from spinelesion.models.folder import check_resume_checkpoint
+
+    with pytest.raises(ModelLoadError, match=r"ckpt_path=http://127\.0\.0\.1:9/evil\.ckpt: a URL"):
+        check_resume_checkpoint("http://127.0.0.1:9/evil.ckpt")
+    with pytest.raises(ModelLoadError, match="no such checkpoint file"):
+        check_resume_checkpoint(tmp_path / "missing.ckpt")
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload()}, evil)
+    with pytest.raises(ModelLoadError, match="refused to resume"):
+        check_resume_checkpoint(evil)
+    plain = tmp_path / "last.ckpt"  # what Lightning writes: tensors, numbers, plain containers
+    torch.save(
+        {
+            "epoch": 3,
+            "state_dict": {"net.w": torch.zeros(2)},
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.001}]}],
+            "hyper_parameters": {"net": {"backbone": "x"}},
+            "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}}}},
+        },
+        plain,
+    )
+    assert check_resume_checkpoint(plain) == plain
+
+
+def test_the_train_command_refuses_a_checkpoint_url_in_one_line(tmp_path: Path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.train",
+            "ckpt_path=http://127.0.0.1:9/evil.ckpt",
+            f"paths.output_dir={tmp_path / 'out'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "a URL; only a local checkpoint file is resumed from" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr

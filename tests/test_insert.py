@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers_insert import write_toy_backgrounds
+from scipy import ndimage
 
 from spinelesion.insert import deform
 from spinelesion.insert.anatomy import derive_anatomy
@@ -131,6 +132,29 @@ def test_signal_relations_per_sequence(toy) -> None:
     assert _mean(frac.images["t1"], band) < _mean(frac.images["t1"], rest) * 0.9
 
 
+def test_a_chronic_fracture_is_its_shape_alone(toy) -> None:
+    """Issue 33: a healed osteoporotic fracture has lost height with no signal change; it is
+    labelled a benign fracture and reported apart (osteoporotic_fracture_chronic)."""
+    bg, an = toy
+    rates = dict(
+        CFG["rates"],
+        chronic=1.0,
+        fluid_sign=1.0,
+        retropulsion=0.0,
+        benign_multiple=0.0,
+        convex_wall_benign=0.0,
+    )
+    ctx = insert_finding(bg, an, "osteoporotic_fracture", 2, np.random.default_rng(5), rates)
+    assert [(r.compartment, r.fracture, r.finding) for r in ctx.rois] == [
+        ("none", "benign", "osteoporotic_fracture_chronic")
+    ]
+    assert (ctx.bodies == 2).sum() < 0.9 * (bg.bodies == 2).sum()  # height lost
+    assert not ctx.lesion.any()  # nothing painted: no oedema, band or fluid cleft
+    core = ndimage.binary_erosion(ctx.bodies == 2, iterations=2)
+    for seq in ("t1", "t2"):  # the marrow keeps its signal
+        assert _mean(ctx.images[seq], core) == pytest.approx(an.tissues[seq]["marrow"], rel=0.1)
+
+
 def test_focal_fat_is_fat_signal_and_normal(toy) -> None:
     """A fat island (normal variant): brighter than the marrow around it on T1 and T2, inside
     the body, labelled none/none at the body centre."""
@@ -200,6 +224,92 @@ def test_dataset_manifest_splits_and_crops(toy_root: Path, tmp_path: Path) -> No
     with open(path, newline="") as fh:
         header = next(csv.reader(fh))
     assert header[:4] == ["case_id", "study_id", "patient_id", "split"]
+
+
+def test_appearance_draws_fall_alike_on_normals_and_lesions_of_the_drawn_splits(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """Appearance on: a train subject's untouched and inserted studies are drawn (prob 1 here),
+    a test subject's stay as acquired, and ``copies`` randomised copies of every untouched study
+    join it with the same kinds of normal ROIs."""
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.insert.dataset import generate_inserted
+
+    base = toy_cfg(
+        toy_root, tmp_path / "plain", variants_per_subject=2, seed=4, splits={"train": 0.5, "test": 0.5}
+    )
+    drawn = dict(
+        base,
+        output_dir=str(tmp_path / "drawn"),
+        appearance={"enabled": True, "prob": 1.0, "splits": ["train"], "copies": 1},
+    )
+    plain_rows = read_manifest(generate_inserted(base)).rows
+    rows = read_manifest(generate_inserted(drawn), geometry=True).rows
+    split = {r.patient_id: r.split for r in rows}
+    train, test = (next(p for p, s in split.items() if s == k) for k in ("train", "test"))
+    studies = {r.study_id for r in rows}
+    # train: the untouched study itself is a drawn copy; test: the original, referenced in place
+    assert f"{train}_app" in studies and train not in studies
+    assert test in studies and f"{test}_app" not in studies
+    assert {f"{train}_app00", f"{test}_app00"} <= studies  # the stability copies, every split
+    original = [r for r in rows if r.study_id == test]
+    copy = [r for r in rows if r.study_id == f"{test}_app00"]
+    assert len(copy) == len(original) and all(r.finding == "normal" for r in copy)
+    assert original[0].sequences["t2"].resolve() == (toy_root / test / "t2.nii.gz").resolve()
+    # Same lesions (the finding draws do not move), other grey levels on the train subject only.
+    a = {r.study_id: r for r in plain_rows if "_ins" in r.study_id}
+    b = {r.study_id: r for r in rows if "_ins" in r.study_id}
+    assert a.keys() == b.keys() and all(a[k].finding == b[k].finding for k in a)
+    for sid in a:
+        before = read_nifti(a[sid].sequences["t2"]).array
+        after = read_nifti(b[sid].sequences["t2"]).array
+        assert before.shape == after.shape
+        assert np.allclose(before, after) == sid.startswith(test)
+
+
+def test_levels_named_up_from_the_lowest_body() -> None:
+    from spinelesion.insert.background import levels_from_bottom
+
+    assert levels_from_bottom([3, 1, 2], "L5", "s") == {1: "L3", 2: "L4", 3: "L5"}
+    with pytest.raises(ValueError, match="s: 3 labelled bodies cannot end at C2"):
+        levels_from_bottom([1, 2, 3], "C2", "s")
+    with pytest.raises(ValueError, match="unknown bottom level 'S1'"):
+        levels_from_bottom([1], "S1", "s")
+
+
+MULTISITE = ROOT.parent / "shared" / "data" / "real-multisite"
+
+
+@pytest.mark.slow  # reads three real exams
+@pytest.mark.skipif(not (MULTISITE / "vb1_02").is_dir(), reason="needs ../shared/data/real-multisite")
+def test_multisite_exams_are_backgrounds_in_their_own_sequence() -> None:
+    """VB1: one patient's exams share a subject, bodies are named up from L5, and each
+    sequence's CSF and inserted lesions follow that sequence's radiology."""
+    specs = {
+        s.study_id: s
+        for s in discover_backgrounds(MULTISITE, CFG["levels"], CFG["native_mm"], CFG["bottom_level"])
+    }
+    assert {k for k in specs if k.startswith("vb1_")} == {p.name for p in MULTISITE.glob("vb1_*")}
+    assert specs["vb1_02"].subject == specs["vb1_03"].subject == "vb1_p1"  # T1 and STIR of one patient
+    for sid, seq in (("vb1_02", "t1"), ("vb1_03", "stir"), ("vb1_11", "t2")):
+        bg = load_background(specs[sid])
+        assert list(bg.images) == [seq] and bg.slice_axis() == 2  # sagittal slices along R-L
+        an = derive_anatomy(bg, set(CFG["cord_levels"]))
+        assert an.bodies[-1].level == "L5" and an.bodies[0].level == "T9"
+        t = an.tissues[seq]
+        if seq == "t1":
+            assert t["csf"] < t["marrow"]  # fluid dark on T1
+        else:
+            assert t["csf"] > 1.5 * t["marrow"]  # fluid bright on T2 and STIR
+        ctx = insert_finding(
+            bg, an, "lytic_metastasis", an.bodies[5].label, np.random.default_rng(1), CFG["rates"]
+        )
+        inside = ctx.lesion
+        before, after = float(bg.images[seq][inside].mean()), float(ctx.images[seq][inside].mean())
+        if seq == "t1":
+            assert after < before and after < t["disc"]  # darker than disc on T1
+        else:
+            assert after > 1.2 * before  # bright on T2 and STIR
 
 
 @pytest.mark.slow  # > 3 s on the 2-core CPU

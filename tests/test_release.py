@@ -243,6 +243,7 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
 
     shared = tmp_path / "shared"
     write_toy_backgrounds(shared / "toy-normals", ("toy_01", "toy_02", "toy_03"))
+    write_body_manifest(shared / "toy-normals")
     small = [
         "trainer.max_epochs=1",
         "model.net.widths=[8,16,16,16]",
@@ -275,6 +276,19 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             ],
         },
         "plain": {"kind": "plain", "backgrounds": "toy-normals", "subjects_of": "real"},
+        "stable": {
+            "kind": "insert",
+            "backgrounds": "toy-normals",
+            "overrides": [
+                "levels=[L1,L2,L3]",
+                "variants_per_subject=0",
+                "workers=1",
+                "appearance.enabled=true",
+                "appearance.copies=1",
+                "splits={train: 0.34, val: 0.33, test: 0.33}",
+                "normal_rois={per_body: 1, discs: false, canal: false, background: 0, region: 0}",
+            ],
+        },
         "stage1": {"kind": "train", "manifests": ["data", "real"], "overrides": small},
         "mined": {"kind": "mine", "model": "stage1", "studies_of": "data", "settings": mining},
         "tuned": {
@@ -307,11 +321,28 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "args": {"splits": ["test"], "lesion_studies": True},
         },
         "mimics": {"kind": "check", "check": "mimics", "model": "point", "data": "real"},
+        "site": {
+            "kind": "check",
+            "check": "site_left_out",
+            "model": "point",
+            "data": "real",
+            "args": {"dataset": "toy", "normals": "toy-normals/manifest.csv", "splits": ["test"]},
+        },
+        "stability": {"kind": "check", "check": "stability", "model": "point", "data": "stable"},
         "plain_check": {"kind": "check", "check": "plain", "model": "point", "data": "plain"},
         "judge": {
             "kind": "judge",
             "model": "point",
-            "checks": ["fresh", "heldout", "untouched", "inserted", "mimics", "plain_check"],
+            "checks": [
+                "fresh",
+                "heldout",
+                "untouched",
+                "inserted",
+                "mimics",
+                "plain_check",
+                "site",
+                "stability",
+            ],
             "rule": [
                 {"what": "metrics.toy test.n", "op": ">=", "target": 1},
                 {"what": "real_anatomy.scan_untouched_heldout.studies", "op": ">=", "target": 1},
@@ -331,6 +362,12 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert real["scan_untouched_heldout"]["studies"] == 1
     assert meta["real_inserted_scan"]["studies"] == 2 and "lesions_found" in meta["real_inserted_scan"]
     assert "called_normal" in meta["real_mimics"] and meta["plain_renderer"]["n"]
+    site = meta["leave_one_dataset_out"]["toy"]  # one test patient: its exam as acquired, per sequence
+    assert len(site["patients"]) == 1 and site["scan_untouched"]["studies"] == 1
+    assert site["bodies_called_normal"]["t1+t2"]["n"] == 3  # three toy bodies
+    assert set(site["inserted_per_sequence"]) == {"t1+t2"}
+    stable = real["appearance_stability"]  # each test body beside its drawn copy
+    assert stable["pairs"] == 3 and stable["studies"] == 1 and 0.0 <= stable["call_changed"] <= 1.0
     assert (models / "toy-demo" / "README.md").is_file()  # the card, rewritten with the checks
     mined = (work / "mined" / "manifest.csv").read_text().splitlines()
     assert len(mined) > 1  # hard negatives were written
@@ -340,6 +377,37 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert [r.status for r in again] == ["done"] * len(stages)
     first = {r.stage.name: r.measured_min for r in rows}
     assert all(abs((r.measured_min or 0) - (first[r.stage.name] or 0)) < 0.01 for r in again)  # as measured
+
+
+def write_body_manifest(root: Path) -> Path:
+    """``root/manifest.csv``: one none/none row per labelled body of each study (as ../shared's)."""
+    import csv
+
+    import numpy as np
+    from scipy import ndimage
+
+    from spinelesion.io.nifti import read_nifti
+    from spinelesion.io.volume import apply_affine
+
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        bodies = read_nifti(folder / "vertebral_bodies.nii.gz", dtype=np.int16)
+        labels = [int(k) for k in np.unique(bodies.array) if k > 0]
+        centres = apply_affine(
+            bodies.affine, np.asarray(ndimage.center_of_mass(bodies.array > 0, bodies.array, labels))
+        )
+        for k, c in zip(labels, centres, strict=True):
+            rows.append(
+                dict(case_id=f"{folder.name}_vb{k}", study_id=folder.name, patient_id=folder.name, split="",
+                     t1=f"{folder.name}/t1.nii.gz", t2=f"{folder.name}/t2.nii.gz", stir="", t1c="",
+                     x_mm=round(float(c[0]), 2), y_mm=round(float(c[1]), 2), z_mm=round(float(c[2]), 2),
+                     compartment="none", fracture="none", level="", finding="normal")
+            )  # fmt: skip
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv"
 
 
 def test_held_out_dataset_scan_takes_unused_studies_named_by_sequence(tmp_path: Path) -> None:
@@ -388,7 +456,16 @@ def test_checks_only_runs_the_recipes_checks_on_a_given_model():
     publish = recipe.stage("publish_released")
     assert publish.params["model"] == "judge_released" and publish.params["force"] is True
     data = {s.name for s in recipe.stages if s.kind in ("phantom", "insert", "plain")}
-    assert data == {"test150", "shift100", "real_insert", "real_mimics", "real_plain"}
+    assert data == {
+        "test150",
+        "shift100",
+        "real_insert",
+        "real_mimics",
+        "real_plain",
+        "site_eval",
+        "site_insert",
+        "real_stability",
+    }
 
 
 def test_on_a_gpu_machine_the_trainings_use_the_gpu_trainer_unless_told(tmp_path, monkeypatch):

@@ -227,3 +227,39 @@ def test_scan_finds_a_lesion_in_a_tilted_thin_axial_slab():
     blob = apply_affine(affine, blob_index)
     assert res.candidates, "no candidate in the slab"
     assert np.linalg.norm(res.candidates[0][0] - blob) <= 8.0, res.candidates
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("stride_mm", -8.0),
+        ("stride_mm", 0.01),
+        ("overlap", 0.999999),
+        ("overlap", -0.1),
+        ("call_threshold", 2.0),
+        ("threshold", float("nan")),
+        ("sw_batch_size", 0),
+        ("max_rois", 0),
+    ],
+)
+def test_a_scan_setting_out_of_range_is_one_clear_error(setting: str, value: float) -> None:
+    """Issue 37: stride_mm=-8 became a 1-voxel walk (a silent hang); every number is range-checked."""
+    from spinelesion.inference.scan import ScanConfig
+
+    with pytest.raises(ValueError, match=rf"scan\.{setting}=.*must lie in \["):
+        ScanConfig(**{setting: value})
+
+
+def test_a_scan_costlier_than_its_bound_fails_by_name_before_classifying() -> None:
+    """The cost bound: a study needing more windows than scan.max_windows is refused before any
+    window is classified (the network is never called)."""
+    from spinelesion.inference.scan import ScanConfig, scan_study
+
+    class Never(OnCentreProbe):
+        def forward(self, *args: object) -> tuple[torch.Tensor, ...]:
+            raise AssertionError("classified a window")
+
+    array = _volume(np.array([41.0, 57.0, 76.0]))
+    cfg = ScanConfig(max_windows=1)
+    with pytest.raises(ValueError, match=r"scan would classify up to \d+ windows \(scan\.max_windows=1\)"):
+        scan_study(Never(), array, np.eye(4), np.ones(4, bool), SPEC, cfg, torch.device("cpu"))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ BODY_FINDINGS = {
     "lytic_metastasis",
     "blastic_metastasis",
     "osteoporotic_fracture",
+    "osteoporotic_fracture_chronic",  # the shape alone, no signal change
     "pathologic_fracture",
     "haemangioma",
     "focal_fat",
@@ -63,8 +65,24 @@ def _aucs(rows: Sequence[Mapping[str, str]]) -> dict[str, float | None]:
     return out
 
 
+DERIVED = re.compile(r"_(?:[A-Za-z]+_)*(?:ins\d{3}|app(?:\d{2})?)$")
+"""The suffix of a study the insertion derived from a real one: ``<study>_<tag>ins007`` (a finding
+inserted), ``<study>_<tag>app`` / ``app03`` (the untouched study under a random appearance)."""
+
+
+def background_study(study_id: str) -> str:
+    """The real study a derived study was made from (itself when it is not derived)."""
+    return DERIVED.sub("", study_id)
+
+
 def _is_untouched_body(r: Mapping[str, str]) -> bool:
-    return r["finding"] == "normal" and r["study_id"] == r["patient_id"] and "_body" in r["case_id"]
+    """A body ROI of a real study as acquired (not inserted into, not under a drawn appearance).
+    Studies are told by id, not patient: one patient may have several exams (T1 and STIR)."""
+    return (
+        r["finding"] == "normal"
+        and "_body" in r["case_id"]
+        and background_study(r["study_id"]) == r["study_id"]
+    )
 
 
 def per_dataset(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
@@ -91,18 +109,12 @@ def per_dataset(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
 
 def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """Each inserted body finding next to the same vertebra untouched (first body ROI of that level)."""
-    untouched: dict[tuple[str, str], Mapping[str, str]] = {}
-    for r in rows:
-        if _is_untouched_body(r):
-            untouched.setdefault((r["patient_id"], r["level"]), r)
+    untouched = _first_untouched_body(rows)
     pairs = []
     for r in rows:
-        if (
-            r["finding"] in BODY_FINDINGS
-            and r["case_id"].endswith("_r0")
-            and (r["patient_id"], r["level"]) in untouched
-        ):
-            pairs.append((untouched[(r["patient_id"], r["level"])], r))
+        key = (background_study(r["study_id"]), r["level"])
+        if r["finding"] in BODY_FINDINGS and r["case_id"].endswith("_r0") and key in untouched:
+            pairs.append((untouched[key], r))
     lesions = [(u, i) for u, i in pairs if (i["compartment_true"], i["fracture_true"]) != ("none", "none")]
     mimics = [(u, i) for u, i in pairs if (i["compartment_true"], i["fracture_true"]) == ("none", "none")]
     return {
@@ -116,6 +128,42 @@ def paired(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
         "lesion_pairs_both_correct": _fraction(_called_normal(u) and _correct(i) for u, i in lesions),
         "mimic_pairs": len(mimics),
         "mimic_pairs_both_normal": _fraction(_called_normal(u) and _called_normal(i) for u, i in mimics),
+    }
+
+
+def _first_untouched_body(rows: Sequence[Mapping[str, str]]) -> dict[tuple[str, str], Mapping[str, str]]:
+    """(study, level) -> the first body ROI of that level in the study as acquired (its centre)."""
+    untouched: dict[tuple[str, str], Mapping[str, str]] = {}
+    for r in rows:
+        if _is_untouched_body(r):
+            untouched.setdefault((r["study_id"], r["level"]), r)
+    return untouched
+
+
+def appearance_stability(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Each untouched body beside the same body centre in randomised copies of its study
+    (``<study>_app00``...): the share of pairs whose call (compartment and fracture) changes."""
+    untouched = _first_untouched_body(rows)
+    pairs = []
+    seen: set[tuple[str, str, str]] = set()
+    for r in rows:
+        study = r["study_id"]
+        key = (background_study(study), r["level"])
+        if study == key[0] or "_app" not in study or "_body" not in r["case_id"] or key not in untouched:
+            continue
+        if (study, *key) in seen:  # the body centre, not its jittered copies
+            continue
+        seen.add((study, *key))
+        pairs.append((untouched[key], r))
+
+    def call(r: Mapping[str, str]) -> tuple[str, str]:
+        return r["compartment_pred"], r["fracture_pred"]
+
+    return {
+        "pairs": len(pairs),
+        "studies": len({u["study_id"] for u, _ in pairs}),
+        "call_changed": _fraction(call(u) != call(c) for u, c in pairs),
+        "normal_call_lost": _fraction(_called_normal(u) and not _called_normal(c) for u, c in pairs),
     }
 
 

@@ -20,6 +20,7 @@ import torch
 
 from spinelesion.data.dataset import crop_study_rois
 from spinelesion.data.roi import RoiSpec, center_crop
+from spinelesion.inference.contrast import contrast_warnings
 from spinelesion.inference.saliency import paste_box, saliency
 from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study
 from spinelesion.inference.writers import (
@@ -278,6 +279,7 @@ class Predictor:
         t0 = time.perf_counter()
         warnings = list(getattr(study, "warnings", []))
         warnings.extend(check_study(study))  # drops blank / NaN / degenerate sequences, or refuses
+        warnings.extend(contrast_warnings(study.volumes))  # a t2 that looks fat-suppressed, a t1 like a T2
         ref_vol = study.volumes[choose_reference(list(study.volumes), self.reference)]
         try:  # the reference stack about to be built: every sequence resampled onto the reference grid
             check_study_bytes(item.study_id, [], channels=len(SEQUENCES) + 1, reference=ref_vol.shape)

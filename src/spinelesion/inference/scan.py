@@ -69,10 +69,42 @@ class ScanConfig:
     # studies: evaluation/scan_operating.py), 0.5 for a model without one. The decision rule alone
     # may name a rare class below 0.5, right for a place a user points at, not for a scan's peak.
 
+    max_windows: int = 50_000  # a cost bound: a study needing more windows fails by name (the default
+    # walk needs ~1,000-1,500 on a 1 mm lumbar study; 50,000 is ~1 hour on a 2-core CPU)
+
     def __post_init__(self) -> None:
         from spinelesion.models.prior import check_rates
 
         check_rates(self.lesion_rates)
+        # Every number in range, or one clear error: a negative or tiny stride became a 1-voxel
+        # walk (100x the windows, a silent hang), an overlap of 0.999999 the same.
+        _in_range("scan.overlap", self.overlap, 0.0, 0.95)
+        if self.stride_mm is not None:
+            _in_range("scan.stride_mm", self.stride_mm, 2.0, 200.0)
+        _in_range("scan.sigma_scale", self.sigma_scale, 0.01, 1.0)
+        _in_range("scan.sw_batch_size", self.sw_batch_size, 1, 4096)
+        _in_range("scan.coarse_step", self.coarse_step, 1, 8)
+        _in_range("scan.refine_threshold", self.refine_threshold, 0.0, 1.0)
+        _in_range("scan.threshold", self.threshold, 0.0, 1.0)
+        _in_range("scan.min_distance_mm", self.min_distance_mm, 0.0, 500.0)
+        _in_range("scan.max_rois", self.max_rois, 1, 1000)
+        _in_range("scan.max_extent_mm", self.max_extent_mm, 10.0, 2000.0)
+        _in_range("scan.edge_margin_mm", self.edge_margin_mm, 0.0, 200.0)
+        _in_range("scan.classify_shift_mm", self.classify_shift_mm, 0.0, 20.0)
+        _in_range("scan.min_depth_mm", self.min_depth_mm, 0.0, 200.0)
+        _in_range("scan.max_windows", self.max_windows, 1, 10_000_000)
+        if self.call_threshold is not None:
+            _in_range("scan.call_threshold", self.call_threshold, 0.0, 1.0)
+
+
+def _in_range(name: str, value: float, lo: float, hi: float) -> None:
+    """A setting's value within [lo, hi], else a ValueError naming it (NaN is out of range)."""
+    try:
+        ok = lo <= float(value) <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must lie in [{lo:g}, {hi:g}]")
 
 
 @dataclass
@@ -184,10 +216,16 @@ def scan_study(
 
     default = np.zeros(sum(n_classes))
     default[none_at] = 1.0
+    relevant = touching(lat, inside)
+    if int(relevant.sum()) > cfg.max_windows:
+        raise ValueError(
+            f"scan would classify up to {int(relevant.sum())} windows (scan.max_windows={cfg.max_windows}): "
+            "raise scan.stride_mm or scan.max_windows"
+        )
     found = classify_lattice(
         classify,
         lat,
-        touching(lat, inside),
+        relevant,
         lesion_score,
         default,
         cfg.refine_threshold,

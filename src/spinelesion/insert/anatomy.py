@@ -19,6 +19,7 @@ from scipy import ndimage
 from spinelesion.insert.background import Background
 from spinelesion.io.volume import apply_affine
 
+FLUID_BRIGHT = ("t2", "stir")  # sequences on which CSF is brighter than marrow
 P_AXIS = np.array([0.0, 1.0, 0.0])  # LPS posterior
 L_AXIS = np.array([1.0, 0.0, 0.0])  # LPS left
 
@@ -172,7 +173,7 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
             cord mask (the conus ends near L1; below it only cauda equina roots).
     """
     frames = _frames(bg)
-    fluid_seq = next((s for s in ("t2", "stir") if s in bg.images), None)
+    fluid_seq = next((s for s in FLUID_BRIGHT if s in bg.images), None)
     body_core = ndimage.binary_erosion(bg.bodies > 0, iterations=2)
     tissues: dict[str, dict[str, float]] = {s: {} for s in bg.images}
     for s, img in bg.images.items():
@@ -222,7 +223,9 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
         for name, chunks in samples.items():
             vals = np.concatenate(chunks) if chunks else np.array([])
             if name == "csf" and vals.size:
-                tissues[s][name] = float(np.percentile(vals, 80))
+                # The canal box also holds roots, fat and ligament: CSF is its bright end where
+                # fluid is bright (T2, STIR) and its dark end on T1.
+                tissues[s][name] = float(np.percentile(vals, 80 if s in FLUID_BRIGHT else 20))
             elif vals.size:
                 tissues[s][name] = float(np.median(vals))
         if bg.cord is not None and bg.cord.any():

@@ -50,6 +50,7 @@ class BackgroundSpec:
     masks: dict[str, Path]
     native_mm: tuple[float, float, float] | None = None  # acquired resolution along LPS x, y, z
     levels: list[str] = field(default_factory=list)
+    bottom_level: str | None = None  # the lowest labelled body's level (labels 1..N from the top)
 
 
 @dataclass
@@ -74,6 +75,12 @@ class Background:
     def spacing(self) -> np.ndarray:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(0))
 
+    def slice_axis(self) -> int:
+        """The array axis the study was sliced along (its coarsest acquired resolution)."""
+        if self.spec.native_mm is not None:
+            return int(np.argmax(np.asarray(self.spec.native_mm)[dominant_axes(self.affine)]))
+        return int(np.argmax(self.spacing))
+
     def native_sigma_vox(self) -> np.ndarray:
         """Gaussian sigma (voxels, per array axis) of the acquisition's point spread."""
         spacing = self.spacing
@@ -83,18 +90,35 @@ class Background:
         return np.maximum(native / 2.355 / spacing, 0.3)
 
 
+def folder_patients(root: Path) -> dict[str, str]:
+    """study_id -> patient_id from ``root/manifest.csv`` (exams of one patient share an id)."""
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        return {}
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        return {r["study_id"]: r["patient_id"] for r in csv.DictReader(fh) if r.get("patient_id")}
+
+
 def discover_backgrounds(
     root: str | Path,
     levels: Sequence[str] | None = None,
     native_mm: Mapping[str, Sequence[float]] | None = None,
+    bottom_level: Mapping[str, str] | None = None,
 ) -> list[BackgroundSpec]:
     """Every study under ``root`` with a recognised layout, sorted by folder name.
 
     ``native_mm`` maps a dataset name (the folder name before its last ``_``) to the acquired
     resolution along LPS x, y, z, for studies resampled finer than they were acquired.
+    ``bottom_level`` maps a dataset name to the level of its lowest labelled body, for masks
+    numbered from the top of a field of view that starts at no fixed level (VB1: mid-thoracic
+    to the sacrum, the last body L5); other datasets name labels 1..N with ``levels``.
+    A study's subject is its ``patient_id`` in ``root/manifest.csv`` (else its folder name), so
+    that a split never puts two exams of one patient on both sides.
     """
     root = Path(root)
     native_mm = dict(native_mm or {})
+    bottom = dict(bottom_level or {})
+    patients = folder_patients(root)
     specs = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         seqs = sequence_files(folder)
@@ -104,7 +128,7 @@ def discover_backgrounds(
         nat = native_mm.get(dataset)
         spec = BackgroundSpec(
             study_id=folder.name,
-            subject=folder.name,
+            subject=patients.get(folder.name, folder.name),
             dataset=dataset,
             sequences=seqs,
             layout="",
@@ -114,6 +138,7 @@ def discover_backgrounds(
         if (folder / "vertebral_bodies.nii.gz").is_file():
             spec.layout, spec.masks = "bodies", {"bodies": folder / "vertebral_bodies.nii.gz"}
             spec.levels = list(levels or [])
+            spec.bottom_level = bottom.get(dataset)
         elif (folder / "vertebrae.nii.gz").is_file() and (folder / "subregions.nii.gz").is_file():
             spec.layout = "subregions"
             spec.masks = {
@@ -163,6 +188,16 @@ def _levels_from_manifest(folder: Path, bodies: np.ndarray, affine: np.ndarray) 
     return out
 
 
+def levels_from_bottom(labels: Sequence[int], bottom: str, study: str) -> dict[int, str]:
+    """Body labels 1..N (superior to inferior) named upwards from ``bottom`` (the last label)."""
+    if bottom not in ALL_LEVELS:
+        raise ValueError(f"{study}: unknown bottom level {bottom!r}")
+    end = ALL_LEVELS.index(bottom) + 1
+    if len(labels) > end:
+        raise ValueError(f"{study}: {len(labels)} labelled bodies cannot end at {bottom}")
+    return dict(zip(sorted(labels), ALL_LEVELS[end - len(labels) : end], strict=True))
+
+
 def load_background(spec: BackgroundSpec) -> Background:
     """Read a study's sequences (on the first sequence's grid) and masks."""
     vols = {s: read_nifti(p) for s, p in spec.sequences.items()}
@@ -183,7 +218,9 @@ def load_background(spec: BackgroundSpec) -> Background:
         )
         levels = _levels_from_manifest(spec.masks["bodies"].parent, bodies, ref.affine)
         labels = [int(k) for k in np.unique(bodies) if k > 0]
-        if not levels and spec.levels:
+        if not levels and spec.bottom_level:
+            levels = levels_from_bottom(labels, spec.bottom_level, spec.study_id)
+        elif not levels and spec.levels:
             levels = dict(zip(labels, spec.levels, strict=False))
     else:
         vert = _on_grid(read_nifti(spec.masks["vertebrae"], dtype=np.int16), ref.shape, ref.affine)

@@ -5,7 +5,11 @@ normal ROIs on every body, disc and the canal, and ``variants_per_subject`` inse
 studies, each with one finding at a body drawn among those where it can occur, written as
 a crop around its ROIs (the ROI context box and augmentation fit inside). A subject's
 inserted and untouched studies share one split, so held-out subjects stay held out and the
-same real vertebra is seen with and without a lesion.
+same real vertebra is seen with and without a lesion. With ``appearance.enabled`` each
+study of a subject in ``appearance.splits`` (the untouched one and every inserted one) is
+written under its own random appearance with probability ``appearance.prob``
+(:mod:`spinelesion.data.appearance`, drawn after the lesion is painted), and
+``appearance.copies`` randomised copies of every untouched study join it (the stability set).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spinelesion.atomic import write_json
+from spinelesion.data.appearance import AppearanceConfig, appearance_from_dict, randomise_study
 from spinelesion.data.manifest import Row, write_manifest
 from spinelesion.data.splits import assign_splits
 from spinelesion.insert.anatomy import SpineAnatomy, box_around, derive_anatomy
@@ -199,6 +204,32 @@ def choose(rng: np.random.Generator, an: SpineAnatomy, weights: Mapping[str, flo
     raise ValueError("no finding can be inserted in this study")
 
 
+def drawn_normals(
+    spec: BackgroundSpec,
+    bg: Background,
+    an: SpineAnatomy,
+    out: Path,
+    cfg: Mapping[str, Any],
+    rng: np.random.Generator,
+    appearance: AppearanceConfig,
+    suffix: str,
+) -> list[dict[str, Any]]:
+    """The untouched study under one random appearance, written as study ``<id>_<tag><suffix>``,
+    with the same kinds of normal ROIs as the study itself."""
+    images = randomise_study(bg.images, bg.spacing, bg.slice_axis(), rng, appearance)
+    study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}{suffix}"
+    recs = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
+    if not recs:
+        return []
+    centres = [np.array([r["x_mm"], r["y_mm"], r["z_mm"]], dtype=float) for r in recs]
+    paths = write_crop(bg, images, centres, out / "studies" / study_id, float(cfg["crop_margin_mm"]))
+    rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
+    return [
+        {**r, **rel, "case_id": r["case_id"].replace(spec.study_id, study_id, 1), "study_id": study_id}
+        for r in recs
+    ]
+
+
 def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> dict[str, Any]:
     """All studies of one subject (run in a worker process)."""
     spec, index, cfg, out_dir, split = args
@@ -207,7 +238,19 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
     bg = load_background(spec)
     an = derive_anatomy(bg, set(cfg["cord_levels"]))
     rng = np.random.default_rng([int(cfg["seed"]), index, 0])
-    records = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
+    appearance = appearance_from_dict(cfg.get("appearance"))
+    # Appearance draws fall alike on untouched and inserted studies of the drawn splits, so a
+    # randomised look never tells a lesion; the evaluation splits stay as acquired.
+    drawn = appearance.enabled and split in appearance.splits
+    draw_rng = np.random.default_rng([int(cfg["seed"]), index, 0, 1])
+    if drawn and draw_rng.random() < appearance.prob:
+        records = drawn_normals(spec, bg, an, out, cfg, rng, appearance, "app")
+    else:
+        records = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
+    if appearance.enabled:  # extra copies beside the study itself: the stability check's pairs
+        for c in range(appearance.copies):
+            copy_rng = np.random.default_rng([int(cfg["seed"]), index, 0, 2 + c])
+            records += drawn_normals(spec, bg, an, out, cfg, copy_rng, appearance, f"app{c:02d}")
     for v in range(int(cfg["variants_per_subject"])):
         rng = np.random.default_rng([int(cfg["seed"]), index, v + 1])
         name, label = choose(rng, an, cfg["finding_weights"])
@@ -218,8 +261,11 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         inside = [r for r in ctx.rois if Volume(bg.bodies, bg.affine).contains(r.centre)]
         if not inside:
             continue
+        images = ctx.images
+        if drawn and draw_rng.random() < appearance.prob:  # after painting: the lesion follows the tissues
+            images = randomise_study(images, bg.spacing, bg.slice_axis(), rng, appearance)
         folder = out / "studies" / study_id
-        paths = write_crop(bg, ctx.images, [r.centre for r in ctx.rois], folder, float(cfg["crop_margin_mm"]))
+        paths = write_crop(bg, images, [r.centre for r in ctx.rois], folder, float(cfg["crop_margin_mm"]))
         rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
         for k, r in enumerate(inside):
             records.append(
@@ -269,7 +315,7 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
         raise FileNotFoundError(
             f"backgrounds folder '{root}' not found (set backgrounds=... or SPINELESION_REAL_NORMALS)"
         )
-    specs = discover_backgrounds(root, cfg.get("levels"), cfg.get("native_mm"))
+    specs = discover_backgrounds(root, cfg.get("levels"), cfg.get("native_mm"), cfg.get("bottom_level"))
     if not specs:
         raise ValueError(f"{root}: no real study with vertebral-body masks found")
     out = Path(str(cfg["output_dir"])).resolve()

@@ -281,7 +281,10 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
     plate = _endplate_t(ctx, superior)
     inward = -1.0 if superior else 1.0
     body = ctx.body_mask()
-    if not ctx.chance("chronic"):
+    # Chronic (healed): the shape alone, no signal change at all; reported apart as
+    # osteoporotic_fracture_chronic, since a model must call it a fracture from its shape.
+    chronic = ctx.chance("chronic")
+    if not chronic:
         if ctx.chance("benign_diffuse_oedema"):
             depth = ctx.u(0.6, 0.9) * 2 * f.half_height
         else:
@@ -290,13 +293,15 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
         if ctx.chance("fracture_line"):
             at = plate + inward * ctx.u(1.5, 0.6 * depth)
             ctx.paint("band", ctx.band(at - 0.8, at + 0.8, 0.7) * body)
-    if ctx.chance("fluid_sign"):
+    if not chronic and ctx.chance("fluid_sign"):
         span = ctx.u(0.4, 0.8)
         cleft = ctx.band(plate + inward * 1.0, plate + inward * ctx.u(2.0, 3.5), 0.6) * body
         cleft *= np.abs(ctx.loc[..., 1] - 0.5 * (f.anterior + f.posterior)) < span * 0.5 * f.depth
         ctx.paint("fluid", cleft.astype(np.float32))
     if roi:
-        ctx.roi(None, "none", "benign", "osteoporotic_fracture")
+        ctx.roi(
+            None, "none", "benign", "osteoporotic_fracture_chronic" if chronic else "osteoporotic_fracture"
+        )
 
 
 def pathologic_fracture(ctx: Insert) -> None:

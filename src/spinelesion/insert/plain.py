@@ -234,12 +234,15 @@ def generate_plain(
     seed: int = 0,
     levels: Sequence[str] | None = None,
     crop_margin_mm: float = 58.0,
+    bottom_level: Mapping[str, str] | None = None,
 ) -> Path:
     """Every eligible body of each subject with each plain finding (one body per study), plus
     every body of the untouched studies (none/none) -> ``out/manifest.csv``."""
     out = Path(out).resolve()
     wanted = set(subjects)
-    specs = [s for s in discover_backgrounds(backgrounds, levels) if s.subject in wanted]
+    specs = [
+        s for s in discover_backgrounds(backgrounds, levels, bottom_level=bottom_level) if s.subject in wanted
+    ]
     missing = wanted - {s.subject for s in specs}
     if missing:
         raise FileNotFoundError(f"{backgrounds}: no study with body masks for {', '.join(sorted(missing))}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,42 @@ def write_plain_preview(spec: BackgroundSpec, path: str | Path, level: str = "L2
         fontsize=9,
     )
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.9))  # room for the title
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write_appearance_preview(
+    spec: BackgroundSpec, appearance: Mapping[str, Any], path: str | Path, draws: int = 7, seed: int = 0
+) -> Path:
+    """One real study's mid-sagittal plane, untouched and under ``draws`` random appearances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spinelesion.data.appearance import appearance_from_dict, randomise_study
+
+    cfg = appearance_from_dict({**appearance, "enabled": True})
+    bg = load_background(spec)
+    seq = "t2" if "t2" in bg.images else next(iter(bg.images))
+    centre = apply_affine(bg.affine, np.argwhere(bg.bodies > 0).mean(0)[None])[0]
+    fig, axes = plt.subplots(1, draws + 1, figsize=(2.4 * (draws + 1), 3.0))
+    for k, ax in enumerate(axes):
+        if k == 0:
+            image, title = bg.images[seq], "untouched"
+        else:
+            rng = np.random.default_rng([seed, k])
+            image = randomise_study({seq: bg.images[seq]}, bg.spacing, bg.slice_axis(), rng, cfg)[seq]
+            title = f"draw {k}"
+        plane = _sagittal(bg.affine, image, centre, half_mm=80.0)
+        ax.imshow(plane, cmap="gray", vmin=0, vmax=float(np.percentile(plane, 99.5)))
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{seq.upper()} of real study {spec.study_id} under random appearances", fontsize=9)
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

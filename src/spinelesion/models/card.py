@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ def model_metadata(
     """Everything a predictor needs to rebuild the inputs the network was trained on."""
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
     counts = {split: len(idx) for split, idx in dm.split_indices.items()}
+    learnt = [dm.bank.rows[i] for split in ("train", "val") for i in dm.split_indices.get(split, [])]
     return {
         "name": str(cfg.get("model_name", "spinelesion")),
         "version": __version__,
@@ -61,6 +62,7 @@ def model_metadata(
         "training": {
             "manifests": [_portable(p) for p in getattr(dm, "manifest_paths", [dm.manifest_path])],
             "rois_per_split": counts,
+            "sources": training_sources(learnt),
             "epochs": int(epochs),
             "fit_seconds": round(float(fit_seconds), 1),
             "seed": int(cfg.seed),
@@ -71,6 +73,22 @@ def model_metadata(
         },
         "intended_use": DISCLAIMER,
     }
+
+
+def source_of(patient_id: str) -> str:
+    """The data set a patient comes from: the part of its id before ``_`` (real: ``vb2_07`` ->
+    ``vb2``); the phantom's patients (``P100000000``) have none."""
+    return patient_id.split("_", 1)[0] if "_" in patient_id else "phantom"
+
+
+def training_sources(rows: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """ROIs and patients per data set among the rows a model learnt from (train and val)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = out.setdefault(source_of(r.patient_id), {"rois": 0, "patients": set()})
+        entry["rois"] += 1
+        entry["patients"].add(r.patient_id)
+    return {k: {"rois": v["rois"], "patients": len(v["patients"])} for k, v in sorted(out.items())}
 
 
 def _portable(path: Path | str) -> str:
@@ -131,6 +149,21 @@ def _real_lines(real: dict[str, Any]) -> list[str]:
             f"in {scan.get('studies')} studies ({f(scan.get('false_calls_per_study'))} per study, "
             f"{scan.get('candidates')} candidates).",
         ]
+    chronic = (real.get("heldout_per_finding") or {}).get("osteoporotic_fracture_chronic")
+    if chronic:
+        lines += [
+            "",
+            f"Chronic osteoporotic fractures (the shape alone, no signal change) inserted into the held-out "
+            f"spines: {f(chronic.get('both_labels_right'))} of {chronic.get('n')} called none/benign.",
+        ]
+    stable = real.get("appearance_stability") or {}
+    if stable.get("pairs"):
+        lines += [
+            "",
+            f"Under a random appearance of the same study (`appearance.*`), {f(stable.get('call_changed'))} of "
+            f"{stable.get('pairs')} held-out untouched bodies change their call "
+            f"({f(stable.get('normal_call_lost'))} lose their none/none).",
+        ]
     other = real.get("scan_untouched_other_datasets") or {}
     if other.get("studies"):
         lines += [
@@ -140,6 +173,47 @@ def _real_lines(real: dict[str, Any]) -> list[str]:
             f"{other.get('studies')} studies ({other.get('candidates')} candidates).",
         ]
     return [*lines, ""]
+
+
+def _source_lines(sources: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Which data sets the model learnt from (train and val ROIs), by name."""
+    if not sources:
+        return []
+    parts = [
+        f"{name} ({v['rois']} ROIs" + (f", {v['patients']} patients)" if name != "phantom" else ")")
+        for name, v in sources.items()
+    ]
+    return [f"- Data it has seen (train and val): {', '.join(parts)}; every other data set is unseen."]
+
+
+def _site_lines(sites: Mapping[str, Any], title: str) -> list[str]:
+    """Per site and sequence: untouched bodies called normal, inserted lesions, scan mode."""
+    if not sites:
+        return []
+    f = fmt_value
+    lines = [f"## {title}", ""]
+    for name, d in sites.items():
+        scan = d.get("scan_untouched") or {}
+        lines += [
+            f"**{name}** ({len(d.get('patients') or [])} patients, splits {', '.join(d.get('splits') or [])}): "
+            f"scan mode on the untouched exams {scan.get('false_calls')} false lesion calls in "
+            f"{scan.get('studies')} exams ({f(scan.get('false_calls_per_study'))} per exam).",
+            "",
+            "| sequence | untouched bodies | called normal | inserted ROIs | inserted correct "
+            "| compartment AUC | benign vs pathologic AUC |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        bodies = d.get("bodies_called_normal") or {}
+        inserted = d.get("inserted_per_sequence") or {}
+        for seq in sorted(set(bodies) | set(inserted)):
+            b, i = bodies.get(seq) or {}, inserted.get(seq) or {}
+            lines.append(
+                f"| {seq} | {b.get('n')} | {f(b.get('fraction'))} | {i.get('inserted_rois')} | "
+                f"{f(i.get('inserted_correct'))} | {f(i.get('compartment_auc_macro'))} | "
+                f"{f(i.get('fracture_auc_benign_vs_pathologic'))} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _overrides() -> list[str]:
@@ -352,6 +426,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         "## Training",
         f"- Data: {', '.join(f'`{m}`' for m in training.get('manifests') or [training.get('manifest')])}; "
         f"ROIs per split: {training.get('rois_per_split')}.",
+        *_source_lines(training.get("sources") or {}),
         f"- {training.get('epochs')} epochs in {training.get('fit_seconds')} s on {training.get('machine')}.",
         f"- Seed {training.get('seed')}; command: `{training.get('command')}`.",
         "",
@@ -359,6 +434,14 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         *_metric_lines(meta.get("metrics") or {}),
         "",
         *_real_lines(meta.get("real_anatomy") or {}),
+        *_site_lines(
+            meta.get("leave_one_dataset_out") or {},
+            "Leave one dataset out (a model of the same recipe that never saw the data set)",
+        ),
+        *_site_lines(
+            (meta.get("real_anatomy") or {}).get("sites_heldout") or {},
+            "Held-out patients of a multi-site data set (the released model learnt its other patients)",
+        ),
         *_scan_lines(
             meta.get("phantom_scan") or {}, "Scan mode on phantom studies", "studies of the fresh phantom set"
         ),

@@ -169,6 +169,28 @@ def load_model_folder(
     return net, meta
 
 
+def check_resume_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint to resume training from, checked before Lightning loads it: a local regular
+    file (a URL is refused: Lightning would download it and unpickle it with code allowed) that
+    loads as plain data (``weights_only=True``, Lightning's ``AttributeDict`` allowed)."""
+    from pytorch_lightning.utilities.parsing import AttributeDict
+
+    text = os.fspath(path)
+    if "://" in text:
+        raise ModelLoadError(f"ckpt_path={text}: a URL; only a local checkpoint file is resumed from")
+    file = Path(text)
+    if not file.is_file():
+        raise ModelLoadError(f"ckpt_path={text}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals([AttributeDict]):
+            torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"ckpt_path={text}: refused to resume (only tensors and plain data are accepted): {exc}"
+        ) from exc
+    return file
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str = "cpu"
 ) -> tuple[MultiTaskNet, dict[str, Any]]:

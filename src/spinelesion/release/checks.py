@@ -102,13 +102,15 @@ def phantom_metrics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]
 def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     """Held-out subjects of an insertion set: per dataset, and each inserted body finding paired
     with the same vertebra untouched."""
-    from spinelesion.evaluation.real import paired, per_dataset, read_rows
+    from spinelesion.evaluation.real import paired, per_dataset, read_rows, right_per_finding
 
     evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
     rows = read_rows(ctx.out / "eval" / "predictions.csv")
     return {
         "heldout_per_dataset": per_dataset(rows),
         "heldout_paired": paired(rows),
+        # both labels right per finding: osteoporotic_fracture_chronic (shape only) apart
+        "heldout_per_finding": right_per_finding(rows),
         "heldout_subjects": subjects(_manifest(ctx, data), "test"),
     }
 
@@ -263,6 +265,91 @@ def plain(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     }
 
 
+def _sequences_of(manifest: Path) -> dict[str, str]:
+    """case_id -> the sequences its study has, e.g. ``t1`` or ``t2+stir``."""
+    from spinelesion.evaluation.real import read_rows
+    from spinelesion.labels import SEQUENCES
+
+    return {r["case_id"]: "+".join(s for s in SEQUENCES if r.get(s)) for r in read_rows(manifest)}
+
+
+def site(
+    model: Path,
+    ctx: CheckContext,
+    data: str,
+    dataset: str,
+    normals: str = "real-multisite/manifest.csv",
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> dict[str, Any]:
+    """One real site, per sequence: its untouched bodies (the shared manifest ``normals``) called
+    none/none, lesions inserted into its exams (``data``, an insertion set of that site), and
+    scan mode's false calls on its untouched exams. ``splits`` are the insertion set's subjects
+    to use: every one for a model that never saw the site (leave one dataset out), the test
+    subjects for one trained on the others."""
+    from spinelesion.evaluation.real import dataset_of, paired, per_dataset, read_rows, scan_false_calls
+
+    manifest = _manifest(ctx, data)
+    patients = {r["patient_id"] for r in read_rows(manifest) if r["split"] in splits}
+    # The insertion set, every split asked for (evaluate reads one split, or all).
+    evaluate(model, manifest, ctx.out / "eval", *(["data.split=" + splits[0]] if len(splits) == 1 else []))
+    seqs = _sequences_of(manifest)
+    rows = [r for r in read_rows(ctx.out / "eval" / "predictions.csv") if r["patient_id"] in patients]
+    inserted = {
+        seq: per_dataset([r for r in rows if seqs.get(r["case_id"]) == seq]).get(dataset, {})
+        for seq in sorted(set(seqs.values()))
+    }
+    # The shared manifest's untouched bodies (the site's exams as acquired).
+    normals_path = ctx.shared / normals
+    site_rows = [
+        r
+        for r in read_rows(normals_path)
+        if dataset_of(r["patient_id"]) == dataset and r["patient_id"] in patients
+    ]
+    normal_seqs = {
+        k: v for k, v in _sequences_of(normals_path).items() if k in {r["case_id"] for r in site_rows}
+    }
+    evaluate(model, normals_path, ctx.out / "normals")
+    called: dict[str, list[bool]] = {}
+    for r in read_rows(ctx.out / "normals" / "predictions.csv"):
+        if r["case_id"] in normal_seqs:
+            called.setdefault(normal_seqs[r["case_id"]], []).append(
+                r["compartment_pred"] == "none" and r["fracture_pred"] == "none"
+            )
+    # Scan mode on each untouched exam.
+    scans: list[dict[str, str]] = []
+    scanned: list[str] = []
+    for study in sorted({r["study_id"] for r in site_rows}):
+        files = _sequence_files(normals_path.parent / study)
+        if files:
+            inputs = _linked_inputs(ctx.out / "inputs" / study, files)
+            scans.extend(
+                dict(r, study_id=study) for r in predict_rows(model, inputs, ctx.out / "scan" / study)
+            )
+            scanned.append(study)
+    return {
+        dataset: {
+            "patients": sorted(patients),
+            "splits": list(splits),
+            "bodies_called_normal": {
+                seq: {"n": len(v), "fraction": round(sum(v) / max(len(v), 1), 4)}
+                for seq, v in sorted(called.items())
+            },
+            "inserted_per_sequence": inserted,
+            "paired": paired(rows),
+            "scan_untouched": scan_false_calls(scans, scanned),
+        }
+    }
+
+
+def stability(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
+    """Untouched held-out bodies beside the same bodies under random appearances (a set drawn
+    with ``appearance.copies``): how often the call changes."""
+    from spinelesion.evaluation.real import appearance_stability, read_rows
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
+    return {"appearance_stability": appearance_stability(read_rows(ctx.out / "eval" / "predictions.csv"))}
+
+
 @dataclass(frozen=True)
 class Check:
     run: Callable[..., dict[str, Any]]
@@ -282,4 +369,8 @@ CHECKS: dict[str, Check] = {
     "scan_inserted": Check(scan_set, ("real_inserted_scan",)),
     "mimics": Check(mimics, ("real_mimics",)),
     "plain": Check(plain, ("plain_renderer",)),
+    # a site no training stage read (leave one dataset out), and a site's held-out patients
+    "site_left_out": Check(site, ("leave_one_dataset_out",), merge=True),
+    "site_heldout": Check(site, ("real_anatomy", "sites_heldout"), merge=True),
+    "stability": Check(stability, ("real_anatomy",), merge=True),
 }

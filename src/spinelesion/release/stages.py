@@ -83,10 +83,16 @@ def plain(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     from spinelesion.insert.plain import generate_plain
     from spinelesion.release.checks import subjects
 
-    levels = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())["levels"]
+    insert_cfg = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())
     held_out = subjects(ctx.inputs[stage.params["subjects_of"]] / "manifest.csv", "test")
     backgrounds = resolve_under(ctx.shared, str(stage.params["backgrounds"]))
-    manifest = generate_plain(backgrounds, held_out, ctx.folder, levels=levels)
+    manifest = generate_plain(
+        backgrounds,
+        held_out,
+        ctx.folder,
+        levels=insert_cfg["levels"],
+        bottom_level=insert_cfg.get("bottom_level"),
+    )
     return {"manifest": str(manifest), "subjects": held_out}
 
 

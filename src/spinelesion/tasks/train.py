@@ -38,9 +38,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.evaluation.report import headline_metrics
     from spinelesion.models.calibrate import calibrate_and_decide
     from spinelesion.models.card import model_metadata, write_model_card
-    from spinelesion.models.folder import load_checkpoint, save_model_folder
+    from spinelesion.models.folder import check_resume_checkpoint, load_checkpoint, save_model_folder
     from spinelesion.models.tta import mirrors_of
 
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:  # checked first: never a URL, never pickled code (Lightning would unpickle it)
+        ckpt_path = str(check_resume_checkpoint(str(ckpt_path)))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True)
@@ -73,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _write_splits(out_dir / "splits.csv", dm)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - start
 
     summary: dict[str, Any] = {
