@@ -1,8 +1,10 @@
-"""MONAI bundle export: MONAI's schema fields, TorchScript parity, and the same probabilities as predict."""
+"""MONAI bundle export: MONAI's schema and bundle checks, TorchScript parity, and the same probabilities
+as predict."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ import pytest
 import torch
 from helpers_io import AXIAL, SAGITTAL, blob, make_volume
 
-from spinelesion.export.bundle import export_bundle
+from spinelesion.export.bundle import SCHEMA_FILE, export_bundle
+from spinelesion.export.bundle_runtime import TASK_SIZES, BundleNet
 from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.study import load_nifti_folder
@@ -96,6 +99,7 @@ def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
     for rel in (
         "configs/metadata.json",
         "configs/inference.json",
+        "configs/logging.conf",
         "models/model.pt",
         "models/model.ts",
         "docs/README.md",
@@ -108,7 +112,6 @@ def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
         "monai_version",
         "pytorch_version",
         "numpy_version",
-        "optional_packages_version",
         "required_packages_version",
         "task",
         "description",
@@ -117,19 +120,26 @@ def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
         "network_data_format",
     ):
         assert meta[key], key
-    inputs = meta["network_data_format"]["inputs"]
-    assert inputs["image"]["spatial_shape"] == ROI["shape"] and inputs["image"]["num_channels"] == len(
-        SEQUENCES
+    # MONAI renames this deprecated key to required_packages_version on loading, replacing the requirements
+    assert "optional_packages_version" not in meta
+    fmt = meta["network_data_format"]
+    assert set(fmt["inputs"]) == {"image"} and fmt["inputs"]["image"]["spatial_shape"] == ROI["shape"]
+    assert fmt["inputs"]["image"]["num_channels"] == len(SEQUENCES)
+    assert set(fmt["outputs"]) == {"pred"} and fmt["outputs"]["pred"]["num_channels"] == sum(TASK_SIZES) == 7
+    assert set(fmt["post_processed_outputs"]) == set(TASKS)
+    for text in (meta["description"], meta["intended_use"], *meta["references"][:1]):
+        assert "tests" in text and "NOT a clinical tool" in text  # the model's intended use, and the caveat
+    assert json.loads((tmp_path / "bundle/configs/inference.json").read_text())["device"] == (
+        "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
     )
-    assert set(meta["network_data_format"]["outputs"]) == set(TASKS)
-    assert any("NOT a clinical tool" in r for r in meta["references"])
     assert "spinelesion" in meta["required_packages_version"]
     assert "install the `spinelesion` package" in (tmp_path / "bundle/docs/README.md").read_text()
-    # model.pt: a plain state dict; model.ts: traced, same logits, metadata embedded as MONAI does
+    # model.pt: a plain state dict; model.ts: scripted BundleNet, same logits, metadata embedded as MONAI does
     net, _ = load_model_folder(model_dir)
     state = torch.load(tmp_path / "bundle/models/model.pt", weights_only=True)
     assert set(state) == set(net.state_dict())
     torch.testing.assert_close(state["temperature"], torch.tensor([0.8, 1.3]))
+    assert result.torchscript.startswith("TorchScript, scripted")
     assert result.torchscript_max_abs_diff is not None and result.torchscript_max_abs_diff < 1e-5
     from monai.data import load_net_with_metadata
 
@@ -137,6 +147,32 @@ def test_bundle_files_and_metadata_schema(model_dir: Path, tmp_path: Path):
         str(tmp_path / "bundle/models/model.ts"), more_extra_files=["inference.json"]
     )
     assert ts_meta["network_data_format"] == meta["network_data_format"] and "inference.json" in extra
+
+
+def test_bundle_net_is_the_network_as_one_tensor_and_scripts(model_dir: Path):
+    """BundleNet: MultiTaskNet's weights and logits (side by side), flags derived from zero channels
+    when not given, and torch.jit.script compiles it (MONAI's ckpt_export scripts network_def)."""
+    net, meta = load_model_folder(model_dir)
+    bundle_net = BundleNet(**meta["network"])
+    bundle_net.load_state_dict(net.state_dict())  # strict: the same parameter and buffer names
+    bundle_net.eval()
+    image = torch.rand(3, len(SEQUENCES), *ROI["shape"], generator=torch.Generator().manual_seed(2))
+    image[1, 3] = 0.0
+    image[2, 2:] = 0.0
+    flags = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])
+    scripted = torch.jit.script(bundle_net)
+    with torch.no_grad():
+        want = torch.cat(net(image, flags), dim=1)
+        for got in (bundle_net(image, flags), bundle_net(image)):  # the same operations: bit-identical
+            assert got.shape == (3, sum(TASK_SIZES))
+            torch.testing.assert_close(got, want, atol=0, rtol=0)
+        for got in (scripted(image), scripted(image, flags)):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        # given flags win over the image: an available sequence whose crop is all zero stays flagged
+        torch.testing.assert_close(
+            bundle_net(image, torch.ones(3, 4)), torch.cat(net(image, torch.ones(3, 4)), 1)
+        )
+        assert not torch.equal(bundle_net(image, torch.ones(3, 4)), want)
 
 
 def test_bundle_workflow_matches_predictor(model_dir: Path, study: Path, tmp_path: Path):
@@ -244,3 +280,59 @@ def test_cli_export_then_monai_bundle_run_equals_spinelesion_predict(
         assert (
             max(np.ptp(want[t], axis=0).max() for t in TASKS) > 1e-2
         )  # ROIs differ: not a comparison of constants
+
+
+def _monai_bundle(args: list[str], cwd: Path) -> str:
+    """``python -m monai.bundle <args>`` in the bundle folder, with no route to the network: a check
+    that tried to download anything would fail rather than pass on a connected machine."""
+    env = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env |= {"http_proxy": env["HTTP_PROXY"], "https_proxy": env["HTTPS_PROXY"], "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    return run.stdout + run.stderr
+
+
+@pytest.mark.slow  # three MONAI processes, ~15 s on the 2-core CPU
+def test_bundle_passes_monai_checks_offline(model_dir: Path, tmp_path: Path):
+    """The commands of docs/monai.md: verify_net_in_out, ckpt_export and verify_metadata against the
+    shipped schema (``monai.bundle run`` is test_cli_export_then_monai_bundle_run_equals_spinelesion_predict)."""
+    bundle = tmp_path / "bundle"
+    export_bundle(model_dir, bundle)
+    meta, config = ["--meta_file", "configs/metadata.json"], ["--config_file", "configs/inference.json"]
+    out = _monai_bundle(["verify_net_in_out", "network_def", *meta, *config], bundle)
+    assert "data shape of network is verified with no error" in out
+    # ckpt_export scripts network_def with model.pt's weights; MONAI skips names that do not match
+    # without failing, so the rewritten model.ts must give the model's own logits
+    (bundle / "models/model.ts").unlink()
+    out = _monai_bundle(
+        [
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            *meta,
+            *config,
+        ],
+        bundle,
+    )
+    assert "exported to file" in out
+    net, _ = load_model_folder(model_dir)
+    image = torch.rand(2, len(SEQUENCES), *ROI["shape"], generator=torch.Generator().manual_seed(3))
+    image[1, 2:] = 0.0
+    flags = (image.flatten(2).amax(2) > 0).float()
+    with torch.no_grad():
+        got = torch.jit.load(str(bundle / "models/model.ts"))(image)
+        torch.testing.assert_close(got, torch.cat(net(image, flags), 1), atol=1e-6, rtol=0)
+    pytest.importorskip("jsonschema", reason="verify_metadata needs jsonschema")
+    assert SCHEMA_FILE.is_file()
+    out = _monai_bundle(["verify_metadata", *meta, "--filepath", str(SCHEMA_FILE)], bundle)
+    assert "skipped downloading" in out and "metadata is verified with no error" in out

@@ -134,3 +134,33 @@ def test_dicom_outputs_pass_dciodvfy_without_errors(dicom_run: dict):
         )
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{name}:\n" + "\n".join(errors)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) not installed")
+def test_the_phantoms_dicom_passes_dciodvfy_without_errors(tmp_path: Path):
+    """Issue 36: the phantom's MR images lacked seven Type 2 attributes (now present, empty)."""
+    from spinelesion.io.dicom.write import write_dicom_series
+    from spinelesion.io.volume import Volume
+
+    vol = Volume(
+        np.random.default_rng(0).uniform(0, 500, (20, 24, 3)).astype(np.float32),
+        np.diag([1.0, 1.0, 3.0, 1.0]),
+    )
+    study = {
+        "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+        "PatientID": "p",
+        "PatientName": "SYNTHETIC^P",
+        "BodyPartExamined": "LSPINE",  # not a paired part: no Laterality
+    }
+    series = {
+        "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.2",
+        "SeriesNumber": 1,
+        "ScanningSequence": "SE",
+        "SequenceVariant": "NONE",
+        "RepetitionTime": 500.0,
+    }
+    write_dicom_series(vol, tmp_path / "s", study=study, series=series)
+    for path in sorted((tmp_path / "s").glob("*.dcm")):
+        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, f"{path.name}:\n" + "\n".join(errors)

@@ -849,3 +849,247 @@ def test_the_train_command_refuses_a_checkpoint_url_in_one_line(tmp_path: Path):
     assert out.returncode == 2
     assert "a URL; only a local checkpoint file is resumed from" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("centre", "fill", "why"),
+    [
+        (CENTRE + [800.0, 0, 0], None, "centre lies outside the study"),
+        (np.array([1e300, 0.0, 0.0]), None, "centre lies outside the study"),
+        (CENTRE, lambda a: (a.fill(7.0), a.__setitem__((3, 3, 3), 900.0)), "blank inside its box"),
+    ],
+)
+def test_a_roi_of_padding_or_a_blank_crop_is_not_answered(tmp_path: Path, centre, fill, why):
+    """Issue 37: ROIs far outside the volume, or an image constant but for one voxel, were
+    answered with the model's blank-input answer (none 0.99). Now refused by name; the other
+    ROIs of the study are answered."""
+    from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
+    from spinelesion.io.study import Study
+
+    meta = {"name": "t", "version": "0", "weights_sha256": "-", "roi": ROI, "network": NET}
+    predictor = Predictor(
+        build_network(NET), meta, PredictorConfig(device="cpu", png=False, saliency_method="none")
+    )
+    good = volume()
+    vol = volume(fill) if fill is not None else good
+    rois = [RoiRequest("bad", centre)] + ([RoiRequest("good", CENTRE)] if fill is None else [])
+    res = predictor.predict_study(StudyInput("s", "mem", lambda: Study("s", {"t2": vol}), rois), tmp_path)
+    assert [r["roi_id"] for r in res.rois] == (["good"] if fill is None else [])
+    assert any(w.startswith("ROI bad at") and "not answered" in w and why in w for w in res.warnings), (
+        res.warnings
+    )
+
+
+def test_evaluate_refuses_the_rois_predict_refuses(tmp_path: Path):
+    from spinelesion.data.dataset import roi_problems
+    from spinelesion.data.roi import RoiSpec
+
+    vol = volume()
+    spec = RoiSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in ROI.items()})
+    array = vol.array[None].astype(np.float32)
+    flat = np.full_like(array, 5.0)
+    centres = [CENTRE, CENTRE + [0, 0, 900.0]]
+    assert roi_problems(array, vol.affine, np.array([True]), centres, spec)[0] is None
+    assert "outside the study" in roi_problems(array, vol.affine, np.array([True]), centres, spec)[1]
+    assert "blank" in roi_problems(flat, vol.affine, np.array([True]), centres[:1], spec)[0]
+    # build_roi_bank as evaluate calls it: the far row is a failure naming it, the other is scored
+    from types import SimpleNamespace
+
+    from spinelesion.data.cache import StudyCache
+    from spinelesion.data.dataset import build_roi_bank
+
+    nifti_study(tmp_path / "s", vol)
+    rows = [
+        SimpleNamespace(
+            study_id="s", case_id=f"c{i}", row_number=i + 1, center_lps=c,
+            sequences={"t2": tmp_path / "s" / "t2.nii.gz"}, labels={"compartment": "none", "fracture": "none"},
+        )
+        for i, c in enumerate(centres)
+    ]  # fmt: skip
+    bank = build_roi_bank(
+        rows, StudyCache(None), spec, on_error="skip", progress=False, refuse_unanswerable=True
+    )
+    assert [r.case_id for r in bank.rows] == ["c0"]
+    assert [(f.rows, f.reason.split(":")[0]) for f in bank.failures] == [([2], "ROI c1")]
+
+
+# -- outputs: no write through a symbolic link, no overwritten bundle, no input path ------------
+def test_writes_in_a_guarded_output_folder_never_follow_a_symbolic_link(tmp_path: Path):
+    """Issue 37: a link planted inside output_dir had writes land outside it; output_dir itself may be a link."""
+    from spinelesion.atomic import SymlinkRefusedError, guarded_folder, write_json
+
+    outside, real = tmp_path / "outside", tmp_path / "real_out"
+    outside.mkdir()
+    real.mkdir()
+    out = tmp_path / "out"
+    out.symlink_to(real)  # output_dir given as a link: allowed
+    (real / "study").symlink_to(outside)
+    with guarded_folder(out):
+        write_json(out / "run.json", {"ok": 1})
+        with pytest.raises(
+            SymlinkRefusedError, match=f"symbolic link {out / 'study'} .*inside the output folder"
+        ):
+            write_json(out / "study" / "sub" / "predictions.json", {})
+        with pytest.raises(SymlinkRefusedError, match="symbolic link"):  # a resolved path too
+            write_json(out.resolve() / "study" / "predictions.json", {})
+    assert (real / "run.json").is_file() and not any(outside.iterdir())
+    write_json(out / "study" / "x.json", {})  # outside a run's folder: not this guard's business
+    assert (outside / "x.json").is_file()
+
+
+@pytest.mark.parametrize("planted", ["study folder", "file in the study folder"])
+def test_a_symbolic_link_where_a_study_goes_fails_that_study_only(
+    tmp_path: Path, model_dir: Path, planted: str
+):
+    root = tmp_path / "in"
+    nifti_study(root / "good")
+    nifti_study(root / "victim")
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "predictions.json").write_text("theirs")
+    out.mkdir()
+    if planted == "study folder":
+        link = out / "victim"
+        link.symlink_to(outside)
+    else:
+        (out / "victim").mkdir()
+        link = out / "victim" / "predictions.json"
+        link.symlink_to(outside / "predictions.json")
+    summary = run_predict(root, out, model_dir)
+    assert [s["study_id"] for s in summary["studies"]] == ["good"]
+    reasons = {f["study_id"]: f["source"] + " " + f["reason"] for f in csv_rows(out / "failed_studies.csv")}
+    assert "symbolic link" in reasons["victim"] and "victim" in reasons["victim"], reasons
+    assert link.is_symlink() and sorted(p.name for p in outside.iterdir()) == ["predictions.json"]
+    assert (outside / "predictions.json").read_text() == "theirs"
+    assert {r["study_id"] for r in csv_rows(out / "predictions.csv")} == {"good"}
+
+
+@pytest.mark.parametrize("name", ["run.json", "predictions.csv", ".partial"])
+def test_a_symbolic_link_in_place_of_a_run_file_stops_the_run_before_it_writes(
+    tmp_path: Path, model_dir: Path, name: str
+):
+    from spinelesion.atomic import SymlinkRefusedError
+
+    inp = nifti_study(tmp_path / "in" / "good").parent
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    out.mkdir()
+    (out / name).symlink_to(outside / name)
+    with pytest.raises(SymlinkRefusedError, match=f"symbolic link {out / name} "):
+        run_predict(inp, out, model_dir)
+    assert not any(outside.iterdir()) and not (out / "good").exists()
+
+
+def test_hydra_never_writes_its_log_through_a_symbolic_link(tmp_path: Path, model_dir: Path):
+    """predict.log and .hydra/ are Hydra's, written before the task starts: refused before that, exit 2."""
+    out, outside = tmp_path / "o", tmp_path / "outside.log"
+    out.mkdir()
+    outside.write_text("theirs\n")
+    (out / "predict.log").symlink_to(outside)
+    proc = cli(
+        "spinelesion.predict",
+        [f"input={tmp_path}", f"model_dir={model_dir}", f"output_dir={out}"],
+        cwd=tmp_path,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert f"symbolic link {out / 'predict.log'} " in output and "Traceback" not in output
+    assert len(output.strip().splitlines()) == 1, output
+    assert outside.read_text() == "theirs\n" and sorted(p.name for p in out.iterdir()) == ["predict.log"]
+
+
+def test_the_hydra_guard_refuses_a_linked_hydra_folder_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.tasks.hydra_guard import RefuseSymlinks, hydra_writes
+
+    out, outside = tmp_path / "o", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        full = hydra_compose("eval", ["data.manifest=m.csv", f"output_dir={out}"], return_hydra_config=True)
+    run_dir, paths = hydra_writes(full)
+    assert run_dir == out and out / ".hydra" / "config.yaml" in paths
+    assert any(p.parent == out and p.suffix == ".log" for p in paths)
+    RefuseSymlinks().on_run_start(full)  # nothing linked: goes on
+    (out / ".hydra").symlink_to(outside)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as info:
+        RefuseSymlinks().on_run_start(full)
+    assert info.value.code == 2 and not any(outside.iterdir())
+
+
+def test_bundle_export_refuses_a_non_empty_folder_unless_overwrite(tmp_path: Path, model_dir: Path):
+    from spinelesion.export.bundle import BundleDestinationError
+    from spinelesion.export_bundle import export
+
+    dest = tmp_path / "bundle"
+    (dest / "configs").mkdir(parents=True)
+    (dest / "configs" / "metadata.json").write_text("mine")
+    (dest / "notes.txt").write_text("mine")
+    args = [f"model_dir={model_dir}", f"output_dir={dest}", "torchscript=false"]
+    with pytest.raises(BundleDestinationError, match=f"output_dir {dest} is not empty.*overwrite=true"):
+        export(compose("export_bundle", args))
+    assert (dest / "configs" / "metadata.json").read_text() == "mine" and not (dest / "models").exists()
+    export(compose("export_bundle", [*args, "overwrite=true"]))
+    assert (dest / "notes.txt").read_text() == "mine" and (dest / "models" / "model.pt").is_file()
+    assert json.loads((dest / "configs" / "metadata.json").read_text())["name"]
+    export(
+        compose(
+            "export_bundle", [f"model_dir={model_dir}", f"output_dir={tmp_path / 'new'}", "torchscript=false"]
+        )
+    )
+
+
+def test_outputs_never_show_the_input_path_unless_source_paths(tmp_path: Path, model_dir: Path):
+    """Issue 37: failure reasons, warnings and skipped files quoted the full input path (patient names)."""
+    root = tmp_path / "DOE_JANE_1970" / "export"
+    nifti_study(root / "good")
+    huge_nifti(root / "sub" / "bad", gz=False)  # fails: "<full path>/t2.nii: truncated ..."
+    nifti_study(root / "warned")
+    nifti_study(root / "warned", name="t2.nii")  # warns: "a second t2 file; kept <full path>"
+    fifo_beside_good(root / "piped")  # a skipped file
+    out = tmp_path / "out"
+    run_predict(root, out, model_dir)
+    texts = {name: (out / name).read_text() for name in ("failed_studies.csv", "run.json", "predictions.csv")}
+    texts["predictions.json"] = (out / "warned" / "predictions.json").read_text()
+    for name, text in texts.items():
+        assert "DOE_JANE" not in text and str(tmp_path) not in text, (name, text)
+    run = strict_json(out / "run.json")
+    assert run["failed"][0]["source"] == "sub/bad", run["failed"]
+    assert run["failed"][0]["reason"].startswith("NiftiError: sub/bad/t2.nii: truncated"), run["failed"]
+    assert run["skipped_files"][0]["path"] == "piped/IM9999"
+    assert any("kept warned/t2.nii" in w for w in run["studies"][-1]["warnings"]), run["studies"]
+    full = run_predict(root, tmp_path / "out2", model_dir, "output.source_paths=true")
+    assert str(root / "sub" / "bad" / "t2.nii") in full["failed"][0]["reason"]
+
+
+def test_a_model_is_found_by_name_from_any_folder_and_a_miss_lists_what_there_is(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 36: models by name (model_dir=spinelesion-demo) from any working directory, through
+    $SPINELESION_MODELS or the project's models/; a path still works; a miss says where it looked."""
+    import shutil
+
+    from spinelesion.models.folder import load_model_folder, resolve_model
+
+    store = tmp_path / "store"
+    shutil.copytree(model_dir, store / "tiny-model")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("SPINELESION_MODELS", str(store))
+    assert resolve_model("tiny-model") == store / "tiny-model"
+    assert resolve_model("models/tiny-model") == store / "tiny-model"  # the repo-relative spelling, elsewhere
+    assert resolve_model(model_dir) == model_dir  # a path as given
+    _, meta = load_model_folder("tiny-model")
+    assert meta["weights_verified"]
+    with pytest.raises(ModelLoadError, match=r"model 'nope': not a model folder .*available: .*tiny-model"):
+        resolve_model("nope")
+    project = Path(__file__).resolve().parents[1] / "models" / "spinelesion-demo"
+    if (project / "metadata.json").is_file():  # the released model by name, from another folder
+        assert resolve_model("spinelesion-demo").resolve() == project.resolve()

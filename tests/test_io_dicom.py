@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -542,3 +543,156 @@ def test_damaged_dicom_header_is_skipped_with_its_reason(tmp_path: Path, caplog)
     assert "damaged or truncated DICOM header" in skipped[0][1]
     assert "broken" in caplog.text  # a file that may be a lost slice is not skipped silently
     assert read_dicom_folder(tmp_path / "s").shape == (10, 10, 3)
+
+
+# -- the header against the pixel data, before decoding (issue 37) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (
+            {"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7},
+            "Rows 20 x Columns 24 at BitsAllocated 8 need 480",
+        ),
+        ({"Columns": 18}, "Rows 20 x Columns 18 at BitsAllocated 16 need 720"),
+        ({"Rows": 15}, "Rows 15 x Columns 24 at BitsAllocated 16 need 720"),
+    ],
+    ids=["bits-allocated-8-on-16-bit-data", "columns-smaller-than-stored", "rows-smaller-than-stored"],
+)
+def test_pixel_data_length_must_match_the_header(tmp_path: Path, tags: dict[str, int], expected: str):
+    """Issue 37: a header describing fewer bytes than stored was read as a sheared image."""
+    from spinelesion.io.study import StudyError, load_study_folder
+
+    folder = tmp_path / "s"
+    for p in write_series(make_volume(shape=(24, 20, 4)), folder, desc="T2 TSE SAG", number=3):
+        edit(p, **tags)  # every slice: the stack itself stays consistent
+    msg = _raises(
+        folder,
+        DicomDecodeError,
+        f"IM0001.dcm: cannot read pixel data: PixelData holds 960 bytes, but {expected}",
+    )
+    assert "series 3 'T2 TSE SAG'" in msg
+    with pytest.raises(
+        StudyError, match=r"t2: .*IM0001\.dcm: cannot read pixel data: PixelData holds 960 bytes"
+    ):
+        load_study_folder(folder)  # the study is refused by name; predict reports it and goes on
+
+
+def test_odd_pixel_data_with_its_padding_byte_still_reads(tmp_path: Path):
+    vol = make_volume(shape=(5, 5, 3))
+    vol.array[:] = np.round(vol.array / 4)  # fits in 8 bits
+    for k, p in enumerate(write_series(vol, tmp_path / "s")):
+        ds = pydicom.dcmread(p)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        ds.PixelData = vol.array[:, :, k].T.astype(np.uint8).tobytes()  # 25 bytes, written as 26
+        ds.save_as(p)
+        assert len(pydicom.dcmread(p).PixelData) == 26
+    np.testing.assert_array_equal(read_volume(tmp_path / "s").array, vol.array)
+
+
+def test_unknown_transfer_syntax_is_named(good_series):
+    folder, paths = good_series
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.file_meta.TransferSyntaxUID = "1.2.3.4"
+        ds.save_as(p)
+    _raises(folder, DicomDecodeError, "IM0001.dcm: unknown transfer syntax 1.2.3.4")
+
+
+@pytest.fixture()
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any frame reaching a decoder fails the test at once (instead of allocating gigabytes)."""
+    from pydicom.pixels.decoders.base import DecodeRunner
+
+    def refuse(self: DecodeRunner, src: bytes) -> bytes:
+        raise AssertionError("a decoder was called")
+
+    monkeypatch.setattr(DecodeRunner, "_decode_frame", refuse)
+
+
+def _with_frame_size(frame: bytes, rows: int, cols: int) -> bytes:
+    """``frame`` with the size in its codec header replaced (JPEG 2000 SIZ, JPEG-LS SOF55)."""
+    out = bytearray(frame)
+    if frame[:4] == b"\xff\x4f\xff\x51":
+        struct.pack_into(">II", out, 8, cols, rows)  # Xsiz, Ysiz (offsets are 0)
+    else:
+        sof = frame.index(b"\xff\xf7")
+        struct.pack_into(">HH", out, sof + 5, rows, cols)
+    return bytes(out)
+
+
+def _recoded(ds: pydicom.Dataset, rows: int, cols: int, frames: int = 1) -> None:
+    from pydicom.encaps import encapsulate, generate_frames
+
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([_with_frame_size(frame, rows, cols)] * frames)
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+def test_a_frame_claiming_30000_squared_is_refused_before_decoding(
+    tmp_path: Path, name: str, no_decoding: None
+):
+    """Issue 37: a 60 KB stream claiming 30000 x 30000 drove memory to gigabytes."""
+    _series_from_file(pydicom_file(name), tmp_path / "s")
+    for p in sorted((tmp_path / "s").iterdir()):
+        ds = pydicom.dcmread(p)
+        _recoded(ds, 30000, 30000)
+        ds.save_as(p)
+    _raises(
+        tmp_path / "s",
+        DicomDecodeError,
+        "0: its frame declares 30000 x 30000 pixels in its ",
+        "stream, the header Rows 64 x Columns 64; refused before decoding",
+    )
+
+
+def test_a_compressed_object_declaring_more_than_the_memory_limit_is_refused_before_decoding(
+    tmp_path: Path, no_decoding: None
+):
+    ds = pydicom.dcmread(pydicom_file("MR_small_jp2klossless.dcm"))
+    ds.Rows = ds.Columns = 30000
+    ds.NumberOfFrames, ds.GridFrameOffsetVector = 3, [0.0, 2.0, 4.0]
+    _recoded(ds, 30000, 30000, frames=3)
+    ds.save_as(tmp_path / "mf.dcm")
+    assert (tmp_path / "mf.dcm").stat().st_size < 100_000
+    with pytest.raises(
+        DicomDecodeError,
+        match=r"mf\.dcm: declares 30000x30000x3 voxels, 10\.1 GiB.*max_study_gb.*refused before decoding",
+    ):
+        read_volume(tmp_path / "mf.dcm")
+
+
+def _deflated(src: Path, dst: Path, pixel_data: bytes | None = None) -> Path:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    if pixel_data is not None:
+        ds.PixelData = pixel_data
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def test_deflated_series_reads_like_the_original(good_series, tmp_path: Path):
+    folder, paths = good_series
+    (tmp_path / "d").mkdir()
+    for p in paths:
+        _deflated(p, tmp_path / "d" / p.name)
+    np.testing.assert_array_equal(read_volume(tmp_path / "d").array, read_volume(folder).array)
+    assert [len(i.files) for i in discover_series(tmp_path / "d")[0]] == [len(paths)]
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated(good_series, tmp_path: Path):
+    from spinelesion.io.dicom import read_dataset
+    from spinelesion.io.dicom.discover import read_header
+
+    bomb = _deflated(good_series[1][0], tmp_path / "bomb.dcm", bytes(16 << 20))  # 20x20 declared
+    assert bomb.stat().st_size < 100_000
+    for read in (read_dataset, read_header):
+        with pytest.raises(
+            DicomError,
+            match=r"bomb\.dcm: its deflated dataset inflates to more than 1\.0 MiB, but its header declares 800 B of pixel data",
+        ):
+            read(bomb)

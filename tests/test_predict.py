@@ -246,11 +246,14 @@ def test_one_corrupt_study_is_reported_and_the_others_finish(
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert len(run["studies"]) == 2 and len(failed) == 1
     assert failed[0]["reason"]
+    # the decision behind every label: the rule's offsets and the scan's call threshold (a random model: 0.5)
+    assert run["decision"]["scan_call_threshold"] == 0.5 and "offsets" in run["decision"]["rule"]
     assert len(items) + len(failures) >= 3
 
 
 @pytest.mark.slow  # > 3 s on the 2-core CPU
-def test_missing_input_exits_nonzero(tmp_path: Path, random_model: Path):
+def test_a_missing_input_is_an_unusable_argument(tmp_path: Path, random_model: Path):
+    """Issue 36: one line naming it, exit 2 as the README promises, no run.json or CSV written."""
     proc = run_predict(
         [
             f"input={tmp_path / 'nope'}",
@@ -259,8 +262,14 @@ def test_missing_input_exits_nonzero(tmp_path: Path, random_model: Path):
             f"hydra.run.dir={tmp_path / 'o'}",
         ]
     )
-    assert proc.returncode == 1
-    assert "input does not exist" in (tmp_path / "o" / "failed_studies.csv").read_text()
+    assert proc.returncode == 2
+    assert (
+        f"argument input='{tmp_path / 'nope'}': expected an existing file or folder"
+        in proc.stdout + proc.stderr
+    )
+    assert not any(
+        (tmp_path / "o" / name).exists() for name in ("run.json", "predictions.csv", "failed_studies.csv")
+    )
 
 
 def test_outputs_never_leave_the_output_folder(tmp_path: Path):

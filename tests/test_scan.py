@@ -154,7 +154,7 @@ def test_predict_labels_scan_candidates_with_the_scan_rule(tmp_path):
     vol = Volume(_volume(blob, 5.0)[0], np.eye(4))
     item = StudyInput("s", "memory", lambda: Study("s", {s: vol for s in ("t1", "t2", "stir", "t1c")}), [])
     results = {}
-    for bar in (0.5, 1.01):
+    for bar in (0.5, 1.0):
         cfg = PredictorConfig(
             device="cpu", saliency_method="none", png=False, dicom=False, scan=ScanConfig(call_threshold=bar)
         )
@@ -162,7 +162,7 @@ def test_predict_labels_scan_candidates_with_the_scan_rule(tmp_path):
     first = results[0.5][0]
     assert np.linalg.norm(np.array(first["center_lps_mm"]) - blob) <= 8.0, first
     assert first["compartment"]["label"] == "extradural"  # the probe's "lesion" class
-    strict = results[1.01]
+    strict = results[1.0]
     assert [r["center_lps_mm"] for r in strict] == [r["center_lps_mm"] for r in results[0.5]]
     assert all(r[t]["label"] == "none" for r in strict for t in TASKS)
     assert strict[0]["compartment"]["probabilities"] == first["compartment"]["probabilities"]

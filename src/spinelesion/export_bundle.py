@@ -21,6 +21,7 @@ def export(cfg: DictConfig) -> object:
         cfg.output_dir,
         verify=get(cfg, "verify_weights", _bool, "true or false"),
         torchscript=get(cfg, "torchscript", _bool, "true or false"),
+        overwrite=get(cfg, "overwrite", _bool, "true or false"),
     )
     log.info("bundle written to %s; model.ts: %s", result.folder, result.torchscript)
     return result

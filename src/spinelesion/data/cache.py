@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spinelesion.atomic import refuse_symlinks
 from spinelesion.labels import SEQUENCES
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class StudyCache:
 
     @staticmethod
     def _store(path: Path, prepared: PreparedStudy) -> None:
+        refuse_symlinks(path)  # a cache inside a run's output folder follows no link out of it
         path.parent.mkdir(parents=True, exist_ok=True)
         half = prepared.array.astype(np.float16)
         meta = json.dumps(

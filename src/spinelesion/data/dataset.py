@@ -114,8 +114,58 @@ def crop_study_rois(
     return robust_unit_range(crops, flags), flags
 
 
+def roi_problems(
+    array: np.ndarray | torch.Tensor,
+    affine: np.ndarray,
+    available: np.ndarray,
+    centers: Sequence[np.ndarray],
+    spec: RoiSpec,
+) -> list[str | None]:
+    """Why each ROI cannot be answered (None when it can): its centre lies outside the study (the
+    crop would be padding, or mostly so), or every available sequence is blank inside its box
+    (one value across the 1st-99th percentile: a constant image, or one voxel apart).
+
+    The network answers such a crop with its blank-input answer (none, 0.99 confident): an answer
+    from nothing. Predict and evaluate both ask here, so the two refuse the same ROIs. A ROI near
+    the edge of a thin slab is answered (its box may reach far outside: a 16 mm axial slab).
+    """
+    shape = np.asarray(array.shape[1:], dtype=float)
+    inverse = np.linalg.inv(np.asarray(affine, dtype=float))
+    used = np.flatnonzero(np.asarray(available, dtype=bool))
+    out: list[str | None] = []
+    inside: list[int] = []
+    for k, centre in enumerate(centers):
+        ijk = inverse[:3, :3] @ np.asarray(centre, dtype=float) + inverse[:3, 3]
+        if not (np.all(np.isfinite(ijk)) and np.all(ijk >= -0.5) and np.all(ijk <= shape - 0.5)):
+            out.append("its centre lies outside the study (the crop would be padding)")
+        else:
+            out.append(None)
+            inside.append(k)
+    # Blank: judged on the study's own voxels under the box (a crop's padding is not the image).
+    data = torch.as_tensor(array)
+    half = np.asarray(spec.shape, dtype=float) * np.asarray(spec.spacing, dtype=float) / 2.0
+    corners = np.stack(np.meshgrid(*[[-1.0, 1.0]] * 3, indexing="ij"), -1).reshape(-1, 3) * half
+    for k in inside:
+        ijk = (np.asarray(centers[k], dtype=float) + corners) @ inverse[:3, :3].T + inverse[:3, 3]
+        lo = np.clip(np.floor(ijk.min(0)), 0, shape - 1).astype(int)
+        hi = np.clip(np.ceil(ijk.max(0)) + 1, 1, shape).astype(int)
+        block = data[used][:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].reshape(len(used), -1).float()
+        if block.shape[1] > 200_000:  # a quantile of a subsample is as telling
+            block = block[:, :: block.shape[1] // 200_000 + 1]
+        spread = torch.quantile(block, torch.tensor([0.01, 0.99]), dim=1)  # (2, C)
+        scale = block.abs().amax(1).clamp(min=1.0)
+        if len(used) and bool(torch.all(spread[1] - spread[0] <= 1e-6 * scale)):
+            out[k] = "every sequence is blank inside its box (one value between its 1st and 99th percentile)"
+    return out
+
+
 def build_roi_bank(
-    rows: Sequence[Row], cache: StudyCache, spec: RoiSpec, on_error: str = "raise", progress: bool = True
+    rows: Sequence[Row],
+    cache: StudyCache,
+    spec: RoiSpec,
+    on_error: str = "raise",
+    progress: bool = True,
+    refuse_unanswerable: bool = False,
 ) -> RoiBank:
     """Crop every ROI of ``rows``.
 
@@ -123,6 +173,8 @@ def build_roi_bank(
         on_error: ``"raise"``: read every study, then raise :class:`BadStudiesError` listing
             all that failed (training must not start on a partly broken set);
             ``"skip"``: leave them out and list them in ``bank.failures``.
+        refuse_unanswerable: leave out (as failures naming the row) ROIs that :func:`roi_problems`
+            refuses, as predict does (evaluate: no score from a crop of padding or a blank one).
     """
     by_study: dict[str, list[Row]] = {}
     for r in rows:
@@ -133,6 +185,20 @@ def build_roi_bank(
     for study_id, study_rows in tqdm(by_study.items(), desc="ROIs", unit="study", disable=not progress):
         try:
             prepared = cache.get(study_id, study_rows[0].sequences)
+            if refuse_unanswerable:
+                problems = roi_problems(
+                    prepared.array,
+                    prepared.affine,
+                    prepared.available,
+                    [r.center_lps for r in study_rows],
+                    spec,
+                )
+                for r, why in zip(study_rows, problems, strict=True):
+                    if why:
+                        failures.append(StudyFailure(study_id, [r.row_number], f"ROI {r.case_id}: {why}"))
+                study_rows = [r for r, why in zip(study_rows, problems, strict=True) if not why]
+                if not study_rows:
+                    continue
             crops, avail = crop_study_rois(
                 prepared.array, prepared.affine, prepared.available, [r.center_lps for r in study_rows], spec
             )

@@ -5,9 +5,15 @@ Layout written under ``output_dir``::
     configs/metadata.json   MONAI bundle metadata (schema fields, network_data_format)
     configs/inference.json  load (SpineSeriesReader) -> reference grid -> ROI boxes ->
                             normalisation -> network -> predictions.json per study
+    configs/logging.conf    the logging ``python -m monai.bundle run`` applies
     models/model.pt         state dict (torch.load(..., weights_only=True))
-    models/model.ts         TorchScript (traced; metadata.json embedded, MONAI's convention)
-    docs/README.md          how to run it, and what it is not
+    models/model.ts         TorchScript of ``network_def`` (scripted; metadata.json embedded, as
+                            ``python -m monai.bundle ckpt_export`` writes it)
+    docs/README.md          how to run and check it, and what it is not
+
+``network_def`` is :class:`~spinelesion.export.bundle_runtime.BundleNet` (one tensor in, the
+tasks' logits side by side out), so MONAI's ``verify_net_in_out`` and ``ckpt_export`` work on
+it; :data:`SCHEMA_FILE` is MONAI's metadata schema, for ``verify_metadata`` offline.
 
 The inference config names ``spinelesion`` classes by ``_target_``: the bundle needs the
 package installed. The probabilities equal ``spinelesion-predict``'s for the same ROIs:
@@ -29,13 +35,17 @@ import numpy as np
 import torch
 
 from spinelesion.atomic import atomic_path, write_json
+from spinelesion.export.bundle_runtime import TASK_SIZES, BundleNet
 from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.card import DISCLAIMER as CARD_INTENDED_USE
 
 log = logging.getLogger(__name__)
 
 SCHEMA = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 )
+SCHEMA_FILE = Path(__file__).with_name("schemas") / "meta_schema_20240725.json"
+"""The schema at :data:`SCHEMA`, shipped with the package: ``verify_metadata --filepath`` it offline."""
 T = "spinelesion.data.monai_transforms"
 CHANNEL_NAMES = {
     "t1": "T1-weighted",
@@ -43,11 +53,34 @@ CHANNEL_NAMES = {
     "stir": "STIR",
     "t1c": "T1-weighted after gadolinium",
 }
-DISCLAIMER = (
-    "Trained on synthetic spine MRI rendered by spinelesion's own generator: a demonstration of the "
-    "pipeline, NOT a clinical tool. It has never seen a real patient's lesion and must not be used "
+NOT_CLINICAL = (
+    "A demonstration of the pipeline on synthetic lesions, NOT a clinical tool: it must not be used "
     "for diagnosis or treatment decisions."
 )
+# MONAI's model zoo logging setup; `monai.bundle run` applies configs/logging.conf when present
+# (and accepts only stdlib handler classes and literal arguments in it).
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
 
 
 @dataclass
@@ -56,7 +89,7 @@ class BundleExport:
 
     folder: Path
     files: list[str]
-    torchscript: str  # "traced" or the reason it is absent
+    torchscript: str  # "TorchScript, scripted (...)" or the reason it is absent
     torchscript_max_abs_diff: float | None
 
 
@@ -71,6 +104,17 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "spinelesion": getattr(spinelesion, "__version__", "0.1.0"),
     }
+
+
+def intended_use(meta: Mapping[str, Any]) -> str:
+    """The model card's intended use (the model folder's ``intended_use``), saying it is not a
+    clinical tool even where the folder's own text does not."""
+    text = str(meta.get("intended_use") or CARD_INTENDED_USE).strip()
+    return text if "NOT a clinical tool" in text else f"{text} {NOT_CLINICAL}".strip()
+
+
+def _classes_text() -> str:
+    return "; ".join(f"{task}: {', '.join(classes)}" for task, classes in TASKS.items())
 
 
 def _optional_versions() -> dict[str, str]:
@@ -94,10 +138,13 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     v = _versions()
     roi = meta["roi"]
     version = str(meta.get("version", "0.1.0"))
+    use = intended_use(meta)
     channels = {str(i): CHANNEL_NAMES[s] for i, s in enumerate(SEQUENCES)}
-    # The network returns logits (value_range unbounded); softmax(logits / temperature) gives the
-    # probabilities the inference config writes (temperatures under "spinelesion").
-    outputs = {
+    # network_def (BundleNet) returns the tasks' logits side by side, unbounded (value_range []);
+    # softmax(logits / temperature) per task gives the probabilities the inference config writes.
+    logit_names = [f"{task}: {c}" for task, classes in TASKS.items() for c in classes]
+    logit_channels = {str(i): name for i, name in enumerate(logit_names)}
+    post_processed = {
         task: {
             "type": "probabilities",
             "format": "classes",
@@ -112,6 +159,8 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
         for task, classes in TASKS.items()
     }
     return {
+        # MONAI's bundle schema (SCHEMA_FILE); no "optional_packages_version": MONAI renames that
+        # deprecated key to "required_packages_version" on loading, replacing the real requirements.
         "schema": SCHEMA,
         "version": version,
         "changelog": {
@@ -125,28 +174,29 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
             "nibabel": nibabel.__version__,
             "pydicom": pydicom.__version__,
         },
-        "optional_packages_version": _optional_versions(),
         "supported_apps": {},
         "name": str(meta.get("name", "spinelesion")),
         "task": "Spine MRI ROI classification: lesion compartment and vertebral fracture (benign vs pathologic)",
         "description": (
             "Two-task 3D CNN over a multi-sequence (T1, T2, STIR, T1c) region of interest centred on "
             "a given point. Input: one study (DICOM series folders or NIfTI files per sequence) and "
-            "ROI centres in LPS mm; output: per-ROI class probabilities per task. " + DISCLAIMER
+            "ROI centres in LPS mm; output: per-ROI class probabilities per task. " + use
         ),
         "authors": "spinelesion developers",
         "copyright": "Copyright (c) spinelesion developers, Apache-2.0",
-        "data_source": "synthetic spine MRI from spinelesion's generator (spinelesion-make-data)",
+        "data_source": "synthetic lesions: spine MRI phantoms from spinelesion-make-data and/or real normal "
+        "spines with lesions painted in by spinelesion-insert (the model folder's metadata.json 'training' "
+        "lists them); no real patient's lesion",
         "data_type": "dicom, nifti",
         "image_classes": "4 channels (t1, t2, stir, t1c), each normalised to [0, 1] by its 1st-99th percentile; "
-        "missing sequences are zero channels flagged in 'available'",
-        "label_classes": {t: list(c) for t, c in TASKS.items()},
-        "pred_classes": {t: list(c) for t, c in TASKS.items()},
+        "missing sequences are zero channels",
+        "label_classes": _classes_text(),
+        "pred_classes": _classes_text(),
         "eval_metrics": {
             k: v for k, v in (meta.get("metrics", {}).get("test") or {}).items() if isinstance(v, int | float)
         },
-        "intended_use": str(meta.get("intended_use", DISCLAIMER)),
-        "references": [DISCLAIMER, "spinelesion docs/data-contract.md (inputs, ROI frame, outputs)"],
+        "intended_use": use,
+        "references": [use, "spinelesion docs/data-contract.md (inputs, ROI frame, outputs)"],
         "network_data_format": {
             "inputs": {
                 "image": {
@@ -160,21 +210,27 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
                     "is_patch_data": True,
                     "channel_def": channels,
                 },
-                "available": {
-                    "type": "tuples",
-                    "format": "flags",
-                    "modality": "MR",
-                    "num_channels": len(SEQUENCES),
+            },
+            "outputs": {
+                "pred": {
+                    "type": "logits",
+                    "format": "classes",
+                    "modality": "n/a",
+                    "num_channels": sum(TASK_SIZES),
                     "spatial_shape": [],
                     "dtype": "float32",
-                    "value_range": [0, 1],
+                    "value_range": [],
                     "is_patch_data": False,
-                    "channel_def": channels,
+                    "channel_def": logit_channels,
                 },
             },
-            "outputs": outputs,
+            "post_processed_outputs": post_processed,
         },
         "spinelesion": {
+            "network": "network_def is spinelesion.export.bundle_runtime.BundleNet: forward(image[, available]) "
+            f"-> logits (B, {sum(TASK_SIZES)}), the tasks side by side in the order of pred_classes; "
+            "available (B, 4) flags the sequences present and, when omitted, a channel counts as present "
+            "if any voxel is non-zero; inference.json passes the reader's flags",
             "roi": dict(roi),
             "reference": meta.get("reference", "auto"),
             "roi_frame": "axis-aligned in patient LPS, centred on the ROI centre",
@@ -188,6 +244,7 @@ def bundle_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
             "tta": list(meta.get("tta") or []),
             "outputs": "raw logits per task; probabilities = softmax(mean logits over the ROI and its "
             "mirrors in tta (lr: flip of axis 2, left-right) / temperature[task])",
+            "optional_packages": _optional_versions(),
         },
     }
 
@@ -204,7 +261,7 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "imports": ["$import torch"],
         "bundle_root": ".",
-        "device": "$torch.device('cpu')",
+        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
         "study_id": "study",
         **{s: "" for s in SEQUENCES},
         "rois": [],
@@ -212,7 +269,7 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
         "roi": roi,
         "reference": str(meta.get("reference", "auto")),
         "batch_size": 32,
-        "network_def": {"_target_": "spinelesion.models.networks.MultiTaskNet", **dict(meta["network"])},
+        "network_def": {"_target_": "spinelesion.export.bundle_runtime.BundleNet", **dict(meta["network"])},
         "network": "$@network_def.to(@device)",
         "checkpoint": "$torch.load(@bundle_root + '/models/model.pt', map_location=@device, weights_only=True)",
         "input": "${" + ", ".join([f"'{k}': @{k}" for k in ("study_id", *SEQUENCES, "rois")]) + "}",
@@ -248,9 +305,10 @@ def inference_config(meta: Mapping[str, Any]) -> dict[str, Any]:
 def readme(meta: Mapping[str, Any], ts_note: str) -> str:
     name = meta.get("name", "spinelesion")
     roi = meta["roi"]
+    shape = ", ".join(map(str, roi["shape"]))
     return f"""# {name}: MONAI bundle
 
-**{DISCLAIMER}**
+**{intended_use(meta)}**
 
 Two-task 3D CNN (lesion compartment: {", ".join(TASKS["compartment"])}; fracture:
 {", ".join(TASKS["fracture"])}) over a {"x".join(map(str, roi["shape"]))} voxel ROI at
@@ -261,7 +319,8 @@ Two-task 3D CNN (lesion compartment: {", ".join(TASKS["compartment"])}; fracture
 
 The inference config builds `spinelesion` classes by `_target_` (the reader, transforms and network):
 install the `spinelesion` package (version {_versions()["spinelesion"]}) in the environment that runs the
-bundle, with MONAI {_versions()["monai"]} and PyTorch {_versions()["torch"]} or compatible.
+bundle, with MONAI {_versions()["monai"]} and PyTorch {_versions()["torch"]} or compatible, `fire` (MONAI's
+command line) and, for `verify_metadata`, `jsonschema`.
 
 ## Run
 
@@ -277,54 +336,93 @@ python -m monai.bundle run --config_file configs/inference.json \\
 
 It writes `<output_dir>/<study_id>/predictions.json`: per ROI, a label and the probabilities of each task,
 the same numbers as `spinelesion-predict` gives for the same ROIs (no saliency maps; use
-`spinelesion-predict` for those, and for ROI proposals when no centre is known). `--device "$torch.device('cuda')"`
-runs on a GPU.
+`spinelesion-predict` for those, and for ROI proposals when no centre is known). It runs on the GPU when
+PyTorch sees one; `--device '$torch.device("cpu")'` (single quotes: the shell must not expand `$torch`)
+keeps it on the CPU.
+
+## MONAI's checks
+
+From this folder, offline (the metadata schema ships with `spinelesion`):
+
+```
+python -m monai.bundle verify_metadata --meta_file configs/metadata.json \\
+    --filepath "$(python -c 'from spinelesion.export.bundle import SCHEMA_FILE; print(SCHEMA_FILE)')"
+python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
+    --config_file configs/inference.json
+python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt \\
+    --meta_file configs/metadata.json --config_file configs/inference.json
+```
+
+`ckpt_export` rewrites `models/model.ts` from `models/model.pt` by `torch.jit.script`, as the export did.
 
 ## Files
 
-- `configs/metadata.json`: MONAI bundle metadata; `network_data_format` describes the network's inputs
-  (`image`, `available`) and outputs; `spinelesion` holds the ROI geometry, temperatures, decision rule
-  and test-time mirrors (`tta`).
+- `configs/metadata.json`: MONAI bundle metadata; `network_data_format` describes the network's input
+  `image` (B, 4, {shape}) and its output `pred`: the logits of both tasks side by side (channels 0-3
+  compartment, 4-6 fracture), with the per-task probabilities under `post_processed_outputs`;
+  `spinelesion` holds the ROI geometry, temperatures, decision rule and test-time mirrors (`tta`).
 - `configs/inference.json`: the pipeline (SpineSeriesReader -> reference grid -> ROI boxes -> percentile
   normalisation -> network, its logits averaged with those of the left-right mirrored ROI when `tta`
-  names `lr` -> softmax(logits / temperature)).
-- `models/model.pt`: the state dict (temperatures included as a buffer); load with `weights_only=True`.
-- `models/model.ts`: {ts_note}. Inputs `(image (B, 4, {", ".join(map(str, roi["shape"]))}), available (B, 4))`,
-  outputs raw logits per task; average them over the mirrors in `metadata.json` `tta`, then divide by
-  the temperatures before the softmax.
+  names `lr` -> softmax(logits / temperature)). `network_def` is
+  `spinelesion.export.bundle_runtime.BundleNet`: `forward(image, available=None)`; without `available`
+  (B, 4) a sequence counts as present when its channel has a non-zero voxel. The pipeline passes the
+  reader's flags.
+- `configs/logging.conf`: the logging `monai.bundle run` applies (INFO to stdout).
+- `models/model.pt`: the state dict (temperatures included as a buffer); load with `weights_only=True`
+  into `BundleNet` or `spinelesion.models.networks.MultiTaskNet` (the same parameter names).
+- `models/model.ts`: {ts_note}. `model(image)` or `model(image, available)` -> logits (B, 7); average them
+  over the mirrors in `metadata.json` `tta`, then divide each task's by its temperature before the softmax.
 
 Licence: Apache-2.0.
 """
 
 
 def _save_torchscript(
-    net: torch.nn.Module, path: Path, roi_shape: tuple[int, int, int], extra: Mapping[str, bytes]
-) -> tuple[str, float | None]:
-    """Trace (the network does not script: its forward returns ``tuple[Tensor, ...]`` built
-    from a generator over the heads, which TorchScript's compiler rejects) and check parity."""
+    net: torch.nn.Module,
+    network: Mapping[str, Any],
+    path: Path,
+    roi_shape: tuple[int, int, int],
+    extra: Mapping[str, bytes],
+) -> tuple[str, float]:
+    """Script ``network_def`` (:class:`BundleNet` holding ``net``'s weights), as MONAI's ``ckpt_export``
+    does, and return the largest logit difference to eager ``net``, with given and derived flags."""
     from monai.data import save_net_with_metadata
 
     from spinelesion.inference.export import example_inputs
 
-    image, available = example_inputs(roi_shape)
-    with torch.no_grad():
-        traced = torch.jit.trace(net, (image, available), check_trace=True)
+    bundle_net = BundleNet(**network)
+    bundle_net.load_state_dict(net.state_dict())  # strict: the same names, or this fails
+    scripted = torch.jit.script(bundle_net.eval())
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             save_net_with_metadata(
-                traced,
+                scripted,
                 fh,
                 meta_values=json.loads(extra["metadata.json"]),
                 more_extra_files={k: v for k, v in extra.items() if k != "metadata.json"},
             )
-    check_img, check_av = example_inputs(roi_shape, batch=3, seed=1)
+    image, available = example_inputs(roi_shape, batch=3, seed=1)
+    image[available == 0] = 0.0  # the missing sequence is a zero channel, as the reader gives it
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
-        diff = max(
-            float((a - b).abs().max())
-            for a, b in zip(net(check_img, check_av), loaded(check_img, check_av), strict=True)
+        want = torch.cat(net(image, available), dim=1)
+        diff = max(float((got - want).abs().max()) for got in (loaded(image, available), loaded(image)))
+    return "scripted", diff
+
+
+class BundleDestinationError(FileExistsError):
+    """The bundle's destination holds files and overwriting them was not asked for."""
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse a destination that is not a folder, or a non-empty one unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise BundleDestinationError(f"output_dir {out} is a file, not a folder")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise BundleDestinationError(
+            f"output_dir {out} is not empty; choose a new or empty folder, or pass overwrite=true "
+            "to replace the bundle's files there"
         )
-    return "traced", diff
 
 
 def export_bundle(
@@ -332,21 +430,27 @@ def export_bundle(
     output_dir: str | os.PathLike[str],
     verify: bool | None = None,
     torchscript: bool = True,
+    overwrite: bool = False,
 ) -> BundleExport:
-    """Write the bundle of the model folder ``model_dir`` into ``output_dir``."""
+    """Write the bundle of the model folder ``model_dir`` into ``output_dir``: a new or empty
+    folder, or with ``overwrite`` a non-empty one (the bundle's files there are replaced, others kept).
+    """
     from spinelesion.models.folder import load_model_folder
 
+    out = Path(output_dir)
+    check_destination(out, overwrite)  # before the model loads: nothing of the user's is touched
     net, meta = load_model_folder(model_dir, verify=verify)
     net = net.eval().cpu()
-    out = Path(output_dir)
     for sub in ("configs", "models", "docs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     metadata, inference = bundle_metadata(meta), inference_config(meta)
     write_json(out / "configs" / "metadata.json", metadata)
     write_json(out / "configs" / "inference.json", inference)
+    with atomic_path(out / "configs" / "logging.conf") as tmp:
+        tmp.write_text(LOGGING_CONF, encoding="utf-8")
     with atomic_path(out / "models" / "model.pt") as tmp:
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, str(tmp))
-    files = ["configs/metadata.json", "configs/inference.json", "models/model.pt"]
+    files = ["configs/metadata.json", "configs/inference.json", "configs/logging.conf", "models/model.pt"]
     ts_note, diff = "not written (torchscript=false)", None
     if torchscript:
         extra = {
@@ -356,6 +460,7 @@ def export_bundle(
         try:
             how, diff = _save_torchscript(
                 net,
+                meta["network"],
                 out / "models" / "model.ts",
                 cast("tuple[int, int, int]", tuple(int(s) for s in meta["roi"]["shape"])),
                 extra,
@@ -363,7 +468,7 @@ def export_bundle(
             ts_note = f"TorchScript, {how} (largest logit difference to eager {diff:.2g})"
             files.append("models/model.ts")
         except Exception as exc:  # noqa: BLE001 - the bundle runs from model.pt; say why there is no .ts
-            ts_note = f"not written: tracing failed ({type(exc).__name__}: {exc})"
+            ts_note = f"not written: scripting failed ({type(exc).__name__}: {exc})"
             log.warning("model.ts %s", ts_note)
     with atomic_path(out / "docs" / "README.md") as tmp:
         tmp.write_text(readme(meta, ts_note), encoding="utf-8")

@@ -1,5 +1,6 @@
-"""What a MONAI bundle's ``inference.json`` calls after the transforms: classify the ROIs of
-one study item and write its predictions.
+"""What a MONAI bundle's ``inference.json`` builds: the network as MONAI's bundle tools call it
+(:class:`BundleNet`), and what runs after the transforms: classify the ROIs of one study item
+and write its predictions.
 
 The numbers are those of ``spinelesion-predict``: logits (averaged over the model's test-time
 mirrors), divided by the per-task temperature stored with the weights, softmax, labels from
@@ -15,20 +16,62 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from spinelesion.labels import SEQUENCES, TASKS
+from spinelesion.models.networks import build_network
 from spinelesion.models.tta import forward_tta, mirrors_of
 
 log = logging.getLogger(__name__)
 
 DISCLAIMER = (
-    "demonstration model trained on synthetic data (spinelesion's generator); "
-    "NOT a clinical tool: never use it for diagnosis or treatment decisions"
+    "demonstration model trained on synthetic lesions (spinelesion's phantom, and lesions painted "
+    "into real normal spines); NOT a clinical tool: never use it for diagnosis or treatment decisions"
 )
+TASK_SIZES: list[int] = [len(classes) for classes in TASKS.values()]
+"""Columns of each task in :class:`BundleNet`'s output, in :data:`TASKS` order."""
+
+
+class BundleNet(nn.Module):
+    """The network as MONAI's bundle tools call it: one tensor in, one tensor out.
+
+    ``forward(image)``, ``image`` (B, 4, *roi) in :data:`SEQUENCES` order, returns the logits of
+    all tasks side by side, (B, 4 + 3): compartment, then fracture (:data:`TASK_SIZES`). The
+    availability flags the network also reads are derived from the image, a channel counting as
+    present when any of its voxels is non-zero (a missing sequence is a zero channel), unless
+    ``available`` (B, 4) is given: the bundle's ``run`` passes the reader's flags, so that an
+    available sequence whose crop happens to be all zero is flagged as ``spinelesion-predict``
+    flags it.
+
+    Submodule and buffer names are those of :class:`~spinelesion.models.networks.MultiTaskNet`
+    (the constructor takes its config), so ``models/model.pt`` loads into either; the forward is
+    MultiTaskNet's, written so that ``torch.jit.script`` compiles it (``monai.bundle ckpt_export``).
+    """
+
+    # No class-level attribute annotations: under ``from __future__ import annotations`` they are
+    # strings, which TorchScript cannot resolve (MultiTaskNet's ``temperature: torch.Tensor`` is
+    # why it does not script).
+
+    def __init__(self, **network: Any):
+        super().__init__()
+        net = build_network(dict(network))
+        self.backbone = net.backbone
+        self.heads = net.heads
+        self.register_buffer("temperature", net.get_buffer("temperature").detach().clone())
+
+    def forward(self, image: torch.Tensor, available: torch.Tensor | None = None) -> torch.Tensor:
+        if available is None:
+            available = image.flatten(2).abs().amax(dim=2) > 0
+        feats = torch.cat([self.backbone(image), available.to(image.dtype)], dim=1)
+        return torch.cat([head(feats) for head in self.heads], dim=1)
 
 
 class RoiClassifier:
-    """``image`` (R, C, *roi) and ``available`` (R, C) -> ``probabilities`` {task: (R, K)}."""
+    """``image`` (R, C, *roi) and ``available`` (R, C) -> ``probabilities`` {task: (R, K)}.
+
+    ``network`` is a :class:`BundleNet` (logits side by side) or, in bundles exported before it,
+    a ``MultiTaskNet`` (a tuple of logits per task).
+    """
 
     def __init__(
         self,
@@ -51,7 +94,7 @@ class RoiClassifier:
         with torch.inference_mode():
             for s in range(0, images.shape[0], self.batch_size):
                 logits = forward_tta(
-                    self.network,
+                    self._logits,
                     images[s : s + self.batch_size].to(self.device),
                     flags[s : s + self.batch_size].to(self.device),
                     self.tta,
@@ -60,6 +103,13 @@ class RoiClassifier:
                     out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
         d["probabilities"] = {t: np.concatenate(v) for t, v in out.items()}
         return d
+
+    def _logits(self, image: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-task logits; the reader's flags are passed, never derived from the crops."""
+        out = self.network(image, available)
+        if isinstance(out, torch.Tensor):  # BundleNet; forward_tta would index its rows as tasks
+            return tuple(out.split(TASK_SIZES, dim=1))
+        return tuple(out)
 
 
 class PredictionWriter:

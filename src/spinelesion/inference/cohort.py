@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from spinelesion.atomic import atomic_path
+from spinelesion.atomic import atomic_path, refuse_symlinks
 from spinelesion.inference.writers import safe_name
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class CohortOutput:
         self.csv_path = out / csv_name
         self.header = list(header)
         self.resume = resume
+        refuse_symlinks(self.staging)
         if self.staging.exists():  # a killed run's unfinished studies: never reused
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
@@ -73,7 +74,7 @@ class CohortOutput:
 
     def append_rows(self, rows: Sequence[Sequence[object]]) -> None:
         """Add a study's rows to the CSV, flushed to disk before its folder is moved into place."""
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as fh:
+        with open(refuse_symlinks(self.csv_path), "a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows(rows)
             fh.flush()
             os.fsync(fh.fileno())
@@ -85,18 +86,27 @@ class CohortOutput:
         user's own there are kept) with predictions.json removed first and moved last: a
         kill in between leaves the study incomplete, so ``resume`` redoes it.
         """
-        final = self.out / staged.name
+        final, moves = self.destinations(staged)
         if not final.exists():
             staged.rename(final)
             return final
         (final / MARKER).unlink(missing_ok=True)
-        for src in sorted(p for p in staged.rglob("*") if p.is_file() and p.name != MARKER):
-            dst = final / src.relative_to(staged)
+        for src, dst in moves:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
         os.replace(staged / MARKER, final / MARKER)
         shutil.rmtree(staged, ignore_errors=True)
         return final
+
+    def destinations(self, staged: Path) -> tuple[Path, list[tuple[Path, Path]]]:
+        """A staged study's final folder and the moves of its files (the marker apart), every
+        destination checked to follow no symbolic link: called before the study's rows go into
+        the CSV, a refused study leaves neither rows nor files."""
+        final = refuse_symlinks(self.out / staged.name)
+        files = sorted(p for p in staged.rglob("*") if p.is_file() and p.name != MARKER)
+        moves = [(src, refuse_symlinks(final / src.relative_to(staged))) for src in files]
+        refuse_symlinks(final / MARKER)
+        return final, moves
 
     def discard(self, folder_name: str) -> None:
         """Remove what a failed study left in staging."""

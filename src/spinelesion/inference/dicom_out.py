@@ -84,8 +84,7 @@ def _save(ds: Any, path: Path) -> Path:
     scheme.CodingSchemeName = "spinelesion private concepts"
     scheme.CodingSchemeResponsibleOrganization = "spinelesion"
     ds.CodingSchemeIdentificationSequence = [scheme]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # makes the folder, after checking it follows no symbolic link
         save(ds, tmp)  # pydicom's bytes, written without its per-element overhead (falls back to it)
     return path
 

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from spinelesion.data.dataset import crop_study_rois
+from spinelesion.data.dataset import crop_study_rois, roi_problems
 from spinelesion.data.roi import RoiSpec, center_crop
 from spinelesion.inference.contrast import contrast_warnings
 from spinelesion.inference.saliency import paste_box, saliency
 from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study
 from spinelesion.inference.writers import (
+    hide_root,
     inside,
     safe_name,
     to_unit_uint8,
@@ -85,6 +86,7 @@ class PredictorConfig:
     scan: ScanConfig = field(default_factory=ScanConfig)
     write_maps: bool = True
     source_paths: bool = False  # full input paths in outputs (PACS export paths often hold patient names)
+    input_root: str | None = None  # warnings show paths below it relative to it (None: as they come)
     markups: bool = True  # rois.mrk.json per study: the ROIs with their labels, for 3D Slicer
     dicom: bool | str = (
         "auto"  # SR + saliency SEG for DICOM studies: auto (when highdicom is installed) | true | false
@@ -317,12 +319,14 @@ class Predictor:
             scan_maps = result
             if not rois:
                 warnings.append(f"scan found no ROI above p(lesion or fracture) >= {self.cfg.scan.threshold}")
-        for r in rois:
-            if not _inside_volume(r.center_lps, ref_shape, affine):
-                warnings.append(
-                    f"ROI {r.roi_id} at {np.round(r.center_lps, 1).tolist()} mm lies outside the "
-                    f"{ref_name} volume; its crop is zero-padded"
-                )
+        if scan_maps is None:  # given ROIs: none answered from padding or a blank crop (evaluate alike)
+            problems = roi_problems(array, affine, available, [r.center_lps for r in rois], self.spec)
+            for r, why in zip(rois, problems, strict=True):
+                if why:
+                    warnings.append(
+                        f"ROI {r.roi_id} at {np.round(r.center_lps, 1).tolist()} mm not answered: {why}"
+                    )
+            rois = [r for r, why in zip(rois, problems, strict=True) if not why]
 
         records: list[dict[str, Any]] = []
         timings["network"] = t_scan
@@ -393,6 +397,8 @@ class Predictor:
             from spinelesion.inference.markups import write_markups
 
             write_markups(folder / "rois.mrk.json", records, name=f"{folder.name} ROIs")
+        if self.cfg.input_root is not None:  # a warning may quote an input path (patient names)
+            warnings = [hide_root(w, self.cfg.input_root) for w in warnings]
         # last: the study's other files are complete when predictions.json appears
         write_predictions_json(
             folder / "predictions.json", item.study_id, self.model_info, inputs, records, warnings + notes
@@ -522,8 +528,3 @@ def tta_mirrors(setting: bool | str, meta: Mapping[str, Any]) -> tuple[str, ...]
 def saliency_file(task: str) -> str:
     """Where a study's saliency maps of ``task`` go, relative to its folder."""
     return f"saliency/{task}.nii.gz"
-
-
-def _inside_volume(point: np.ndarray, shape: Sequence[int], affine: np.ndarray) -> bool:
-    ijk = np.linalg.solve(affine[:3, :3], np.asarray(point) - affine[:3, 3])
-    return bool(np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(shape) - 0.5))

@@ -4,7 +4,8 @@ Two runs writing into one folder would mix their files and ``run.json``; the sec
 refused while the first lives. A lock left by a run that died (kill -9, power loss) names
 a process that no longer exists on this machine and is taken over with a warning. Once
 the lock is held, temporaries left by an interrupted run are removed, and the folder is
-marked as an output folder so that discovery never reads it as input.
+marked as an output folder so that discovery never reads it as input. For the whole run,
+no write below the folder follows a symbolic link (:func:`spinelesion.atomic.guarded_folder`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spinelesion.atomic import clean_temporaries
+from spinelesion.atomic import clean_temporaries, guarded_folder, refuse_symlinks
 from spinelesion.io.limits import OUTPUT_MARKER
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def acquire(folder: str | os.PathLike[str], command: str = "spinelesion") -> Pat
     """Create ``folder``'s lock file or raise :class:`RunLockError`; returns the lock path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
+    lock = refuse_symlinks(folder / LOCK_NAME, root=folder)  # a planted link is not a lock to judge
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -106,14 +107,18 @@ def release(lock: Path) -> None:
 
 @contextlib.contextmanager
 def output_folder(folder: str | os.PathLike[str], command: str = "spinelesion") -> Iterator[Path]:
-    """Hold ``folder`` for one run: lock it, clean leftovers, mark it as output; release at the end."""
+    """Hold ``folder`` for one run: lock it, clean leftovers, mark it as output, refuse symbolic
+    links below it; release at the end."""
     folder = Path(folder)
     lock = acquire(folder, command)
     try:
-        clean_temporaries(folder)
-        marker = folder / OUTPUT_MARKER
-        if not marker.exists():
-            marker.write_text("written by spinelesion; input discovery skips this folder\n", encoding="utf-8")
-        yield folder
+        with guarded_folder(folder):
+            clean_temporaries(folder)
+            marker = refuse_symlinks(folder / OUTPUT_MARKER)
+            if not marker.exists():
+                marker.write_text(
+                    "written by spinelesion; input discovery skips this folder\n", encoding="utf-8"
+                )
+            yield folder
     finally:
         release(lock)

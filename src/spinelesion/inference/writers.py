@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,43 @@ def inside(root: Path, *parts: str) -> Path:
     if root != path and root not in path.parents:
         raise ValueError(f"refusing to write outside the output folder: {path}")
     return path
+
+
+def input_root(input_path: str | os.PathLike[str]) -> Path:
+    """What outputs show input paths relative to: the input folder, or the folder of an input file
+    (a NIfTI file, a manifest, whose own paths are relative to its folder)."""
+    path = Path(input_path)
+    return path if path.is_dir() else path.parent
+
+
+def _root_forms(root: str | os.PathLike[str]) -> list[str]:
+    """``root`` as paths built from it may spell it: as given, absolute, resolved; longest first."""
+    forms = {str(Path(root)), os.path.abspath(root), os.path.realpath(root)}
+    # a bare relative name ("in") could be any word of the text; "/" would be every separator
+    kept = {f.rstrip(os.sep) for f in forms if os.sep in f.strip(os.sep) or os.path.isabs(f)}
+    return sorted((f for f in kept if f), key=len, reverse=True)
+
+
+def relative_to_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
+    """``path`` relative to ``root`` (the root itself: its name); a path elsewhere: its file name."""
+    target = os.path.abspath(path)
+    for form in (os.path.abspath(root), os.path.realpath(root)):
+        if target == form:
+            return Path(form).name
+        if target.startswith(form.rstrip(os.sep) + os.sep):
+            return Path(os.path.relpath(target, form)).as_posix()
+    return Path(str(path)).name
+
+
+def hide_root(text: str, root: str | os.PathLike[str]) -> str:
+    """``text`` (a failure reason, a warning) with every path below ``root`` made relative to it,
+    and ``root`` itself shown by its name: input paths may hold patient names."""
+    name = Path(os.path.abspath(root)).name
+    for form in _root_forms(root):
+        head = rf"(?<![\w.\-{re.escape(os.sep)}]){re.escape(form)}"
+        text = re.sub(head + re.escape(os.sep) + r"+", "", text)  # below the root: relative
+        text = re.sub(head + r"(?![\w.\-])", lambda _m: name, text)  # the root itself: its name
+    return text
 
 
 def write_predictions_json(
@@ -82,7 +120,6 @@ def write_unit_maps(path: Path, maps: np.ndarray, affine_lps: np.ndarray) -> Pat
 
     from spinelesion.io.volume import LPS_TO_RAS
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     ras = LPS_TO_RAS @ np.asarray(affine_lps, np.float64)
     img = nib.Nifti1Image(np.asarray(maps, np.uint8), ras)
     img.set_qform(ras, code=1)

@@ -27,6 +27,18 @@ def _sagittal(
     return ndimage.map_coordinates(image, ijk.T, order=1, cval=0.0).reshape(y.shape)
 
 
+def _save(fig: Any, path: str | Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out, write at 80 dpi (docs/images) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=rect)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def write_insertion_preview(
     spec: BackgroundSpec, rates: Mapping[str, float], path: str | Path, cord_levels: set[str], seed: int = 3
 ) -> Path:
@@ -71,12 +83,7 @@ def write_insertion_preview(
         "red +: ROI centre)",
         fontsize=9,
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_plain_preview(spec: BackgroundSpec, path: str | Path, level: str = "L2", seed: int = 0) -> Path:
@@ -110,12 +117,7 @@ def write_plain_preview(spec: BackgroundSpec, path: str | Path, level: str = "L2
         "(anterior left, superior up; red +: ROI centre)",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.9))  # room for the title
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, rect=(0.0, 0.0, 1.0, 0.9))  # room for the title
 
 
 def write_appearance_preview(
@@ -146,9 +148,4 @@ def write_appearance_preview(
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{seq.upper()} of real study {spec.study_id} under random appearances", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -128,11 +128,18 @@ def dicom_pixel_bytes(ds: Any) -> int | None:
     return math.ceil(rows * cols * max(frames, 1) * max(samples, 1) * max(bits, 1) / 8)
 
 
+def dicom_allowed_bytes(ds: Any, header_end: int) -> int:
+    """Most bytes a DICOM file (or a deflated dataset, once inflated) may hold: its header,
+    the pixel data it declares (+10%) and :attr:`ReadLimits.slack_bytes`."""
+    declared = dicom_pixel_bytes(ds)
+    return header_end + LIMITS.slack_bytes + (math.ceil(declared * 1.1) if declared else 0)
+
+
 def check_dicom_size(path: Path, ds: Any, size: int, header_end: int) -> None:
     """Refuse a file much larger than its header plus the pixel data it declares (e.g. a
     header followed by gigabytes of zeros) before it is read whole."""
     declared = dicom_pixel_bytes(ds)
-    allowed = header_end + LIMITS.slack_bytes + (math.ceil(declared * 1.1) if declared else 0)
+    allowed = dicom_allowed_bytes(ds, header_end)
     if size > allowed:
         what = f"{human(declared)} of pixel data" if declared else "no pixel data"
         raise ResourceLimitError(

@@ -110,6 +110,42 @@ def _metadata_paths(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
+MODELS_ENV = "SPINELESION_MODELS"
+
+
+def model_locations() -> list[Path]:
+    """Where a model is looked up by name, in order: each folder of ``$SPINELESION_MODELS``
+    (separated as PATH is), the project's ``models/`` (a source checkout or editable install),
+    and ``~/.cache/spinelesion/models``."""
+    places = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    project = Path(__file__).resolve().parents[3] / "models"  # src/spinelesion/models/folder.py
+    places.append(project)
+    places.append(Path.home() / ".cache" / "spinelesion" / "models")
+    return list(dict.fromkeys(places))
+
+
+def resolve_model(value: str | os.PathLike[str]) -> Path:
+    """A model folder from a path (absolute, or relative to the working directory) or a name
+    (``spinelesion-demo``) found in :func:`model_locations`, from any working directory, as
+    TotalSegmentator and nnU-Net find theirs. The error lists where it looked and what is there."""
+    given = Path(value)
+    if (given / METADATA).is_file():
+        return given
+    places = model_locations()
+    if not given.is_absolute():  # a name, or models/<name> given from another working directory
+        for place in places:
+            if (place / given.name / METADATA).is_file():
+                return place / given.name
+    available = sorted(
+        {p.name for place in places if place.is_dir() for p in place.iterdir() if (p / METADATA).is_file()}
+    )
+    raise ModelLoadError(
+        f"model {os.fspath(value)!r}: not a model folder (no {METADATA}; a relative path is taken from the "
+        f"working directory {Path.cwd()}) and no model of that name in {', '.join(map(str, places))} "
+        f"(set {MODELS_ENV} to add folders); available: {', '.join(available) or 'none'}"
+    )
+
+
 def load_model_folder(
     folder: str | os.PathLike[str], map_location: str = "cpu", verify: bool | None = None
 ) -> tuple[MultiTaskNet, dict[str, Any]]:
@@ -120,11 +156,9 @@ def load_model_folder(
     anyway with a warning, for development. The returned ``weights_sha256`` is always the
     hash of the file actually loaded, and ``weights_verified`` says whether it matched.
     """
-    folder = Path(folder)
+    folder = resolve_model(folder)
     verify = verify_default() if verify is None else verify
     meta_path = folder / METADATA
-    if not meta_path.is_file():
-        raise ModelLoadError(f"{folder}: no {METADATA}; a model folder needs {METADATA} and {WEIGHTS}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

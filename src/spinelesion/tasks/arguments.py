@@ -138,6 +138,11 @@ def check_common(cfg: DictConfig) -> None:
 def check_predict_args(cfg: DictConfig) -> None:
     """Every predict argument, before anything is read or loaded."""
     check_common(cfg)
+    # A missing input is an unusable argument (one line, exit 2, nothing written), not a failed study.
+    if not os.path.lexists(str(cfg.input)):
+        raise ArgumentError(
+            "input", str(cfg.input), "an existing file or folder (a DICOM export, NIfTI files, a manifest)"
+        )
     parse_rois(cfg.rois)
     if cfg.get("threads") is not None:
         get(cfg, "threads", _int, "null or a whole number >= 1", lambda v: v >= 1)

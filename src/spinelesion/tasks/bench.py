@@ -144,7 +144,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.data.roi import RoiSpec
     from spinelesion.inference.inputs import from_manifest
     from spinelesion.inference.predictor import Predictor, PredictorConfig
-    from spinelesion.models.folder import load_model_folder
+    from spinelesion.models.folder import ModelLoadError, load_model_folder, resolve_model
 
     start = time.perf_counter()
     out = Path(cfg.output_dir)
@@ -200,8 +200,11 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
     # -- inference on one generated four-sequence study with eight ROIs -----------------------------
     log.info("inference breakdown")
-    model_dir = Path(cfg.model_dir)
-    if (model_dir / "metadata.json").is_file():
+    try:
+        model_dir: Path | None = resolve_model(str(cfg.model_dir))
+    except ModelLoadError:
+        model_dir = None
+    if model_dir is not None:
         net, meta = load_model_folder(model_dir)
     else:  # no released model: a randomly initialised default network times the same
         from spinelesion.models.networks import build_network

@@ -80,7 +80,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"{manifest.path}: no rows with split '{cfg.data.split}'")
     _check_bank_memory(manifest.path, rows, spec)
     cache = StudyCache(cfg.data.get("cache_dir"), reference=meta.get("reference", "auto"))
-    bank = build_roi_bank(rows, cache, spec, on_error="skip")
+    bank = build_roi_bank(rows, cache, spec, on_error="skip", refuse_unanswerable=True)
     failed = [{"study_id": f.study_id, "rows": f.rows, "reason": f.reason} for f in bank.failures]
     if not len(bank):
         raise RuntimeError(f"no study of {manifest.path} could be read: {failed}")

@@ -53,6 +53,7 @@ def predictor_config(cfg: DictConfig) -> Any:
     from spinelesion.config_schema import PredictorSettings, SaliencySettings, validated
     from spinelesion.inference.predictor import PredictorConfig
     from spinelesion.inference.scan import ScanConfig
+    from spinelesion.inference.writers import input_root
 
     run = validated(
         PredictorSettings,
@@ -77,6 +78,7 @@ def predictor_config(cfg: DictConfig) -> Any:
         scan=scan,
         write_maps=write_maps,
         source_paths=bool(output.source_paths),
+        input_root=None if output.source_paths else str(input_root(str(cfg.input))),
         markups=bool(output.markups),
         dicom=output.dicom,
     )
@@ -93,8 +95,18 @@ def source_paths(cfg: DictConfig) -> bool:
 
 
 def shown_path(cfg: DictConfig, path: object) -> str:
-    """A path as outputs show it: in full with ``output.source_paths=true``, else its last part."""
-    return str(path) if source_paths(cfg) else Path(str(path)).name
+    """A path as outputs show it: in full with ``output.source_paths=true``, else relative to the
+    input (the input itself, or a path elsewhere: its name)."""
+    from spinelesion.inference.writers import input_root, relative_to_root
+
+    return str(path) if source_paths(cfg) else relative_to_root(str(path), input_root(str(cfg.input)))
+
+
+def shown_text(cfg: DictConfig, text: str) -> str:
+    """A failure reason or warning as outputs show it: input paths in it as :func:`shown_path` would."""
+    from spinelesion.inference.writers import hide_root, input_root
+
+    return text if source_paths(cfg) else hide_root(text, input_root(str(cfg.input)))
 
 
 def unique_labels(labels: list[str]) -> list[str]:
@@ -126,14 +138,20 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         return _predict(cfg, out)
 
 
+RUN_FILES = ("failed_studies.csv", "run.json")
+"""Written at the end of a run: checked at its start (predictions.csv and .partial by the cohort)."""
+
+
 def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    from spinelesion.atomic import write_json
+    from spinelesion.atomic import refuse_symlinks, write_json
     from spinelesion.inference.cohort import CohortOutput, select_part
     from spinelesion.inference.inputs import discover_inputs
     from spinelesion.inference.predictor import Predictor
     from spinelesion.inference.writers import CSV_HEADER, roi_csv_rows, safe_name, write_csv
     from spinelesion.models.folder import load_model_folder
 
+    for name in RUN_FILES:  # a link there stops the run now, not after every study was predicted
+        refuse_symlinks(out / name)
     verify = cfg.get("verify_weights")
     net, meta = load_model_folder(cfg.model_dir, verify=None if verify is None else bool(verify))
     predictor = Predictor(net, meta, predictor_config(cfg))
@@ -165,7 +183,8 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         log.info("part %d of %d: %d study(ies)", part_id, num_parts, len(items))
     cohort = CohortOutput(out, "predictions.csv", CSV_HEADER, resume=bool(cfg.get("resume", False)))
     failed = [
-        {"study_id": f.study_id, "source": shown_path(cfg, f.source), "reason": f.reason} for f in failures
+        {"study_id": f.study_id, "source": shown_path(cfg, f.source), "reason": shown_text(cfg, f.reason)}
+        for f in failures
     ]
     results = []
     resumed: list[str] = []
@@ -181,9 +200,10 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         windows = WindowBar(disable=not show)
         try:
             res = predictor.predict_study(item, cohort.staging, progress=windows)
+            cohort.destinations(res.folder)  # a symbolic link where the study goes fails the study
         except Exception as exc:  # noqa: BLE001 - one bad study is reported, the rest go on
             cohort.discard(safe_name(item.study_id))
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = shown_text(cfg, f"{type(exc).__name__}: {exc}")
             log.error("study %s (%s) failed: %s", item.study_id, shown_path(cfg, item.source), reason)
             log.debug("%s", traceback.format_exc())
             failed.append(
@@ -218,6 +238,12 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "weights_verified": bool(meta.get("weights_verified")),
         "device": str(predictor.device),
         "tta": list(predictor.tta),
+        # Why a label may not be the most probable class: the fitted per-class offsets (given ROIs
+        # and scan candidates), and the bar a scan candidate's p(lesion) must reach to be called.
+        "decision": {
+            "rule": predictor.decision.to_json(),
+            "scan_call_threshold": predictor.scan_call_threshold(),
+        },
         "input": shown_path(cfg, cfg.input),
         "counts": {
             "predicted": len(results),
@@ -229,7 +255,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "studies": results,
         "resumed": resumed,
         "failed": failed,
-        "skipped_files": [{"path": shown_path(cfg, p), "reason": why} for p, why in skipped],
+        "skipped_files": [{"path": shown_path(cfg, p), "reason": shown_text(cfg, why)} for p, why in skipped],
         "disclaimer": "demonstration model trained on synthetic data; not for clinical use",
     }
     write_json(out / "run.json", summary)

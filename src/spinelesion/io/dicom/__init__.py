@@ -16,7 +16,10 @@ Modules:
 * :mod:`.discover`: walking folders, sniffing and parsing headers, grouping series.
 * :mod:`.geometry`: stacking slices along their normal and the regularity checks.
 * :mod:`.multiframe`: enhanced multi-frame objects.
-* :mod:`.pixels`: decoding (transfer syntaxes, decoders, rescale).
+* :mod:`.pixels`: decoding (transfer syntaxes, decoders, rescale), once the header is
+  checked against the pixel data.
+* :mod:`.codestreams`: the image size a compressed frame declares in its codec header.
+* :mod:`.deflate`: the inflated size of deflated files, bounded before pydicom inflates them.
 * :mod:`.values`: fast header value access.
 * :mod:`.meta`: the series metadata kept with a volume.
 * :mod:`.errors`: the error types and the series context they carry.

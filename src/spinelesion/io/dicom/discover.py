@@ -21,6 +21,7 @@ from typing import TypeVar
 import pydicom
 from pydicom.dataset import Dataset
 
+from spinelesion.io.dicom.deflate import check_inflated_size
 from spinelesion.io.dicom.errors import DicomError, SeriesContext, series_label
 from spinelesion.io.limits import (
     LIMITS,
@@ -224,6 +225,7 @@ def parse_header(path: Path, head: bytes, complete: bool) -> Dataset:
     kind = sniff(head)
     if kind is None:
         raise DicomError(path, "not a DICOM file")
+    check_inflated_size(path, head)  # pydicom would inflate a deflated dataset whole
     buf = io.BytesIO(head)
     try:
         with warnings.catch_warnings():

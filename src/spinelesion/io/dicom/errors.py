@@ -43,7 +43,8 @@ class DicomSeriesError(DicomError):
 
 
 class DicomDecodeError(DicomError):
-    """Pixel data that cannot be decoded here (typically a missing decoder package)."""
+    """Pixel data that cannot be decoded here: a missing decoder package, a length or a
+    codec-declared size that disagrees with the header, or a decoded size over the memory limit."""
 
 
 class NonImageError(DicomError):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
+from spinelesion.io.dicom.deflate import check_inflated_size
 from spinelesion.io.dicom.discover import check_identity, prefetch, read_header, sniff
 from spinelesion.io.dicom.errors import DicomError
 from spinelesion.io.limits import MIB, ResourceLimitError, regular_size
@@ -42,6 +43,7 @@ def read_dataset(path: Path, data: bytes | None = None) -> Dataset:
     kind = sniff(data)
     if kind is None:
         raise DicomError(path, "not a DICOM file")
+    check_inflated_size(path, data)  # pydicom would inflate a deflated dataset whole
     try:
         ds = pydicom.dcmread(FileBytes(data, str(path)), force=kind == "raw")
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input

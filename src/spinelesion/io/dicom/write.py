@@ -41,6 +41,23 @@ def to_stored(array: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> 
     return np.clip(stored, 0, 65535).astype(np.uint16)
 
 
+TYPE2_EMPTY = (
+    "PatientBirthDate",
+    "PatientSex",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "PatientPosition",  # 2C, required for MR without a Patient Orientation Code Sequence
+    "PositionReferenceIndicator",
+    "Manufacturer",
+    "ScanOptions",
+    "MRAcquisitionType",
+    "EchoTime",
+    "EchoTrainLength",
+)
+"""Type 2 attributes of the MR Image IOD's modules written empty when the caller gives none."""
+
+
 def write_dicom_series(
     volume: Volume,
     folder: str | os.PathLike[str],
@@ -123,6 +140,9 @@ def write_dicom_series(
         for key, value in series.items():
             if key not in ("SeriesInstanceUID", "SeriesNumber"):
                 setattr(ds, key, value)
+        for key in TYPE2_EMPTY:  # Type 2: present, empty when unknown (dciodvfy reports them missing)
+            if key not in ds:
+                setattr(ds, key, "")
         position = affine[:3, 3] + k * affine[:3, 2]
         ds.ImagePositionPatient = [_fmt(v) for v in position]
         ds.ImageOrientationPatient = [_fmt(v) for v in (*row_dir, *col_dir)]
