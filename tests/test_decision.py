@@ -9,10 +9,10 @@ import pytest
 
 from spinelesion.evaluation.report import EvalInputs, compute_metrics
 from spinelesion.labels import IGNORE_INDEX, TASKS
-from spinelesion.models.batch import softmax_np
 from spinelesion.models.decision import DecisionRule, balanced_accuracy_of, decide, fit_offsets, fit_rule
 from spinelesion.models.folder import load_model_folder, save_model_folder
 from spinelesion.models.networks import build_network
+from spinelesion.scoring.calibration import softmax
 
 SMALL = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
 PRIORS = np.array([0.80, 0.12, 0.05, 0.03])  # like compartment: none, extradural, IDEM, intramedullary
@@ -31,7 +31,7 @@ def _logits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_fitted_rule_recovers_rare_classes_on_held_out_data():
     z_val, y_val = _logits(3000, 0)
     z_test, y_test = _logits(3000, 1)
-    p_val, p_test = softmax_np(z_val), softmax_np(z_test)
+    p_val, p_test = softmax(z_val), softmax(z_test)
     offsets = fit_offsets(p_val, y_val)
 
     arg, rule = decide(p_test, None), decide(p_test, offsets)
@@ -60,7 +60,7 @@ def test_rule_round_trips_through_a_model_folder_and_sets_the_label(tmp_path: Pa
     from spinelesion.inference.predictor import Predictor
 
     z, y = _logits(2000, 2)
-    probs = {"compartment": softmax_np(z), "fracture": softmax_np(z[:, :3])}
+    probs = {"compartment": softmax(z), "fracture": softmax(z[:, :3])}
     targets = {"compartment": y, "fracture": np.minimum(y, 2)}
     rule = fit_rule(probs, targets)
     net = build_network(SMALL).eval()
@@ -103,9 +103,9 @@ def test_model_folder_without_rule_uses_argmax(tmp_path: Path):
 
 def test_metrics_report_the_rule_and_argmax_side_by_side():
     z, y = _logits(800, 4)
-    p = softmax_np(z)
+    p = softmax(z)
     yf = np.minimum(y, 2)
-    pf = softmax_np(z[:, :3])
+    pf = softmax(z[:, :3])
     rule = fit_rule({"compartment": p, "fracture": pf}, {"compartment": y, "fracture": yf})
     n = len(y)
     inputs = EvalInputs(
@@ -138,13 +138,13 @@ def test_fitted_rule_keeps_normal_sensitivity_and_still_helps_rare_classes():
     from spinelesion.models.decision import NORMAL_RECALL_DROP, recall_of
 
     z_val, y_val = _logits(3000, 0)
-    p_val = softmax_np(z_val)
+    p_val = softmax(z_val)
     free = fit_offsets(p_val, y_val)
     assert recall_of(y_val, decide(p_val, free), 0) < recall_of(y_val, decide(p_val, None), 0) - 0.05, (
         "the synthetic case must be one where the unconstrained rule sacrifices normals"
     )
     # both tasks from the same ranker (fracture: its first three classes, the rarest merged)
-    probs = {t: softmax_np(z_val[:, : len(TASKS[t])]) for t in TASKS}
+    probs = {t: softmax(z_val[:, : len(TASKS[t])]) for t in TASKS}
     targets = {t: np.minimum(y_val, len(TASKS[t]) - 1) for t in TASKS}
     rule = fit_rule(probs, targets, n_boot=5)
     for t in TASKS:
@@ -167,11 +167,11 @@ def test_bagged_rule_is_steadier_on_small_validation_splits():
     from spinelesion.models.decision import bagged_offsets
 
     z_test, y_test = _logits(20000, 99)
-    p_test = softmax_np(z_test)
+    p_test = softmax(z_test)
     single, bagged = [], []
     for seed in range(8):
         z, y = _logits(300, seed)
-        p = softmax_np(z)
+        p = softmax(z)
         single.append(balanced_accuracy_of(y_test, decide(p_test, fit_offsets(p, y))))
         bagged.append(balanced_accuracy_of(y_test, decide(p_test, bagged_offsets(p, y, 30))))
     assert np.std(bagged) < 0.8 * np.std(single)

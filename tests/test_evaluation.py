@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinelesion.evaluation.bootstrap import patient_bootstrap
-from spinelesion.evaluation.calibration import ece, fit_temperature, nll, softmax
-from spinelesion.evaluation.metrics import (
+from spinelesion.evaluation.plots import write_plots
+from spinelesion.evaluation.report import EvalInputs, compute_metrics, level_region, write_metrics
+from spinelesion.labels import IGNORE_INDEX as U
+from spinelesion.scoring.bootstrap import patient_bootstrap
+from spinelesion.scoring.calibration import ece, fit_temperature, nll, softmax
+from spinelesion.scoring.metrics import (
     auc_benign_vs_pathologic,
     auc_macro,
     balanced_accuracy,
@@ -20,9 +23,6 @@ from spinelesion.evaluation.metrics import (
     per_class_auc,
     sensitivity_specificity,
 )
-from spinelesion.evaluation.plots import write_plots
-from spinelesion.evaluation.report import EvalInputs, compute_metrics, level_region, write_metrics
-from spinelesion.labels import IGNORE_INDEX as U
 
 
 def test_binary_auc_with_ties_by_hand():

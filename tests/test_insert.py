@@ -543,7 +543,7 @@ def test_plain_manifest_pairs_every_body_with_its_findings(toy_root: Path, tmp_p
 
 def test_painted_texture_is_drawn_alike_for_every_finding(toy, monkeypatch: pytest.MonkeyPatch) -> None:
     """Texture is no sign: a per-kind amount (pathologic 0.18, benign oedema 0.1) let the released
-    model tell the fractures apart by texture alone (plain renderer check, README)."""
+    model tell the fractures apart by texture alone (plain renderer check, docs/results.md)."""
     import spinelesion.insert.findings as findings_module
 
     bg, an = toy

@@ -37,14 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # The generators write contract manifests (data.manifest); nothing below reads them back.
     ("generators", ["spinelesion.phantom", "spinelesion.insert"]),
     # Pure metric functions: the LightningModule logs AUCs, calibration fits a temperature.
-    (
-        "scoring",
-        [
-            "spinelesion.evaluation.metrics",
-            "spinelesion.evaluation.calibration",
-            "spinelesion.evaluation.bootstrap",
-        ],
-    ),
+    ("scoring", ["spinelesion.scoring"]),
     ("models", ["spinelesion.models"]),
     ("evaluation", ["spinelesion.evaluation"]),
     ("inference", ["spinelesion.inference"]),
@@ -109,6 +102,16 @@ def test_every_module_has_a_layer():
     clis = cli_modules()
     for module in all_modules():
         layer_of(module, clis)
+
+
+def test_every_package_says_what_it_is_for():
+    """Each package's ``__init__.py`` opens with a line saying what it holds, not just its name."""
+    vague = []
+    for path in sorted((SRC / PACKAGE).rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if len(doc.partition("\n")[0].split()) < 3:
+            vague.append(str(path.relative_to(ROOT)))
+    assert not vague, "say in the docstring's first line what the package is for:\n" + "\n".join(vague)
 
 
 def test_imports_run_one_way():

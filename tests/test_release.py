@@ -91,6 +91,32 @@ def test_stages_run_in_order_then_are_skipped_and_readers_of_a_rerun_input_rerun
     assert plan == {"data": "done", "model": "done", "mined": "rerun", "model2": "rerun"}
 
 
+def test_a_kept_stage_is_used_as_finished_although_its_code_changed(tmp_path, fake_runners, monkeypatch):
+    """keep=[...]: the drawn data survive a code change the user knows cannot change them (an edit
+    of a DICOM reader the phantom never calls); its readers stay done too, and are keyed by it."""
+    recipe = _recipe()
+    _run(recipe, tmp_path)
+    real_hash = release_run.code_hash
+    monkeypatch.setattr(
+        release_run, "code_hash", lambda kind: real_hash(kind) + ("x" if kind == "phantom" else "")
+    )
+    plan = {r.stage.name: r.status for r in release_run.plan(recipe, WorkFolder(tmp_path))}
+    assert plan == {"data": "rerun", "model": "rerun", "mined": "rerun", "model2": "rerun"}
+    fake_runners.clear()
+    statuses = _run(recipe, tmp_path, keep=["data"])
+    assert fake_runners == [] and statuses == {
+        "data": "kept",
+        "model": "done",
+        "mined": "done",
+        "model2": "done",
+    }
+    assert "| data | phantom | kept |" in (tmp_path / "plan.md").read_text()
+    statuses = _run(recipe, tmp_path, keep=["data"], force=["data"])  # force wins over keep
+    assert fake_runners == ["data", "model", "mined", "model2"]
+    with pytest.raises(ConfigError, match="no release stage 'nope'"):
+        _run(recipe, tmp_path, keep=["nope"])
+
+
 def test_an_interrupted_stage_resumes_in_its_folder_and_a_missing_input_is_refused(tmp_path, fake_runners):
     recipe = _recipe()
     fake_runners.fail = {"model"}
@@ -503,3 +529,11 @@ def test_the_code_part_of_a_key_is_the_source_and_configs_the_kind_reads(tmp_pat
     after_config = code_hash("phantom", package, configs)
     (package / "phantom" / "draw.py").write_text("A = 2\n")
     assert code_hash("phantom", package, configs) != after_config
+
+
+def test_kinds_that_run_models_or_evaluation_also_hash_scoring():
+    """Both import spinelesion.scoring: an edit to a metric must redo their stages."""
+    from spinelesion.release.recipe import KINDS
+
+    lax = [name for name, kind in KINDS.items() if {"models", "evaluation"} & set(kind.code)]
+    assert lax and all("scoring" in KINDS[name].code for name in lax), lax

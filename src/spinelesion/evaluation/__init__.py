@@ -1,1 +1,1 @@
-"""evaluation."""
+"""Evaluations of predictions: metrics.json and plots, real-anatomy, saliency and scan-mode checks."""

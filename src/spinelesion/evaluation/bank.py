@@ -44,8 +44,9 @@ def evaluate_bank(
     from spinelesion.evaluation.plots import write_plots
     from spinelesion.evaluation.report import EvalInputs, compute_metrics, write_metrics
     from spinelesion.labels import TASKS
-    from spinelesion.models.batch import predict_logits, softmax_np
+    from spinelesion.models.batch import predict_logits
     from spinelesion.models.decision import DecisionRule
+    from spinelesion.scoring.calibration import softmax
 
     rule = DecisionRule.from_meta({"decision": decision})
     out_dir = Path(out_dir)
@@ -55,7 +56,7 @@ def evaluate_bank(
         net, DataLoader(ds, batch_size=batch_size, shuffle=False), device=device, tta=tuple(tta)
     )
     temps = net.temperature.detach().cpu().numpy()
-    probs = {t: softmax_np(logits[t], float(temps[i])) for i, t in enumerate(TASKS)}
+    probs = {t: softmax(logits[t], float(temps[i])) for i, t in enumerate(TASKS)}
     indices, probs, dropped = _finite_only(list(indices), probs, bank)
     rows = [bank.rows[i] for i in indices]
     inputs = EvalInputs(

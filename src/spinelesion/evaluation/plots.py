@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spinelesion.atomic import atomic_path  # noqa: E402
-from spinelesion.evaluation.metrics import known  # noqa: E402
 from spinelesion.evaluation.report import EvalInputs  # noqa: E402
 from spinelesion.labels import TASKS  # noqa: E402
+from spinelesion.scoring.metrics import known  # noqa: E402
 
 FOOTER = (
     "spinelesion - metrics on the data given; synthetic-data models are demonstrations, not clinical tools"

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from spinelesion.evaluation.metrics import auc_benign_vs_pathologic, auc_macro
 from spinelesion.labels import TASKS, encode
+from spinelesion.scoring.metrics import auc_benign_vs_pathologic, auc_macro
 
 BODY_FINDINGS = {
     "lytic_metastasis",

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from spinelesion.atomic import write_json
-from spinelesion.evaluation.bootstrap import patient_bootstrap
-from spinelesion.evaluation.calibration import ece, reliability
-from spinelesion.evaluation.metrics import (
+from spinelesion.labels import TASKS
+from spinelesion.models.decision import DecisionRule
+from spinelesion.scoring.bootstrap import patient_bootstrap
+from spinelesion.scoring.calibration import ece, reliability
+from spinelesion.scoring.metrics import (
     accuracy,
     auc_benign_vs_pathologic,
     auc_macro,
@@ -27,8 +29,6 @@ from spinelesion.evaluation.metrics import (
     per_class_auc,
     sensitivity_specificity,
 )
-from spinelesion.labels import TASKS
-from spinelesion.models.decision import DecisionRule
 
 
 @dataclass

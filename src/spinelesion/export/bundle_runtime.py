@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from spinelesion.labels import SEQUENCES, TASKS
-from spinelesion.models.networks import build_network
+from spinelesion.models.networks import build_network, tempered_softmax
 from spinelesion.models.tta import forward_tta, mirrors_of
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ class RoiClassifier:
                     flags[s : s + self.batch_size].to(self.device),
                     self.tta,
                 )
-                for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
-                    out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
+                for task, p in zip(TASKS, tempered_softmax(logits, temps), strict=True):
+                    out[task].append(p.cpu().numpy())
         d["probabilities"] = {t: np.concatenate(v) for t, v in out.items()}
         return d
 

@@ -40,6 +40,7 @@ from spinelesion.models.batch import (
     to_device,
 )
 from spinelesion.models.decision import DecisionRule
+from spinelesion.models.networks import tempered_softmax
 from spinelesion.models.prior import reweigh
 from spinelesion.models.tta import forward_tta, mirrors_from_meta, mirrors_of
 
@@ -168,8 +169,8 @@ class Predictor:
                 f = flags[s : s + self.cfg.batch_size].to(self.device)
                 with autocast_for(self.device, self.cfg.amp):
                     logits = forward_tta(self.forward, x, f, self.tta)
-                for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True)):
-                    out[task].append(torch.softmax(lg.float() / temps[i], 1).cpu().numpy())
+                for task, p in zip(TASKS, tempered_softmax(logits, temps), strict=True):
+                    out[task].append(p.cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
 
     def scan_call_threshold(self, scan: ScanConfig | None = None) -> float:

@@ -37,6 +37,7 @@ from spinelesion.io.resample import block_mean
 from spinelesion.io.volume import apply_affine, dominant_axes, spacing_of
 from spinelesion.labels import TASKS
 from spinelesion.models.batch import autocast_for, channels_last_helps
+from spinelesion.models.networks import tempered_softmax
 
 
 @dataclass
@@ -208,7 +209,7 @@ def scan_study(
         f = flags.expand(len(starts), -1).to(device)
         with torch.inference_mode(), autocast_for(device):
             logits = net(x, f)
-        probs = [torch.softmax(lg.float() / temps[i].to(lg.device), 1) for i, lg in enumerate(logits)]
+        probs = tempered_softmax(logits, temps)
         return torch.cat(probs, 1).cpu().numpy()
 
     def lesion_score(answers: np.ndarray) -> np.ndarray:

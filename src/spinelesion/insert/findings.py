@@ -110,7 +110,7 @@ class Insert:
         A textured region's heterogeneity is drawn from :data:`HETEROGENEITY`, the same range for
         every kind: texture is no sign in docs/radiology.md, and a per-kind amount (pathologic
         replacement 0.18, benign oedema 0.1 until 2026-12-01) taught the model to tell benign from
-        pathologic fractures by texture (``spinelesion.insert.plain``'s check: README)."""
+        pathologic fractures by texture (``spinelesion.insert.plain``'s check: docs/results.md)."""
         if not np.any(weight > 0.05):
             return
         w = soft_mask(weight, self.bg.native_sigma_vox())

@@ -94,10 +94,3 @@ def predict_logits(
             for task, lg in zip(TASKS, logits, strict=True):
                 out[task].append(lg.float().cpu().numpy())
     return {t: np.concatenate(v) if v else np.zeros((0, len(TASKS[t])), np.float32) for t, v in out.items()}
-
-
-def softmax_np(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -41,8 +41,7 @@ def calibrate_and_decide(
     be run with. The rule's offsets belong in ``metadata.json['decision']``
     (:meth:`DecisionRule.to_json`), the mirrors in ``metadata.json['tta']``.
     """
-    from spinelesion.evaluation.calibration import fit_temperature
-    from spinelesion.models.batch import softmax_np
+    from spinelesion.scoring.calibration import fit_temperature, softmax
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     logits = predict_logits(net, loader, device=device, tta=tta)
@@ -56,5 +55,5 @@ def calibrate_and_decide(
     log.info("temperature scaling on %d validation ROIs: %s", len(dataset), temps)
     if not decide:
         return temps, DecisionRule()
-    probs = {t: softmax_np(logits[t], float(net.temperature[i])) for i, t in enumerate(TASKS)}
+    probs = {t: softmax(logits[t], float(net.temperature[i])) for i, t in enumerate(TASKS)}
     return temps, fit_rule(probs, targets)

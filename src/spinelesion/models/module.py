@@ -164,7 +164,7 @@ class SpineLesionModule(pl.LightningModule):
         self._val_outputs = {}
 
     def on_validation_epoch_end(self) -> None:
-        from spinelesion.evaluation.metrics import auc_benign_vs_pathologic, auc_macro
+        from spinelesion.scoring.metrics import auc_benign_vs_pathologic, auc_macro
 
         if not self._val_outputs:
             return

@@ -228,11 +228,13 @@ class MultiTaskNet(nn.Module):
         return tuple(head(feats) for head in self.heads)
 
     def probabilities(self, image: torch.Tensor, available: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self(image, available)
-        return {
-            task: torch.softmax(lg.float() / self.temperature[i], dim=1)
-            for i, (task, lg) in enumerate(zip(TASKS, logits, strict=True))
-        }
+        return dict(zip(TASKS, tempered_softmax(self(image, available), self.temperature), strict=True))
+
+
+def tempered_softmax(logits: Sequence[torch.Tensor], temperatures: torch.Tensor) -> list[torch.Tensor]:
+    """Calibrated probabilities per task: softmax(logits / T) in float32, T the task's temperature.
+    The one place logits meet their temperatures (predict, scan, the bundle)."""
+    return [torch.softmax(lg.float() / temperatures[i].to(lg.device), 1) for i, lg in enumerate(logits)]
 
 
 def build_network(config: dict[str, object]) -> MultiTaskNet:

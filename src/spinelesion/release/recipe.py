@@ -44,7 +44,7 @@ KINDS: dict[str, Kind] = {
     # spinelesion-train (from scratch, or fine-tuning an earlier stage's model)
     "train": Kind(
         ("manifests", "init"),
-        ("models", "data", "evaluation", "tasks/train.py", "train.py"),
+        ("models", "data", "evaluation", "scoring", "tasks/train.py", "train.py"),
         ("manifests",),
         ("overrides",),
         TRAIN_CONFIGS,
@@ -52,21 +52,21 @@ KINDS: dict[str, Kind] = {
     # scan candidates of a model on untouched studies -> normal ROIs (hard negatives)
     "mine": Kind(
         ("model", "studies_of"),
-        ("inference", "models", "tasks/hard_negatives.py"),
+        ("inference", "models", "scoring", "tasks/hard_negatives.py"),
         ("model", "studies_of"),
         ("settings",),
     ),
     # scan mode's operating point on the validation subjects' real studies (a copy of the model)
     "scan_point": Kind(
         ("model", "studies_of"),
-        ("inference", "models", "evaluation", "release/checks.py"),
+        ("inference", "models", "evaluation", "scoring", "release/checks.py"),
         ("model", "studies_of"),
         ("max_sensitivity_loss",),
     ),
     # one check of a model (release/checks.py); its result is a JSON file
     "check": Kind(
         ("model", "data"),
-        ("inference", "models", "evaluation", "tasks", "release/checks.py"),
+        ("inference", "models", "evaluation", "scoring", "tasks", "release/checks.py"),
         ("model", "check"),
         ("args", "label"),
         ("eval.yaml", "predict.yaml", "data"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +26,22 @@ log = logging.getLogger(__name__)
 class PlanRow:
     stage: Stage
     key: str
-    status: str  # "done" | "run" | "rerun" (done under other inputs, or forced) | "resume" | "skip" (not selected)
+    status: str  # "done" | "kept" (done under an older key, kept as asked) | "run" | "rerun" (done under
+    # other inputs, or forced) | "resume" | "skip" (not selected)
     estimate_min: float | None
     measured_min: float | None
     done: bool = False  # finished under the current inputs (whether or not it runs again now)
 
 
-def stage_keys(recipe: Recipe, root: Path) -> dict[str, str]:
-    """Every stage's key; an imported folder (relative to ``root``) is keyed by its contents."""
+def stage_keys(recipe: Recipe, root: Path, kept: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every stage's key; an imported folder (relative to ``root``) is keyed by its contents. A
+    ``kept`` stage keeps the key it finished under, so the stages reading it are keyed by that run."""
     codes: dict[str, str] = {}
     keys: dict[str, str] = {}
     for stage in recipe.stages:
+        if kept and stage.name in kept:
+            keys[stage.name] = kept[stage.name]
+            continue
         if stage.kind not in codes:
             codes[stage.kind] = code_hash(stage.kind)
         code = codes[stage.kind]
@@ -53,10 +58,15 @@ def plan(
     until: str | None = None,
     force: Sequence[str] = (),
     root: Path = Path("."),
+    keep: Sequence[str] = (),
 ) -> list[PlanRow]:
-    keys = stage_keys(recipe, root)
-    for name in force:
+    for name in (*force, *keep):
         recipe.stage(name)  # an unknown name is an error
+    # keep: a finished stage used as it is although its key changed (a code change that cannot
+    # change its output, e.g. in a reader it never calls): the user's call, shown as "kept".
+    records = {n: work.record(recipe.stage(n)) for n in keep}
+    kept = {n: str(r["key"]) for n, r in records.items() if r is not None and n not in force}
+    keys = stage_keys(recipe, root, kept)
     selected = {s.name for s in recipe.select(start, until)}
     redo = set(force) | ({s.name for s in recipe.select(start, None)} if start else set())
     rows: list[PlanRow] = []
@@ -67,10 +77,12 @@ def plan(
         measured = float(seconds) / 60.0 if isinstance(seconds, int | float) else None
         inputs = {n: work.stamp(recipe.stage(n)) for n in stage.needs}
         done = work.is_done(stage, keys[stage.name], inputs) and not will_run & set(stage.needs)
+        if stage.name in kept:  # as finished, whatever its inputs' runs since
+            done = stage.name not in redo
         if stage.name not in selected:
             status = "skip"
         elif done and stage.name not in redo:
-            status = "done"
+            status = "kept" if stage.name in kept else "done"
         elif rec is not None:
             status = "rerun"
         elif work.folder(stage).exists():
@@ -121,18 +133,19 @@ def run_release(
     force: Sequence[str] = (),
     overrides: Sequence[str] = (),
     plan_only: bool = False,
+    keep: Sequence[str] = (),
 ) -> list[PlanRow]:
     work = WorkFolder(Path(work_dir))
     work.root.mkdir(parents=True, exist_ok=True)
-    rows = plan(recipe, work, start, until, force, Path(models).parent)
+    rows = plan(recipe, work, start, until, force, Path(models).parent, keep)
     log.info("release %s, work folder %s\n%s", recipe.name, work.root, write_plan(recipe, work, rows))
     if plan_only:
         return rows
     by_name = {r.stage.name: r for r in rows}
     for row in rows:
-        if row.status in ("skip", "done"):
-            if row.status == "done":
-                log.info("%s: done (%.1f min), skipped", row.stage.name, row.measured_min or 0.0)
+        if row.status in ("skip", "done", "kept"):
+            if row.status != "skip":
+                log.info("%s: %s (%.1f min), skipped", row.stage.name, row.status, row.measured_min or 0.0)
             continue
         stage = row.stage
         missing = [n for n in stage.needs if not by_name[n].done]
@@ -203,4 +216,5 @@ def release_from_config(cfg: Any) -> list[PlanRow]:
         force=list(cfg.get("force") or []),
         overrides=list(cfg.get("overrides") or []),
         plan_only=bool(cfg.get("plan_only", False)),
+        keep=list(cfg.get("keep") or []),
     )

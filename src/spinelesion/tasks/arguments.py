@@ -138,11 +138,6 @@ def check_common(cfg: DictConfig) -> None:
 def check_predict_args(cfg: DictConfig) -> None:
     """Every predict argument, before anything is read or loaded."""
     check_common(cfg)
-    # A missing input is an unusable argument (one line, exit 2, nothing written), not a failed study.
-    if not os.path.lexists(str(cfg.input)):
-        raise ArgumentError(
-            "input", str(cfg.input), "an existing file or folder (a DICOM export, NIfTI files, a manifest)"
-        )
     parse_rois(cfg.rois)
     if cfg.get("threads") is not None:
         get(cfg, "threads", _int, "null or a whole number >= 1", lambda v: v >= 1)
@@ -187,6 +182,12 @@ def check_predict_args(cfg: DictConfig) -> None:
             "sequences",
             seqs,
             "a mapping {<SeriesInstanceUID | SeriesNumber | description regex>: t1|t2|stir|t1c|ignore}",
+        )
+    # Last, so that every other argument is named first: a missing input is an unusable
+    # argument (one line, exit 2, nothing written), not a failed study.
+    if not os.path.lexists(str(cfg.input)):
+        raise ArgumentError(
+            "input", str(cfg.input), "an existing file or folder (a DICOM export, NIfTI files, a manifest)"
         )
 
 

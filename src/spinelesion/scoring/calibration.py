@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spinelesion.evaluation.metrics import known
+from spinelesion.scoring.metrics import known
 
 
 def reliability(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, list[float | int]]:

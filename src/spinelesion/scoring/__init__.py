@@ -1,0 +1,1 @@
+"""Pure metric, calibration and bootstrap functions on arrays, below models and evaluation."""
