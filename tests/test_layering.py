@@ -45,6 +45,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("tasks", ["spinelesion.tasks"]),
     # The release recipe drives the commands and the tasks (training, mining, checks).
     ("release", ["spinelesion.release"]),
+    # The Python API: the commands' jobs as functions (spinelesion.api.predict).
+    ("api", ["spinelesion.api"]),
     ("cli", []),  # filled from pyproject.toml
 ]
 

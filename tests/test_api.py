@@ -1,0 +1,56 @@
+"""The Python API (spinelesion.api): the commands as functions, as TotalSegmentator's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spinelesion.io.nifti import write_nifti
+from spinelesion.io.volume import Volume
+from spinelesion.models.folder import save_model_folder
+from spinelesion.models.networks import build_network
+
+NET = {"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}
+ROI = {"shape": [32, 48, 48], "spacing": [1.5, 1.5, 1.5], "margin": 1.25}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models") / "tiny-model"
+    save_model_folder(
+        build_network(NET), folder, {"name": "tiny", "version": "t", "network": NET, "roi": ROI}
+    )
+    return folder
+
+
+def test_predict_as_a_function_returns_what_it_wrote(tmp_path: Path, tiny_model: Path) -> None:
+    from spinelesion.api import predict
+
+    arr = np.random.default_rng(0).uniform(50, 500, (40, 40, 24)).astype(np.float32)
+    write_nifti(Volume(arr, np.diag([1.5, 1.5, 2.0, 1.0])), tmp_path / "exam" / "t2.nii.gz")
+    run = predict(
+        tmp_path / "exam",
+        tmp_path / "out",
+        model=tiny_model,
+        rois=[[30.0, 30.0, 24.0]],
+        saliency__method="none",
+        saliency__png=False,
+        device="cpu",
+    )
+    assert run["counts"] == {
+        "predicted": 1,
+        "with_warnings": run["counts"]["with_warnings"],
+        "failed": 0,
+        "skipped_files": 0,
+    }
+    (study,) = run["results"].values()
+    roi = study["rois"][0]
+    assert roi["center_lps_mm"] == [30.0, 30.0, 24.0] and roi["source"] == "given"
+    assert sum(roi["compartment"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert (tmp_path / "out" / "run.json").is_file() and (tmp_path / "out" / "predictions.csv").is_file()
+    with pytest.raises(ValueError, match="argument input="):  # the command's validation, raised, no exit
+        predict(tmp_path / "nope", tmp_path / "out2", model=tiny_model)
