@@ -1093,3 +1093,27 @@ def test_a_model_is_found_by_name_from_any_folder_and_a_miss_lists_what_there_is
     project = Path(__file__).resolve().parents[1] / "models" / "spinelesion-demo"
     if (project / "metadata.json").is_file():  # the released model by name, from another folder
         assert resolve_model("spinelesion-demo").resolve() == project.resolve()
+
+
+@pytest.mark.slow  # draws one phantom study (~5 s)
+def test_make_data_writes_nothing_outside_its_output_folder(tmp_path: Path):
+    """Issue 36: make-data wrote its Hydra log under ./outputs/ of the working directory."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spinelesion.make_data",
+            f"output_dir={tmp_path / 'd'}",
+            "studies=1",
+            "workers=1",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "d" / "manifest.csv").is_file() and (tmp_path / "d" / "logs" / ".hydra").is_dir()
