@@ -1117,3 +1117,72 @@ def test_make_data_writes_nothing_outside_its_output_folder(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list(cwd.iterdir()) == []
     assert (tmp_path / "d" / "manifest.csv").is_file() and (tmp_path / "d" / "logs" / ".hydra").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        ("a_file", "is a file, not a folder"),
+        ("a_file/sub", "is a file, so no folder can be made under it"),
+        ("/proc/spinelesion-out", "lies under a kernel interface"),
+    ],
+)
+def test_an_unusable_output_folder_is_one_line_and_exit_2(tmp_path: Path, where: str, why: str):
+    """Issue 37: an output_dir that is a file, under a file or under /proc gave Hydra's traceback."""
+    (tmp_path / "a_file").write_text("not a folder")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinelesion.predict", f"input={tmp_path}", f"output_dir={out}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and why in output and "Traceback" not in output, output[-2000:]
+
+
+def test_a_study_folder_named_in_bytes_that_are_not_utf8_is_predicted_with_the_others(
+    tmp_path: Path, model_dir: Path
+):
+    """Issue 37: a study folder with a non-UTF-8 name aborted the whole run ('utf-8' codec can't
+    encode). Its id is shown with \\x escapes; it and the study beside it are both predicted."""
+    root = tmp_path / "in"
+    nifti_study(root / "good")
+    bad = os.path.join(os.fsencode(root), b"bad\xffname")
+    os.makedirs(bad)
+    nifti_study(Path(os.fsdecode(bad)))
+    summary = run_predict(root, tmp_path / "out", model_dir, GIVEN_ROI)
+    assert sorted(s["study_id"] for s in summary["studies"]) == ["bad\\xffname", "good"]
+    assert summary["failed"] == []
+    strict_json(tmp_path / "out" / "run.json")  # readable back, as UTF-8
+    rows = (tmp_path / "out" / "predictions.csv").read_text(encoding="utf-8")
+    assert "bad\\xffname" in rows
+
+
+@pytest.mark.slow  # ~20 s here: 1,100 folders made and removed
+def test_a_series_1100_folders_deep_is_found_without_recursion(tmp_path: Path):
+    """Issue 37: os.walk recursed once per level (RecursionError at ~1,000 levels, aborting the
+    run); the walk is iterative, and on an ordinary tree it lists what os.walk lists."""
+    from spinelesion.io.dicom.discover import iter_files, walk
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(deep)
+        for _ in range(1100):
+            os.mkdir("d")
+            os.chdir("d")
+        Path("t2.nii.gz").write_bytes(b"x")
+    finally:
+        os.chdir(cwd)
+    assert [p.name for p in iter_files(deep)] == ["t2.nii.gz"]
+    tree = tmp_path / "tree"
+    for rel in ("a/x.dcm", "a/b/y.dcm", "c/z.dcm", "top.dcm"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(b"x")
+    (tree / "link").symlink_to(tree / "a")  # listed, not entered (as os.walk does)
+    ours = [(r, sorted(d), sorted(f)) for r, d, f in walk(tree)]
+    theirs = [(r, sorted(d), sorted(f)) for r, d, f in os.walk(tree)]
+    assert sorted(ours) == sorted(theirs)

@@ -27,3 +27,10 @@ def fmt_metric(v: Any, ci: Sequence[float] | None = None, digits: int = 3) -> st
     """``0.812 (0.700-0.900)``, or ``0.812`` without an interval, or ``-`` when undefined."""
     interval = fmt_ci(ci, digits)
     return f"{fmt_value(v, digits)} {interval}" if interval else fmt_value(v, digits)
+
+
+def printable(text: str) -> str:
+    """``text`` writable as UTF-8: bytes of a file name that were not UTF-8 (Python keeps them as
+    lone surrogates) shown as ``\\xff`` escapes. Ids and reasons made from such names reach JSON,
+    CSV and logs; the file itself is still read through its real path."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

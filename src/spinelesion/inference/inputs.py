@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spinelesion.formatting import printable
 from spinelesion.inference.predictor import RoiRequest, StudyInput
 from spinelesion.io.limits import special_file_reason
 from spinelesion.io.nifti import is_nifti
@@ -30,6 +31,11 @@ class InputFailure:
     study_id: str
     source: str
     reason: str
+
+    def __post_init__(self) -> None:  # names from non-UTF-8 file names stay writable
+        self.study_id, self.source, self.reason = (
+            printable(v) for v in (self.study_id, self.source, self.reason)
+        )
 
 
 def _given_rois(points: Sequence[Sequence[float]] | None) -> list[RoiRequest]:

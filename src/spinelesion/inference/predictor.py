@@ -20,6 +20,7 @@ import torch
 
 from spinelesion.data.dataset import crop_study_rois, roi_problems
 from spinelesion.data.roi import RoiSpec, center_crop
+from spinelesion.formatting import printable
 from spinelesion.inference.contrast import contrast_warnings
 from spinelesion.inference.saliency import paste_box, saliency
 from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study
@@ -62,6 +63,9 @@ class StudyInput:
     source: str
     load: Callable[[], Any]  # -> spinelesion.io.study.Study
     rois: list[RoiRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:  # an id from a non-UTF-8 file name stays writable (source keeps the path)
+        self.study_id = printable(self.study_id)
 
 
 @dataclass

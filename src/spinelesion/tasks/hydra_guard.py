@@ -51,10 +51,35 @@ def hydra_writes(config: DictConfig) -> tuple[Path, list[Path]]:
     return run_dir, paths
 
 
+PSEUDO_FILESYSTEMS = ("/proc", "/sys")
+"""Kernel interfaces, never an output folder."""
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise :class:`ValueError` (one line, exit 2) when ``folder`` cannot be an output folder: it
+    is a file, lies under a file or a kernel interface, or cannot be written."""
+    absolute = Path(os.path.abspath(folder))
+    if any(absolute == Path(p) or Path(p) in absolute.parents for p in PSEUDO_FILESYSTEMS):
+        raise ValueError(
+            f"output folder {folder}: lies under a kernel interface ({', '.join(PSEUDO_FILESYSTEMS)})"
+        )
+    if absolute.exists() and not absolute.is_dir():
+        raise ValueError(f"output folder {folder}: is a file, not a folder")
+    existing = absolute
+    while not existing.exists():  # the nearest part that exists must be a writable folder
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output folder {folder}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {folder}: {existing} is not writable")
+
+
 def check_run_folder(config: DictConfig) -> None:
-    """Raise :class:`spinelesion.atomic.SymlinkRefusedError` when a path Hydra writes below the
-    run folder goes through a symbolic link (the run folder itself may be one)."""
+    """Raise when Hydra could not write its run folder (one line, exit 2, instead of Hydra's
+    traceback), or when a path it writes below the run folder goes through a symbolic link
+    (:class:`spinelesion.atomic.SymlinkRefusedError`; the run folder itself may be one)."""
     run_dir, paths = hydra_writes(config)
+    check_writable_folder(run_dir)
     for path in paths:
         refuse_symlinks(path, root=run_dir)
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from spinelesion.formatting import printable
 from spinelesion.inference.markups import is_markups_path
 from spinelesion.tasks.arguments import ArgumentError, check_predict_args, parse_rois
 
@@ -99,7 +100,8 @@ def shown_path(cfg: DictConfig, path: object) -> str:
     input (the input itself, or a path elsewhere: its name)."""
     from spinelesion.inference.writers import input_root, relative_to_root
 
-    return str(path) if source_paths(cfg) else relative_to_root(str(path), input_root(str(cfg.input)))
+    shown = str(path) if source_paths(cfg) else relative_to_root(str(path), input_root(str(cfg.input)))
+    return printable(shown)  # a non-UTF-8 file name as \xff escapes
 
 
 def shown_text(cfg: DictConfig, text: str) -> str:
@@ -203,7 +205,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
             cohort.destinations(res.folder)  # a symbolic link where the study goes fails the study
         except Exception as exc:  # noqa: BLE001 - one bad study is reported, the rest go on
             cohort.discard(safe_name(item.study_id))
-            reason = shown_text(cfg, f"{type(exc).__name__}: {exc}")
+            reason = printable(shown_text(cfg, f"{type(exc).__name__}: {exc}"))
             log.error("study %s (%s) failed: %s", item.study_id, shown_path(cfg, item.source), reason)
             log.debug("%s", traceback.format_exc())
             failed.append(

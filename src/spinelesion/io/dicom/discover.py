@@ -146,6 +146,33 @@ def geometry_reason(ds: Dataset) -> str | None:
     return None
 
 
+def walk(top: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top)`` (top-down, symbolic links to folders listed but not entered, unreadable
+    folders skipped) without recursion: Python 3.11's ``os.walk`` recurses once per level, so a
+    series 1,100 folders deep raised RecursionError and aborted the whole run. The caller may
+    prune ``dirs`` in place, as with ``os.walk``."""
+    stack = [os.fspath(top)]
+    while stack:
+        root = stack.pop()
+        try:
+            with os.scandir(root) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        dirs, files = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
+        yield root, dirs, files
+        for name in reversed(dirs):  # popped in the order the caller left them
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                stack.append(path)
+
+
 def iter_files(
     folder: Path,
     skipped: list[tuple[Path, str]] | None = None,
@@ -158,7 +185,7 @@ def iter_files(
     runs (see :func:`~spinelesion.io.limits.is_output_folder`) are not entered.
     """
     excluded = {os.path.realpath(e) for e in exclude}
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in walk(folder):
         dirs[:] = sorted(
             d
             for d in dirs
