@@ -1186,3 +1186,13 @@ def test_a_series_1100_folders_deep_is_found_without_recursion(tmp_path: Path):
     ours = [(r, sorted(d), sorted(f)) for r, d, f in walk(tree)]
     theirs = [(r, sorted(d), sorted(f)) for r, d, f in os.walk(tree)]
     assert sorted(ours) == sorted(theirs)
+
+
+def test_a_complex_valued_nifti_is_refused_by_name(tmp_path: Path):
+    """Issue 37: complex voxels were cast to their real part silently."""
+    from spinelesion.io.nifti import NiftiError, read_nifti
+
+    arr = (np.ones((8, 8, 4)) * (3 + 4j)).astype(np.complex64)
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "t2.nii.gz"))
+    with pytest.raises(NiftiError, match=r"t2\.nii\.gz: complex64 voxels .*pass the magnitude image"):
+        read_nifti(tmp_path / "t2.nii.gz")

@@ -187,11 +187,11 @@ def _name_column(x0: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=4)
 def _chrome(
-    size: tuple[int, int], explains: str, bar_mm: float, bar_px: int
+    img_size: tuple[int, int], explains: str, bar_mm: float, bar_px: int
 ) -> tuple[Image.Image, tuple[str, ...]]:
     """Everything that is the same for every ROI of a run, drawn once (copied for each ROI): colour
     bar and its meaning, class names, orientation letters, scale bars, disclaimer."""
-    lay = layout(*size)
+    lay = layout(*img_size)
     canvas = Image.new("RGB", lay.size, "white")
     draw = ImageDraw.Draw(canvas)
     lines: list[str] = []
@@ -305,13 +305,14 @@ def write_roi_png(
         np.stack([np.asarray(roi_maps[t], np.float32) for t in TASKS]), roi_affine, plane_affine, plane_shape
     )[0, :, 0].numpy()
     panels = [(task, _panel(gray, sal_maps[k], spec)) for k, task in enumerate(TASKS)]
-    lay = layout(*panels[0][1].size)
+    img_size = panels[0][1].size
+    lay = layout(*img_size)
     # the scale from the plane's own geometry (its A-P pixel spacing), not from the constants
     mm_per_px = float(np.linalg.norm(plane_affine[:3, 1])) / ZOOM
     first_bar = next(iter(lay.scale_bars.values()))
     bar_mm, bar_px = scale_bar(mm_per_px, min(first_bar[2] - first_bar[0] - 4, lay.size[0] / len(TASKS) / 3))
     explains = f"{METHOD_NAMES.get(method, method)} saliency" if method else "saliency"
-    chrome, static = _chrome(lay.size, explains, bar_mm, bar_px)
+    chrome, static = _chrome(img_size, explains, bar_mm, bar_px)
     canvas = chrome.copy()
     draw = ImageDraw.Draw(canvas)
     lines: list[str] = []

@@ -87,6 +87,11 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
     path = Path(path)
     img = load_header(path)
     shape = img.shape
+    if np.issubdtype(img.get_data_dtype(), np.complexfloating) or img.get_data_dtype().names:
+        # a cast would keep the real part silently: not the magnitude image the model reads
+        raise NiftiError(
+            f"{path}: {img.get_data_dtype()} voxels (complex or structured); pass the magnitude image"
+        )
     if len(shape) == 4 and shape[3] == 1:
         data = np.asarray(img.dataobj)[..., 0]
     elif len(shape) == 3:
