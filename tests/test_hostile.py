@@ -1160,6 +1160,18 @@ def test_a_study_folder_named_in_bytes_that_are_not_utf8_is_predicted_with_the_o
     assert "bad\\xffname" in rows
 
 
+def remove_tree_without_recursion(top: Path) -> None:
+    from spinelesion.io.dicom.discover import walk
+
+    folders = []
+    for root, _dirs, files in walk(top):
+        for name in files:
+            os.unlink(os.path.join(root, name))
+        folders.append(root)
+    for folder in reversed(folders):  # deepest first
+        os.rmdir(folder)
+
+
 @pytest.mark.slow  # ~20 s here: 1,100 folders made and removed
 def test_a_series_1100_folders_deep_is_found_without_recursion(tmp_path: Path):
     """Issue 37: os.walk recursed once per level (RecursionError at ~1,000 levels, aborting the
@@ -1177,7 +1189,10 @@ def test_a_series_1100_folders_deep_is_found_without_recursion(tmp_path: Path):
         Path("t2.nii.gz").write_bytes(b"x")
     finally:
         os.chdir(cwd)
-    assert [p.name for p in iter_files(deep)] == ["t2.nii.gz"]
+    try:
+        assert [p.name for p in iter_files(deep)] == ["t2.nii.gz"]
+    finally:  # shutil.rmtree recurses per level too (pytest's cleanup would hit RecursionError)
+        remove_tree_without_recursion(deep)
     tree = tmp_path / "tree"
     for rel in ("a/x.dcm", "a/b/y.dcm", "c/z.dcm", "top.dcm"):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)

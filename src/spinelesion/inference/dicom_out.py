@@ -1,4 +1,4 @@
-"""DICOM results for DICOM studies (highdicom): a TID 1500 measurement report and saliency segmentations.
+"""DICOM results for DICOM studies (highdicom): a TID 1500 measurement report and saliency parametric maps.
 
 Per study, beside predictions.json:
 
@@ -7,10 +7,13 @@ Per study, beside predictions.json:
   reference, both predicted labels as qualitative evaluations, every class probability as
   a measurement, and the model (name, version) as the algorithm; the source series are its
   evidence.
-- ``dicom/saliency_<task>.dcm``: a FRACTIONAL Segmentation per task, one segment per ROI,
-  frame by frame on the reference series' own slices, so it overlays the source series in
-  OHIF and 3D Slicer.
+- ``dicom/saliency_<task>.dcm``: a Parametric Map per task on the reference series' own
+  slices: the saliency in [0, 1] (each voxel the maximum over the ROIs, whose own maps are
+  in the saliency NIfTI), with a real world value mapping that says it is saliency, not a
+  finding, so it overlays the source series as a continuous map, not as a lesion.
 
+Everything is built and written through highdicom's and pydicom's public API (issue 36: a
+shortcut through library internals saved ~0.1 s a study; trust is worth more).
 Codes of this project's concepts use the private coding scheme ``99SPINELESION``.
 Nothing here downloads anything: highdicom is a plain Python package.
 """
@@ -25,13 +28,15 @@ from typing import Any
 import numpy as np
 
 from spinelesion.atomic import atomic_path
-from spinelesion.inference.dicom_encode import save
+from spinelesion.inference.writers import UNIT_SCALE
 from spinelesion.labels import TASKS
 
 log = logging.getLogger(__name__)
 
 SCHEME = "99SPINELESION"
 MANUFACTURER = "spinelesion"
+METHOD_NAMES = {"occlusion": "occlusion", "gradcam": "Grad-CAM"}
+"""How each saliency method (``saliency.method``) is named in the maps' labels."""
 
 
 def available() -> bool:
@@ -85,8 +90,12 @@ def _save(ds: Any, path: Path) -> Path:
     scheme.CodingSchemeResponsibleOrganization = "spinelesion"
     ds.CodingSchemeIdentificationSequence = [scheme]
     with atomic_path(path) as tmp:  # makes the folder, after checking it follows no symbolic link
-        save(ds, tmp)  # pydicom's bytes, written without its per-element overhead (falls back to it)
+        ds.save_as(tmp, enforce_file_format=True)
     return path
+
+
+def _model_name(model: Mapping[str, Any]) -> tuple[str, str]:
+    return str(model.get("name") or "spinelesion"), str(model.get("version") or "unknown")
 
 
 def write_sr(
@@ -95,17 +104,26 @@ def write_sr(
     sources: Sequence[Any],
     model: Mapping[str, Any],
     series_number: int = 9100,
-    fast: bool = True,
+    *,
+    roi_extent_mm: Sequence[float] | None = None,
 ) -> Any:
-    """The TID 1500 measurement report of one study's ROIs; returns the dataset written
-    (``fast=False``: built by highdicom alone, see :func:`_sr_document`)."""
+    """The TID 1500 measurement report of one study's ROIs; returns the dataset written.
+
+    Each ROI is its centre, a 3D POINT: the box the model read around it is the same for
+    every ROI (the model's input, ``roi_extent_mm``), not a delineation of anything found,
+    so it is an algorithm parameter rather than a region or a size a viewer would draw or
+    list as the finding's (docs/outputs.md)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     ref = sources[0]
-    name, version = str(model.get("name") or "spinelesion"), str(model.get("version") or "unknown")
-    algorithm = hd.sr.AlgorithmIdentification(name=name, version=version)
+    name, version = _model_name(model)
+    parameters = None
+    if roi_extent_mm is not None:
+        x, y, z = (float(v) for v in roi_extent_mm)
+        parameters = [f"ROI box {x:g} x {y:g} x {z:g} mm (L-R x A-P x S-I, LPS axes) centred on the point"]
+    algorithm = hd.sr.AlgorithmIdentification(name=name, version=version, parameters=parameters)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -150,7 +168,7 @@ def write_sr(
         procedure_reported=_code("spine-mri", "MRI of the spine"),
         imaging_measurements=groups,
     )
-    sr = (_sr_document if fast else hd.sr.Comprehensive3DSR)(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources),
         content=report[0],
         series_instance_uid=generate_uid(),
@@ -164,117 +182,51 @@ def write_sr(
     return sr
 
 
-def _sr_document(content: Any, **kwargs: Any) -> Any:
-    """``highdicom.sr.Comprehensive3DSR(content=content, ...)`` as a dataset, without its cost
-    of reading the content tree back: it deep-copies the tree, parses the copy into content
-    items and searches it for image references (~2/3 of building the SR, growing with the
-    ROIs). The document is built around the root container without its children, which are
-    attached afterwards; the dataset, written or compared, is the same (a test checks),
-    because highdicom copies the root's elements in as they are, and this tree references
-    no image (its ROIs are 3D points on the frame of reference), so the evidence found is
-    the same. Only the object's parsed ``content`` property holds the root alone."""
-    import highdicom as hd
-    from pydicom.dataset import Dataset
-
-    stub = Dataset()
-    for elem in content:
-        if elem.keyword != "ContentSequence":
-            stub.add(elem)
-    stub.ContentSequence = []
-    sr = hd.sr.Comprehensive3DSR(content=stub, **kwargs)
-    sr.ContentSequence = content.ContentSequence
-    return sr
+def saliency_label(task: str, method: str | None) -> str:
+    """What a saliency map is, in words (the maps' LUT explanation and content description)."""
+    how = f" ({METHOD_NAMES.get(method, method)})" if method else ""
+    return f"{task} saliency{how}: not a finding, not a probability"[:64]
 
 
-def _unit_uint8_segmentation() -> Any:
-    """``highdicom.seg.Segmentation`` taking FRACTIONAL values as uint8 already scaled to
-    ``max_fractional_value`` (255): the saliency stacks as they are.
-
-    Given floats in [0, 1], highdicom sorts the whole (slices, rows, columns, ROIs) array
-    (``np.unique``) to check the range, and scales every frame back to uint8; both are ~1/3
-    of building a SEG. Values that come from uint8 need neither; the frames, the overlap
-    attribute and every other element are those highdicom writes from ``stack / 255`` (a
-    test compares the two). Plain highdicom where its internals differ."""
-    import highdicom as hd
-
-    base = hd.seg.Segmentation
-    if not all(hasattr(base, n) for n in ("_check_and_cast_pixel_array", "_get_segment_pixel_array")):
-        return None
-
-    class UnitUint8Segmentation(base):  # type: ignore[misc, valid-type]  # base is a variable: highdicom's class, checked above
-        @classmethod
-        def _check_and_cast_pixel_array(
-            cls, pixel_array: Any, segment_numbers: np.ndarray, segmentation_type: Any, dtype: type
-        ) -> tuple[Any, Any]:
-            if (
-                segmentation_type != hd.seg.SegmentationTypeValues.FRACTIONAL
-                or pixel_array.dtype != np.uint8
-                or pixel_array.ndim != 4
-                or pixel_array.shape[-1] != len(segment_numbers)
-            ):
-                raise ValueError(
-                    "unit-uint8 segmentation: a FRACTIONAL uint8 (frames, rows, columns, segments) array"
-                )
-            overlap = hd.seg.SegmentsOverlapValues  # what highdicom infers for fractional segments
-            return pixel_array, (overlap.NO if pixel_array.shape[-1] == 1 else overlap.UNDEFINED)
-
-        @staticmethod
-        def _get_segment_pixel_array(
-            pixel_array: np.ndarray,
-            segment_number: int,
-            described_segment_numbers: Any,
-            segmentation_type: Any,
-            max_fractional_value: int,
-            dtype: type,
-        ) -> np.ndarray:
-            return pixel_array[:, :, segment_number - 1]
-
-    return UnitUint8Segmentation
-
-
-def write_saliency_seg(
+def write_saliency_pm(
     path: Path,
     stack: np.ndarray,
-    records: Sequence[Mapping[str, Any]],
     sources: Sequence[Any],
     task: str,
     model: Mapping[str, Any],
     series_number: int,
-    fast: bool = True,
+    *,
+    method: str | None = None,
 ) -> Any:
-    """One task's saliency maps (uint8 (I, J, K, R) on the reference grid, 255 = 1) as a
-    FRACTIONAL Segmentation with one segment per ROI; ``sources`` are the reference series'
-    slices in the grid's K order (``fast=False``: highdicom given floats, see
-    :func:`_unit_uint8_segmentation`)."""
+    """One task's saliency (uint8 (I, J, K, R) on the reference grid, 255 = 1) as a Parametric
+    Map of the maximum over the ROIs; ``sources`` are the reference series' slices in the
+    grid's K order, one frame each (highdicom takes each frame's position from its slice)."""
     import highdicom as hd
+    from pydicom.dataset import Dataset
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    name, version = str(model.get("name") or "spinelesion"), str(model.get("version") or "unknown")
-    # grid (I = column, J = row, K = slice) -> frames (K, rows, columns, segments)
-    pixels: np.ndarray = np.ascontiguousarray(stack.transpose(2, 1, 0, 3), dtype=np.uint8)
-    seg_class = _unit_uint8_segmentation() if fast else None
-    if seg_class is None:
-        seg_class, pixels = hd.seg.Segmentation, pixels.astype(np.float32) / 255.0
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=name, version=version, family=codes.cid7162.ArtificialIntelligence
+    name, version = _model_name(model)
+    # One map per file, not one channel per ROI: frames of several channels share positions,
+    # which highdicom's own get_volume refuses and viewers do not overlay. The maximum keeps
+    # every ROI's map where boxes do not overlap; each ROI's own map is in the NIfTI.
+    combined = stack.max(axis=3) if stack.shape[3] else stack[..., 0]
+    # grid (I = column, J = row, K = slice) -> frames (K, rows, columns); uint16 because the
+    # Parametric Map IOD has no 8-bit integer pixels; the stored steps are the NIfTI's (1/255).
+    pixels = np.ascontiguousarray(combined.transpose(2, 1, 0), dtype=np.uint16)
+    label = saliency_label(task, method)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="saliency",
+        lut_explanation=label,
+        unit=codes.UCUM.NoUnits,
+        value_range=(0, UNIT_SCALE),
+        slope=1.0 / UNIT_SCALE,
+        intercept=0.0,
+        quantity_definition=_code("saliency", "saliency map"),
     )
-    segments = [
-        hd.seg.SegmentDescription(
-            segment_number=k + 1,
-            segment_label=f"{rec['roi_id']} {task} saliency"[:64],
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=_code("saliency", "saliency map"),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        )
-        for k, rec in enumerate(records)
-    ]
-    seg = seg_class(
+    pm = hd.pm.ParametricMap(
         source_images=list(sources),
         pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-        segment_descriptions=segments,
         series_instance_uid=generate_uid(),
         series_number=series_number,
         sop_instance_uid=generate_uid(),
@@ -283,12 +235,23 @@ def write_saliency_seg(
         manufacturer_model_name=name[:64],
         software_versions=version[:64],
         device_serial_number="0",
-        max_fractional_value=255,
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[  # stored 0..255 shown as black..white
+            hd.VOILUTTransformation(window_center=UNIT_SCALE / 2, window_width=UNIT_SCALE + 1)
+        ],
+        content_label="SALIENCY",
+        content_description=label,
         series_description=f"{name} {task} saliency"[:64],
-        omit_empty_frames=True,
-    )  # a ROI covers a few slices: its other frames are not stored
-    _save(seg, path)
-    return seg
+    )
+    # Frame Anatomy (the spine, an unpaired structure): without a frame laterality the series
+    # needs Laterality (Type 2C), which dciodvfy reports missing; highdicom writes neither.
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = [hd.sr.CodedConcept.from_code(codes.SCT.Spine)]
+    anatomy.FrameLaterality = "U"
+    pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
+    _save(pm, path)
+    return pm
 
 
 def write_study_dicom(
@@ -298,8 +261,13 @@ def write_study_dicom(
     other_series: Sequence[Mapping[str, Any]],
     stacks: Mapping[str, np.ndarray],
     model: Mapping[str, Any],
+    *,
+    saliency_method: str | None = None,
+    roi_extent_mm: Sequence[float] | None = None,
 ) -> list[str]:
-    """SR and saliency segmentations of one DICOM study; returns the files written (relative)."""
+    """SR and saliency parametric maps of one DICOM study; returns the files written (relative).
+    ``saliency_method`` names the maps' method in their labels, ``roi_extent_mm`` the ROI box
+    in the SR (both left out when not given)."""
     files = list(reference_meta.get("files") or [])
     if reference_meta.get("format") != "dicom" or not files:
         return []
@@ -320,7 +288,7 @@ def write_study_dicom(
     for meta in other_series:  # every series used is evidence, the reference series first
         evidence.extend(_source_datasets(list(meta.get("files") or [])[:1]))
     written = []
-    write_sr(folder / "dicom" / "sr.dcm", records, evidence, model)
+    write_sr(folder / "dicom" / "sr.dcm", records, evidence, model, roi_extent_mm=roi_extent_mm)
     written.append("dicom/sr.dcm")
     for k, (task, stack) in enumerate(stacks.items()):
         if stack.shape[-1] and stack.shape[:3] == (
@@ -328,14 +296,14 @@ def write_study_dicom(
             int(sources[0].Rows),
             len(sources),
         ):
-            write_saliency_seg(
+            write_saliency_pm(
                 folder / "dicom" / f"saliency_{task}.dcm",
                 stack,
-                records,
                 sources,
                 task,
                 model,
                 series_number=9101 + k,
+                method=saliency_method,
             )
             written.append(f"dicom/saliency_{task}.dcm")
     return written

@@ -116,20 +116,33 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+Rgb = tuple[int, int, int]
+BLACK: Rgb = (0, 0, 0)
+
+
+@lru_cache(maxsize=512)
+def _rendered(text: str, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """``text`` rendered as a mask, and the mask's offset from the text origin. Cached: labels,
+    headers and probabilities repeat from ROI to ROI, and rendering was a third of the drawing."""
+    left, top, right, bottom = _font(size).getbbox(text)
+    mask = Image.new("L", (max(1, int(right - left)), max(1, int(bottom - top))), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=_font(size))
+    return mask, (int(left), int(top))
+
+
 def _text(
-    draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, fill: object, lines: list[str]
+    canvas: Image.Image, xy: tuple[float, float], text: str, size: int, fill: Rgb, lines: list[str]
 ) -> None:
-    """Draw ``text`` (top left at ``xy``) and record it."""
-    draw.text(xy, text, fill=fill, font=_font(size))  # type: ignore[arg-type]
+    """Draw ``text`` (origin at ``xy``, as ``ImageDraw.text``) and record it."""
+    mask, (dx, dy) = _rendered(text, size)
+    canvas.paste(fill, (int(round(xy[0])) + dx, int(round(xy[1])) + dy), mask)
     lines.append(text)
 
 
-def _centred(
-    draw: ImageDraw.ImageDraw, box: Box, text: str, size: int, fill: object, lines: list[str]
-) -> None:
+def _centred(canvas: Image.Image, box: Box, text: str, size: int, fill: Rgb, lines: list[str]) -> None:
     """Draw ``text`` centred in ``box`` (no text anchors: the bitmap fallback font has none)."""
     x = (box[0] + box[2]) / 2 - _font(size).getlength(text) / 2
-    _text(draw, (x, (box[1] + box[3]) / 2 - size * 0.75), text, size, fill, lines)
+    _text(canvas, (x, (box[1] + box[3]) / 2 - size * 0.75), text, size, fill, lines)
 
 
 @lru_cache(maxsize=2)
@@ -197,48 +210,48 @@ def _chrome(
     lines: list[str] = []
     for task, classes in TASKS.items():
         for letter, box in lay.letters[task].items():
-            _centred(draw, box, letter, 13, (40, 40, 40), lines)
+            _centred(canvas, box, letter, 13, (40, 40, 40), lines)
         x0, y0, x1, y1 = lay.scale_bars[task]
         xr, y = x1 - 2, y1 - 7
-        draw.rectangle((xr - bar_px, y, xr, y + 1), fill="black")
-        draw.line((xr - bar_px, y - 4, xr - bar_px, y + 5), fill="black")
-        draw.line((xr, y - 4, xr, y + 5), fill="black")
-        _centred(draw, (xr - bar_px, y0 + 1, xr, y - 4), f"{bar_mm:g} mm", 11, "black", lines)
+        draw.rectangle((xr - bar_px, y, xr, y + 1), fill=BLACK)
+        draw.line((xr - bar_px, y - 4, xr - bar_px, y + 5), fill=BLACK)
+        draw.line((xr, y - 4, xr, y + 5), fill=BLACK)
+        _centred(canvas, (xr - bar_px, y0 + 1, xr, y - 4), f"{bar_mm:g} mm", 11, BLACK, lines)
         cx0, cy0, cx1, _ = lay.captions[task]
         _, x_bar = _name_column(cx0)
         for i, cls in enumerate(classes):
             y = cy0 + LINE_H * i
-            _text(draw, (cx0 + GUTTER + 10, y), cls, 12, (40, 40, 40), lines)
+            _text(canvas, (cx0 + GUTTER + 10, y), cls, 12, (40, 40, 40), lines)
             draw.rectangle((x_bar, y + 5, cx1 - GUTTER, y + 12), fill=(230, 230, 230))
     # colour bar: the map's colours from 0 to 1, its undrawn low end grey
     x0, y0, x1, y1 = lay.colorbar
     ramp = _inferno()[np.linspace(0, 255, x1 - x0).round().astype(int)]
     ramp[np.linspace(0, 1, x1 - x0) < SALIENCY_FLOOR] = 205
     canvas.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[None], y1 - y0, axis=0))), (x0, y0))
-    draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline="black")
+    draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline=BLACK)
     xt = x0 + SALIENCY_FLOOR * (x1 - x0)
-    draw.line((xt, y0 - 3, xt, y1 + 2), fill="black")
+    draw.line((xt, y0 - 3, xt, y1 + 2), fill=BLACK)
     for v, x in ((0, x0), (0.5, (x0 + x1) / 2), (1, x1)):
         label = f"{v:g}"
-        _text(draw, (x - _font(11).getlength(label) / 2, y1 + 2), label, 11, "black", lines)
+        _text(canvas, (x - _font(11).getlength(label) / 2, y1 + 2), label, 11, BLACK, lines)
     xl = x1 + 12
     _text(
-        draw,
+        canvas,
         (xl, lay.legend[1] + 1),
         f"Overlay: {explains} for each panel's predicted class (0-1, 1 = ROI maximum)",
         11,
-        "black",
+        BLACK,
         lines,
     )
     _text(
-        draw,
+        canvas,
         (xl, lay.legend[1] + 15),
         f"Below {SALIENCY_FLOOR:g} not drawn (grey on the bar; tick at {SALIENCY_FLOOR:g}); 45% over the slice",
         11,
-        "black",
+        BLACK,
         lines,
     )
-    _text(draw, (6, lay.size[1] - FOOTER_H + 2), DISCLAIMER, 11, (110, 110, 110), lines)
+    _text(canvas, (6, lay.size[1] - FOOTER_H + 2), DISCLAIMER, 11, (110, 110, 110), lines)
     return canvas, tuple(lines)
 
 
@@ -318,11 +331,11 @@ def write_roi_png(
     lines: list[str] = []
     seq = SEQUENCES[ch]
     _text(
-        draw,
+        canvas,
         (6, 4),
         fit_title(title, f"  [sagittal, {seq} background]", _font(13), lay.size[0] - 12),
         13,
-        "black",
+        BLACK,
         lines,
     )
     for task, panel in panels:
@@ -330,9 +343,9 @@ def write_roi_png(
         canvas.paste(panel, (ix0, iy0))
         pred = predictions[task]
         hx0, hy0, _, _ = lay.headers[task]
-        _text(draw, (hx0 + 6, hy0 + 2), f"{task}: {pred['label']}", 15, "black", lines)
+        _text(canvas, (hx0 + 6, hy0 + 2), f"{task}: {pred['label']}", 15, BLACK, lines)
         _text(
-            draw, (hx0 + 6, hy0 + 22), f"map: {explains} for class {pred['label']}", 11, (60, 60, 60), lines
+            canvas, (hx0 + 6, hy0 + 22), f"map: {explains} for class {pred['label']}", 11, (60, 60, 60), lines
         )
         probs = cast(Mapping[str, float], pred["probabilities"])
         cx0, cy0, cx1, _ = lay.captions[task]
@@ -342,9 +355,9 @@ def write_roi_png(
             y, p, chosen = cy0 + LINE_H * i, float(probs[cls]), cls == pred["label"]
             if chosen:  # the decision rule's class, which need not be the most probable one
                 draw.polygon(
-                    [(cx0 + GUTTER, y + 4), (cx0 + GUTTER + 6, y + 8), (cx0 + GUTTER, y + 12)], fill="black"
+                    [(cx0 + GUTTER, y + 4), (cx0 + GUTTER + 6, y + 8), (cx0 + GUTTER, y + 12)], fill=BLACK
                 )
-            _text(draw, (x_val, y), f"{p:.2f}", 12, "black" if chosen else (90, 90, 90), lines)
+            _text(canvas, (x_val, y), f"{p:.2f}", 12, BLACK if chosen else (90, 90, 90), lines)
             if p > 0:
                 colour = (0, 150, 170) if chosen else (150, 150, 150)
                 draw.rectangle((x_bar, y + 5, x_bar + max(1, round(p * full)), y + 12), fill=colour)
@@ -355,14 +368,14 @@ def write_roi_png(
         else f"Grey window ({seq}): no signal in this slice"
     )
     y_text = lay.legend[1] + COLORBAR_H
-    _text(draw, (GUTTER, y_text), window, 11, "black", lines)
+    _text(canvas, (GUTTER, y_text), window, 11, BLACK, lines)
     voxels = " x ".join(f"{v:.3g}" for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
     ey, ez = spec.extent_mm[1:]
     geometry = (
         f"Plane through the ROI centre: {mm_per_px * ZOOM:g} mm pixels resampled from {voxels} mm voxels; "
         f"cyan: ROI box ({ey:g} x {ez:g} mm) and centre"
     )
-    _text(draw, (GUTTER, y_text + LEGEND_LINE_H), geometry, 11, "black", lines)
+    _text(canvas, (GUTTER, y_text + LEGEND_LINE_H), geometry, 11, BLACK, lines)
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG", compress_level=1)  # speed over a few kB
     return RoiPng(Path(path), lay, (lo, hi), SALIENCY_FLOOR, bar_mm, bar_px, static + tuple(lines))
