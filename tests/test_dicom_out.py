@@ -1,4 +1,4 @@
-"""DICOM results: a TID 1500 SR and saliency SEGs that read back with the predictions and reference the source."""
+"""DICOM results: a TID 1500 SR and saliency Parametric Maps that read back with the predictions and reference the source."""
 
 from __future__ import annotations
 
@@ -94,45 +94,110 @@ def test_sr_holds_every_roi_with_labels_probabilities_model_and_source(dicom_run
     assert report is not None
 
 
-def test_saliency_segmentations_match_the_nifti_maps_and_reference_the_source_slices(dicom_run: dict):
+PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+
+
+def _nifti_maps(folder: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """A task's saliency NIfTI: stored uint8 steps (I, J, K, ROI) and the LPS affine of its grid."""
     import nibabel as nib
+
+    img = nib.load(folder / "saliency" / f"{task}.nii.gz")
+    return np.asarray(img.dataobj.get_unscaled()), np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
+
+
+def test_saliency_parametric_maps_equal_the_nifti_maps_on_the_source_slices(dicom_run: dict):
+    """Each task's Parametric Map: the maximum of its ROIs' NIfTI maps, voxel for voxel (the
+    same stored 1/255 steps), on the source series' frames, labelled saliency, not a finding."""
     import pydicom
 
-    sources = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in dicom_run["files"]}
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_run["files"]]
+    position = {s.SOPInstanceUID: np.asarray(s.ImagePositionPatient, float) for s in sources}
     for task in ("compartment", "fracture"):
-        seg = hd.seg.segread(dicom_run["folder"] / "dicom" / f"saliency_{task}.dcm")
-        assert seg.SegmentationType == "FRACTIONAL"
-        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == dicom_run["series_uid"]
-        assert {
-            i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
-        } <= sources
-        assert seg.number_of_segments == len(POINTS)
-        nifti_maps = np.asarray(nib.load(dicom_run["folder"] / "saliency" / f"{task}.nii.gz").dataobj)
-        pixels = (
-            seg.get_volume(combine_segments=False, rescale_fractional=True)
-            if hasattr(seg, "get_volume")
-            else None
+        path = dicom_run["folder"] / "dicom" / f"saliency_{task}.dcm"
+        ds = pydicom.dcmread(path)
+        assert ds.SOPClassUID == PARAMETRIC_MAP and "SegmentSequence" not in ds
+        assert ds.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+        assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == dicom_run["series_uid"]
+        refs = {i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+        assert refs == set(position)  # every source slice, as the SEG referenced them
+        assert int(ds.NumberOfFrames) == len(sources)  # one frame per source slice, at its position
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            np.testing.assert_allclose(
+                frame.PlanePositionSequence[0].ImagePositionPatient, position[uid], atol=1e-4
+            )
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        (rwvm,) = shared.RealWorldValueMappingSequence
+        assert rwvm.LUTLabel == "saliency"
+        # predict names its method (occlusion by default) in the label
+        assert (
+            rwvm.LUTExplanation
+            == ds.ContentDescription
+            == f"{task} saliency (occlusion), not a finding or probability"
         )
-        assert pixels is not None
-        arr = np.asarray(pixels.array, dtype=np.float32)  # (slices, rows, columns, segments) in frame order
-        assert arr.shape[-1] == len(POINTS)
-        assert arr.max() > 0.5 and arr.min() >= 0.0 and arr.max() <= 1.0
-        # the same maps as the NIfTI, whatever the slice order the volume was rebuilt in
-        assert np.sort(arr.ravel())[-50:] == pytest.approx(
-            np.sort(nifti_maps.ravel())[-50:], abs=1 / 255 + 1e-6
-        )
+        unit = rwvm.MeasurementUnitsCodeSequence[0]
+        assert (unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning) == ("1", "UCUM", "no units")
+        assert (rwvm.RealWorldValueFirstValueMapped, rwvm.RealWorldValueLastValueMapped) == (0, 255)
+        assert rwvm.RealWorldValueSlope == 1 / 255 and rwvm.RealWorldValueIntercept == 0
+        assert ds.BitsAllocated == 16 and ds.PixelRepresentation == 0
+        assert ds.ContentLabel == "SALIENCY" and shared.FrameAnatomySequence[0].FrameLaterality == "U"
+
+        steps, nifti_lps = _nifti_maps(dicom_run["folder"], task)
+        expected = steps.max(axis=3)  # (I, J, K): every ROI's map, the maximum where they overlap
+        pm = hd.imread(path)
+        stored = pm.get_volume(apply_real_world_transform=False)
+        real = pm.get_volume(apply_real_world_transform=True)
+        # PM voxel (slice, row, column) -> NIfTI voxel (I, J, K), both through patient space
+        to_nifti = np.linalg.inv(nifti_lps) @ stored.affine
+        np.testing.assert_allclose(to_nifti, np.rint(to_nifti), atol=1e-4)  # the same grid
+        index = np.indices(stored.spatial_shape).reshape(3, -1)
+        ijk = np.rint(to_nifti[:3, :3] @ index + to_nifti[:3, 3:]).astype(int)
+        assert np.array_equal(np.asarray(stored.array).ravel().astype(int), expected[tuple(ijk)].astype(int))
+        assert stored.spatial_shape[0] * stored.spatial_shape[1] * stored.spatial_shape[2] == expected.size
+        np.testing.assert_allclose(np.asarray(real.array).ravel(), expected[tuple(ijk)] / 255.0, atol=1e-9)
+        assert expected.max() > 127  # a map, not an empty volume
+
+
+def test_saliency_method_and_roi_box_are_labelled_when_given(dicom_run: dict, tmp_path: Path):
+    """``write_study_dicom`` names the saliency method in the maps and the ROI box in the SR's
+    algorithm parameters; the files still pass dciodvfy."""
+    import pydicom
+
+    from spinelesion.inference import dicom_out
+
+    stacks = {t: _nifti_maps(dicom_run["folder"], t)[0] for t in ("compartment", "fracture")}
+    written = dicom_out.write_study_dicom(
+        tmp_path,
+        dicom_run["pred"]["rois"],
+        {"format": "dicom", "files": [str(f) for f in dicom_run["files"]]},
+        [],
+        stacks,
+        {"name": "m", "version": "1"},
+        saliency_method="gradcam",
+        roi_extent_mm=(24.0, 36.0, 36.0),
+    )
+    assert written == ["dicom/sr.dcm", "dicom/saliency_compartment.dcm", "dicom/saliency_fracture.dcm"]
+    pm = pydicom.dcmread(tmp_path / "dicom" / "saliency_fracture.dcm")
+    rwvm = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert rwvm.LUTExplanation == "fracture saliency (Grad-CAM), not a finding or probability"
+    sr = pydicom.dcmread(tmp_path / "dicom" / "sr.dcm")
+    params = {item.TextValue for item in _content(sr, "Algorithm Parameters")}
+    assert params == {"ROI box 24 x 36 x 36 mm (L-R x A-P x S-I, LPS axes) centred on the point"}
+    assert len(_content(sr, "Image Region")) == len(POINTS)  # still each ROI's centre
+    if shutil.which("dciodvfy"):
+        for name in written:
+            assert not _dciodvfy_errors(tmp_path / name), name
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) not installed")
 def test_dicom_outputs_pass_dciodvfy_without_errors(dicom_run: dict):
     for name in ("sr.dcm", "saliency_compartment.dcm", "saliency_fracture.dcm"):
-        proc = subprocess.run(
-            ["dciodvfy", str(dicom_run["folder"] / "dicom" / name)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+        errors = _dciodvfy_errors(dicom_run["folder"] / "dicom" / name)
         assert not errors, f"{name}:\n" + "\n".join(errors)
 
 
@@ -164,3 +229,17 @@ def test_the_phantoms_dicom_passes_dciodvfy_without_errors(tmp_path: Path):
         proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{path.name}:\n" + "\n".join(errors)
+
+
+def test_a_saliency_parametric_map_is_never_read_back_as_an_input_image() -> None:
+    """Our own maps in an input folder are derived, not acquisitions: discovery skips them by class."""
+    from pydicom.dataset import Dataset
+
+    from spinelesion.io.dicom.discover import non_image_reason
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+    ds.Rows = ds.Columns = 8
+    assert non_image_reason(ds) and "not an image" in non_image_reason(ds)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    assert non_image_reason(ds) is None

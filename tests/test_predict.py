@@ -149,8 +149,10 @@ def run_predict(args: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Path, random_model: Path):
     from hydra import compose, initialize_config_dir
+    from PIL import Image
 
     from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.inference.overlay import layout
     from spinelesion.predict import predict
 
     manifest = tmp_path / "m.csv"
@@ -208,7 +210,8 @@ def test_predictions_follow_the_contract_schema(tiny_dataset: Path, tmp_path: Pa
             assert sal.shape[3] == len(data["rois"]) and 0 <= roi["saliency_volume"] < sal.shape[3]
             one = sal.dataobj[..., roi["saliency_volume"]]
             assert 0.0 <= one.min() and one.max() <= 1.0 and one.max() > 0
-        assert (tmp_path / "o" / study / "png" / f"{roi['roi_id']}.png").is_file()
+        png = tmp_path / "o" / study / "png" / f"{roi['roi_id']}.png"
+        assert Image.open(png).size == layout().size
     with open(tmp_path / "o" / "predictions.csv") as fh:
         csv_rows = list(csv.DictReader(fh))
     assert len(csv_rows) == len(data["rois"])
@@ -463,3 +466,104 @@ def test_png_title_fits_its_line_with_a_long_dicom_uid():
     assert font.getlength(title) <= width < font.getlength(uid + suffix)
     assert title.startswith("1.2.826") and title.endswith("scan01" + suffix) and "..." in title
     assert fit_title("study / roi1", suffix, font, width) == "study / roi1" + suffix  # short: untouched
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_png_legend_sits_beside_the_slice_and_states_its_scales(tmp_path: Path):
+    """Colour bar, threshold, scale bar, window, explained class, probabilities and orientation
+    letters are drawn, and none of them over the anatomy (the probability box once covered it)."""
+    from PIL import Image
+
+    from spinelesion.data.roi import RoiSpec
+    from spinelesion.inference.overlay import GUTTER, LINE_H, PIXEL_MM, ZOOM, _inferno, layout, write_roi_png
+
+    # anterior half (LPS y < 0) signal 100, posterior 200: black left of the slice, white right
+    n, mm = 64, 3.0
+    affine = np.diag([mm, mm, mm, 1.0])
+    affine[:3, 3] = -mm * (np.array([8, n, n]) - 1) / 2
+    y = affine[1, 3] + mm * np.arange(n)
+    array = np.broadcast_to(np.where(y < 0, 100.0, 200.0)[None, None, :, None], (4, 8, n, n)).astype(
+        np.float32
+    )
+    spec = RoiSpec(**ROI)
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, k) for k in spec.shape], indexing="ij"))
+    blob = np.exp(-(g**2).sum(0) / 0.1).astype(np.float32)  # inside the ROI box only
+    preds = {
+        "compartment": {
+            "label": "extradural",
+            "probabilities": {
+                "none": 0.07,
+                "extradural": 0.81,
+                "intradural_extramedullary": 0.09,
+                "intramedullary": 0.03,
+            },
+        },
+        "fracture": {"label": "benign", "probabilities": {"none": 0.1, "benign": 0.4, "pathologic": 0.5}},
+    }  # fracture: the decision rule's class is not the most probable one
+    res = write_roi_png(
+        tmp_path / "r.png",
+        array,
+        affine,
+        np.ones(4, bool),
+        np.zeros(3),
+        spec,
+        {t: blob for t in TASKS},
+        preds,
+        "study / r",
+        method="occlusion",
+    )
+    png = np.asarray(Image.open(res.path).convert("RGB")).astype(int)
+    lay = res.layout
+    assert png.shape[1::-1] == lay.size == layout().size
+
+    def crop(box: tuple[int, int, int, int]) -> np.ndarray:
+        return png[box[1] : box[3], box[0] : box[2]]
+
+    others = [lay.title, lay.legend, lay.colorbar]
+    for task in TASKS:
+        others += [lay.headers[task], lay.scale_bars[task], lay.captions[task], *lay.letters[task].values()]
+    for box in [*lay.images.values(), *others]:
+        assert 0 <= box[0] < box[2] <= lay.size[0] and 0 <= box[1] < box[3] <= lay.size[1], box
+    for task, img_box in lay.images.items():
+        assert img_box[2] - img_box[0] == img_box[3] - img_box[1] == 150 / PIXEL_MM * ZOOM
+        assert not [b for b in others if _overlaps(img_box, b)]
+        # the corners outside the ROI box are untouched anatomy: pure grey, A (black) left, P right
+        img = crop(img_box)
+        corners = {"AS": img[:70, :70], "AI": img[-70:, :70], "PS": img[:70, -70:], "PI": img[-70:, -70:]}
+        for name, c in corners.items():
+            assert (c == c[..., :1]).all(), name
+            assert (c <= 2).all() if name[0] == "A" else (c >= 253).all(), name
+        letters = lay.letters[task]
+        assert letters["A"][2] <= img_box[0] and letters["P"][0] >= img_box[2]
+        assert letters["S"][3] <= img_box[1] and letters["I"][1] >= img_box[3]
+        for box in [*letters.values(), lay.headers[task], lay.captions[task]]:
+            assert crop(box).min() < 100, box  # something is drawn there
+        # the scale bar: a dark line as long as the stated mm at the slice's scale
+        longest = (crop(lay.scale_bars[task]) < 60).all(-1).sum(1).max()
+        assert res.scale_bar_px <= longest <= res.scale_bar_px + 1
+        assert res.scale_bar_px == round(res.scale_bar_mm * ZOOM / PIXEL_MM) > 0
+    # the decision rule's class is marked, not the most probable: fracture "benign" (line 1 of 3)
+    cx0, cy0 = lay.captions["fracture"][:2]
+    marker = [png[cy0 + LINE_H * i + 8, cx0 + GUTTER + 1].max() < 60 for i in range(3)]
+    assert marker == [False, True, False]
+    # colour bar: the map's colours, its low end (not drawn) grey
+    bar = crop(lay.colorbar)[(lay.colorbar[3] - lay.colorbar[1]) // 2]
+    assert np.abs(bar[-1] - _inferno()[-1]).max() <= 3 and (bar[0] == bar[0, 0]).all()
+    assert res.threshold == 0.05 and res.window == pytest.approx((100.0, 200.0), abs=0.5)
+    text = "\n".join(res.lines)
+    for needed in (
+        "Overlay: occlusion saliency for each panel's predicted class (0-1, 1 = ROI maximum)",
+        "Below 0.05 not drawn",
+        "map: occlusion saliency for class extradural",
+        "map: occlusion saliency for class benign",
+        "Grey window (t2): 100 black to 200 white, percentiles 1 and 99.5",
+        "3 x 3 x 3 mm voxels",
+        f"{res.scale_bar_mm:g} mm",
+        "0.81",
+        "intradural_extramedullary",
+    ):
+        assert needed in text, needed
+    assert {"A", "P", "S", "I"} <= set(res.lines)

@@ -1,107 +1,16 @@
 """The shortcuts that keep a study's write cost down give the results of the slow paths they replace.
 
-- DICOM outputs: the fast encoder writes pydicom's bytes exactly, and hands anything it
-  does not cover to pydicom.
 - Grad-CAM for both tasks from one forward equals MONAI's GradCAM run one ROI at a time.
 - The normalisation's CPU quantiles equal ``torch.nanquantile`` bit for bit.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from spinelesion.labels import TASKS
-
-
-@pytest.fixture(scope="module")
-def dicom_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    pytest.importorskip("highdicom")
-    from spinelesion.inference import dicom_out
-    from spinelesion.io.dicom.write import make_uid, write_dicom_series
-    from spinelesion.io.volume import Volume
-
-    tmp = tmp_path_factory.mktemp("enc")
-    rng = np.random.default_rng(3)
-    affine = np.diag([0.8, 0.8, 4.0, 1.0])
-    affine[:3, 3] = [-10.0, -12.0, -20.0]
-    vol = Volume(rng.random((20, 24, 10)).astype(np.float32) * 500, affine, {})
-    files = write_dicom_series(
-        vol,
-        tmp / "series",
-        study={"StudyInstanceUID": make_uid("enc"), "PatientID": "P"},
-        series={"SeriesInstanceUID": make_uid("enc", 1), "SeriesDescription": "T2"},
-    )
-    sources = dicom_out._source_datasets([str(f) for f in files])
-    records = []
-    for k in range(3):
-        rec: dict = {
-            "roi_id": f"roi{k}",
-            "center_lps_mm": [float(v) for v in affine[:3, 3] + 4.0 * k],
-            "source": "given",
-        }
-        for task, classes in TASKS.items():
-            p = rng.dirichlet(np.ones(len(classes)))
-            rec[task] = {
-                "label": classes[int(p.argmax())],
-                "probabilities": dict(zip(classes, map(float, p), strict=True)),
-            }
-        records.append(rec)
-    stack = np.zeros((20, 24, 10, 3), np.uint8)
-    stack[2:9, 3:12, 1:6, 0] = rng.integers(0, 256, (7, 9, 5))
-    stack[5:15, 8:20, 4:9, 2] = 255
-    model = {"name": "m", "version": "1"}
-    paths = []
-    save = dicom_out.save
-
-    def recording_save(ds, path):  # noqa: ANN001, ANN202
-        paths.append(save(ds, path))
-        return paths[-1]
-
-    dicom_out.save = recording_save
-    try:
-        sr = dicom_out.write_sr(tmp / "sr.dcm", records, sources, model)
-        seg = dicom_out.write_saliency_seg(
-            tmp / "seg.dcm", stack, records, sources, "compartment", model, 9101
-        )
-    finally:
-        dicom_out.save = save
-    args = {"records": records, "sources": sources, "stack": stack, "model": model}
-    return {"tmp": tmp, "sr": sr, "seg": seg, "paths": paths, "args": args}
-
-
-@pytest.mark.parametrize("name", ["sr", "seg"])
-def test_fast_dicom_encoding_is_byte_identical_to_pydicom(dicom_objects: dict, name: str):
-    from spinelesion.inference.dicom_encode import encode_file
-
-    assert dicom_objects["paths"] == ["fast", "fast"]  # neither fell back to pydicom
-    ds = dicom_objects[name]
-    reference = dicom_objects["tmp"] / f"{name}-pydicom.dcm"
-    ds.save_as(str(reference), enforce_file_format=True)
-    assert encode_file(ds) == reference.read_bytes()
-    assert (
-        dicom_objects["tmp"] / f"{name}.dcm"
-    ).read_bytes() == reference.read_bytes()  # what dicom_out wrote
-
-
-def test_what_the_fast_encoder_does_not_cover_goes_to_pydicom(dicom_objects: dict):
-    import copy
-
-    import pydicom
-
-    from spinelesion.inference.dicom_encode import Unsupported, encode_file, save
-
-    ds = copy.deepcopy(dicom_objects["sr"])
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.PatientName = "Müller^Jürgen"
-    with pytest.raises(Unsupported):
-        encode_file(ds)
-    path = dicom_objects["tmp"] / "utf8.dcm"
-    assert save(ds, path) == "pydicom"
-    assert str(pydicom.dcmread(path).PatientName) == "Müller^Jürgen"
 
 
 @pytest.mark.slow  # > 3 s on the 2-core CPU
@@ -147,60 +56,6 @@ def test_cpu_quantiles_equal_nanquantile_bit_for_bit():
         got = _quantiles_of_valid(x, valid, q)
         assert torch.equal(torch.nan_to_num(got, 7.0), torch.nan_to_num(expected, 7.0))
         assert torch.isnan(got[:, 0, 0]).all()
-
-
-def test_dicom_out_module_still_saves_with_pydicom_semantics(dicom_objects: dict):
-    import pydicom
-
-    seg = pydicom.dcmread(Path(dicom_objects["tmp"]) / "seg.dcm")
-    assert seg.SegmentationType == "FRACTIONAL" and int(seg.NumberOfFrames) > 0
-
-
-@pytest.mark.parametrize("name", ["sr", "seg"])
-def test_fast_dicom_construction_equals_highdicom_alone(
-    dicom_objects: dict, name: str, monkeypatch: pytest.MonkeyPatch
-):
-    """The SR built around an empty root (children attached after) and the SEG given uint8
-    fractions are, element for element and byte for byte, what highdicom alone builds."""
-    import itertools
-
-    import pydicom.uid
-
-    from spinelesion.inference import dicom_out
-    from spinelesion.inference.dicom_encode import encode_file
-
-    assert dicom_out._unit_uint8_segmentation() is not None  # the fast SEG is in use with this highdicom
-    args = dicom_objects["args"]
-    built = {}
-    for fast in (True, False):
-        counter = itertools.count(1)
-        monkeypatch.setattr(pydicom.uid, "generate_uid", lambda *a, c=counter, **k: f"1.2.3.{next(c)}")
-        path = dicom_objects["tmp"] / f"{name}-{'fast' if fast else 'plain'}.dcm"
-        if name == "sr":
-            ds = dicom_out.write_sr(path, args["records"], args["sources"], args["model"], fast=fast)
-        else:
-            ds = dicom_out.write_saliency_seg(
-                path,
-                args["stack"],
-                args["records"],
-                args["sources"],
-                "compartment",
-                args["model"],
-                9101,
-                fast=fast,
-            )
-        for keyword in ("ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime"):
-            if keyword in ds:
-                delattr(ds, keyword)
-        for item in ds.get("ContributingEquipmentSequence", []):  # highdicom's own entry, with the time
-            if "ContributionDateTime" in item:
-                del item.ContributionDateTime
-        built[fast] = ds
-    if name == "seg":
-        assert type(built[True]).__name__ == "UnitUint8Segmentation"
-        assert int(built[True].NumberOfFrames) > 0
-    assert built[True] == built[False]
-    assert encode_file(built[True]) == encode_file(built[False])
 
 
 def test_pasting_every_task_at_once_equals_one_map_at_a_time():

@@ -164,7 +164,7 @@ def write_report(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
         lines += [
             f"| per study ({inf['rois']} ROIs): read / preprocess / network / saliency / write (s) | "
             f"{s['read']:.3f} / {s['preprocess']:.3f} / {s['network']:.3f} / {s['saliency']:.3f} / {s['write']:.3f} | |",
-            f"| per study: DICOM SR + saliency SEG (DICOM inputs, output.dicom) (s) | {s.get('dicom', 0.0):.3f} | |",
+            f"| per study: DICOM SR + saliency Parametric Maps (DICOM inputs, output.dicom) (s) | {s.get('dicom', 0.0):.3f} | |",
             *_per_study_rows(inf.get("per_study"), sp.get("inference_nifti")),
             f"| total over reading time | {inf['total_over_read']}x | |",
             f"| Grad-CAM over forward (per task) | {inf['gradcam_over_forward_per_task']}x | <= 3x |",

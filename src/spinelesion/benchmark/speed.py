@@ -153,7 +153,7 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
         "saliency",
         "write",
         "dicom",
-    ]  # dicom: SR + SEG, DICOM inputs only
+    ]  # dicom: SR + Parametric Maps, DICOM inputs only
     split = {k: float(np.median([t.get(k, 0.0) for t in timings])) for k in keys}
     total = sum(split.values())
     study = study_item.load()
@@ -194,7 +194,7 @@ def inference_breakdown(predictor: Any, study_item: Any, out_dir: Path, repeats:
 
 def per_study_cost(predictor: Any, study_item: Any, out_dir: Path, repeats: int = 3) -> dict[str, Any]:
     """Seconds per study of ``predict_study`` with every default output (JSON, CSV row data,
-    saliency NIfTI, PNGs, markups, and DICOM SR + SEG for DICOM inputs): medians after a
+    saliency NIfTI, PNGs, markups, and DICOM SR + Parametric Maps for DICOM inputs): medians after a
     warm-up, as wall time and as this process's CPU time (``time.process_time``, all its
     threads), with the configured torch threads and again with one.
 

@@ -185,7 +185,7 @@ def write_sr(
 def saliency_label(task: str, method: str | None) -> str:
     """What a saliency map is, in words (the maps' LUT explanation and content description)."""
     how = f" ({METHOD_NAMES.get(method, method)})" if method else ""
-    return f"{task} saliency{how}: not a finding, not a probability"[:64]
+    return f"{task} saliency{how}, not a finding or probability"[:64]
 
 
 def write_saliency_pm(
@@ -198,7 +198,7 @@ def write_saliency_pm(
     *,
     method: str | None = None,
 ) -> Any:
-    """One task's saliency (uint8 (I, J, K, R) on the reference grid, 255 = 1) as a Parametric
+    """One task's saliency (uint8 (I, J, K, R >= 1) on the reference grid, 255 = 1) as a Parametric
     Map of the maximum over the ROIs; ``sources`` are the reference series' slices in the
     grid's K order, one frame each (highdicom takes each frame's position from its slice)."""
     import highdicom as hd
@@ -208,9 +208,11 @@ def write_saliency_pm(
 
     name, version = _model_name(model)
     # One map per file, not one channel per ROI: frames of several channels share positions,
-    # which highdicom's own get_volume refuses and viewers do not overlay. The maximum keeps
-    # every ROI's map where boxes do not overlap; each ROI's own map is in the NIfTI.
-    combined = stack.max(axis=3) if stack.shape[3] else stack[..., 0]
+    # which highdicom's own get_volume refuses (a viewer cannot be relied on to overlay them).
+    # The maximum is every ROI's map where boxes do not overlap; each ROI's own is in the NIfTI.
+    combined = stack[..., 0].copy()
+    for r in range(1, stack.shape[3]):  # ~10x faster than stack.max(axis=3) along the short last axis
+        np.maximum(combined, stack[..., r], out=combined)
     # grid (I = column, J = row, K = slice) -> frames (K, rows, columns); uint16 because the
     # Parametric Map IOD has no 8-bit integer pixels; the stored steps are the NIfTI's (1/255).
     pixels = np.ascontiguousarray(combined.transpose(2, 1, 0), dtype=np.uint16)

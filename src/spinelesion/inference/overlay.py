@@ -32,6 +32,8 @@ VIEW_MM = 150.0
 PIXEL_MM = 1.0  # 150 x 150 plane pixels (0.75 mm: 200 x 200 cost 40% more to sample, blend and encode)
 ZOOM = 2  # screen pixels per plane pixel
 SALIENCY_FLOOR = 0.05  # map values below are not drawn: the faint tail of a map would tint all the anatomy
+OVERLAY_ALPHA = 0.45  # the map's colour over the grey slice: enough to read both
+IMAGE_PX = int(round(VIEW_MM / PIXEL_MM)) * ZOOM  # a slice's side on screen
 WINDOW_PERCENTILES = (1.0, 99.5)  # grey window: of the slice's non-zero pixels (robust to a few hot voxels)
 METHOD_NAMES = {"occlusion": "occlusion", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
 
@@ -146,9 +148,7 @@ def _centred(canvas: Image.Image, box: Box, text: str, size: int, fill: Rgb, lin
 
 
 @lru_cache(maxsize=2)
-def layout(
-    img_w: int = int(round(VIEW_MM / PIXEL_MM)) * ZOOM, img_h: int = int(round(VIEW_MM / PIXEL_MM)) * ZOOM
-) -> Layout:
+def layout(img_w: int = IMAGE_PX, img_h: int = IMAGE_PX) -> Layout:
     """The boxes of a PNG whose slices are ``img_w`` x ``img_h`` screen pixels, one panel per task."""
     panel_w = GUTTER + img_w + GUTTER
     y_head = TITLE_H
@@ -246,7 +246,8 @@ def _chrome(
     _text(
         canvas,
         (xl, lay.legend[1] + 15),
-        f"Below {SALIENCY_FLOOR:g} not drawn (grey on the bar; tick at {SALIENCY_FLOOR:g}); 45% over the slice",
+        f"Below {SALIENCY_FLOOR:g} not drawn (grey on the bar; tick at {SALIENCY_FLOOR:g}); "
+        f"{OVERLAY_ALPHA:.0%} over the slice",
         11,
         BLACK,
         lines,
@@ -260,7 +261,7 @@ def _panel(gray: np.ndarray, sal: np.ndarray, spec: RoiSpec) -> Image.Image:
     rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
     mask = sal >= SALIENCY_FLOOR
     lut = _inferno()[np.rint(np.clip(sal, 0, 1) * 255).astype(np.uint8)].astype(np.float32)
-    rgb[mask] = 0.55 * rgb[mask] + 0.45 * lut[mask]
+    rgb[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * lut[mask]
     # plane axes (P, S) -> image (column, row from the top): transpose, then flip rows
     img = Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 0, 2)[::-1]).astype(np.uint8))
     img = img.resize((img.width * ZOOM, img.height * ZOOM), Image.Resampling.NEAREST)
@@ -342,25 +343,28 @@ def write_roi_png(
         ix0, iy0, _, _ = lay.images[task]
         canvas.paste(panel, (ix0, iy0))
         pred = predictions[task]
-        hx0, hy0, _, _ = lay.headers[task]
-        _text(canvas, (hx0 + 6, hy0 + 2), f"{task}: {pred['label']}", 15, BLACK, lines)
-        _text(
-            canvas, (hx0 + 6, hy0 + 22), f"map: {explains} for class {pred['label']}", 11, (60, 60, 60), lines
-        )
+        label = str(pred["label"])
+        hx0, hy0, hx1, _ = lay.headers[task]
+        _text(canvas, (hx0 + 6, hy0 + 2), f"{task}: {label}", 15, BLACK, lines)
+        wordings = (f"map: {explains} for class {label}", f"map: {explains} for {label}")
+        fits = [w for w in wordings if _font(11).getlength(w) <= hx1 - hx0 - 12]
+        explained = fits[0] if fits else f"map: saliency for {label}"  # the legend names the method
+        _text(canvas, (hx0 + 6, hy0 + 22), explained, 11, (60, 60, 60), lines)
         probs = cast(Mapping[str, float], pred["probabilities"])
         cx0, cy0, cx1, _ = lay.captions[task]
         x_val, x_bar = _name_column(cx0)
         full = cx1 - GUTTER - x_bar
         for i, cls in enumerate(TASKS[task]):
-            y, p, chosen = cy0 + LINE_H * i, float(probs[cls]), cls == pred["label"]
+            y, p, chosen = cy0 + LINE_H * i, float(probs[cls]), cls == label
             if chosen:  # the decision rule's class, which need not be the most probable one
                 draw.polygon(
                     [(cx0 + GUTTER, y + 4), (cx0 + GUTTER + 6, y + 8), (cx0 + GUTTER, y + 12)], fill=BLACK
                 )
             _text(canvas, (x_val, y), f"{p:.2f}", 12, BLACK if chosen else (90, 90, 90), lines)
-            if p > 0:
+            bar = round(p * full)
+            if bar > 0:
                 colour = (0, 150, 170) if chosen else (150, 150, 150)
-                draw.rectangle((x_bar, y + 5, x_bar + max(1, round(p * full)), y + 12), fill=colour)
+                draw.rectangle((x_bar, y + 5, x_bar + bar, y + 12), fill=colour)
     window = (
         f"Grey window ({seq}): {lo:.4g} black to {hi:.4g} white, percentiles "
         f"{WINDOW_PERCENTILES[0]:g} and {WINDOW_PERCENTILES[1]:g} of the slice's non-zero signal"
@@ -372,8 +376,8 @@ def write_roi_png(
     voxels = " x ".join(f"{v:.3g}" for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
     ey, ez = spec.extent_mm[1:]
     geometry = (
-        f"Plane through the ROI centre: {mm_per_px * ZOOM:g} mm pixels resampled from {voxels} mm voxels; "
-        f"cyan: ROI box ({ey:g} x {ez:g} mm) and centre"
+        f"Slice: {mm_per_px * ZOOM:g} mm pixels resampled from {voxels} mm voxels; "
+        f"cyan: ROI box ({ey:g} x {ez:g} mm) and its centre"
     )
     _text(canvas, (GUTTER, y_text + LEGEND_LINE_H), geometry, 11, BLACK, lines)
     with atomic_path(path) as tmp:

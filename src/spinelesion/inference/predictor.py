@@ -64,7 +64,9 @@ class StudyInput:
     load: Callable[[], Any]  # -> spinelesion.io.study.Study
     rois: list[RoiRequest] = field(default_factory=list)
 
-    def __post_init__(self) -> None:  # an id from a non-UTF-8 file name stays writable (source keeps the path)
+    def __post_init__(
+        self,
+    ) -> None:  # an id from a non-UTF-8 file name stays writable (source keeps the path)
         self.study_id = printable(self.study_id)
 
 
@@ -94,7 +96,7 @@ class PredictorConfig:
     input_root: str | None = None  # warnings show paths below it relative to it (None: as they come)
     markups: bool = True  # rois.mrk.json per study: the ROIs with their labels, for 3D Slicer
     dicom: bool | str = (
-        "auto"  # SR + saliency SEG for DICOM studies: auto (when highdicom is installed) | true | false
+        "auto"  # SR + saliency Parametric Maps for DICOM studies: auto (when highdicom is installed) | true | false
     )
 
 
@@ -419,7 +421,7 @@ class Predictor:
         records: list[dict[str, Any]],
         stacks: Mapping[str, np.ndarray],
     ) -> list[str]:
-        """SR and saliency SEG when the reference series is DICOM; problems become warnings."""
+        """SR and saliency Parametric Maps when the reference series is DICOM; problems become warnings."""
         from spinelesion.inference import dicom_out
 
         ref_meta = study.volumes[ref_name].meta
@@ -435,7 +437,16 @@ class Predictor:
             v.meta for s, v in study.volumes.items() if s != ref_name and v.meta.get("format") == "dicom"
         ]
         try:
-            dicom_out.write_study_dicom(folder, records, ref_meta, others, stacks, self.model_info)
+            dicom_out.write_study_dicom(
+                folder,
+                records,
+                ref_meta,
+                others,
+                stacks,
+                self.model_info,
+                saliency_method=self.cfg.saliency_method,
+                roi_extent_mm=tuple(float(v) for v in self.spec.extent_mm),
+            )
         except Exception as exc:  # noqa: BLE001 - the study's other outputs stand; the reason is reported
             log.debug("DICOM outputs failed", exc_info=True)
             return [f"DICOM outputs not written: {type(exc).__name__}: {exc}"]
@@ -501,6 +512,7 @@ class Predictor:
                     {t: maps[t][i] for t in maps},
                     rec,
                     title=f"{folder.name} / {r.roi_id}",
+                    method=self.cfg.saliency_method,
                 )
             records.append(rec)
         return records

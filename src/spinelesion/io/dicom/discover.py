@@ -49,6 +49,9 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
     "1.3.12.2.1107.5.9.1",  # Siemens CSA non-image (protocol, spectroscopy raw data)
 )
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map: a derived map (our saliency), not an acquisition
+}
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 HEADER_BYTES = 64 * 1024
 """Discovery reads this much of each file; longer headers (enhanced multi-frame) are read whole."""
@@ -122,7 +125,7 @@ def non_image_reason(ds: Dataset) -> str | None:
     )
     if sop == MEDIA_DIRECTORY:
         return "a DICOMDIR index, not an image"
-    if any(sop.startswith(p) for p in NON_IMAGE_SOP_PREFIXES):
+    if sop in NON_IMAGE_SOP_CLASSES or any(sop.startswith(p) for p in NON_IMAGE_SOP_PREFIXES):
         name = getattr(ds.get("SOPClassUID"), "name", sop)
         return f"not an image ({name})"
     if "Rows" not in ds or "Columns" not in ds:
