@@ -63,12 +63,10 @@ def appearance_from_dict(values: Mapping[str, Any] | None) -> AppearanceConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown appearance option(s): {', '.join(unknown)}")
-    return AppearanceConfig(
-        **{
-            k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-            for k, v in values.items()
-        }
-    )
+    kwargs: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in values.items()
+    }
+    return AppearanceConfig(**kwargs)
 
 
 def remap_curve(rng: np.random.Generator, cfg: AppearanceConfig, monotone: bool) -> PchipInterpolator:
@@ -96,7 +94,9 @@ def bias_field(shape: Sequence[int], rng: np.random.Generator, cfg: AppearanceCo
     return np.exp(field / span * rng.uniform(0.0, cfg.bias_log_amplitude)).astype(np.float32)
 
 
-def coarser(image: np.ndarray, spacing: Sequence[float], target_mm: Sequence[float | None]) -> np.ndarray:
+def coarser(
+    image: np.ndarray, spacing: Sequence[float] | np.ndarray, target_mm: Sequence[float | None]
+) -> np.ndarray:
     """The image as if acquired at ``target_mm`` along each axis (None: unchanged): blurred by the
     coarser point spread, sampled on the coarse grid, and linearly resampled back."""
     out = image
@@ -126,7 +126,7 @@ def coarser(image: np.ndarray, spacing: Sequence[float], target_mm: Sequence[flo
 def randomise_sequence(
     image: np.ndarray,
     sequence: str,
-    spacing: Sequence[float],
+    spacing: Sequence[float] | np.ndarray,
     slice_axis: int,
     rng: np.random.Generator,
     cfg: AppearanceConfig,
@@ -170,7 +170,7 @@ def randomise_sequence(
 
 def randomise_study(
     images: Mapping[str, np.ndarray],
-    spacing: Sequence[float],
+    spacing: Sequence[float] | np.ndarray,
     slice_axis: int,
     rng: np.random.Generator,
     cfg: AppearanceConfig,

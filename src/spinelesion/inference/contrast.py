@@ -59,7 +59,7 @@ def contrast_profile(vol: Volume) -> ContrastProfile | None:
     if extent[-2] < MIN_EXTENT_MM:
         return None
     small, affine = block_mean(np.asarray(vol.array, np.float32)[None], vol.affine, BLOCK_MM)
-    depth = depth_under_skin_mm(small, spacing_of(affine))
+    depth = depth_under_skin_mm(small, [float(v) for v in spacing_of(affine)])
     if not np.isfinite(depth).any():
         return None
     image = small[0]

@@ -162,7 +162,8 @@ def walk(top: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str
                 entries = list(it)
         except OSError:
             continue
-        dirs, files = [], []
+        dirs: list[str] = []
+        files: list[str] = []
         for entry in entries:
             try:
                 is_dir = entry.is_dir()
