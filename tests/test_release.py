@@ -113,6 +113,16 @@ def test_a_kept_stage_is_used_as_finished_although_its_code_changed(tmp_path, fa
     assert "| data | phantom | kept |" in (tmp_path / "plan.md").read_text()
     statuses = _run(recipe, tmp_path, keep=["data"], force=["data"])  # force wins over keep
     assert fake_runners == ["data", "model", "mined", "model2"]
+    # an interrupted stage kept across a code change resumes in its folder (not wiped)
+    fake_runners.clear()
+    fake_runners.fail = {"model2"}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _run(recipe, tmp_path, force=["model2"])
+    monkeypatch.setattr(release_run, "code_hash", lambda kind: real_hash(kind) + "y")  # every key changes
+    fake_runners.fail = set()
+    statuses = _run(recipe, tmp_path, keep=["data", "model", "mined", "model2"])
+    assert fake_runners == ["model2"] and statuses["model2"] == "done"
+    assert (tmp_path / "model2" / "partial").is_file()  # resumed where it stopped
     with pytest.raises(ConfigError, match="no release stage 'nope'"):
         _run(recipe, tmp_path, keep=["nope"])
 

@@ -63,10 +63,14 @@ def plan(
     for name in (*force, *keep):
         recipe.stage(name)  # an unknown name is an error
     # keep: a finished stage used as it is although its key changed (a code change that cannot
-    # change its output, e.g. in a reader it never calls): the user's call, shown as "kept".
+    # change its output, e.g. in a reader it never calls): the user's call, shown as "kept". An
+    # interrupted one resumes under the key it started with (a training from its last checkpoint).
     records = {n: work.record(recipe.stage(n)) for n in keep}
     kept = {n: str(r["key"]) for n, r in records.items() if r is not None and n not in force}
-    keys = stage_keys(recipe, root, kept)
+    resumed = {
+        n: k for n in keep if n not in kept and n not in force and (k := work.started_key(recipe.stage(n)))
+    }
+    keys = stage_keys(recipe, root, {**kept, **resumed})
     selected = {s.name for s in recipe.select(start, until)}
     redo = set(force) | ({s.name for s in recipe.select(start, None)} if start else set())
     rows: list[PlanRow] = []

@@ -100,6 +100,17 @@ class WorkFolder:
             return False
         return inputs is None or dict(rec.get("inputs") or {}) == dict(inputs)
 
+    def started_key(self, stage: Stage) -> str | None:
+        """The key an unfinished run of the stage started under (None: never started, or finished)."""
+        started = self.folder(stage) / "started.json"
+        if self.record(stage) is not None or not started.is_file():
+            return None
+        try:
+            key = json.loads(started.read_text()).get("key")
+        except (OSError, ValueError):
+            return None
+        return str(key) if key else None
+
     def start(self, stage: Stage, key: str) -> Path:
         """The stage's folder, ready to run: an earlier finished run under another key is cleared
         (its outputs no longer match the inputs); an interrupted run under the same key is kept."""
