@@ -115,6 +115,13 @@ def huge_nifti(folder: Path, gz: bool = True) -> None:
         (folder / "t2.nii").write_bytes(data)
 
 
+def cut_short(folder: Path, keep: int | None = None) -> None:
+    """A NIfTI.gz study whose file ends after ``keep`` bytes (half by default): a copy cut off."""
+    nifti_study(folder)
+    data = (folder / "t2.nii.gz").read_bytes()
+    (folder / "t2.nii.gz").write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
 def singular_affine(folder: Path) -> None:
     aff = grid_affine(CENTRE, SHAPE, (1.5, 1.5, 3.0), AXIAL)
     aff[:3, 2] = aff[:3, 0]  # third axis parallel to the first
@@ -246,6 +253,11 @@ STUDY_CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
         lambda d: huge_nifti(d, gz=False),
         "failed",
         r"t2\.nii: truncated",
+    ),
+    "NIfTI.gz cut short -> truncated, named": (
+        cut_short,
+        "failed",
+        r"t2\.nii\.gz: truncated: the compressed file ends before",
     ),
     "a few NaN voxels -> predicted, warned": (
         lambda d: nifti_study(d, volume(some_nan)),
@@ -686,6 +698,37 @@ def test_a_latin1_manifest_error_names_the_file_and_line(tmp_path: Path):
     )
     with pytest.raises(ManifestError, match=rf"{path.name}: line 3: byte 0xe9 is not UTF-8"):
         read_manifest(path)
+
+
+def test_a_semicolon_separated_manifest_is_one_error_saying_so(tmp_path: Path):
+    """Issue 37: a manifest saved by a spreadsheet in a decimal-comma locale gave seven
+    'required column is missing' lines and no hint."""
+    from spinelesion.data.manifest import ManifestError, read_manifest
+
+    path = tmp_path / "m.csv"
+    path.write_text("case_id;study_id;patient_id;t2;x_mm;y_mm;z_mm\nc1;s;p;a.nii;0,5;-3;5\n")
+    with pytest.raises(ManifestError, match=rf"{path.name}: .*semicolon-separated.*comma-separated") as err:
+        read_manifest(path)
+    assert len(err.value.problems) == 1, str(err.value)
+
+
+def test_a_manifest_of_many_bad_rows_lists_the_first_problems_and_counts_the_rest(tmp_path: Path):
+    """Issue 37: 10^6 bad rows became 10^6 error lines (199 MB) on the console and in the log."""
+    from spinelesion.data.manifest import SHOWN_PROBLEMS, ManifestError, read_manifest
+
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case_id", "study_id", "patient_id", "t2", "x_mm", "y_mm", "z_mm", "split"])
+        w.writerows([f"c{i}", "s", "p", "a.nii", "abc", 0, 0, "later"] for i in range(3000))
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, check_files=False)
+    text = str(err.value)
+    assert len(err.value.problems) == 6000  # every problem is still there for code to read
+    assert text.startswith("6000 problem(s) in the manifest:")
+    assert len(text.splitlines()) == 1 + SHOWN_PROBLEMS + 1 and len(text) < 5000, text
+    assert "row 1, column 'x_mm': 'abc' is not a finite number" in text
+    assert text.endswith("... and 5980 more not shown (by column: x_mm 2990, split 2990)"), text[-300:]
 
 
 def cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -1210,4 +1253,51 @@ def test_a_complex_valued_nifti_is_refused_by_name(tmp_path: Path):
     arr = (np.ones((8, 8, 4)) * (3 + 4j)).astype(np.complex64)
     nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "t2.nii.gz"))
     with pytest.raises(NiftiError, match=r"t2\.nii\.gz: complex64 voxels .*pass the magnitude image"):
+        read_nifti(tmp_path / "t2.nii.gz")
+
+
+def point_list(path: Path, kind: str | None) -> Path:
+    """A one-node Slicer markups file of the given type (None: no type, as hand-written)."""
+    node: dict[str, Any] = {
+        "coordinateSystem": "LPS",
+        "coordinateUnits": "mm",
+        "controlPoints": [
+            {"id": "1", "label": "a", "position": [1.0, 2.0, 3.0], "positionStatus": "defined"}
+        ],
+    }
+    if kind is not None:
+        node["type"] = kind
+    path.write_text(json.dumps({"markups": [node]}))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["ROI", "Plane", "SomethingNew"])
+def test_markups_other_than_a_point_list_are_refused_by_type(tmp_path: Path, kind: str):
+    """Issue 37: an ROI box, a plane or an unknown markup type was read as a point list."""
+    from spinelesion.inference.markups import MarkupsError, read_markups
+    from spinelesion.tasks.arguments import ArgumentError, parse_rois
+
+    path = point_list(tmp_path / "x.mrk.json", kind)
+    why = rf"x\.mrk\.json: markups 1: markup type '{kind}'; only point lists \(Fiducial\) give ROI centres"
+    with pytest.raises(MarkupsError, match=why):
+        read_markups(path)
+    with pytest.raises(ArgumentError, match=why):  # as predict's rois= argument
+        parse_rois(str(path))
+    for ok in ("Fiducial", "PointList", None):
+        assert read_markups(point_list(tmp_path / "ok.mrk.json", ok))[0] == [[1.0, 2.0, 3.0]]
+
+
+@pytest.mark.parametrize(
+    ("keep", "where"),
+    [(None, "before the 40x40x12 float32 voxels"), (60, "within the NIfTI header")],  # 60 B: < 348 unpacked
+)
+def test_a_nifti_gz_cut_short_is_named_truncated(tmp_path: Path, keep: int | None, where: str):
+    """Issue 37: 'EOFError: Compressed file ended before the end-of-stream marker was reached'
+    named no file; a header cut short was 'Cannot work out file type'."""
+    from spinelesion.io.nifti import NiftiError, read_nifti
+
+    cut_short(tmp_path, keep)
+    with pytest.raises(
+        NiftiError, match=rf"{tmp_path / 't2.nii.gz'}: truncated: the compressed file ends {where}"
+    ):
         read_nifti(tmp_path / "t2.nii.gz")

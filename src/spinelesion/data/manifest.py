@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +56,23 @@ class Problem:
         return f"{', '.join(where)}: {self.message}"
 
 
+SHOWN_PROBLEMS = 20
+"""Problems a :class:`ManifestError` message lists; the rest are counted by column."""
+
+
 class ManifestError(ValueError):
-    """Raised with every problem found, one per line."""
+    """Raised with every problem found (all in ``problems``); the message lists the first
+    :data:`SHOWN_PROBLEMS`, one per line, and counts the others by column."""
 
     def __init__(self, problems: Sequence[Problem]):
         self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the manifest:\n{lines}")
+        shown, hidden = self.problems[:SHOWN_PROBLEMS], self.problems[SHOWN_PROBLEMS:]
+        lines = [f"  - {p}" for p in shown]
+        if hidden:  # a million bad rows must not become a million log lines
+            by_column = Counter(p.column or "no column" for p in hidden)
+            counts = ", ".join(f"{column} {n}" for column, n in by_column.most_common())
+            lines.append(f"  ... and {len(hidden)} more not shown (by column: {counts})")
+        super().__init__(f"{len(self.problems)} problem(s) in the manifest:\n" + "\n".join(lines))
 
 
 @dataclass
@@ -160,6 +171,19 @@ def read_manifest(
             ]
         ) from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing and any(";" in h for h in header):  # one cause, not one line per column it hides
+        raise ManifestError(
+            [
+                Problem(
+                    name,
+                    None,
+                    None,
+                    "the header line has ';' and not the required columns: the manifest looks "
+                    "semicolon-separated (a spreadsheet's export in a decimal-comma locale?); "
+                    "the contract is comma-separated, with '.' as the decimal point",
+                )
+            ]
+        )
     for column in missing:
         problems.append(Problem(name, None, column, "required column is missing"))
     if not any(s in header for s in SEQUENCES):

@@ -24,6 +24,8 @@ SCHEMA = (
     "markups-schema-v1.0.3.json#"
 )
 _FLIP = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS
+POINT_LIST_TYPES = ("Fiducial", "PointList")
+"""Markup types whose control points are ROI centres (Slicer saves a point list as ``Fiducial``)."""
 
 
 class MarkupsError(ValueError):
@@ -35,7 +37,10 @@ def is_markups_path(value: object) -> bool:
 
 
 def read_markups(path: str | os.PathLike[str]) -> tuple[list[list[float]], list[str]]:
-    """Control points of every markups node in ``path`` as LPS mm, and their labels."""
+    """Control points of every markups node in ``path`` as LPS mm, and their labels.
+
+    Only point lists are read: a node of another ``type`` (ROI, Plane, Line, ...) is refused.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -47,6 +52,14 @@ def read_markups(path: str | os.PathLike[str]) -> tuple[list[list[float]], list[
     points: list[list[float]] = []
     labels: list[str] = []
     for n, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise MarkupsError(f"{path}: markups {n + 1}: not a JSON object")
+        kind = node.get("type")  # absent in hand-written files: read as a point list
+        if kind is not None and kind not in POINT_LIST_TYPES:
+            # an ROI box, plane, line or curve also has control points, but none is a centre
+            raise MarkupsError(
+                f"{path}: markups {n + 1}: markup type {kind!r}; only point lists (Fiducial) give ROI centres"
+            )
         system = str(node.get("coordinateSystem", "LPS")).upper()
         if system not in ("LPS", "RAS", "0", "1"):  # 0/1: numeric codes of early files (RAS, LPS)
             raise MarkupsError(f"{path}: markups {n + 1}: unknown coordinateSystem {system!r}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,18 @@ def is_nifti(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def _gzip_ends_within(path: Path, n: int) -> bool:
+    """Whether the gzip stream of ``path`` ends (cut short) before ``n`` bytes decompress."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            fh.read(n)
+    except EOFError:
+        return True
+    except (OSError, zlib.error):  # not gzip, or damaged rather than short: said otherwise
+        return False
+    return False
+
+
 def load_header(path: str | os.PathLike[str]) -> Any:
     """The nibabel image of a NIfTI file, header only (no voxel is read), checked against what
     reading it would cost: a regular file, a 3D shape, memory under the cap, and (for
@@ -39,6 +53,11 @@ def load_header(path: str | os.PathLike[str]) -> Any:
     except ResourceLimitError as exc:
         raise NiftiError(str(exc)) from exc
     except Exception as exc:  # nibabel raises a zoo of types for broken files
+        # nibabel sniffs a short header as "Cannot work out file type": say it is cut short
+        if str(path).lower().endswith(".gz") and _gzip_ends_within(path, 352):  # header + extension flag
+            raise NiftiError(
+                f"{path}: truncated: the compressed file ends within the NIfTI header (copy it again)"
+            ) from exc
         raise NiftiError(f"{path}: not a readable NIfTI file ({exc})") from exc
     shape = tuple(int(s) for s in img.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)) or min(shape) < 1:
@@ -92,12 +111,19 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
         raise NiftiError(
             f"{path}: {img.get_data_dtype()} voxels (complex or structured); pass the magnitude image"
         )
-    if len(shape) == 4 and shape[3] == 1:
-        data = np.asarray(img.dataobj)[..., 0]
-    elif len(shape) == 3:
-        data = np.asarray(img.dataobj)
-    else:
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
+    try:
+        data = np.asarray(img.dataobj)
+    except EOFError as exc:  # gzip's message names no file
+        raise NiftiError(
+            f"{path}: truncated: the compressed file ends before the {'x'.join(map(str, shape))} "
+            f"{img.get_data_dtype()} voxels its header declares (copy it again)"
+        ) from exc
+    except (OSError, zlib.error) as exc:  # a damaged gzip stream, a failing disk
+        raise NiftiError(f"{path}: voxel data cannot be read ({exc})") from exc
+    if len(shape) == 4:
+        data = data[..., 0]
     # get_fdata-style scaling: dataobj applies scl_slope/scl_inter when present.
     array: np.ndarray = np.asarray(data, dtype=dtype)
     ras = img.affine
