@@ -41,9 +41,8 @@ def test_predict_as_a_function_returns_what_it_wrote(tmp_path: Path, tiny_model:
         saliency__png=False,
         device="cpu",
     )
-    assert run["counts"] == {
+    assert {k: run["counts"][k] for k in ("predicted", "failed", "skipped_files")} == {
         "predicted": 1,
-        "with_warnings": run["counts"]["with_warnings"],
         "failed": 0,
         "skipped_files": 0,
     }
@@ -52,5 +51,11 @@ def test_predict_as_a_function_returns_what_it_wrote(tmp_path: Path, tiny_model:
     assert roi["center_lps_mm"] == [30.0, 30.0, 24.0] and roi["source"] == "given"
     assert sum(roi["compartment"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert (tmp_path / "out" / "run.json").is_file() and (tmp_path / "out" / "predictions.csv").is_file()
+    # warnings and notes told apart the same way everywhere: notes marked in predictions.json, counted apart
+    notes = run["studies"][0]["notes"]
+    assert any(n.startswith("note: missing sequence(s): t1, stir, t1c") for n in notes)
+    assert run["counts"]["with_notes"] == 1
+    assert [w for w in study["warnings"] if w.startswith("note: ")] == notes
+    assert [w for w in study["warnings"] if not w.startswith("note: ")] == run["studies"][0]["warnings"]
     with pytest.raises(ValueError, match="argument input="):  # the command's validation, raised, no exit
         predict(tmp_path / "nope", tmp_path / "out2", model=tiny_model)

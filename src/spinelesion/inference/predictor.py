@@ -77,6 +77,7 @@ class StudyResult:
     rois: list[dict[str, Any]]
     warnings: list[str]  # degradations (a sequence left out, a changed grid...): console, run.json, CSV
     timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)  # "note: ..." (no degradation): predictions.json, run.json
 
 
 @dataclass
@@ -407,11 +408,14 @@ class Predictor:
         if self.cfg.input_root is not None:  # a warning may quote an input path (patient names)
             warnings = [hide_root(w, self.cfg.input_root) for w in warnings]
         # last: the study's other files are complete when predictions.json appears
+        # The contract has one list: degradations first, then the notes, each marked "note: " so a
+        # reader (and run.json, which counts them apart) tells the two kinds the same way.
+        notes = [f"note: {n}" for n in notes]
         write_predictions_json(
             folder / "predictions.json", item.study_id, self.model_info, inputs, records, warnings + notes
         )
         timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
-        return StudyResult(item.study_id, folder, records, warnings, timings)
+        return StudyResult(item.study_id, folder, records, warnings, timings, notes)
 
     def _write_dicom(
         self,

@@ -224,6 +224,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
                 "folder": res.folder.name,
                 "rois": len(res.rois),
                 "warnings": list(res.warnings),
+                "notes": list(res.notes),
                 "seconds": round(time.perf_counter() - start, 3),
                 "timings": {k: round(v, 4) for k, v in res.timings.items()},
             }
@@ -250,6 +251,7 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "counts": {
             "predicted": len(results),
             "with_warnings": with_warnings,
+            "with_notes": sum(1 for r in results if r["notes"]),
             "failed": len(failed),
             "skipped_files": len(skipped),
         },
