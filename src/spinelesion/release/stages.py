@@ -118,7 +118,13 @@ def train(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         log.info("%s: resuming from %s", stage.name, last)
         args.append(f"ckpt_path={last}")
     run_command(*args)
-    return {"model": str(model_of(ctx.folder))}
+    model = model_of(ctx.folder)
+    meta_path = model / "metadata.json"
+    training = (json.loads(meta_path.read_text()).get("training") or {}) if meta_path.is_file() else {}
+    epochs, planned = training.get("epochs"), (training.get("trainer") or {}).get("max_epochs")
+    if isinstance(epochs, int) and isinstance(planned, int) and epochs < planned:
+        log.warning("%s: training ended after %d of %d planned epochs", stage.name, epochs, planned)
+    return {"model": str(model), "epochs": epochs, "planned_epochs": planned}
 
 
 def _cuda() -> bool:

@@ -84,6 +84,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 1),
         "epochs": trainer.current_epoch,
     }
+    planned = trainer.max_epochs
+    if planned is not None and 0 < trainer.current_epoch < planned:
+        # a wall-clock guard (trainer.max_time) or early stopping ended the schedule: say so loudly,
+        # a cut learning-rate schedule is another model than the one the recipe describes
+        log.warning("training ended after %d of %d planned epochs", trainer.current_epoch, planned)
+        summary["stopped_before_max_epochs"] = True
     ckpt_cb = trainer.checkpoint_callback
     if isinstance(ckpt_cb, ModelCheckpoint) and ckpt_cb.dirpath:
         summary["best_checkpoint"] = ckpt_cb.best_model_path or None
