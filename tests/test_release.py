@@ -231,6 +231,26 @@ def test_a_training_stage_resumes_from_its_last_checkpoint(tmp_path, monkeypatch
     assert f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}" in args
 
 
+def test_a_training_stage_that_ended_before_its_epochs_says_so(tmp_path, monkeypatch, caplog):
+    """A wall-clock guard cut stage1 at epoch 16 of 40 on a busy CPU (2026-12-06): the stage's
+    outputs and log name the epochs run against those planned."""
+    import json as json_module
+
+    def fake_train(*args: str) -> None:
+        model = tmp_path / "train" / "model"
+        model.mkdir(parents=True, exist_ok=True)
+        meta = {"training": {"epochs": 16, "trainer": {"max_epochs": 40}}}
+        (model / "metadata.json").write_text(json_module.dumps(meta))
+
+    monkeypatch.setattr(release_stages, "run_command", fake_train)
+    monkeypatch.setattr(release_stages, "model_of", lambda folder: folder / "model")
+    ctx = release_stages.StageContext(tmp_path / "train", {"d": tmp_path / "d"}, tmp_path, tmp_path)
+    with caplog.at_level("WARNING"):
+        out = release_stages.train(Stage("stage1", "train", {"manifests": ["d"]}), ctx)
+    assert out["epochs"] == 16 and out["planned_epochs"] == 40
+    assert "stage1: training ended after 16 of 40 planned epochs" in caplog.text
+
+
 def test_the_release_command_prints_the_real_recipes_plan(tmp_path):
     """The shipped recipe composes, checks and plans (nothing runs): every stage listed."""
     from spinelesion.release.run import hydra_arguments
