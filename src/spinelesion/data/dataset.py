@@ -149,7 +149,8 @@ def roi_problems(
         ijk = (np.asarray(centers[k], dtype=float) + corners) @ inverse[:3, :3].T + inverse[:3, 3]
         lo = np.clip(np.floor(ijk.min(0)), 0, shape - 1).astype(int)
         hi = np.clip(np.ceil(ijk.max(0)) + 1, 1, shape).astype(int)
-        block = data[used][:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].reshape(len(used), -1).float()
+        # the box first, then the channels: indexing by channel list first copied the whole study per ROI
+        block = data[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]][used].reshape(len(used), -1).float()
         if block.shape[1] > 200_000:  # a quantile of a subsample is as telling
             block = block[:, :: block.shape[1] // 200_000 + 1]
         spread = torch.quantile(block, torch.tensor([0.01, 0.99]), dim=1)  # (2, C)

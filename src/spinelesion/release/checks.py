@@ -265,12 +265,11 @@ def plain(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     }
 
 
-def _sequences_of(manifest: Path) -> dict[str, str]:
-    """case_id -> the sequences its study has, e.g. ``t1`` or ``t2+stir``."""
-    from spinelesion.evaluation.real import read_rows
+def _sequences_of(rows: list[dict[str, str]]) -> dict[str, str]:
+    """case_id -> the sequences its study has, e.g. ``t1`` or ``t2+stir`` (manifest rows)."""
     from spinelesion.labels import SEQUENCES
 
-    return {r["case_id"]: "+".join(s for s in SEQUENCES if r.get(s)) for r in read_rows(manifest)}
+    return {r["case_id"]: "+".join(s for s in SEQUENCES if r.get(s)) for r in rows}
 
 
 def site(
@@ -289,10 +288,11 @@ def site(
     from spinelesion.evaluation.real import dataset_of, paired, per_dataset, read_rows, scan_false_calls
 
     manifest = _manifest(ctx, data)
-    patients = {r["patient_id"] for r in read_rows(manifest) if r["split"] in splits}
+    manifest_rows = read_rows(manifest)
+    patients = {r["patient_id"] for r in manifest_rows if r["split"] in splits}
     # The insertion set, every split asked for (evaluate reads one split, or all).
     evaluate(model, manifest, ctx.out / "eval", *(["data.split=" + splits[0]] if len(splits) == 1 else []))
-    seqs = _sequences_of(manifest)
+    seqs = _sequences_of(manifest_rows)
     rows = [r for r in read_rows(ctx.out / "eval" / "predictions.csv") if r["patient_id"] in patients]
     inserted = {
         seq: per_dataset([r for r in rows if seqs.get(r["case_id"]) == seq]).get(dataset, {})
@@ -305,9 +305,7 @@ def site(
         for r in read_rows(normals_path)
         if dataset_of(r["patient_id"]) == dataset and r["patient_id"] in patients
     ]
-    normal_seqs = {
-        k: v for k, v in _sequences_of(normals_path).items() if k in {r["case_id"] for r in site_rows}
-    }
+    normal_seqs = _sequences_of(site_rows)  # the shared manifest read once, above
     evaluate(model, normals_path, ctx.out / "normals")
     called: dict[str, list[bool]] = {}
     for r in read_rows(ctx.out / "normals" / "predictions.csv"):
