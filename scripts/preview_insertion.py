@@ -41,7 +41,13 @@ def main() -> None:
             )
         )
     if "vb2_07" in specs:  # a held-out subject: the one plain_check's first rows come from
-        print(write_plain_preview(specs["vb2_07"], ROOT / "docs" / "images" / "plain_vb2_07.png"))
+        print(
+            write_plain_preview(
+                specs["vb2_07"],
+                ROOT / "docs" / "images" / "plain_vb2_07.png",
+                cord_levels=set(cfg["cord_levels"]),
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -407,3 +407,57 @@ def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) 
     assert "| t1 | 36 | 0.667 | 40 | 0.700 | 0.810 |" in text and "| stir | 18 | 0.500 |" in text
     assert "0.025 of 40 held-out untouched bodies change their call" in text
     assert "0.800 of 5 called none/benign" in text
+
+
+def _metrics(auc: float, im_sens: float, benign_sens: float, ece: float) -> dict:
+    return {
+        "compartment": {
+            "n": 10,
+            "auc_macro": auc,
+            "balanced_accuracy": 0.9,
+            "ece": ece,
+            "per_class": {"none": {"sensitivity": 0.9}, "intramedullary": {"sensitivity": im_sens}},
+        },
+        "fracture": {
+            "auc_benign_vs_pathologic": 0.97,
+            "balanced_accuracy": 0.9,
+            "ece": 0.02,
+            "per_class": {"none": {"sensitivity": 0.95}, "benign": {"sensitivity": benign_sens}},
+        },
+    }
+
+
+def test_renderer_report_and_the_worst_held_out_renderer() -> None:
+    """Issue 34: per renderer the goals' figures (per-class sensitivity, each mimic called none/none);
+    the release reads the worst over the renderers, with which renderer it was."""
+    import yaml
+
+    from spinelesion.evaluation.renderers import renderer_report
+    from spinelesion.release.rule import judge_rule
+    from spinelesion.scoring.renderers import worst
+
+    mimic_rows = [
+        _row("a_d", "a_ins_discitis", "vb2_01", "discitis", "L2", ("none", "none"), ("none", "none")),
+        _row("b_d", "b_ins_discitis", "vb2_01", "discitis", "L3", ("none", "none"), ("extradural", "none")),
+        _row("c_s", "c_ins_schmorl", "vb2_01", "schmorl_node", "L3", ("none", "none"), ("none", "none")),
+    ]
+    plain = renderer_report(_metrics(0.96, 0.2, 0.9, 0.03), ROWS + mimic_rows)
+    assert plain["sensitivity"]["intramedullary"] == 0.2 and plain["sensitivity"]["none_fracture"] == 0.95
+    assert plain["mimics_called_normal"] == {"discitis": 0.5, "haemangioma": 1.0, "schmorl_node": 1.0}
+    assert plain["worst_mimic_called_normal"] == 0.5
+    phantom = renderer_report(_metrics(0.99, 0.9, 0.6, 0.08), ROWS)
+    w = worst({"plain": plain, "phantom": phantom})
+    assert w["renderers"] == 2
+    assert w["compartment_auc_macro"] == {"value": 0.96, "renderer": "plain"}
+    assert w["sensitivity_intramedullary"] == {"value": 0.2, "renderer": "plain"}
+    assert w["sensitivity_benign"] == {"value": 0.6, "renderer": "phantom"}
+    assert w["compartment_ece"] == {"value": 0.08, "renderer": "phantom"}  # the highest ECE is the worst
+    assert w["worst_mimic_called_normal"]["renderer"] == "plain"  # phantom has no mimic rows
+    # every renderer line of the release rule names a figure worst() writes
+    recipe = yaml.safe_load(open("configs/release/default.yaml"))
+    lines = [ln for ln in recipe["stages"]["judge"]["rule"] if ln["what"].startswith("renderers_worst.")]
+    assert len(lines) >= 9
+    judged = judge_rule({"renderers_worst": w}, lines)
+    missing = [j["what"] for j in judged["lines"] if not isinstance(j["value"], int | float)]
+    assert missing == ["renderers_worst.sensitivity_intradural_extramedullary.value"]  # not in these metrics
+    assert not judged["passed"]

@@ -155,6 +155,58 @@ def test_a_chronic_fracture_is_its_shape_alone(toy) -> None:
         assert _mean(ctx.images[seq], core) == pytest.approx(an.tissues[seq]["marrow"], rel=0.1)
 
 
+def test_intramedullary_variants_follow_the_cord(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 34: cord oedema over 1-6 segments along the cord (longer oedema reaches further,
+    never beyond the cord's run), an eccentric nodule off the cord's centre, a cyst as fluid."""
+    import spinelesion.insert.findings as findings
+
+    bg, an = toy
+    rates = dict(CFG["rates"], im_eccentric=1.0, im_cyst=1.0, im_haemorrhage=0.0, cord_expansion=1.0)
+    z = np.arange(bg.shape[2])[None, None, :] * bg.spacing[2]
+
+    def extent(segments: float, seed: int) -> tuple[float, findings.Insert]:
+        monkeypatch.setattr(findings, "IM_OEDEMA_SEGMENTS", (segments, segments))
+        ctx = insert_finding(bg, an, "intramedullary_metastasis", 2, np.random.default_rng(seed), rates)
+        zs = np.broadcast_to(z, bg.shape)[ctx.lesion]
+        return float(zs.max() - zs.min()), ctx
+
+    short, _ = extent(1.0, 3)
+    long, ctx = extent(5.0, 3)
+    assert long > 1.8 * short
+    frame = an.body(2)
+    run = [b for b in an.bodies if b.has_cord]
+    t = frame.to_local(np.stack(np.nonzero(ctx.lesion), -1) @ bg.affine[:3, :3].T + bg.affine[:3, 3])[:, 2]
+    ends = [frame.to_local(b.centre)[2] for b in run]
+    assert t.min() >= min(ends) - frame.half_height - 4.0 and t.max() <= max(ends) + frame.half_height + 4.0
+    roi = ctx.rois[0]
+    axis = findings._cord_axis(ctx)
+    off = frame.to_local(roi.centre)[:2] - axis
+    assert np.linalg.norm(off) > 0.3  # eccentric
+    # the cyst, against the same draw without one: CSF-bright voxels inside the cord's run
+    monkeypatch.setattr(findings, "IM_OEDEMA_SEGMENTS", (2.0, 2.0))
+    pair = [
+        insert_finding(
+            bg, an, "intramedullary_metastasis", 2, np.random.default_rng(5), dict(rates, im_cyst=c)
+        )
+        for c in (0.0, 1.0)
+    ]
+    cyst = pair[1].images["t2"] - pair[0].images["t2"] > 20.0
+    assert cyst.sum() > 5
+    assert pair[1].images["t2"][cyst].max() > 0.9 * an.tissues["t2"]["csf"]  # a small cyst: its core
+
+
+def test_discitis_phlegmon_lies_outside_the_bodies(toy) -> None:
+    bg, an = toy
+    rates = dict(CFG["rates"], discitis_phlegmon=1.0)
+    without = insert_finding(
+        bg, an, "discitis", 2, np.random.default_rng(8), dict(rates, discitis_phlegmon=0.0)
+    )
+    with_ = insert_finding(bg, an, "discitis", 2, np.random.default_rng(8), rates)
+    extra = with_.lesion & ~without.lesion
+    assert extra.sum() > 30 and not (extra & (bg.bodies > 0)).any()
+    assert [(r.compartment, r.fracture, r.finding) for r in with_.rois] == [("none", "none", "discitis")]
+
+
 def test_focal_fat_is_fat_signal_and_normal(toy) -> None:
     """A fat island (normal variant): brighter than the marrow around it on T1 and T2, inside
     the body, labelled none/none at the body centre."""
@@ -475,16 +527,20 @@ def test_a_second_insertion_set_of_the_same_subjects_mixes(toy_root: Path, tmp_p
     assert len(mix) == len(read_manifests([first]).rows) + len(rows)
 
 
-# -- the plain renderer (spinelesion.insert.plain): the outside check's three findings, drawn apart
-def _heights(body: np.ndarray, bg, frame) -> tuple[float, float]:
-    """(anterior, posterior) height in mm of a body mask along the spine axis (toy: k = S-I)."""
+# -- the plain renderer (spinelesion.insert.plain): every class, drawn apart from the insertion
+def _heights(body: np.ndarray, bg, frame) -> tuple[float, float, float]:
+    """(anterior, middle, posterior) height in mm of a body mask along the spine axis."""
     ijk = np.argwhere(body)
     loc = frame.to_local(apply_affine(bg.affine, ijk.astype(float)))
     heights = []
-    for p in (frame.anterior + 4.0, frame.posterior - 4.0):
+    for p in (frame.anterior + 4.0, 0.5 * (frame.anterior + frame.posterior), frame.posterior - 4.0):
         near = (np.abs(loc[:, 1] - p) < 1.0) & (np.abs(loc[:, 0]) < 4.0)
         heights.append(float(np.ptp(loc[near, 2])) + 1.0)
-    return heights[0], heights[1]
+    return heights[0], heights[1], heights[2]
+
+
+def _local(bg, frame, mask: np.ndarray) -> np.ndarray:
+    return frame.to_local(apply_affine(bg.affine, np.argwhere(mask).astype(float)))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -494,51 +550,86 @@ def test_plain_findings_follow_the_radiology_and_stay_on_the_grid(toy, seed: int
     bg, an = toy
     f = an.bodies[1]
     marrow = {s: float(np.median(img[bg.bodies == f.label])) for s, img in bg.images.items()}
-    ant0, post0 = _heights(bg.bodies == f.label, bg, f)
+    csf = an.tissues["t2"]["csf"]
+    ant0, mid0, post0 = _heights(bg.bodies == f.label, bg, f)
     far = np.ones(bg.shape, dtype=bool)
     far[:, :, 20:120] = False  # well above and below the middle body and its discs
     for name in PLAIN_FINDINGS:
-        st = render_plain(bg, f, name, np.random.default_rng(seed))
+        st = render_plain(bg, f, name, np.random.default_rng(seed), an)
         for s, img in st.images.items():
             assert img.shape == bg.shape and np.isfinite(img).all()
-            np.testing.assert_array_equal(img[far], bg.images[s][far].astype(np.float32))
-        assert st.lesion.any()
-        ijk = np.round(apply_affine(np.linalg.inv(bg.affine), st.centre)).astype(int)
-        assert st.body[tuple(ijk)], f"{name}: ROI centre outside the body"
-        ant, post = _heights(st.body, bg, f)
-        core = st.lesion & (st.body if name != "osteoporotic_fracture" else st.lesion)
+            if name != "intramedullary_metastasis":  # its oedema may run the cord's length
+                np.testing.assert_array_equal(img[far], bg.images[s][far].astype(np.float32))
+        assert st.lesion.any() == (name != "osteoporotic_fracture_chronic"), name
+        ijk = tuple(np.round(apply_affine(np.linalg.inv(bg.affine), st.centre)).astype(int))
+        ant, mid, post = _heights(st.body, bg, f)
+        core = st.lesion & st.body
+        loc = _local(bg, f, st.lesion)
         if name == "lytic_metastasis":
-            assert st.lesion[st.body].any() and not (st.lesion & ~(bg.bodies == f.label)).any()  # in the body
-            assert (ant, post) == (ant0, post0)
+            assert st.body[ijk] and not (st.lesion & ~(bg.bodies == f.label)).any()  # in the body
+            assert (ant, mid, post) == (ant0, mid0, post0)
             assert _mean(st.images["t2"], core) > 1.4 * marrow["t2"]  # T2 bright
             assert _mean(st.images["t1"], core) < 0.7 * marrow["t1"]  # T1 dark
-        elif name == "osteoporotic_fracture":
-            assert ant < 0.85 * ant0 and post > 0.88 * post0  # a wedge: the anterior height goes
-            assert _mean(st.images["t1"], st.lesion) < 0.75 * marrow["t1"]  # oedema and band: T1 dark
-        else:
-            assert ant < 0.85 * ant0 and post < 0.85 * post0  # the whole body collapses
-            assert _mean(st.images["t2"], st.body & st.lesion) > 1.25 * marrow["t2"]  # replaced: T2 bright
-            behind = st.lesion & ~st.body
-            loc = f.to_local(apply_affine(bg.affine, np.argwhere(behind).astype(float)))
-            assert behind.any() and loc[:, 1].max() > f.posterior + 1.5  # the convex posterior wall
+        elif name.startswith("osteoporotic_fracture"):
+            # a wedge (the anterior height goes) or a concave endplate (the middle goes); the
+            # posterior wall keeps its height
+            assert st.body[ijk] and min(ant / ant0, mid / mid0) < 0.85 and post > 0.88 * post0
+            if name == "osteoporotic_fracture":
+                assert _mean(st.images["t1"], st.lesion) < 0.75 * marrow["t1"]  # oedema and band: T1 dark
+            else:  # chronic: the shape alone, the marrow keeps its signal
+                still = ndimage.binary_erosion(st.body, iterations=2)
+                assert _mean(st.images["t2"], still) == pytest.approx(marrow["t2"], rel=0.1)
+        elif name == "pathologic_fracture":
+            assert st.body[ijk] and ant < 0.85 * ant0 and post < 0.85 * post0  # the whole body collapses
+            assert _mean(st.images["t2"], core) > 1.25 * marrow["t2"]  # replaced: T2 bright
+            behind = _local(bg, f, st.lesion & ~st.body)
+            assert len(behind) and behind[:, 1].max() > f.posterior + 1.5  # the convex posterior wall
+        elif name in ("intradural_mass", "intramedullary_metastasis"):
+            assert st.lesion[ijk] and not (st.lesion & (bg.bodies > 0)).any()  # in the sac, off the bone
+            assert loc[:, 1].min() > f.canal[0] - 1.5 and loc[:, 1].max() < f.canal[1] + 1.5
+            assert _mean(st.images["t2"], st.lesion) < 0.85 * csf  # darker than the CSF it displaces
+            if name == "intramedullary_metastasis":  # oedema along the cord, beyond the nodule
+                assert np.ptp(loc[:, 2]) > 12.0
+        elif name == "discitis":  # crosses the disc: both bodies and the disc between them
+            above = an.neighbours(f)[0]
+            assert (st.lesion & (bg.bodies == f.label)).any() and (
+                st.lesion & (bg.bodies == above.label)
+            ).any()
+            assert f.superior - 1.0 < f.to_local(st.centre)[2] and not st.body[ijk]
+            assert _mean(st.images["t2"], st.lesion & (bg.bodies == 0)) > 1.4 * marrow["t2"]
+        else:  # schmorl_node: disc material in an endplate, inside the body
+            assert name == "schmorl_node"
+            assert not (st.lesion & ~(bg.bodies == f.label)).any()
+            assert np.abs(loc[:, 2]).max() > 0.8 * f.half_height  # at an endplate
 
 
 def test_plain_manifest_pairs_every_body_with_its_findings(toy_root: Path, tmp_path: Path) -> None:
     from spinelesion.data.manifest import read_manifest
-    from spinelesion.insert.plain import PLAIN_FINDINGS, generate_plain
+    from spinelesion.insert.anatomy import derive_anatomy
+    from spinelesion.insert.plain import PLAIN_FINDINGS, eligible_bodies, eligible_for, generate_plain
 
-    path = generate_plain(toy_root, ["toy_01"], tmp_path / "plain", levels=["L1", "L2", "L3"])
+    levels = ["L1", "L2", "L3"]
+    path = generate_plain(
+        toy_root, {"toy_01": "train"}, tmp_path / "plain", levels=levels, cord_levels=levels
+    )
     rows = list(csv.DictReader(open(path, newline="")))
+    assert {r["split"] for r in rows} == {"train"}
     untouched = [r for r in rows if r["finding"] == "normal"]
     inserted = [r for r in rows if r["finding"] != "normal"]
-    assert sorted(r["level"] for r in untouched) == ["L1", "L2", "L3"]
-    levels = sorted({r["level"] for r in inserted})
-    assert levels and set(levels) <= {"L1", "L2", "L3"}
-    assert sorted(r["finding"] for r in inserted) == sorted(list(PLAIN_FINDINGS) * len(levels))
+    assert sorted(r["level"] for r in untouched) == levels
+    bg = load_background(discover_backgrounds(toy_root, levels=levels)[0])
+    an = derive_anatomy(bg, set(levels))
+    expected = sorted(
+        (n, f.level) for f in eligible_bodies(bg, an) for n in PLAIN_FINDINGS if eligible_for(n, an, f)
+    )
+    assert expected and sorted((r["finding"], r["level"]) for r in inserted) == expected
+    assert {n for n, _ in expected} == set(PLAIN_FINDINGS)  # every class on the toy spine
     for r in inserted:
         assert (r["compartment"], r["fracture"]) == PLAIN_FINDINGS[r["finding"]]
     for row in read_manifest(path).rows:  # contract-valid; every ROI centre lies inside its images
         assert read_nifti(row.sequences["t2"]).contains(row.center_lps)
+    with pytest.raises(ValueError, match="unknown plain finding"):
+        generate_plain(toy_root, ["toy_01"], tmp_path / "bad", levels=levels, findings=["osteoma"])
 
 
 def test_painted_texture_is_drawn_alike_for_every_finding(toy, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -385,7 +385,13 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "args": {"dataset": "toy", "normals": "toy-normals/manifest.csv", "splits": ["test"]},
         },
         "stability": {"kind": "check", "check": "stability", "model": "point", "data": "stable"},
-        "plain_check": {"kind": "check", "check": "plain", "model": "point", "data": "plain"},
+        "plain_check": {
+            "kind": "check",
+            "check": "renderer",
+            "model": "point",
+            "data": "plain",
+            "args": {"name": "plain", "paired": True},
+        },
         "judge": {
             "kind": "judge",
             "model": "point",
@@ -417,7 +423,12 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert real["heldout_subjects"] and real["heldout_per_dataset"]["toy"]["subjects"] == 1
     assert real["scan_untouched_heldout"]["studies"] == 1
     assert meta["real_inserted_scan"]["studies"] == 2 and "lesions_found" in meta["real_inserted_scan"]
-    assert "called_normal" in meta["real_mimics"] and meta["plain_renderer"]["n"]
+    assert "called_normal" in meta["real_mimics"]
+    plain = meta["renderers"]["plain"]  # the held-out renderer: every class, per-class figures
+    assert plain["n"] and {"discitis", "schmorl_node", "intradural_mass"} <= set(plain["per_finding"])
+    assert set(plain["mimics_called_normal"]) == {"discitis", "schmorl_node"}
+    assert "intradural_extramedullary" in plain["sensitivity"] and "toy" in plain["per_dataset"]
+    assert "## Held-out renderers" in (models / "toy-demo" / "README.md").read_text()
     site = meta["leave_one_dataset_out"]["toy"]  # one test patient: its exam as acquired, per sequence
     assert len(site["patients"]) == 1 and site["scan_untouched"]["studies"] == 1
     assert site["bodies_called_normal"]["t1+t2"]["n"] == 3  # three toy bodies

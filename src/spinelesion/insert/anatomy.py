@@ -55,6 +55,31 @@ class BodyFrame:
         return (np.asarray(world) - self.centre) @ self.axes.T
 
 
+def cord_p(frame: BodyFrame) -> float:
+    """p of the cord's axis behind a body: the middle of the canal's front 14 mm (a T2-bright
+    run behind the wall can take in the posterior epidural fat, which would put it too far back)."""
+    c0, c1 = frame.canal
+    return c0 + 0.5 * min(c1 - c0, 14.0) - 0.5
+
+
+def cord_course(
+    bodies: list[BodyFrame], frame: BodyFrame, here: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """The cord's axis in ``frame``'s local mm: (t, l, p) at each body with a cord, sorted along
+    t, and the t range the cord runs (a half-height beyond the end bodies; the conus ends it).
+    A long cord finding follows the curve of the real spine, not one body's straight axis.
+    ``here``: this body's (l, p) where a cord mask knows better than the canal."""
+    here = np.array([0.0, cord_p(frame)]) if here is None else here
+    points = [(0.0, float(here[0]), float(here[1]))]
+    for b in bodies:
+        if b.label == frame.label or not b.has_cord:
+            continue
+        lt = frame.to_local(b.to_world(np.array([0.0, cord_p(b), 0.0])))
+        points.append((float(lt[2]), float(lt[0]), float(lt[1])))
+    t, lat, p = (np.array(v) for v in zip(*sorted(points), strict=True))
+    return t, lat, p, (float(t.min()) - frame.half_height, float(t.max()) + frame.half_height)
+
+
 @dataclass
 class SpineAnatomy:
     bodies: list[BodyFrame]

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from spinelesion.insert import deform
-from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, local_coords
+from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, cord_course, cord_p, local_coords
 from spinelesion.insert.background import Background
 from spinelesion.insert.paint import paint, signal, soft_mask, texture
 
@@ -452,7 +452,16 @@ def discitis(ctx: Insert) -> None:
         + ((ctx.loc[..., 1] - mid_p) / (0.45 * upper.depth)) ** 2
     ) < 1
     ctx.paint("disc_fluid", (grown & inside).astype(np.float32))
-    ctx.roi(np.array([0.0, mid_p, 0.5 * (top + bottom)]), "none", "none", "discitis")
+    mid_t = 0.5 * (top + bottom)
+    if ctx.chance("discitis_phlegmon"):  # inflamed soft tissue in front of the disc or in the epidural space
+        if ctx.rng.random() < 0.6:
+            c = np.array([ctx.u(-0.3, 0.3) * upper.half_width, upper.anterior - ctx.u(2.0, 5.0), mid_t])
+            radii = np.array([ctx.u(0.6, 1.0) * upper.half_width, ctx.u(3.0, 6.0), ctx.u(8.0, 16.0)])
+        else:
+            c = np.array([0.0, upper.posterior + ctx.u(1.5, 3.0), mid_t])
+            radii = np.array([ctx.u(4.0, 8.0), ctx.u(1.5, 3.0), ctx.u(6.0, 14.0)])
+        ctx.paint("soft_tissue", ctx.ellipsoid(c, radii) * (ctx.bodies[ctx.box] == 0))
+    ctx.roi(np.array([0.0, mid_p, mid_t]), "none", "none", "discitis")
 
 
 # -- inside the dural sac -----------------------------------------------------------------------
@@ -463,7 +472,7 @@ def _cord_axis(ctx: Insert) -> np.ndarray:
         cord = ctx.bg.cord[ctx.box] & (np.abs(ctx.loc[..., 2]) < f.half_height)
         if cord.any():
             return ctx.loc[cord][:, :2].mean(0)
-    return np.array([0.0, 0.5 * (f.canal[0] + f.canal[1]) - 0.5])
+    return np.array([0.0, cord_p(f)])
 
 
 def intradural_mass(ctx: Insert, kind: str) -> None:
@@ -535,22 +544,50 @@ def drop_metastases(ctx: Insert) -> None:
     ctx.roi(centres[0], "intradural_extramedullary", "none", "drop_metastases")
 
 
+IM_OEDEMA_SEGMENTS = (1.0, 6.0)  # cord oedema length in segments (issue 34: 1-6)
+
+
 def intramedullary_metastasis(ctx: Insert) -> None:
+    """A small nodule (< 1.5 cm) central or eccentric in the cord, cord oedema over 1-6
+    segments along the cord's own course, cord expansion of 0-50 % around the nodule, and a
+    haemorrhagic nodule or a small cyst at their rates (radiology.md; issue 34)."""
     f = ctx.frame
     if not f.has_cord:
         raise ValueError(f"no spinal cord at {f.level}")
-    axis = _cord_axis(ctx)
+    ts, ls, ps, (t_lo, t_hi) = cord_course(ctx.an.bodies, f, _cord_axis(ctx))
     t0 = ctx.u(-0.5, 0.5) * f.half_height
-    length = ctx.u(1.0, 2.5) * f.half_height  # oedema over several segments
+    axis = np.array([np.interp(t0, ts, ls), np.interp(t0, ts, ps)])
     c_depth = f.canal[1] - f.canal[0]
     cord_r = float(np.clip(0.3 * c_depth, 3.0, 5.0))
-    if ctx.chance("cord_expansion"):
-        ctx.warp(deform.expand(np.array([axis[0], axis[1], 0.0]), ctx.u(1.2, 1.5), cord_r, t0, length * 0.6))
+    # a segment: one body and its disc (the disc ~ a quarter of the body's height)
+    segments = ctx.u(*IM_OEDEMA_SEGMENTS)
+    half_length = 0.5 * segments * 2.5 * f.half_height
+    factor = ctx.u(1.15, 1.5) if ctx.chance("cord_expansion") else ctx.u(1.0, 1.1)
+    r = min(ctx.u(2.0, 7.0), 0.9 * cord_r * factor)
+    if factor > 1.01:
+        ctx.warp(deform.expand(np.array([axis[0], axis[1], 0.0]), factor, cord_r, t0, r + ctx.u(4.0, 15.0)))
+    t = ctx.loc[..., 2]
+    lc, pc = np.interp(t, ts, ls), np.interp(t, ts, ps)
+    swell = 1.0 + (factor - 1.0) * np.exp(-(((t - t0) / (r + 8.0)) ** 2))
+    radial = np.sqrt(((ctx.loc[..., 0] - lc) / cord_r) ** 2 + ((ctx.loc[..., 1] - pc) / (0.9 * cord_r)) ** 2)
+    tube = np.clip((swell - radial) * cord_r + 0.5, 0.0, 1.0)
+    along = np.clip((half_length - np.abs(t - t0)) / 3.0 + 0.5, 0.0, 1.0)
+    on_cord = np.clip(np.minimum(t - t_lo, t_hi - t) / 3.0 + 0.5, 0.0, 1.0)
+    ctx.paint("cord_oedema", (tube * along * on_cord).astype(np.float32))
     centre = np.array([axis[0], axis[1], t0])
-    ctx.paint("cord_oedema", ctx.ellipsoid(centre, np.array([cord_r, cord_r * 0.9, length])))
-    r = ctx.u(2.0, 5.0)
+    if ctx.chance("im_eccentric"):
+        angle = ctx.u(0.0, 2.0 * np.pi)
+        reach = max(cord_r * factor - r, 0.0) * ctx.u(0.5, 1.0)
+        centre[:2] += reach * np.array([np.cos(angle), 0.9 * np.sin(angle)])
     kind = "haemorrhage" if ctx.chance("im_haemorrhage") else "im_nodule"
     ctx.paint(kind, ctx.ellipsoid(centre, np.array([r, r * 0.9, r * 1.3])))
+    if ctx.chance("im_cyst"):  # a small syrinx-like cyst above or below the nodule
+        length = ctx.u(3.0, 8.0)
+        side = 1.0 if ctx.rng.random() < 0.5 else -1.0
+        cyst = np.array([axis[0], axis[1], t0 + side * (1.3 * r + length)])
+        ctx.paint(
+            "fluid", ctx.ellipsoid(cyst, np.array([0.5 * cord_r, 0.45 * cord_r, length])), textured=False
+        )
     ctx.roi(centre, "intramedullary", "none", "intramedullary_metastasis")
 
 

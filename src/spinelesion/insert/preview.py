@@ -86,38 +86,63 @@ def write_insertion_preview(
     return _save(fig, path)
 
 
-def write_plain_preview(spec: BackgroundSpec, path: str | Path, level: str = "L2", seed: int = 0) -> Path:
-    """The plain renderer's findings (:mod:`spinelesion.insert.plain`) at one body, sagittal, beside
-    the body untouched: what the outside-check proxy looks like."""
+def write_plain_preview(
+    spec: BackgroundSpec,
+    path: str | Path,
+    level: str = "L2",
+    seed: int = 0,
+    cord_levels: set[str] | None = None,
+) -> Path:
+    """Every finding of the plain renderer (:mod:`spinelesion.insert.plain`), sagittal through its
+    ROI, beside its body untouched: a renderer held out of training must look like radiology, not
+    like this project's insertion. A finding that needs a cord is drawn at the lowest body with one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spinelesion.insert.plain import PLAIN_FINDINGS, render_plain
+    from spinelesion.insert.plain import PLAIN_FINDINGS, eligible_for, render_plain
 
     bg = load_background(spec)
-    an = derive_anatomy(bg)
-    body = next((b for b in an.bodies if b.level == level), an.bodies[len(an.bodies) // 2])
+    an = derive_anatomy(bg, cord_levels)
     seq = "t2" if "t2" in bg.images else next(iter(bg.images))
     vmax = float(np.percentile(bg.images[seq], 99.7))
-    fig, axes = plt.subplots(1, 1 + len(PLAIN_FINDINGS), figsize=(3.2 * (1 + len(PLAIN_FINDINGS)), 3.6))
-    panels = [("untouched", bg.images[seq], body.centre, "none / none")]
+    default = next((b for b in an.bodies if b.level == level), an.bodies[len(an.bodies) // 2])
+    panels = []
     for n, name in enumerate(PLAIN_FINDINGS):
-        st = render_plain(bg, body, name, np.random.default_rng([seed, n]))
-        panels.append((name, st.images[seq], st.centre, " / ".join(PLAIN_FINDINGS[name])))
-    for ax, (title, img, centre, labels) in zip(axes, panels, strict=True):
-        ax.imshow(_sagittal(bg.affine, img, body.centre), cmap="gray", vmin=0, vmax=vmax)
-        dy, dz = centre[1] - body.centre[1], centre[2] - body.centre[2]
-        ax.plot([(dy + 55.0) / 0.5], [(55.0 - dz) / 0.5], "r+", ms=6)
-        ax.set_title(f"{title}\n{labels}", fontsize=8)
+        body = default if eligible_for(name, an, default) else None
+        if body is None:
+            body = next((b for b in reversed(an.bodies) if eligible_for(name, an, b)), None)
+        if body is None:
+            continue
+        st = render_plain(bg, body, name, np.random.default_rng([seed, n]), an)
+        plane = np.array([st.centre[0], body.centre[1], body.centre[2]])  # the ROI's sagittal plane
+        panels.append(
+            (
+                f"{name}\n{' / '.join(PLAIN_FINDINGS[name])}, {body.level}",
+                bg.images[seq],
+                st.images[seq],
+                plane,
+                st.centre,
+            )
+        )
+    cols = 4
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 4.2, rows * 2.6))
+    for ax_pair, (title, before, after, plane, centre) in zip(axes.reshape(-1, 2), panels, strict=False):
+        for ax, img, label in ((ax_pair[0], before, "untouched"), (ax_pair[1], after, title)):
+            ax.imshow(_sagittal(bg.affine, img, plane), cmap="gray", vmin=0, vmax=vmax)
+            dy, dz = centre[1] - plane[1], centre[2] - plane[2]
+            ax.plot([(dy + 55.0) / 0.5], [(55.0 - dz) / 0.5], "r+", ms=6)
+            ax.set_title(label, fontsize=7)
+    for ax in axes.reshape(-1):
         ax.axis("off")
     fig.suptitle(
-        f"{seq.upper()}: the plain renderer's findings at {body.level} of real study {spec.study_id} "
+        f"{seq.upper()}: the plain renderer's findings in real study {spec.study_id} "
         "(anterior left, superior up; red +: ROI centre)",
         fontsize=9,
     )
-    return _save(fig, path, rect=(0.0, 0.0, 1.0, 0.9))  # room for the title
+    return _save(fig, path, rect=(0.0, 0.0, 1.0, 0.94))  # room for the title
 
 
 def write_appearance_preview(

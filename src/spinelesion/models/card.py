@@ -386,6 +386,38 @@ def _plain_lines(plain: dict[str, Any]) -> list[str]:
     ]
 
 
+def _renderer_lines(reports: Mapping[str, Any]) -> list[str]:
+    """Held-out renderers (``spinelesion.release.checks.renderer``) as a table, the worst last."""
+    from spinelesion.scoring.renderers import GOALS, value_at, worst
+
+    if not reports:
+        return []
+    f = fmt_value
+    heads = [k.replace("sensitivity.", "sens. ").replace("_", " ") for k in GOALS]
+    lines = [
+        "## Held-out renderers (the sign, not the look of one renderer)",
+        "",
+        "Each set was drawn by a renderer that no training of this model read; the release is judged by "
+        "the worst (ECE: the highest). Sens.: sensitivity; mimic: the mimic least often called none/none.",
+        "",
+        "| renderer | n | " + " | ".join(heads) + " |",
+        "|---|---|" + "---|" * len(GOALS),
+    ]
+    for name, r in reports.items():
+        lines.append(f"| {name} | {r.get('n')} | " + " | ".join(f(value_at(r, k)) for k in GOALS) + " |")
+    if len(reports) > 1:
+        w = worst(reports)
+        lines.append(
+            "| **worst** | | "
+            + " | ".join(
+                f"{f(w[g]['value'])} ({w[g]['renderer']})" if (g := k.replace(".", "_")) in w else "-"
+                for k in GOALS
+            )
+            + " |"
+        )
+    return [*lines, ""]
+
+
 def _tta_text(meta: Mapping[str, Any]) -> str:
     if "lr" not in (meta.get("tta") or []):
         return ""
@@ -452,6 +484,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         ),
         *_mimic_lines(meta.get("real_mimics") or {}),
         *_plain_lines(meta.get("plain_renderer") or {}),
+        *_renderer_lines(meta.get("renderers") or {}),
         *_operating_lines(meta.get("scan") or {}),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",

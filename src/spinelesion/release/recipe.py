@@ -39,8 +39,14 @@ KINDS: dict[str, Kind] = {
     "insert": Kind(
         (), ("insert", "io", "data", "labels.py"), ("backgrounds",), ("overrides",), ("insert.yaml",)
     ),
-    # the plain renderer's check set on the held-out subjects of an insertion set
-    "plain": Kind(("subjects_of",), ("insert", "io", "labels.py"), ("backgrounds",), (), ("insert.yaml",)),
+    # the plain renderer on an insertion set's held-out subjects (or on all, each in its split)
+    "plain": Kind(
+        ("subjects_of",),
+        ("insert", "io", "labels.py"),
+        ("backgrounds",),
+        ("splits", "findings"),
+        ("insert.yaml",),
+    ),
     # spinelesion-train (from scratch, or fine-tuning an earlier stage's model)
     "train": Kind(
         ("manifests", "init"),

@@ -76,24 +76,32 @@ def insert(stage: Stage, ctx: StageContext) -> dict[str, Any]:
 
 
 def plain(stage: Stage, ctx: StageContext) -> dict[str, Any]:
-    """The plain renderer's findings in every body of an insertion set's held-out subjects."""
+    """The plain renderer's findings in every body of an insertion set's subjects: its held-out
+    (test) ones by default, or every subject in its own split (``splits: all``), so that a
+    training can read this renderer too and a check its held-out subjects."""
     import yaml
 
     from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.data.manifest import read_manifest
     from spinelesion.insert.plain import generate_plain
-    from spinelesion.release.checks import subjects
 
     insert_cfg = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())
-    held_out = subjects(ctx.inputs[stage.params["subjects_of"]] / "manifest.csv", "test")
+    rows = read_manifest(ctx.inputs[stage.params["subjects_of"]] / "manifest.csv").rows
+    which = stage.params.get("splits", "test")
+    if which not in ("test", "all"):
+        raise ValueError(f"stage {stage.name}: splits must be 'test' or 'all', got {which!r}")
+    split_of = {r.patient_id: r.split for r in rows if which == "all" or r.split == "test"}
     backgrounds = resolve_under(ctx.shared, str(stage.params["backgrounds"]))
     manifest = generate_plain(
         backgrounds,
-        held_out,
+        split_of,
         ctx.folder,
         levels=insert_cfg["levels"],
         bottom_level=insert_cfg.get("bottom_level"),
+        cord_levels=insert_cfg["cord_levels"],
+        findings=stage.params.get("findings"),
     )
-    return {"manifest": str(manifest), "subjects": held_out}
+    return {"manifest": str(manifest), "subjects": sorted(split_of)}
 
 
 def train(stage: Stage, ctx: StageContext) -> dict[str, Any]:
@@ -234,6 +242,11 @@ def judge(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         record = (*spec.record[:-1], str(label)) if label else spec.record
         update_metadata(model, record, result, merge=spec.merge)
     meta = json.loads((model / "metadata.json").read_text())
+    if meta.get("renderers"):  # a release is judged by its worst held-out renderer (issue 34)
+        from spinelesion.scoring.renderers import worst
+
+        update_metadata(model, ("renderers_worst",), worst(meta["renderers"]))
+        meta = json.loads((model / "metadata.json").read_text())
     verdict = judge_rule(meta, p["rule"])
     update_metadata(model, ("release_rule",), verdict)
     (ctx.folder / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
