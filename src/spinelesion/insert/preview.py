@@ -116,7 +116,11 @@ def write_plain_preview(
         if body is None:
             continue
         st = render_plain(bg, body, name, np.random.default_rng([seed, n]), an)
-        plane = np.array([st.centre[0], body.centre[1], body.centre[2]])  # the ROI's sagittal plane
+        # the sagittal plane through the lesion near the ROI (the ROI's own where nothing was painted)
+        lesion = apply_affine(bg.affine, np.argwhere(st.lesion).astype(float))
+        lesion = lesion[np.linalg.norm(lesion - st.centre, axis=1) < 35.0]
+        x = float(np.median(lesion[:, 0])) if len(lesion) else float(st.centre[0])
+        plane = np.array([x, body.centre[1], body.centre[2]])
         panels.append(
             (
                 f"{name}\n{' / '.join(PLAIN_FINDINGS[name])}, {body.level}",
@@ -128,7 +132,7 @@ def write_plain_preview(
         )
     cols = 4
     rows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 4.2, rows * 2.6))
+    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 4.2, rows * 3.1))
     for ax_pair, (title, before, after, plane, centre) in zip(axes.reshape(-1, 2), panels, strict=False):
         for ax, img, label in ((ax_pair[0], before, "untouched"), (ax_pair[1], after, title)):
             ax.imshow(_sagittal(bg.affine, img, plane), cmap="gray", vmin=0, vmax=vmax)
