@@ -319,6 +319,25 @@ def test_appearance_draws_fall_alike_on_normals_and_lesions_of_the_drawn_splits(
         assert np.allclose(before, after) == sid.startswith(test)
 
 
+@pytest.mark.slow  # > 3 s on the 2-core CPU
+def test_two_drawn_sets_of_the_same_subjects_mix(toy_root: Path, tmp_path: Path) -> None:
+    """The release's real_insert and its dense normals both draw looks for the train subjects:
+    the drawn studies' ids carry each set's tags, so one training reads both (a clash of
+    ``<study>_app`` stopped the release's finetune1 on 2026-12-06)."""
+    from spinelesion.data.datamodule import read_manifests
+    from spinelesion.insert.dataset import generate_inserted
+
+    look = {"enabled": True, "prob": 1.0, "splits": ["train", "val", "test"], "copies": 0}
+    first = generate_inserted(toy_cfg(toy_root, tmp_path / "a", variants_per_subject=0, appearance=look))
+    dense = dict(CFG["normal_rois"], tag="dense_", per_body=1)
+    second = generate_inserted(
+        toy_cfg(toy_root, tmp_path / "b", variants_per_subject=0, appearance=look, normal_rois=dense)
+    )
+    rows = read_manifests([first, second]).rows  # raised "also appears ... with other files" before
+    studies = {r.study_id for r in rows}
+    assert {"toy_01_app", "toy_01_dense_app"} <= studies
+
+
 def test_levels_named_up_from_the_lowest_body() -> None:
     from spinelesion.insert.background import levels_from_bottom
 

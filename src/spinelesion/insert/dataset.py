@@ -226,9 +226,12 @@ def drawn_normals(
     appearance: AppearanceConfig,
     suffix: str,
 ) -> list[dict[str, Any]]:
-    """The untouched study under one random appearance, written as study ``<id>_<tag><suffix>``,
-    with the same kinds of normal ROIs as the study itself."""
-    study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}{suffix}"
+    """The untouched study under one random appearance, written as study
+    ``<id>_<variant tag><normal ROI tag><suffix>``, with the same kinds of normal ROIs as the study
+    itself. Both tags are in the id: two sets of the same subjects (e.g. real_insert and the
+    dense normals) each draw their own look, and their ids must stay unique in one training mix."""
+    normal_tag = str(cfg.get("normal_rois", {}).get("tag", ""))
+    study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}{normal_tag}{suffix}"
     recs = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
     if not recs:
         return []

@@ -23,6 +23,7 @@ from spinelesion.insert import deform
 from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, cord_course, cord_p, local_coords
 from spinelesion.insert.background import Background
 from spinelesion.insert.paint import paint, signal, soft_mask, texture
+from spinelesion.labels import finding_labels
 
 # Heterogeneity (sd of a smooth multiplicative texture) of every textured painted region, drawn
 # per region from one range whatever the finding: texture is not a sign radiology.md names.
@@ -131,19 +132,17 @@ class Insert:
             ratio = signal(kind, seq, t, self.rng) / max(t[tissue], 1e-6)
             img[self.box] *= 1.0 + w * (ratio - 1.0)
 
-    def roi(
-        self,
-        centre_local: np.ndarray | None,
-        compartment: str,
-        fracture: str,
-        finding: str,
-        frame: BodyFrame | None = None,
-    ) -> None:
+    def roi(self, centre_local: np.ndarray | None, finding: str, frame: BodyFrame | None = None) -> None:
+        """The finding's ROI (at the body's centre when ``centre_local`` is None), labelled from
+        the registry (:data:`spinelesion.labels.FINDINGS`)."""
         frame = frame or self.frame
         centre = (
             frame.centre if centre_local is None else frame.to_world(np.asarray(centre_local, dtype=float))
         )
-        self.rois.append(Roi(np.asarray(centre, dtype=float), compartment, fracture, finding, frame.level))
+        labels = finding_labels(finding)
+        self.rois.append(
+            Roi(np.asarray(centre, dtype=float), labels.compartment, labels.fracture, finding, frame.level)
+        )
 
 
 # -- bone --------------------------------------------------------------------------------------
@@ -187,12 +186,12 @@ def _deposit(ctx: Insert, kind: str, radius: tuple[float, float] = (5.0, 12.0)) 
 
 def lytic_metastasis(ctx: Insert) -> None:
     _deposit(ctx, "lytic")
-    ctx.roi(None, "extradural", "none", "lytic_metastasis")
+    ctx.roi(None, "lytic_metastasis")
 
 
 def blastic_metastasis(ctx: Insert) -> None:
     _deposit(ctx, "blastic")
-    ctx.roi(None, "extradural", "none", "blastic_metastasis")
+    ctx.roi(None, "blastic_metastasis")
 
 
 def _epidural_mass(ctx: Insert) -> np.ndarray:
@@ -214,7 +213,7 @@ def epidural_extension(ctx: Insert) -> None:
     if ctx.chance("epidural_with_body_metastasis"):
         _deposit(ctx, "lytic", (4.0, 9.0))
     centre = _epidural_mass(ctx)
-    ctx.roi(centre, "extradural", "none", "epidural_extension")
+    ctx.roi(centre, "epidural_extension")
 
 
 def paraspinal_mass(ctx: Insert) -> None:
@@ -227,7 +226,7 @@ def paraspinal_mass(ctx: Insert) -> None:
     ctx.paint("soft_tissue", ctx.ellipsoid(centre, np.array([r, r * ctx.u(0.7, 1.0), r * ctx.u(1.0, 1.6)])))
     if ctx.chance("paraspinal_with_body_metastasis"):
         _deposit(ctx, "lytic", (4.0, 9.0))
-    ctx.roi(centre, "extradural", "none", "paraspinal_mass")
+    ctx.roi(centre, "paraspinal_mass")
 
 
 def _collapse(ctx: Insert, loss_range: tuple[float, float], shapes: Mapping[str, float]) -> str:
@@ -299,9 +298,7 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
         cleft *= np.abs(ctx.loc[..., 1] - 0.5 * (f.anterior + f.posterior)) < span * 0.5 * f.depth
         ctx.paint("fluid", cleft.astype(np.float32))
     if roi:
-        ctx.roi(
-            None, "none", "benign", "osteoporotic_fracture_chronic" if chronic else "osteoporotic_fracture"
-        )
+        ctx.roi(None, "osteoporotic_fracture_chronic" if chronic else "osteoporotic_fracture")
 
 
 def pathologic_fracture(ctx: Insert) -> None:
@@ -336,7 +333,7 @@ def pathologic_fracture(ctx: Insert) -> None:
             "soft_tissue",
             ctx.ellipsoid(np.array([side * (f.half_width + 0.5 * r), 0.0, 0.0]), np.array([r, r, r * 1.3])),
         )
-    ctx.roi(None, "extradural", "pathologic", "pathologic_fracture")
+    ctx.roi(None, "pathologic_fracture")
 
 
 # -- mimics ------------------------------------------------------------------------------------
@@ -351,7 +348,7 @@ def haemangioma(ctx: Insert) -> None:
     period = ctx.u(2.5, 4.0)
     stripes = 1.0 - 0.35 * (np.cos(2 * np.pi * ctx.loc[..., 0] / period) > 0.6)
     ctx.paint("haemangioma", weight, value_scale=stripes)
-    ctx.roi(None, "none", "none", "haemangioma")
+    ctx.roi(None, "haemangioma")
 
 
 def focal_fat(ctx: Insert) -> None:
@@ -381,7 +378,7 @@ def focal_fat(ctx: Insert) -> None:
         radii = np.array([r * ctx.u(0.7, 1.3), r * ctx.u(0.7, 1.3), r * ctx.u(0.6, 1.2)])
         weight = np.maximum(weight, ctx.ellipsoid(c, radii, edge=ctx.u(1.5, 3.5)))
     ctx.paint("focal_fat", weight * body)
-    ctx.roi(None, "none", "none", "focal_fat")
+    ctx.roi(None, "focal_fat")
 
 
 def _disc_weight(ctx: Insert, upper: BodyFrame, lower: BodyFrame) -> tuple[np.ndarray, float, float]:
@@ -421,7 +418,7 @@ def modic1(ctx: Insert) -> None:
     ctx.paint("oedema", ctx.band(top, top + depth_up, 1.5) * ctx.body_mask(upper.label))
     ctx.paint("oedema", ctx.band(bottom, bottom - depth_down, 1.5) * ctx.body_mask(lower.label))
     target = upper if ctx.rng.random() < 0.5 else lower
-    ctx.roi(None, "none", "none", "modic1", frame=target)
+    ctx.roi(None, "modic1", frame=target)
 
 
 def schmorl_node(ctx: Insert) -> None:
@@ -435,7 +432,7 @@ def schmorl_node(ctx: Insert) -> None:
     if ctx.chance("schmorl_oedema"):
         ctx.paint("oedema", ctx.ellipsoid(c + [0, 0, inward * r * 0.5], np.array([2.2, 2.2, 2.0]) * r) * body)
     ctx.paint("disc", ctx.ellipsoid(c, np.array([r, r, r * 1.2])) * body)
-    ctx.roi(None, "none", "none", "schmorl_node")
+    ctx.roi(None, "schmorl_node")
 
 
 def discitis(ctx: Insert) -> None:
@@ -461,7 +458,7 @@ def discitis(ctx: Insert) -> None:
             c = np.array([0.0, upper.posterior + ctx.u(1.5, 3.0), mid_t])
             radii = np.array([ctx.u(4.0, 8.0), ctx.u(1.5, 3.0), ctx.u(6.0, 14.0)])
         ctx.paint("soft_tissue", ctx.ellipsoid(c, radii) * (ctx.bodies[ctx.box] == 0))
-    ctx.roi(np.array([0.0, mid_p, mid_t]), "none", "none", "discitis")
+    ctx.roi(np.array([0.0, mid_p, mid_t]), "discitis")
 
 
 # -- inside the dural sac -----------------------------------------------------------------------
@@ -513,7 +510,7 @@ def intradural_mass(ctx: Insert, kind: str) -> None:
             ctx.paint("fluid", ctx.ellipsoid(centre, radii * 0.5))
         elif ctx.chance("target_sign"):  # bright rim, darker centre
             ctx.paint("meningioma", ctx.ellipsoid(centre, radii * 0.5))
-    ctx.roi(centre, "intradural_extramedullary", "none", kind)
+    ctx.roi(centre, kind)
 
 
 def meningioma(ctx: Insert) -> None:
@@ -541,7 +538,7 @@ def drop_metastases(ctx: Insert) -> None:
         shell = ctx.ellipsoid(np.array([axis[0], axis[1], 0.0]), np.array([3.5, 3.0, f.half_height * 1.5]))
         core = ctx.ellipsoid(np.array([axis[0], axis[1], 0.0]), np.array([2.2, 1.8, f.half_height * 1.5]))
         ctx.paint("drop", np.clip(shell - core, 0, 1))
-    ctx.roi(centres[0], "intradural_extramedullary", "none", "drop_metastases")
+    ctx.roi(centres[0], "drop_metastases")
 
 
 IM_OEDEMA_SEGMENTS = (1.0, 6.0)  # cord oedema length in segments (issue 34: 1-6)
@@ -588,7 +585,7 @@ def intramedullary_metastasis(ctx: Insert) -> None:
         ctx.paint(
             "fluid", ctx.ellipsoid(cyst, np.array([0.5 * cord_r, 0.45 * cord_r, length])), textured=False
         )
-    ctx.roi(centre, "intramedullary", "none", "intramedullary_metastasis")
+    ctx.roi(centre, "intramedullary_metastasis")
 
 
 FINDINGS: dict[str, Callable[[Insert], None]] = {

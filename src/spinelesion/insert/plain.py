@@ -49,18 +49,22 @@ from spinelesion.insert.anatomy import (
 from spinelesion.insert.background import Background, discover_backgrounds, load_background
 from spinelesion.insert.dataset import write_crop
 from spinelesion.io.volume import Volume, apply_affine
+from spinelesion.labels import finding_labels
 
-# finding -> (compartment, fracture), the contract's labels
+PLAIN_DRAWS = (
+    "lytic_metastasis",
+    "osteoporotic_fracture",
+    "osteoporotic_fracture_chronic",
+    "pathologic_fracture",
+    "intradural_mass",
+    "intramedullary_metastasis",
+    "discitis",
+    "schmorl_node",
+)
 PLAIN_FINDINGS: dict[str, tuple[str, str]] = {
-    "lytic_metastasis": ("extradural", "none"),
-    "osteoporotic_fracture": ("none", "benign"),
-    "osteoporotic_fracture_chronic": ("none", "benign"),
-    "pathologic_fracture": ("extradural", "pathologic"),
-    "intradural_mass": ("intradural_extramedullary", "none"),
-    "intramedullary_metastasis": ("intramedullary", "none"),
-    "discitis": ("none", "none"),
-    "schmorl_node": ("none", "none"),
+    n: (finding_labels(n).compartment, finding_labels(n).fracture) for n in PLAIN_DRAWS
 }
+"""What this renderer draws -> (compartment, fracture), from the registry (``spinelesion.labels``)."""
 OUTSIDE_CHECK_FINDINGS = ("lytic_metastasis", "osteoporotic_fracture", "pathologic_fracture")
 """The three findings of the outside check this renderer first stood in for."""
 NEEDS_CORD = {"intramedullary_metastasis"}

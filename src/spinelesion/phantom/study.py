@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from spinelesion.io.volume import Volume
+from spinelesion.labels import FINDINGS as LABELLED
 from spinelesion.phantom.acquisition import SEQ_NAMES, SeriesPlan, acquire, plan_series
 from spinelesion.phantom.anatomy import (
     Anatomy,
@@ -37,7 +38,8 @@ from spinelesion.phantom.findings import (
 from spinelesion.phantom.tissues import TissueTable
 
 CANAL_STAGE = (EpiduralExtension, IntraduralMass, DropMetastases, IntramedullaryMetastasis, ParaspinalMass)
-MIMICS = ("haemangioma", "modic1", "schmorl_node", "discitis")
+# the registry's mimics this renderer draws, in the registry's order (the draws depend on it)
+MIMICS = tuple(n for n, f in LABELLED.items() if f.role == "mimic" and n in FINDINGS)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from spinelesion.labels import finding_labels
 from spinelesion.phantom.anatomy import Anatomy, Vertebra, posterior_element_distance
 from spinelesion.phantom.canvas import Canvas, ellipsoid_distance, smooth_noise, soft
 from spinelesion.phantom.tissues import TissueTable
@@ -67,6 +68,11 @@ class Finding:
     signs: dict[str, bool] = field(default_factory=dict)
     # which vertebrae/discs it occupies, so others avoid them
     occupies: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.name:  # the labels are the registry's (spinelesion.labels.FINDINGS), not the class's
+            labels = finding_labels(self.name)
+            self.compartment, self.fracture = labels.compartment, labels.fracture
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         """Decide which signs this instance shows (each independently, at its rate)."""

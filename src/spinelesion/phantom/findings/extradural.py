@@ -24,7 +24,7 @@ class BodyMetastasis(Finding):
     """Lytic, blastic or mixed marrow replacement favouring the posterior body and pedicle."""
 
     def __init__(self, kind: str = "lytic") -> None:
-        super().__init__(name=f"{kind}_metastasis", compartment="extradural", fracture="none")
+        super().__init__(name=f"{kind}_metastasis")
         self.kind = kind
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
@@ -79,7 +79,7 @@ class EpiduralExtension(Finding):
     """Anterior epidural soft tissue behind a body ("draped curtain" sparing the midline)."""
 
     def __init__(self) -> None:
-        super().__init__(name="epidural_extension", compartment="extradural", fracture="none")
+        super().__init__(name="epidural_extension")
         self.indent: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def canal(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
@@ -127,7 +127,7 @@ class ParaspinalMass(Finding):
     """Soft-tissue mass beside the body, sometimes with a necrotic centre."""
 
     def __init__(self) -> None:
-        super().__init__(name="paraspinal_mass", compartment="extradural", fracture="none")
+        super().__init__(name="paraspinal_mass")
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(rng, feat, necrotic_centre="paraspinal_necrosis_rate")

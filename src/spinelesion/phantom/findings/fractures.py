@@ -35,8 +35,7 @@ class Fracture(Finding):
 
     def __init__(self, kind: str = "benign", chronic: bool = False, secondary: bool = False) -> None:
         name = "osteoporotic_fracture" if kind == "benign" else "pathologic_fracture"
-        comp = "none" if kind == "benign" else "extradural"
-        super().__init__(name=name, compartment=comp, fracture=kind)
+        super().__init__(name=name)
         self.kind, self.chronic, self.secondary = kind, chronic, secondary
         self.shape = "wedge"
 

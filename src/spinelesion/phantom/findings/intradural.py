@@ -30,7 +30,7 @@ class IntraduralMass(Finding):
     """
 
     def __init__(self, kind: str = "meningioma") -> None:
-        super().__init__(name=kind, compartment="intradural_extramedullary", fracture="none")
+        super().__init__(name=kind)
         self.kind = kind
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
@@ -134,7 +134,7 @@ class DropMetastases(Finding):
     """Leptomeningeal seeding: enhancing nodules on cord and roots, sugar coating, clumped roots."""
 
     def __init__(self) -> None:
-        super().__init__(name="drop_metastases", compartment="intradural_extramedullary", fracture="none")
+        super().__init__(name="drop_metastases")
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(

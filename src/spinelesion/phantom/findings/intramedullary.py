@@ -16,7 +16,7 @@ class IntramedullaryMetastasis(Finding):
     (T2-bright cord over several segments), ``melanoma`` (T1-bright), ``haemorrhage`` (T2-dark)."""
 
     def __init__(self) -> None:
-        super().__init__(name="intramedullary_metastasis", compartment="intramedullary", fracture="none")
+        super().__init__(name="intramedullary_metastasis")
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(rng, feat, expansion="im_expansion_rate", oedema="im_oedema_rate")

@@ -22,7 +22,7 @@ class Haemangioma(Finding):
     """T1- and T2-bright well-defined lesion with vertical dark trabeculae (corduroy)."""
 
     def __init__(self) -> None:
-        super().__init__(name="haemangioma", compartment="none", fracture="none")
+        super().__init__(name="haemangioma")
 
     def paint(
         self, cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generator, feat: Features
@@ -60,7 +60,7 @@ class Modic1(Finding):
     """Degenerated, narrowed disc with oedema bands along both endplates."""
 
     def __init__(self) -> None:
-        super().__init__(name="modic1", compartment="none", fracture="none")
+        super().__init__(name="modic1")
 
     def modify(self, an: Anatomy, rng: np.random.Generator, feat: Features) -> None:
         disc = an.discs[min(self.level_index, len(an.discs) - 1)]
@@ -100,7 +100,7 @@ class SchmorlNode(Finding):
     """Endplate defect with disc material and a sclerotic rim, oedema around it at its rate."""
 
     def __init__(self) -> None:
-        super().__init__(name="schmorl_node", compartment="none", fracture="none")
+        super().__init__(name="schmorl_node")
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(rng, feat, oedema="schmorl_oedema_rate")
@@ -135,7 +135,7 @@ class Discitis(Finding):
     """Discitis-osteomyelitis: crosses the disc, both endplates and both bodies involved."""
 
     def __init__(self) -> None:
-        super().__init__(name="discitis", compartment="none", fracture="none")
+        super().__init__(name="discitis")
 
     def draw_signs(self, rng: np.random.Generator, feat: Features) -> None:
         self.draw(rng, feat, phlegmon="phlegmon_rate")
