@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from spinelesion.config_path import CONFIG_DIR
 from spinelesion.tasks.arguments import _bool, get, run_main
+from spinelesion.tasks.help import help_or_run
 
 log = logging.getLogger("spinelesion.export_bundle")
 
@@ -28,8 +29,13 @@ def export(cfg: DictConfig) -> object:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export_bundle")
-def main(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> None:
     run_main(export, cfg, log)
+
+
+def main() -> None:
+    """``spinelesion-export-bundle``; ``--help`` lists its settings (:mod:`spinelesion.tasks.help`)."""
+    help_or_run("spinelesion-export-bundle", "export_bundle", __doc__, _app)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from spinelesion.config_path import CONFIG_DIR
 from spinelesion.release.run import hydra_arguments, release_from_config
+from spinelesion.tasks.help import help_or_run
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="release")
@@ -21,8 +22,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    """``spinelesion-release``; ``--help`` lists its settings (:mod:`spinelesion.tasks.help`)."""
     sys.argv = [sys.argv[0], *hydra_arguments(sys.argv[1:])]
-    _main()
+    help_or_run("spinelesion-release", "release", __doc__, _main)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from spinelesion.config_path import CONFIG_DIR
 from spinelesion.tasks.arguments import run_main
+from spinelesion.tasks.help import help_or_run
 from spinelesion.tasks.predict import predict
 
 __all__ = ["main", "predict"]
@@ -21,10 +22,15 @@ log = logging.getLogger("spinelesion.predict")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> None:
     summary = run_main(predict, cfg, log)
     if summary["failed"]:
         raise SystemExit(1)
+
+
+def main() -> None:
+    """``spinelesion-predict``; ``--help`` lists its settings (:mod:`spinelesion.tasks.help`)."""
+    help_or_run("spinelesion-predict", "predict", __doc__, _app)
 
 
 if __name__ == "__main__":
