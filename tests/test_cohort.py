@@ -138,8 +138,9 @@ def test_dicom_and_nifti_series_of_one_study_folder_are_joined(tmp_path: Path):
     items, failures = discover_inputs(tmp_path / "cohort")
     assert not failures
     assert len(items) == 2
-    joined = next(it for it in items if it.study_id == make_uid("s1"))
+    joined = next(it for it in items if it.study_id.startswith("X_20260101_"))  # PatientID_StudyDate_hash
     assert sorted(joined.load().volumes) == ["t1", "t2"]
+    assert {it.study_id for it in items} - {joined.study_id} == {"patient2"}
 
 
 def test_parts_split_a_cohort_deterministically_and_their_union_is_one_run(tmp_path: Path, model: Path):
@@ -273,3 +274,41 @@ def test_saliency_leaves_the_network_in_eval_mode(method: str):
     )
     assert not net.training and not any(m.training for m in net.modules())
     torch.testing.assert_close(net.probabilities(x, f)["fracture"], before)
+
+
+def test_study_ids_are_readable_and_two_patients_without_a_study_uid_stay_apart(tmp_path: Path):
+    """Issue 36: a DICOM study is named PatientID_StudyDate_<6 hex of its UID>, not its 64-digit UID;
+    a lone NIfTI named by its sequence takes its folder's name. Issue 37: series without a
+    StudyInstanceUID were one study whatever their patient."""
+    import hashlib
+
+    import pydicom
+
+    from spinelesion.inference.inputs import discover_inputs
+    from spinelesion.io.dicom.write import make_uid, write_dicom_series
+    from spinelesion.io.reader import read_volume
+
+    vol = read_volume(nifti(tmp_path / "src.nii.gz", seed=3))
+    uid = make_uid("readable")
+    for patient, folder in (("PAT/1 ü", "a"), ("PAT-2", "b")):
+        write_dicom_series(
+            vol,
+            tmp_path / "in" / folder,
+            study={"StudyInstanceUID": uid, "PatientID": patient, "StudyDate": "20240105"},
+            series={"SeriesInstanceUID": make_uid(folder), "SeriesDescription": "T2 SAG"},
+        )
+    items, failures = discover_inputs(tmp_path / "in" / "a")
+    assert not failures and [it.study_id for it in items] == [
+        f"PAT-1_20240105_{hashlib.sha1(uid.encode()).hexdigest()[:6]}"  # safe as a folder name
+    ]
+    for path in (tmp_path / "in").rglob("*.dcm"):  # both patients lose their StudyInstanceUID
+        ds = pydicom.dcmread(path)
+        del ds.StudyInstanceUID
+        ds.save_as(path)
+    items, failures = discover_inputs(tmp_path / "in")
+    ids = sorted(it.study_id for it in items)
+    assert not failures and len(ids) == 2 and ids[0].startswith("PAT-1_") and ids[1].startswith("PAT-2_")
+    lone = nifti(tmp_path / "sub-07" / "t2.nii.gz", seed=1)
+    assert [it.study_id for it in discover_inputs(lone)[0]] == ["sub-07"]
+    stem = nifti(tmp_path / "x" / "case12_T2w.nii.gz", seed=1)
+    assert [it.study_id for it in discover_inputs(stem)[0]] == ["case12_T2w"]

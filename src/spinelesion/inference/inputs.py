@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +23,7 @@ from spinelesion.formatting import printable
 from spinelesion.inference.predictor import RoiRequest, StudyInput
 from spinelesion.io.limits import special_file_reason
 from spinelesion.io.nifti import is_nifti
+from spinelesion.labels import SEQUENCES
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,18 @@ def from_folder(
     folders of earlier runs are not read; pipes and devices go to ``skipped``, unopened.
 
     NIfTI studies are named by their folder's path relative to ``folder``; DICOM studies by
-    StudyInstanceUID. NIfTI files in the folder of a DICOM study (or in the folder that holds
+    PatientID, StudyDate and a short hash of their StudyInstanceUID (:func:`spinelesion.io.study.readable_study_id`). NIfTI files in the folder of a DICOM study (or in the folder that holds
     its series folders, or below it) join that study. In a folder of studies, each subfolder
     where nothing readable was found is a failure that names it.
     """
     from spinelesion.io.dicom.discover import iter_files
     from spinelesion.io.limits import is_output_folder
-    from spinelesion.io.study import group_dicom_studies, load_dicom_study, load_nifti_folder
+    from spinelesion.io.study import (
+        group_dicom_studies,
+        load_dicom_study,
+        load_nifti_folder,
+        readable_study_id,
+    )
 
     items: list[StudyInput] = []
     failures: list[InputFailure] = []
@@ -129,9 +136,10 @@ def from_folder(
     if skipped is not None:
         skipped.extend((p, why) for p, why in not_dicom if "not a regular file" in why)
     dicom = []
-    for uid, series in studies.items():
+    for key, series in studies.items():
         if any(s.is_image for s in series):
-            dicom.append((uid, series, Path(os.path.commonpath([str(s.files[0].parent) for s in series]))))
+            where = Path(os.path.commonpath([str(s.files[0].parent) for s in series]))
+            dicom.append((readable_study_id(key, series), series, where))
     joined: set[Path] = set()
     for uid, series, src in dicom:
         # a NIfTI folder joins the one DICOM study it shares a study folder with
@@ -214,7 +222,10 @@ def discover_inputs(
         return items, failures
     if path.is_file() and is_nifti(path):
         seq = nifti_sequence_name(path) or nifti_sequence
+        # the file's stem; a file named by its sequence alone (sub-01/t2.nii.gz) takes its folder's name
         sid = path.name.split(".")[0]
+        if re.sub(r"(?i)w$", "", sid).lower() in SEQUENCES and path.resolve().parent.name:
+            sid = path.resolve().parent.name
 
         def load(p: Path = path, s: str = seq, i: str = sid) -> Study:
             return Study(i, {s: read_nifti(p)})

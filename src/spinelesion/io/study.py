@@ -229,12 +229,37 @@ def assign_series(
 def group_dicom_studies(
     folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = (), progress: bool = False
 ) -> tuple[dict[str, list[SeriesInfo]], list[tuple[Path, str]]]:
-    """Series under ``folder`` (minus ``exclude``) grouped by StudyInstanceUID, and the files skipped with why."""
+    """Series under ``folder`` (minus ``exclude``) grouped by StudyInstanceUID, and the files
+    skipped with why. Series without a StudyInstanceUID are grouped by patient, study date and
+    StudyID, so that two patients' series never make one study."""
     series, skipped = discover_series(folder, exclude=exclude, progress=progress)
     studies: dict[str, list[SeriesInfo]] = {}
     for info in series:
-        studies.setdefault(info.study_uid or "unknown-study", []).append(info)
+        key = info.study_uid
+        if not key:
+            h = info.header
+            parts = [
+                str(h.get(k, "") or "") if h is not None else ""
+                for k in ("PatientID", "StudyDate", "StudyID")
+            ]
+            key = "no-study-uid:" + "|".join(parts)
+        studies.setdefault(key, []).append(info)
     return studies, skipped
+
+
+def readable_study_id(key: str, series: list[SeriesInfo]) -> str:
+    """A study's name in outputs: ``<PatientID>_<StudyDate>_<6 hex of its UID>`` (what is
+    missing left out; the hex keeps two studies of a patient on one day apart and is the same
+    on every run), safe as a folder name. The 64-digit StudyInstanceUID stays in the outputs'
+    metadata, not in folder names and PNG titles."""
+    import hashlib
+    import re
+
+    h = next((s.header for s in series if s.header is not None), None)
+    parts = [str(h.get(k, "") or "").strip() if h is not None else "" for k in ("PatientID", "StudyDate")]
+    tag = hashlib.sha1(key.encode("utf-8")).hexdigest()[:6]
+    words = [re.sub(r"[^A-Za-z0-9.-]+", "-", p).strip("-.")[:32] for p in parts]
+    return "_".join([w for w in words if w] + [tag])
 
 
 def _declared_shape(info: SeriesInfo) -> tuple[int, int, int]:
