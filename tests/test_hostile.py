@@ -675,6 +675,9 @@ def test_rois_argument_errors_name_the_argument_the_value_and_what_is_expected(v
         ("device=gpu", "device"),
         ("saliency.method=magic", "saliency.method"),
         ("scan.threshold=2", "scan.threshold"),
+        ("scan.overlap=0.99", "scan.overlap"),  # ranges are ScanConfig's, said once (issue 35)
+        ("scan.stride_mm=0.5", "scan.stride_mm"),
+        ("scan.write_maps=maybe", "scan.write_maps"),
         ("nifti_sequence=flair", "nifti_sequence"),
         ("tta=sometimes", "tta"),
         ("limits.max_study_gb=-1", "limits.max_study_gb"),

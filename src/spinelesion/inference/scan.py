@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,6 +99,15 @@ class ScanConfig:
             _in_range("scan.call_threshold", self.call_threshold, 0.0, 1.0)
 
 
+class SettingRangeError(ValueError):
+    """A scan setting outside its range: the one place its range is said (``spinelesion-predict``
+    reports it as an unusable argument before anything is read)."""
+
+    def __init__(self, name: str, value: Any, lo: float, hi: float) -> None:
+        self.name, self.value, self.expected = name, value, f"a number in [{lo:g}, {hi:g}]"
+        super().__init__(f"{name}={value!r}: must lie in [{lo:g}, {hi:g}]")
+
+
 def _in_range(name: str, value: float, lo: float, hi: float) -> None:
     """A setting's value within [lo, hi], else a ValueError naming it (NaN is out of range)."""
     try:
@@ -105,7 +115,7 @@ def _in_range(name: str, value: float, lo: float, hi: float) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"{name}={value!r}: must lie in [{lo:g}, {hi:g}]")
+        raise SettingRangeError(name, value, lo, hi)
 
 
 @dataclass

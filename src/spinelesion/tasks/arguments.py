@@ -158,11 +158,7 @@ def check_predict_args(cfg: DictConfig) -> None:
         "gradcam, gradcampp, occlusion or none",
     )
     get(cfg, "saliency.png", _bool, "true or false")
-    get(cfg, "scan.overlap", float, "a number in [0, 1)", lambda v: 0 <= v < 1)
-    get(cfg, "scan.threshold", float, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
-    get(cfg, "scan.min_distance_mm", float, "a distance in mm >= 0", lambda v: v >= 0)
-    get(cfg, "scan.max_rois", _int, "a whole number >= 1", lambda v: v >= 1)
-    get(cfg, "scan.edge_margin_mm", float, "a distance in mm >= 0", lambda v: v >= 0)
+    scan_settings(cfg)  # ranges: ScanConfig's own, the one place they are said
     if cfg.get("num_parts") is not None:
         parts = get(cfg, "num_parts", _int, "a whole number >= 1", lambda v: v >= 1)
         get(cfg, "part_id", _int, f"a whole number in [0, num_parts={parts})", lambda v: 0 <= v < parts)
@@ -189,6 +185,25 @@ def check_predict_args(cfg: DictConfig) -> None:
         raise ArgumentError(
             "input", str(cfg.input), "an existing file or folder (a DICOM export, NIfTI files, a manifest)"
         )
+
+
+def scan_settings(cfg: DictConfig) -> tuple[Any, bool]:
+    """``cfg.scan`` as the scan's :class:`~spinelesion.inference.scan.ScanConfig` and the
+    predictor's ``write_maps``; a value out of range is an :class:`ArgumentError` naming it."""
+    from spinelesion.config_schema import ConfigError, validated
+    from spinelesion.inference.scan import ScanConfig, SettingRangeError
+
+    values = {str(k): v for k, v in (cfg.get("scan") or {}).items()}
+    write_maps = values.pop("write_maps", True)
+    if write_maps not in (True, False):
+        raise ArgumentError("scan.write_maps", write_maps, "true or false")
+    try:
+        return validated(ScanConfig, values, "scan"), bool(write_maps)
+    except ConfigError as exc:
+        if isinstance(exc.__cause__, SettingRangeError):
+            cause = exc.__cause__
+            raise ArgumentError(cause.name, cause.value, cause.expected) from exc
+        raise
 
 
 def check_evaluate_args(cfg: DictConfig) -> None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spinelesion.formatting import printable
 from spinelesion.inference.markups import is_markups_path
-from spinelesion.tasks.arguments import ArgumentError, check_predict_args, parse_rois
+from spinelesion.tasks.arguments import ArgumentError, check_predict_args, parse_rois, scan_settings
 
 log = logging.getLogger("spinelesion.predict")
 
@@ -53,7 +53,6 @@ def predictor_config(cfg: DictConfig) -> Any:
     unknown keys where it is read (:func:`spinelesion.config_schema.validated`)."""
     from spinelesion.config_schema import PredictorSettings, SaliencySettings, validated
     from spinelesion.inference.predictor import PredictorConfig
-    from spinelesion.inference.scan import ScanConfig
     from spinelesion.inference.writers import input_root
 
     run = validated(
@@ -61,9 +60,7 @@ def predictor_config(cfg: DictConfig) -> Any:
         {k: cfg.get(k) for k in ("device", "amp", "compile", "threads", "batch_size", "tta")},
         "predict",
     )
-    scan_values = {str(k): v for k, v in cfg.scan.items()}
-    write_maps = bool(scan_values.pop("write_maps", True))  # the predictor's, not the scan's
-    scan = validated(ScanConfig, scan_values, "scan")
+    scan, write_maps = scan_settings(cfg)  # write_maps: the predictor's, not the scan's
     saliency = validated(SaliencySettings, cfg.saliency, "saliency")
     output = output_settings(cfg)
     return PredictorConfig(
