@@ -75,3 +75,17 @@ def test_every_command_answers_help_without_running(command: str, tmp_path: Path
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"``spinelesion-{command}``") and "Settings" in out.stdout
     assert not any(tmp_path.iterdir())  # nothing written: no outputs/ folder, no log
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_setting_hydra_cannot_compose_exits_2_like_every_unusable_setting(
+    command: str, tmp_path: Path
+) -> None:
+    """Issue 37: an unknown key was Hydra's exit 1, which predict also uses for failed studies."""
+    exe = Path(sys.executable).parent / f"spinelesion-{command}"
+    out = subprocess.run(
+        [str(exe), "no_such_key=1"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert out.returncode == 2
+    assert "no_such_key" in out.stderr + out.stdout
+    assert not any(tmp_path.iterdir())

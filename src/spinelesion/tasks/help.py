@@ -153,9 +153,20 @@ def help_or_run(
     run: Callable[[], None],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """Print :func:`command_help` for ``--help`` / ``-h``, else run the Hydra app."""
+    """Print :func:`command_help` for ``--help`` / ``-h``, else run the Hydra app; a setting Hydra
+    cannot compose exits 2, as every other unusable setting does."""
+    from spinelesion.tasks.arguments import EXIT_NOTHING_RAN
+    from spinelesion.tasks.hydra_guard import run_started
+
     args = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("--help", "-h") for a in args):
         print(command_help(command, config_name, doc))  # noqa: T201 - the help is the command's output
         return
-    run()
+    try:
+        run()
+    except SystemExit as exc:
+        # Hydra exits 1 on a setting it cannot compose (an unknown key, a bad override) before the
+        # run starts; an unusable setting is exit 2 everywhere else (README), 1 means failed studies
+        if exc.code == 1 and not run_started():
+            raise SystemExit(EXIT_NOTHING_RAN) from None
+        raise

@@ -84,8 +84,17 @@ def check_run_folder(config: DictConfig) -> None:
         refuse_symlinks(path, root=run_dir)
 
 
+_started: list[bool] = []  # set once Hydra composed the config and starts the run
+
+
+def run_started() -> bool:
+    """Whether Hydra got as far as starting the run (its config composed: every key known)."""
+    return bool(_started)
+
+
 class RefuseSymlinks(Callback):
     """Checks the run folder before Hydra configures its log file (``on_run_start``)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _started.append(True)
         run_main(check_run_folder, config, log)
