@@ -517,6 +517,41 @@ def test_tampered_weights_never_load_silently(
     assert meta["weights_sha256"] == actual and meta["weights_verified"] is False
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"decision": {"compartment": {"offsets": [-9.0, 0.0, 0.0, 9.0]}}},  # forces intramedullary
+        {"temperature": {"compartment": 0.01, "fracture": 1.0}},
+        {"scan": {"call_threshold": 0.0}},
+    ],
+)
+def test_edited_inference_settings_are_caught_like_edited_weights(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, edit: dict
+):
+    """Issue 37: metadata.json's decision offsets, temperatures and call threshold decide labels;
+    they are sealed with the weights' hash (inference_sha256), so an edit is refused by name."""
+    m = copy_model(model_dir, tmp_path / "m")
+    meta = json.loads((m / "metadata.json").read_text())
+    meta.update(edit)
+    (m / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="inference settings .* were edited since the model was written"):
+        load_model_folder(m)
+    del meta["inference_sha256"]  # removing the seal is no way round it
+    (m / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="are not sealed"):
+        load_model_folder(m)
+    monkeypatch.setenv("SPINELESION_VERIFY_WEIGHTS", "0")
+    _, loaded = load_model_folder(m)
+    assert loaded["weights_verified"] is False
+    # a note beside the settings (e.g. a recorded check) is no inference setting: still verified
+    m2 = copy_model(model_dir, tmp_path / "m2")
+    meta2 = json.loads((m2 / "metadata.json").read_text())
+    meta2["notes"] = "checked on site B"
+    (m2 / "metadata.json").write_text(json.dumps(meta2))
+    monkeypatch.delenv("SPINELESION_VERIFY_WEIGHTS")
+    assert load_model_folder(m2)[1]["weights_verified"] is True
+
+
 def test_predict_refuses_tampered_weights_unless_told(tmp_path: Path, model_dir: Path):
     m = copy_model(model_dir, tmp_path / "m")
     meta = json.loads((m / "metadata.json").read_text())

@@ -58,6 +58,37 @@ def _check_plain(value: Any, where: str) -> None:
         raise ModelLoadError(f"{where}: value of type {type(value).__name__} is not plain data")
 
 
+INFERENCE_KEYS = (
+    "network",
+    "roi",
+    "sequences",
+    "tasks",
+    "temperature",
+    "decision",
+    "tta",
+    "scan",
+    "sampling_prior",
+    "saliency_layer",
+    "weights",
+    "weights_sha256",
+)
+"""The metadata an answer depends on: sealed with the weights' hash (``inference_sha256``), so
+that an edited temperature, decision offset or call threshold is caught like edited weights."""
+
+
+def seal(meta: Mapping[str, Any]) -> str:
+    """sha256 of the inference metadata (:data:`INFERENCE_KEYS`, the weights' hash among them)."""
+    body = json.dumps({k: meta.get(k) for k in INFERENCE_KEYS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def write_metadata(folder: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """``metadata.json`` of a model folder, sealed: every writer of a model's metadata goes
+    through here (training's export, the release's scan point and recorded checks)."""
+    meta["inference_sha256"] = seal(meta)
+    write_json(Path(folder) / METADATA, meta)
+
+
 def save_model_folder(
     net: MultiTaskNet, folder: str | os.PathLike[str], metadata: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -74,7 +105,7 @@ def save_model_folder(
     meta.setdefault("tasks", {t: list(c) for t, c in TASKS.items()})
     meta["temperature"] = {t: float(net.temperature[i]) for i, t in enumerate(TASKS)}
     _check_plain(meta.get("network", {}), str(folder / METADATA))
-    write_json(folder / METADATA, meta)
+    write_metadata(folder, meta)
     return meta
 
 
@@ -179,15 +210,28 @@ def load_model_folder(
     if weights.suffix != ".safetensors" or not weights.is_file():
         raise ModelLoadError(f"{folder}: weights file '{weights.name}' missing or not .safetensors")
     actual, recorded = sha256_of(weights), meta.get("weights_sha256")
+    problems = []
     if actual != recorded:
-        what = (
+        problems.append(
             f"{weights}: sha256 {actual} does not match weights_sha256 {recorded} in {METADATA}"
             if recorded
             else f"{meta_path}: records no weights_sha256 (weights file sha256 {actual})"
         )
+    sealed = meta.get("inference_sha256")
+    if sealed != seal(meta):
+        problems.append(
+            f"{meta_path}: the inference settings ({', '.join(k for k in INFERENCE_KEYS if k in meta)}) "
+            + (
+                "were edited since the model was written (inference_sha256 differs)"
+                if sealed
+                else "are not sealed (no inference_sha256)"
+            )
+        )
+    if problems:
+        what = "; ".join(problems)
         if verify:
             raise ModelLoadError(
-                f"{what}; refusing unverified weights (for development only: "
+                f"{what}; refusing an unverified model (for development only: "
                 f"verify_weights=false or {VERIFY_ENV}=0)"
             )
         log.warning("%s; loading anyway because verification is off", what)
@@ -198,7 +242,7 @@ def load_model_folder(
     except Exception as exc:
         raise ModelLoadError(f"{weights}: cannot load weights into {meta['network']} ({exc})") from exc
     meta["weights_sha256"] = actual  # what actually runs, whatever was recorded
-    meta["weights_verified"] = actual == recorded
+    meta["weights_verified"] = not problems  # the weights and the settings they run with
     net.eval()
     return net, meta
 

@@ -175,6 +175,7 @@ def update_metadata(model: Path, path: tuple[str, ...], value: Any, merge: bool 
     """Set ``metadata[path...]`` (merging a mapping into what is there when ``merge``) and rewrite
     the model card."""
     from spinelesion.models.card import write_model_card
+    from spinelesion.models.folder import write_metadata
 
     meta = json.loads((model / "metadata.json").read_text())
     node = meta
@@ -184,7 +185,7 @@ def update_metadata(model: Path, path: tuple[str, ...], value: Any, merge: bool 
         node[path[-1]] = {**node[path[-1]], **value}
     else:
         node[path[-1]] = value
-    (model / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(model, meta)  # re-sealed: the scan point is an inference setting
     write_model_card(model, meta)
 
 
