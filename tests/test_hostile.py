@@ -1340,3 +1340,23 @@ def test_a_nifti_gz_cut_short_is_named_truncated(tmp_path: Path, keep: int | Non
         NiftiError, match=rf"{tmp_path / 't2.nii.gz'}: truncated: the compressed file ends {where}"
     ):
         read_nifti(tmp_path / "t2.nii.gz")
+
+
+def test_an_older_model_folder_is_sealed_only_when_its_weights_match(tmp_path: Path, model_dir: Path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "seal_model.py"
+    spec = importlib.util.spec_from_file_location("seal_model", script)
+    assert spec is not None and spec.loader is not None
+    seal_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seal_model)
+    m = copy_model(model_dir, tmp_path / "m")
+    meta = json.loads((m / "metadata.json").read_text())
+    del meta["inference_sha256"]  # as written before 2026-12-06
+    (m / "metadata.json").write_text(json.dumps(meta))
+    assert seal_model.seal_folder(m) and load_model_folder(m)[1]["weights_verified"]
+    bad = copy_model(model_dir, tmp_path / "bad")
+    meta["weights_sha256"] = "0" * 64
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    assert not seal_model.seal_folder(bad)
+    assert "inference_sha256" not in json.loads((bad / "metadata.json").read_text())
