@@ -62,7 +62,7 @@ def main() -> int:
             f"data.manifest={data / 'manifest.csv'}",
             f"hydra.run.dir={train_dir}",
             f"trainer.max_epochs={args.epochs}",
-            f"paths.cache_dir={out / 'cache'}",
+            f"data.cache_dir={out / 'cache'}",
             "logger=csv",
             "model_name=spinelesion-demo-brief",
         ]

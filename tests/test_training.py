@@ -199,3 +199,10 @@ def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
         "compartment"
     ]  # beats chance, with confidence
     assert (tmp_path / "eval" / "roc_compartment.png").is_file()
+
+
+def test_the_training_cache_lies_inside_the_run_folder_by_default(tmp_path: Path):
+    """Issue 37: the decoded-study cache was ./.cache of the working directory, outside output_dir."""
+    cfg = compose_cfg("train", [], tmp_path / "run")
+    assert Path(str(cfg.data.cache_dir)) == tmp_path / "run" / "cache"
+    assert "cache_dir" not in cfg.paths  # no project-wide cache folder under the working directory
