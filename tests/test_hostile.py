@@ -1360,3 +1360,20 @@ def test_an_older_model_folder_is_sealed_only_when_its_weights_match(tmp_path: P
     (bad / "metadata.json").write_text(json.dumps(meta))
     assert not seal_model.seal_folder(bad)
     assert "inference_sha256" not in json.loads((bad / "metadata.json").read_text())
+
+
+def test_a_study_folder_holding_an_output_marker_is_named_not_lost(tmp_path: Path):
+    """Issue 37: a study folder with a stray .spinelesion-output marker was neither predicted nor
+    listed anywhere; it is now a skipped folder with its reason (an earlier run's outputs are too)."""
+    from spinelesion.inference.inputs import discover_inputs
+    from spinelesion.io.dicom.discover import OUTPUT_FOLDER_REASON
+    from spinelesion.io.limits import OUTPUT_MARKER
+
+    root = tmp_path / "in"
+    nifti_study(root / "good")
+    nifti_study(root / "marked")
+    (root / "marked" / OUTPUT_MARKER).write_text("")
+    skipped: list[tuple[Path, str]] = []
+    items, failures = discover_inputs(root, skipped=skipped)
+    assert [it.study_id for it in items] == ["good"] and not failures
+    assert skipped == [(root / "marked", OUTPUT_FOLDER_REASON)]

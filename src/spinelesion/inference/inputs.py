@@ -112,7 +112,7 @@ def from_folder(
     its series folders, or below it) join that study. In a folder of studies, each subfolder
     where nothing readable was found is a failure that names it.
     """
-    from spinelesion.io.dicom.discover import iter_files
+    from spinelesion.io.dicom.discover import OUTPUT_FOLDER_REASON, iter_files
     from spinelesion.io.limits import is_output_folder
     from spinelesion.io.study import (
         group_dicom_studies,
@@ -134,7 +134,9 @@ def from_folder(
         failures.append(InputFailure(folder.name, str(folder), f"cannot list DICOM files: {exc}"))
         studies, not_dicom = {}, []
     if skipped is not None:
-        skipped.extend((p, why) for p, why in not_dicom if "not a regular file" in why)
+        skipped.extend(
+            (p, why) for p, why in not_dicom if "not a regular file" in why or why == OUTPUT_FOLDER_REASON
+        )
     dicom = []
     for key, series in studies.items():
         if any(s.is_image for s in series):

@@ -177,6 +177,12 @@ def walk(top: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str
                 stack.append(path)
 
 
+OUTPUT_FOLDER_REASON = (
+    "an output folder of an earlier run (it holds .spinelesion-output or run.json and failed_studies.csv): "
+    "not read as input; move the marker away to predict what it holds"
+)
+
+
 def iter_files(
     folder: Path,
     skipped: list[tuple[Path, str]] | None = None,
@@ -190,13 +196,17 @@ def iter_files(
     """
     excluded = {os.path.realpath(e) for e in exclude}
     for root, dirs, files in walk(folder):
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if not d.startswith(".")
-            and os.path.realpath(os.path.join(root, d)) not in excluded
-            and not is_output_folder(os.path.join(root, d))
-        )
+        kept = []
+        for d in sorted(dirs):
+            sub = os.path.join(root, d)
+            if d.startswith(".") or os.path.realpath(sub) in excluded:
+                continue
+            if is_output_folder(sub):  # named, never silently lost: a study folder may hold a stray marker
+                if skipped is not None:
+                    skipped.append((Path(sub), OUTPUT_FOLDER_REASON))
+                continue
+            kept.append(d)
+        dirs[:] = kept
         for name in sorted(files):
             if name.startswith("."):
                 continue
