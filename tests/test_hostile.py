@@ -611,19 +611,33 @@ def test_an_older_output_folder_without_marker_is_not_read_and_the_input_itself_
 def test_a_second_run_into_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(
     tmp_path: Path, model_dir: Path
 ):
-    from spinelesion.inference.run_lock import LOCK_NAME, RunLockError
+    from spinelesion.inference.run_lock import LOCK_NAME, RunLockError, acquire, release
 
     inp = nifti_study(tmp_path / "in" / "good").parent
     out = tmp_path / "out"
-    out.mkdir()
-    lock = out / LOCK_NAME
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "other run"}))
-    with pytest.raises(RunLockError, match=f"in use by another run.*pid {os.getpid()}"):
+    held = acquire(out, "other run")  # the kernel's lock, as a live run holds it
+    with pytest.raises(RunLockError, match=f"in use by another run \\(other run, pid {os.getpid()}"):
         run_predict(inp, out, model_dir)
     assert not (out / "run.json").exists()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    release(held)
+    # a holder killed with -9 leaves its lock file behind; the kernel has dropped its lock
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from spinelesion.inference.run_lock import acquire; "
+            f"acquire({str(out)!r}, 'killed run'); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunLockError, match="killed run"):
+        run_predict(inp, out, model_dir)
+    holder.kill()
+    holder.wait()
+    lock = out / LOCK_NAME
+    assert lock.exists() and json.loads(lock.read_text())["command"] == "killed run"
     summary = run_predict(inp, out, model_dir)
     assert summary["studies"] and not lock.exists()
 
