@@ -1391,3 +1391,27 @@ def test_a_study_folder_holding_an_output_marker_is_named_not_lost(tmp_path: Pat
     items, failures = discover_inputs(root, skipped=skipped)
     assert [it.study_id for it in items] == ["good"] and not failures
     assert skipped == [(root / "marked", OUTPUT_FOLDER_REASON)]
+
+
+def test_a_refused_second_run_leaves_the_first_runs_hydra_files_alone(tmp_path: Path, model_dir: Path):
+    """Issue 37: Hydra wrote the second run's .hydra/ and log over the first's before the lock said no."""
+    from spinelesion.inference.run_lock import acquire, release
+
+    inp = nifti_study(tmp_path / "in" / "good").parent
+    out = tmp_path / "out"
+    held = acquire(out, "first run")
+    (out / ".hydra").mkdir()
+    (out / ".hydra" / "config.yaml").write_text("first")
+    exe = Path(sys.executable).parent / "spinelesion-predict"
+    try:
+        got = subprocess.run(
+            [str(exe), f"input={inp}", f"output_dir={out}", f"model_dir={model_dir}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        release(held)
+    assert got.returncode == 2 and "in use by another run (first run" in got.stderr + got.stdout
+    assert (out / ".hydra" / "config.yaml").read_text() == "first"
+    assert not (out / "predict.log").exists()

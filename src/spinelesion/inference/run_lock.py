@@ -148,6 +148,27 @@ def acquire(folder: str | os.PathLike[str], command: str = "spinelesion") -> Pat
     return _acquire_flock(folder, lock, info)
 
 
+def check_free(folder: str | os.PathLike[str]) -> None:
+    """Raise :class:`RunLockError` when a live run holds ``folder``'s lock; takes nothing. For
+    Hydra's callback: a refused second run must not write its log and ``.hydra/`` first."""
+    lock = Path(folder) / LOCK_NAME
+    if not lock.is_file() or lock.is_symlink():
+        return
+    try:
+        import fcntl
+    except ImportError:
+        if not _stale(_read(lock)):
+            raise _busy(Path(folder), lock, _read(lock)) from None
+        return
+    fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(Path(folder), lock, _read(lock)) from None
+    finally:
+        os.close(fd)  # drops the probe's shared lock
+
+
 def release(lock: Path) -> None:
     """Remove the lock if it is still ours (and drop the kernel's lock with it)."""
     fd = _held.pop(lock, None)

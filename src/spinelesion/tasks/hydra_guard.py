@@ -78,8 +78,11 @@ def check_run_folder(config: DictConfig) -> None:
     """Raise when Hydra could not write its run folder (one line, exit 2, instead of Hydra's
     traceback), or when a path it writes below the run folder goes through a symbolic link
     (:class:`spinelesion.atomic.SymlinkRefusedError`; the run folder itself may be one)."""
+    from spinelesion.inference.run_lock import check_free
+
     run_dir, paths = hydra_writes(config)
     check_writable_folder(run_dir)
+    check_free(run_dir)  # a run holds it: its log and .hydra/ stay as they are
     for path in paths:
         refuse_symlinks(path, root=run_dir)
 
