@@ -1415,3 +1415,21 @@ def test_a_refused_second_run_leaves_the_first_runs_hydra_files_alone(tmp_path: 
     assert got.returncode == 2 and "in use by another run (first run" in got.stderr + got.stdout
     assert (out / ".hydra" / "config.yaml").read_text() == "first"
     assert not (out / "predict.log").exists()
+
+
+def test_the_log_hides_input_paths_like_every_other_output(
+    tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    """Issue 37: with output.source_paths=false predict.log and the console quoted the full
+    input path (PACS exports name folders after patients)."""
+    root = tmp_path / "Doe_John" / "export"
+    nifti_study(root / "good")
+    (root / "good" / "readme.txt").write_text("not an image")  # logged: a file that was ignored
+    with caplog.at_level("INFO"):
+        run_predict(root, tmp_path / "out", model_dir)
+    assert "neither DICOM nor" in caplog.text and "export" in caplog.text
+    assert "Doe_John" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_predict(root, tmp_path / "out2", model_dir, "output.source_paths=true")
+    assert "Doe_John" in caplog.text  # asked for in full

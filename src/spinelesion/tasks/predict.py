@@ -8,9 +8,11 @@ count as predicted; their warnings are on the console, in ``run.json`` and in th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -133,8 +135,41 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         )
     limits = cfg.get("limits") or {}
     configure(limits.get("max_study_gb"), limits.get("header_mb"))
-    with output_folder(cfg.output_dir, "spinelesion-predict") as out:
+    with output_folder(cfg.output_dir, "spinelesion-predict") as out, _logs_hide_input(cfg):
         return _predict(cfg, out)
+
+
+class _HideInput(logging.Filter):
+    """Input paths in log records as outputs show them (relative to the input): predict.log and
+    the console quoted full PACS export paths, which often hold patient names."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = shown_text(self.cfg, message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
+@contextlib.contextmanager
+def _logs_hide_input(cfg: DictConfig) -> Iterator[None]:
+    """With ``output.source_paths=false``, every log handler hides the input's path for the run."""
+    if source_paths(cfg):
+        yield
+        return
+    hide = _HideInput(cfg)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(hide)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(hide)
 
 
 RUN_FILES = ("failed_studies.csv", "run.json")
