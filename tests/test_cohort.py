@@ -138,7 +138,7 @@ def test_dicom_and_nifti_series_of_one_study_folder_are_joined(tmp_path: Path):
     items, failures = discover_inputs(tmp_path / "cohort")
     assert not failures
     assert len(items) == 2
-    joined = next(it for it in items if it.study_id.startswith("X_20260101_"))  # PatientID_StudyDate_hash
+    joined = next(it for it in items if it.study_id.startswith("20260101_"))  # StudyDate_hash
     assert sorted(joined.load().volumes) == ["t1", "t2"]
     assert {it.study_id for it in items} - {joined.study_id} == {"patient2"}
 
@@ -277,9 +277,9 @@ def test_saliency_leaves_the_network_in_eval_mode(method: str):
 
 
 def test_study_ids_are_readable_and_two_patients_without_a_study_uid_stay_apart(tmp_path: Path):
-    """Issue 36: a DICOM study is named PatientID_StudyDate_<6 hex of its UID>, not its 64-digit UID;
-    a lone NIfTI named by its sequence takes its folder's name. Issue 37: series without a
-    StudyInstanceUID were one study whatever their patient."""
+    """Issue 36: a DICOM study is named StudyDate_<6 hex of its UID>, not its 64-digit UID, and
+    never by patient (docs/promises.md); a lone NIfTI named by its sequence takes its folder's
+    name. Issue 37: series without a StudyInstanceUID were one study whatever their patient."""
     import hashlib
 
     import pydicom
@@ -290,7 +290,7 @@ def test_study_ids_are_readable_and_two_patients_without_a_study_uid_stay_apart(
 
     vol = read_volume(nifti(tmp_path / "src.nii.gz", seed=3))
     uid = make_uid("readable")
-    for patient, folder in (("PAT/1 ü", "a"), ("PAT-2", "b")):
+    for patient, folder in (("Doe^John", "a"), ("Roe^Jane", "b")):
         write_dicom_series(
             vol,
             tmp_path / "in" / folder,
@@ -299,15 +299,16 @@ def test_study_ids_are_readable_and_two_patients_without_a_study_uid_stay_apart(
         )
     items, failures = discover_inputs(tmp_path / "in" / "a")
     assert not failures and [it.study_id for it in items] == [
-        f"PAT-1_20240105_{hashlib.sha1(uid.encode()).hexdigest()[:6]}"  # safe as a folder name
+        f"20240105_{hashlib.sha1(uid.encode()).hexdigest()[:6]}"
     ]
     for path in (tmp_path / "in").rglob("*.dcm"):  # both patients lose their StudyInstanceUID
         ds = pydicom.dcmread(path)
         del ds.StudyInstanceUID
         ds.save_as(path)
     items, failures = discover_inputs(tmp_path / "in")
-    ids = sorted(it.study_id for it in items)
-    assert not failures and len(ids) == 2 and ids[0].startswith("PAT-1_") and ids[1].startswith("PAT-2_")
+    ids = [it.study_id for it in items]
+    assert not failures and len(set(ids)) == 2  # two studies, one per patient
+    assert all(i.startswith("20240105_") and "Doe" not in i and "Roe" not in i for i in ids)
     lone = nifti(tmp_path / "sub-07" / "t2.nii.gz", seed=1)
     assert [it.study_id for it in discover_inputs(lone)[0]] == ["sub-07"]
     stem = nifti(tmp_path / "x" / "case12_T2w.nii.gz", seed=1)

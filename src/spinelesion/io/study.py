@@ -248,18 +248,17 @@ def group_dicom_studies(
 
 
 def readable_study_id(key: str, series: list[SeriesInfo]) -> str:
-    """A study's name in outputs: ``<PatientID>_<StudyDate>_<6 hex of its UID>`` (what is
-    missing left out; the hex keeps two studies of a patient on one day apart and is the same
-    on every run), safe as a folder name. The 64-digit StudyInstanceUID stays in the outputs'
-    metadata, not in folder names and PNG titles."""
+    """A study's name in outputs: ``<StudyDate>_<6 hex of its UID>`` (``study_<hex>`` without a
+    date), short enough for a PNG title and safe as a folder name; the hex keeps two studies of
+    one day apart and is the same on every run. No patient name or ID: they never become file
+    names (docs/promises.md); the StudyInstanceUID stays in the outputs' metadata."""
     import hashlib
     import re
 
     h = next((s.header for s in series if s.header is not None), None)
-    parts = [str(h.get(k, "") or "").strip() if h is not None else "" for k in ("PatientID", "StudyDate")]
+    date = re.sub(r"[^0-9]", "", str(h.get("StudyDate", "") or "") if h is not None else "")[:8]
     tag = hashlib.sha1(key.encode("utf-8")).hexdigest()[:6]
-    words = [re.sub(r"[^A-Za-z0-9.-]+", "-", p).strip("-.")[:32] for p in parts]
-    return "_".join([w for w in words if w] + [tag])
+    return f"{date or 'study'}_{tag}"
 
 
 def _declared_shape(info: SeriesInfo) -> tuple[int, int, int]:
