@@ -1,8 +1,10 @@
 """The predictor: a model folder in, per-study predictions, saliency NIfTI and PNGs out.
 
-Built from a model folder alone (its ``metadata.json`` says how inputs must look).
-Per study: read and resample (io), find or take ROIs, classify them in one batch,
-compute saliency in batches, paste it back onto the reference sequence's own grid, write.
+Built from a model folder alone (its ``metadata.json`` says how inputs must look). Per study,
+four stages (:meth:`Predictor.predict_study`): prepare (read, check, resample onto the reference
+grid), propose (scan mode's candidates or the given ROIs), classify and explain (batches of
+ROIs: network, call policy, saliency pasted back onto the reference grid, the ROI's files),
+write (maps, DICOM, markups, predictions.json last).
 """
 
 from __future__ import annotations
@@ -99,6 +101,27 @@ class PredictorConfig:
     dicom: bool | str = (
         "auto"  # SR + saliency Parametric Maps for DICOM studies: auto (when highdicom is installed) | true | false
     )
+
+
+@dataclass
+class _StudyJob:
+    """One study between the predictor's stages: what was read and prepared, the ROIs proposed,
+    what was answered and written, and the study's warnings, notes and timings."""
+
+    item: StudyInput
+    study: Any  # spinelesion.io.study.Study
+    array: np.ndarray  # (channels, X, Y, Z) on the reference grid
+    affine: np.ndarray
+    available: np.ndarray
+    ref_name: str
+    warnings: list[str]
+    notes: list[str]
+    timings: dict[str, float]
+    folder: Path = Path()
+    rois: list[RoiRequest] = field(default_factory=list)
+    scan: Any = None  # scan mode's result when it proposed the ROIs
+    stacks: dict[str, np.ndarray] = field(default_factory=dict)  # task -> every ROI's saliency map
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fitted_call_threshold(meta: Mapping[str, Any]) -> float | None:
@@ -270,12 +293,20 @@ class Predictor:
         output_dir: str | Path,
         progress: Callable[[int, int], None] | None = None,
     ) -> StudyResult:
-        """Read, check, prepare and classify one study, writing its folder.
+        """One study through the stages: prepare (read, check, resample), propose (scan mode's
+        candidates, or the given ROIs that can be answered), classify and explain (one batch at a
+        time, so memory stays bounded however many ROIs a study has), write. ``progress`` is
+        called with (windows classified, windows planned so far) while scan mode runs."""
+        job = self._prepare_study(item)
+        job.folder = inside(Path(output_dir), safe_name(item.study_id))
+        self._propose(job, progress)
+        self._classify_and_explain(job)
+        self._write_study(job)
+        return StudyResult(item.study_id, job.folder, job.records, job.warnings, job.timings, job.notes)
 
-        ROIs go through cropping, the network, saliency and writing one batch at a time, so
-        memory stays bounded however many ROIs a manifest gives one study. ``progress`` is
-        called with (windows classified, windows planned so far) while scan mode runs.
-        """
+    # -- stages ------------------------------------------------------------------------------
+    def _prepare_study(self, item: StudyInput) -> _StudyJob:
+        """Read, check (blank, NaN, degenerate or mislabelled sequences), resample onto the reference grid."""
         from spinelesion.inference.guards import check_study
         from spinelesion.io.limits import ResourceLimitError, check_study_bytes
         from spinelesion.io.resample import REFERENCE_ORDER, choose_reference
@@ -296,7 +327,6 @@ class Predictor:
         except ResourceLimitError as exc:
             raise StudyError(item.study_id, str(exc)) from exc
         array, affine, available, ref_name = self.prepare(study)
-        ref_shape = array.shape[1:]
         notes = []  # in predictions.json, not counted as a degradation: a study need not have every sequence
         missing = [s for s, a in zip(SEQUENCES, available, strict=True) if not a]
         if missing:
@@ -309,58 +339,72 @@ class Predictor:
                 f"{ref_name} grid instead"
             )
         timings["preprocess"] = time.perf_counter() - t0
+        return _StudyJob(item, study, array, affine, available, ref_name, warnings, notes, timings)
 
-        folder = inside(Path(output_dir), safe_name(item.study_id))
-        rois = list(item.rois)
-        scan_maps = None
+    def _propose(self, job: _StudyJob, progress: Callable[[int, int], None] | None) -> None:
+        """The ROIs to answer: scan mode's candidates when none were given, else the given ones
+        that can be answered (none from padding or a blank crop, as evaluate does)."""
+        rois = list(job.item.rois)
         t_scan = 0.0
         if not rois:
             t0 = time.perf_counter()
             result = scan_study(
-                self.net, array, affine, available, self.spec, self.cfg.scan, self.device, progress
+                self.net,
+                job.array,
+                job.affine,
+                job.available,
+                self.spec,
+                self.cfg.scan,
+                self.device,
+                progress,
             )
             t_scan = time.perf_counter() - t0
-            timings.update({f"scan_{k}": v for k, v in result.timings.items()})
+            job.timings.update({f"scan_{k}": v for k, v in result.timings.items()})
             rois = [
                 RoiRequest(f"scan{i + 1:02d}", c, "scan") for i, (c, _score) in enumerate(result.candidates)
             ]
-            scan_maps = result
+            job.scan = result
             if not rois:
-                warnings.append(f"scan found no ROI above p(lesion or fracture) >= {self.cfg.scan.threshold}")
-        if scan_maps is None:  # given ROIs: none answered from padding or a blank crop (evaluate alike)
-            problems = roi_problems(array, affine, available, [r.center_lps for r in rois], self.spec)
+                job.warnings.append(
+                    f"scan found no ROI above p(lesion or fracture) >= {self.cfg.scan.threshold}"
+                )
+        else:
+            problems = roi_problems(
+                job.array, job.affine, job.available, [r.center_lps for r in rois], self.spec
+            )
             for r, why in zip(rois, problems, strict=True):
                 if why:
-                    warnings.append(
+                    job.warnings.append(
                         f"ROI {r.roi_id} at {np.round(r.center_lps, 1).tolist()} mm not answered: {why}"
                     )
             rois = [r for r, why in zip(rois, problems, strict=True) if not why]
+        job.rois = rois
+        job.timings["network"] = t_scan
 
-        records: list[dict[str, Any]] = []
-        timings["network"] = t_scan
+    def _classify_and_explain(self, job: _StudyJob) -> None:
+        """Per batch of ROIs: crop, classify (scan candidates: the mean answer around each peak,
+        labelled by the call policy), saliency, and the ROI's own files."""
+        ref_shape = job.array.shape[1:]
         # Every ROI's map of a task in one uint8 volume stack, written once: one file per task
         # instead of two float32 files per ROI (writing them was 3/4 of a study's time).
-        stacks = (
-            {t: np.zeros((*ref_shape, len(rois)), np.uint8) for t in TASKS}
-            if self.cfg.saliency_method != "none" and rois
+        job.stacks = (
+            {t: np.zeros((*ref_shape, len(job.rois)), np.uint8) for t in TASKS}
+            if self.cfg.saliency_method != "none" and job.rois
             else {}
         )
+        timings = job.timings
         chunk = max(1, int(self.cfg.batch_size))
-        for s in range(0, len(rois), chunk):
-            part = rois[s : s + chunk]
+        for s in range(0, len(job.rois), chunk):
+            part = job.rois[s : s + chunk]
+            centres = [r.center_lps for r in part]
             t0 = time.perf_counter()
-            images, flags = self.crops(array, affine, available, [r.center_lps for r in part])
+            images, flags = self.crops(job.array, job.affine, job.available, centres)
             timings["preprocess"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             probs = self.classify(images, flags)
-            if scan_maps is not None:  # scan candidates: the mean answer around each peak
+            if job.scan is not None:
                 probs = self.mean_over_neighbours(
-                    probs,
-                    array,
-                    affine,
-                    available,
-                    [r.center_lps for r in part],
-                    self.cfg.scan.classify_shift_mm,
+                    probs, job.array, job.affine, job.available, centres, self.cfg.scan.classify_shift_mm
                 )
                 labels = self.scan_labels(probs)
             else:
@@ -373,49 +417,67 @@ class Predictor:
                 timings["saliency"] = timings.get("saliency", 0.0) + time.perf_counter() - t0
             del images, flags
             t0 = time.perf_counter()
-            records.extend(
+            job.records.extend(
                 self._write_rois(
-                    folder, part, probs, labels, maps, array, affine, available, ref_shape, stacks, offset=s
+                    job.folder,
+                    part,
+                    probs,
+                    labels,
+                    maps,
+                    job.array,
+                    job.affine,
+                    job.available,
+                    ref_shape,
+                    job.stacks,
+                    offset=s,
                 )
             )
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
+
+    def _write_study(self, job: _StudyJob) -> None:
+        """The study's files: saliency and scan maps, DICOM, markups, and predictions.json last
+        (the study's other files are complete when it appears)."""
+        folder, affine, ref_shape = job.folder, job.affine, job.array.shape[1:]
         t0 = time.perf_counter()
-        for task, stack in stacks.items():
+        for task, stack in job.stacks.items():
             write_unit_maps(inside(folder, saliency_file(task)), stack, affine)
-        if scan_maps is not None and self.cfg.write_maps:
-            self._write_scan_maps(folder, scan_maps, affine, ref_shape)
+        if job.scan is not None and self.cfg.write_maps:
+            self._write_scan_maps(folder, job.scan, affine, ref_shape)
         inputs = {
-            s: (self._source(study.volumes[s].meta.get("source")) if s in study.volumes else None)
+            s: (self._source(job.study.volumes[s].meta.get("source")) if s in job.study.volumes else None)
             for s in SEQUENCES
         }
-        notes.append(
-            f"reference grid: {ref_name} as read from disk (saliency NIfTI share its shape and affine)"
+        job.notes.append(
+            f"reference grid: {job.ref_name} as read from disk (saliency NIfTI share its shape and affine)"
         )
-        if stacks:
-            notes.append(
+        if job.stacks:
+            job.notes.append(
                 "saliency: one NIfTI per task holding every ROI's map (uint8 scaled to [0, 1]); "
                 "a ROI's map is volume 'saliency_volume' (0-based, 4th axis) of its file"
             )
-        if records and self.cfg.dicom not in (False, "false", "off"):
+        if job.records and self.cfg.dicom not in (False, "false", "off"):
             t_dicom = time.perf_counter()  # timed apart: highdicom's pure-Python encoding dominates it
-            warnings.extend(self._write_dicom(folder, study, ref_name, records, stacks))
-            timings["dicom"] = time.perf_counter() - t_dicom
-            t0 += timings["dicom"]
-        if self.cfg.markups and records:
+            job.warnings.extend(self._write_dicom(folder, job.study, job.ref_name, job.records, job.stacks))
+            job.timings["dicom"] = time.perf_counter() - t_dicom
+            t0 += job.timings["dicom"]
+        if self.cfg.markups and job.records:
             from spinelesion.inference.markups import write_markups
 
-            write_markups(folder / "rois.mrk.json", records, name=f"{folder.name} ROIs")
+            write_markups(folder / "rois.mrk.json", job.records, name=f"{folder.name} ROIs")
         if self.cfg.input_root is not None:  # a warning may quote an input path (patient names)
-            warnings = [hide_root(w, self.cfg.input_root) for w in warnings]
-        # last: the study's other files are complete when predictions.json appears
+            job.warnings = [hide_root(w, self.cfg.input_root) for w in job.warnings]
         # The contract has one list: degradations first, then the notes, each marked "note: " so a
         # reader (and run.json, which counts them apart) tells the two kinds the same way.
-        notes = [f"note: {n}" for n in notes]
+        job.notes = [f"note: {n}" for n in job.notes]
         write_predictions_json(
-            folder / "predictions.json", item.study_id, self.model_info, inputs, records, warnings + notes
+            folder / "predictions.json",
+            job.item.study_id,
+            self.model_info,
+            inputs,
+            job.records,
+            job.warnings + job.notes,
         )
-        timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
-        return StudyResult(item.study_id, folder, records, warnings, timings, notes)
+        job.timings["write"] = job.timings.get("write", 0.0) + time.perf_counter() - t0
 
     def _write_dicom(
         self,
