@@ -79,7 +79,7 @@ def test_rule_round_trips_through_a_model_folder_and_sets_the_label(tmp_path: Pa
     p = np.array([0.55, 0.05, 0.05, 0.35])
     assert int(np.argmax(p)) == 0
     predictor = Predictor(net, meta)
-    assert TASKS["compartment"][predictor.decision.label("compartment", p)] == "intramedullary"
+    assert TASKS["compartment"][predictor.policy.decision.label("compartment", p)] == "intramedullary"
 
 
 def test_model_folder_without_rule_uses_argmax(tmp_path: Path):

@@ -120,22 +120,22 @@ def test_a_scan_candidate_is_called_only_when_more_likely_a_lesion_than_not():
         "compartment": np.array([[0.6, 0.0, 0.0, 0.4], [0.3, 0.0, 0.0, 0.7], [0.9, 0.1, 0.0, 0.0]]),
         "fracture": np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.4, 0.1, 0.5]]),
     }
-    rule = predictor.decision.labels("compartment", probs["compartment"])
+    rule = predictor.policy.decision.labels("compartment", probs["compartment"])
     assert rule.tolist() == [3, 3, 0]  # the offset names intramedullary at p 0.4
-    labels = predictor.scan_labels(probs, 0.5)
+    labels = predictor.policy.scan_labels(probs, 0.5)
     assert labels["compartment"].tolist() == [0, 3, 0] and labels["fracture"].tolist() == [0, 0, 2]
-    assert predictor.scan_labels(probs, 0.0)["compartment"].tolist() == [3, 3, 0]  # 0: the rule alone
+    assert predictor.policy.scan_labels(probs, 0.0)["compartment"].tolist() == [3, 3, 0]  # 0: the rule alone
     # Without a bar of its own, the model's fitted operating point decides; a given one wins.
     fitted = Predictor(
         OnCentreProbe(),
         {**meta, "scan": {"call_threshold": 0.65}},
         PredictorConfig(device="cpu", saliency_method="none"),
     )
-    assert predictor.scan_call_threshold() == 0.5  # no fitted point: 0.5
-    assert fitted.scan_call_threshold() == 0.65
-    assert fitted.scan_labels(probs)["compartment"].tolist() == [0, 3, 0]  # 0.7 reaches 0.65
-    assert fitted.scan_call_threshold(ScanConfig(call_threshold=0.75)) == 0.75
-    assert fitted.scan_labels(probs, 0.75)["compartment"].tolist() == [0, 0, 0]
+    assert predictor.policy.scan_call_threshold() == 0.5  # no fitted point: 0.5
+    assert fitted.policy.scan_call_threshold() == 0.65
+    assert fitted.policy.scan_labels(probs)["compartment"].tolist() == [0, 3, 0]  # 0.7 reaches 0.65
+    assert fitted.policy.scan_call_threshold(ScanConfig(call_threshold=0.75)) == 0.75
+    assert fitted.policy.scan_labels(probs, 0.75)["compartment"].tolist() == [0, 0, 0]
     broken = {**meta, "scan": {"call_threshold": "0.7"}}
     with pytest.raises(ValueError, match="scan.call_threshold must be a number"):  # at load, not mid-run
         Predictor(OnCentreProbe(), broken, PredictorConfig(device="cpu", saliency_method="none"))

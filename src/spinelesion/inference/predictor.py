@@ -24,6 +24,7 @@ from spinelesion.data.dataset import crop_study_rois, roi_problems
 from spinelesion.data.roi import RoiSpec, center_crop
 from spinelesion.formatting import printable
 from spinelesion.inference.contrast import contrast_warnings
+from spinelesion.inference.policy import CallPolicy
 from spinelesion.inference.saliency import paste_box, saliency
 from spinelesion.inference.scan import ScanConfig, neighbour_offsets, scan_study
 from spinelesion.inference.writers import (
@@ -42,9 +43,7 @@ from spinelesion.models.batch import (
     resolve_device,
     to_device,
 )
-from spinelesion.models.decision import DecisionRule
 from spinelesion.models.networks import tempered_softmax
-from spinelesion.models.prior import reweigh
 from spinelesion.models.tta import forward_tta, mirrors_from_meta, mirrors_of
 
 log = logging.getLogger(__name__)
@@ -124,16 +123,6 @@ class _StudyJob:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fitted_call_threshold(meta: Mapping[str, Any]) -> float | None:
-    """A model's fitted scan operating point (metadata ``scan.call_threshold``), None without one."""
-    fitted = (meta.get("scan") or {}).get("call_threshold")
-    if fitted is None:
-        return None
-    if isinstance(fitted, bool) or not isinstance(fitted, int | float) or not 0.0 <= fitted <= 1.0:
-        raise ValueError(f"model metadata scan.call_threshold must be a number in [0, 1], not {fitted!r}")
-    return float(fitted)
-
-
 class Predictor:
     def __init__(self, net: torch.nn.Module, meta: Mapping[str, Any], cfg: PredictorConfig | None = None):
         self.cfg = cfg or PredictorConfig()
@@ -142,9 +131,7 @@ class Predictor:
         self.device = resolve_device(self.cfg.device)
         self.channels_last = channels_last_helps(self.device)
         self.meta = dict(meta)
-        self.decision = DecisionRule.from_meta(meta)  # labels: fitted offsets, or argmax without them
-        # The fitted scan operating point, read once: a malformed one fails here, not mid-run.
-        self.fitted_call_threshold = fitted_call_threshold(meta)
+        self.policy = CallPolicy(meta, self.cfg.scan)  # how probabilities become labels (policy.py)
         self.tta = tta_mirrors(self.cfg.tta, meta)
         if self.cfg.scan.lesion_rates and not meta.get("sampling_prior"):
             log.warning(
@@ -203,43 +190,6 @@ class Predictor:
                     out[task].append(p.cpu().numpy())
         return {t: np.concatenate(v) for t, v in out.items()}
 
-    def scan_call_threshold(self, scan: ScanConfig | None = None) -> float:
-        """The bar a scan candidate's p(lesion) must reach: ``scan.call_threshold`` when given, else
-        the model's fitted operating point (metadata ``scan.call_threshold``), else 0.5."""
-        given = (scan or self.cfg.scan).call_threshold
-        if given is not None:
-            return float(given)
-        return self.fitted_call_threshold if self.fitted_call_threshold is not None else 0.5
-
-    @staticmethod
-    def lesion_probability(probs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Per ROI, "some lesion or fracture here": the larger task's 1 - p(none)."""
-        return np.max([1.0 - np.asarray(probs[t])[:, 0] for t in TASKS], axis=0)
-
-    def scan_lesion_probability(
-        self, probs: Mapping[str, np.ndarray], scan: ScanConfig | None = None
-    ) -> np.ndarray:
-        """:meth:`lesion_probability` with the lesion classes moved from the model's sampling prior
-        (metadata ``sampling_prior``) to the scan's ``lesion_rates`` (:mod:`spinelesion.models.prior`):
-        what a scan candidate's call is judged on."""
-        rates = (scan or self.cfg.scan).lesion_rates
-        return self.lesion_probability(reweigh(probs, self.meta.get("sampling_prior"), rates))
-
-    def scan_labels(
-        self, probs: Mapping[str, np.ndarray], call_threshold: float | None = None
-    ) -> dict[str, np.ndarray]:
-        """Class index per scan candidate and task: the decision rule's, but none/none unless some
-        task's p(lesion) = 1 - p(none), at the scan's lesion rates (:meth:`scan_lesion_probability`),
-        reaches ``call_threshold`` (default:
-        :meth:`scan_call_threshold`). The rule favours rare classes for a place a user asks about;
-        a scan candidate must be more likely a lesion than not, and a model's fitted operating
-        point asks more (a peak among thousands of windows on mostly normal anatomy)."""
-        if call_threshold is None:
-            call_threshold = self.scan_call_threshold()
-        labels = self.decision.labels_per_task(probs)
-        called = self.scan_lesion_probability(probs) >= call_threshold
-        return {t: np.where(called, v, 0) for t, v in labels.items()}
-
     def mean_over_neighbours(
         self,
         probs: Mapping[str, np.ndarray],
@@ -268,7 +218,7 @@ class Predictor:
     ) -> dict[str, np.ndarray]:
         """Maps on the ROI grid (R, *roi_shape) in [0, 1] for the predicted class of each task
         (``labels``, class indices per task; default: the decision rule's)."""
-        chosen = labels if labels is not None else self.decision.labels_per_task(probs)
+        chosen = labels if labels is not None else self.policy.labels(probs)
         classes = {t: np.asarray(chosen[t]).tolist() for t in TASKS}
         out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
         for s in range(0, images.shape[0], self.cfg.batch_size):
@@ -406,9 +356,9 @@ class Predictor:
                 probs = self.mean_over_neighbours(
                     probs, job.array, job.affine, job.available, centres, self.cfg.scan.classify_shift_mm
                 )
-                labels = self.scan_labels(probs)
+                labels = self.policy.scan_labels(probs)
             else:
-                labels = self.decision.labels_per_task(probs)
+                labels = self.policy.labels(probs)
             timings["network"] += time.perf_counter() - t0
             maps: dict[str, np.ndarray] = {}
             if self.cfg.saliency_method != "none":

@@ -15,7 +15,7 @@ ROI, but as the mean answer over its centre and six neighbours ``classify_shift_
 classifier's noise is highest, so its answer there alone overstates the evidence. A candidate is called a lesion only when some
 task's 1 - p(none) (optionally with the lesion classes moved to given rates: ``lesion_rates``,
 :mod:`spinelesion.models.prior`) reaches ``call_threshold``, the model's scan operating point unless given
-(:meth:`Predictor.scan_labels`, :mod:`spinelesion.evaluation.scan_operating`). What both did on
+(:meth:`spinelesion.inference.policy.CallPolicy.scan_labels`, :mod:`spinelesion.evaluation.scan_operating`). What both did on
 held-out real and phantom studies: docs/outputs.md.
 """
 

@@ -215,7 +215,7 @@ def recorded_scans(
         ]
         found = scan_candidates(predictor, study_of(manifest, rows), ScanConfig())
         records.append(scan_record(name, lesions, found))
-    return records, predictor.scan_call_threshold()
+    return records, predictor.policy.scan_call_threshold()
 
 
 def scan_set(

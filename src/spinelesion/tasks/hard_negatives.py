@@ -103,7 +103,7 @@ class ScanCandidate:
     probs: dict[str, list[float]] | None = None  # the mean answer per task, as trained (before the rates)
 
     def called(self, call_threshold: float) -> bool:
-        """A lesion call at this threshold (:meth:`Predictor.scan_labels`)."""
+        """A lesion call at this threshold (:meth:`CallPolicy.scan_labels`)."""
         return self.rule_lesion and self.p_lesion >= call_threshold
 
 
@@ -122,8 +122,8 @@ def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> lis
     probs = predictor.mean_over_neighbours(
         predictor.classify(images, flags), array, affine, available, centres, scan_cfg.classify_shift_mm
     )
-    p_lesion = predictor.scan_lesion_probability(probs, scan_cfg)
-    rule = predictor.decision.labels_per_task(probs)
+    p_lesion = predictor.policy.scan_lesion_probability(probs, scan_cfg)
+    rule = predictor.policy.labels(probs)
     named = np.any([np.asarray(rule[t]) != 0 for t in TASKS], axis=0)
     return [
         ScanCandidate(
@@ -136,7 +136,7 @@ def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> lis
 def mine_study(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[tuple[np.ndarray, float, bool]]:
     """Scan candidates of one untouched study: (LPS centre, scan score, called a lesion by the ROI
     classifier as prediction's scan mode calls it: the mean answer around the candidate)."""
-    bar = predictor.scan_call_threshold(scan_cfg)
+    bar = predictor.policy.scan_call_threshold(scan_cfg)
     return [(c.centre, c.score, c.called(bar)) for c in scan_candidates(predictor, study, scan_cfg)]
 
 

@@ -276,8 +276,8 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
         # Why a label may not be the most probable class: the fitted per-class offsets (given ROIs
         # and scan candidates), and the bar a scan candidate's p(lesion) must reach to be called.
         "decision": {
-            "rule": predictor.decision.to_json(),
-            "scan_call_threshold": predictor.scan_call_threshold(),
+            "rule": predictor.policy.decision.to_json(),
+            "scan_call_threshold": predictor.policy.scan_call_threshold(),
         },
         "input": shown_path(cfg, cfg.input),
         "counts": {
