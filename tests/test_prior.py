@@ -92,10 +92,12 @@ def test_scan_calls_use_given_rates_only_with_a_recorded_prior():
     with_prior = {**PROBE_META, "sampling_prior": prior}
     assert ScanConfig().lesion_rates is None  # opt-in
     assert predictor(with_prior, None).policy.scan_labels(probs, 0.7)["compartment"].tolist() == [2, 1]
-    assert predictor(PROBE_META, rates).policy.scan_labels(probs, 0.7)["compartment"].tolist() == [2, 1]  # no prior
+    no_prior = predictor(PROBE_META, rates).policy
+    assert no_prior.scan_labels(probs, 0.7)["compartment"].tolist() == [2, 1]  # no prior: as trained
     on = predictor(with_prior, rates)
     assert on.policy.scan_labels(probs, 0.7)["compartment"].tolist() == [0, 1]  # the canal blob is not called
-    assert on.policy.scan_lesion_probability(probs)[1] == pytest.approx(0.85)  # the commonest class as trained
+    lesion = on.policy.scan_lesion_probability(probs)
+    assert lesion[1] == pytest.approx(0.85)  # the commonest class as trained
     # bad rates are a clear error when the scan is configured, whatever the model
     with pytest.raises(ValueError, match="not lesion classes"):
         ScanConfig(lesion_rates={"compartment": {"spleen": 0.9}})
