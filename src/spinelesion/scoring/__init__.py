@@ -1,1 +1,1 @@
-"""Pure metric, calibration and bootstrap functions on arrays, below models and evaluation."""
+"""Pure metric, calibration and bootstrap functions on arrays, below models and evaluation; the worst of several held-out renderers."""
