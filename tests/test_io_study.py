@@ -173,6 +173,29 @@ def test_broken_series_becomes_a_warning_not_a_lost_study(tmp_path: Path):
     assert any(w.startswith("t1: ") and "missing slice" in w for w in study.warnings)
 
 
+def test_a_slice_that_cannot_be_read_is_named_beside_the_gap_it_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 37: a slice the process may not read was reported as a missing slice only."""
+    import spinelesion.io.dicom.discover as discover
+
+    uid = make_uid("s")
+    write_series(make_volume(seed=1), tmp_path / "t2", desc="T2 SAG", study_uid=uid)
+    paths = write_series(make_volume(seed=2), tmp_path / "t1", desc="T1 SAG", study_uid=uid)
+    real = discover._safe_prefix
+
+    def denied(path: Path):  # as root here, chmod cannot deny a read: the error is simulated
+        return PermissionError(13, "Permission denied") if path == paths[3] else real(path)
+
+    monkeypatch.setattr(discover, "_safe_prefix", denied)
+    study = load_study_folder(tmp_path)
+    assert study.sequences == ["t2"]
+    warning = next(w for w in study.warnings if w.startswith("t1: "))
+    assert "missing slice" in warning
+    assert f"1 file(s) beside it could not be read, e.g. {paths[3].name}: cannot read the file" in warning
+    assert "Permission denied" in warning
+
+
 def test_two_studies_in_one_folder_are_refused_but_grouped(tmp_path: Path):
     write_series(make_volume(), tmp_path / "a", desc="T2 SAG", study_uid=make_uid("A"))
     write_series(make_volume(), tmp_path / "b", desc="T2 SAG", study_uid=make_uid("B"))

@@ -293,7 +293,13 @@ def load_dicom_study(
         try:
             study.volumes[seq] = read_series(chosen[seq])
         except DicomError as exc:
-            study.warnings.append(f"{seq}: {exc}; sequence left out")
+            lost = chosen[seq].unreadable
+            beside = (
+                f" ({len(lost)} file(s) beside it could not be read, e.g. {lost[0][0].name}: {lost[0][1]})"
+                if lost
+                else ""
+            )
+            study.warnings.append(f"{seq}: {exc}{beside}; sequence left out")
     if not study.volumes:
         raise StudyError(study_id, "no recognised series could be read: " + "; ".join(study.warnings))
     return study

@@ -71,6 +71,8 @@ class SeriesInfo:
     files: list[Path] = field(default_factory=list)
     header: Dataset | None = None
     headers: list[Dataset] = field(default_factory=list)  # one per file, pixels not read
+    # files in the series' folders that could not be read or parsed: a gap in the series may be one
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def description(self) -> str:
@@ -376,15 +378,18 @@ def discover_series(
         from tqdm import tqdm
 
         results = tqdm(results, total=len(files), desc=f"scanning {folder.name}", unit="file")
+    lost: list[tuple[Path, str]] = []  # unreadable, or DICOM-looking but unparsable: maybe a slice
     for path, got in zip(files, results, strict=True):
         if isinstance(got, OSError):
             skipped.append((path, f"cannot read the file ({got})"))
+            lost.append(skipped[-1])
             continue
         try:
             ds = parse_header(path, *got)
         except DicomError as exc:
             if exc.reason != "not a DICOM file":
                 log.warning("%s", exc)  # looks like DICOM but cannot be parsed: may be a lost slice
+                lost.append((path, exc.reason))
             skipped.append((path, exc.reason))
             continue
         sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
@@ -397,6 +402,9 @@ def discover_series(
         info.headers.append(ds)
         if info.header is None:
             info.header = ds
+    for info in series.values():  # a series with a gap names the unreadable files beside it
+        folders = {f.parent for f in info.files}
+        info.unreadable = [(path, why) for path, why in lost if path.parent in folders]
     if skipped:
         log.debug("%s: skipped %d file(s), e.g. %s: %s", folder, len(skipped), skipped[0][0], skipped[0][1])
     return list(series.values()), skipped
