@@ -360,10 +360,17 @@ def test_scan_operating_point_is_chosen_on_the_curve_and_never_costs_more_than_a
 def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) -> None:
     from types import SimpleNamespace
 
-    from spinelesion.models.card import training_sources, write_model_card
+    from spinelesion.models.card import training_renderers, training_sources, write_model_card
 
-    rows = [SimpleNamespace(patient_id=p) for p in ("P1", "P2", "vb2_01", "vb2_01", "vb2_02", "vb1_p1")]
+    studies = ("P1", "P2", "vb2_01", "vb2_01_ins003", "vb2_02_plain_discitis_L2", "vb1_p1")
+    findings = ("x", "x", "normal", "meningioma", "discitis", "normal")
+    patients = ("P1", "P2", "vb2_01", "vb2_01", "vb2_02", "vb1_p1")
+    rows = [
+        SimpleNamespace(patient_id=p, study_id=s, finding=f)
+        for p, s, f in zip(patients, studies, findings, strict=True)
+    ]
     sources = training_sources(rows)
+    assert training_renderers(rows) == {"insert": 1, "phantom": 2, "plain": 1, "real": 2}
     assert sources == {
         "phantom": {"rois": 2, "patients": 2},
         "vb1": {"rois": 1, "patients": 1},
@@ -385,7 +392,7 @@ def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) 
         "sequences": ["t1", "t2", "stir", "t1c"],
         "network": {"backbone": "x"},
         "parameters": 10,
-        "training": {"manifests": ["a.csv"], "sources": sources},
+        "training": {"manifests": ["a.csv"], "sources": sources, "renderers": training_renderers(rows)},
         "leave_one_dataset_out": site,
         "real_anatomy": {
             "appearance_stability": {
@@ -400,6 +407,10 @@ def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) 
     text = write_model_card(tmp_path, meta).read_text()
     assert (
         "Data it has seen (train and val): phantom (2 ROIs), vb1 (1 ROIs, 1 patients), vb2 (3 ROIs, 2 patients)"
+        in text
+    )
+    assert (
+        "Renderers of its lesions (train and val ROIs; real: untouched real studies): insert 1, phantom 2, plain 1, real 2"
         in text
     )
     assert "## Leave one dataset out" in text and "**vb1** (2 patients" in text

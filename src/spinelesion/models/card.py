@@ -63,6 +63,7 @@ def model_metadata(
             "manifests": [_portable(p) for p in getattr(dm, "manifest_paths", [dm.manifest_path])],
             "rois_per_split": counts,
             "sources": training_sources(learnt),
+            "renderers": training_renderers(learnt),
             "epochs": int(epochs),
             "fit_seconds": round(float(fit_seconds), 1),
             "seed": int(cfg.seed),
@@ -89,6 +90,27 @@ def training_sources(rows: Sequence[Any]) -> dict[str, dict[str, int]]:
         entry["rois"] += 1
         entry["patients"].add(r.patient_id)
     return {k: {"rois": v["rois"], "patients": len(v["patients"])} for k, v in sorted(out.items())}
+
+
+def renderer_of(row: Any) -> str:
+    """Who drew a training row's finding: ``phantom`` (a synthetic study), ``plain`` (the plain
+    renderer, ``insert/plain.py``), ``insert`` (the insertion into a real spine), or ``real`` (an
+    untouched real study: no renderer)."""
+    if source_of(row.patient_id) == "phantom":
+        return "phantom"
+    study = str(getattr(row, "study_id", ""))
+    if "_plain_" in study:
+        return "plain"
+    return "insert" if "_ins" in study and getattr(row, "finding", "normal") != "normal" else "real"
+
+
+def training_renderers(rows: Sequence[Any]) -> dict[str, int]:
+    """ROIs per renderer among the rows a model learnt from (:func:`renderer_of`)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        key = renderer_of(r)
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _portable(path: Path | str) -> str:
@@ -459,6 +481,15 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         f"- Data: {', '.join(f'`{m}`' for m in training.get('manifests') or [training.get('manifest')])}; "
         f"ROIs per split: {training.get('rois_per_split')}.",
         *_source_lines(training.get("sources") or {}),
+        *(
+            [
+                "- Renderers of its lesions (train and val ROIs; real: untouched real studies): "
+                + ", ".join(f"{k} {v}" for k, v in training["renderers"].items())
+                + "; a renderer not named here is one it never learnt from."
+            ]
+            if training.get("renderers")
+            else []
+        ),
         f"- {training.get('epochs')} epochs in {training.get('fit_seconds')} s on {training.get('machine')}.",
         f"- Seed {training.get('seed')}; command: `{training.get('command')}`.",
         "",
