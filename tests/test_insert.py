@@ -616,6 +616,20 @@ def test_plain_findings_follow_the_radiology_and_stay_on_the_grid(toy, seed: int
             ).any()
             assert f.superior - 1.0 < f.to_local(st.centre)[2] and not st.body[ijk]
             assert _mean(st.images["t2"], st.lesion & (bg.bodies == 0)) > 1.4 * marrow["t2"]
+        elif name == "haemangioma":  # T1 and T2 bright, inside the body
+            assert st.body[ijk] and not (st.lesion & ~(bg.bodies == f.label)).any()
+            # bright but for thin dark trabeculae: the median, not the mean
+            assert np.median(st.images["t1"][st.lesion]) > 1.05 * marrow["t1"]
+            assert np.median(st.images["t2"][st.lesion]) > 1.1 * marrow["t2"]
+        elif name == "modic1":  # a darker disc, oedema along both endplates, the disc not crossed by fluid
+            above = an.neighbours(f)[0]
+            assert (st.lesion & (bg.bodies == f.label)).any() and (
+                st.lesion & (bg.bodies == above.label)
+            ).any()
+            disc = st.lesion & (bg.bodies == 0)
+            assert disc.any() and _mean(st.images["t2"], disc) < 0.9 * _mean(
+                bg.images["t2"].astype(np.float32), disc
+            )
         else:  # schmorl_node: disc material in an endplate, inside the body
             assert name == "schmorl_node"
             assert not (st.lesion & ~(bg.bodies == f.label)).any()

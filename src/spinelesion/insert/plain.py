@@ -14,8 +14,9 @@ study's masks), so that it can be held out of training as a renderer of its own 
   central or eccentric, in an oedematous cord swollen 0-50 % over 1-6 segments, with a small
   cyst at times;
 - mimics (none/none): discitis (fluid in the disc, endplates eroded, oedema on both sides, a
-  prevertebral phlegmon at times) and a Schmorl node (disc material in an endplate, oedema at
-  times).
+  prevertebral phlegmon at times), a Schmorl node (disc material in an endplate, oedema at
+  times), Modic 1 (a degenerated disc with oedema along both endplates) and a haemangioma (T1
+  and T2 bright, coarse vertical trabeculae).
 
 Signal is a fixed multiple of the study's own references per sequence: the body's median marrow
 for bone, the canal's CSF for the canal and disc findings. Shapes are hard-edged, softened by one
@@ -60,6 +61,8 @@ PLAIN_DRAWS = (
     "intramedullary_metastasis",
     "discitis",
     "schmorl_node",
+    "modic1",
+    "haemangioma",
 )
 PLAIN_FINDINGS: dict[str, tuple[str, str]] = {
     n: (finding_labels(n).compartment, finding_labels(n).fracture) for n in PLAIN_DRAWS
@@ -68,7 +71,7 @@ PLAIN_FINDINGS: dict[str, tuple[str, str]] = {
 OUTSIDE_CHECK_FINDINGS = ("lytic_metastasis", "osteoporotic_fracture", "pathologic_fracture")
 """The three findings of the outside check this renderer first stood in for."""
 NEEDS_CORD = {"intramedullary_metastasis"}
-NEEDS_BODY_ABOVE = {"discitis"}
+NEEDS_BODY_ABOVE = {"discitis", "modic1"}
 COLLAPSES = {"osteoporotic_fracture", "osteoporotic_fracture_chronic", "pathologic_fracture"}
 # Signal as a multiple of a reference of the study itself, drawn per study and sequence:
 # kind -> (reference, sequence -> range). radiology.md: a lytic deposit and marrow oedema are
@@ -88,6 +91,11 @@ MULTIPLES: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
     "fluid": ("csf", {"t1": (0.9, 1.1), "t2": (0.9, 1.05), "stir": (0.9, 1.05), "t1c": (0.9, 1.1)}),
     "disc_fluid": ("csf", {"t1": (1.2, 1.8), "t2": (0.7, 1.0), "stir": (0.7, 1.0), "t1c": (2.0, 3.0)}),
     "disc": ("disc", {"t1": (0.9, 1.1), "t2": (0.9, 1.1), "stir": (0.9, 1.1), "t1c": (0.9, 1.1)}),
+    "degenerated_disc": (
+        "disc",
+        {"t1": (0.75, 0.9), "t2": (0.6, 0.85), "stir": (0.6, 0.85), "t1c": (0.75, 0.9)},
+    ),
+    "haemangioma": ("marrow", {"t1": (1.15, 1.4), "t2": (1.3, 1.8), "stir": (1.0, 1.6), "t1c": (1.1, 1.4)}),
 }
 IM_OEDEMA_SEGMENTS = (1.0, 6.0)  # cord oedema over this many segments (a body and its disc)
 DISC_GAP_MM = 8.0  # the disc above a collapsed body is stretched down over this much of itself
@@ -299,9 +307,23 @@ def _mimic_layers(
     footprint: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
-    """Layers of discitis (the disc above ``f``) or a Schmorl node, and the ROI centre (LPS)."""
+    """Layers of a mimic (discitis or Modic 1 at the disc above ``f``, a Schmorl node, a
+    haemangioma) and the ROI centre (LPS)."""
     t = loc[..., 2]
     mid_p = 0.5 * (f.anterior + f.posterior)
+    if finding == "haemangioma":  # T1 and T2 bright, well defined, coarse vertical trabeculae
+        r = float(rng.uniform(4.0, 10.0))
+        c = np.array(
+            [
+                rng.uniform(-0.4, 0.4) * f.half_width,
+                mid_p + rng.uniform(-0.3, 0.3) * f.depth,
+                rng.uniform(-0.4, 0.4) * f.half_height,
+            ]
+        )
+        blob = (np.linalg.norm((loc - c) / [r, r, 1.1 * r], axis=-1) < 1.0) & body
+        period = float(rng.uniform(4.0, 6.0))  # trabeculae a few mm apart, each about a voxel thick
+        stripes = blob & (np.cos(2.0 * np.pi * loc[..., 0] / period) > 0.85)  # thin: a sixth of it
+        return [("haemangioma", blob & ~stripes), ("line", stripes)], f.centre
     if finding == "schmorl_node":
         superior = rng.random() < 0.5
         plate = f.superior if superior else f.inferior
@@ -324,8 +346,14 @@ def _mimic_layers(
         return layers, f.centre
     above = an.neighbours(f)[0]
     if above is None:
-        raise ValueError(f"discitis at {f.level} needs the body above")
+        raise ValueError(f"{finding} at {f.level} needs the body above")
     disc, upper_t = _disc_between(loc, f, above, footprint)
+    if finding == "modic1":  # a degenerated (darker, thinner-looking) disc, oedema along both endplates
+        return [
+            ("degenerated_disc", disc),
+            ("oedema", body & (t > f.superior - rng.uniform(3.0, 8.0))),
+            ("oedema", above_body & (t < upper_t + rng.uniform(3.0, 8.0))),
+        ], f.centre
     erosion = float(rng.uniform(1.0, 3.0))
     fluid = (footprint > 0.5) & (t > f.superior - erosion) & (t < upper_t + erosion)
     layers = [
@@ -392,7 +420,7 @@ def render_plain(
     refs["marrow"] = marrow
     if finding in ("intradural_mass", "intramedullary_metastasis"):
         layers, centre = _canal_layers(finding, bg, an, f, loc, rng)
-    elif finding in ("discitis", "schmorl_node"):
+    elif finding in ("discitis", "schmorl_node", "modic1", "haemangioma"):
         above = an.neighbours(f)[0]
         above_body = bg.bodies[box] == above.label if above is not None else np.zeros_like(body)
         layers, centre = _mimic_layers(finding, an, f, loc, body, above_body, footprint, rng)
