@@ -8,24 +8,12 @@ import hydra
 from omegaconf import DictConfig
 
 from spinelesion.config_path import CONFIG_DIR
-from spinelesion.tasks.arguments import _bool, get, run_main
+from spinelesion.tasks.arguments import run_main
+from spinelesion.tasks.export import export
 from spinelesion.tasks.help import help_or_run
 
+__all__ = ["export", "main"]
 log = logging.getLogger("spinelesion.export_bundle")
-
-
-def export(cfg: DictConfig) -> object:
-    from spinelesion.export.bundle import export_bundle
-
-    result = export_bundle(
-        cfg.model_dir,
-        cfg.output_dir,
-        verify=get(cfg, "verify_weights", _bool, "true or false"),
-        torchscript=get(cfg, "torchscript", _bool, "true or false"),
-        overwrite=get(cfg, "overwrite", _bool, "true or false"),
-    )
-    log.info("bundle written to %s; model.ts: %s", result.folder, result.torchscript)
-    return result
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export_bundle")
