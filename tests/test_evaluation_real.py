@@ -105,6 +105,9 @@ def test_one_patients_exams_pair_within_each_exam() -> None:
     assert background_study("vb1_02_ins004") == "vb1_02" == background_study("vb1_02_mimic_ins010")
     assert background_study("vb1_02_app") == "vb1_02" == background_study("vb1_02_dense_app01")
     assert background_study("vb1_02") == "vb1_02" and background_study("vb2_02_body") == "vb2_02_body"
+    # the plain renderer's studies pair with their body too (its check found no pair before)
+    assert background_study("vb2_07_plain_osteoporotic_fracture_chronic_L2") == "vb2_07"
+    assert background_study("tptbox_c5_c7_plain_intramedullary_metastasis_C6") == "tptbox_c5_c7"
     rows = [
         _row("vb1_02_body00", "vb1_02", "vb1_p1", "normal", "L1", ("none", "none"), ("none", "none")),
         _row("vb1_03_body00", "vb1_03", "vb1_p1", "normal", "L1", ("none", "none"), ("extradural", "none")),

@@ -65,9 +65,10 @@ def _aucs(rows: Sequence[Mapping[str, str]]) -> dict[str, float | None]:
     return out
 
 
-DERIVED = re.compile(r"_(?:[A-Za-z]+_)*(?:ins\d{3}|app(?:\d{2})?)$")
-"""The suffix of a study the insertion derived from a real one: ``<study>_<tag>ins007`` (a finding
-inserted), ``<study>_<tag>app`` / ``app03`` (the untouched study under a random appearance)."""
+DERIVED = re.compile(r"_(?:(?:[A-Za-z]+_)*(?:ins\d{3}|app(?:\d{2})?)|plain_[a-z0-9_]+_[CTLS]\d{1,2})$")
+"""The suffix of a study derived from a real one: ``<study>_<tag>ins007`` (a finding inserted),
+``<study>_<tag>app`` / ``app03`` (the untouched study under a random appearance),
+``<study>_plain_<finding>_<level>`` (the plain renderer's finding at a body)."""
 
 
 def background_study(study_id: str) -> str:
