@@ -262,10 +262,10 @@ def _canal_layers(
     # intramedullary: the cord where a mask shows it, else the canal's middle, along its course
     here = None
     if bg.cord is not None:
-        cord = bg.cord[box_around(bg, f.centre, 8.0)]
+        near = box_around(bg, f.centre, 8.0)
+        cord = bg.cord[near]
         if cord.any():
-            box = box_around(bg, f.centre, 8.0)
-            here = f.to_local(voxel_world(bg, box)[cord]).mean(0)[:2]
+            here = f.to_local(voxel_world(bg, near)[cord]).mean(0)[:2]
     ts, ls, ps, (t_lo, t_hi) = cord_course(an.bodies, f, here)
     cord_r = float(np.clip(0.3 * min(c1 - c0, 14.0), 3.0, 4.5))  # across; front to back 0.75 of it
     swell = 1.0 + float(rng.uniform(0.0, 0.5))  # cord expansion 0-50 %
@@ -382,7 +382,7 @@ def render_plain(
     bg: Background, frame: BodyFrame, finding: str, rng: np.random.Generator, an: SpineAnatomy | None = None
 ) -> PlainStudy:
     """One of :data:`PLAIN_FINDINGS` at the body ``frame`` of a real study (``an``: the study's
-    anatomy, derived when not given; canal findings and discitis need it)."""
+    anatomy, derived when not given: canal findings and the disc's mimics read it)."""
     if finding not in PLAIN_FINDINGS:
         raise ValueError(f"unknown plain finding '{finding}'; choose from {', '.join(PLAIN_FINDINGS)}")
     an = an if an is not None else derive_anatomy(bg)
@@ -403,9 +403,8 @@ def render_plain(
     footprint = np.clip(ndimage.gaussian_filter(inside, 1.0), 0.0, 1.0)
     images = {s: img.astype(np.float32) for s, img in bg.images.items()}  # float copies, painted below
     body_box = own_f[box]
-    top = np.full(
-        loc.shape[:-1], f.superior
-    )  # the superior endplate per voxel column (lowered by a collapse)
+    # the superior endplate per voxel column (lowered by a collapse)
+    top = np.full(loc.shape[:-1], f.superior)
     if finding in COLLAPSES:
         source, top = _collapse_source(loc, f, _height_loss(finding, loc, f, rng), footprint)
         coords = _world_to_voxel(bg, f.to_world(source))
