@@ -27,6 +27,7 @@ scan:
   stride_mm: 8.0        # windows at most this far apart;
                         # continued here
   regex: '#notacomment'  # quoted hash kept
+                         # and continued under its own comment
   plain: 3
 hydra:
   run: {dir: x}
@@ -38,7 +39,7 @@ hydra:
     assert got["input"] == ("???", "")
     assert got["threshold"] == ("0.5", "a comment above a key that goes on")
     assert got["scan.stride_mm"] == ("8.0", "windows at most this far apart; continued here")
-    assert got["scan.regex"] == ("'#notacomment'", "quoted hash kept")
+    assert got["scan.regex"] == ("'#notacomment'", "quoted hash kept and continued under its own comment")
     assert got["scan.plain"] == ("3", "")
 
 

@@ -29,8 +29,9 @@ class Setting:
     description: str
 
 
-def _split_comment(rest: str) -> tuple[str, str]:
-    """``value  # comment`` -> (value, comment); a ``#`` inside quotes or braces is not a comment."""
+def _split_comment(rest: str) -> tuple[str, str, int]:
+    """``value  # comment`` -> (value, comment, where the ``#`` is in ``rest``, -1 without one);
+    a ``#`` inside quotes or braces is not a comment."""
     depth, quote = 0, ""
     for i, ch in enumerate(rest):
         if quote:
@@ -42,8 +43,8 @@ def _split_comment(rest: str) -> tuple[str, str]:
         elif ch in "]}":
             depth -= 1
         elif ch == "#" and depth <= 0 and (i == 0 or rest[i - 1] in " \t"):
-            return rest[:i].strip(), rest[i + 1 :].strip()
-    return rest.strip(), ""
+            return rest[:i].strip(), rest[i + 1 :].strip(), i
+    return rest.strip(), "", -1
 
 
 def read_settings(text: str) -> tuple[list[str], list[Setting]]:
@@ -79,7 +80,7 @@ def read_settings(text: str) -> tuple[list[str], list[Setting]]:
         indent = len(m["indent"])
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        value, comment = _split_comment(m["rest"])
+        value, comment, at = _split_comment(m["rest"])
         dotted = ".".join([k for _, k in stack] + [m["key"]])
         if not value:
             stack.append((indent, m["key"]))
@@ -89,7 +90,7 @@ def read_settings(text: str) -> tuple[list[str], list[Setting]]:
             last = None
             continue
         last = Setting(dotted, value, description)
-        last_column = line.index("#", len(m["indent"]) + len(m["key"]) + 1) if comment else -1
+        last_column = len(line) - len(m["rest"]) + at if at >= 0 else -1
         settings.append(last)
     return header, settings
 
