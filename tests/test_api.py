@@ -59,3 +59,37 @@ def test_predict_as_a_function_returns_what_it_wrote(tmp_path: Path, tiny_model:
     assert [w for w in study["warnings"] if not w.startswith("note: ")] == run["studies"][0]["warnings"]
     with pytest.raises(ValueError, match="argument input="):  # the command's validation, raised, no exit
         predict(tmp_path / "nope", tmp_path / "out2", model=tiny_model)
+
+
+def test_a_study_sink_of_your_own_runs_before_predictions_json(tmp_path: Path, tiny_model: Path) -> None:
+    """Issue 35: the predictor's writers are sinks in order; predictions.json comes after them all,
+    so a study with predictions.json is complete, your sink's output and notes included."""
+    import json
+
+    from spinelesion.inference.predictor import Predictor, PredictorConfig, RoiRequest, StudyInput
+    from spinelesion.io.study import Study
+
+    vol = Volume(
+        np.random.default_rng(1).uniform(50, 500, (40, 40, 24)).astype(np.float32),
+        np.diag([1.5, 1.5, 2.0, 1.0]),
+    )
+    predictor = Predictor.from_model_dir(
+        tiny_model, PredictorConfig(device="cpu", saliency_method="none", png=False, dicom=False)
+    )
+    assert [name for name, _ in predictor.sinks] == ["maps", "markups"]
+    seen = []
+
+    def mine(job) -> None:
+        seen.append((job.item.study_id, len(job.records), (job.folder / "predictions.json").exists()))
+        (job.folder / "mine.txt").write_text("pushed")
+        job.notes.append("pushed to the archive")
+
+    predictor.sinks.append(("mine", mine))
+    item = StudyInput(
+        "s1", "memory", lambda: Study("s1", {"t2": vol}), [RoiRequest("r1", np.array([30.0, 30.0, 24.0]))]
+    )
+    result = predictor.predict_study(item, tmp_path / "out")
+    assert seen == [("s1", 1, False)]  # called with the answers, before predictions.json
+    assert (result.folder / "mine.txt").read_text() == "pushed"
+    written = json.loads((result.folder / "predictions.json").read_text())
+    assert "note: pushed to the archive" in written["warnings"]

@@ -103,9 +103,10 @@ class PredictorConfig:
 
 
 @dataclass
-class _StudyJob:
+class StudyJob:
     """One study between the predictor's stages: what was read and prepared, the ROIs proposed,
-    what was answered and written, and the study's warnings, notes and timings."""
+    what was answered and written, and the study's warnings, notes and timings. A sink (see
+    :attr:`Predictor.sinks`) reads it and may add warnings or notes."""
 
     item: StudyInput
     study: Any  # spinelesion.io.study.Study
@@ -153,6 +154,13 @@ class Predictor:
             "version": meta.get("version"),
             "weights_sha256": meta.get("weights_sha256"),
         }
+        # A study's writers, in order, each (name, fn(job)); predictions.json comes after them all.
+        # Append your own (e.g. a PACS push): ``predictor.sinks.append(("mine", fn))``.
+        self.sinks: list[tuple[str, Callable[[StudyJob], None]]] = [
+            ("maps", self._write_maps),
+            *([("dicom", self._write_dicom_sink)] if self.cfg.dicom not in (False, "false", "off") else []),
+            *([("markups", self._write_markups)] if self.cfg.markups else []),
+        ]
 
     @classmethod
     def from_model_dir(
@@ -255,7 +263,7 @@ class Predictor:
         return StudyResult(item.study_id, job.folder, job.records, job.warnings, job.timings, job.notes)
 
     # -- stages ------------------------------------------------------------------------------
-    def _prepare_study(self, item: StudyInput) -> _StudyJob:
+    def _prepare_study(self, item: StudyInput) -> StudyJob:
         """Read, check (blank, NaN, degenerate or mislabelled sequences), resample onto the reference grid."""
         from spinelesion.inference.guards import check_study
         from spinelesion.io.limits import ResourceLimitError, check_study_bytes
@@ -289,9 +297,9 @@ class Predictor:
                 f"{ref_name} grid instead"
             )
         timings["preprocess"] = time.perf_counter() - t0
-        return _StudyJob(item, study, array, affine, available, ref_name, warnings, notes, timings)
+        return StudyJob(item, study, array, affine, available, ref_name, warnings, notes, timings)
 
-    def _propose(self, job: _StudyJob, progress: Callable[[int, int], None] | None) -> None:
+    def _propose(self, job: StudyJob, progress: Callable[[int, int], None] | None) -> None:
         """The ROIs to answer: scan mode's candidates when none were given, else the given ones
         that can be answered (none from padding or a blank crop, as evaluate does)."""
         rois = list(job.item.rois)
@@ -331,7 +339,7 @@ class Predictor:
         job.rois = rois
         job.timings["network"] = t_scan
 
-    def _classify_and_explain(self, job: _StudyJob) -> None:
+    def _classify_and_explain(self, job: StudyJob) -> None:
         """Per batch of ROIs: crop, classify (scan candidates: the mean answer around each peak,
         labelled by the call policy), saliency, and the ROI's own files."""
         ref_shape = job.array.shape[1:]
@@ -384,19 +392,9 @@ class Predictor:
             )
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
 
-    def _write_study(self, job: _StudyJob) -> None:
-        """The study's files: saliency and scan maps, DICOM, markups, and predictions.json last
-        (the study's other files are complete when it appears)."""
-        folder, affine, ref_shape = job.folder, job.affine, job.array.shape[1:]
-        t0 = time.perf_counter()
-        for task, stack in job.stacks.items():
-            write_unit_maps(inside(folder, saliency_file(task)), stack, affine)
-        if job.scan is not None and self.cfg.write_maps:
-            self._write_scan_maps(folder, job.scan, affine, ref_shape)
-        inputs = {
-            s: (self._source(job.study.volumes[s].meta.get("source")) if s in job.study.volumes else None)
-            for s in SEQUENCES
-        }
+    def _write_study(self, job: StudyJob) -> None:
+        """The study's files through :attr:`sinks` (saliency and scan maps, DICOM, markups, your
+        own), then predictions.json last: the study's other files are complete when it appears."""
         job.notes.append(
             f"reference grid: {job.ref_name} as read from disk (saliency NIfTI share its shape and affine)"
         )
@@ -405,22 +403,24 @@ class Predictor:
                 "saliency: one NIfTI per task holding every ROI's map (uint8 scaled to [0, 1]); "
                 "a ROI's map is volume 'saliency_volume' (0-based, 4th axis) of its file"
             )
-        if job.records and self.cfg.dicom not in (False, "false", "off"):
-            t_dicom = time.perf_counter()  # timed apart: highdicom's pure-Python encoding dominates it
-            job.warnings.extend(self._write_dicom(folder, job.study, job.ref_name, job.records, job.stacks))
-            job.timings["dicom"] = time.perf_counter() - t_dicom
-            t0 += job.timings["dicom"]
-        if self.cfg.markups and job.records:
-            from spinelesion.inference.markups import write_markups
-
-            write_markups(folder / "rois.mrk.json", job.records, name=f"{folder.name} ROIs")
+        for name, sink in self.sinks:
+            t0 = time.perf_counter()
+            sink(job)
+            # DICOM timed apart: highdicom's pure-Python encoding dominates it
+            key = "dicom" if name == "dicom" else "write"
+            job.timings[key] = job.timings.get(key, 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        inputs = {
+            s: (self._source(job.study.volumes[s].meta.get("source")) if s in job.study.volumes else None)
+            for s in SEQUENCES
+        }
         if self.cfg.input_root is not None:  # a warning may quote an input path (patient names)
             job.warnings = [hide_root(w, self.cfg.input_root) for w in job.warnings]
         # The contract has one list: degradations first, then the notes, each marked "note: " so a
         # reader (and run.json, which counts them apart) tells the two kinds the same way.
         job.notes = [f"note: {n}" for n in job.notes]
         write_predictions_json(
-            folder / "predictions.json",
+            job.folder / "predictions.json",
             job.item.study_id,
             self.model_info,
             inputs,
@@ -428,6 +428,28 @@ class Predictor:
             job.warnings + job.notes,
         )
         job.timings["write"] = job.timings.get("write", 0.0) + time.perf_counter() - t0
+
+    # -- sinks -------------------------------------------------------------------------------
+    def _write_maps(self, job: StudyJob) -> None:
+        """Every ROI's saliency map, one NIfTI per task; scan mode's probability maps."""
+        for task, stack in job.stacks.items():
+            write_unit_maps(inside(job.folder, saliency_file(task)), stack, job.affine)
+        if job.scan is not None and self.cfg.write_maps:
+            self._write_scan_maps(job.folder, job.scan, job.affine, job.array.shape[1:])
+
+    def _write_dicom_sink(self, job: StudyJob) -> None:
+        """DICOM SR and Parametric Maps beside a DICOM study (its warnings join the study's)."""
+        if job.records:
+            job.warnings.extend(
+                self._write_dicom(job.folder, job.study, job.ref_name, job.records, job.stacks)
+            )
+
+    def _write_markups(self, job: StudyJob) -> None:
+        """The ROIs and their labels as a 3D Slicer point list."""
+        if job.records:
+            from spinelesion.inference.markups import write_markups
+
+            write_markups(job.folder / "rois.mrk.json", job.records, name=f"{job.folder.name} ROIs")
 
     def _write_dicom(
         self,
