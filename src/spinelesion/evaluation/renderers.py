@@ -16,6 +16,17 @@ from typing import Any
 from spinelesion.evaluation.real import mimics_called_normal, right_per_finding
 from spinelesion.evaluation.report import headline_metrics
 
+HEADLINE = (
+    "n",
+    "compartment_auc_macro",
+    "compartment_balanced_accuracy",
+    "compartment_ece",
+    "fracture_auc_benign_vs_pathologic",
+    "fracture_balanced_accuracy",
+    "fracture_ece",
+)
+"""The headline figures a renderer report keeps (:func:`spinelesion.evaluation.report.headline_metrics`)."""
+
 
 def renderer_report(metrics: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """Headline metrics, per-class sensitivity (compartments and fractures in one map: their
@@ -30,14 +41,7 @@ def renderer_report(metrics: Mapping[str, Any], rows: Sequence[Mapping[str, str]
     called = {k: v["called_normal"] for k, v in mimics["per_finding"].items()}
     known = [v for v in called.values() if v is not None]
     return {
-        **{
-            k: head.get(k)
-            for k in ("n", "compartment_auc_macro", "compartment_balanced_accuracy", "compartment_ece")
-        },
-        **{
-            k: head.get(k)
-            for k in ("fracture_auc_benign_vs_pathologic", "fracture_balanced_accuracy", "fracture_ece")
-        },
+        **{k: head.get(k) for k in HEADLINE},
         "sensitivity": sens,
         "mimics_called_normal": called,
         "worst_mimic_called_normal": min(known) if known else None,

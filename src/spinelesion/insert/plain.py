@@ -299,16 +299,17 @@ def _canal_layers(
 
 def _mimic_layers(
     finding: str,
-    an: SpineAnatomy,
     f: BodyFrame,
     loc: np.ndarray,
     body: np.ndarray,
     above_body: np.ndarray,
     footprint: np.ndarray,
+    between: tuple[np.ndarray, float] | None,
     rng: np.random.Generator,
 ) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
     """Layers of a mimic (discitis or Modic 1 at the disc above ``f``, a Schmorl node, a
-    haemangioma) and the ROI centre (LPS)."""
+    haemangioma) and the ROI centre (LPS); ``between``: the disc above and the upper body's
+    inferior endplate (:func:`_disc_between`), None without a body above."""
     t = loc[..., 2]
     mid_p = 0.5 * (f.anterior + f.posterior)
     if finding == "haemangioma":  # T1 and T2 bright, well defined, coarse vertical trabeculae
@@ -344,10 +345,9 @@ def _mimic_layers(
             layers.append(("oedema", halo & body & ~node))
         layers.append(("disc", node))
         return layers, f.centre
-    above = an.neighbours(f)[0]
-    if above is None:
+    if between is None:
         raise ValueError(f"{finding} at {f.level} needs the body above")
-    disc, upper_t = _disc_between(loc, f, above, footprint)
+    disc, upper_t = between
     if finding == "modic1":  # a degenerated (darker, thinner-looking) disc, oedema along both endplates
         return [
             ("degenerated_disc", disc),
@@ -422,11 +422,10 @@ def render_plain(
     elif finding in ("discitis", "schmorl_node", "modic1", "haemangioma"):
         above = an.neighbours(f)[0]
         above_body = bg.bodies[box] == above.label if above is not None else np.zeros_like(body)
-        layers, centre = _mimic_layers(finding, an, f, loc, body, above_body, footprint, rng)
-        if above is not None:
-            disc, _ = _disc_between(loc, f, above, footprint)
-            if disc.sum() >= 8:
-                refs["disc"] = {s: float(np.median(img[box][disc])) for s, img in bg.images.items()}
+        between = _disc_between(loc, f, above, footprint) if above is not None else None  # once, for both
+        layers, centre = _mimic_layers(finding, f, loc, body, above_body, footprint, between, rng)
+        if between is not None and between[0].sum() >= 8:
+            refs["disc"] = {s: float(np.median(img[box][between[0]])) for s, img in bg.images.items()}
         refs.setdefault("disc", {s: 1.3 * v for s, v in marrow.items()})  # no disc in view: about a disc's
     else:
         layers, centre = _bone_layers(finding, f, loc, body, top, rng)
