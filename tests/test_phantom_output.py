@@ -156,3 +156,37 @@ def test_make_data_cli(tmp_path: Path):
     m = read_manifest(tmp_path / "out" / "manifest.csv", geometry=True)
     assert {r.study_id for r in m.rows} == {"S000100000", "S000100001"}
     assert (tmp_path / "out" / "dataset.json").is_file()
+
+
+def test_voxel_grid_is_the_affine_applied_to_every_index():
+    from scipy.spatial.transform import Rotation
+
+    from spinelesion.phantom.acquisition import voxel_grid
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", [12, -7, 30], degrees=True).as_matrix() @ np.diag(
+        [0.7, 0.9, 4.0]
+    )
+    affine[:3, 3] = [-31.0, 12.5, 88.0]
+    shape = (5, 7, 3)
+    grid = voxel_grid(affine, shape)
+    assert grid.shape == (*shape, 3)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    expected = ijk @ affine[:3, :3].T + affine[:3, 3]
+    np.testing.assert_allclose(grid.reshape(-1, 3), expected, atol=1e-9)
+
+
+def test_noise_upsampling_is_zooms_linear_mapping_with_the_far_corner_read():
+    from scipy import ndimage
+
+    from spinelesion.phantom.canvas import upsample_linear
+
+    field = np.random.default_rng(3).standard_normal((6, 5, 9)).astype(np.float32)
+    shape = (57, 43, 91)
+    ours = upsample_linear(field, shape)
+    zoom = ndimage.zoom(field, [s / c for s, c in zip(shape, field.shape)], order=1)
+    assert ours.shape == shape
+    # The same corner-aligned mapping everywhere zoom stays inside its input ...
+    np.testing.assert_allclose(ours[:-1, :-1, :-1], zoom[:-1, :-1, :-1], atol=1e-5)
+    # ... and the far corner is the input's corner (zoom rounds past it and reads zero there).
+    assert ours[-1, -1, -1] == pytest.approx(float(field[-1, -1, -1]), abs=1e-6)

@@ -1,8 +1,11 @@
-"""Transfer across renderers: train briefly on phantom v2, evaluate on the v1 renderer, and the reverse.
+"""Transfer across renderers: train briefly on phantom v2, evaluate on the v1 renderer too.
 
 A change that only helps its own renderer shows up as a gap between the in-renderer and the
 cross-renderer figures (both are written to the test log; the bench can track them). The
-assertions are floors a brief CPU training clears on both; the numbers are the point.
+assertions are floors a brief CPU training clears; the numbers are the point. One direction only
+(the default renderer to the old one): the reverse cost six more minutes of every `make test`,
+and the release recipe's renderer probes measure transfer each way on full trainings
+(docs/release.md).
 """
 
 from __future__ import annotations
@@ -74,14 +77,9 @@ def renderer_test_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("train_on", ["v2", "v1"])
-def test_training_transfers_across_renderers(
-    tmp_path: Path, train_on: str, renderer_test_sets: dict[str, Path]
-):
-    tests = renderer_test_sets
-    result = _train_and_cross_evaluate(tmp_path, V1 if train_on == "v1" else {}, tests)
-    log.warning("trained on %s: %s", train_on, json.dumps(result))
-    (tmp_path / "transfer.json").write_text(json.dumps({"train_on": train_on, **result}))
-    other = "v1" if train_on == "v2" else "v2"
-    assert result[train_on]["compartment_auc"] > 0.70, result
-    assert result[other]["compartment_auc"] > 0.60, f"no transfer from {train_on} to {other}: {result}"
+def test_training_transfers_across_renderers(tmp_path: Path, renderer_test_sets: dict[str, Path]):
+    result = _train_and_cross_evaluate(tmp_path, {}, renderer_test_sets)
+    log.warning("trained on v2: %s", json.dumps(result))
+    (tmp_path / "transfer.json").write_text(json.dumps({"train_on": "v2", **result}))
+    assert result["v2"]["compartment_auc"] > 0.70, result
+    assert result["v1"]["compartment_auc"] > 0.60, f"no transfer from v2 to v1: {result}"

@@ -59,12 +59,38 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], scale_vox: floa
 
     Drawn on a coarse grid and interpolated up, so it costs little whatever the shape.
     """
+    shape = tuple(int(s) for s in shape)
     coarse = [max(int(np.ceil(s / scale_vox)) + 3, 4) for s in shape]
     field = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 0.8)
-    zoom = [s / c for s, c in zip(shape, coarse, strict=True)]
-    out = ndimage.zoom(field, zoom, order=1)[tuple(slice(0, s) for s in shape)]
+    out = upsample_linear(field, shape)
     out = out - out.mean()
     return (out / max(float(out.std()), 1e-6)).astype(np.float32)
+
+
+def upsample_linear(field: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Linear resize of ``field`` to ``shape``, corner voxels aligned, one axis at a time.
+
+    The mapping of ``scipy.ndimage.zoom(order=1)`` (output i reads input i (n - 1) / (N - 1)),
+    faster, and without zoom's rounding at the far edge, where its last voxels
+    fall just outside the input and read zero. NumPy only: the generator runs in forked workers,
+    where a threaded library initialised by the parent can hang.
+    """
+    out = np.asarray(field, dtype=np.float32)
+    # The last axis first: the final, full-size pass then gathers whole contiguous slabs.
+    for axis in reversed(range(out.ndim)):
+        size = int(shape[axis])
+        n = out.shape[axis]
+        pos = np.arange(size, dtype=np.float64) * ((n - 1) / max(size - 1, 1))
+        i0 = np.minimum(np.floor(pos).astype(np.intp), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        w = (pos - i0).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        lo = np.take(out, i0, axis=axis)
+        step = np.take(out, i1, axis=axis)
+        step -= lo  # in place: the last pass is the whole canvas
+        step *= w
+        step += lo
+        out = step
+    return out
 
 
 @dataclass
