@@ -122,6 +122,14 @@ def cut_short(folder: Path, keep: int | None = None) -> None:
     (folder / "t2.nii.gz").write_bytes(data[: len(data) // 2 if keep is None else keep])
 
 
+def flipped_byte(folder: Path) -> None:
+    """A .nii.gz with one byte of its CRC trailer flipped: the voxels decompress, the check fails."""
+    path = nifti_study(folder) / "t2.nii.gz"
+    data = bytearray(path.read_bytes())
+    data[-6] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def singular_affine(folder: Path) -> None:
     aff = grid_affine(CENTRE, SHAPE, (1.5, 1.5, 3.0), AXIAL)
     aff[:3, 2] = aff[:3, 0]  # third axis parallel to the first
@@ -278,6 +286,11 @@ STUDY_CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
         cut_short,
         "failed",
         r"t2\.nii\.gz: truncated: the compressed file ends before",
+    ),
+    "NIfTI.gz whose CRC fails -> refused as damaged, named": (
+        flipped_byte,
+        "failed",
+        r"t2\.nii\.gz: voxel data cannot be read, the file is damaged \(CRC check failed",
     ),
     "a few NaN voxels -> predicted, warned": (
         lambda d: nifti_study(d, volume(some_nan)),

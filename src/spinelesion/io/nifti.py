@@ -114,14 +114,22 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
     try:
+        if str(path).lower().endswith(".gz"):
+            # The whole stream, so that gzip checks its CRC and length at the end: nibabel reads
+            # only the bytes the header declares and never reaches the trailer, so a flipped
+            # byte inside the data was read as voxels without a word.
+            with gzip.open(path, "rb") as fh:
+                img = type(img).from_bytes(fh.read())
         data = np.asarray(img.dataobj)
     except EOFError as exc:  # gzip's message names no file
         raise NiftiError(
             f"{path}: truncated: the compressed file ends before the {'x'.join(map(str, shape))} "
             f"{img.get_data_dtype()} voxels its header declares (copy it again)"
         ) from exc
-    except (OSError, zlib.error) as exc:  # a damaged gzip stream, a failing disk
-        raise NiftiError(f"{path}: voxel data cannot be read ({exc})") from exc
+    except (OSError, zlib.error) as exc:  # a damaged gzip stream (CRC, deflate data), a failing disk
+        raise NiftiError(
+            f"{path}: voxel data cannot be read, the file is damaged ({exc}; copy it again)"
+        ) from exc
     if len(shape) == 4:
         data = data[..., 0]
     # get_fdata-style scaling: dataobj applies scl_slope/scl_inter when present.
