@@ -122,3 +122,56 @@ def test_source_weights_move_normal_draws_between_sets_without_touching_class_ba
         balanced_weights(mix, {"real-mimic": 0.5})
     with pytest.raises(ValueError, match="finite and >= 0"):
         balanced_weights(mix, {"mimics": -1.0})
+
+
+def test_domain_balance_makes_the_class_drawn_independent_of_the_site():
+    """A site whose ROIs are mostly inserted lesions must not teach that its look means lesion."""
+    from spinelesion.data.datamodule import balanced_weights, domain_of
+
+    def rows(patient: str, n: int, compartment: str) -> list[Row]:
+        return [
+            Row(
+                f"{patient}-{compartment}{i}",
+                patient,
+                patient,
+                np.zeros(3),
+                {},
+                {"compartment": compartment, "fracture": "none"},
+            )
+            for i in range(n)
+        ]
+
+    # vb2: 300 normal ROIs and 100 lesions; vb1: 20 normal, 80 lesions; the phantom: 400 and 400
+    mix = (
+        rows("vb2_01", 300, "none")
+        + rows("vb2_01", 100, "extradural")
+        + rows("vb1_p1", 20, "none")
+        + rows("vb1_p1", 80, "extradural")
+        + rows("P100000001", 400, "none")
+        + rows("P100000001", 400, "extradural")
+    )
+    assert [domain_of(r) for r in mix[:1] + mix[400:401] + mix[-1:]] == ["vb2", "vb1", ""]
+    domains = np.array([domain_of(r) for r in mix])
+    lesion = np.array([r.labels["compartment"] == "extradural" for r in mix])
+
+    def p_lesion(weights: np.ndarray, domain: str) -> float:
+        d = domains == domain
+        return float(weights[d & lesion].sum() / weights[d].sum())
+
+    plain = balanced_weights(mix)
+    assert p_lesion(plain, "vb1") > 0.8  # without it, vb1 draws are 82 % lesions: its look predicts one
+    balanced = balanced_weights(mix, domain_balance=True)
+    overall = float(balanced[lesion].sum() / balanced.sum())
+    for domain in ("vb1", "vb2", ""):  # the class balance of the whole mix, in every domain
+        assert p_lesion(balanced, domain) == pytest.approx(overall)
+    # each class keeps its total, and each domain gets its share of all ROIs within each class
+    assert balanced[lesion].sum() == pytest.approx(plain[lesion].sum())
+    assert balanced[~lesion].sum() == pytest.approx(plain[~lesion].sum())
+    vb1_share = float((domains == "vb1").mean())
+    assert balanced[(domains == "vb1") & ~lesion].sum() / balanced[~lesion].sum() == pytest.approx(vb1_share)
+    # a class that only some domains have stays whole, spread over those domains
+    mix.append(
+        Row("im", "vb2_02", "vb2_02", np.zeros(3), {}, {"compartment": "intramedullary", "fracture": "none"})
+    )
+    w = balanced_weights(mix, domain_balance=True)
+    assert w[-1] == pytest.approx(balanced_weights(mix)[-1])

@@ -64,7 +64,43 @@ def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     return Manifest(manifests[0].path, [r for m in manifests for r in m.rows])
 
 
-def balanced_weights(rows: Sequence[Row], source_weights: Mapping[str, float] | None = None) -> np.ndarray:
+def domain_of(row: Row) -> str:
+    """The image domain of a row for :func:`balanced_weights`: its patient id's prefix before the
+    first ``_`` (the background data set of real and inserted studies: ``vb1_p3`` -> ``vb1``);
+    ids without one (the phantom's ``P...``) share the domain ``""``."""
+    pid = str(row.patient_id)
+    return pid.split("_", 1)[0] if "_" in pid else ""
+
+
+def _label_groups(rows: Sequence[Row]) -> np.ndarray:
+    index: dict[tuple[str, ...], int] = {}
+    return np.array([index.setdefault(tuple(r.labels[t] for t in TASKS), len(index)) for r in rows])
+
+
+def _spread_over_domains(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
+    """Within each combination of labels, the domains' draws in proportion to their share of all
+    rows (renormalised over the domains that have that combination), each row of a (labels,
+    domain) cell keeping its weight relative to the others; each combination keeps its total."""
+    domains = np.array([domain_of(r) for r in rows])
+    names, counts = np.unique(domains, return_counts=True)
+    share = dict(zip(names.tolist(), (counts / counts.sum()).tolist(), strict=True))
+    groups = _label_groups(rows)
+    out = weights.copy()
+    for g in np.unique(groups):
+        members = groups == g
+        total = weights[members].sum()
+        present = np.unique(domains[members]).tolist()
+        norm = sum(share[d] for d in present)
+        for d in present:
+            cell = members & (domains == d)
+            mass = weights[cell].sum()
+            out[cell] = weights[cell] * (total * share[d] / norm / mass) if mass > 0 else 0.0
+    return out
+
+
+def balanced_weights(
+    rows: Sequence[Row], source_weights: Mapping[str, float] | None = None, domain_balance: bool = False
+) -> np.ndarray:
     """Per-row weight: mean over tasks (with a known label) of 1 / class frequency.
 
     ``source_weights`` multiplies the weight of every row of a set of the mix (its manifest's
@@ -73,6 +109,12 @@ def balanced_weights(rows: Sequence[Row], source_weights: Mapping[str, float] | 
     place (bodies, canal, background, hard negatives): a set can instead take its share from a
     named one, e.g. ``{phantom-hardneg: 0.75}``. Each combination of labels keeps its total
     weight, so the class balance is unchanged.
+
+    ``domain_balance`` then spreads each combination's draws over the image domains
+    (:func:`domain_of`) in proportion to each domain's share of all rows, so that the class drawn
+    is independent of the domain: a site whose exams carry inserted lesions in most ROIs would
+    otherwise teach that its look means "lesion" (2026-12-06: a VB1 patient held out after
+    training on the others had 0.22 of its T1 bodies called normal).
     """
     counts = {t: Counter(r.labels[t] for r in rows if r.labels[t]) for t in TASKS}
     weights = np.zeros(len(rows))
@@ -92,14 +134,13 @@ def balanced_weights(rows: Sequence[Row], source_weights: Mapping[str, float] | 
         scaled = weights * np.array([float(source_weights.get(r.source, 1.0)) for r in rows])
         # Each combination of labels keeps its total weight: the multipliers move draws among the
         # sets of a class, never between classes.
-        index: dict[tuple[str, ...], int] = {}
-        groups = np.array([index.setdefault(tuple(r.labels[t] for t in TASKS), len(index)) for r in rows])
-        for g in range(len(index)):
+        groups = _label_groups(rows)
+        for g in np.unique(groups):
             members = groups == g
             total = scaled[members].sum()
             scaled[members] *= weights[members].sum() / total if total > 0 else 0.0
         weights = scaled
-    return weights
+    return _spread_over_domains(rows, weights) if domain_balance else weights
 
 
 def sampling_prior(rows: Sequence[Any], weights: np.ndarray | None = None) -> dict[str, list[float]]:
@@ -139,6 +180,7 @@ class SpineDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         balanced_sampling: bool = False,
         source_weights: Mapping[str, float] | None = None,
+        domain_balance: bool = False,
         check_geometry: bool = True,
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
@@ -166,6 +208,7 @@ class SpineDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.balanced_sampling = balanced_sampling
         self.source_weights = dict(source_weights or {})
+        self.domain_balance = bool(domain_balance)
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
         # data.pipeline: "bank" (npz study cache, RoiDataset) or "monai" (MONAI transforms,
@@ -295,7 +338,9 @@ class SpineDataModule(pl.LightningDataModule):
         weights = None
         if train and self.balanced_sampling:
             assert self.bank is not None, "call setup() first"
-            weights = balanced_weights([self.bank.rows[i] for i in ds.indices], self.source_weights)
+            weights = balanced_weights(
+                [self.bank.rows[i] for i in ds.indices], self.source_weights, self.domain_balance
+            )
         sampler = KeyedSampler(ds.indices, seed=self.seed, shuffle=train, weights=weights)
         loader_cls: Any = DataLoader
         if self.pipeline == "monai":
@@ -326,7 +371,11 @@ class SpineDataModule(pl.LightningDataModule):
         """Per task, each class's share of the training draws of ``split`` (balanced sampling's
         weights, or the plain class frequencies without it): :func:`sampling_prior`."""
         rows = [r for r in self.load_manifest().rows if r.split == split]
-        weights = balanced_weights(rows, self.source_weights) if self.balanced_sampling else None
+        weights = (
+            balanced_weights(rows, self.source_weights, self.domain_balance)
+            if self.balanced_sampling
+            else None
+        )
         return sampling_prior(rows, weights)
 
     def class_counts(self, split: str = "train") -> dict[str, np.ndarray]:
