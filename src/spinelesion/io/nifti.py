@@ -98,6 +98,32 @@ def form_warnings(path: Path, img: Any, tol_mm: float = 1e-3) -> list[str]:
     return []
 
 
+GZ_TAIL_BYTES = 1 << 20  # read past the declared voxels to reach gzip's trailer, at most this much
+
+
+def _read_gz_checked(path: Path, img: Any) -> Any:
+    """``img`` read again from the bytes of its gzip stream up to its end, so that gzip checks its
+    CRC and length: nibabel reads only the bytes the header declares and never reaches the
+    trailer, so a flipped byte inside the data was read as voxels without a word. Memory and
+    time stay bounded by the header (the caller's cap) plus ``GZ_TAIL_BYTES``: a stream with more
+    than that beyond its voxels (a zip bomb's tail) is read as declared, unchecked, with a warning."""
+    hdr = img.header
+    # the proxy's offset: nibabel zeroes the loaded header's vox_offset (it is set when writing)
+    offset = int(getattr(img.dataobj, "offset", hdr.get_data_offset()))
+    need = offset + math.prod(img.shape) * int(hdr.get_data_dtype().itemsize)
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read(need)
+        if len(raw) < need:
+            raise EOFError("the compressed stream ends early")
+        if len(fh.read(GZ_TAIL_BYTES)) == GZ_TAIL_BYTES:  # the stream goes on: its end not reached
+            log.warning(
+                "%s: more than %d bytes follow the declared voxels; gzip's CRC was not checked",
+                path,
+                GZ_TAIL_BYTES,
+            )
+    return type(img).from_bytes(raw)
+
+
 def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume:
     """Read a 3D NIfTI (a 4D file with one volume is accepted) into an LPS :class:`Volume`.
 
@@ -115,11 +141,7 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
     try:
         if str(path).lower().endswith(".gz"):
-            # The whole stream, so that gzip checks its CRC and length at the end: nibabel reads
-            # only the bytes the header declares and never reaches the trailer, so a flipped
-            # byte inside the data was read as voxels without a word.
-            with gzip.open(path, "rb") as fh:
-                img = type(img).from_bytes(fh.read())
+            img = _read_gz_checked(path, img)
         data = np.asarray(img.dataobj)
     except EOFError as exc:  # gzip's message names no file
         raise NiftiError(
