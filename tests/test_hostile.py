@@ -1500,3 +1500,12 @@ def test_the_log_hides_input_paths_like_every_other_output(
     with caplog.at_level("INFO"):
         run_predict(root, tmp_path / "out2", model_dir, "output.source_paths=true")
     assert "Doe_John" in caplog.text  # asked for in full
+
+
+def test_progress_false_shows_no_bar(tmp_path: Path, model_dir: Path, capfd: pytest.CaptureFixture[str]):
+    """Issue 37: ``progress=false`` still showed a bar; with it on, the bar is there."""
+    nifti_study(tmp_path / "in" / "a")
+    run_predict(tmp_path / "in", tmp_path / "on", model_dir, "progress=true")
+    assert "%|" in capfd.readouterr().err
+    run_predict(tmp_path / "in", tmp_path / "off", model_dir, "progress=false")
+    assert "%|" not in capfd.readouterr().err
