@@ -130,6 +130,24 @@ def flipped_byte(folder: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def zero_pixdim(folder: Path) -> None:
+    """A NIfTI.gz placed by its qform alone whose pixdim says 0 mm (nibabel reads it as 1 mm)."""
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(
+        np.random.default_rng(0).random(SHAPE).astype(np.float32), np.diag([1.5, 1.5, 3.0, 1])
+    )
+    img.set_sform(None, code=0)
+    img.set_qform(np.diag([1.5, 1.5, 3.0, 1]), code=1)
+    raw = bytearray(img.to_bytes())
+    raw[76 + 4 : 76 + 16] = struct.pack("<3f", 0.0, 0.0, 0.0)  # pixdim[1:4]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "t2.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+
+
 def singular_affine(folder: Path) -> None:
     aff = grid_affine(CENTRE, SHAPE, (1.5, 1.5, 3.0), AXIAL)
     aff[:3, 2] = aff[:3, 0]  # third axis parallel to the first
@@ -272,6 +290,11 @@ STUDY_CASES: dict[str, tuple[Callable[[Path], Any], str, str]] = {
         "degenerate affine",
     ),
     "singular affine -> refused": (singular_affine, "failed", "singular"),
+    "pixdim 0 without sform -> refused, not read as 1 mm": (
+        zero_pixdim,
+        "failed",
+        r"t2\.nii\.gz: voxel size \(pixdim\)",
+    ),
     "NIfTI.gz declaring 4000^3 voxels -> refused by the memory cap": (
         huge_nifti,
         "failed",

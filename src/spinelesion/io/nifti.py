@@ -42,6 +42,25 @@ def _gzip_ends_within(path: Path, n: int) -> bool:
     return False
 
 
+def _check_voxel_size(path: Path, img: Any) -> None:
+    """Refuse a zero, negative or non-finite voxel size where it places the voxels (no sform).
+
+    nibabel repairs such a header while loading it (0 becomes 1 mm, a negative size its absolute
+    value) with only a log line, so the raw header is read again, unrepaired."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        raw = type(img.header).from_fileobj(fh, check=False)
+    if int(raw["sform_code"]) > 0:  # the sform alone places the voxels
+        return
+    zooms = [float(z) for z in raw["pixdim"][1:4]]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise NiftiError(
+            f"{path}: voxel size (pixdim) {zooms} is zero, negative or not finite and no sform "
+            "gives the geometry; nibabel would read it as 1 mm (fix the header)"
+        )
+
+
 def load_header(path: str | os.PathLike[str]) -> Any:
     """The nibabel image of a NIfTI file, header only (no voxel is read), checked against what
     reading it would cost: a regular file, a 3D shape, memory under the cap, and (for
@@ -62,6 +81,7 @@ def load_header(path: str | os.PathLike[str]) -> Any:
     shape = tuple(int(s) for s in img.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)) or min(shape) < 1:
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
+    _check_voxel_size(path, img)
     if not str(path).lower().endswith(".gz"):
         hdr = img.header
         need = int(hdr.get_data_offset()) + math.prod(shape) * int(hdr.get_data_dtype().itemsize)
