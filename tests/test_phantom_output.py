@@ -184,7 +184,7 @@ def test_noise_upsampling_is_zooms_linear_mapping_with_the_far_corner_read():
     field = np.random.default_rng(3).standard_normal((6, 5, 9)).astype(np.float32)
     shape = (57, 43, 91)
     ours = upsample_linear(field, shape)
-    zoom = ndimage.zoom(field, [s / c for s, c in zip(shape, field.shape)], order=1)
+    zoom = ndimage.zoom(field, [s / c for s, c in zip(shape, field.shape, strict=True)], order=1)
     assert ours.shape == shape
     # The same corner-aligned mapping everywhere zoom stays inside its input ...
     np.testing.assert_allclose(ours[:-1, :-1, :-1], zoom[:-1, :-1, :-1], atol=1e-5)
