@@ -126,7 +126,8 @@ def test_source_weights_move_normal_draws_between_sets_without_touching_class_ba
 
 def test_domain_balance_makes_the_class_drawn_independent_of_the_site():
     """A site whose ROIs are mostly inserted lesions must not teach that its look means lesion."""
-    from spinelesion.data.datamodule import balanced_weights, domain_of
+    from spinelesion.data.datamodule import balanced_weights
+    from spinelesion.data.manifest import source_of
 
     def rows(patient: str, n: int, compartment: str) -> list[Row]:
         return [
@@ -150,8 +151,8 @@ def test_domain_balance_makes_the_class_drawn_independent_of_the_site():
         + rows("P100000001", 400, "none")
         + rows("P100000001", 400, "extradural")
     )
-    assert [domain_of(r) for r in mix[:1] + mix[400:401] + mix[-1:]] == ["vb2", "vb1", ""]
-    domains = np.array([domain_of(r) for r in mix])
+    assert [source_of(r.patient_id) for r in mix[:1] + mix[400:401] + mix[-1:]] == ["vb2", "vb1", "phantom"]
+    domains = np.array([source_of(r.patient_id) for r in mix])
     lesion = np.array([r.labels["compartment"] == "extradural" for r in mix])
 
     def p_lesion(weights: np.ndarray, domain: str) -> float:
@@ -162,7 +163,7 @@ def test_domain_balance_makes_the_class_drawn_independent_of_the_site():
     assert p_lesion(plain, "vb1") > 0.8  # without it, vb1 draws are 82 % lesions: its look predicts one
     balanced = balanced_weights(mix, domain_balance=True)
     overall = float(balanced[lesion].sum() / balanced.sum())
-    for domain in ("vb1", "vb2", ""):  # the class balance of the whole mix, in every domain
+    for domain in ("vb1", "vb2", "phantom"):  # the class balance of the whole mix, in every domain
         assert p_lesion(balanced, domain) == pytest.approx(overall)
     # each class keeps its total, and each domain gets its share of all ROIs within each class
     assert balanced[lesion].sum() == pytest.approx(plain[lesion].sum())

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from spinelesion.data.augment import BatchAugment, augmentation_from_dict
 from spinelesion.data.cache import StudyCache
 from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
-from spinelesion.data.manifest import Manifest, Row, read_manifest
+from spinelesion.data.manifest import Manifest, Row, read_manifest, source_of
 from spinelesion.data.pipeline_options import pipeline_options
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
@@ -64,14 +64,6 @@ def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     return Manifest(manifests[0].path, [r for m in manifests for r in m.rows])
 
 
-def domain_of(row: Row) -> str:
-    """The image domain of a row for :func:`balanced_weights`: its patient id's prefix before the
-    first ``_`` (the background data set of real and inserted studies: ``vb1_p3`` -> ``vb1``);
-    ids without one (the phantom's ``P...``) share the domain ``""``."""
-    pid = str(row.patient_id)
-    return pid.split("_", 1)[0] if "_" in pid else ""
-
-
 def _label_groups(rows: Sequence[Row]) -> np.ndarray:
     index: dict[tuple[str, ...], int] = {}
     return np.array([index.setdefault(tuple(r.labels[t] for t in TASKS), len(index)) for r in rows])
@@ -81,7 +73,7 @@ def _spread_over_domains(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray
     """Within each combination of labels, the domains' draws in proportion to their share of all
     rows (renormalised over the domains that have that combination), each row of a (labels,
     domain) cell keeping its weight relative to the others; each combination keeps its total."""
-    domains = np.array([domain_of(r) for r in rows])
+    domains = np.array([source_of(str(r.patient_id)) for r in rows])
     names, counts = np.unique(domains, return_counts=True)
     share = dict(zip(names.tolist(), (counts / counts.sum()).tolist(), strict=True))
     groups = _label_groups(rows)
@@ -110,8 +102,8 @@ def balanced_weights(
     named one, e.g. ``{phantom-hardneg: 0.75}``. Each combination of labels keeps its total
     weight, so the class balance is unchanged.
 
-    ``domain_balance`` then spreads each combination's draws over the image domains
-    (:func:`domain_of`) in proportion to each domain's share of all rows, so that the class drawn
+    ``domain_balance`` then spreads each combination's draws over the image domains (the data
+    set of each row's patient, :func:`~spinelesion.data.manifest.source_of`) in proportion to each domain's share of all rows, so that the class drawn
     is independent of the domain: a site whose exams carry inserted lesions in most ROIs would
     otherwise teach that its look means "lesion" (2026-12-06: a VB1 patient held out after
     training on the others had 0.22 of its T1 bodies called normal).

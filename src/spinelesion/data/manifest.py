@@ -119,6 +119,12 @@ GeometryFn = Callable[[Path], tuple[tuple[int, int, int], np.ndarray]]
 """Returns (shape, voxel-to-LPS affine) of a sequence path from its headers."""
 
 
+def source_of(patient_id: str) -> str:
+    """The data set a patient comes from: the part of its id before ``_`` (real: ``vb2_07`` ->
+    ``vb2``); the phantom's patients (``P100000000``) have none and are ``phantom``."""
+    return patient_id.split("_", 1)[0] if "_" in patient_id else "phantom"
+
+
 def _parse_float(text: str) -> float | None:
     try:
         value = float(text)

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spinelesion import __version__
+from spinelesion.data.manifest import source_of
 from spinelesion.formatting import fmt_metric, fmt_value
 from spinelesion.labels import SEQUENCES, TASKS
 from spinelesion.models.networks import MultiTaskNet, count_parameters
@@ -74,12 +75,6 @@ def model_metadata(
         },
         "intended_use": DISCLAIMER,
     }
-
-
-def source_of(patient_id: str) -> str:
-    """The data set a patient comes from: the part of its id before ``_`` (real: ``vb2_07`` ->
-    ``vb2``); the phantom's patients (``P100000000``) have none."""
-    return patient_id.split("_", 1)[0] if "_" in patient_id else "phantom"
 
 
 def training_sources(rows: Sequence[Any]) -> dict[str, dict[str, int]]:
