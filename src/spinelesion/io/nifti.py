@@ -42,6 +42,14 @@ def _gzip_ends_within(path: Path, n: int) -> bool:
     return False
 
 
+def declared_bytes(img: Any) -> int:
+    """Bytes of a NIfTI file up to the end of the voxels its header declares: the voxel offset
+    (the array proxy's: nibabel zeroes a loaded header's ``vox_offset``) plus the voxels."""
+    hdr = img.header
+    offset = int(getattr(img.dataobj, "offset", hdr.get_data_offset()))
+    return offset + math.prod(img.shape) * int(hdr.get_data_dtype().itemsize)
+
+
 def _check_voxel_size(path: Path, img: Any) -> None:
     """Refuse a zero, negative or non-finite voxel size where it places the voxels (no sform).
 
@@ -83,8 +91,7 @@ def load_header(path: str | os.PathLike[str]) -> Any:
         raise NiftiError(f"{path}: expected a 3D image, got shape {shape}")
     _check_voxel_size(path, img)
     if not str(path).lower().endswith(".gz"):
-        hdr = img.header
-        need = int(hdr.get_data_offset()) + math.prod(shape) * int(hdr.get_data_dtype().itemsize)
+        need = declared_bytes(img)
         if size < need:
             raise NiftiError(
                 f"{path}: truncated: the header declares {'x'.join(map(str, shape))} voxels "
@@ -127,10 +134,7 @@ def _read_gz_checked(path: Path, img: Any) -> Any:
     trailer, so a flipped byte inside the data was read as voxels without a word. Memory and
     time stay bounded by the header (the caller's cap) plus ``GZ_TAIL_BYTES``: a stream with more
     than that beyond its voxels (a zip bomb's tail) is read as declared, unchecked, with a warning."""
-    hdr = img.header
-    # the proxy's offset: nibabel zeroes the loaded header's vox_offset (it is set when writing)
-    offset = int(getattr(img.dataobj, "offset", hdr.get_data_offset()))
-    need = offset + math.prod(img.shape) * int(hdr.get_data_dtype().itemsize)
+    need = declared_bytes(img)
     with gzip.open(path, "rb") as fh:
         raw = fh.read(need)
         if len(raw) < need:
