@@ -158,10 +158,10 @@ def test_make_data_cli(tmp_path: Path):
     assert (tmp_path / "out" / "dataset.json").is_file()
 
 
-def test_voxel_grid_is_the_affine_applied_to_every_index():
+def test_voxel_centres_are_the_affine_applied_to_every_index():
     from scipy.spatial.transform import Rotation
 
-    from spinelesion.phantom.acquisition import voxel_grid
+    from spinelesion.io.volume import voxel_centres
 
     affine = np.eye(4)
     affine[:3, :3] = Rotation.from_euler("xyz", [12, -7, 30], degrees=True).as_matrix() @ np.diag(
@@ -169,7 +169,7 @@ def test_voxel_grid_is_the_affine_applied_to_every_index():
     )
     affine[:3, 3] = [-31.0, 12.5, 88.0]
     shape = (5, 7, 3)
-    grid = voxel_grid(affine, shape)
+    grid = voxel_centres(affine, [slice(0, n) for n in shape])
     assert grid.shape == (*shape, 3)
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
     expected = ijk @ affine[:3, :3].T + affine[:3, 3]

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from spinelesion.insert.background import Background
-from spinelesion.io.volume import apply_affine
+from spinelesion.io.volume import apply_affine, voxel_centres
 
 FLUID_BRIGHT = ("t2", "stir")  # sequences on which CSF is brighter than marrow
 P_AXIS = np.array([0.0, 1.0, 0.0])  # LPS posterior
@@ -100,10 +100,7 @@ class SpineAnatomy:
 
 def voxel_world(bg: Background, box: tuple[slice, slice, slice]) -> np.ndarray:
     """LPS mm of every voxel in a box: (X, Y, Z, 3)."""
-    idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij"), -1).astype(
-        np.float64
-    )
-    return apply_affine(bg.affine, idx)
+    return voxel_centres(bg.affine, box)
 
 
 def box_around(

@@ -8,14 +8,13 @@ rescale slope) are applied. Nothing here depends on the labels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from spinelesion.io.volume import Volume, grid_affine
+from spinelesion.io.volume import Volume, grid_affine, voxel_centres
 from spinelesion.phantom.canvas import Canvas
 
 SEQ_NAMES = ("t1", "t2", "stir", "t1c")
@@ -192,18 +191,6 @@ def bias_field(
     return np.exp(strength * quad).astype(np.float32)
 
 
-def voxel_grid(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """LPS mm of every voxel centre of a grid, (I, J, K, 3), by broadcasting the affine's columns."""
-    ni, nj, nk = (int(n) for n in shape)
-    a = np.asarray(affine, dtype=np.float64)
-    return (
-        np.arange(ni, dtype=np.float64)[:, None, None, None] * a[:3, 0]
-        + np.arange(nj, dtype=np.float64)[None, :, None, None] * a[:3, 1]
-        + np.arange(nk, dtype=np.float64)[None, None, :, None] * a[:3, 2]
-        + a[:3, 3]
-    )
-
-
 def artefacts(signal: np.ndarray, plan: SeriesPlan) -> np.ndarray:
     """Gibbs ringing (k-space truncated along the readout axis, j) and motion ghosts (shifted,
     faint copies along the phase-encode axis, i), on the noiseless (rows, columns, slices) signal."""
@@ -232,7 +219,7 @@ def acquire(canvas: Canvas, channel: int, plan: SeriesPlan, rng: np.random.Gener
     sigmas = [sigma_inplane + (sigma_slice - sigma_inplane) * abs(float(normal[a])) for a in range(3)]
     obj = ndimage.gaussian_filter(canvas.img[channel], sigmas, mode="nearest", truncate=2.5)
     ni, nj, nk = plan.shape
-    world = voxel_grid(plan.affine, plan.shape)
+    world = voxel_centres(plan.affine, [slice(0, int(n)) for n in plan.shape])
     idx = ((world - canvas.origin) / sp).reshape(-1, 3)
     signal = ndimage.map_coordinates(obj, idx.T, order=1, mode="constant", cval=0.0).astype(np.float32)
     centre = plan.affine[:3, :3] @ ((np.asarray(plan.shape) - 1) / 2) + plan.affine[:3, 3]
