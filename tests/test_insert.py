@@ -64,6 +64,37 @@ def test_anatomy_from_masks(toy) -> None:
     assert 5.0 < an.noise["t2"] < 12.0
 
 
+def test_region_points_reach_the_unlabelled_levels(toy) -> None:
+    """Normal ROIs around the spine reach past the labelled bodies (the sacrum, the thoracic
+    levels above a lumbar mask: where held-out scans made their false calls) and stay inside
+    the field of view's ROI margin."""
+    import dataclasses
+
+    from spinelesion.insert.dataset import region_points
+
+    bg, an = toy
+    # the toy's field of view, 150 mm longer at each end (the same bodies, unlabelled levels beyond)
+    affine = bg.affine.copy()
+    affine[2, 3] -= 150.0
+    tall = dataclasses.replace(
+        bg, images={"t2": np.zeros((*bg.shape[:2], bg.shape[2] + 300), np.float32)}, affine=affine
+    )
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in tall.shape], indexing="ij")).reshape(3, -1).T
+    world = apply_affine(tall.affine, corners.astype(float))
+    lo, hi = world.min(0), world.max(0)
+    top = max(float(b.to_world(np.array([0.0, 0.0, b.superior]))[2]) for b in an.bodies)
+    bottom = min(float(b.to_world(np.array([0.0, 0.0, b.inferior]))[2]) for b in an.bodies)
+    near = np.array(region_points(tall, an, 400, np.random.default_rng(0)))
+    far = np.array(region_points(tall, an, 400, np.random.default_rng(0), reach_mm=400.0))
+    # the default: 25 mm past the first and last endplates along the (vertical) toy spine
+    assert bottom - 25.5 <= near[:, 2].min() < bottom - 15 and top + 15 < near[:, 2].max() <= top + 25.5
+    # a long reach: the whole field of view along the spine, clipped to its 45 mm ROI margin
+    assert far[:, 2].min() < lo[2] + 60 and far[:, 2].max() > hi[2] - 60
+    margin = np.minimum([30.0, 45.0, 45.0], 0.4 * (hi - lo))
+    assert np.all(far >= lo + margin - 1e-6) and np.all(far <= hi - margin + 1e-6)
+    np.testing.assert_allclose(far[:, :2].min(0), near[:, :2].min(0), atol=8.0)  # the same cross-section
+
+
 def _mean(img: np.ndarray, mask: np.ndarray) -> float:
     return float(img[mask].mean())
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import Dataset, MetaTensor, PersistentDataset
-from monai.transforms import Compose, Randomizable
+from monai.transforms import CastToTyped, Compose, Randomizable
 from tqdm.auto import tqdm
 
 from spinelesion.data.augment import AugmentConfig
@@ -36,7 +36,7 @@ from spinelesion.labels import TASKS, encode
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = "monai-1"
+PIPELINE_VERSION = "monai-2"  # 2: crops kept as float16 (as the bank holds them)
 
 
 def study_items(
@@ -76,8 +76,14 @@ def study_dataset(
     reference: str = "auto",
     cache_dir: str | Path | None = None,
 ) -> Dataset:
-    """Study items -> normalised context crops, cached by ``PersistentDataset`` under ``cache_dir/monai``."""
-    transform = Compose(study_transforms(spec, reference=reference, half=True))
+    """Study items -> normalised context crops, cached by ``PersistentDataset`` under ``cache_dir/monai``.
+
+    The crops are kept as float16, the bank's own type (:class:`BankBuffer` casts them so
+    anyway): half the disk, and the same bank. A later training whose studies carry the same
+    ROIs loads them instead of cropping again (the release recipe's stages share one cache)."""
+    transform = Compose(
+        [*study_transforms(spec, reference=reference, half=True), CastToTyped(keys="image", dtype=torch.float16)]
+    )
     if cache_dir is None:
         return Dataset(list(items), transform)
     return PersistentDataset(list(items), transform, cache_dir=Path(cache_dir) / "monai")
