@@ -436,6 +436,8 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     stable = real["appearance_stability"]  # each test body beside its drawn copy
     assert stable["pairs"] == 3 and stable["studies"] == 1 and 0.0 <= stable["call_changed"] <= 1.0
     assert (models / "toy-demo" / "README.md").is_file()  # the card, rewritten with the checks
+    # the checks read their studies through the recipe's one cache, not each into its own folder
+    assert not list((work / "heldout").rglob("*.npz")) and list((work / "cache").rglob("*.npz"))
     mined = (work / "mined" / "manifest.csv").read_text().splitlines()
     assert len(mined) > 1  # hard negatives were written
     assert "| publish | publish | done |" in (work / "plan.md").read_text()

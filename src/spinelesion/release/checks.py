@@ -26,6 +26,7 @@ class CheckContext:
     out: Path  # this check's folder
     data: dict[str, Path]  # upstream data stages by name -> their folder (manifest.csv inside)
     shared: Path  # ../shared/data: real-normals/, real/, real-multisite/
+    cache: Path | None = None  # the recipe's study cache, shared by its trainings and checks
 
 
 def run_command(*args: str) -> None:
@@ -33,14 +34,19 @@ def run_command(*args: str) -> None:
     subprocess.run(list(args), check=True)
 
 
-def evaluate(model: Path, manifest: Path, out: Path, *extra: str) -> dict[str, Any]:
-    """``spinelesion-evaluate`` of ``model`` on ``manifest`` into ``out``; its metrics.json."""
+def evaluate(
+    model: Path, manifest: Path, out: Path, *extra: str, cache: Path | None = None
+) -> dict[str, Any]:
+    """``spinelesion-evaluate`` of ``model`` on ``manifest`` into ``out``; its metrics.json.
+    ``cache``: a study cache shared with other runs (else one inside ``out``: each check read
+    and resampled its studies again, and kept 1-2 GB of them, 2026-12-06)."""
     run_command(
         str(BIN / "spinelesion-evaluate"),
         f"model_dir={model}",
         f"data.manifest={manifest}",
         f"output_dir={out}",
         f"hydra.run.dir={out}",
+        *([f"data.cache_dir={cache}"] if cache is not None else []),
         *extra,
     )
     return dict(json.loads((out / "metrics.json").read_text()))
@@ -96,7 +102,7 @@ def phantom_metrics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]
     """Headline metrics of ``spinelesion-evaluate`` on a phantom set."""
     from spinelesion.evaluation.report import headline_metrics
 
-    return dict(headline_metrics(evaluate(model, _manifest(ctx, data), ctx.out / "eval")))
+    return dict(headline_metrics(evaluate(model, _manifest(ctx, data), ctx.out / "eval", cache=ctx.cache)))
 
 
 def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
@@ -104,7 +110,7 @@ def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     with the same vertebra untouched."""
     from spinelesion.evaluation.real import paired, per_dataset, read_rows, right_per_finding
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
     rows = read_rows(ctx.out / "eval" / "predictions.csv")
     return {
         "heldout_per_dataset": per_dataset(rows),
@@ -123,7 +129,7 @@ def real_normals(
     from spinelesion.evaluation.real import read_rows
 
     path = ctx.shared / manifest
-    evaluate(model, path, ctx.out / "eval")
+    evaluate(model, path, ctx.out / "eval", cache=ctx.cache)
     rows = read_rows(ctx.out / "eval" / "predictions.csv")
     called = [r["compartment_pred"] == "none" and r["fracture_pred"] == "none" for r in rows]
     predicted = [
@@ -244,7 +250,7 @@ def mimics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     """Mimics and normal variants inserted into the held-out subjects: called none/none?"""
     from spinelesion.evaluation.real import mimics_called_normal, read_rows
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
     return dict(mimics_called_normal(read_rows(ctx.out / "eval" / "predictions.csv")))
 
 
@@ -260,7 +266,11 @@ def renderer(
     from spinelesion.evaluation.renderers import renderer_report
 
     metrics = evaluate(
-        model, _manifest(ctx, data), ctx.out / "eval", *([f"data.split={split}"] if split else [])
+        model,
+        _manifest(ctx, data),
+        ctx.out / "eval",
+        *([f"data.split={split}"] if split else []),
+        cache=ctx.cache,
     )
     rows = read_rows(ctx.out / "eval" / "predictions.csv")
     report = renderer_report(metrics, rows)
@@ -299,7 +309,13 @@ def site(
     manifest_rows = read_rows(manifest)
     patients = {r["patient_id"] for r in manifest_rows if r["split"] in splits}
     # The insertion set, every split asked for (evaluate reads one split, or all).
-    evaluate(model, manifest, ctx.out / "eval", *(["data.split=" + splits[0]] if len(splits) == 1 else []))
+    evaluate(
+        model,
+        manifest,
+        ctx.out / "eval",
+        *(["data.split=" + splits[0]] if len(splits) == 1 else []),
+        cache=ctx.cache,
+    )
     seqs = _sequences_of(manifest_rows)
     rows = [r for r in read_rows(ctx.out / "eval" / "predictions.csv") if r["patient_id"] in patients]
     inserted = {
@@ -314,7 +330,7 @@ def site(
         if dataset_of(r["patient_id"]) == dataset and r["patient_id"] in patients
     ]
     normal_seqs = _sequences_of(site_rows)  # the shared manifest read once, above
-    evaluate(model, normals_path, ctx.out / "normals")
+    evaluate(model, normals_path, ctx.out / "normals", cache=ctx.cache)
     called: dict[str, list[bool]] = {}
     for r in read_rows(ctx.out / "normals" / "predictions.csv"):
         if r["case_id"] in normal_seqs:
@@ -352,7 +368,7 @@ def stability(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     with ``appearance.copies``): how often the call changes."""
     from spinelesion.evaluation.real import appearance_stability, read_rows
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test")
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
     return {"appearance_stability": appearance_stability(read_rows(ctx.out / "eval" / "predictions.csv"))}
 
 

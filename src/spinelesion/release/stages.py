@@ -218,7 +218,7 @@ def check(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     if name not in CHECKS:
         raise ValueError(f"release stage {stage.name}: unknown check {name!r} (checks: {', '.join(CHECKS)})")
     data = [p["data"]] if isinstance(p.get("data"), str) else list(p.get("data") or [])
-    cctx = CheckContext(ctx.folder, {d: ctx.inputs[d] for d in data}, ctx.shared)
+    cctx = CheckContext(ctx.folder, {d: ctx.inputs[d] for d in data}, ctx.shared, ctx.folder.parent / "cache")
     args = dict(p.get("args") or {})
     if data:
         args.setdefault("data", data[0])
