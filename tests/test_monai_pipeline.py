@@ -119,7 +119,9 @@ def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(
     assert torch.equal(first.bank.images, second.bank.images)
     kept = [torch.load(f, weights_only=False) for f in (tmp_path / "c" / "monai").glob("*.pt")]
     # the crops are kept as the bank holds them (float16: half the disk), one per ROI of the study
-    assert kept and all(k["image"].dtype == torch.float16 and k["image"].shape[0] == len(k["rois"]) for k in kept)
+    assert kept and all(
+        k["image"].dtype == torch.float16 and k["image"].shape[0] == len(k["rois"]) for k in kept
+    )
     reads: list[str] = []
     monkeypatch.setattr(monai_reader, "read_volume", lambda p, **k: reads.append(str(p)) or real(p, **k))
     t2 = manifest.parent / "S1" / "t2.nii.gz"

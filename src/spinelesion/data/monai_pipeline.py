@@ -82,7 +82,10 @@ def study_dataset(
     anyway): half the disk, and the same bank. A later training whose studies carry the same
     ROIs loads them instead of cropping again (the release recipe's stages share one cache)."""
     transform = Compose(
-        [*study_transforms(spec, reference=reference, half=True), CastToTyped(keys="image", dtype=torch.float16)]
+        [
+            *study_transforms(spec, reference=reference, half=True),
+            CastToTyped(keys="image", dtype=torch.float16),
+        ]
     )
     if cache_dir is None:
         return Dataset(list(items), transform)
