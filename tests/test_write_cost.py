@@ -43,7 +43,7 @@ def test_gradcam_for_both_tasks_equals_monai_per_roi():
 
 
 def test_cpu_quantiles_equal_nanquantile_bit_for_bit():
-    from spinelesion.data.normalize import _quantiles_of_valid
+    from spinelesion.data.normalize import quantiles_of_valid
 
     torch.manual_seed(1)
     for shape in [(4, 3, 5000), (2, 2, 7), (1, 1, 1)]:
@@ -53,7 +53,7 @@ def test_cpu_quantiles_equal_nanquantile_bit_for_bit():
         valid = x != 0
         q = torch.tensor([0.01, 0.99])
         expected = torch.nanquantile(torch.where(valid, x, torch.full_like(x, float("nan"))), q, dim=-1)
-        got = _quantiles_of_valid(x, valid, q)
+        got = quantiles_of_valid(x, valid, q)
         assert torch.equal(torch.nan_to_num(got, 7.0), torch.nan_to_num(expected, 7.0))
         assert torch.isnan(got[:, 0, 0]).all()
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from spinelesion.data.cache import StudyCache
 from spinelesion.data.manifest import Row
-from spinelesion.data.normalize import robust_unit_range
+from spinelesion.data.normalize import quantiles_of_valid, robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, crop_rois
 from spinelesion.labels import SEQUENCES, TASKS, encode
 
@@ -114,6 +114,9 @@ def crop_study_rois(
     return robust_unit_range(crops, flags), flags
 
 
+_BLANK_Q = torch.tensor([0.01, 0.99])
+
+
 def roi_problems(
     array: np.ndarray | torch.Tensor,
     affine: np.ndarray,
@@ -152,8 +155,12 @@ def roi_problems(
         # the box first, then the channels: indexing by channel list first copied the whole study per ROI
         block = data[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]][used].reshape(len(used), -1).float()
         if block.shape[1] > 200_000:  # a quantile of a subsample is as telling
-            block = block[:, :: block.shape[1] // 200_000 + 1]
-        spread = torch.quantile(block, torch.tensor([0.01, 0.99]), dim=1)  # (2, C)
+            block = block[:, :: block.shape[1] // 200_000 + 1].contiguous()
+        # torch.quantile's values by a partial sort: 9x faster (69 ms a ROI was most of evaluate's
+        # reading, 2026-12-06)
+        spread = quantiles_of_valid(block[None], torch.ones(block[None].shape, dtype=torch.bool), _BLANK_Q)[
+            :, 0
+        ]
         scale = block.abs().amax(1).clamp(min=1.0)
         if len(used) and bool(torch.all(spread[1] - spread[0] <= 1e-6 * scale)):
             out[k] = "every sequence is blank inside its box (one value between its 1st and 99th percentile)"

@@ -55,7 +55,7 @@ def robust_unit_range(
     frac = valid.float().mean(-1)
     q = torch.tensor([lower / 100.0, upper / 100.0], dtype=flat.dtype, device=flat.device)
     if flat.device.type == "cpu":
-        lo, hi = _quantiles_of_valid(flat, valid, q)
+        lo, hi = quantiles_of_valid(flat, valid, q)
     else:
         # torch.nanquantile ignores NaN: mark the out-of-volume zeros as NaN for the statistics.
         stats_src = torch.where(valid, flat, torch.full_like(flat, float("nan")))
@@ -81,7 +81,7 @@ def robust_unit_range(
     return out if batched else out[0]
 
 
-def _quantiles_of_valid(flat: torch.Tensor, valid: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def quantiles_of_valid(flat: torch.Tensor, valid: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """``torch.nanquantile`` of the valid voxels of each (R, C) row, bit for bit, on the CPU:
     a partial sort (``np.partition``, linear time) of each row instead of a full sort, ~7x
     faster (the quantiles were 3/4 of a study's cropping time); rows shared among torch's
