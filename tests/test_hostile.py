@@ -1097,6 +1097,18 @@ def test_evaluate_refuses_the_rois_predict_refuses(tmp_path: Path):
     )
     assert [r.case_id for r in bank.rows] == ["c0"]
     assert [(f.rows, f.reason.split(":")[0]) for f in bank.failures] == [([2], "ROI c1")]
+    # the MONAI path (evaluate's default) refuses the same row, keeps the same crop, and keeps
+    # its reasons with the cached crops (a second read serves them)
+    import torch
+
+    from spinelesion.data.monai_pipeline import build_roi_bank_monai
+
+    for _ in range(2):
+        mon = build_roi_bank_monai(
+            rows, spec, tmp_path / "cache", on_error="skip", progress=False, refuse_unanswerable=True
+        )
+        assert [r.case_id for r in mon.rows] == ["c0"] and torch.equal(mon.images, bank.images)
+        assert [(f.rows, f.reason) for f in mon.failures] == [(f.rows, f.reason) for f in bank.failures]
 
 
 # -- outputs: no write through a symbolic link, no overwritten bundle, no input path ------------

@@ -437,7 +437,7 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert stable["pairs"] == 3 and stable["studies"] == 1 and 0.0 <= stable["call_changed"] <= 1.0
     assert (models / "toy-demo" / "README.md").is_file()  # the card, rewritten with the checks
     # the checks read their studies through the recipe's one cache, not each into its own folder
-    assert not list((work / "heldout").rglob("*.npz")) and list((work / "cache").rglob("*.npz"))
+    assert not list((work / "heldout").rglob("cache")) and list((work / "cache" / "monai").glob("*.pt"))
     mined = (work / "mined" / "manifest.csv").read_text().splitlines()
     assert len(mined) > 1  # hard negatives were written
     assert "| publish | publish | done |" in (work / "plan.md").read_text()

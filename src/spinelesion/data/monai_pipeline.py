@@ -36,7 +36,7 @@ from spinelesion.labels import TASKS, encode
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = "monai-2"  # 2: crops kept as float16 (as the bank holds them)
+PIPELINE_VERSION = "monai-3"  # 2: crops kept as float16 (as the bank holds them); 3: and each ROI's problems
 
 
 def study_items(
@@ -83,7 +83,7 @@ def study_dataset(
     ROIs loads them instead of cropping again (the release recipe's stages share one cache)."""
     transform = Compose(
         [
-            *study_transforms(spec, reference=reference, half=True),
+            *study_transforms(spec, reference=reference, half=True, problems=True),
             CastToTyped(keys="image", dtype=torch.float16),
         ]
     )
@@ -99,8 +99,10 @@ def build_roi_bank_monai(
     reference: str = "auto",
     on_error: str = "raise",
     progress: bool = True,
+    refuse_unanswerable: bool = False,
 ) -> RoiBank:
-    """:func:`~spinelesion.data.dataset.build_roi_bank`'s result through the MONAI study dataset."""
+    """:func:`~spinelesion.data.dataset.build_roi_bank`'s result through the MONAI study dataset
+    (the same arguments, the same ROIs, rows and failures)."""
     items, groups = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
     kept: list[Row] = []
@@ -119,8 +121,20 @@ def build_roi_bank_monai(
                 )
             )
             continue
-        kept.extend(groups[i])
-        buffer.add(torch.as_tensor(out["image"]), torch.as_tensor(out["available"]).float())
+        group, image, available = groups[i], torch.as_tensor(out["image"]), torch.as_tensor(out["available"])
+        if refuse_unanswerable:
+            problems = out["problems"]
+            for r, why in zip(group, problems, strict=True):
+                if why:
+                    failures.append(
+                        StudyFailure(items[i]["study_id"], [r.row_number], f"ROI {r.case_id}: {why}")
+                    )
+            keep = [k for k, why in enumerate(problems) if not why]
+            if not keep:
+                continue
+            group, image, available = [group[k] for k in keep], image[keep], available[keep]
+        kept.extend(group)
+        buffer.add(image, available.float())
     if failures and on_error == "raise":
         raise BadStudiesError(failures)
     for f in failures:

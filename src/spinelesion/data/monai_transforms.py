@@ -142,7 +142,10 @@ def _lps_affine(image: Any) -> np.ndarray:
 
 class CropRoisd(MapTransform):
     """``image`` (C, I, J, K) MetaTensor -> (R, C, *box) tensor of boxes around ``rois``
-    (LPS mm), axis-aligned in the patient frame at the ROI spacing; ``available`` -> (R, C)."""
+    (LPS mm), axis-aligned in the patient frame at the ROI spacing; ``available`` -> (R, C).
+    ``problems_key``: also why each ROI cannot be answered, None where it can
+    (:func:`spinelesion.data.dataset.roi_problems`, judged on the study before cropping, as
+    predict and the bank path judge it)."""
 
     def __init__(
         self,
@@ -151,10 +154,12 @@ class CropRoisd(MapTransform):
         rois_key: str = ROIS,
         available_key: str = AVAILABLE,
         context: bool = True,
+        problems_key: str | None = None,
     ):
         super().__init__(keys)
         self.spec = as_roi_spec(spec)
         self.rois_key, self.available_key, self.context = rois_key, available_key, context
+        self.problems_key = problems_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -164,6 +169,11 @@ class CropRoisd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             array = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+            if self.problems_key is not None:
+                from spinelesion.data.dataset import roi_problems
+
+                flags = np.asarray(d[self.available_key], dtype=bool)
+                d[self.problems_key] = roi_problems(array, _lps_affine(img), flags, centers, self.spec)
             d[key] = crop_rois(array.float(), _lps_affine(img), centers, self.spec, context=self.context)
         avail = torch.as_tensor(d[self.available_key], dtype=torch.float32)
         d[self.available_key] = avail.expand(len(centers), -1).clone() if avail.ndim == 1 else avail
@@ -209,13 +219,14 @@ class RoiCenterCropd(MapTransform):
 
 
 def study_transforms(
-    spec: RoiSpec, reference: str = "auto", half: bool = False, context: bool = True
+    spec: RoiSpec, reference: str = "auto", half: bool = False, context: bool = True, problems: bool = False
 ) -> list[Any]:
-    """Load -> reference grid -> (float16) -> ROI boxes -> normalisation, as a list for ``Compose``."""
+    """Load -> reference grid -> (float16) -> ROI boxes -> normalisation, as a list for ``Compose``;
+    ``problems``: each ROI's reason not to be answered in ``problems`` (:class:`CropRoisd`)."""
     out: list[Any] = [LoadStudyd(), ToReferenced(reference=reference)]
     if half:
         out.append(HalfPrecisiond())
-    out += [CropRoisd(spec, context=True), RobustUnitRanged()]
+    out += [CropRoisd(spec, context=True, problems_key="problems" if problems else None), RobustUnitRanged()]
     if not context:
         out.append(RoiCenterCropd(spec.shape))
     return out

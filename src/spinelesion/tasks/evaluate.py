@@ -79,8 +79,19 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"{manifest.path}: no rows with split '{cfg.data.split}'")
     _check_bank_memory(manifest.path, rows, spec)
-    cache = StudyCache(cfg.data.get("cache_dir"), reference=meta.get("reference", "auto"))
-    bank = build_roi_bank(rows, cache, spec, on_error="skip", refuse_unanswerable=True)
+    reference = meta.get("reference", "auto")
+    pipeline = str(cfg.data.get("pipeline", "monai"))
+    if pipeline == "monai":  # the crops a training on these studies kept are read back, not cut again
+        from spinelesion.data.monai_pipeline import build_roi_bank_monai
+
+        bank = build_roi_bank_monai(
+            rows, spec, cfg.data.get("cache_dir"), reference, on_error="skip", refuse_unanswerable=True
+        )
+    elif pipeline == "bank":
+        cache = StudyCache(cfg.data.get("cache_dir"), reference=reference)
+        bank = build_roi_bank(rows, cache, spec, on_error="skip", refuse_unanswerable=True)
+    else:
+        raise ValueError(f"data.pipeline={pipeline!r}: expected monai or bank")
     failed = [{"study_id": f.study_id, "rows": f.rows, "reason": f.reason} for f in bank.failures]
     if not len(bank):
         raise RuntimeError(f"no study of {manifest.path} could be read: {failed}")
