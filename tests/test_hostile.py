@@ -1111,6 +1111,48 @@ def test_evaluate_refuses_the_rois_predict_refuses(tmp_path: Path):
         assert [(f.rows, f.reason) for f in mon.failures] == [(f.rows, f.reason) for f in bank.failures]
 
 
+def test_evaluate_scores_the_same_rois_through_either_data_path(tmp_path: Path, model_dir: Path):
+    """evaluate's default MONAI path and the bank path: the same rows refused, the same
+    probabilities; an unknown path is named."""
+    from spinelesion.data.manifest import write_manifest
+    from spinelesion.tasks.evaluate import _evaluate
+
+    nifti_study(tmp_path / "s", volume())
+    base = {"study_id": "s", "patient_id": "p", "split": "test", "t1": "", "stir": "", "t1c": ""}
+    labels = [("none", "none"), ("extradural", "pathologic"), ("none", "benign")]
+    recs = [
+        dict(base, case_id=f"c{i}", t2="s/t2.nii.gz", x_mm=c[0], y_mm=c[1], z_mm=c[2], compartment=lab[0],
+             fracture=lab[1], level="L1", finding="normal")
+        for i, (c, lab) in enumerate(zip([CENTRE, CENTRE + [0, 0, 900.0], CENTRE + [2.0, 1.0, 0]], labels, strict=True))
+    ]  # fmt: skip
+    manifest = write_manifest(tmp_path / "manifest.csv", recs)
+    got = {}
+    for pipeline in ("monai", "bank", "npz"):
+        out = tmp_path / pipeline
+        cfg = compose(
+            "eval",
+            [
+                f"model_dir={model_dir}",
+                f"data.manifest={manifest}",
+                f"output_dir={out}",
+                f"data.pipeline={pipeline}",
+            ]
+            + ["device=cpu", "batch_size=4", "bootstrap.n=10", "plots=false"],
+        )
+        if pipeline == "npz":
+            with pytest.raises(ValueError, match="data.pipeline='npz'"):
+                _evaluate(cfg)
+            continue
+        metrics = _evaluate(cfg)
+        assert [f["rows"] for f in metrics["failed_studies"]] == [[2]]  # the far ROI, refused by name
+        got[pipeline] = (out / "predictions.csv").read_text()
+        kinds = {f.suffix for f in (out / "cache").rglob("*") if f.is_file()}
+        assert kinds == (
+            {".pt"} if pipeline == "monai" else {".npz"}
+        )  # each path reads through its own cache
+    assert got["monai"] == got["bank"] and got["monai"].count("\n") == 3  # header and two scored rows
+
+
 # -- outputs: no write through a symbolic link, no overwritten bundle, no input path ------------
 def test_writes_in_a_guarded_output_folder_never_follow_a_symbolic_link(tmp_path: Path):
     """Issue 37: a link planted inside output_dir had writes land outside it; output_dir itself may be a link."""
