@@ -34,6 +34,34 @@ def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None, section: str = "da
     return values if isinstance(values, RoiSpec) else RoiSpec.from_config(values, section)
 
 
+def build_bank(
+    pipeline: str,
+    rows: Sequence[Row],
+    cache: StudyCache,
+    spec: RoiSpec,
+    on_error: str = "raise",
+    progress: bool = True,
+    refuse_unanswerable: bool = False,
+) -> RoiBank:
+    """The ROIs of ``rows`` through ``data.pipeline``'s path (``monai``: its PersistentDataset
+    under ``cache.cache_dir``; ``bank``: the npz study cache); the same bank either way."""
+    if pipeline_options(pipeline, None)[0] == "monai":
+        from spinelesion.data.monai_pipeline import build_roi_bank_monai
+
+        return build_roi_bank_monai(
+            rows,
+            spec,
+            cache.cache_dir,
+            cache.reference,
+            on_error=on_error,
+            progress=progress,
+            refuse_unanswerable=refuse_unanswerable,
+        )
+    return build_roi_bank(
+        rows, cache, spec, on_error=on_error, progress=progress, refuse_unanswerable=refuse_unanswerable
+    )
+
+
 def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
     """Several contract manifests as one (rows carry absolute paths, so folders may differ).
 
@@ -259,18 +287,9 @@ class SpineDataModule(pl.LightningDataModule):
         return {"fit": {"train", "val"}, "validate": {"val"}, "test": {"test"}}.get(stage or "", set(SPLITS))
 
     def _build_bank(self, rows: list[Row]) -> RoiBank:
-        if self.pipeline == "monai":
-            from spinelesion.data.monai_pipeline import build_roi_bank_monai
-
-            return build_roi_bank_monai(
-                rows,
-                self.spec,
-                self.cache.cache_dir,
-                self.cache.reference,
-                on_error="raise",
-                progress=self.progress,
-            )
-        return build_roi_bank(rows, self.cache, self.spec, on_error="raise", progress=self.progress)
+        return build_bank(
+            self.pipeline, rows, self.cache, self.spec, on_error="raise", progress=self.progress
+        )
 
     def setup(self, stage: str | None = None) -> None:
         # Every split at once: the final evaluation needs test after fit, and a second pass

@@ -29,6 +29,11 @@ class StageContext:
     models: Path  # where publish writes models/<name>
     overrides: tuple[str, ...] = ()  # Hydra overrides every training gets (e.g. trainer=ddp)
 
+    @property
+    def cache(self) -> Path:
+        """The work folder's one study cache, shared by the recipe's trainings and checks."""
+        return self.folder.parent / "cache"
+
 
 def model_of(folder: Path) -> Path:
     """The model folder a stage left: its ``model/`` (train, scan_point, judge)."""
@@ -112,7 +117,7 @@ def train(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     args = [
         str(BIN / "spinelesion-train"),
         f"hydra.run.dir={ctx.folder}",
-        f"data.cache_dir={ctx.folder.parent / 'cache'}",  # shared by the recipe's trainings
+        f"data.cache_dir={ctx.cache}",
         "data.manifest=[" + ",".join(manifests) + "]",
         *[str(o) for o in p.get("overrides", [])],
         *ctx.overrides,
@@ -218,7 +223,7 @@ def check(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     if name not in CHECKS:
         raise ValueError(f"release stage {stage.name}: unknown check {name!r} (checks: {', '.join(CHECKS)})")
     data = [p["data"]] if isinstance(p.get("data"), str) else list(p.get("data") or [])
-    cctx = CheckContext(ctx.folder, {d: ctx.inputs[d] for d in data}, ctx.shared, ctx.folder.parent / "cache")
+    cctx = CheckContext(ctx.folder, {d: ctx.inputs[d] for d in data}, ctx.shared, ctx.cache)
     args = dict(p.get("args") or {})
     if data:
         args.setdefault("data", data[0])

@@ -60,8 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.data.cache import StudyCache
-    from spinelesion.data.datamodule import roi_spec_from
-    from spinelesion.data.dataset import build_roi_bank
+    from spinelesion.data.datamodule import build_bank, roi_spec_from
     from spinelesion.data.manifest import read_manifest
     from spinelesion.evaluation.bank import evaluate_bank
     from spinelesion.models.folder import load_model
@@ -79,19 +78,11 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"{manifest.path}: no rows with split '{cfg.data.split}'")
     _check_bank_memory(manifest.path, rows, spec)
-    reference = meta.get("reference", "auto")
-    pipeline = str(cfg.data.get("pipeline", "monai"))
-    if pipeline == "monai":  # the crops a training on these studies kept are read back, not cut again
-        from spinelesion.data.monai_pipeline import build_roi_bank_monai
-
-        bank = build_roi_bank_monai(
-            rows, spec, cfg.data.get("cache_dir"), reference, on_error="skip", refuse_unanswerable=True
-        )
-    elif pipeline == "bank":
-        cache = StudyCache(cfg.data.get("cache_dir"), reference=reference)
-        bank = build_roi_bank(rows, cache, spec, on_error="skip", refuse_unanswerable=True)
-    else:
-        raise ValueError(f"data.pipeline={pipeline!r}: expected monai or bank")
+    cache = StudyCache(cfg.data.get("cache_dir"), reference=meta.get("reference", "auto"))
+    # monai (default): the crops a training on these studies kept in cache_dir are read back
+    bank = build_bank(
+        str(cfg.data.get("pipeline", "monai")), rows, cache, spec, on_error="skip", refuse_unanswerable=True
+    )
     failed = [{"study_id": f.study_id, "rows": f.rows, "reason": f.reason} for f in bank.failures]
     if not len(bank):
         raise RuntimeError(f"no study of {manifest.path} could be read: {failed}")
