@@ -114,13 +114,41 @@ def test_idem_mass_displaces_the_cord_with_csf_caps(kind):
     direction = np.array([np.cos(phi), np.sin(phi)])
     far = z0 + 60.0 if z0 + 60 < s.anatomy.z_range[1] - 10 else z0 - 60.0
     c_far, _ = _cord_centroid_and_area(s, far)
-    if s.anatomy.conus_z is not None and min(z0, far) < s.anatomy.conus_z + 20:
+    if s.anatomy.conus_z is not None and min(z0, far) < s.anatomy.conus_z + s.anatomy.conus_len:
         pytest.skip("below the conus: no cord to displace in this draw")
     c_cap, _ = _cord_centroid_and_area(s, z0 + rz + cap / 2)  # just above the mass: the CSF cap
     shift = float(np.dot(c_cap - c_far, direction))
     assert shift < -1.0, f"cord not displaced away from the mass at the cap level (shift {shift:.2f} mm)"
     # the mass itself: iso to cord on T1, enhancing
     assert lesion_mean(s, "t1c") > 1.8 * marrow_ref(s, "t1c")
+
+
+def test_lumbar_cord_enlarges_above_the_conus_and_narrows_to_its_tip():
+    # Real lumbar T2 (vb2): above the conus the cord fills most of the lower thoracic sac, with a
+    # thin CSF rim, and narrows over a few centimetres; a thin cord in a wide bright CSF column
+    # there taught the model that a real conus is an intradural mass.
+    from spinelesion.phantom.anatomy import CONUS_LENGTH_MM, ENLARGEMENT, ENLARGEMENT_PEAK_MM, cord_geometry
+
+    s = rendered("haemangioma", 1, region="lumbar")
+    an = s.anatomy
+    assert an.conus_z is not None
+    assert CONUS_LENGTH_MM[0] <= an.conus_len <= CONUS_LENGTH_MM[1]
+    assert ENLARGEMENT[0] <= an.enlargement <= ENLARGEMENT[1]
+    widest = an.conus_z + an.conus_len + ENLARGEMENT_PEAK_MM
+    _, _, ra, rb = cord_geometry(an, np.array([widest, widest + 200.0]))
+    assert ra[0] * rb[0] > (1 + 0.8 * an.enlargement) * ra[1] * rb[1]
+    zs = an.conus_z + np.linspace(0.0, an.conus_len, 6)
+    _, _, ra, rb = cord_geometry(an, zs)
+    assert ra[0] == 0 and np.all(np.diff(ra * rb) > 0)
+    # painted: the cord spans most of the sac's depth just above the conus (a thin CSF rim)
+    img, x, y = _axial_canvas(s, widest, T1)
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    inside = soft(sac_distance(an, xx, yy, np.full_like(xx, widest)) + 1.0) > 0.99
+    vals = img[inside]
+    cord = inside & (img > 0.5 * (np.percentile(vals, 5) + np.percentile(vals, 95)))
+    sac_depth = np.ptp(yy[inside]) + float(x[1] - x[0])
+    cord_depth = np.ptp(yy[cord]) + float(x[1] - x[0])
+    assert cord_depth > 0.75 * sac_depth, (cord_depth, sac_depth)
 
 
 def test_intramedullary_lesion_expands_the_cord_with_long_oedema():

@@ -45,6 +45,9 @@ REGION_DIMS = {
     "thoracic": (21.0, 27.0, 32.0, 5.5, 14.0, 17.0, 30.0),
     "lumbar": (27.0, 34.0, 46.0, 10.0, 17.0, 22.0, 30.0),
 }
+ENLARGEMENT = (0.2, 0.55)  # lumbosacral enlargement: the cord up to 20-55 % wider (lumbar segments)
+ENLARGEMENT_PEAK_MM, ENLARGEMENT_WIDTH_MM = 10.0, 35.0  # widest 10 mm above the conus, fading upwards
+CONUS_LENGTH_MM = (22.0, 45.0)  # the conus narrows to its tip over this length
 REGION_START = {"cervical": (1, 4), "thoracic": (3, 11), "lumbar": (15, 18)}  # first level index range
 
 
@@ -148,6 +151,11 @@ class Anatomy:
     subcut: float
     age: float
     roots: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (u, v, radius) offsets in the sac
+    # The lumbosacral enlargement and the conus (real lumbar T2, vb2: the cord above the conus
+    # fills most of the lower thoracic sac, then narrows over a few centimetres): how much wider
+    # the cord grows there (fraction) and over how many mm the conus narrows to its tip.
+    enlargement: float = 0.0
+    conus_len: float = 14.0
     mods: CanalMods = field(default_factory=CanalMods)
 
     def centre_y(self, z: np.ndarray | float) -> np.ndarray:
@@ -282,6 +290,9 @@ def layout(anatomy: Anatomy, rng: np.random.Generator) -> None:
         [rng.uniform(-0.75, 0.75, n_roots), rng.uniform(0.0, 0.75, n_roots), rng.uniform(0.6, 1.0, n_roots)],
         1,
     )
+    # drawn last: the draws before (sizes, levels, roots) stay those of earlier phantom versions
+    anatomy.enlargement = float(rng.uniform(*ENLARGEMENT))
+    anatomy.conus_len = float(rng.uniform(*CONUS_LENGTH_MM))
 
 
 def canvas_bounds(anatomy: Anatomy, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -491,7 +502,12 @@ def cord_geometry(an: Anatomy, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     scale = 1.0 + CanalMods.total(an.mods.cord_scale, z)
     taper: float | np.ndarray = 1.0
     if an.conus_z is not None:
-        taper = np.clip((z - an.conus_z) / 14.0, 0.0, 1.0) ** 0.6
+        above = z - an.conus_z
+        taper = np.clip(above / an.conus_len, 0.0, 1.0) ** 0.5
+        # widest just above the conus, fading over the lower thoracic levels
+        peak = an.conus_len + ENLARGEMENT_PEAK_MM
+        bump = np.exp(-0.5 * (np.maximum(above - peak, 0.0) / ENLARGEMENT_WIDTH_MM) ** 2)
+        scale = scale + an.enlargement * bump
     ra = np.minimum(an.cord_w / 2 * scale, a - 0.4) * taper
     rb = np.minimum(an.cord_ap / 2 * scale, b - 0.4) * taper
     xc = np.clip(0.0 + du, -(a - ra), a - ra)

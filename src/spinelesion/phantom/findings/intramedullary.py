@@ -30,7 +30,7 @@ class IntramedullaryMetastasis(Finding):
         v = an.vertebrae[self.level_index]
         z0 = float(v.center[2] + rng.uniform(-0.5, 0.5) * v.height)
         if an.conus_z is not None:
-            z0 = max(z0, an.conus_z + 18.0)
+            z0 = max(z0, an.conus_z + 0.8 * an.conus_len)  # in the cord, not the conus tip
         r = float(rng.uniform(*feat["im_nodule_radius_mm"]))
         exp_half = r + float(rng.uniform(6, 18))
         yc, b, a = (float(t[0]) for t in an.sac_geometry(np.array([z0])))
