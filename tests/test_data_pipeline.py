@@ -127,6 +127,28 @@ def test_same_seed_same_batches(tiny_dataset: Path, tmp_path: Path):
     assert not torch.allclose(a[0], c[0])
 
 
+@pytest.mark.parametrize("balanced", [True, False])
+def test_samples_per_epoch_fixes_the_training_epoch_whatever_the_mix(
+    tiny_dataset: Path, tmp_path: Path, balanced: bool
+):
+    dm = dm_for(tiny_dataset, tmp_path / "cache", samples_per_epoch=10, balanced_sampling=balanced)
+    dm.setup("fit")
+    n_train = len(dm.split_indices["train"])
+    assert n_train > 10  # the fixed epoch is smaller than one pass over the split here
+    loader = dm.train_dataloader()
+    assert len(loader) == 3 and sum(b["image"].shape[0] for b in loader) == 10
+    epochs = []
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        epochs.append([int(i) for i in loader.sampler])
+    assert epochs[0] != epochs[1] and all(i in set(dm.split_indices["train"]) for i in epochs[0] + epochs[1])
+    # evaluation still reads every ROI of its split once
+    val = dm.val_dataloader()
+    assert sum(b["image"].shape[0] for b in val) == len(dm.split_indices["val"])
+    with pytest.raises(ValueError, match="samples_per_epoch"):
+        dm_for(tiny_dataset, None, samples_per_epoch=0)
+
+
 def test_same_batches_with_worker_processes(tiny_dataset: Path, tmp_path: Path):
     dm0 = dm_for(tiny_dataset, tmp_path / "cache", num_workers=0)
     dm2 = dm_for(tiny_dataset, tmp_path / "cache", num_workers=2)

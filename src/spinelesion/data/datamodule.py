@@ -201,6 +201,7 @@ class SpineDataModule(pl.LightningDataModule):
         balanced_sampling: bool = False,
         source_weights: Mapping[str, float] | None = None,
         domain_balance: bool = False,
+        samples_per_epoch: int | None = None,
         check_geometry: bool = True,
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
@@ -229,6 +230,9 @@ class SpineDataModule(pl.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.source_weights = dict(source_weights or {})
         self.domain_balance = bool(domain_balance)
+        if samples_per_epoch is not None and int(samples_per_epoch) < 1:
+            raise ValueError(f"data.samples_per_epoch: {samples_per_epoch} (give a positive count, or null)")
+        self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
         # data.pipeline: "bank" (npz study cache, RoiDataset) or "monai" (MONAI transforms,
@@ -352,7 +356,15 @@ class SpineDataModule(pl.LightningDataModule):
             weights = balanced_weights(
                 [self.bank.rows[i] for i in ds.indices], self.source_weights, self.domain_balance
             )
-        sampler = KeyedSampler(ds.indices, seed=self.seed, shuffle=train, weights=weights)
+        if train and self.samples_per_epoch is not None and weights is None:
+            weights = np.ones(len(ds.indices))  # a fixed epoch draws with replacement
+        sampler = KeyedSampler(
+            ds.indices,
+            seed=self.seed,
+            shuffle=train,
+            weights=weights,
+            num_samples=self.samples_per_epoch if train else None,
+        )
         loader_cls: Any = DataLoader
         if self.pipeline == "monai":
             # MONAI's loader: same arguments, plus its collation and per-worker seeding
