@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from spinelesion.evaluation.real import mimics_called_normal, paired, per_dataset, scan_false_calls
+from spinelesion.evaluation.real import (
+    mimics_called_normal,
+    normals_by_place,
+    paired,
+    per_dataset,
+    scan_false_calls,
+)
 from spinelesion.labels import TASKS
 
 
@@ -75,6 +81,27 @@ def test_per_dataset_counts_untouched_bodies_and_inserted() -> None:
     assert out["vb2"]["untouched_bodies_called_normal"] == round(1 / 3, 4)
     assert out["vb2"]["inserted_rois"] == 3 and out["vb2"]["inserted_correct"] == 1.0
     assert out["tptbox"]["untouched_bodies_called_normal"] == 1.0
+
+
+def test_normals_by_place_splits_the_canal_from_the_canal_behind_a_disc_and_by_level() -> None:
+    idem = ("intradural_extramedullary", "none")
+    rows = [
+        _row("vb2_07_dense_body00", "vb2_07", "vb2_07", "normal", "T11", ("none", "none"), ("none", "none")),
+        _row("vb2_07_dense_canal01", "vb2_07", "vb2_07", "normal", "T11", ("none", "none"), idem),
+        _row("vb2_07_dense_canal02", "vb2_07", "vb2_07", "normal", "L3", ("none", "none"), ("none", "none")),
+        _row("vb2_07_dense_canal_between03", "vb2_07", "vb2_07", "normal", "T12", ("none", "none"), idem),
+        _row("vb2_07_dense_region04", "vb2_07", "vb2_07", "normal", "L5", ("none", "none"), ("none", "none")),
+        # an inserted lesion and a ROI of no known place are not normals of a place
+        _row("vb2_07_ins000_r0", "vb2_07_ins000", "vb2_07", "meningioma", "T11", idem, idem),
+        _row("vb2_07_extra05", "vb2_07", "vb2_07", "normal", "L1", ("none", "none"), idem),
+    ]
+    out = normals_by_place(rows)
+    assert set(out) == {"body", "canal", "canal_between", "region", "canal@T11", "canal@L3", "canal_between@T12"}
+    assert out["canal"] == {"n": 2, "called_normal": 0.5, "intradural_calls": 1, "intramedullary_calls": 0}
+    assert out["canal@T11"]["called_normal"] == 0.0 and out["canal@L3"]["called_normal"] == 1.0
+    assert out["canal_between"]["intradural_calls"] == 1 and out["body"]["called_normal"] == 1.0
+    # each place is followed by its levels
+    assert list(out) == ["body", "canal", "canal@L3", "canal@T11", "canal_between", "canal_between@T12", "region"]
 
 
 def test_right_per_finding_counts_both_labels() -> None:

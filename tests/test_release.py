@@ -377,6 +377,7 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "args": {"splits": ["test"], "lesion_studies": True},
         },
         "mimics": {"kind": "check", "check": "mimics", "model": "point", "data": "real"},
+        "dense": {"kind": "check", "check": "real_dense", "model": "point", "data": "real"},
         "site": {
             "kind": "check",
             "check": "site_left_out",
@@ -401,6 +402,7 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
                 "untouched",
                 "inserted",
                 "mimics",
+                "dense",
                 "plain_check",
                 "site",
                 "stability",
@@ -424,6 +426,8 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert real["scan_untouched_heldout"]["studies"] == 1
     assert meta["real_inserted_scan"]["studies"] == 2 and "lesions_found" in meta["real_inserted_scan"]
     assert "called_normal" in meta["real_mimics"]
+    places = real["dense_normals_by_place"]  # the test subject's untouched ROIs, per place
+    assert places["body"]["n"] == 3 * 3 and {"canal", "disc"} <= set(places) and real["dense_subjects"]
     plain = meta["renderers"]["plain"]  # the held-out renderer: every class, per-class figures
     assert plain["n"] and {"discitis", "schmorl_node", "intradural_mass"} <= set(plain["per_finding"])
     assert set(plain["mimics_called_normal"]) == {"discitis", "schmorl_node", "modic1", "haemangioma"}

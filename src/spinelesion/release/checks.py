@@ -121,6 +121,18 @@ def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     }
 
 
+def real_dense(model: Path, ctx: CheckContext, data: str, split: str = "test") -> dict[str, Any]:
+    """The held-out subjects' untouched ROIs of a dense-normals set, per place: the body, the canal
+    at each level (the real conus and lower thoracic cord), around the spine, anywhere."""
+    from spinelesion.evaluation.real import normals_by_place, read_rows
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", f"data.split={split}", cache=ctx.cache)
+    return {
+        "dense_normals_by_place": normals_by_place(read_rows(ctx.out / "eval" / "predictions.csv")),
+        "dense_subjects": subjects(_manifest(ctx, data), split),
+    }
+
+
 def real_normals(
     model: Path, ctx: CheckContext, manifest: str = "real-normals/manifest.csv"
 ) -> dict[str, Any]:
@@ -385,6 +397,7 @@ CHECKS: dict[str, Check] = {
     "phantom_shifted": Check(phantom_metrics, ("metrics", "shifted phantom set")),
     "real_heldout": Check(real_heldout, ("real_anatomy",), merge=True),
     "real_normals": Check(real_normals, ("real_anatomy",), merge=True),
+    "real_dense": Check(real_dense, ("real_anatomy",), merge=True),
     "scan_untouched": Check(scan_untouched, ("real_anatomy",), merge=True),
     "scan_other_datasets": Check(scan_other_datasets, ("real_anatomy",), merge=True),
     "scan_phantom": Check(scan_set, ("phantom_scan",)),
