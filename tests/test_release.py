@@ -533,6 +533,7 @@ def test_checks_only_runs_the_recipes_checks_on_a_given_model():
         "test150",
         "shift100",
         "real_insert",
+        "real_dense",
         "real_mimics",
         "real_plain",
         "site_eval",
