@@ -176,3 +176,59 @@ def test_domain_balance_makes_the_class_drawn_independent_of_the_site():
     )
     w = balanced_weights(mix, domain_balance=True)
     assert w[-1] == pytest.approx(balanced_weights(mix)[-1])
+
+
+def test_place_balance_keeps_a_sites_canal_from_predicting_a_canal_lesion():
+    """Inserted intramedullary lesions lie only in the real T11-T12 cord: the class balance drew
+    that canal as a lesion far more often than as normal, and the model learnt the place."""
+    from spinelesion.data.datamodule import balanced_weights
+
+    def rows(patient: str, place: str, n: int, compartment: str, level: str) -> list[Row]:
+        return [
+            Row(
+                f"{patient}_dense_{place}{i:02d}" if compartment == "none" else f"{patient}_ins{i:03d}_r0",
+                patient,
+                patient,
+                np.zeros(3),
+                {},
+                {"compartment": compartment, "fracture": "none"},
+                level=level,
+            )
+            for i in range(n)
+        ]
+
+    mix = (
+        rows("vb2_01", "canal", 10, "none", "T11")
+        + rows("vb2_01", "canal", 10, "none", "L3")
+        + rows("vb2_01", "body", 200, "none", "L3")
+        + rows("vb2_01", "", 18, "intramedullary", "T11")
+        + rows("vb2_01", "", 6, "intradural_extramedullary", "L3")
+        + rows("vb2_01", "", 60, "extradural", "L3")
+        + rows("P100000001", "", 300, "none", "T5")
+        + rows("P100000001", "", 60, "intramedullary", "C5")
+        + rows("P100000001", "", 60, "intradural_extramedullary", "T4")
+        + rows("P100000001", "", 200, "extradural", "L2")
+    )
+    comp = np.array([r.labels["compartment"] for r in mix])
+    level = np.array([r.level for r in mix])
+    vb2 = np.array([r.patient_id.startswith("vb2") for r in mix])
+    canal = np.array(["canal" in r.case_id for r in mix])
+
+    def at(w: np.ndarray, lv: str, what: np.ndarray) -> float:
+        return float(w[vb2 & (level == lv) & what].sum())
+
+    before = balanced_weights(mix, domain_balance=True)
+    im, normal = comp == "intramedullary", (comp == "none") & canal
+    assert at(before, "T11", im) > 5 * at(before, "T11", normal)  # the place predicted the lesion
+    after = balanced_weights(mix, domain_balance=True, place_balance=True)
+    for lv, lesion in (("T11", im), ("L3", comp == "intradural_extramedullary")):
+        assert at(after, lv, normal) >= at(after, lv, lesion) * (1 - 1e-9)
+    # every class keeps its total; the phantom's lesions take the draws the real ones gave up
+    for c in np.unique(comp):
+        assert after[comp == c].sum() == pytest.approx(before[comp == c].sum())
+    assert after[~vb2 & im].sum() > before[~vb2 & im].sum()
+    # the site's other normals keep at least half their draws, and nothing else moves
+    body = vb2 & (comp == "none") & ~canal
+    assert before[body].sum() > after[body].sum() >= 0.5 * before[body].sum()
+    np.testing.assert_allclose(after[comp == "extradural"], before[comp == "extradural"])
+    assert np.array_equal(balanced_weights(mix, domain_balance=True, place_balance=False), before)

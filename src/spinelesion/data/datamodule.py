@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from spinelesion.data.augment import BatchAugment, augmentation_from_dict
 from spinelesion.data.cache import StudyCache
 from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
-from spinelesion.data.manifest import Manifest, Row, read_manifest, source_of
+from spinelesion.data.manifest import Manifest, Row, place_of, read_manifest, source_of
 from spinelesion.data.pipeline_options import pipeline_options
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
@@ -118,8 +118,55 @@ def _spread_over_domains(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray
     return out
 
 
+# Canal lesions and the normal ROIs of their place (insertion sets name them in the case id).
+CANAL_CLASSES = ("intradural_extramedullary", "intramedullary")
+CANAL_PLACES = ("canal", "canal_between")
+
+
+def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
+    """Within each domain and level, the canal's normal ROIs drawn at least as often as its canal
+    lesions: their extra weight taken from the domain's other normal ROIs (at most half of it),
+    and what that cannot match taken from the lesions there and given to the same labels in the
+    other domains; each combination of labels keeps its total. Without it the class balance drew a real
+    T11-T12 canal as an inserted intramedullary lesion 5 times as often as normal (2026-12-06:
+    the release's false calls at the real conus): the model learnt the place, not the sign."""
+    domains = np.array([source_of(str(r.patient_id)) for r in rows])
+    lesion = np.array([r.labels["compartment"] in CANAL_CLASSES for r in rows])
+    normal = np.array([r.labels["compartment"] == "none" and r.labels["fracture"] == "none" for r in rows])
+    canal_normal = normal & np.array([place_of(r.case_id) in CANAL_PLACES for r in rows])
+    levels = np.array([r.level for r in rows])
+    groups = _label_groups(rows)
+    out = weights.copy()
+    places = sorted({(d, lv) for d, lv, les in zip(domains, levels, lesion, strict=True) if les and lv})
+    here = {k: (domains == k[0]) & (levels == k[1]) for k in places}
+    need = {k: out[here[k] & lesion].sum() - out[here[k] & canal_normal].sum() for k in places}
+    need = {k: v for k, v in need.items() if v > 0 and (here[k] & canal_normal).any()}
+    for domain in sorted({k[0] for k in need}):
+        others = normal & ~canal_normal & (domains == domain)
+        wanted = sum(v for k, v in need.items() if k[0] == domain)
+        scale = min(1.0, 0.5 * out[others].sum() / wanted)  # never more than half their draws
+        for k in (k for k in need if k[0] == domain):
+            normals = here[k] & canal_normal
+            out[normals] += need[k] * scale / normals.sum()
+        out[others] *= 1.0 - wanted * scale / out[others].sum()
+    # what the normals could not match: those lesions give the rest of their draws to the same
+    # labels in the other domains
+    for k in need:
+        keep = out[here[k] & canal_normal].sum() / out[here[k] & lesion].sum()
+        for g in np.unique(groups[here[k] & lesion]) if keep < 1.0 else []:
+            cell, rest = here[k] & (groups == g), (groups == g) & (domains != k[0])
+            if out[rest].sum() > 0:
+                removed = out[cell].sum() * (1.0 - keep)
+                out[cell] *= keep
+                out[rest] *= 1.0 + removed / out[rest].sum()
+    return out
+
+
 def balanced_weights(
-    rows: Sequence[Row], source_weights: Mapping[str, float] | None = None, domain_balance: bool = False
+    rows: Sequence[Row],
+    source_weights: Mapping[str, float] | None = None,
+    domain_balance: bool = False,
+    place_balance: bool = False,
 ) -> np.ndarray:
     """Per-row weight: mean over tasks (with a known label) of 1 / class frequency.
 
@@ -135,6 +182,10 @@ def balanced_weights(
     is independent of the domain: a site whose exams carry inserted lesions in most ROIs would
     otherwise teach that its look means "lesion" (2026-12-06: a VB1 patient held out after
     training on the others had 0.22 of its T1 bodies called normal).
+
+    ``place_balance`` then gives the canal's normal ROIs of each domain and level at least the
+    draws of the canal lesions there (:func:`_balance_places`), so the place does not predict
+    the class.
     """
     counts = {t: Counter(r.labels[t] for r in rows if r.labels[t]) for t in TASKS}
     weights = np.zeros(len(rows))
@@ -160,7 +211,8 @@ def balanced_weights(
             total = scaled[members].sum()
             scaled[members] *= weights[members].sum() / total if total > 0 else 0.0
         weights = scaled
-    return _spread_over_domains(rows, weights) if domain_balance else weights
+    weights = _spread_over_domains(rows, weights) if domain_balance else weights
+    return _balance_places(rows, weights) if place_balance else weights
 
 
 def sampling_prior(rows: Sequence[Any], weights: np.ndarray | None = None) -> dict[str, list[float]]:
@@ -201,6 +253,7 @@ class SpineDataModule(pl.LightningDataModule):
         balanced_sampling: bool = False,
         source_weights: Mapping[str, float] | None = None,
         domain_balance: bool = False,
+        place_balance: bool = False,
         samples_per_epoch: int | None = None,
         check_geometry: bool = True,
         augment: Mapping[str, Any] | None = None,
@@ -230,6 +283,7 @@ class SpineDataModule(pl.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.source_weights = dict(source_weights or {})
         self.domain_balance = bool(domain_balance)
+        self.place_balance = bool(place_balance)
         if samples_per_epoch is not None and int(samples_per_epoch) < 1:
             raise ValueError(f"data.samples_per_epoch: {samples_per_epoch} (give a positive count, or null)")
         self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
@@ -354,7 +408,10 @@ class SpineDataModule(pl.LightningDataModule):
         if train and self.balanced_sampling:
             assert self.bank is not None, "call setup() first"
             weights = balanced_weights(
-                [self.bank.rows[i] for i in ds.indices], self.source_weights, self.domain_balance
+                [self.bank.rows[i] for i in ds.indices],
+                self.source_weights,
+                self.domain_balance,
+                self.place_balance,
             )
         if train and self.samples_per_epoch is not None and weights is None:
             weights = np.ones(len(ds.indices))  # a fixed epoch draws with replacement
@@ -395,7 +452,7 @@ class SpineDataModule(pl.LightningDataModule):
         weights, or the plain class frequencies without it): :func:`sampling_prior`."""
         rows = [r for r in self.load_manifest().rows if r.split == split]
         weights = (
-            balanced_weights(rows, self.source_weights, self.domain_balance)
+            balanced_weights(rows, self.source_weights, self.domain_balance, self.place_balance)
             if self.balanced_sampling
             else None
         )

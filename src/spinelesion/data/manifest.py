@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,18 @@ def source_of(patient_id: str) -> str:
     """The data set a patient comes from: the part of its id before ``_`` (real: ``vb2_07`` ->
     ``vb2``); the phantom's patients (``P100000000``) have none and are ``phantom``."""
     return patient_id.split("_", 1)[0] if "_" in patient_id else "phantom"
+
+
+# Where an insertion set's normal ROI lies, from its case id (insert/dataset.py normal_records:
+# ``<study>_<tag><place><nn>``); longest names first ("canal_between" before "canal").
+NORMAL_PLACES = ("canal_between", "canal", "body", "disc", "region", "bg")
+_PLACE = re.compile(r"(" + "|".join(NORMAL_PLACES) + r")\d+$")
+
+
+def place_of(case_id: str) -> str:
+    """The place of an insertion set's normal ROI (``canal``, ``body``, ...), or "" when unknown."""
+    m = _PLACE.search(case_id)
+    return m.group(1) if m else ""
 
 
 def _parse_float(text: str) -> float | None:

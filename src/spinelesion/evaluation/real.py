@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from spinelesion.data.manifest import place_of
 from spinelesion.labels import TASKS, encode
 from spinelesion.scoring.metrics import auc_benign_vs_pathologic, auc_macro
 
@@ -243,23 +244,17 @@ def scan_false_calls(
     return out
 
 
-# where an insertion set's normal ROI lies, from its case id (insert/dataset.py normal_records:
-# ``<study>_<tag><place><nn>``); longest names first ("canal_between" before "canal")
-NORMAL_PLACES = ("canal_between", "canal", "body", "disc", "region", "bg")
-_PLACE = re.compile(r"(" + "|".join(NORMAL_PLACES) + r")\d+$")
-
-
 def normals_by_place(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
     """Untouched real ROIs called none/none, per place (body, canal at a body's level, canal behind
     a disc, around the spine, anywhere) and, for the canal, per level: where a scan's false calls
     come from. Each place also counts the intradural-extramedullary and intramedullary calls."""
     groups: dict[str, list[Mapping[str, str]]] = defaultdict(list)
     for r in rows:
-        m = _PLACE.search(r["case_id"])
-        if r.get("finding") == "normal" and m:
-            groups[m.group(1)].append(r)
-            if m.group(1) in ("canal", "canal_between") and r.get("level"):
-                groups[f"{m.group(1)}@{r['level']}"].append(r)
+        place = place_of(r["case_id"])
+        if r.get("finding") == "normal" and place:
+            groups[place].append(r)
+            if place in ("canal", "canal_between") and r.get("level"):
+                groups[f"{place}@{r['level']}"].append(r)
     out: dict[str, dict[str, Any]] = {}
     for place in sorted(groups):  # each place followed by its levels
         rs = groups[place]
