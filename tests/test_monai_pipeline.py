@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -99,6 +100,31 @@ def test_monai_path_gives_the_bank_paths_rois_exactly(manifest: Path, tmp_path: 
     assert a.images.float().abs().amax() > 0.5
     assert len(list((tmp_path / "b" / "monai").glob("*.pt"))) == 3  # one PersistentDataset entry per study
     assert not list((tmp_path / "b").rglob("*.npz"))  # the bank's npz cache is neither written nor read
+
+
+def test_prepare_data_fills_the_cache_without_a_bank_and_not_again_after_setup(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Building a bank to warm the cache held every crop in memory, and Lightning's second
+    prepare_data inside fit asked for a second bank beside the datamodule's (a 15 GiB mix refused)."""
+    from spinelesion.data import monai_pipeline
+
+    dm = _dm(manifest, tmp_path / "c", pipeline="monai")
+
+    def no_bank(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("prepare_data allocated a bank")
+
+    monkeypatch.setattr(monai_pipeline, "BankBuffer", no_bank)
+    dm.prepare_data()
+    assert list((tmp_path / "c" / "monai").glob("*.pt"))  # the cache is filled
+    monkeypatch.undo()
+    dm.setup("fit")
+
+    def no_reads(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("prepare_data read the studies again after setup")
+
+    monkeypatch.setattr(monai_pipeline, "study_dataset", no_reads)
+    dm.prepare_data()  # as Lightning does inside fit: nothing to do
 
 
 def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(

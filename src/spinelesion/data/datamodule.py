@@ -317,15 +317,16 @@ class SpineDataModule(pl.LightningDataModule):
         if self.cache.cache_dir is None:
             return
         if self.pipeline == "monai":  # fills the PersistentDataset; failures are raised by setup
-            from spinelesion.data.monai_pipeline import build_roi_bank_monai
+            if self.bank is not None:  # set up already (Lightning calls this again in fit)
+                return
+            from spinelesion.data.monai_pipeline import warm_cache
 
-            build_roi_bank_monai(
+            warm_cache(
                 self.load_manifest().rows,
                 self.spec,
                 self.cache.cache_dir,
                 self.cache.reference,
-                on_error="skip",
-                progress=self.progress,
+                self.progress,
             )
             return
         by_study: dict[str, Row] = {}

@@ -92,6 +92,29 @@ def study_dataset(
     return PersistentDataset(list(items), transform, cache_dir=Path(cache_dir) / "monai")
 
 
+def warm_cache(
+    rows: Sequence[Row],
+    spec: RoiSpec,
+    cache_dir: str | Path,
+    reference: str = "auto",
+    progress: bool = True,
+) -> int:
+    """Fill the PersistentDataset with every study of ``rows`` without keeping the crops: the
+    number of studies that failed (setup reads them again and raises with their rows). Building
+    a bank here held every crop in memory, and Lightning's second ``prepare_data`` inside ``fit``
+    asked for a second bank beside the datamodule's: a 14,376-ROI mix (15.4 GiB) was refused on
+    a 24 GiB machine (2026-12-06)."""
+    items, _ = study_items(rows, spec, reference)
+    ds = study_dataset(items, spec, reference, cache_dir)
+    failed = 0
+    for i in tqdm(range(len(items)), desc="cache (monai)", unit="study", disable=not progress):
+        try:
+            ds[i]
+        except Exception:  # noqa: BLE001 - reported with its rows by setup
+            failed += 1
+    return failed
+
+
 def build_roi_bank_monai(
     rows: Sequence[Row],
     spec: RoiSpec,
