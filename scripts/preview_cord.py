@@ -39,15 +39,18 @@ def real_panel(folder: Path) -> np.ndarray:
     the upper 130 mm of the field of view around the canal."""
     vol = read_volume(folder / "t2.nii.gz")
     axes = np.argsort(dominant_axes(vol.affine))  # the voxel axis along each of L, P, S
-    arr = np.transpose(vol.array, axes)
-    for k in range(3):  # flip so that indices grow towards L, P, S
-        if vol.affine[k, axes[k]] < 0:
-            arr = np.flip(arr, k)
-    bodies = read_volume(folder / "vertebral_bodies.nii.gz")  # the same grid (tested in the insertion)
-    mask = np.transpose(bodies.array, axes)
-    for k in range(3):
-        if vol.affine[k, axes[k]] < 0:
-            mask = np.flip(mask, k)
+
+    def lps(array: np.ndarray) -> np.ndarray:  # indices growing towards L, P, S
+        out = np.transpose(array, axes)
+        for k in range(3):
+            if vol.affine[k, axes[k]] < 0:
+                out = np.flip(out, k)
+        return out
+
+    arr = lps(vol.array)
+    mask = lps(
+        read_volume(folder / "vertebral_bodies.nii.gz").array
+    )  # the same grid (tested in the insertion)
     x = arr.shape[0] // 2
     top = mask[x, :, -130:] > 0  # the bodies in the upper 130 mm
     back = int(np.nonzero(top.any(1))[0].max())  # their posterior wall: the canal lies behind it

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from spinelesion.data.augment import BatchAugment, augmentation_from_dict
 from spinelesion.data.cache import StudyCache
 from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
-from spinelesion.data.manifest import Manifest, Row, place_of, read_manifest, source_of
+from spinelesion.data.manifest import CANAL_PLACES, Manifest, Row, place_of, read_manifest, source_of
 from spinelesion.data.pipeline_options import pipeline_options
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
@@ -118,9 +118,8 @@ def _spread_over_domains(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray
     return out
 
 
-# Canal lesions and the normal ROIs of their place (insertion sets name them in the case id).
+# Canal lesions; the normal ROIs of their place are named in an insertion set's case ids (CANAL_PLACES).
 CANAL_CLASSES = ("intradural_extramedullary", "intramedullary")
-CANAL_PLACES = ("canal", "canal_between")
 
 
 def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from spinelesion.data.manifest import place_of
+from spinelesion.data.manifest import CANAL_PLACES, place_of
 from spinelesion.labels import TASKS, encode
 from spinelesion.scoring.metrics import auc_benign_vs_pathologic, auc_macro
 
@@ -253,7 +253,7 @@ def normals_by_place(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, A
         place = place_of(r["case_id"])
         if r.get("finding") == "normal" and place:
             groups[place].append(r)
-            if place in ("canal", "canal_between") and r.get("level"):
+            if place in CANAL_PLACES and r.get("level"):
                 groups[f"{place}@{r['level']}"].append(r)
     out: dict[str, dict[str, Any]] = {}
     for place in sorted(groups):  # each place followed by its levels
