@@ -696,6 +696,35 @@ def test_plain_manifest_pairs_every_body_with_its_findings(toy_root: Path, tmp_p
         generate_plain(toy_root, ["toy_01"], tmp_path / "bad", levels=levels, findings=["osteoma"])
 
 
+def test_plain_renderer_draws_the_same_studies_whatever_the_number_of_workers(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    """The release draws the plain set over two processes (one subject each): the same manifest
+    and the same images as one process, in the same order."""
+    from spinelesion.insert.plain import generate_plain
+
+    levels = ["L1", "L2", "L3"]
+    kwargs = dict(
+        levels=levels, cord_levels=levels, findings=["intramedullary_metastasis", "lytic_metastasis"]
+    )
+    subjects = {"toy_01": "train", "toy_02": "test"}
+    one = generate_plain(toy_root, subjects, tmp_path / "one", workers=1, progress=False, **kwargs)
+    two = generate_plain(toy_root, subjects, tmp_path / "two", workers=2, progress=False, **kwargs)
+    assert one.read_text() == two.read_text()
+    rows = list(csv.DictReader(open(one, newline="")))
+    assert {r["patient_id"] for r in rows} == set(subjects)
+    written = sorted(
+        p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "studies").rglob("*.nii.gz")
+    )
+    assert written and written == sorted(
+        p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "studies").rglob("*.nii.gz")
+    )
+    for rel in written:
+        a, b = read_nifti(tmp_path / "one" / rel), read_nifti(tmp_path / "two" / rel)
+        np.testing.assert_array_equal(a.array, b.array)
+        np.testing.assert_array_equal(a.affine, b.affine)
+
+
 def test_painted_texture_is_drawn_alike_for_every_finding(toy, monkeypatch: pytest.MonkeyPatch) -> None:
     """Texture is no sign: a per-kind amount (pathologic 0.18, benign oedema 0.1) let the released
     model tell the fractures apart by texture alone (plain renderer check, docs/results.md)."""

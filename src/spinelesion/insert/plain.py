@@ -490,6 +490,55 @@ def _record(
     )
 
 
+def _subject_records(job: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """One subject's records (every body untouched, then each eligible body with each finding),
+    its studies written under ``out/studies``: a job of :func:`generate_plain`."""
+    spec, k, split, out, seed, names, cord_levels, crop_margin_mm = job
+    bg = load_background(spec)
+    an = derive_anatomy(bg, set(cord_levels) if cord_levels is not None else None)
+    untouched = {s: os.path.relpath(p.resolve(), out) for s, p in spec.sequences.items()}
+    records = [
+        _record(
+            f"{spec.study_id}_body_{f.level}",
+            spec.study_id,
+            spec.subject,
+            split,
+            untouched,
+            f.centre,
+            compartment="none",
+            fracture="none",
+            level=f.level,
+            finding="normal",
+        )
+        for f in an.bodies
+    ]
+    for b, f in enumerate(eligible_bodies(bg, an)):
+        for finding in names:
+            if not eligible_for(finding, an, f):
+                continue
+            # seeded by subject, body and finding: the same studies whatever the number of workers
+            rng = np.random.default_rng([seed, k, b, list(PLAIN_FINDINGS).index(finding)])
+            study = render_plain(bg, f, finding, rng, an)
+            study_id = f"{spec.study_id}_plain_{finding}_{f.level}"
+            paths = write_crop(bg, study.images, [study.centre], out / "studies" / study_id, crop_margin_mm)
+            compartment, fracture = PLAIN_FINDINGS[finding]
+            records.append(
+                _record(
+                    f"{study_id}_r0",
+                    study_id,
+                    spec.subject,
+                    split,
+                    {s: os.path.relpath(path, out) for s, path in paths.items()},
+                    study.centre,
+                    compartment=compartment,
+                    fracture=fracture,
+                    level=f.level,
+                    finding=finding,
+                )
+            )
+    return records
+
+
 def generate_plain(
     backgrounds: str | Path,
     subjects: Sequence[str] | Mapping[str, str],
@@ -500,13 +549,20 @@ def generate_plain(
     bottom_level: Mapping[str, str] | None = None,
     cord_levels: Sequence[str] | None = None,
     findings: Sequence[str] | None = None,
+    workers: int = 1,
+    progress: bool = True,
 ) -> Path:
     """Every eligible body of each subject with each plain finding (one body per study), plus
     every body of the untouched studies (none/none) -> ``out/manifest.csv``.
 
     ``subjects``: names (all in the test split), or subject -> split, so that a training mix
     can hold one renderer's training subjects and its checks their held-out ones.
-    ``findings``: a subset of :data:`PLAIN_FINDINGS` (all by default)."""
+    ``findings``: a subset of :data:`PLAIN_FINDINGS` (all by default). ``workers``: processes,
+    one subject each (the same manifest and studies whatever their number)."""
+    from tqdm.auto import tqdm
+
+    from spinelesion.parallel import map_jobs
+
     out = Path(out).resolve()
     split_of = dict(subjects) if isinstance(subjects, Mapping) else {s: "test" for s in subjects}
     names = list(findings) if findings is not None else list(PLAIN_FINDINGS)
@@ -523,51 +579,12 @@ def generate_plain(
     missing = set(split_of) - {s.subject for s in specs}
     if missing:
         raise FileNotFoundError(f"{backgrounds}: no study with body masks for {', '.join(sorted(missing))}")
+    jobs = [
+        (spec, k, split_of[spec.subject], out, seed, names, cord_levels, crop_margin_mm)
+        for k, spec in enumerate(specs)
+    ]
     records: list[dict[str, Any]] = []
-    for k, spec in enumerate(specs):
-        bg = load_background(spec)
-        an = derive_anatomy(bg, set(cord_levels) if cord_levels is not None else None)
-        split = split_of[spec.subject]
-        untouched = {s: os.path.relpath(p.resolve(), out) for s, p in spec.sequences.items()}
-        for f in an.bodies:
-            records.append(
-                _record(
-                    f"{spec.study_id}_body_{f.level}",
-                    spec.study_id,
-                    spec.subject,
-                    split,
-                    untouched,
-                    f.centre,
-                    compartment="none",
-                    fracture="none",
-                    level=f.level,
-                    finding="normal",
-                )
-            )
-        for b, f in enumerate(eligible_bodies(bg, an)):
-            for finding in names:
-                if not eligible_for(finding, an, f):
-                    continue
-                rng = np.random.default_rng([seed, k, b, list(PLAIN_FINDINGS).index(finding)])
-                study = render_plain(bg, f, finding, rng, an)
-                study_id = f"{spec.study_id}_plain_{finding}_{f.level}"
-                paths = write_crop(
-                    bg, study.images, [study.centre], out / "studies" / study_id, crop_margin_mm
-                )
-                seqs = {s: os.path.relpath(path, out) for s, path in paths.items()}
-                compartment, fracture = PLAIN_FINDINGS[finding]
-                records.append(
-                    _record(
-                        f"{study_id}_r0",
-                        study_id,
-                        spec.subject,
-                        split,
-                        seqs,
-                        study.centre,
-                        compartment=compartment,
-                        fracture=fracture,
-                        level=f.level,
-                        finding=finding,
-                    )
-                )
+    done = map_jobs(_subject_records, jobs, workers)
+    for part in tqdm(done, total=len(jobs), desc="plain renderer", unit="subject", disable=not progress):
+        records.extend(part)
     return write_manifest(out / "manifest.csv", records)

@@ -105,6 +105,7 @@ def plain(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         bottom_level=insert_cfg.get("bottom_level"),
         cord_levels=insert_cfg["cord_levels"],
         findings=stage.params.get("findings"),
+        workers=int(insert_cfg.get("workers", 1)),
     )
     return {"manifest": str(manifest), "subjects": sorted(split_of)}
 
