@@ -186,6 +186,39 @@ def test_a_chronic_fracture_is_its_shape_alone(toy) -> None:
         assert _mean(ctx.images[seq], core) == pytest.approx(an.tissues[seq]["marrow"], rel=0.1)
 
 
+def test_a_fracture_loses_at_least_a_fifth_of_its_height(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Genant grade 1: a fracture is called from 20 % height loss at the body's most compressed
+    point; less is normal variation (thoracolumbar bodies wedge by nature). Every shape, drawn at
+    the bottom of each fracture's range, still loses a fifth there."""
+    from spinelesion.insert import findings as insert_findings
+
+    bg, an = toy
+    real = deform.collapse
+    deepest: list[float] = []
+
+    def spy(frame, anterior_loss, posterior_loss, central_loss=0.0, reach=None):
+        # deform.collapse's loss is linear front to back plus a central dome: this is its maximum
+        deepest.append(max(anterior_loss, posterior_loss) + central_loss)
+        return real(frame, anterior_loss, posterior_loss, central_loss, reach)
+
+    monkeypatch.setattr(insert_findings.deform, "collapse", spy)
+    monkeypatch.setattr(
+        insert_findings.Insert, "u", lambda self, lo, hi: float(lo)
+    )  # every draw at its low end
+    rates = dict(CFG["rates"], chronic=1.0)
+    for finding, loss in (
+        ("osteoporotic_fracture", insert_findings.OSTEOPOROTIC_LOSS),
+        ("pathologic_fracture", insert_findings.PATHOLOGIC_LOSS),
+    ):
+        for seed in range(3):  # the fracture as drawn, whatever shape its rng picks
+            insert_finding(bg, an, finding, 2, np.random.default_rng(seed), rates)
+        ctx = insert_finding(bg, an, "haemangioma", 2, np.random.default_rng(0), rates)
+        for shape in ("wedge", "biconcave", "crush"):  # and each shape on its own
+            insert_findings._collapse(ctx, loss, {shape: 1.0})
+    assert len(deepest) == 2 * (3 + 3)
+    assert min(deepest) >= insert_findings.GENANT_MILD - 1e-9, deepest
+
+
 def test_intramedullary_variants_follow_the_cord(toy, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 34: cord oedema over 1-6 segments along the cord (longer oedema reaches further,
     never beyond the cord's run), an eccentric nodule off the cord's centre, a cyst as fluid."""

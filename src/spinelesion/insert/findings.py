@@ -229,14 +229,26 @@ def paraspinal_mass(ctx: Insert) -> None:
     ctx.roi(centre, "paraspinal_mass")
 
 
+# A vertebral fracture is called from 20 % height loss at the body's most compressed point
+# (Genant's semi-quantitative grade 1; the phantom's height_loss starts there too). Less is
+# within what normal bodies show (the thoracolumbar ones wedge a little by nature), and a
+# chronic fracture is its shape alone: drawn from 15 % (until 2026-12-07) it taught a label that
+# normal variation also carries.
+GENANT_MILD = 0.2
+OSTEOPOROTIC_LOSS = (GENANT_MILD, 0.5)
+PATHOLOGIC_LOSS = (GENANT_MILD, 0.55)
+
+
 def _collapse(ctx: Insert, loss_range: tuple[float, float], shapes: Mapping[str, float]) -> str:
+    """Collapse the body in one of ``shapes``; the most compressed point (the anterior wall of a
+    wedge, the middle of a biconcave body, all of a crushed one) loses a height in ``loss_range``."""
     names, probs = list(shapes), np.asarray(list(shapes.values()), dtype=float)
     shape = str(ctx.rng.choice(names, p=probs / probs.sum()))
     loss = ctx.u(*loss_range)
     if shape == "wedge":
         m = deform.collapse(ctx.frame, loss, loss * ctx.u(0.0, 0.3))
     elif shape == "biconcave":
-        m = deform.collapse(ctx.frame, loss * 0.3, loss * 0.3, central_loss=loss * 0.8)
+        m = deform.collapse(ctx.frame, loss * 0.3, loss * 0.3, central_loss=loss * 0.7)
     else:
         m = deform.collapse(ctx.frame, loss, loss)
     ctx.warp(m)
@@ -273,7 +285,7 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
             else []
         )
     )
-    _collapse(ctx, (0.15, 0.5), {"wedge": 0.55, "biconcave": 0.3, "crush": 0.15})
+    _collapse(ctx, OSTEOPOROTIC_LOSS, {"wedge": 0.55, "biconcave": 0.3, "crush": 0.15})
     if ctx.chance("convex_wall_benign"):  # a hard case: benign with a bulging wall
         ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(1.0, 2.5)))
     superior = ctx.rng.random() < 0.7
@@ -303,7 +315,7 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
 
 def pathologic_fracture(ctx: Insert) -> None:
     f = ctx.frame
-    _collapse(ctx, (0.15, 0.55), {"wedge": 0.35, "biconcave": 0.15, "crush": 0.5})
+    _collapse(ctx, PATHOLOGIC_LOSS, {"wedge": 0.35, "biconcave": 0.15, "crush": 0.5})
     if ctx.chance("convex_border"):
         ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(2.0, 5.0)))
     body = ctx.body_mask()
