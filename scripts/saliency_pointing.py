@@ -35,9 +35,7 @@ def main() -> None:
     splits = sys.argv[3].split(",") if len(sys.argv) > 3 else ["test"]
     limit = int(sys.argv[4]) if len(sys.argv) > 4 else 60
     with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = hydra.compose(
-            "train", overrides=[f"data.manifest={manifest}", "data.progress=false", "data.pipeline=bank"]
-        )
+        cfg = hydra.compose("train", overrides=[f"data.manifest={manifest}", "data.progress=false"])
     dm = hydra.utils.instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("test")

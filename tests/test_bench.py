@@ -35,7 +35,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path, tiny_dataset: Path
         cfg.scan.studies = []  # the generated test set's first NIfTI study, not ../shared's lumbar ones
         cfg.scan.reference = False  # minutes per study; tests/test_windows.py checks the reference
         cfg.scan.repeats = 1
-        # both data paths are compared in tests/test_monai_pipeline.py (75 s more here)
+        # the data path and both augmentations are timed in tests/test_monai_pipeline.py (75 s more here)
         cfg.monai_path.enabled = False
     results = run_bench(cfg)
     out = tmp_path / "report"

@@ -11,11 +11,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from helpers_data import assert_bank_is_the_primitives
 
-from spinelesion.data.cache import StudyCache
 from spinelesion.data.datamodule import SpineDataModule
-from spinelesion.data.dataset import BadStudiesError, build_roi_bank
+from spinelesion.data.dataset import BadStudiesError
 from spinelesion.data.manifest import read_manifest
+from spinelesion.data.monai_pipeline import build_roi_bank
 from spinelesion.data.roi import RoiSpec
 from spinelesion.labels import SEQUENCES
 
@@ -90,10 +91,13 @@ def test_second_epoch_and_second_run_read_no_dicom_and_a_changed_file_is_reread(
             pass
     assert len(dicom_reads) == first  # epochs read from memory
     before = len(dicom_reads)
+    studies = len({r.study_id for r in dm.bank.rows})
+    entries = sorted((tmp_path / "cache" / "monai").glob("*.pt"))
+    assert len(entries) == studies  # one PersistentDataset entry per study
     dm2 = dm_for(manifest, tmp_path / "cache")
     dm2.setup("fit")
-    assert dm2.cache.hits > 0 and dm2.cache.misses == 0
     assert len(dicom_reads) == before  # a second run decodes nothing: the disk cache serves it
+    assert torch.equal(dm2.bank.images, dm.bank.images)
     # change one slice of one study: that study, and only it, is read again
     with open(manifest) as fh:
         row = next(csv.DictReader(fh))
@@ -105,7 +109,7 @@ def test_second_epoch_and_second_run_read_no_dicom_and_a_changed_file_is_reread(
     mark = len(dicom_reads)
     dm3 = dm_for(manifest, tmp_path / "cache")
     dm3.setup("fit")
-    assert dm3.cache.misses == 1
+    assert len(set((tmp_path / "cache" / "monai").glob("*.pt")) - set(entries)) == 1  # its new key
     reread = {Path(p).parent.parent.parent.name for p in dicom_reads[mark:] if "studies" in p}
     assert reread == {row["study_id"]}
 
@@ -199,12 +203,9 @@ def test_given_splits_are_kept_by_patient_and_a_patient_in_two_splits_is_refused
 
 def test_nifti_and_dicom_manifests_give_the_same_rois(tiny_dataset: Path):
     spec = RoiSpec()
-    a = build_roi_bank(read_manifest(tiny_dataset).rows[:4], StudyCache(None), spec, progress=False)
+    a = build_roi_bank(read_manifest(tiny_dataset).rows[:4], spec, progress=False)
     b = build_roi_bank(
-        read_manifest(tiny_dataset.parent / "manifest_nifti.csv").rows[:4],
-        StudyCache(None),
-        spec,
-        progress=False,
+        read_manifest(tiny_dataset.parent / "manifest_nifti.csv").rows[:4], spec, progress=False
     )
     x, y = a.images.float(), b.images.float()
     # A voxel in the half-voxel ramp at a series' edge is knife-edge between "outside" (exactly
@@ -236,21 +237,43 @@ def test_bad_study_fails_training_fast_with_its_rows(tiny_dataset: Path, tmp_pat
     assert study in text and "missing slice" in text and "manifest rows" in text
 
 
-def test_bad_study_is_skipped_and_reported_at_inference(tiny_dataset: Path, tmp_path: Path):
-    manifest, study = _break_one_study(tmp_path, tiny_dataset)
+def test_same_rois_as_their_primitives_on_a_fixed_set_and_bad_studies_skipped(
+    tiny_dataset: Path, tmp_path: Path
+):
+    """Issue 35: one study-preparation path, the same ROIs as the retired npz path computed.
+
+    Five phantom studies (one with a missing slice, one lacking a sequence) and a ROI far outside
+    its study, as evaluate builds them (skip, refuse what cannot be answered), from the studies
+    and again from the filled cache: rows, crops, flags and failures are prepare_study -> to_half
+    -> roi_problems -> crop_study_rois bit for bit, word for word."""
+    import dataclasses
+
+    manifest, broken = _break_one_study(tmp_path, tiny_dataset)
     rows = read_manifest(manifest).rows
-    bank = build_roi_bank(rows, StudyCache(None), RoiSpec(), on_error="skip", progress=False)
-    assert [f.study_id for f in bank.failures] == [study]
-    assert "missing slice" in bank.failures[0].reason
-    assert len(bank) == sum(r.study_id != study for r in rows)
-    assert np.all([r.study_id != study for r in bank.rows])
-    # the crops kept line up with their rows: each equals a bank built from that study alone
-    first = bank.rows[0].study_id
-    alone = build_roi_bank(
-        [r for r in rows if r.study_id == first], StudyCache(None), RoiSpec(), progress=False
+    order = list(dict.fromkeys(r.study_id for r in rows))
+    lacking = next(
+        s for s in order if any(len(r.sequences) < len(SEQUENCES) for r in rows if r.study_id == s)
     )
-    torch.testing.assert_close(bank.images[: len(alone)], alone.images)
-    assert bank.images.dtype == torch.float16 and bank.available.shape == (len(bank), len(SEQUENCES))
+    chosen = set(order[:5]) if lacking in order[:4] else {*order[:4], lacking}
+    assert broken in chosen and lacking in chosen and len(chosen) == 5
+    fixed = [r for r in rows if r.study_id in chosen]
+    far = fixed[-1]
+    fixed.append(
+        dataclasses.replace(
+            far, case_id="far", row_number=len(rows) + 1, center_lps=far.center_lps + [0.0, 0.0, 900.0]
+        )
+    )
+    spec = RoiSpec()
+    for _ in range(2):  # the second from the PersistentDataset
+        bank = build_roi_bank(
+            fixed, spec, tmp_path / "cache", on_error="skip", progress=False, refuse_unanswerable=True
+        )
+        assert_bank_is_the_primitives(bank, fixed, spec, refuse_unanswerable=True)
+    assert [f.study_id for f in bank.failures] == [broken, far.study_id]
+    assert "missing slice" in bank.failures[0].reason and "outside the study" in bank.failures[1].reason
+    assert bank.failures[1].rows == [len(rows) + 1]
+    assert [r.case_id for r in bank.rows] == [r.case_id for r in fixed if r.study_id != broken][:-1]
+    assert not bank.available.bool().all()  # the study lacking a sequence is in the set
 
 
 def test_a_bank_that_cannot_fit_in_memory_is_refused_before_anything_is_read(
@@ -264,15 +287,22 @@ def test_a_bank_that_cannot_fit_in_memory_is_refused_before_anything_is_read(
     per_roi = len(SEQUENCES) * int(np.prod(RoiSpec().context_shape)) * 2
     monkeypatch.setattr(dataset, "available_memory", lambda: per_roi * len(rows) // 2)
 
-    class NoReads(StudyCache):
-        def get(self, *args: object, **kwargs: object) -> NoReturn:
-            raise AssertionError("read a study before checking memory")
+    from spinelesion.data.monai_transforms import LoadStudyd
 
-    with pytest.raises(ResourceLimitError, match=rf"{len(rows)} ROIs need about .* available"):
-        build_roi_bank(rows, NoReads(None), RoiSpec(), progress=False)
+    reads: list[object] = []
+
+    def no_reads(self: object, data: object) -> NoReturn:
+        reads.append(data)
+        raise AssertionError("read a study before checking memory")
+
+    with monkeypatch.context() as m:
+        m.setattr(LoadStudyd, "__call__", no_reads)
+        with pytest.raises(ResourceLimitError, match=rf"{len(rows)} ROIs need about .* available"):
+            build_roi_bank(rows, RoiSpec(), progress=False)
+    assert not reads
     monkeypatch.setattr(dataset, "available_memory", lambda: None)  # unknown (not Linux): no check
     one = [r for r in rows if r.study_id == rows[0].study_id]
-    assert len(build_roi_bank(one, StudyCache(None), RoiSpec(), progress=False)) == len(one)
+    assert len(build_roi_bank(one, RoiSpec(), progress=False)) == len(one)
 
 
 def test_meminfo_fields_read_in_bytes():

@@ -1078,11 +1078,13 @@ def test_evaluate_refuses_the_rois_predict_refuses(tmp_path: Path):
     assert roi_problems(array, vol.affine, np.array([True]), centres, spec)[0] is None
     assert "outside the study" in roi_problems(array, vol.affine, np.array([True]), centres, spec)[1]
     assert "blank" in roi_problems(flat, vol.affine, np.array([True]), centres[:1], spec)[0]
-    # build_roi_bank as evaluate calls it: the far row is a failure naming it, the other is scored
+    # build_roi_bank as evaluate calls it: the far row is a failure naming it, the other is scored;
+    # the reasons are kept with the cached crops (the second read, from the cache, gives them again)
     from types import SimpleNamespace
 
-    from spinelesion.data.cache import StudyCache
-    from spinelesion.data.dataset import build_roi_bank
+    from helpers_data import assert_bank_is_the_primitives
+
+    from spinelesion.data.monai_pipeline import build_roi_bank
 
     nifti_study(tmp_path / "s", vol)
     rows = [
@@ -1092,30 +1094,29 @@ def test_evaluate_refuses_the_rois_predict_refuses(tmp_path: Path):
         )
         for i, c in enumerate(centres)
     ]  # fmt: skip
-    bank = build_roi_bank(
-        rows, StudyCache(None), spec, on_error="skip", progress=False, refuse_unanswerable=True
-    )
-    assert [r.case_id for r in bank.rows] == ["c0"]
-    assert [(f.rows, f.reason.split(":")[0]) for f in bank.failures] == [([2], "ROI c1")]
-    # the MONAI path (evaluate's default) refuses the same row, keeps the same crop, and keeps
-    # its reasons with the cached crops (a second read serves them)
-    import torch
-
-    from spinelesion.data.monai_pipeline import build_roi_bank_monai
-
     for _ in range(2):
-        mon = build_roi_bank_monai(
+        bank = build_roi_bank(
             rows, spec, tmp_path / "cache", on_error="skip", progress=False, refuse_unanswerable=True
         )
-        assert [r.case_id for r in mon.rows] == ["c0"] and torch.equal(mon.images, bank.images)
-        assert [(f.rows, f.reason) for f in mon.failures] == [(f.rows, f.reason) for f in bank.failures]
+        assert [r.case_id for r in bank.rows] == ["c0"]
+        assert [(f.rows, f.reason.split(":")[0]) for f in bank.failures] == [([2], "ROI c1")]
+        assert_bank_is_the_primitives(bank, rows, spec, refuse_unanswerable=True)
 
 
-def test_evaluate_scores_the_same_rois_through_either_data_path(tmp_path: Path, model_dir: Path):
-    """evaluate's default MONAI path and the bank path: the same rows refused, the same
-    probabilities; an unknown path is named."""
+def test_evaluate_scores_through_the_one_data_path_and_refuses_data_pipeline(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """evaluate refuses the far ROI by name, scores the others, and reads its crops back from the
+    cache on a second run; the retired ``data.pipeline`` setting is refused by name (issue 35)."""
+    from hydra.errors import ConfigCompositionException
+
+    import spinelesion.io.monai_reader as monai_reader
     from spinelesion.data.manifest import write_manifest
+    from spinelesion.tasks.arguments import check_evaluate_args
     from spinelesion.tasks.evaluate import _evaluate
+
+    def no_read(*_a: object, **_k: object) -> None:
+        raise AssertionError("a study was read again although its crops are cached")
 
     nifti_study(tmp_path / "s", volume())
     base = {"study_id": "s", "patient_id": "p", "split": "test", "t1": "", "stir": "", "t1c": ""}
@@ -1126,31 +1127,24 @@ def test_evaluate_scores_the_same_rois_through_either_data_path(tmp_path: Path, 
         for i, (c, lab) in enumerate(zip([CENTRE, CENTRE + [0, 0, 900.0], CENTRE + [2.0, 1.0, 0]], labels, strict=True))
     ]  # fmt: skip
     manifest = write_manifest(tmp_path / "manifest.csv", recs)
-    got = {}
-    for pipeline in ("monai", "bank", "npz"):
-        out = tmp_path / pipeline
-        cfg = compose(
-            "eval",
-            [
-                f"model_dir={model_dir}",
-                f"data.manifest={manifest}",
-                f"output_dir={out}",
-                f"data.pipeline={pipeline}",
-            ]
-            + ["device=cpu", "batch_size=4", "bootstrap.n=10", "plots=false"],
-        )
-        if pipeline == "npz":
-            with pytest.raises(ValueError, match="data.pipeline='npz'"):
-                _evaluate(cfg)
-            continue
-        metrics = _evaluate(cfg)
+    common = [f"model_dir={model_dir}", f"data.manifest={manifest}", f"data.cache_dir={tmp_path / 'cache'}"]
+    common += ["device=cpu", "batch_size=4", "bootstrap.n=10", "plots=false"]
+    got = []
+    for run in ("first", "cached"):
+        out = tmp_path / run
+        if run == "cached":  # the crops come back from the cache: no study is read
+            monkeypatch.setattr(monai_reader, "read_volume", no_read)
+        metrics = _evaluate(compose("eval", [*common, f"output_dir={out}"]))
         assert [f["rows"] for f in metrics["failed_studies"]] == [[2]]  # the far ROI, refused by name
-        got[pipeline] = (out / "predictions.csv").read_text()
-        kinds = {f.suffix for f in (out / "cache").rglob("*") if f.is_file()}
-        assert kinds == (
-            {".pt"} if pipeline == "monai" else {".npz"}
-        )  # each path reads through its own cache
-    assert got["monai"] == got["bank"] and got["monai"].count("\n") == 3  # header and two scored rows
+        got.append((out / "predictions.csv").read_text())
+    assert got[0] == got[1] and got[0].count("\n") == 3  # header and two scored rows
+    assert [f.suffix for f in (tmp_path / "cache").rglob("*") if f.is_file()] == [
+        ".pt"
+    ]  # one study, one entry
+    with pytest.raises(ConfigCompositionException, match="data.pipeline"):
+        compose("eval", [*common, "data.pipeline=bank"])
+    with pytest.raises(ValueError, match=r"data: unknown setting\(s\) pipeline; allowed: manifest, split"):
+        check_evaluate_args(compose("eval", [*common, "+data.pipeline=bank"]))  # not ignored without a word
 
 
 # -- outputs: no write through a symbolic link, no overwritten bundle, no input path ------------

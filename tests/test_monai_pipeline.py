@@ -1,4 +1,4 @@
-"""data.pipeline=monai: the bank path's ROIs through MONAI transforms, PersistentDataset and DataLoader."""
+"""The data path: ROIs through MONAI transforms, PersistentDataset and DataLoader."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import NoReturn
 import numpy as np
 import pytest
 import torch
+from helpers_data import assert_bank_is_the_primitives
 from helpers_io import AXIAL, SAGITTAL, make_volume, write_series
 from omegaconf import OmegaConf
 
@@ -86,20 +87,19 @@ def _dm(manifest: Path, cache: Path | None, **kw: object) -> SpineDataModule:
     return SpineDataModule(manifest, cache_dir=cache, **args)
 
 
-def test_monai_path_gives_the_bank_paths_rois_exactly(manifest: Path, tmp_path: Path):
-    bank_dm, monai_dm = _dm(manifest, tmp_path / "a"), _dm(manifest, tmp_path / "b", pipeline="monai")
-    for dm in (bank_dm, monai_dm):
-        dm.prepare_data()
-        dm.setup("fit")
-    a, b = bank_dm.bank, monai_dm.bank
-    assert [r.case_id for r in a.rows] == [r.case_id for r in b.rows] and len(a) == 6
-    assert torch.equal(a.images, b.images)  # the same functions on the same float16 study: bit for bit
-    assert torch.equal(a.available, b.available) and a.available[:, :2].all() and not a.available[:, 2:].any()
-    for task in a.targets:
-        assert torch.equal(a.targets[task], b.targets[task])
-    assert a.images.float().abs().amax() > 0.5
+def test_the_datamodules_rois_are_the_primitives_bit_for_bit(manifest: Path, tmp_path: Path):
+    """NIfTI and oblique DICOM on other grids, two sequences of four: the datamodule's bank (through
+    the filled cache) is prepare_study -> to_half -> crop_study_rois, the retired npz path's sum."""
+    from spinelesion.data.manifest import read_manifest
+
+    dm = _dm(manifest, tmp_path / "b")
+    dm.prepare_data()
+    dm.setup("fit")
+    bank = dm.bank
+    assert len(bank) == 6 and bank.available[:, :2].all() and not bank.available[:, 2:].any()
+    assert bank.images.float().abs().amax() > 0.5
+    assert_bank_is_the_primitives(bank, read_manifest(manifest).rows, dm.spec)
     assert len(list((tmp_path / "b" / "monai").glob("*.pt"))) == 3  # one PersistentDataset entry per study
-    assert not list((tmp_path / "b").rglob("*.npz"))  # the bank's npz cache is neither written nor read
 
 
 def test_prepare_data_fills_the_cache_without_a_bank_and_not_again_after_setup(
@@ -109,7 +109,7 @@ def test_prepare_data_fills_the_cache_without_a_bank_and_not_again_after_setup(
     prepare_data inside fit asked for a second bank beside the datamodule's (a 15 GiB mix refused)."""
     from spinelesion.data import monai_pipeline
 
-    dm = _dm(manifest, tmp_path / "c", pipeline="monai")
+    dm = _dm(manifest, tmp_path / "c")
 
     def no_bank(*args: object, **kwargs: object) -> NoReturn:
         raise AssertionError("prepare_data allocated a bank")
@@ -130,7 +130,7 @@ def test_prepare_data_fills_the_cache_without_a_bank_and_not_again_after_setup(
 def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(
     manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    first = _dm(manifest, tmp_path / "c", pipeline="monai")
+    first = _dm(manifest, tmp_path / "c")
     first.setup("fit")
 
     def no_read(*_a: object, **_k: object) -> None:
@@ -140,7 +140,7 @@ def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(
 
     real = monai_reader.read_volume
     monkeypatch.setattr(monai_reader, "read_volume", no_read)
-    second = _dm(manifest, tmp_path / "c", pipeline="monai")
+    second = _dm(manifest, tmp_path / "c")
     second.setup("fit")
     assert torch.equal(first.bank.images, second.bank.images)
     kept = [torch.load(f, weights_only=False) for f in (tmp_path / "c" / "monai").glob("*.pt")]
@@ -153,7 +153,7 @@ def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(
     t2 = manifest.parent / "S1" / "t2.nii.gz"
     st = t2.stat()
     os.utime(t2, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, newer file: a new cache key
-    third = _dm(manifest, tmp_path / "c", pipeline="monai")
+    third = _dm(manifest, tmp_path / "c")
     third.setup("fit")
     assert sorted({Path(p).parent.name for p in reads}) == ["S1"]
 
@@ -163,7 +163,7 @@ def test_loaders_batches_and_user_transforms(manifest: Path, tmp_path: Path):
     from monai.transforms import RandGaussianNoised
 
     spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
-    plain = _dm(manifest, tmp_path / "d", pipeline="monai")
+    plain = _dm(manifest, tmp_path / "d")
     plain.setup("fit")
     loader = plain.train_dataloader()
     assert isinstance(loader, MonaiDataLoader)
@@ -179,7 +179,6 @@ def test_loaders_batches_and_user_transforms(manifest: Path, tmp_path: Path):
     noisy = _dm(
         manifest,
         tmp_path / "d",
-        pipeline="monai",
         transforms={"extra": [RandGaussianNoised(keys="image", prob=1.0, std=0.5)]},
     )
     noisy.setup("fit")
@@ -191,35 +190,34 @@ def test_loaders_batches_and_user_transforms(manifest: Path, tmp_path: Path):
         noisy.dataset("val")[0]["image"], plain.dataset("val")[0]["image"]
     )  # not on validation
 
-    per_item = _dm(manifest, tmp_path / "d", pipeline="monai", transforms={"augment": "monai"})
+    per_item = _dm(manifest, tmp_path / "d", transforms={"augment": "monai"})
     per_item.setup("fit")
     assert per_item.augmenter() is None
     b = next(iter(per_item.train_dataloader()))
     assert tuple(b["image"].shape) == (2, 4, *spec.shape) and torch.isfinite(b["image"]).all()
 
 
-def test_hydra_config_switch_and_bad_options(manifest: Path, tmp_path: Path):
+def test_hydra_config_and_bad_transform_options(manifest: Path, tmp_path: Path):
     import hydra
 
     cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / "default.yaml")
-    assert cfg.pipeline == "monai" and list(cfg.transforms.extra) == []  # the measured default
+    assert "pipeline" not in cfg and cfg.transforms.augment == "batched" and list(cfg.transforms.extra) == []
     cfg.manifest, cfg.cache_dir, cfg.seed, cfg.roi = str(manifest), str(tmp_path / "e"), 1, SPEC
-    cfg.pipeline = "monai"
     cfg.transforms.extra = [{"_target_": "monai.transforms.RandGaussianNoised", "keys": "image", "prob": 0.5}]
     dm = hydra.utils.instantiate(cfg)
-    assert dm.pipeline == "monai" and type(dm.extra_transforms[0]).__name__ == "RandGaussianNoised"
-    with pytest.raises(ValueError, match="data.pipeline='npz'"):
-        _dm(manifest, None, pipeline="npz")
-    with pytest.raises(ValueError, match="need data.pipeline=monai"):
-        _dm(manifest, None, transforms={"augment": "monai"})
-    with pytest.raises(ValueError, match="unknown key"):
-        _dm(manifest, None, pipeline="monai", transforms={"extras": []})
+    assert type(dm.extra_transforms[0]).__name__ == "RandGaussianNoised" and dm.augment_mode == "batched"
+    with pytest.raises(ValueError, match="data.transforms.augment='kornia': expected one of batched, monai"):
+        _dm(manifest, None, transforms={"augment": "kornia"})
+    with pytest.raises(ValueError, match=r"data.transforms: unknown key\(s\) extras"):
+        _dm(manifest, None, transforms={"extras": []})
+    with pytest.raises(TypeError, match="data.transforms.extra: 3 is not a transform"):
+        _dm(manifest, None, transforms={"extra": [3]})
 
 
 def test_a_broken_study_names_its_rows(manifest: Path, tmp_path: Path):
     from spinelesion.data.dataset import BadStudiesError
     from spinelesion.data.manifest import read_manifest
-    from spinelesion.data.monai_pipeline import build_roi_bank_monai
+    from spinelesion.data.monai_pipeline import build_roi_bank
 
     rows = read_manifest(manifest).rows
     broken = tmp_path / "t2.nii.gz"
@@ -230,45 +228,34 @@ def test_a_broken_study_names_its_rows(manifest: Path, tmp_path: Path):
     with pytest.raises(
         BadStudiesError, match=r"study 'S0' \(manifest rows 1, 2\): StudyError: study 'S0': t2: .*NIfTI"
     ):
-        build_roi_bank_monai(rows, spec, None, progress=False)
-    bank = build_roi_bank_monai(rows, spec, None, on_error="skip", progress=False)
+        build_roi_bank(rows, spec, None, progress=False)
+    bank = build_roi_bank(rows, spec, None, on_error="skip", progress=False)
     assert len(bank) == 4 and np.all([r.study_id != "S0" for r in bank.rows])
-    from spinelesion.data.cache import StudyCache
-    from spinelesion.data.dataset import build_roi_bank
-
-    reference = build_roi_bank(rows, StudyCache(None), spec, on_error="skip", progress=False)
-    assert [str(f) for f in bank.failures] == [
-        str(f) for f in reference.failures
-    ]  # the bank path's own words
+    assert_bank_is_the_primitives(bank, rows, spec)  # the failure in the reader's own words
 
 
 @pytest.mark.slow
-def test_bench_compares_both_paths_and_both_augmentations(manifest: Path):
-    from spinelesion.benchmark.monai_path import compare_pipelines
+def test_bench_times_the_data_path_and_both_augmentations(manifest: Path):
+    from spinelesion.benchmark.monai_path import data_path
     from spinelesion.benchmark.report import _monai_path_rows
 
     spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
-    out = compare_pipelines(manifest, studies=3, batch_size=2, min_rois=8, train_rois=4, spec=spec)
-    for path in ("bank", "monai"):
-        r = out[path]
-        assert r["rois"] == 6 and r["first_setup_s"] > 0 and r["cached_setup_s"] > 0 and r["cache_mib"] > 0
-        assert r["loader_rois_per_s"] > 0 and r["train_rois_per_s"] > 0
-    assert set(out["monai_over_bank"]) == {
-        "first_setup",
-        "cached_setup",
-        "loader_throughput",
-        "train_throughput",
-    }
-    assert isinstance(out["within_1_2x"], bool) and "bank/monai" in out["rule"]
+    out = data_path(manifest, studies=3, batch_size=2, min_rois=8, train_rois=4, spec=spec)
+    assert (
+        out["rois"] == 6 and out["first_setup_s"] > 0 and out["cached_setup_s"] > 0 and out["cache_mib"] > 0
+    )
+    assert out["first_over_cached_setup"] > 0 and out["peak_rss_mib"] > 0
+    assert out["loader_rois_per_s"] > 0 and out["train_rois_per_s"] > 0
     aug = out["augmentation"]
     assert aug["batched_rois_per_s"] > 0 and aug["monai_per_item_rois_per_s"] > 0
-    assert out["default"] in ("bank", "monai") and len(_monai_path_rows(out)) == 7
+    rows = _monai_path_rows(out)
+    assert len(rows) == 4 and "(3 studies, 6 ROIs)" in rows[0] and "bank" not in "".join(rows)
 
 
 @pytest.mark.slow  # > 3 s on the 2-core CPU
-def test_two_training_steps_through_lightning_on_the_monai_path(manifest: Path, tmp_path: Path):
-    """spinelesion-train with data.pipeline=monai and a user transform: the MONAI loader feeds the
-    Lightning loop and the batched augmentation hook (two steps only)."""
+def test_two_training_steps_through_lightning_with_a_user_transform(manifest: Path, tmp_path: Path):
+    """spinelesion-train with a user transform: the MONAI loader feeds the Lightning loop and the
+    batched augmentation hook (two steps only)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -282,7 +269,6 @@ def test_two_training_steps_through_lightning_on_the_monai_path(manifest: Path, 
                 f"data.manifest={manifest}",
                 f"data.cache_dir={tmp_path / 'cache'}",
                 "data.progress=false",
-                "data.pipeline=monai",
                 "data.batch_size=2",
                 "data.check_geometry=false",
                 f"data.roi.shape={SPEC['shape']}",
@@ -305,26 +291,3 @@ def test_two_training_steps_through_lightning_on_the_monai_path(manifest: Path, 
     summary = train(cfg)
     assert summary["epochs"] == 1 and (out / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "cache" / "monai").glob("*.pt"))  # filled by prepare_data, read by setup
-
-
-def test_batched_augmentation_as_a_monai_randomizable_keeps_the_seeding_rule():
-    from spinelesion.data.augment import AugmentConfig, BatchAugment
-    from spinelesion.data.monai_augment import BatchAugmentd
-
-    spec = RoiSpec(tuple(SPEC["shape"]), tuple(SPEC["spacing"]), SPEC["margin"])
-    g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.rand((3, 4, *spec.context_shape), generator=g), "available": torch.ones(3, 4)}
-    ref = BatchAugment(AugmentConfig(), spec)
-    want_img, want_flags = ref(
-        batch["image"], batch["available"], ref.generator(torch.device("cpu"), 3, 7, 0)
-    )
-    t = BatchAugmentd(AugmentConfig(), spec)
-    got = t.set_step(3, 7, 0)(batch)
-    assert tuple(got["image"].shape) == (3, 4, *spec.shape)
-    torch.testing.assert_close(got["image"], want_img)  # the datamodule hook's draws, bit for bit
-    torch.testing.assert_close(got["available"], want_flags)
-    a = t.set_random_state(seed=5)(batch)["image"]
-    b = t.set_random_state(seed=5)(batch)["image"]
-    c = t.set_random_state(seed=6)(batch)["image"]
-    torch.testing.assert_close(a, b)
-    assert not torch.allclose(a, c)

@@ -1,11 +1,11 @@
-"""The MONAI data path against the bank path, and MONAI's per-item augmentation against the
-batched one, on the first few studies of a manifest (the CPU is shared: keep it short).
+"""The data path (:mod:`spinelesion.data.monai_pipeline`) on the first few studies of a manifest
+(the CPU is shared: keep it short), and MONAI's per-item augmentation against the batched one.
 
-Per path (``data.pipeline``): the first setup (read, resample, crop, normalise, fill the
-cache), a setup from the filled cache, the training loader's ROIs/s (index, collate and
-the batched augmentation the training step adds on the CPU), end-to-end training ROIs/s
-(the same plus forward, backward and optimiser step of the default network), peak resident
-memory and the cache's size on disk.
+The first setup (read, resample, crop, normalise, fill the PersistentDataset) against a setup
+from the filled cache (what a second training on the same studies pays), the training
+loader's ROIs/s (index and collate), end-to-end training ROIs/s (the same plus the batched
+augmentation on the CPU and the forward, backward and optimiser step of the default network),
+peak resident memory and the cache's size on disk.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from spinelesion.labels import TASKS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WITHIN = 1.2  # the MONAI path becomes the default when its training throughput is within this factor
-
 
 def _dir_mib(path: Path) -> float:
     return (
@@ -36,7 +34,7 @@ def _dir_mib(path: Path) -> float:
     )
 
 
-def _datamodule(manifest: Path, cache: Path, pipeline: str, batch_size: int, spec: RoiSpec) -> Any:
+def _datamodule(manifest: Path, cache: Path, batch_size: int, spec: RoiSpec) -> Any:
     from spinelesion.data.datamodule import SpineDataModule
 
     return SpineDataModule(
@@ -46,7 +44,6 @@ def _datamodule(manifest: Path, cache: Path, pipeline: str, batch_size: int, spe
         progress=False,
         splits={"train": 1.0},
         check_geometry=False,
-        pipeline=pipeline,
         roi=spec,
         balanced_sampling=False,
     )
@@ -99,23 +96,21 @@ def _train_step(spec: RoiSpec) -> Any:
     return step
 
 
-def measure_pipeline(
-    manifest: Path, cache: Path, pipeline: str, batch_size: int, min_rois: int, train_rois: int, spec: RoiSpec
+def measure_data_path(
+    manifest: Path, cache: Path, batch_size: int, min_rois: int, train_rois: int, spec: RoiSpec
 ) -> dict[str, Any]:
-    """One path's figures (run in a fresh process, so its peak memory is its own)."""
+    """The figures of one cache folder (run in a fresh process, so its peak memory is its own)."""
     first: dict[str, Any] = {}
 
     def build() -> None:
         t0 = time.perf_counter()
-        first["dm"] = _datamodule(manifest, cache, pipeline, batch_size, spec)
+        first["dm"] = _datamodule(manifest, cache, batch_size, spec)
         _setup(first["dm"])
         first["s"] = time.perf_counter() - t0
 
     mem = peak_memory(build)
     dm = first["dm"]
-    cached = measure(
-        lambda: _setup(_datamodule(manifest, cache, pipeline, batch_size, spec)), repeats=2, warmup=0
-    )
+    cached = measure(lambda: _setup(_datamodule(manifest, cache, batch_size, spec)), repeats=2, warmup=0)
     n, secs = _epochs(dm, min_rois, augment=False)
     n_train, secs_train = _epochs(dm, train_rois, _train_step(spec))
     return {
@@ -123,6 +118,7 @@ def measure_pipeline(
         "first_setup_s": round(first["s"], 2),
         "cached_setup_s": round(cached["median_s"], 3),
         "cached_setup": cached,
+        "first_over_cached_setup": round(first["s"] / max(cached["median_s"], 1e-9), 1),
         "loader_rois_per_s": round(n / secs, 1),
         "train_rois_per_s": round(n_train / secs_train, 1),
         "peak_rss_mib": mem["peak_rss_mib"],
@@ -130,7 +126,7 @@ def measure_pipeline(
     }
 
 
-def compare_pipelines(
+def data_path(
     manifest: Path,
     studies: int = 6,
     batch_size: int = 16,
@@ -138,7 +134,8 @@ def compare_pipelines(
     train_rois: int = 32,
     spec: RoiSpec | None = None,
 ) -> dict[str, Any]:
-    """Both data paths on the first ``studies`` studies of ``manifest``; see the module docstring."""
+    """The data path and both augmentations on the first ``studies`` studies of ``manifest``;
+    see the module docstring."""
     import multiprocessing as mp
 
     from spinelesion.data.manifest import subset_manifest
@@ -148,26 +145,11 @@ def compare_pipelines(
     out: dict[str, Any] = {"studies": studies, "batch_size": batch_size}
     try:
         sub = subset_manifest(manifest, tmp / "manifest.csv", studies)
-        for pipeline in ("bank", "monai"):
-            args = (sub, tmp / f"cache-{pipeline}", pipeline, batch_size, min_rois, train_rois, spec)
-            with mp.get_context("spawn").Pool(1) as pool:  # a fresh process per path: memory not shared
-                out[pipeline] = pool.apply(measure_pipeline, args)
-            log.info("%s path: %s", pipeline, {k: v for k, v in out[pipeline].items() if k != "cached_setup"})
-        b, m = out["bank"], out["monai"]
-        out["monai_over_bank"] = {
-            "first_setup": round(m["first_setup_s"] / b["first_setup_s"], 2),
-            "cached_setup": round(m["cached_setup_s"] / max(b["cached_setup_s"], 1e-9), 2),
-            "loader_throughput": round(m["loader_rois_per_s"] / b["loader_rois_per_s"], 2),
-            "train_throughput": round(m["train_rois_per_s"] / b["train_rois_per_s"], 2),
-        }
-        slower = b["train_rois_per_s"] / max(m["train_rois_per_s"], 1e-9)
-        out["within_1_2x"] = slower <= DEFAULT_WITHIN
-        out["default"] = "monai" if out["within_1_2x"] else "bank"
-        out["rule"] = (
-            f"the MONAI path is the default when its end-to-end training ROIs/s is within "
-            f"{DEFAULT_WITHIN}x of the bank path's; measured bank/monai = {slower:.2f}x"
-        )
-        dm = _datamodule(sub, tmp / "cache-bank", "bank", batch_size, spec)
+        args = (sub, tmp / "cache", batch_size, min_rois, train_rois, spec)
+        with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: its peak memory is the path's own
+            out.update(pool.apply(measure_data_path, args))
+        log.info("data path: %s", {k: v for k, v in out.items() if k != "cached_setup"})
+        dm = _datamodule(sub, tmp / "cache", batch_size, spec)
         _setup(dm)
         out["augmentation"] = compare_augmentation(dm, batch_size)
     finally:

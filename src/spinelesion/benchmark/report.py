@@ -215,24 +215,17 @@ def _per_study_rows(*costs: dict[str, Any] | None) -> list[str]:
 
 
 def _monai_path_rows(mp: dict[str, Any] | None) -> list[str]:
-    """Rows comparing the bank and MONAI data paths (``data.pipeline``) and the two augmentations."""
+    """Rows on the data path (first setup against a setup from its cache) and the two augmentations."""
     if not mp:
         return []
-    b, m, a = mp["bank"], mp["monai"], mp["augmentation"]
-
-    def pair(key: str) -> str:
-        return f"{b[key]} / {m[key]}"
-
+    a = mp["augmentation"]
     return [
-        f"| data path bank / MONAI ({mp['studies']} studies): first setup, s (read, resample, crop, cache) | "
-        f"{pair('first_setup_s')} | |",
-        f"| data path bank / MONAI: setup from the filled cache, s | {pair('cached_setup_s')} | |",
-        f"| data path bank / MONAI: loader ROIs/s (index + collate) | {pair('loader_rois_per_s')} | |",
-        f"| data path bank / MONAI: training ROIs/s end to end (loader, batched augmentation, step) | "
-        f"{pair('train_rois_per_s')} | MONAI within 1.2x |",
-        f"| data path bank / MONAI: peak RSS, MiB / cache on disk, MiB | {pair('peak_rss_mib')} / "
-        f"{pair('cache_mib')} | |",
+        f"| data path ({mp['studies']} studies, {mp['rois']} ROIs): first setup (read, resample, crop, fill "
+        f"the cache) / setup from the filled cache, s | {mp['first_setup_s']} / {mp['cached_setup_s']} "
+        f"({mp['first_over_cached_setup']}x) | |",
+        f"| data path: loader ROIs/s (index + collate) / training ROIs/s end to end (loader, batched "
+        f"augmentation, step) | {mp['loader_rois_per_s']} / {mp['train_rois_per_s']} | |",
+        f"| data path: peak RSS, MiB / cache on disk, MiB | {mp['peak_rss_mib']} / {mp['cache_mib']} | |",
         f"| augmentation ROIs/s on the CPU: batched / MONAI per-item | {a['batched_rois_per_s']} / "
         f"{a['monai_per_item_rois_per_s']} ({a['batched_over_monai']}x) | |",
-        f"| default data path | {mp['default']} ({mp['rule']}) | |",
     ]

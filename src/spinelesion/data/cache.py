@@ -1,36 +1,34 @@
-"""On-disk cache of decoded studies resampled onto their reference grid.
+"""What the data cache is keyed by and what it stores, and a study's preparation without it.
 
-Decoding a DICOM series and resampling four sequences is the slow part of data loading;
-it is done once per study and stored as an ``.npz`` (no pickle: loading it runs no code).
-The key hashes the sequence paths, every file's size and modification time, and the
-preparation settings, so a changed, added or removed file, or a new setting, gives a new
-key and the stale entry is simply never read again.
+The cache itself is MONAI's :class:`~monai.data.PersistentDataset` over the study transforms
+(:mod:`spinelesion.data.monai_pipeline`). Here:
+
+* :func:`study_key`: a hash of the sequence paths, every file's size and modification time, and
+  the preparation settings, carried in each study item, so a changed, added or removed file, or
+  a new setting, gives a new key and the stale entry is simply never read again;
+* :func:`to_half`: the float16 the study is rounded to before its ROIs are cropped (per-channel
+  robust scaling; the normalisation downstream is scale-free, so nothing is lost but rounding);
+* :func:`prepare_study`: read every sequence and resample it onto the reference grid, no cache
+  (the benchmark's read timing, and the reference computation the tests hold the cache to).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from spinelesion.atomic import refuse_symlinks
-from spinelesion.labels import SEQUENCES
-
-log = logging.getLogger(__name__)
-
 CACHE_VERSION = "1"
 
 
 @dataclass
 class PreparedStudy:
-    """All sequences of a study on one grid: (C, I, J, K) in :data:`SEQUENCES` order."""
+    """All sequences of a study on one grid: (C, I, J, K) in :data:`~spinelesion.labels.SEQUENCES` order."""
 
     study_id: str
     array: np.ndarray
@@ -67,7 +65,7 @@ def study_key(sequences: Mapping[str, Path], settings: Mapping[str, object]) -> 
 
 
 def prepare_study(study_id: str, sequences: Mapping[str, Path], reference: str = "auto") -> PreparedStudy:
-    """Read every sequence and resample it onto the reference grid (no cache)."""
+    """Read every sequence and resample it onto the reference grid (no cache, full precision)."""
     from spinelesion.io.resample import to_reference
     from spinelesion.io.study import load_study_from_paths
 
@@ -83,78 +81,7 @@ def prepare_study(study_id: str, sequences: Mapping[str, Path], reference: str =
     )
 
 
-class StudyCache:
-    """Prepared studies, from ``cache_dir`` when present there, else computed and stored.
-
-    ``cache_dir=None`` disables the disk cache (everything is computed each time).
-    Arrays are stored as float16 after dividing each channel by a robust maximum; the
-    normalisation downstream is scale-free, so nothing is lost but rounding (< 0.1 %).
-    """
-
-    def __init__(self, cache_dir: str | os.PathLike[str] | None, reference: str = "auto"):
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.reference = reference
-        self.hits = 0
-        self.misses = 0
-
-    def _path(self, key: str) -> Path:
-        assert self.cache_dir is not None
-        return self.cache_dir / key[:2] / f"{key}.npz"
-
-    def get(self, study_id: str, sequences: Mapping[str, Path]) -> PreparedStudy:
-        path = None
-        if self.cache_dir is not None:
-            path = self._path(study_key(sequences, {"reference": self.reference}))
-            if path.is_file():
-                try:
-                    loaded = self._load(path, study_id)
-                    self.hits += 1
-                    return loaded
-                except (OSError, ValueError, KeyError) as exc:  # a truncated or foreign file: rebuild it
-                    log.warning("cache entry %s unreadable (%s); rebuilding", path, exc)
-        self.misses += 1
-        prepared = prepare_study(study_id, sequences, self.reference)
-        prepared.array = _to_half(prepared.array)
-        if path is not None:
-            self._store(path, prepared)
-        # Hand out exactly what a later hit reads back, so cached and fresh runs agree.
-        prepared.array = prepared.array.astype(np.float32)
-        return prepared
-
-    @staticmethod
-    def _load(path: Path, study_id: str) -> PreparedStudy:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            return PreparedStudy(
-                study_id,
-                z["array"].astype(np.float32),
-                z["affine"],
-                z["available"],
-                meta["reference"],
-                meta["warnings"],
-            )
-
-    @staticmethod
-    def _store(path: Path, prepared: PreparedStudy) -> None:
-        refuse_symlinks(path)  # a cache inside a run's output folder follows no link out of it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        half = prepared.array.astype(np.float16)
-        meta = json.dumps(
-            {"reference": prepared.reference, "warnings": prepared.warnings, "sequences": list(SEQUENCES)}
-        )
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(
-                tmp, array=half, affine=prepared.affine, available=prepared.available, meta=np.array(meta)
-            )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def _to_half(array: np.ndarray) -> np.ndarray:
+def to_half(array: np.ndarray) -> np.ndarray:
     """float16 copy with each channel divided by a robust maximum (p99.9 of non-zero -> 4)."""
     scale = np.ones(array.shape[0], dtype=np.float32)
     for c in range(array.shape[0]):

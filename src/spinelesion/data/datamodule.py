@@ -1,4 +1,9 @@
-"""LightningDataModule: manifest -> validated rows -> patient-level splits -> cached ROIs -> loaders."""
+"""LightningDataModule: manifest -> validated rows -> patient-level splits -> cached ROIs -> loaders.
+
+The ROIs go through :mod:`spinelesion.data.monai_pipeline` (MONAI study transforms, cached by a
+``PersistentDataset`` under ``cache_dir``) into an in-memory :class:`~spinelesion.data.dataset.RoiBank`;
+MONAI's DataLoader serves its items.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,20 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from monai.data import DataLoader
 
 from spinelesion.data.augment import BatchAugment, augmentation_from_dict
-from spinelesion.data.cache import StudyCache
-from spinelesion.data.dataset import RoiBank, RoiDataset, build_roi_bank
+from spinelesion.data.dataset import RoiBank, RoiDataset
 from spinelesion.data.manifest import CANAL_PLACES, Manifest, Row, place_of, read_manifest, source_of
-from spinelesion.data.pipeline_options import pipeline_options
+from spinelesion.data.monai_pipeline import build_roi_bank, roi_dataset, transforms_options, warm_cache
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
 from spinelesion.data.splits import assign_splits, check_no_leakage, class_count_table
 from spinelesion.labels import SPLITS, TASKS
-
-if TYPE_CHECKING:
-    from spinelesion.data.monai_pipeline import MonaiRoiDataset
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +32,6 @@ log = logging.getLogger(__name__)
 def roi_spec_from(values: Mapping[str, Any] | RoiSpec | None, section: str = "data.roi") -> RoiSpec:
     """A :class:`RoiSpec` from a ``roi`` section (unknown keys refused, see :meth:`RoiSpec.from_config`)."""
     return values if isinstance(values, RoiSpec) else RoiSpec.from_config(values, section)
-
-
-def build_bank(
-    pipeline: str,
-    rows: Sequence[Row],
-    cache: StudyCache,
-    spec: RoiSpec,
-    on_error: str = "raise",
-    progress: bool = True,
-    refuse_unanswerable: bool = False,
-) -> RoiBank:
-    """The ROIs of ``rows`` through ``data.pipeline``'s path (``monai``: its PersistentDataset
-    under ``cache.cache_dir``; ``bank``: the npz study cache); the same bank either way."""
-    if pipeline_options(pipeline, None)[0] == "monai":
-        from spinelesion.data.monai_pipeline import build_roi_bank_monai
-
-        return build_roi_bank_monai(
-            rows,
-            spec,
-            cache.cache_dir,
-            cache.reference,
-            on_error=on_error,
-            progress=progress,
-            refuse_unanswerable=refuse_unanswerable,
-        )
-    return build_roi_bank(
-        rows, cache, spec, on_error=on_error, progress=progress, refuse_unanswerable=refuse_unanswerable
-    )
 
 
 def read_manifests(paths: Sequence[str | Path], **kwargs: Any) -> Manifest:
@@ -258,7 +230,6 @@ class SpineDataModule(pl.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
         build_all: bool = True,
-        pipeline: str = "bank",
         transforms: Mapping[str, Any] | None = None,
     ):
         super().__init__()
@@ -270,7 +241,9 @@ class SpineDataModule(pl.LightningDataModule):
             raise ValueError("data.manifest: give a manifest path or a non-empty list of them")
         self.manifest_path = self.manifest_paths[0]
         self.spec = roi_spec_from(roi)
-        self.cache = StudyCache(cache_dir, reference=reference)
+        # the PersistentDataset (spinelesion.data.monai_pipeline) goes in cache_dir/monai
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.reference = reference
         self.ratios = dict(splits or {"train": 0.7, "val": 0.15, "test": 0.15})
         self.split_seed = split_seed
         self.seed = seed
@@ -288,9 +261,8 @@ class SpineDataModule(pl.LightningDataModule):
         self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
         self.check_geometry = check_geometry
         self.augment_cfg = augmentation_from_dict(augment)
-        # data.pipeline: "bank" (npz study cache, RoiDataset) or "monai" (MONAI transforms,
-        # PersistentDataset, MONAI DataLoader); data.transforms: see spinelesion.data.monai_pipeline.
-        self.pipeline, self.extra_transforms, self.augment_mode = pipeline_options(pipeline, transforms)
+        # data.transforms: extra MONAI transforms and the augmentation mode (spinelesion.data.monai_pipeline)
+        self.extra_transforms, self.augment_mode = transforms_options(transforms)
         self._augment = self.augmenter()
         self.progress = progress
         self.build_all = build_all
@@ -312,42 +284,15 @@ class SpineDataModule(pl.LightningDataModule):
         return self.manifest
 
     def prepare_data(self) -> None:
-        """Rank zero only: fill the disk cache so that every rank's setup reads it."""
-        if self.cache.cache_dir is None:
+        """Rank zero only: fill the PersistentDataset so that every rank's setup reads it
+        (failures are raised, with their rows, by setup)."""
+        if self.cache_dir is None or self.bank is not None:  # bank: Lightning calls this again in fit
             return
-        if self.pipeline == "monai":  # fills the PersistentDataset; failures are raised by setup
-            if self.bank is not None:  # set up already (Lightning calls this again in fit)
-                return
-            from spinelesion.data.monai_pipeline import warm_cache
-
-            warm_cache(
-                self.load_manifest().rows,
-                self.spec,
-                self.cache.cache_dir,
-                self.cache.reference,
-                self.progress,
-            )
-            return
-        by_study: dict[str, Row] = {}
-        for row in self.load_manifest().rows:
-            by_study.setdefault(row.study_id, row)
-        failures = []
-        for study_id, row in tqdm(by_study.items(), desc="cache", unit="study", disable=not self.progress):
-            try:
-                self.cache.get(study_id, row.sequences)
-            except Exception as exc:  # noqa: BLE001 - collected, then raised together by setup
-                failures.append(f"{study_id}: {exc}")
-        if failures:
-            log.warning("%d study(ies) failed while caching; setup() will list them", len(failures))
+        warm_cache(self.load_manifest().rows, self.spec, self.cache_dir, self.reference, self.progress)
 
     @staticmethod
     def _splits_for(stage: str | None) -> set[str]:
         return {"fit": {"train", "val"}, "validate": {"val"}, "test": {"test"}}.get(stage or "", set(SPLITS))
-
-    def _build_bank(self, rows: list[Row]) -> RoiBank:
-        return build_bank(
-            self.pipeline, rows, self.cache, self.spec, on_error="raise", progress=self.progress
-        )
 
     def setup(self, stage: str | None = None) -> None:
         # Every split at once: the final evaluation needs test after fit, and a second pass
@@ -358,7 +303,9 @@ class SpineDataModule(pl.LightningDataModule):
         rows = [r for r in self.load_manifest().rows if r.split in wanted]
         if not rows:
             raise ValueError(f"{self.manifest_path}: no rows in the splits needed for stage '{stage}'")
-        self.bank = self._build_bank(rows)
+        self.bank = build_roi_bank(
+            rows, self.spec, self.cache_dir, self.reference, on_error="raise", progress=self.progress
+        )
         self._built_splits = wanted
         self.split_indices = {s: [i for i, r in enumerate(self.bank.rows) if r.split == s] for s in SPLITS}
         log.info(
@@ -366,20 +313,14 @@ class SpineDataModule(pl.LightningDataModule):
             self.manifest_path,
             class_count_table(self.bank.rows, self.split_of),
         )
-        log.info("study cache: %d hit(s), %d miss(es)", self.cache.hits, self.cache.misses)
 
     # -- loaders ---------------------------------------------------------------------------
-    def dataset(self, split: str, augment: bool | None = None) -> RoiDataset | MonaiRoiDataset:
-        """Training items carry their whole context box: ``on_after_batch_transfer`` augments and crops the batch."""
+    def dataset(self, split: str, augment: bool | None = None) -> RoiDataset:
+        """Training items carry their whole context box: ``on_after_batch_transfer`` augments and
+        crops the batch (with ``data.transforms.augment=batched``); see :func:`roi_dataset`."""
         assert self.bank is not None, "call setup() first"
         augment = (split == "train") if augment is None else augment
-        if self.pipeline == "monai":
-            from spinelesion.data.monai_pipeline import monai_roi_dataset
-
-            return monai_roi_dataset(self, split, augment)
-        return RoiDataset(
-            self.bank, self.split_indices[split], self.spec, context=augment and self.augment_cfg.enabled
-        )
+        return roi_dataset(self, split, augment)
 
     def augmenter(self) -> BatchAugment | None:
         batched = self.augment_cfg.enabled and self.augment_mode == "batched"
@@ -422,13 +363,8 @@ class SpineDataModule(pl.LightningDataModule):
             weights=weights,
             num_samples=self.samples_per_epoch if train else None,
         )
-        loader_cls: Any = DataLoader
-        if self.pipeline == "monai":
-            # MONAI's loader: same arguments, plus its collation and per-worker seeding
-            from monai.data import DataLoader as MonaiDataLoader
-
-            loader_cls = MonaiDataLoader
-        return loader_cls(
+        # MONAI's loader: torch's arguments, plus its collation and per-worker seeding of random transforms
+        return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,

@@ -1,28 +1,27 @@
-"""ROI crops in memory, and the torch Dataset that augments them on the fly.
+"""ROI crops in memory (the bank), and the torch Dataset that serves them.
 
-Building the bank goes study by study (each study read once, from the disk cache when
-possible), crops every ROI of that study with its context margin, normalises it and keeps
-it in memory as float16. Epochs after that touch no file at all.
+The bank holds every ROI's context crop, normalised, as float16; it is built study by study
+by :func:`spinelesion.data.monai_pipeline.build_roi_bank` (each study read once, or its crops
+loaded from the cache), so epochs after that touch no file at all. :func:`crop_study_rois` (crop
+and normalise one study's ROIs, as ``spinelesion-predict`` does) and :func:`roi_problems` (which
+ROIs cannot be answered) are the per-study computations; the study transforms wrap the same
+functions (:mod:`spinelesion.data.monai_transforms`).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from spinelesion.data.cache import StudyCache
 from spinelesion.data.manifest import Row
 from spinelesion.data.normalize import quantiles_of_valid, robust_unit_range
 from spinelesion.data.roi import RoiSpec, center_crop, crop_rois
-from spinelesion.labels import SEQUENCES, TASKS, encode
-
-log = logging.getLogger(__name__)
+from spinelesion.labels import SEQUENCES, TASKS
 
 
 @dataclass
@@ -167,65 +166,6 @@ def roi_problems(
     return out
 
 
-def build_roi_bank(
-    rows: Sequence[Row],
-    cache: StudyCache,
-    spec: RoiSpec,
-    on_error: str = "raise",
-    progress: bool = True,
-    refuse_unanswerable: bool = False,
-) -> RoiBank:
-    """Crop every ROI of ``rows``.
-
-    Args:
-        on_error: ``"raise"``: read every study, then raise :class:`BadStudiesError` listing
-            all that failed (training must not start on a partly broken set);
-            ``"skip"``: leave them out and list them in ``bank.failures``.
-        refuse_unanswerable: leave out (as failures naming the row) ROIs that :func:`roi_problems`
-            refuses, as predict does (evaluate: no score from a crop of padding or a blank one).
-    """
-    by_study: dict[str, list[Row]] = {}
-    for r in rows:
-        by_study.setdefault(r.study_id, []).append(r)
-    kept: list[Row] = []
-    buffer = BankBuffer(len(rows), spec)
-    failures: list[StudyFailure] = []
-    for study_id, study_rows in tqdm(by_study.items(), desc="ROIs", unit="study", disable=not progress):
-        try:
-            prepared = cache.get(study_id, study_rows[0].sequences)
-            if refuse_unanswerable:
-                problems = roi_problems(
-                    prepared.array,
-                    prepared.affine,
-                    prepared.available,
-                    [r.center_lps for r in study_rows],
-                    spec,
-                )
-                for r, why in zip(study_rows, problems, strict=True):
-                    if why:
-                        failures.append(StudyFailure(study_id, [r.row_number], f"ROI {r.case_id}: {why}"))
-                study_rows = [r for r, why in zip(study_rows, problems, strict=True) if not why]
-                if not study_rows:
-                    continue
-            crops, avail = crop_study_rois(
-                prepared.array, prepared.affine, prepared.available, [r.center_lps for r in study_rows], spec
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure of one study is reported, not fatal
-            failures.append(
-                StudyFailure(study_id, [r.row_number for r in study_rows], f"{type(exc).__name__}: {exc}")
-            )
-            continue
-        kept.extend(study_rows)
-        buffer.add(crops, avail)
-    if failures and on_error == "raise":
-        raise BadStudiesError(failures)
-    for f in failures:
-        log.warning("skipped %s", f)
-    targets = {t: torch.tensor([encode(t, r.labels[t]) for r in kept], dtype=torch.long) for t in TASKS}
-    images, available = buffer.tensors()
-    return RoiBank(rows=kept, images=images, available=available, targets=targets, failures=failures)
-
-
 class RoiDataset(Dataset):
     """Items of a :class:`RoiBank` subset, by position in the subset or by bank index.
 
@@ -233,26 +173,46 @@ class RoiDataset(Dataset):
     ``context=True``: training batches are augmented and cropped on the device, see
     :mod:`spinelesion.data.augment`), ``available`` (C,), one long target per task, and
     ``index`` (position in the bank).
+
+    ``transform``: a dictionary transform applied to each item (the MONAI ``Compose`` that
+    :func:`spinelesion.data.monai_pipeline.roi_dataset` builds from ``data.transforms``); its
+    ``image`` comes back as a plain float32 tensor (a MetaTensor's metadata dropped), so every
+    batch collates alike. This module imports no MONAI: ``spinelesion-predict`` reads it.
     """
 
-    def __init__(self, bank: RoiBank, indices: Sequence[int], spec: RoiSpec, context: bool = False):
+    def __init__(
+        self,
+        bank: RoiBank,
+        indices: Sequence[int],
+        spec: RoiSpec,
+        context: bool = False,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ):
         self.bank = bank
         self.indices = list(indices)
         self.spec = spec
         self.context = context
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, key: int | BankIndex) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | BankIndex) -> dict[str, Any]:
         # Samplers yield bank indices (BankIndex); plain integers are positions in the subset.
         index = int(key) if isinstance(key, BankIndex) else self.indices[key]
         image = self.bank.images[index].float()
         if not self.context:
             image = center_crop(image, self.spec.shape).contiguous()
-        item = {"image": image, "available": self.bank.available[index].clone(), "index": torch.tensor(index)}
+        item: dict[str, Any] = {
+            "image": image,
+            "available": self.bank.available[index].clone(),
+            "index": torch.tensor(index),
+        }
         for task in TASKS:
             item[task] = self.bank.targets[task][index]
+        if self.transform is not None:
+            item = self.transform(item)
+            item["image"] = torch.as_tensor(item["image"]).as_subclass(torch.Tensor).float()
         return item
 
 

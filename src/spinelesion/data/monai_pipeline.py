@@ -1,42 +1,46 @@
-"""The MONAI data path (``data.pipeline: monai``): the same ROIs as the bank path, built from
-MONAI data components.
+"""The data path: studies -> ROI bank -> training items, built from MONAI data components.
 
 * Each study is a dictionary item (sequence paths, ROI centres, a key that fingerprints the
   files and settings) sent through :func:`~spinelesion.data.monai_transforms.study_transforms`
-  (load with :class:`~spinelesion.io.monai_reader.SpineSeriesReader`, reference grid, float16
-  as the bank caches it, context crops, normalisation), cached on disk by
-  :class:`monai.data.PersistentDataset` (in memory without a cache folder).
-* The crops are kept as a :class:`~spinelesion.data.dataset.RoiBank`, so splits, sampling,
-  class counts and the batched augmentation are shared with the bank path.
-* :class:`MonaiRoiDataset` (a :class:`monai.data.Dataset`) serves ROI items and applies the
-  user's transforms (``data.transforms.extra``, MONAI ``_target_`` entries) to training
-  items; :func:`monai_augmentation` is MONAI's per-item counterpart of the batched augmentation.
+  (load with :class:`~spinelesion.io.monai_reader.SpineSeriesReader`, reference grid, float16,
+  context crops, normalisation, each ROI's reason not to be answered), cached on disk by
+  :class:`monai.data.PersistentDataset` under ``cache_dir/monai`` (in memory without a cache
+  folder): :func:`study_dataset`, filled by :func:`warm_cache`.
+* :func:`build_roi_bank` keeps the crops as a :class:`~spinelesion.data.dataset.RoiBank` (splits,
+  sampling, class counts and the batched augmentation work on it), naming the manifest rows of
+  every study that failed.
+* :func:`roi_dataset` serves ROI items (:class:`~spinelesion.data.dataset.RoiDataset`) and applies
+  ``data.transforms`` (checked by :func:`transforms_options`) to training items: MONAI ``_target_``
+  entries (``extra``), and :func:`monai_augmentation`, MONAI's per-item counterpart of the batched
+  augmentation, when ``augment: monai``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import Dataset, MetaTensor, PersistentDataset
+from monai.data import Dataset, PersistentDataset
 from monai.transforms import CastToTyped, Compose, Randomizable
 from tqdm.auto import tqdm
 
+from spinelesion.atomic import refuse_symlinks
 from spinelesion.data.augment import AugmentConfig
 from spinelesion.data.cache import study_key
-from spinelesion.data.dataset import BadStudiesError, BankBuffer, BankIndex, RoiBank, StudyFailure
+from spinelesion.data.dataset import BadStudiesError, BankBuffer, RoiBank, RoiDataset, StudyFailure
 from spinelesion.data.manifest import Row
 from spinelesion.data.monai_transforms import study_transforms
-from spinelesion.data.roi import RoiSpec, center_crop
+from spinelesion.data.roi import RoiSpec
 from spinelesion.labels import TASKS, encode
 
 log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = "monai-3"  # 2: crops kept as float16 (as the bank holds them); 3: and each ROI's problems
+AUGMENT_MODES = ("batched", "monai")
 
 
 def study_items(
@@ -87,9 +91,11 @@ def study_dataset(
             CastToTyped(keys="image", dtype=torch.float16),
         ]
     )
-    if cache_dir is None:
+    if not cache_dir:  # None or "": no disk cache
         return Dataset(list(items), transform)
-    return PersistentDataset(list(items), transform, cache_dir=Path(cache_dir) / "monai")
+    # a cache inside a run's output folder follows no link out of it
+    folder = refuse_symlinks(Path(cache_dir) / "monai")
+    return PersistentDataset(list(items), transform, cache_dir=folder)
 
 
 def warm_cache(
@@ -98,24 +104,25 @@ def warm_cache(
     cache_dir: str | Path,
     reference: str = "auto",
     progress: bool = True,
-) -> int:
-    """Fill the PersistentDataset with every study of ``rows`` without keeping the crops: the
-    number of studies that failed (setup reads them again and raises with their rows). Building
+) -> None:
+    """Fill the PersistentDataset with every study of ``rows`` without keeping the crops (a study
+    that fails is counted in a warning; setup reads it again and raises with its rows). Building
     a bank here held every crop in memory, and Lightning's second ``prepare_data`` inside ``fit``
     asked for a second bank beside the datamodule's: a 14,376-ROI mix (15.4 GiB) was refused on
     a 24 GiB machine (2026-12-06)."""
     items, _ = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
     failed = 0
-    for i in tqdm(range(len(items)), desc="cache (monai)", unit="study", disable=not progress):
+    for i in tqdm(range(len(items)), desc="cache", unit="study", disable=not progress):
         try:
             ds[i]
         except Exception:  # noqa: BLE001 - reported with its rows by setup
             failed += 1
-    return failed
+    if failed:
+        log.warning("%d study(ies) failed while caching; setup() will list them", failed)
 
 
-def build_roi_bank_monai(
+def build_roi_bank(
     rows: Sequence[Row],
     spec: RoiSpec,
     cache_dir: str | Path | None = None,
@@ -124,14 +131,23 @@ def build_roi_bank_monai(
     progress: bool = True,
     refuse_unanswerable: bool = False,
 ) -> RoiBank:
-    """:func:`~spinelesion.data.dataset.build_roi_bank`'s result through the MONAI study dataset
-    (the same arguments, the same ROIs, rows and failures)."""
+    """Crop every ROI of ``rows`` through the study dataset (the PersistentDataset under
+    ``cache_dir/monai``; in memory when ``cache_dir`` is None).
+
+    Args:
+        on_error: ``"raise"``: read every study, then raise :class:`BadStudiesError` listing
+            all that failed (training must not start on a partly broken set);
+            ``"skip"``: leave them out and list them in ``bank.failures``.
+        refuse_unanswerable: leave out (as failures naming the row) ROIs that
+            :func:`~spinelesion.data.dataset.roi_problems` refuses, as predict does (evaluate: no
+            score from a crop of padding or a blank one).
+    """
     items, groups = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
     kept: list[Row] = []
     buffer = BankBuffer(len(rows), spec)
     failures: list[StudyFailure] = []
-    for i in tqdm(range(len(items)), desc="ROIs (monai)", unit="study", disable=not progress):
+    for i in tqdm(range(len(items)), desc="ROIs", unit="study", disable=not progress):
         try:
             out = ds[i]
         except Exception as exc:  # noqa: BLE001 - any failure of one study is reported, not fatal
@@ -164,13 +180,24 @@ def build_roi_bank_monai(
         log.warning("skipped %s", f)
     targets = {t: torch.tensor([encode(t, r.labels[t]) for r in kept], dtype=torch.long) for t in TASKS}
     images, available = buffer.tensors()
-    return RoiBank(
-        rows=kept,
-        images=images,
-        available=available,
-        targets=targets,
-        failures=failures,
-    )
+    return RoiBank(rows=kept, images=images, available=available, targets=targets, failures=failures)
+
+
+def transforms_options(transforms: Mapping[str, Any] | None) -> tuple[list[Any], str]:
+    """``data.transforms`` -> (extra transforms, augmentation mode), or a ValueError naming the option.
+
+    ``extra``: MONAI dictionary transforms (Hydra ``_target_`` entries) applied to training items;
+    ``augment``: ``batched`` (the on-device batch augmentation, :mod:`spinelesion.data.augment`) or
+    ``monai`` (MONAI's per-item transforms, :func:`monai_augmentation`).
+    """
+    values = dict(transforms or {})
+    unknown = sorted(set(values) - {"extra", "augment"})
+    if unknown:
+        raise ValueError(f"data.transforms: unknown key(s) {', '.join(unknown)} (allowed: extra, augment)")
+    mode = str(values.get("augment") or "batched")
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"data.transforms.augment={mode!r}: expected one of {', '.join(AUGMENT_MODES)}")
+    return instantiate_transforms(values.get("extra")), mode
 
 
 def instantiate_transforms(specs: Sequence[Any] | None) -> list[Callable[..., Any]]:
@@ -190,57 +217,17 @@ def instantiate_transforms(specs: Sequence[Any] | None) -> list[Callable[..., An
     return out
 
 
-class MonaiRoiDataset(Dataset):
-    """ROI items of a bank subset, as :class:`~spinelesion.data.dataset.RoiDataset` returns
-    them (``image``, ``available``, one target per task, ``index``), with ``transform``
-    (MONAI dictionary transforms on ``image`` (C, X, Y, Z)) applied to each item.
-
-    Random transforms are seeded once from ``seed`` (``set_random_state``); each DataLoader
-    worker then follows MONAI's own per-worker seeding.
-    """
-
-    def __init__(
-        self,
-        bank: RoiBank,
-        indices: Sequence[int],
-        spec: RoiSpec,
-        context: bool = False,
-        transform: Sequence[Callable[..., Any]] | None = None,
-        seed: int = 0,
-    ):
-        self.bank, self.indices, self.spec, self.context = bank, list(indices), spec, context
-        compose = Compose(list(transform or []))
-        if isinstance(compose, Randomizable):
-            compose.set_random_state(seed=int(seed) % (2**32))
-        super().__init__(data=self.indices, transform=compose if transform else None)
-
-    def __getitem__(self, key: Any) -> dict[Hashable, Any]:
-        index = int(key) if isinstance(key, BankIndex) else self.indices[key]
-        image = self.bank.images[index].float()
-        if not self.context:
-            image = center_crop(image, self.spec.shape).contiguous()
-        item: dict[Hashable, Any] = {
-            "image": image,
-            "available": self.bank.available[index].clone(),
-            "index": torch.tensor(index),
-        }
-        for task in TASKS:
-            item[task] = self.bank.targets[task][index]
-        if self.transform is not None:
-            item = self.transform(item)
-            img = item["image"]  # MetaTensor -> plain tensor, as the bank path collates
-            item["image"] = (img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)).float()
-        return item
-
-
-def monai_roi_dataset(dm: Any, split: str, augment: bool) -> MonaiRoiDataset:
-    """The datamodule's dataset for ``split`` on the MONAI path.
+def roi_dataset(dm: Any, split: str, augment: bool) -> RoiDataset:
+    """The datamodule's dataset for ``split``.
 
     Training items (``augment``) get, in order: MONAI's per-item augmentation when
     ``data.transforms.augment=monai`` (ending with the centre crop), then
     ``data.transforms.extra``. With the batched augmentation the items keep their context box
     (C, *context_shape), which the extra transforms see and must not resize; the batch is
-    augmented and cropped after transfer, as on the bank path.
+    augmented and cropped after transfer (``SpineDataModule.on_after_batch_transfer``).
+
+    Random transforms are seeded once from ``dm.seed`` (``set_random_state``); each DataLoader
+    worker then follows MONAI's own per-worker seeding.
     """
     transforms: list[Any] = []
     context = False
@@ -250,9 +237,12 @@ def monai_roi_dataset(dm: Any, split: str, augment: bool) -> MonaiRoiDataset:
             transforms += monai_augmentation(dm.augment_cfg, dm.spec)
     if augment:
         transforms += list(dm.extra_transforms)
-    return MonaiRoiDataset(
-        dm.bank, dm.split_indices[split], dm.spec, context=context, transform=transforms, seed=dm.seed
-    )
+    compose = None
+    if transforms:
+        compose = Compose(transforms)
+        if isinstance(compose, Randomizable):
+            compose.set_random_state(seed=int(dm.seed) % (2**32))
+    return RoiDataset(dm.bank, dm.split_indices[split], dm.spec, context=context, transform=compose)
 
 
 def monai_augmentation(cfg: AugmentConfig, spec: RoiSpec) -> list[Any]:

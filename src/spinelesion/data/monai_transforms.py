@@ -6,16 +6,19 @@ or absent when the study lacks it) and ``rois``, a list of LPS centres in mm. In
 * :class:`LoadStudyd`: each sequence path -> MetaTensor, through :class:`SpineSeriesReader`;
 * :class:`ToReferenced`: every sequence onto the reference grid by geometry
   (:func:`spinelesion.io.resample.to_reference`) -> ``image`` (C, I, J, K) and ``available`` (C,);
-* :class:`HalfPrecisiond`: the on-disk cache's float16 with per-channel robust scaling
-  (:func:`spinelesion.data.cache._to_half`), so the MONAI path caches what the bank caches;
+* :class:`HalfPrecisiond`: float16 with per-channel robust scaling
+  (:func:`spinelesion.data.cache.to_half`), the precision the training ROIs are cropped from;
 * :class:`CropRoisd`: context boxes around the ROI centres -> (R, C, *context)
   (:func:`spinelesion.data.roi.crop_rois`);
 * :class:`RobustUnitRanged`: per-ROI, per-channel percentile normalisation
   (:func:`spinelesion.data.normalize.robust_unit_range`);
 * :class:`RoiCenterCropd`: the network input, the central ROI of each context box.
 
-Each wraps the function the bank path and ``spinelesion-predict`` call, so the two paths
-compute the same numbers. All are deterministic (a ``PersistentDataset`` caches them).
+Each wraps a plain function (:func:`~spinelesion.io.resample.to_reference`,
+:func:`~spinelesion.data.cache.to_half`, :func:`~spinelesion.data.roi.crop_rois`,
+:func:`~spinelesion.data.normalize.robust_unit_range`, :func:`~spinelesion.data.dataset.roi_problems`),
+the ones ``spinelesion-predict`` also calls (it skips the float16 rounding), so the ROIs equal those
+functions' numbers bit for bit (tested). All are deterministic (a ``PersistentDataset`` caches them).
 """
 
 from __future__ import annotations
@@ -115,19 +118,19 @@ class ToReferenced(MapTransform):
 
 
 class HalfPrecisiond(MapTransform):
-    """float16 with each channel divided by a robust maximum, as the bank's study cache stores
-    it (halves a ``PersistentDataset``'s files; the normalisation downstream is scale-free)."""
+    """float16 with each channel divided by a robust maximum (:func:`~spinelesion.data.cache.to_half`:
+    the training ROIs' precision, half the memory; the normalisation downstream is scale-free)."""
 
     def __init__(self, keys: KeysCollection = IMAGE):
         super().__init__(keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from spinelesion.data.cache import _to_half
+        from spinelesion.data.cache import to_half
 
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            half = torch.from_numpy(_to_half(np.asarray(img.detach().cpu().numpy(), dtype=np.float32)))
+            half = torch.from_numpy(to_half(np.asarray(img.detach().cpu().numpy(), dtype=np.float32)))
             d[key] = (
                 MetaTensor(half, meta=dict(img.meta)) if isinstance(img, MetaTensor) else half
             )  # meta holds the affine
@@ -145,7 +148,7 @@ class CropRoisd(MapTransform):
     (LPS mm), axis-aligned in the patient frame at the ROI spacing; ``available`` -> (R, C).
     ``problems_key``: also why each ROI cannot be answered, None where it can
     (:func:`spinelesion.data.dataset.roi_problems`, judged on the study before cropping, as
-    predict and the bank path judge it)."""
+    predict judges it)."""
 
     def __init__(
         self,

@@ -59,7 +59,7 @@ def model_metadata(
             "upper_percentile": 99.0,
             "statistics_over": "context crop (margin x ROI), non-zero voxels",
         },
-        "reference": dm.cache.reference,
+        "reference": dm.reference,
         "training": {
             "manifests": [_portable(p) for p in getattr(dm, "manifest_paths", [dm.manifest_path])],
             "rois_per_split": counts,

@@ -206,8 +206,18 @@ def scan_settings(cfg: DictConfig) -> tuple[Any, bool]:
         raise
 
 
+EVALUATE_DATA = ("manifest", "split", "cache_dir")
+"""evaluate's ``data`` settings (configs/eval.yaml)."""
+
+
 def check_evaluate_args(cfg: DictConfig) -> None:
     check_common(cfg)
+    # a key added with ``+data.KEY=...`` would be ignored without a word (the retired data.pipeline)
+    unknown = sorted(set(map(str, cfg.get("data") or {})) - set(EVALUATE_DATA))
+    if unknown:
+        raise ValueError(
+            f"data: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(EVALUATE_DATA)}"
+        )
     get(cfg, "bootstrap.n", _int, "a whole number >= 0", lambda v: v >= 0)
     get(cfg, "bootstrap.seed", _int, "a whole number")
     get(cfg, "plots", _bool, "true or false")

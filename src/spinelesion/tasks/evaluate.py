@@ -59,9 +59,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from spinelesion.data.cache import StudyCache
-    from spinelesion.data.datamodule import build_bank, roi_spec_from
+    from spinelesion.data.datamodule import roi_spec_from
     from spinelesion.data.manifest import read_manifest
+    from spinelesion.data.monai_pipeline import build_roi_bank
     from spinelesion.evaluation.bank import evaluate_bank
     from spinelesion.models.folder import load_model
     from spinelesion.models.tta import mirrors_from_meta
@@ -78,10 +78,14 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"{manifest.path}: no rows with split '{cfg.data.split}'")
     _check_bank_memory(manifest.path, rows, spec)
-    cache = StudyCache(cfg.data.get("cache_dir"), reference=meta.get("reference", "auto"))
-    # monai (default): the crops a training on these studies kept in cache_dir are read back
-    bank = build_bank(
-        str(cfg.data.get("pipeline", "monai")), rows, cache, spec, on_error="skip", refuse_unanswerable=True
+    # the crops a training on these studies kept in its cache_dir are read back from it
+    bank = build_roi_bank(
+        rows,
+        spec,
+        cfg.data.get("cache_dir"),
+        meta.get("reference", "auto"),
+        on_error="skip",
+        refuse_unanswerable=True,
     )
     failed = [{"study_id": f.study_id, "rows": f.rows, "reason": f.reason} for f in bank.failures]
     if not len(bank):
