@@ -314,3 +314,32 @@ def test_meminfo_fields_read_in_bytes():
     assert total is not None and free is not None and 0 < free <= total
     assert total > 1 << 28  # bytes, not kB
     assert meminfo_bytes("NoSuchField") is None
+
+
+def test_the_datamodule_and_its_yaml_give_the_same_defaults() -> None:
+    """One source per setting (issue 35): code that builds a SpineDataModule (or an AugmentConfig)
+    without Hydra gets what configs/data/default.yaml says; the two disagreed on balanced sampling
+    and the evaluation batch."""
+    import dataclasses
+    import inspect
+
+    import yaml
+
+    from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.data.augment import AugmentConfig
+
+    cfg = yaml.safe_load((Path(CONFIG_DIR) / "data" / "default.yaml").read_text())
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(SpineDataModule.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    # set per run by Hydra (a path or an interpolation), or a mapping whose defaults live in code
+    per_run = {"manifest", "cache_dir", "seed", "roi", "splits", "augment", "transforms", "source_weights"}
+    compared = sorted(set(cfg) & set(defaults) - per_run)
+    assert {"balanced_sampling", "eval_batch_size", "batch_size", "place_balance"} <= set(compared)
+    assert {k: cfg[k] for k in compared} == {k: defaults[k] for k in compared}
+    fields = {f.name: f.default for f in dataclasses.fields(AugmentConfig)}
+    assert cfg["augment"] and {
+        k: tuple(v) if isinstance(v, list) else v for k, v in cfg["augment"].items()
+    } == {k: fields[k] for k in cfg["augment"]}
