@@ -109,9 +109,9 @@ class Insert:
         """Paint ``kind`` under ``weight`` (box-shaped) on every sequence of the study.
 
         A textured region's heterogeneity is drawn from :data:`HETEROGENEITY`, the same range for
-        every kind: texture is no sign in docs/radiology.md, and a per-kind amount (pathologic
-        replacement 0.18, benign oedema 0.1 until 2026-12-01) taught the model to tell benign from
-        pathologic fractures by texture (``spinelesion.insert.plain``'s check: docs/results.md)."""
+        every kind: texture is no sign in docs/radiology.md, and a per-kind amount teaches a model to
+        tell benign from pathologic fractures by texture (``spinelesion.insert.plain``'s check:
+        docs/results.md)."""
         if not np.any(weight > 0.05):
             return
         w = soft_mask(weight, self.bg.native_sigma_vox())
@@ -232,8 +232,8 @@ def paraspinal_mass(ctx: Insert) -> None:
 # A vertebral fracture is called from 20 % height loss at the body's most compressed point
 # (Genant's semi-quantitative grade 1; the phantom's height_loss starts there too). Less is
 # within what normal bodies show (the thoracolumbar ones wedge a little by nature), and a
-# chronic fracture is its shape alone: drawn from 15 % (until 2026-12-07) it taught a label that
-# normal variation also carries.
+# chronic fracture is its shape alone: drawn below 20 %, it carries a label that normal variation
+# also carries (docs/results.md, the third run's verdict).
 GENANT_MILD = 0.2
 OSTEOPOROTIC_LOSS = (GENANT_MILD, 0.5)
 PATHOLOGIC_LOSS = (GENANT_MILD, 0.55)

@@ -1,6 +1,6 @@
 """Bring a phantom dataset written before ``Finding.shown_by`` up to today's labels.
 
-Since 2026-11-30 a finding that its study's sequences cannot show (drop metastases drawn
+A finding that its study's sequences cannot show (drop metastases drawn
 without the visible-without-contrast sign, in a study without T1 + contrast) gets an unknown
 compartment. Older datasets labelled them intradural-extramedullary: a canal that looks
 normal, labelled diseased. The signs are drawn before anything is painted, so they are

@@ -116,7 +116,7 @@ class Finding:
 # Heterogeneity of a painted lesion (the smooth noise field's weight), drawn per lesion from one range
 # whatever the finding: texture is no sign in radiology.md, and per-finding amounts (a pathologic
 # fracture 0.1, benign oedema 0.05) let a network tell classes apart by texture (docs/results.md, "A second,
-# plain renderer"). Before 2026-12-01 each finding had its own amount in 0.03-0.1.
+# plain renderer").
 TEXTURE = (0.03, 0.1)
 
 
