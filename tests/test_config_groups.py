@@ -145,3 +145,42 @@ def test_python_defaults_are_the_yaml_values():
     for key, value in scan.items():
         if key != "write_maps":
             assert getattr(default, key) == value, key
+
+
+def test_auto_on_off_settings_are_read_in_one_place(tmp_path: Path) -> None:
+    """amp, tta and output.dicom take auto, true/on or false/off in any case (issue 35: the
+    spellings were compared in several places, "off" in one and not another); the predictor
+    reads them once, into a copy of its config."""
+    from spinelesion.config_schema import auto_flag
+    from spinelesion.inference.predictor import Predictor, PredictorConfig, tta_mirrors
+    from spinelesion.models.folder import load_model_folder, save_model_folder
+    from spinelesion.models.networks import build_network
+
+    assert [auto_flag(v, "amp") for v in (True, False, "auto", "ON", "off", "True", " false ")] == [
+        True,
+        False,
+        "auto",
+        True,
+        False,
+        True,
+        False,
+    ]
+    for bad in ("maybe", 1, None, ""):
+        with pytest.raises(ConfigError, match="amp: expected auto, true or false"):
+            auto_flag(bad, "amp")
+    assert tta_mirrors("off", {"tta": ["lr"]}) == () and tta_mirrors("on", {}) == ("lr",)
+    assert tta_mirrors("auto", {"tta": ["lr"]}) == ("lr",)
+
+    small = {"backbone": "spinecnn", "widths": [4, 8, 8, 8], "hidden": 8}
+    roi = {"shape": [32, 48, 48], "spacing": [1.5] * 3}
+    save_model_folder(
+        build_network(small).eval(),
+        tmp_path / "m",
+        {"name": "t", "version": "0", "network": small, "roi": roi},
+    )
+    net, meta = load_model_folder(tmp_path / "m")
+    cfg = PredictorConfig(device="cpu", dicom="OFF", amp="on", tta="false")
+    predictor = Predictor(net, meta, cfg)
+    assert (predictor.cfg.dicom, predictor.cfg.amp, predictor.cfg.tta) == (False, True, False)
+    assert "dicom" not in [name for name, _ in predictor.sinks] and predictor.tta == ()
+    assert cfg.dicom == "OFF"  # the caller's config is left as given

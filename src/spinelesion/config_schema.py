@@ -22,6 +22,26 @@ class ConfigError(ValueError):
     """A config section with an unknown, missing or malformed key."""
 
 
+AUTO_FLAG_WORDS: dict[str, bool | str] = {
+    "auto": "auto",
+    "true": True,
+    "on": True,
+    "false": False,
+    "off": False,
+}
+
+
+def auto_flag(value: Any, name: str) -> bool | str:
+    """A setting that is ``auto``, on or off (``amp``, ``tta``, ``output.dicom``) as ``"auto"``,
+    ``True`` or ``False``: the one place its spellings (true/on, false/off, any case) are read."""
+    if isinstance(value, bool):
+        return value
+    word = AUTO_FLAG_WORDS.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if word is None:
+        raise ConfigError(f"{name}: expected auto, true or false, got {value!r}")
+    return word
+
+
 def _plain(values: Any) -> dict[str, Any]:
     if values is None:
         return {}

@@ -13,13 +13,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from spinelesion.config_schema import auto_flag
 from spinelesion.data.dataset import crop_study_rois, roi_problems
 from spinelesion.data.roi import RoiSpec, center_crop
 from spinelesion.formatting import printable
@@ -126,7 +127,15 @@ class StudyJob:
 
 class Predictor:
     def __init__(self, net: torch.nn.Module, meta: Mapping[str, Any], cfg: PredictorConfig | None = None):
-        self.cfg = cfg or PredictorConfig()
+        cfg = cfg or PredictorConfig()
+        # auto / on / off read once (a copy: the caller's config stays as given); every later
+        # test of them is `is True`, `is False` or "auto"
+        self.cfg = replace(
+            cfg,
+            amp=auto_flag(cfg.amp, "amp"),
+            tta=auto_flag(cfg.tta, "tta"),
+            dicom=auto_flag(cfg.dicom, "output.dicom"),
+        )
         if self.cfg.threads:
             torch.set_num_threads(int(self.cfg.threads))
         self.device = resolve_device(self.cfg.device)
@@ -158,7 +167,7 @@ class Predictor:
         # Append your own (e.g. a PACS push): ``predictor.sinks.append(("mine", fn))``.
         self.sinks: list[tuple[str, Callable[[StudyJob], None]]] = [
             ("maps", self._write_maps),
-            *([("dicom", self._write_dicom_sink)] if self.cfg.dicom not in (False, "false", "off") else []),
+            *([("dicom", self._write_dicom_sink)] if self.cfg.dicom is not False else []),
             *([("markups", self._write_markups)] if self.cfg.markups else []),
         ]
 
@@ -466,7 +475,7 @@ class Predictor:
         if ref_meta.get("format") != "dicom":
             return []
         if not dicom_out.available():
-            if self.cfg.dicom is True or self.cfg.dicom == "true":
+            if self.cfg.dicom is True:
                 return [
                     "DICOM outputs not written: highdicom is not installed (pip install 'spinelesion[dicom-out]')"
                 ]
@@ -573,11 +582,10 @@ def tta_mirrors(setting: bool | str, meta: Mapping[str, Any]) -> tuple[str, ...]
 
     ``auto`` keeps the numbers the model was calibrated and evaluated with; a model from before
     mirroring has none."""
-    if isinstance(setting, str) and setting.lower() == "auto":
+    flag = auto_flag(setting, "tta")
+    if flag == "auto":
         return mirrors_from_meta(meta)
-    if isinstance(setting, bool):
-        return mirrors_of(["lr"] if setting else None)
-    raise ValueError(f"tta: expected auto, true or false, got {setting!r}")
+    return mirrors_of(["lr"] if flag else None)
 
 
 def saliency_file(task: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import torch
 
+from spinelesion.config_schema import auto_flag
 from spinelesion.labels import TASKS
 
 M = TypeVar("M", bound=torch.nn.Module)
@@ -32,7 +33,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def autocast_for(device: torch.device, amp: bool | str = "auto") -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA GPUs that support it (fp16 otherwise); nothing on CPU."""
-    if device.type != "cuda" or amp is False or amp == "off":
+    if device.type != "cuda" or auto_flag(amp, "amp") is False:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)

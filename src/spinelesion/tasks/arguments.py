@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from spinelesion.config_schema import auto_flag
 from spinelesion.labels import SEQUENCES
 
 T = TypeVar("T")
@@ -141,15 +142,10 @@ def check_predict_args(cfg: DictConfig) -> None:
     parse_rois(cfg.rois)
     if cfg.get("threads") is not None:
         get(cfg, "threads", _int, "null or a whole number >= 1", lambda v: v >= 1)
-    get(
-        cfg,
-        "amp",
-        lambda v: v if v in (True, False) else _choice(["auto", "off", "on"])(v),
-        "auto, off, true or false",
-    )
+    get(cfg, "amp", lambda v: auto_flag(v, "amp"), "auto, true (on) or false (off)")
     get(cfg, "compile", _bool, "true or false")
     if OmegaConf.select(cfg, "tta") is not None:
-        get(cfg, "tta", lambda v: v if v in (True, False) else _choice(["auto"])(v), "auto, true or false")
+        get(cfg, "tta", lambda v: auto_flag(v, "tta"), "auto, true or false")
     get(cfg, "nifti_sequence", _choice(SEQUENCES), f"one of {', '.join(SEQUENCES)}")
     get(
         cfg,
@@ -166,12 +162,7 @@ def check_predict_args(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, flag) is not None:
             get(cfg, flag, _bool, "true or false")
     if OmegaConf.select(cfg, "output.dicom") is not None:
-        get(
-            cfg,
-            "output.dicom",
-            lambda v: v if v in (True, False) else _choice(["auto"])(v),
-            "auto, true or false",
-        )
+        get(cfg, "output.dicom", lambda v: auto_flag(v, "output.dicom"), "auto, true or false")
     seqs = cfg.get("sequences")
     if seqs is not None and not isinstance(seqs, DictConfig):
         raise ArgumentError(
