@@ -1,6 +1,6 @@
 """The ROI bank computed from its primitives, study by study, without MONAI and without a cache:
 read and resample (``prepare_study``), round to float16 (``to_half``), refuse the ROIs that cannot
-be answered (``roi_problems``), crop and normalise (``crop_study_rois``). The data path
+be answered (``roi_problems``), crop and normalise (``crop_rois``, ``robust_unit_range``). The data path
 (``spinelesion.data.monai_pipeline.build_roi_bank``) must give exactly this."""
 
 from __future__ import annotations
@@ -12,9 +12,19 @@ import numpy as np
 import torch
 
 from spinelesion.data.cache import prepare_study, to_half
-from spinelesion.data.dataset import RoiBank, StudyFailure, crop_study_rois, roi_problems
-from spinelesion.data.roi import RoiSpec
+from spinelesion.data.dataset import RoiBank, StudyFailure, roi_problems
+from spinelesion.data.normalize import robust_unit_range
+from spinelesion.data.roi import RoiSpec, crop_rois
 from spinelesion.labels import TASKS, encode
+
+
+def crop_study_rois(
+    array: np.ndarray, affine: np.ndarray, available: np.ndarray, centers: Sequence[Any], spec: RoiSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context crops of one prepared study, normalised: (R, C, *context), and flags (R, C)."""
+    crops = crop_rois(torch.as_tensor(array), affine, centers, spec, context=True)
+    flags = torch.as_tensor(np.asarray(available), dtype=torch.float32).expand(len(centers), -1).clone()
+    return robust_unit_range(crops, flags), flags
 
 
 def primitive_bank(

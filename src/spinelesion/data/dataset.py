@@ -2,10 +2,9 @@
 
 The bank holds every ROI's context crop, normalised, as float16; it is built study by study
 by :func:`spinelesion.data.monai_pipeline.build_roi_bank` (each study read once, or its crops
-loaded from the cache), so epochs after that touch no file at all. :func:`crop_study_rois` (crop
-and normalise one study's ROIs, as ``spinelesion-predict`` does) and :func:`roi_problems` (which
-ROIs cannot be answered) are the per-study computations; the study transforms wrap the same
-functions (:mod:`spinelesion.data.monai_transforms`).
+loaded from the cache), so epochs after that touch no file at all. :func:`roi_problems` says which
+ROIs cannot be answered (train, evaluate and predict all ask it); cropping and normalisation are
+the study transforms of :mod:`spinelesion.data.monai_transforms`, which predict runs too.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from spinelesion.data.manifest import Row
-from spinelesion.data.normalize import quantiles_of_valid, robust_unit_range
-from spinelesion.data.roi import RoiSpec, center_crop, crop_rois
+from spinelesion.data.normalize import quantiles_of_valid
+from spinelesion.data.roi import RoiSpec, center_crop
 from spinelesion.labels import SEQUENCES, TASKS
 
 
@@ -98,19 +97,6 @@ class RoiBank:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-def crop_study_rois(
-    array: np.ndarray | torch.Tensor,
-    affine: np.ndarray,
-    available: np.ndarray,
-    centers: Sequence[np.ndarray],
-    spec: RoiSpec,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Context crops of one prepared study, normalised: (R, C, *context), and flags (R, C)."""
-    crops = crop_rois(torch.as_tensor(array), affine, centers, spec, context=True)
-    flags = torch.as_tensor(np.asarray(available), dtype=torch.float32).expand(len(centers), -1).clone()
-    return robust_unit_range(crops, flags), flags
 
 
 _BLANK_Q = torch.tensor([0.01, 0.99])

@@ -9,6 +9,7 @@ write (maps, DICOM, markups, predictions.json last).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 from spinelesion.config_schema import auto_flag
-from spinelesion.data.dataset import crop_study_rois, roi_problems
-from spinelesion.data.roi import RoiSpec, center_crop
+from spinelesion.data.dataset import roi_problems
+from spinelesion.data.roi import RoiSpec
 from spinelesion.formatting import printable
 from spinelesion.inference.contrast import contrast_warnings
 from spinelesion.inference.policy import CallPolicy
@@ -190,8 +191,31 @@ class Predictor:
     def crops(
         self, array: np.ndarray, affine: np.ndarray, available: np.ndarray, centers: Sequence[np.ndarray]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx, flags = crop_study_rois(array, affine, available, centers, self.spec)
-        return center_crop(ctx, self.spec.shape).contiguous(), flags
+        """The network's inputs: the MONAI transforms that make the training ROIs (context box,
+        normalised over it, then its centre), on the study as prepared here (kept at float32:
+        the training cache's float16 rounding is a storage choice, not a step of the data)."""
+        from monai.data import MetaTensor
+        from monai.utils import MetaKeys, SpaceKeys
+
+        from spinelesion.io.volume import LPS_TO_RAS
+
+        image = MetaTensor(
+            torch.as_tensor(array),
+            affine=torch.as_tensor(LPS_TO_RAS @ np.asarray(affine), dtype=torch.float64),
+            meta={MetaKeys.SPACE: SpaceKeys.RAS},
+        )
+        out = self._roi_transforms({"image": image, "available": available, "rois": list(centers)})
+        return torch.as_tensor(out["image"]).contiguous(), out["available"]
+
+    @functools.cached_property
+    def _roi_transforms(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        from monai.transforms import Compose
+
+        from spinelesion.data.monai_transforms import CropRoisd, RobustUnitRanged, RoiCenterCropd
+
+        return Compose(
+            [CropRoisd(self.spec, context=True), RobustUnitRanged(), RoiCenterCropd(self.spec.shape)]
+        )
 
     def classify(self, images: torch.Tensor, flags: torch.Tensor) -> dict[str, np.ndarray]:
         """Temperature-scaled probabilities per task, batched, averaged over the mirrors ``self.tta``."""
