@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up, then generate data, train, evaluate and predict (CPU, ~3 min)"
 	@echo "make test   - set up, then run the test suite (complete: what CI runs)"
-	@echo "make test-fast - the tests not marked slow, for the edit loop (96 s on the 2-core CPU with ../shared present, measured 2026-12-06)"
+	@echo "make test-fast - the tests not marked slow, for the edit loop (under 3 min on the 2-core CPU)"
 	@echo "make lint   - ruff check, ruff format --check, mypy on src/ (CI runs it before the tests)"
 	@echo "make bench  - full benchmark report (accuracy and speed)"
 	@echo "make model  - the release recipe (configs/release/default.yaml): data, training, checks, rule, models/; resumable"
@@ -42,9 +42,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# One torch thread: beside another job on the 2-core machine, two threads wait on each other. Measured
-# 2026-11-30 beside a training run, back to back: 2.3 min with one thread vs 3.6 with two (4.5 vs 6.8
-# in a busier phase); 55 s on the idle machine (363 tests).
+# One torch thread: beside another job on the 2-core machine, two threads wait on each other (back to
+# back beside a training run: 2.3 min with one thread against 3.6 with two; docs/results.md).
 test-fast: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
