@@ -125,6 +125,16 @@ def test_prepare_data_fills_the_cache_without_a_bank_and_not_again_after_setup(
 
     monkeypatch.setattr(monai_pipeline, "study_dataset", no_reads)
     dm.prepare_data()  # as Lightning does inside fit: nothing to do
+    monkeypatch.undo()
+    # a new run on the filled cache: prepare_data finds every study there without loading one
+    # (it loaded each, and setup loaded each again)
+    import torch
+
+    loads: list[object] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    _dm(manifest, tmp_path / "c").prepare_data()
+    assert loads == []
 
 
 def test_persistent_cache_is_read_back_and_a_changed_file_is_reread(

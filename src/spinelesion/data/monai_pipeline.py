@@ -114,12 +114,23 @@ def warm_cache(
     ds = study_dataset(items, spec, reference, cache_dir)
     failed = 0
     for i in tqdm(range(len(items)), desc="cache", unit="study", disable=not progress):
+        if _is_cached(ds, items[i]):  # loading it here too read every cached study twice a fit
+            continue
         try:
             ds[i]
         except Exception:  # noqa: BLE001 - reported with its rows by setup
             failed += 1
     if failed:
         log.warning("%d study(ies) failed while caching; setup() will list them", failed)
+
+
+def _is_cached(ds: Dataset, item: Mapping[str, Any]) -> bool:
+    """Whether ``ds`` (a PersistentDataset) holds ``item`` on disk, by the file name it gives it
+    (``_cachecheck``: item hash + transform hash); a name that misses just loads the item."""
+    if not isinstance(ds, PersistentDataset) or ds.cache_dir is None:
+        return False
+    name = ds.hash_func(item).decode("utf-8") + ds.transform_hash
+    return (Path(ds.cache_dir) / f"{name}.pt").is_file()
 
 
 def build_roi_bank(
