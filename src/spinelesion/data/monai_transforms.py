@@ -77,6 +77,18 @@ class LoadStudyd(MapTransform):
         return d
 
 
+def study_image(array: np.ndarray | torch.Tensor, affine: np.ndarray, **meta: Any) -> MetaTensor:
+    """A study on its reference grid, (C, I, J, K) with its voxel-to-LPS ``affine``, as the
+    MetaTensor the ROI transforms read (RAS affine, ``space="RAS"``, like MONAI's readers)."""
+    from spinelesion.io.volume import LPS_TO_RAS
+
+    return MetaTensor(
+        torch.as_tensor(array),
+        affine=torch.as_tensor(LPS_TO_RAS @ np.asarray(affine), dtype=torch.float64),
+        meta={MetaKeys.SPACE: SpaceKeys.RAS, **meta},
+    )
+
+
 class ToReferenced(MapTransform):
     """Sequences -> ``image`` (C, I, J, K) on the reference grid, in :data:`SEQUENCES` order,
     missing sequences as zero channels flagged in ``available``.
@@ -97,7 +109,6 @@ class ToReferenced(MapTransform):
         from spinelesion.io.monai_reader import volume_from_metatensor
         from spinelesion.io.resample import to_reference
         from spinelesion.io.study import Study, StudyError
-        from spinelesion.io.volume import LPS_TO_RAS
 
         d = dict(data)
         study_id = str(d.get(self.study_id_key, "study"))
@@ -106,11 +117,7 @@ class ToReferenced(MapTransform):
             raise StudyError(study_id, "no sequence given")
         study = Study(study_id, volumes)
         array, affine, available, ref_name = to_reference(study, reference=self.reference)
-        d[IMAGE] = MetaTensor(
-            torch.from_numpy(np.asarray(array, dtype=np.float32)),
-            affine=torch.as_tensor(LPS_TO_RAS @ affine, dtype=torch.float64),
-            meta={MetaKeys.SPACE: SpaceKeys.RAS, "reference": ref_name},
-        )
+        d[IMAGE] = study_image(np.asarray(array, dtype=np.float32), affine, reference=ref_name)
         d[AVAILABLE] = torch.as_tensor(np.asarray(available), dtype=torch.float32)
         d["reference"] = ref_name
         d["sources"] = {name: str(vol.meta.get("source", "")) for name, vol in volumes.items()}

@@ -194,16 +194,9 @@ class Predictor:
         """The network's inputs: the MONAI transforms that make the training ROIs (context box,
         normalised over it, then its centre), on the study as prepared here (kept at float32:
         the training cache's float16 rounding is a storage choice, not a step of the data)."""
-        from monai.data import MetaTensor
-        from monai.utils import MetaKeys, SpaceKeys
+        from spinelesion.data.monai_transforms import study_image
 
-        from spinelesion.io.volume import LPS_TO_RAS
-
-        image = MetaTensor(
-            torch.as_tensor(array),
-            affine=torch.as_tensor(LPS_TO_RAS @ np.asarray(affine), dtype=torch.float64),
-            meta={MetaKeys.SPACE: SpaceKeys.RAS},
-        )
+        image = study_image(array, affine)
         out = self._roi_transforms({"image": image, "available": available, "rois": list(centers)})
         return torch.as_tensor(out["image"]).contiguous(), out["available"]
 
