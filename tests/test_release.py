@@ -519,7 +519,10 @@ def test_checks_only_runs_the_recipes_checks_on_a_given_model():
     assert not kinds & {"train", "mine", "scan_point"}
     assert recipe.stage("released").params == {"path": "models/spinelesion-demo"}
     checks = [s for s in recipe.stages if s.kind == "check"]
-    assert len(checks) == len([s for s in full.stages if s.kind == "check"])
+    judged = full.stage("judge").params["checks"]
+    assert sorted(s.name for s in checks) == sorted(f"{c}_released" for c in judged)
+    # the recipe's traces of its own trainings are checks too, but no judge reads them
+    assert {"trace_stage1", "trace_finetune1"} <= {s.name for s in full.stages if s.kind == "check"}
     assert all(s.params["model"] == "released" and s.name.endswith("_released") for s in checks)
     judge = recipe.stage("judge_released")
     assert judge.params["model"] == "released" and all(

@@ -169,12 +169,15 @@ def recipe_from_config(name: str, stages: Mapping[str, Mapping[str, Any]] | Sequ
 
 
 def checks_only(recipe: Recipe, model_path: str) -> Recipe:
-    """The recipe's checks, rule and release on an existing model folder instead of its own training:
+    """The recipe's judged checks, rule and release on an existing model folder instead of its own training:
     an ``import`` stage of ``model_path`` (``released``) feeds every check and the judge, the data
     sets the checks read are kept, and publish writes the re-measured copy back whatever the verdict
     (``make real-check``: the same model, measured again)."""
     outputs = {"check", "judge", "publish"}
-    kept = [s for s in recipe.stages if s.kind in outputs]
+    # the checks a judge reads: a recipe's other checks trace its own training stages (e.g. the
+    # real normals after stage1), which a given model does not have
+    judged = {c for s in recipe.stages if s.kind == "judge" for c in s.params.get("checks", [])}
+    kept = [s for s in recipe.stages if s.kind in outputs and (s.kind != "check" or s.name in judged)]
     wanted: set[str] = set()
     todo = [
         n
