@@ -71,6 +71,28 @@ def test_good_manifest_parses_with_paths_relative_to_its_folder(folder: Path):
     assert list(m.studies()) == ["s1", "s2"]
 
 
+def test_subset_can_keep_only_some_sequences(folder: Path, tmp_path: Path):
+    """A renderer probe that learnt from T2 alone is asked about T2 alone: the other sequence
+    columns are emptied and a study left with none of the kept ones is dropped."""
+    from spinelesion.data.manifest import subset_manifest
+
+    _nifti(folder / "s1_t1.nii.gz")
+    _nifti(folder / "s3_t1.nii.gz")
+    path = write_manifest(
+        folder / "manifest.csv",
+        [
+            _row(t1="s1_t1.nii.gz"),
+            _row(case_id="c3", study_id="s3", patient_id="p3", t1="s3_t1.nii.gz", t2=""),
+        ],
+    )
+    sub = subset_manifest(path, tmp_path / "t2only.csv", studies=None, sequences=["t2"])
+    m = read_manifest(sub)
+    assert [r.case_id for r in m.rows] == ["c1"]
+    assert m.rows[0].sequences == {"t2": folder / "s1_t2.nii.gz"}
+    with pytest.raises(ValueError, match="unknown sequence"):
+        subset_manifest(path, tmp_path / "bad.csv", studies=None, sequences=["flair"])
+
+
 def test_every_problem_is_reported_with_file_row_and_column(folder: Path):
     path = write_manifest(
         folder / "manifest.csv",

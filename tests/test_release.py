@@ -391,7 +391,7 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "check": "renderer",
             "model": "point",
             "data": "plain",
-            "args": {"name": "plain", "paired": True},
+            "args": {"name": "plain", "paired": True, "sequences": ["t2"]},  # the toy studies have t1 and t2
         },
         "judge": {
             "kind": "judge",
@@ -432,6 +432,10 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert plain["n"] and {"discitis", "schmorl_node", "intradural_mass"} <= set(plain["per_finding"])
     assert set(plain["mimics_called_normal"]) == {"discitis", "schmorl_node", "modic1", "haemangioma"}
     assert "intradural_extramedullary" in plain["sensitivity"] and "toy" in plain["per_dataset"]
+    from spinelesion.data.manifest import read_manifest
+
+    asked = read_manifest(work / "plain_check" / "manifest.csv").rows  # T2 only, as the args say
+    assert plain["sequences"] == ["t2"] and asked and all(set(r.sequences) == {"t2"} for r in asked)
     assert "## Held-out renderers" in (models / "toy-demo" / "README.md").read_text()
     site = meta["leave_one_dataset_out"]["toy"]  # one test patient: its exam as acquired, per sequence
     assert len(site["patients"]) == 1 and site["scan_untouched"]["studies"] == 1

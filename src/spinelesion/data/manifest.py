@@ -405,16 +405,29 @@ def write_manifest(path: str | os.PathLike[str], records: Iterable[dict[str, obj
     return path
 
 
-def subset_manifest(manifest: str | os.PathLike[str], out: str | os.PathLike[str], studies: int) -> Path:
-    """The rows of the first ``studies`` studies of a manifest, written to ``out`` with
-    absolute sequence paths (so the copy works from any folder)."""
+def subset_manifest(
+    manifest: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    studies: int | None,
+    sequences: Sequence[str] | None = None,
+) -> Path:
+    """The rows of the first ``studies`` studies of a manifest (all: None), written to ``out``
+    with absolute sequence paths (so the copy works from any folder). ``sequences``: only these
+    sequence columns are kept (the others left empty: missing), and rows left with none dropped."""
     src = Path(manifest).resolve()
     with open(src, newline="", encoding="utf-8") as fh:
         records = list(csv.DictReader(fh))
+    unknown = sorted(set(sequences or ()) - set(SEQUENCES))
+    if unknown:
+        raise ValueError(f"{src}: unknown sequence(s) {unknown} (the contract's: {', '.join(SEQUENCES)})")
     keep = set(list(dict.fromkeys(r["study_id"] for r in records))[:studies])
+    wanted = set(SEQUENCES if sequences is None else sequences)
     rows = [
-        {k: (str(_resolve(src.parent, v)) if k in SEQUENCES and v else v) for k, v in r.items()}
+        {
+            k: (str(_resolve(src.parent, v)) if v and k in wanted else "") if k in SEQUENCES else v
+            for k, v in r.items()
+        }
         for r in records
         if r["study_id"] in keep
     ]
-    return write_manifest(out, rows)
+    return write_manifest(out, [r for r in rows if any(r.get(s) for s in SEQUENCES)])

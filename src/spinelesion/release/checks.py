@@ -267,25 +267,37 @@ def mimics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
 
 
 def renderer(
-    model: Path, ctx: CheckContext, data: str, name: str, split: str | None = "test", paired: bool = False
+    model: Path,
+    ctx: CheckContext,
+    data: str,
+    name: str,
+    split: str | None = "test",
+    paired: bool = False,
+    sequences: list[str] | None = None,
 ) -> dict[str, Any]:
     """A renderer the model never learnt from (issue 34): the figures the goals name (AUC,
     balanced accuracy, ECE, per-class sensitivity, each mimic called none/none) on its set;
     ``paired``: a set on real backgrounds also gets its per-dataset figures and each body
-    finding beside the same vertebra untouched."""
+    finding beside the same vertebra untouched. ``sequences``: only these are given to the model
+    (a probe that learnt from T2 alone is asked about the other renderer's T2, not about
+    sequences it never saw: that would measure the sequences, not the renderer)."""
+    from spinelesion.data.manifest import subset_manifest
     from spinelesion.evaluation.real import paired as paired_bodies
     from spinelesion.evaluation.real import per_dataset, read_rows
     from spinelesion.evaluation.renderers import renderer_report
 
+    manifest = _manifest(ctx, data)
+    if sequences:
+        manifest = subset_manifest(manifest, ctx.out / "manifest.csv", None, sequences)
     metrics = evaluate(
         model,
-        _manifest(ctx, data),
+        manifest,
         ctx.out / "eval",
         *([f"data.split={split}"] if split else []),
         cache=ctx.cache,
     )
     rows = read_rows(ctx.out / "eval" / "predictions.csv")
-    report = renderer_report(metrics, rows)
+    report = renderer_report(metrics, rows) | ({"sequences": sorted(sequences)} if sequences else {})
     if paired:
         report |= {
             "subjects": sorted({r["patient_id"] for r in rows}),
