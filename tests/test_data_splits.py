@@ -200,7 +200,7 @@ def test_place_balance_keeps_a_sites_canal_from_predicting_a_canal_lesion():
     mix = (
         rows("vb2_01", "canal", 10, "none", "T11")
         + rows("vb2_01", "canal", 10, "none", "L3")
-        + rows("vb2_01", "body", 200, "none", "L3")
+        + rows("vb2_01", "region", 200, "none", "L3")
         + rows("vb2_01", "", 18, "intramedullary", "T11")
         + rows("vb2_01", "", 6, "intradural_extramedullary", "L3")
         + rows("vb2_01", "", 60, "extradural", "L3")
@@ -228,7 +228,67 @@ def test_place_balance_keeps_a_sites_canal_from_predicting_a_canal_lesion():
         assert after[comp == c].sum() == pytest.approx(before[comp == c].sum())
     assert after[~vb2 & im].sum() > before[~vb2 & im].sum()
     # the site's other normals keep at least half their draws, and nothing else moves
-    body = vb2 & (comp == "none") & ~canal
-    assert before[body].sum() > after[body].sum() >= 0.5 * before[body].sum()
+    around = vb2 & (comp == "none") & ~canal
+    assert before[around].sum() > after[around].sum() >= 0.5 * before[around].sum()
     np.testing.assert_allclose(after[comp == "extradural"], before[comp == "extradural"])
     assert np.array_equal(balanced_weights(mix, domain_balance=True, place_balance=False), before)
+
+
+def _placed(patient: str, place: str, n: int, compartment: str, fracture: str, level: str) -> list[Row]:
+    """``n`` ROIs of an insertion set: normal ones named by their place, lesions not."""
+    normal = compartment == "none" and fracture == "none"
+    return [
+        Row(
+            f"{patient}_dense_{place}{i:02d}" if normal else f"{patient}_ins{i:03d}_r0",
+            patient,
+            patient,
+            np.zeros(3),
+            {},
+            {"compartment": compartment, "fracture": fracture},
+            level=level,
+        )
+        for i in range(n)
+    ]
+
+
+def test_place_balance_keeps_a_sites_bodies_from_predicting_a_fracture():
+    """Dense normals of every other place (around the spine, anywhere) joined a real site's
+    normal draws, and the class balance then drew its bodies as a fracture or an extradural
+    lesion 13 times as often as normal (2026-12-07): the fine-tuning stages called real normal
+    bodies benign fractures. The body is weighed as the canal is, to the mix's class prior."""
+    from spinelesion.data.datamodule import balanced_weights
+
+    mix = (
+        _placed("vb2_01", "body", 12, "none", "none", "L1")
+        + _placed("vb2_01", "region", 600, "none", "none", "L1")
+        + _placed("vb2_01", "bg", 300, "none", "none", "")
+        + _placed("vb2_01", "", 20, "none", "benign", "L1")
+        + _placed("vb2_01", "", 20, "extradural", "pathologic", "L1")
+        + _placed("vb2_01", "", 10, "extradural", "none", "L1")
+        + _placed("P100000001", "", 300, "none", "none", "L2")
+        + _placed("P100000001", "", 60, "none", "benign", "L1")
+        + _placed("P100000001", "", 60, "extradural", "pathologic", "L3")
+        + _placed("P100000001", "", 60, "extradural", "none", "L4")
+    )
+    comp = np.array([r.labels["compartment"] for r in mix])
+    frac = np.array([r.labels["fracture"] for r in mix])
+    vb2 = np.array([r.patient_id.startswith("vb2") for r in mix])
+    body = np.array(["_body" in r.case_id for r in mix])
+    lesion = (comp != "none") | (frac != "none")
+
+    before = balanced_weights(mix, domain_balance=True)
+    assert before[vb2 & lesion].sum() > 5 * before[vb2 & body].sum()  # the place predicted the lesion
+    after = balanced_weights(mix, domain_balance=True, place_balance=True)
+    # a body's class prior is the mix's: its normal draws per lesion draw those of the whole mix
+    prior = before[~lesion].sum() / before[lesion].sum()
+    assert 0.2 < prior < 1.0
+    assert after[vb2 & body].sum() >= prior * after[vb2 & lesion].sum() * (1 - 1e-9)
+    # every combination of labels keeps its total; the phantom's lesions take what the site's gave up
+    for c in {(a, b) for a, b in zip(comp, frac, strict=True)}:
+        cell = (comp == c[0]) & (frac == c[1])
+        assert after[cell].sum() == pytest.approx(before[cell].sum())
+    assert after[~vb2 & lesion].sum() > before[~vb2 & lesion].sum()
+    # the site's other normals fund the bodies, keeping at least half their draws
+    others = vb2 & ~lesion & ~body
+    assert before[others].sum() > after[others].sum() >= 0.5 * before[others].sum()
+    np.testing.assert_allclose(after[~vb2 & ~lesion], before[~vb2 & ~lesion])

@@ -92,40 +92,75 @@ def _spread_over_domains(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray
 
 # Canal lesions; the normal ROIs of their place are named in an insertion set's case ids (CANAL_PLACES).
 CANAL_CLASSES = ("intradural_extramedullary", "intramedullary")
+# The places whose normal ROIs the place balance weighs against the lesions there, and how many
+# normal draws each needs per lesion draw: the canal as many (2026-12-06, the real conus), a body
+# as many as the normal class has against the lesions in the whole mix ("prior": then a body's
+# class prior is the mix's, which is what the decision and calibration assume).
+BALANCED_PLACES: dict[str, tuple[tuple[str, ...], float | str]] = {
+    "canal": (CANAL_PLACES, 1.0),
+    "body": (("body",), "prior"),
+}
+
+
+def lesion_place(row: Row) -> str:
+    """Where a lesion ROI lies, for the place balance: ``canal`` (the intradural classes),
+    ``body`` (a fracture or an extradural lesion: the bone and beside it), or "" (normal)."""
+    if row.labels["compartment"] in CANAL_CLASSES:
+        return "canal"
+    if row.labels["fracture"] not in ("", "none") or row.labels["compartment"] == "extradural":
+        return "body"
+    return ""
 
 
 def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
-    """Within each domain and level, the canal's normal ROIs drawn at least as often as its canal
-    lesions: their extra weight taken from the domain's other normal ROIs (at most half of it),
-    and what that cannot match taken from the lesions there and given to the same labels in the
-    other domains; each combination of labels keeps its total. Without it the class balance drew a real
+    """Within each domain and level, the normal ROIs of each place of :data:`BALANCED_PLACES`
+    (the canal, the body) drawn at least its share of the draws of the lesions there: their
+    extra weight taken from the domain's other normal ROIs (around the spine, anywhere, discs,
+    mined; at most half of their draws), and what that cannot match taken from the lesions there
+    and given to the same labels in the other domains; each combination of labels keeps its
+    total. Without it the model learns the place, not the sign: the class balance drew a real
     T11-T12 canal as an inserted intramedullary lesion 5 times as often as normal (2026-12-06:
-    the release's false calls at the real conus): the model learnt the place, not the sign."""
+    the release's false calls at the real conus), and a real body as a fracture or extradural
+    lesion 13 times as often as normal once the dense normals of every other place had joined
+    the domain's normal draws (2026-12-07: the fine-tuning stages called real normal bodies
+    benign fractures; stage1, without the dense normals, 4 times)."""
     domains = np.array([source_of(str(r.patient_id)) for r in rows])
-    lesion = np.array([r.labels["compartment"] in CANAL_CLASSES for r in rows])
     normal = np.array([r.labels["compartment"] == "none" and r.labels["fracture"] == "none" for r in rows])
-    canal_normal = normal & np.array([place_of(r.case_id) in CANAL_PLACES for r in rows])
+    named = {name: place for place, (names, _) in BALANCED_PLACES.items() for name in names}
+    lesion_mass = weights[~normal].sum()
+    prior = float(weights[normal].sum() / lesion_mass) if lesion_mass > 0 else 1.0
+    ratio = {p: prior if r == "prior" else float(r) for p, (_, r) in BALANCED_PLACES.items()}
+    normal_place = np.array(
+        [named.get(place_of(r.case_id), "") if n else "" for r, n in zip(rows, normal, strict=True)]
+    )
+    at_place = np.array([lesion_place(r) for r in rows])
     levels = np.array([r.level for r in rows])
     groups = _label_groups(rows)
     out = weights.copy()
-    places = sorted({(d, lv) for d, lv, les in zip(domains, levels, lesion, strict=True) if les and lv})
-    here = {k: (domains == k[0]) & (levels == k[1]) for k in places}
-    need = {k: out[here[k] & lesion].sum() - out[here[k] & canal_normal].sum() for k in places}
-    need = {k: v for k, v in need.items() if v > 0 and (here[k] & canal_normal).any()}
+    keys = sorted({(d, lv, p) for d, lv, p in zip(domains, levels, at_place, strict=True) if p and lv})
+    lesions = {k: (domains == k[0]) & (levels == k[1]) & (at_place == k[2]) for k in keys}
+    normals = {k: (domains == k[0]) & (levels == k[1]) & (normal_place == k[2]) for k in keys}
+    need = {k: ratio[k[2]] * out[lesions[k]].sum() - out[normals[k]].sum() for k in keys}
+    need = {k: v for k, v in need.items() if v > 0 and normals[k].any()}
     for domain in sorted({k[0] for k in need}):
-        others = normal & ~canal_normal & (domains == domain)
+        others = normal & (normal_place == "") & (domains == domain)
+        pool = out[others].sum()
         wanted = sum(v for k, v in need.items() if k[0] == domain)
-        scale = min(1.0, 0.5 * out[others].sum() / wanted)  # never more than half their draws
+        scale = min(1.0, 0.5 * pool / wanted)  # never more than half their draws
+        if scale <= 0:
+            continue
         for k in (k for k in need if k[0] == domain):
-            normals = here[k] & canal_normal
-            out[normals] += need[k] * scale / normals.sum()
-        out[others] *= 1.0 - wanted * scale / out[others].sum()
+            out[normals[k]] += need[k] * scale / normals[k].sum()
+        out[others] *= 1.0 - wanted * scale / pool
     # what the normals could not match: those lesions give the rest of their draws to the same
-    # labels in the other domains
+    # labels in the other domains, where no place is weighed (a weighed one would tip over)
+    weighed = np.zeros(len(rows), dtype=bool)
+    for k in keys:
+        weighed |= lesions[k] if normals[k].any() else False
     for k in need:
-        keep = out[here[k] & canal_normal].sum() / out[here[k] & lesion].sum()
-        for g in np.unique(groups[here[k] & lesion]) if keep < 1.0 else []:
-            cell, rest = here[k] & (groups == g), (groups == g) & (domains != k[0])
+        keep = out[normals[k]].sum() / (ratio[k[2]] * out[lesions[k]].sum())
+        for g in np.unique(groups[lesions[k]]) if keep < 1.0 else []:
+            cell, rest = lesions[k] & (groups == g), (groups == g) & (domains != k[0]) & ~weighed
             if out[rest].sum() > 0:
                 removed = out[cell].sum() * (1.0 - keep)
                 out[cell] *= keep
@@ -154,9 +189,9 @@ def balanced_weights(
     otherwise teach that its look means "lesion" (2026-12-06: a VB1 patient held out after
     training on the others had 0.22 of its T1 bodies called normal).
 
-    ``place_balance`` then gives the canal's normal ROIs of each domain and level at least the
-    draws of the canal lesions there (:func:`_balance_places`), so the place does not predict
-    the class.
+    ``place_balance`` then gives the normal ROIs of the canal and of the bodies of each domain
+    and level at least their share of the draws of the lesions there (:data:`BALANCED_PLACES`,
+    :func:`_balance_places`), so the place does not predict the class.
     """
     counts = {t: Counter(r.labels[t] for r in rows if r.labels[t]) for t in TASKS}
     weights = np.zeros(len(rows))
