@@ -292,3 +292,24 @@ def test_place_balance_keeps_a_sites_bodies_from_predicting_a_fracture():
     others = vb2 & ~lesion & ~body
     assert before[others].sum() > after[others].sum() >= 0.5 * before[others].sum()
     np.testing.assert_allclose(after[~vb2 & ~lesion], before[~vb2 & ~lesion])
+
+
+def test_draw_shares_show_what_each_sites_places_are_drawn_as():
+    """The table a training records (metadata training.draws): per site, normal ROIs by place and
+    lesions by where they lie, as shares of all draws."""
+    from spinelesion.data.datamodule import balanced_weights, draw_shares
+
+    mix = (
+        _placed("vb2_01", "body", 10, "none", "none", "L1")
+        + _placed("vb2_01", "region", 90, "none", "none", "L1")
+        + _placed("vb2_01", "", 10, "none", "benign", "L1")
+        + _placed("vb2_01", "", 5, "intramedullary", "none", "T11")
+        + _placed("P100000001", "", 20, "none", "none", "")
+    )
+    plain = draw_shares(mix)  # uniform draws: shares of rows
+    expected = {"lesion:body": 10, "lesion:canal": 5, "normal:body": 10, "normal:region": 90}
+    assert plain["vb2"] == {k: round(n / 135, 4) for k, n in expected.items()}
+    assert plain["phantom"] == {"normal:other": round(20 / 135, 4)}
+    shares = draw_shares(mix, balanced_weights(mix))
+    assert sum(v for d in shares.values() for v in d.values()) == pytest.approx(1.0, abs=1e-3)
+    assert shares["vb2"]["lesion:body"] > 5 * shares["vb2"]["normal:body"]  # what place balance weighs

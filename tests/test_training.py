@@ -181,6 +181,10 @@ def test_short_cpu_training_beats_chance_on_new_data(tmp_path: Path):
     for task, shares in meta["sampling_prior"].items():
         assert len(shares) == len(TASKS[task]) and sum(shares) == pytest.approx(1.0)
     assert max(meta["sampling_prior"]["compartment"]) < 0.5  # balanced: no class takes most draws
+    # ... and per site and place (the phantom's ROIs: normal ones have no named place)
+    draws = meta["training"]["draws"]
+    assert set(draws) == {"phantom"} and {"normal:other", "lesion:body"} <= set(draws["phantom"])
+    assert sum(draws["phantom"].values()) == pytest.approx(1.0, abs=1e-3)
     ev = compose_cfg(
         "eval",
         [

@@ -122,6 +122,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metadata["decision"] = decision
     # what the sampler showed the network: scan mode moves its calls from it to real rates
     metadata["sampling_prior"] = dm.sampling_prior("train")
+    # ... and per site and place: a place drawn mostly as a lesion is learnt as one
+    metadata["training"]["draws"] = dm.draw_shares("train")
     if tta:
         metadata["tta"] = list(tta)
     if init_info:
