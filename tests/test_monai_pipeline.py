@@ -301,3 +301,28 @@ def test_two_training_steps_through_lightning_with_a_user_transform(manifest: Pa
     summary = train(cfg)
     assert summary["epochs"] == 1 and (out / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "cache" / "monai").glob("*.pt"))  # filled by prepare_data, read by setup
+
+
+def test_cache_workers_fill_the_same_cache_as_one_process(manifest: Path, tmp_path: Path):
+    """warm_cache over two worker processes writes the files one process writes, with the same
+    tensors (the cache's name is the item's hash: a worker's entry is read as any other)."""
+    import torch
+
+    from spinelesion.data.datamodule import roi_spec_from
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.data.monai_pipeline import warm_cache
+
+    rows, spec = read_manifest(manifest).rows, roi_spec_from(SPEC)
+    warm_cache(rows, spec, tmp_path / "one", progress=False, workers=1)
+    warm_cache(rows, spec, tmp_path / "two", progress=False, workers=2)
+    one = {p.name: p for p in (tmp_path / "one" / "monai").glob("*.pt")}
+    two = {p.name: p for p in (tmp_path / "two" / "monai").glob("*.pt")}
+    assert len(one) == 3 and one.keys() == two.keys()
+    for name, path in one.items():
+        a, b = torch.load(path, weights_only=False), torch.load(two[name], weights_only=False)
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, b[key]), (name, key)
+            else:
+                assert value == b[key] or key == "image_meta_dict", (name, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -10,8 +11,9 @@ T = TypeVar("T")
 
 
 def map_jobs(fn: Callable[[Any], T], jobs: Iterable[Any], workers: int) -> Iterator[T]:
-    """``fn`` over ``jobs`` in this process (``workers <= 1``) or a pool, yielding in job order."""
-    if workers <= 1:
+    """``fn`` over ``jobs`` in this process (``workers <= 1``, or inside a pool's worker, which may
+    not start processes of its own) or a pool, yielding in job order."""
+    if workers <= 1 or multiprocessing.current_process().daemon:
         for job in jobs:
             yield fn(job)
         return

@@ -280,6 +280,7 @@ class SpineDataModule(pl.LightningDataModule):
         check_geometry: bool = True,
         augment: Mapping[str, Any] | None = None,
         progress: bool = True,
+        cache_workers: int = 2,
         build_all: bool = True,
         transforms: Mapping[str, Any] | None = None,
     ):
@@ -316,6 +317,7 @@ class SpineDataModule(pl.LightningDataModule):
         self.extra_transforms, self.augment_mode = transforms_options(transforms)
         self._augment = self.augmenter()
         self.progress = progress
+        self.cache_workers = int(cache_workers)
         self.build_all = build_all
         self.manifest: Manifest | None = None
         self.split_of: dict[str, str] = {}
@@ -339,7 +341,14 @@ class SpineDataModule(pl.LightningDataModule):
         (failures are raised, with their rows, by setup)."""
         if self.cache_dir is None or self.bank is not None:  # bank: Lightning calls this again in fit
             return
-        warm_cache(self.load_manifest().rows, self.spec, self.cache_dir, self.reference, self.progress)
+        warm_cache(
+            self.load_manifest().rows,
+            self.spec,
+            self.cache_dir,
+            self.reference,
+            self.progress,
+            self.cache_workers,
+        )
 
     @staticmethod
     def _splits_for(stage: str | None) -> set[str]:
