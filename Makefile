@@ -39,13 +39,17 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python scripts/demo.py --output-dir $(DEMO_DIR)
 
-test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The tests over one pytest-xdist worker per core (TEST_WORKERS=0: in this process), each worker's
+# torch on one thread (two threads per worker on two cores wait on each other); --dist loadfile keeps
+# a file's tests, and so its module fixtures (a trained toy model), on one worker.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-# One torch thread: beside another job on the 2-core machine, two threads wait on each other (back to
-# back beside a training run: 2.3 min with one thread against 3.6 with two; docs/results.md).
+test: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
 test-fast: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/spinelesion-bench output_dir=outputs/bench
