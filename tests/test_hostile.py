@@ -1143,7 +1143,10 @@ def test_evaluate_scores_through_the_one_data_path_and_refuses_data_pipeline(
     ]  # one study, one entry
     with pytest.raises(ConfigCompositionException, match="data.pipeline"):
         compose("eval", [*common, "data.pipeline=bank"])
-    with pytest.raises(ValueError, match=r"data: unknown setting\(s\) pipeline; allowed: manifest, split"):
+    with pytest.raises(
+        ValueError,
+        match=r"data: unknown setting\(s\) pipeline; allowed: manifest, split, cache_dir, cache_workers",
+    ):
         check_evaluate_args(compose("eval", [*common, "+data.pipeline=bank"]))  # not ignored without a word
 
 

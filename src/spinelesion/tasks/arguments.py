@@ -197,7 +197,7 @@ def scan_settings(cfg: DictConfig) -> tuple[Any, bool]:
         raise
 
 
-EVALUATE_DATA = ("manifest", "split", "cache_dir")
+EVALUATE_DATA = ("manifest", "split", "cache_dir", "cache_workers")
 """evaluate's ``data`` settings (configs/eval.yaml)."""
 
 

@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from spinelesion.data.datamodule import roi_spec_from
     from spinelesion.data.manifest import read_manifest
-    from spinelesion.data.monai_pipeline import build_roi_bank
+    from spinelesion.data.monai_pipeline import build_roi_bank, warm_cache
     from spinelesion.evaluation.bank import evaluate_bank
     from spinelesion.models.folder import load_model
     from spinelesion.models.tta import mirrors_from_meta
@@ -78,6 +78,11 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         if not rows:
             raise ValueError(f"{manifest.path}: no rows with split '{cfg.data.split}'")
     _check_bank_memory(manifest.path, rows, spec)
+    if cfg.data.get("cache_dir") and int(cfg.data.get("cache_workers") or 1) > 1:
+        # studies not cached yet read over worker processes first (a failing one is named below)
+        warm_cache(
+            rows, spec, cfg.data.cache_dir, meta.get("reference", "auto"), workers=int(cfg.data.cache_workers)
+        )
     # the crops a training on these studies kept in its cache_dir are read back from it
     bank = build_roi_bank(
         rows,
