@@ -254,7 +254,7 @@ def _placed(patient: str, place: str, n: int, compartment: str, fracture: str, l
 def test_place_balance_keeps_a_sites_bodies_from_predicting_a_fracture():
     """Dense normals of every other place (around the spine, anywhere) joined a real site's
     normal draws, and the class balance then drew its bodies as a fracture or an extradural
-    lesion 13 times as often as normal (2026-12-07): the fine-tuning stages called real normal
+    lesion 16 times as often as normal (2026-12-07): the fine-tuning stages called real normal
     bodies benign fractures. The body is weighed as the canal is, to the mix's class prior."""
     from spinelesion.data.datamodule import balanced_weights
 

@@ -121,7 +121,7 @@ def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
     total. Without it the model learns the place, not the sign: the class balance drew a real
     T11-T12 canal as an inserted intramedullary lesion 5 times as often as normal (2026-12-06:
     the release's false calls at the real conus), and a real body as a fracture or extradural
-    lesion 13 times as often as normal once the dense normals of every other place had joined
+    lesion 16 times as often as normal once the dense normals of every other place had joined
     the domain's normal draws (2026-12-07: the fine-tuning stages called real normal bodies
     benign fractures; stage1, without the dense normals, 4 times)."""
     domains = np.array([source_of(str(r.patient_id)) for r in rows])
@@ -243,7 +243,7 @@ def draw_shares(rows: Sequence[Row], weights: np.ndarray | None = None) -> dict[
     """Per domain, the share of all draws of each kind of ROI: a normal one by its place (``body``,
     ``canal``, ... or ``other``) and a lesion by where it lies (:func:`lesion_place`). What the
     sampler teaches each site's places to mean: a place drawn far more often as a lesion than as
-    normal is learnt as the lesion (2026-12-07: real bodies 13 to 1 in finetune1's mix)."""
+    normal is learnt as the lesion (2026-12-07: real bodies 16 to 1 in finetune1's mix, 20 to 1 in finetune2's)."""
     w = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)
     total = float(w.sum()) or 1.0
     out: dict[str, dict[str, float]] = {}
