@@ -120,7 +120,7 @@ def warm_cache(
     workers = max(1, int(workers))
     size = max(1, min(8, len(todo) // (4 * workers)))  # small chunks: the bar moves, the workers stay even
     chunks = [(todo[i : i + size], spec, reference, str(cache_dir)) for i in range(0, len(todo), size)]
-    bar = tqdm(total=len(todo), desc="cache", unit="study", disable=not progress)
+    bar = tqdm(total=len(todo), desc="cache", unit="study", disable=not progress or not todo)
     failed = 0
     for done, bad in map_jobs(_cache_items, chunks, workers):
         failed += bad
