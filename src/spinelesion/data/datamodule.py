@@ -443,26 +443,25 @@ class SpineDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def draws(self, split: str = "train") -> tuple[list[Row], np.ndarray | None]:
+        """The manifest rows of ``split`` and the sampler's weight of each (None: uniform, without
+        balanced sampling)."""
+        rows = [r for r in self.load_manifest().rows if r.split == split]
+        weights = (
+            balanced_weights(rows, self.source_weights, self.domain_balance, self.place_balance)
+            if self.balanced_sampling
+            else None
+        )
+        return rows, weights
+
     def sampling_prior(self, split: str = "train") -> dict[str, list[float]]:
         """Per task, each class's share of the training draws of ``split`` (balanced sampling's
         weights, or the plain class frequencies without it): :func:`sampling_prior`."""
-        rows = [r for r in self.load_manifest().rows if r.split == split]
-        weights = (
-            balanced_weights(rows, self.source_weights, self.domain_balance, self.place_balance)
-            if self.balanced_sampling
-            else None
-        )
-        return sampling_prior(rows, weights)
+        return sampling_prior(*self.draws(split))
 
     def draw_shares(self, split: str = "train") -> dict[str, dict[str, float]]:
         """Per domain, each kind of ROI's share of the training draws (:func:`draw_shares`)."""
-        rows = [r for r in self.load_manifest().rows if r.split == split]
-        weights = (
-            balanced_weights(rows, self.source_weights, self.domain_balance, self.place_balance)
-            if self.balanced_sampling
-            else None
-        )
-        return draw_shares(rows, weights)
+        return draw_shares(*self.draws(split))
 
     def class_counts(self, split: str = "train") -> dict[str, np.ndarray]:
         """Counts per class for each task in a split (for loss weights)."""
