@@ -445,7 +445,7 @@ class SpineDataModule(pl.LightningDataModule):
 
     def draws(self, split: str = "train") -> tuple[list[Row], np.ndarray | None]:
         """The manifest rows of ``split`` and the sampler's weight of each (None: uniform, without
-        balanced sampling)."""
+        balanced sampling): what :func:`sampling_prior` and :func:`draw_shares` summarise."""
         rows = [r for r in self.load_manifest().rows if r.split == split]
         weights = (
             balanced_weights(rows, self.source_weights, self.domain_balance, self.place_balance)
@@ -453,15 +453,6 @@ class SpineDataModule(pl.LightningDataModule):
             else None
         )
         return rows, weights
-
-    def sampling_prior(self, split: str = "train") -> dict[str, list[float]]:
-        """Per task, each class's share of the training draws of ``split`` (balanced sampling's
-        weights, or the plain class frequencies without it): :func:`sampling_prior`."""
-        return sampling_prior(*self.draws(split))
-
-    def draw_shares(self, split: str = "train") -> dict[str, dict[str, float]]:
-        """Per domain, each kind of ROI's share of the training draws (:func:`draw_shares`)."""
-        return draw_shares(*self.draws(split))
 
     def class_counts(self, split: str = "train") -> dict[str, np.ndarray]:
         """Counts per class for each task in a split (for loss weights)."""

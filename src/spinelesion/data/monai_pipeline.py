@@ -122,7 +122,7 @@ def warm_cache(
     chunks = [(todo[i : i + size], spec, reference, str(cache_dir)) for i in range(0, len(todo), size)]
     bar = tqdm(total=len(todo), desc="cache", unit="study", disable=not progress or not todo)
     failed = 0
-    for done, bad in map_jobs(_cache_items, chunks, workers):
+    for done, bad in map_jobs(_cache_items, chunks, workers, initializer=_one_torch_thread):
         failed += bad
         bar.update(done)
     bar.close()
@@ -134,8 +134,6 @@ def _cache_items(job: tuple[list[dict[str, Any]], RoiSpec, str, str]) -> tuple[i
     """Load ``items`` through a PersistentDataset of ``cache_dir`` (a worker of :func:`warm_cache`):
     (studies read, studies that failed)."""
     items, spec, reference, cache_dir = job
-    if torch.get_num_threads() > 1 and _in_worker():
-        torch.set_num_threads(1)  # one thread per worker process: the workers share the cores
     ds = study_dataset(items, spec, reference, cache_dir)
     failed = 0
     for i in range(len(items)):
@@ -146,10 +144,9 @@ def _cache_items(job: tuple[list[dict[str, Any]], RoiSpec, str, str]) -> tuple[i
     return len(items), failed
 
 
-def _in_worker() -> bool:
-    import multiprocessing
-
-    return multiprocessing.parent_process() is not None
+def _one_torch_thread() -> None:
+    """A cache worker's torch on one thread: the workers share the cores."""
+    torch.set_num_threads(1)
 
 
 def _is_cached(ds: Dataset, item: Mapping[str, Any]) -> bool:

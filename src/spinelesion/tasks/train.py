@@ -34,6 +34,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from spinelesion.data.datamodule import draw_shares, sampling_prior
     from spinelesion.evaluation.bank import evaluate_bank
     from spinelesion.evaluation.report import headline_metrics
     from spinelesion.models.calibrate import calibrate_and_decide
@@ -120,10 +121,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metadata = model_metadata(cfg, dm, net, fit_seconds=fit_seconds, epochs=trainer.current_epoch)
     if decision:
         metadata["decision"] = decision
-    # what the sampler showed the network: scan mode moves its calls from it to real rates
-    metadata["sampling_prior"] = dm.sampling_prior("train")
+    # what the sampler showed the network: scan mode moves its calls from it to real rates ...
+    rows, weights = dm.draws("train")
+    metadata["sampling_prior"] = sampling_prior(rows, weights)
     # ... and per site and place: a place drawn mostly as a lesion is learnt as one
-    metadata["training"]["draws"] = dm.draw_shares("train")
+    metadata["training"]["draws"] = draw_shares(rows, weights)
     if tta:
         metadata["tta"] = list(tta)
     if init_info:
