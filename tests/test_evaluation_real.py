@@ -392,6 +392,25 @@ def test_scan_operating_point_is_chosen_on_the_curve_and_never_costs_more_than_a
     assert choose_call_threshold(curve, max_sensitivity_loss=0.0) == 0.65  # keeps both lesions
     assert choose_call_threshold(curve, max_sensitivity_loss=0.5) == 0.95  # one may go: fewest calls
     assert choose_call_threshold(operating_curve(records[2:], (0.5, 0.9))) == 0.5  # no lesions: lowest
+    # the healthy rate: only the untouched studies c and d (their 1 call at 0.5, none above)
+    assert [(p["untouched_studies"], p["untouched_false_calls_per_study"]) for p in curve] == [
+        (2, 0.5),
+        (2, 0.0),
+        (2, 0.0),
+        (2, 0.0),
+    ]
+    # a budget per healthy study: the lowest threshold within it, not the fewest calls over all
+    assert choose_call_threshold(curve, 0.5, max_untouched_false_calls=0.0) == 0.65
+    assert choose_call_threshold(curve, 0.5, max_untouched_false_calls=0.5) == 0.5
+    # none within budget (a healthy study with a call at 0.99): the fewest healthy calls, and never
+    # a threshold that loses more lesions than allowed (0.75 loses one)
+    stubborn = [
+        *records[:2],
+        {"study_id": "c", "lesions": [], "candidates": [cand(0.0, 0.6), cand(60.0, 0.99)]},
+    ]
+    hard = operating_curve(stubborn, (0.5, 0.65, 0.75, 0.95))
+    assert [p["untouched_false_calls_per_study"] for p in hard] == [2.0, 1.0, 1.0, 1.0]
+    assert choose_call_threshold(hard, 0.0, max_untouched_false_calls=0.0) == 0.65
 
 
 def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) -> None:

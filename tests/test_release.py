@@ -353,7 +353,12 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "manifests": ["data", "real", "mined"],
             "overrides": small,
         },
-        "point": {"kind": "scan_point", "model": "tuned", "studies_of": "real"},
+        "point": {  # a list of sets, and a budget of false calls per healthy (untouched) study
+            "kind": "scan_point",
+            "model": "tuned",
+            "studies_of": ["real"],
+            "max_untouched_false_calls": 0.5,
+        },
         "fresh": {
             "kind": "check",
             "check": "phantom_fresh",
@@ -420,6 +425,9 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert all(r.status == "done" for r in rows)
     meta = json.loads((models / "toy-demo" / "metadata.json").read_text())
     assert meta["release_rule"]["passed"] and "call_threshold" in meta["scan"]
+    scan = meta["scan"]  # the healthy rate on the val subject's whole untouched study beside the crops
+    assert scan["max_untouched_false_calls"] == 0.5 and "(1 untouched)" in scan["fitted_on"]
+    assert all(p["untouched_studies"] == 1 for p in scan["curve"])
     assert meta["metrics"]["toy test"]["n"] >= 1  # the check stage's label titles its section
     real = meta["real_anatomy"]  # three checks merged into one section, as the card reads it
     assert real["heldout_subjects"] and real["heldout_per_dataset"]["toy"]["subjects"] == 1

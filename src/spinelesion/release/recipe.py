@@ -67,7 +67,7 @@ KINDS: dict[str, Kind] = {
         ("model", "studies_of"),
         ("inference", "models", "evaluation", "scoring", "release/checks.py"),
         ("model", "studies_of"),
-        ("max_sensitivity_loss",),
+        ("max_sensitivity_loss", "max_untouched_false_calls"),
     ),
     # one check of a model (release/checks.py); its result is a JSON file
     "check": Kind(

@@ -197,21 +197,34 @@ def update_metadata(model: Path, path: tuple[str, ...], value: Any, merge: bool 
 
 def scan_point(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     """A copy of the model with scan mode's call threshold chosen on the validation subjects' real
-    studies (untouched and with one inserted finding): metadata ``scan``."""
+    studies (untouched and with one inserted finding) of each set ``studies_of`` names: metadata
+    ``scan``, with the curve it was chosen on."""
     from spinelesion.evaluation.scan_operating import choose_call_threshold, operating_curve
     from spinelesion.release.checks import recorded_scans, subjects
     from spinelesion.tasks.hard_negatives import study_rows
 
     p = stage.params
     model = copy_model(model_of(ctx.inputs[p["model"]]), ctx.folder)
-    manifest = ctx.inputs[p["studies_of"]] / "manifest.csv"
-    records, _ = recorded_scans(model, manifest, study_rows(manifest, ("val",)))
+    sets = [p["studies_of"]] if isinstance(p["studies_of"], str) else list(p["studies_of"])
+    records: list[dict[str, Any]] = []
+    names: list[str] = []
+    for name in sets:
+        manifest = ctx.inputs[name] / "manifest.csv"
+        records += recorded_scans(model, manifest, study_rows(manifest, ("val",)))[0]
+        names += subjects(manifest, "val")
     curve = operating_curve(records)
     loss = float(p.get("max_sensitivity_loss", 0.02))
+    budget = p.get("max_untouched_false_calls")
+    budget = None if budget is None else float(budget)
+    untouched = sum(1 for r in records if not r["lesions"])
     result = {
-        "call_threshold": choose_call_threshold(curve, loss),
+        "call_threshold": choose_call_threshold(curve, loss, budget),
         "max_sensitivity_loss": loss,
-        "fitted_on": f"{len(records)} real studies of the validation subjects ({', '.join(subjects(manifest, 'val'))})",
+        "max_untouched_false_calls": budget,
+        "fitted_on": (
+            f"{len(records)} real studies ({untouched} untouched) of the validation subjects "
+            f"({', '.join(sorted(names))})"
+        ),
         "curve": curve,
     }
     update_metadata(model, ("scan",), result)
