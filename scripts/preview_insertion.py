@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png, of the
-same study under random appearances -> docs/images/appearance_*.png, and of the plain renderer's
-findings (the outside-check proxy) in a held-out one -> docs/images/plain_*.png.
+same study under random appearances -> docs/images/appearance_*.png, of the plain renderer's
+findings (the outside-check proxy) in a held-out one -> docs/images/plain_*.png, and of a real T2
+imaged as T1 and STIR beside real ones of another site -> docs/images/contrast_*.png.
 
 Usage: python scripts/preview_insertion.py [backgrounds folder] [study id ...]
 """
@@ -14,7 +15,12 @@ from pathlib import Path
 import yaml
 
 from spinelesion.insert.background import discover_backgrounds
-from spinelesion.insert.preview import write_appearance_preview, write_insertion_preview, write_plain_preview
+from spinelesion.insert.preview import (
+    write_appearance_preview,
+    write_contrast_preview,
+    write_insertion_preview,
+    write_plain_preview,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +52,22 @@ def main() -> None:
                 specs["vb2_07"],
                 ROOT / "docs" / "images" / "plain_vb2_07.png",
                 cord_levels=set(cfg["cord_levels"]),
+            )
+        )
+
+    multisite = ROOT.parent / "shared" / "data" / "real-multisite"
+    if "vb2_04" in specs and (multisite / "vb1_02").is_dir():  # real T1 and STIR of another site beside
+        others = {
+            s.study_id: s
+            for s in discover_backgrounds(multisite, cfg["levels"], cfg["native_mm"], cfg.get("bottom_level"))
+        }
+        print(
+            write_contrast_preview(
+                specs["vb2_04"],
+                [others["vb1_02"], others["vb1_03"]],
+                cfg["rates"],
+                ROOT / "docs" / "images" / "contrast_vb2_04.png",
+                set(cfg["cord_levels"]),
             )
         )
 

@@ -187,12 +187,16 @@ def _canal(bg: Background, frame: BodyFrame, fluid: np.ndarray, marrow: float) -
     return lo, min(hi, lo + 24.0)
 
 
-def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> SpineAnatomy:
+def derive_anatomy(
+    bg: Background, cord_levels: set[str] | None = None, canal_from: SpineAnatomy | None = None
+) -> SpineAnatomy:
     """Frames, canal and tissue references of a background.
 
     Args:
         cord_levels: levels where a spinal cord runs in the canal when the study has no
             cord mask (the conus ends near L1; below it only cauda equina roots).
+        canal_from: the anatomy of the same study and masks under another sequence, whose
+            canal is taken as it is (a T1 made from a T2 has no bright CSF to find it by).
     """
     frames = _frames(bg)
     fluid_seq = next((s for s in FLUID_BRIGHT if s in bg.images), None)
@@ -200,8 +204,11 @@ def derive_anatomy(bg: Background, cord_levels: set[str] | None = None) -> Spine
     tissues: dict[str, dict[str, float]] = {s: {} for s in bg.images}
     for s, img in bg.images.items():
         tissues[s]["marrow"] = float(np.median(img[body_core])) if body_core.any() else float(np.median(img))
+    known = {f.label: f.canal for f in canal_from.bodies} if canal_from is not None else {}
     for f in frames:
-        if fluid_seq is not None:
+        if f.label in known:
+            f.canal = known[f.label]
+        elif fluid_seq is not None:
             f.canal = _canal(bg, f, bg.images[fluid_seq], tissues[fluid_seq]["marrow"])
         else:
             f.canal = (f.posterior + 2.0, f.posterior + 16.0)

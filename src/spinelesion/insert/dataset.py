@@ -31,6 +31,7 @@ from spinelesion.data.manifest import Row, write_manifest
 from spinelesion.data.splits import assign_splits
 from spinelesion.insert.anatomy import SpineAnatomy, box_around, derive_anatomy
 from spinelesion.insert.background import Background, BackgroundSpec, discover_backgrounds, load_background
+from spinelesion.insert.contrast import TARGETS, synthesise
 from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
 from spinelesion.insert.paint import quantise
 from spinelesion.io.nifti import write_nifti
@@ -231,11 +232,13 @@ def drawn_normals(
     rng: np.random.Generator,
     appearance: AppearanceConfig,
     suffix: str,
+    draw: bool = True,
 ) -> list[dict[str, Any]]:
-    """The untouched study under one random appearance, written as study
-    ``<id>_<variant tag><normal ROI tag><suffix>``, with the same kinds of normal ROIs as the study
-    itself. Both tags are in the id: two sets of the same subjects (e.g. real_insert and the
-    dense normals) each draw their own look, and their ids must stay unique in one training mix."""
+    """The untouched study under one random appearance (``draw``; else as ``bg`` holds it, e.g.
+    imaged as another sequence), written as study ``<id>_<variant tag><normal ROI tag><suffix>``,
+    with the same kinds of normal ROIs as the study itself. Both tags are in the id: two sets of
+    the same subjects (e.g. real_insert and the dense normals) each draw their own look, and
+    their ids must stay unique in one training mix."""
     normal_tag = str(cfg.get("normal_rois", {}).get("tag", ""))
     study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}{normal_tag}{suffix}"
     recs = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
@@ -248,11 +251,17 @@ def drawn_normals(
         centres,
         out / "studies" / study_id,
         float(cfg["crop_margin_mm"]),
-        drawer(bg, rng, appearance),
+        drawer(bg, rng, appearance) if draw else None,
     )
     rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
+    # the written sequences only: a study imaged as another sequence has none of the acquired files
     return [
-        {**r, **rel, "case_id": r["case_id"].replace(spec.study_id, study_id, 1), "study_id": study_id}
+        {
+            **{k: v for k, v in r.items() if k not in spec.sequences},
+            **rel,
+            "case_id": r["case_id"].replace(spec.study_id, study_id, 1),
+            "study_id": study_id,
+        }
         for r in recs
     ]
 
@@ -270,7 +279,13 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
     # randomised look never tells a lesion; the evaluation splits stay as acquired.
     drawn = appearance.enabled and split in appearance.splits
     draw_rng = np.random.default_rng([int(cfg["seed"]), index, 0, 1])
-    if drawn and draw_rng.random() < appearance.prob:
+    looks = imaged_as(bg, an, cfg, [int(cfg["seed"]), index, 0, 3])
+    if looks:  # the study imaged as other sequences: each untouched look is written (a new image)
+        records = []
+        for target, (bg_t, an_t) in looks.items():
+            draw = drawn and draw_rng.random() < appearance.prob
+            records += drawn_normals(spec, bg_t, an_t, out, cfg, rng, appearance, target, draw)
+    elif drawn and draw_rng.random() < appearance.prob:
         records = drawn_normals(spec, bg, an, out, cfg, rng, appearance, "app")
     else:
         records = normal_records(spec, bg, an, out, cfg.get("normal_rois", {}), rng)
@@ -280,6 +295,8 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
             records += drawn_normals(spec, bg, an, out, cfg, copy_rng, appearance, f"app{c:02d}")
     for v in range(int(cfg["variants_per_subject"])):
         rng = np.random.default_rng([int(cfg["seed"]), index, v + 1])
+        if looks:  # the inserted studies take the looks in turn: as many of each
+            bg, an = list(looks.values())[v % len(looks)]
         name, label = choose(rng, an, cfg["finding_weights"])
         ctx = insert_finding(bg, an, name, label, rng, cfg["rates"])
         study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}ins{v:03d}"
@@ -321,6 +338,19 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
     }
 
 
+def imaged_as(
+    bg: Background, an: SpineAnatomy, cfg: Mapping[str, Any], seed: list[int]
+) -> dict[str, tuple[Background, SpineAnatomy]]:
+    """The study imaged as each sequence of ``contrast.targets`` (:mod:`spinelesion.insert.contrast`),
+    with its anatomy (the canal as found on the study itself); empty when none is asked for."""
+    targets = list((cfg.get("contrast") or {}).get("targets") or [])
+    looks = {}
+    for k, target in enumerate(targets):
+        made = synthesise(bg, an, str(target), np.random.default_rng([*seed, k]))
+        looks[str(target)] = (made, derive_anatomy(made, set(cfg["cord_levels"]), canal_from=an))
+    return looks
+
+
 def subject_splits(specs: list[BackgroundSpec], ratios: Mapping[str, float], seed: int) -> dict[str, str]:
     rows = [
         Row(
@@ -343,6 +373,9 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
         raise FileNotFoundError(
             f"backgrounds folder '{root}' not found (set backgrounds=... or SPINELESION_REAL_NORMALS)"
         )
+    unknown = [t for t in (cfg.get("contrast") or {}).get("targets") or [] if t not in TARGETS]
+    if unknown:
+        raise ValueError(f"contrast.targets: {unknown} (each one of {', '.join(TARGETS)})")
     specs = discover_backgrounds(root, cfg.get("levels"), cfg.get("native_mm"), cfg.get("bottom_level"))
     if not specs:
         raise ValueError(f"{root}: no real study with vertebral-body masks found")

@@ -178,3 +178,66 @@ def write_appearance_preview(
         ax.axis("off")
     fig.suptitle(f"{seq.upper()} of real study {spec.study_id} under random appearances", fontsize=9)
     return _save(fig, path)
+
+
+def write_contrast_preview(
+    spec: BackgroundSpec,
+    references: list[BackgroundSpec],
+    rates: Mapping[str, Any],
+    path: str | Path,
+    cord_levels: set[str] | None = None,
+    finding: str = "pathologic_fracture",
+    level: str = "L2",
+    seed: int = 0,
+) -> Path:
+    """One real T2 imaged as T1 and STIR (:mod:`spinelesion.insert.contrast`), beside real T1 and
+    STIR exams of another site (``references``); below, the same finding inserted after each
+    synthesis, painted with that sequence's radiology."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spinelesion.insert.contrast import synthesise
+
+    bg = load_background(spec)
+    an = derive_anatomy(bg, cord_levels)
+    body = next((b for b in an.bodies if b.level == level), an.bodies[len(an.bodies) // 2])
+    centre = body.centre
+    looks = [("t2", bg, an)]
+    for k, target in enumerate(("t1", "stir")):
+        made = synthesise(bg, an, target, np.random.default_rng([seed, k]))
+        looks.append((target, made, derive_anatomy(made, cord_levels, canal_from=an)))
+    fig, axes = plt.subplots(
+        2, len(looks) + len(references), figsize=(2.8 * (len(looks) + len(references)), 6.4)
+    )
+
+    def show(ax: Any, affine: np.ndarray, image: np.ndarray, at: np.ndarray, title: str) -> None:
+        plane = _sagittal(affine, image, at, half_mm=70.0)
+        ax.imshow(plane, cmap="gray", vmin=0, vmax=float(np.percentile(plane, 99.5)))
+        ax.set_title(title, fontsize=7)
+
+    for col, (seq, look, anat) in enumerate(looks):
+        origin = "real" if seq == "t2" else "made from the T2"
+        show(axes[0, col], bg.affine, look.images[seq], centre, f"{spec.study_id} {seq.upper()} ({origin})")
+        ctx = insert_finding(look, anat, finding, body.label, np.random.default_rng([seed, 9]), rates)
+        show(axes[1, col], bg.affine, ctx.images[seq], centre, f"+ {finding} at {body.level}, {seq.upper()}")
+    for k, ref in enumerate(references):
+        real = load_background(ref)
+        seq = next(iter(real.images))
+        mid = apply_affine(real.affine, np.argwhere(real.bodies > 0).mean(0)[None])[0]
+        show(
+            axes[0, len(looks) + k],
+            real.affine,
+            real.images[seq],
+            mid,
+            f"{ref.study_id} {seq.upper()} (real, other site)",
+        )
+        axes[1, len(looks) + k].set_visible(False)
+    for ax in axes.reshape(-1):
+        ax.axis("off")
+    fig.suptitle(
+        f"Real anatomy under other sequences: {spec.study_id}'s T2 imaged as T1 and STIR (anterior left)",
+        fontsize=9,
+    )
+    return _save(fig, path, rect=(0.0, 0.0, 1.0, 0.95))
