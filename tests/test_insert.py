@@ -9,6 +9,7 @@ when present.
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -866,6 +867,12 @@ def test_an_insertion_set_writes_every_study_under_each_look(toy_root: Path, tmp
         inserted = sorted(s for s in studies if s.startswith(f"{subject}_syn_ins"))
         looks = [next(iter(studies[s].sequences)) for s in inserted]
         assert looks == ["t1", "stir", "t1", "stir"]  # the looks in turn
+    # a study without a T2 to make the looks from is written as acquired
+    from spinelesion.insert.dataset import imaged_as
+
+    t1_only = replace(load_background(discover_backgrounds(toy_root, levels=["L1", "L2", "L3"])[0]))
+    t1_only.images = {"t1": t1_only.images["t1"]}
+    assert imaged_as(t1_only, derive_anatomy(t1_only), cfg, [0]) == {}
     with pytest.raises(ValueError, match=r"contrast.targets: \['flair'\]"):
         generate_inserted(dict(cfg, contrast={"targets": ["flair"]}))
 

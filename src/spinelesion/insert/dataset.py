@@ -342,8 +342,12 @@ def imaged_as(
     bg: Background, an: SpineAnatomy, cfg: Mapping[str, Any], seed: list[int]
 ) -> dict[str, tuple[Background, SpineAnatomy]]:
     """The study imaged as each sequence of ``contrast.targets`` (:mod:`spinelesion.insert.contrast`),
-    with its anatomy (the canal as found on the study itself); empty when none is asked for."""
+    with its anatomy (the canal as found on the study itself); empty when none is asked for, and
+    for a study without a T2 to make them from (it is written as acquired, and said so)."""
     targets = list((cfg.get("contrast") or {}).get("targets") or [])
+    if targets and "t2" not in bg.images:
+        log.warning("%s: no t2 to image as %s; written as acquired", bg.spec.study_id, ", ".join(targets))
+        return {}
     looks = {}
     for k, target in enumerate(targets):
         made = synthesise(bg, an, str(target), np.random.default_rng([*seed, k]))
