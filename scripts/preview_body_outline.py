@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spinelesion.inference.body_outline import depth_under_skin_mm  # noqa: E402
+from spinelesion.io.body_outline import depth_under_skin_mm  # noqa: E402
 from spinelesion.io.reader import read_volume  # noqa: E402
 from spinelesion.io.volume import apply_affine  # noqa: E402
 

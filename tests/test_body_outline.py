@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from spinelesion.data.roi import RoiSpec
-from spinelesion.inference.body_outline import air_mask, depth_under_skin_mm
 from spinelesion.inference.scan import ScanConfig, scan_study
+from spinelesion.io.body_outline import air_mask, depth_under_skin_mm
 from spinelesion.labels import TASKS
 
 SHAPE = (40, 120, 100)  # a sagittal slab: x (left-right) is the thin axis; 1 mm voxels

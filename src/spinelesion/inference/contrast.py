@@ -7,7 +7,7 @@ the model expects neither, and on a real site of that kind a third to a half of 
 were called diseased (issue 33). The prediction still runs; the outputs say what the series
 looks like.
 
-Two numbers need no segmentation, only the body outline (:mod:`.body_outline`), measured on
+Two numbers need no segmentation, only the body outline (:mod:`spinelesion.io.body_outline`), measured on
 ~1.5 mm blocks (under a second per study):
 
 * ``fat_ratio``: the 75th percentile of the subcutaneous layer (3-12 mm under the skin: fat,
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinelesion.inference.body_outline import depth_under_skin_mm
+from spinelesion.io.body_outline import depth_under_skin_mm
 from spinelesion.io.resample import block_mean
 from spinelesion.io.volume import Volume, spacing_of
 

@@ -7,7 +7,7 @@ ROI, coarse to fine (the rest interpolated where every classified neighbour says
 the class probabilities are blended with MONAI's Gaussian weighting, so the blended map at a
 voxel says what the classifier answers for ROIs centred near that voxel. Peaks of
 "some lesion or fracture here" (1 - p(none), the larger of the two tasks) become
-candidate ROIs, none shallower than ``min_depth_mm`` under the skin (:mod:`.body_outline`: no
+candidate ROIs, none shallower than ``min_depth_mm`` under the skin (:mod:`spinelesion.io.body_outline`: no
 compartment lies there) nor nearer the field of view's edges than ``edge_margin_mm`` along the
 study's own axes (:func:`field_of_view_margin`). Each candidate is then classified like a given
 ROI, but as the mean answer over its centre and six neighbours ``classify_shift_mm`` away
@@ -32,8 +32,8 @@ from scipy import ndimage
 
 from spinelesion.data.normalize import robust_unit_range
 from spinelesion.data.roi import RoiSpec, sample_grid
-from spinelesion.inference.body_outline import depth_under_skin_mm
 from spinelesion.inference.windows import blend, classify_lattice, lattice, touching
+from spinelesion.io.body_outline import depth_under_skin_mm
 from spinelesion.io.resample import block_mean
 from spinelesion.io.volume import apply_affine, dominant_axes, spacing_of
 from spinelesion.labels import TASKS
@@ -61,7 +61,7 @@ class ScanConfig:
     context_inside: bool = False  # ... and, per axis, half a ROI context (at most 40 % of the extent) inside
     classify_shift_mm: float = 4.0  # a candidate's answer: the mean over it and 6 points this far along each
     # axis (training's translation range): a peak of a noisy map is where the answer is biased upward
-    min_depth_mm: float = 10.0  # candidates at least this deep under the skin (body_outline.py: every
+    min_depth_mm: float = 10.0  # candidates at least this deep under the skin (io/body_outline.py: every
     # compartment lies deeper; a study without air around the body is not limited); 0: off
     lesion_rates: dict[str, dict[str, float]] | None = None  # opt-in: a candidate's call judged with
     # the lesion classes at these relative rates per task, moved from the sampling prior recorded in the

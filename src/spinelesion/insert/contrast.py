@@ -37,9 +37,9 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from spinelesion.inference.body_outline import depth_under_skin_mm
 from spinelesion.insert.anatomy import SpineAnatomy, box_around, local_coords
 from spinelesion.insert.background import Background
+from spinelesion.io.body_outline import depth_under_skin_mm
 from spinelesion.io.resample import block_mean
 from spinelesion.io.volume import spacing_of
 
