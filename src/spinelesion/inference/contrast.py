@@ -34,13 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinelesion.io.body_outline import depth_under_skin_mm
-from spinelesion.io.resample import block_mean
+from spinelesion.io.body_outline import under_skin_layers
 from spinelesion.io.volume import Volume, spacing_of
 
-SUBCUTANEOUS_MM = (3.0, 12.0)
 DEEP_MM = 25.0
-BLOCK_MM = 1.5  # the depth map on ~1.5 mm blocks (as in scan mode): 0.5 s instead of 5-8 s
 MIN_EXTENT_MM = 140.0  # a tight crop (no air, or dark muscle at its edges) is not judged
 T2_FAT_SUPPRESSED_BELOW = 0.8
 T1_FAT_NOT_BRIGHTEST_BELOW = 1.5
@@ -58,13 +55,10 @@ def contrast_profile(vol: Volume) -> ContrastProfile | None:
     extent = np.sort(np.asarray(vol.shape) * spacing_of(vol.affine))
     if extent[-2] < MIN_EXTENT_MM:
         return None
-    small, affine = block_mean(np.asarray(vol.array, np.float32)[None], vol.affine, BLOCK_MM)
-    depth = depth_under_skin_mm(small, [float(v) for v in spacing_of(affine)])
-    if not np.isfinite(depth).any():
+    layers = under_skin_layers(vol.array, vol.affine, DEEP_MM)
+    if layers is None:
         return None
-    image = small[0]
-    ring = image[(depth > SUBCUTANEOUS_MM[0]) & (depth < SUBCUTANEOUS_MM[1])]
-    deep = image[np.isfinite(depth) & (depth > DEEP_MM)]
+    ring, deep = layers
     if ring.size < 100 or deep.size < 100:
         return None
     fat = float(np.percentile(ring, 75))

@@ -39,9 +39,7 @@ from scipy import ndimage
 
 from spinelesion.insert.anatomy import SpineAnatomy, box_around, local_coords
 from spinelesion.insert.background import Background
-from spinelesion.io.body_outline import depth_under_skin_mm
-from spinelesion.io.resample import block_mean
-from spinelesion.io.volume import spacing_of
+from spinelesion.io.body_outline import under_skin_layers
 
 TARGETS = ("t1", "stir")
 SAC_HALF_WIDTH_MM = 10.0  # the lumbar thecal sac is ~15-20 mm wide
@@ -50,12 +48,12 @@ SOFT_MM = 1.0  # region edges blurred this much: no seam where one tissue's map 
 
 
 def fat_level(image: np.ndarray, affine: np.ndarray) -> float | None:
-    """The subcutaneous fat level of a study (75th percentile 3-12 mm under the skin, as the
+    """The subcutaneous fat level of a study (75th percentile of the layer under the skin, as the
     contrast check measures it: :mod:`spinelesion.inference.contrast`); None without air around it."""
-    small, small_affine = block_mean(np.asarray(image, np.float32)[None], affine, 1.5)
-    depth = depth_under_skin_mm(small, [float(v) for v in spacing_of(small_affine)])
-    ring = small[0][(depth > 3.0) & (depth < 12.0)]
-    return float(np.percentile(ring, 75)) if ring.size >= 100 else None
+    layers = under_skin_layers(image, affine, deep_mm=np.inf)
+    if layers is None or layers[0].size < 100:
+        return None
+    return float(np.percentile(layers[0], 75))
 
 
 def tissue_regions(bg: Background, an: SpineAnatomy) -> dict[str, np.ndarray]:

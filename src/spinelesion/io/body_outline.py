@@ -23,6 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from spinelesion.io.resample import block_mean
+from spinelesion.io.volume import spacing_of
+
 FLOOR_BAND = (
     0.05  # a study has air when a tenth of its voxels lie this close above its floor (fraction of range)
 )
@@ -82,3 +85,21 @@ def depth_under_skin_mm(array: np.ndarray, spacing: Sequence[float]) -> np.ndarr
     if not air.any():
         return np.full(air.shape, np.inf, dtype=np.float32)
     return ndimage.distance_transform_edt(~air, sampling=np.asarray(spacing, float)).astype(np.float32)
+
+
+SUBCUTANEOUS_MM = (3.0, 12.0)  # the fat under the skin, clear of the skin's partial volume with air
+BLOCK_MM = 1.5  # the depth map on ~1.5 mm blocks (as in scan mode): 0.5 s instead of 5-8 s on 1 mm
+
+
+def under_skin_layers(
+    image: np.ndarray, affine: np.ndarray, deep_mm: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the subcutaneous layer, ``SUBCUTANEOUS_MM`` under the skin; the tissue deeper than
+    ``deep_mm``) of a 3D image averaged on ``BLOCK_MM`` blocks, or None without air around the body."""
+    small, small_affine = block_mean(np.asarray(image, np.float32)[None], affine, BLOCK_MM)
+    depth = depth_under_skin_mm(small, [float(v) for v in spacing_of(small_affine)])
+    if not np.isfinite(depth).any():
+        return None
+    layer = small[0]
+    ring = layer[(depth > SUBCUTANEOUS_MM[0]) & (depth < SUBCUTANEOUS_MM[1])]
+    return ring, layer[np.isfinite(depth) & (depth > deep_mm)]

@@ -200,7 +200,7 @@ def scan_point(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     studies (untouched and with one inserted finding) of each set ``studies_of`` names: metadata
     ``scan``, with the curve it was chosen on."""
     from spinelesion.evaluation.scan_operating import choose_call_threshold, operating_curve
-    from spinelesion.release.checks import recorded_scans, subjects
+    from spinelesion.release.checks import recorded_scans
     from spinelesion.tasks.hard_negatives import study_rows
 
     p = stage.params
@@ -210,8 +210,9 @@ def scan_point(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     names: list[str] = []
     for name in sets:
         manifest = ctx.inputs[name] / "manifest.csv"
-        records += recorded_scans(model, manifest, study_rows(manifest, ("val",)))[0]
-        names += subjects(manifest, "val")
+        groups = study_rows(manifest, ("val",))
+        records += recorded_scans(model, manifest, groups)[0]
+        names += sorted({r["patient_id"] for rows in groups.values() for r in rows})
     curve = operating_curve(records)
     loss = float(p.get("max_sensitivity_loss", 0.02))
     budget = p.get("max_untouched_false_calls")
