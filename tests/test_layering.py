@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("generators", ["spinelesion.phantom", "spinelesion.insert"]),
     # Pure metric functions: the LightningModule logs AUCs, calibration fits a temperature.
     ("scoring", ["spinelesion.scoring"]),
-    ("models", ["spinelesion.models"]),
+    ("models", ["spinelesion.models", "spinelesion.localize"]),
     ("evaluation", ["spinelesion.evaluation"]),
     ("inference", ["spinelesion.inference"]),
     ("export", ["spinelesion.export", "spinelesion.benchmark"]),

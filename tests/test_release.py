@@ -353,9 +353,18 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "manifests": ["data", "real", "mined"],
             "overrides": small,
         },
+        "loc": {  # a spine locator of a few steps, split as the insertion set, in the model's folder
+            "kind": "locator",
+            "backgrounds": ["toy-normals"],
+            "split_from": ["real"],
+            "phantom": {"studies": 1, "seed": 5, "val_studies": 1},
+            "steps": 2,
+            "settings": {"channels": [4, 8], "patch": [16, 16, 16]},
+        },
+        "located": {"kind": "with_locator", "model": "tuned", "locator": "loc"},
         "point": {  # a list of sets, and a budget of false calls per healthy (untouched) study
             "kind": "scan_point",
-            "model": "tuned",
+            "model": "located",
             "studies_of": ["real"],
             "max_untouched_false_calls": 0.5,
         },
@@ -425,6 +434,9 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert all(r.status == "done" for r in rows)
     meta = json.loads((models / "toy-demo" / "metadata.json").read_text())
     assert meta["release_rule"]["passed"] and "call_threshold" in meta["scan"]
+    assert meta["locator"]["info"]["trained_on"]["toy"]["train"] >= 1  # the locator travelled to models/
+    assert (models / "toy-demo" / meta["locator"]["weights"]).is_file()
+    assert "## Spine locator" in (models / "toy-demo" / "README.md").read_text()
     scan = meta["scan"]  # the healthy rate on the val subject's whole untouched study beside the crops
     assert scan["max_untouched_false_calls"] == 0.5 and "(1 untouched)" in scan["fitted_on"]
     assert all(p["untouched_studies"] == 1 for p in scan["curve"])

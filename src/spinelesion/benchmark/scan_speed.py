@@ -3,7 +3,8 @@
 For each study folder: the MONAI reference (every window, MONAI's blend:
 :mod:`spinelesion.benchmark.scan_reference`) once, the lattice scan (``repeats`` times, the
 median), their ratio, how many windows each classified, and whether they propose the same
-candidates (within 3 mm: the blend of interpolated windows may move a peak by a voxel).
+candidates (within 3 mm: the blend of interpolated windows may move a peak by a voxel); for a
+model with a spine locator also the scan prediction runs (locator, then the windows near the spine).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def compare_scan(
             "steps_s": {k: round(v, 2) for k, v in result.timings.items()},
             "candidates": len(result.candidates),
         }
+        if getattr(predictor, "locator", None) is not None and predictor.cfg.scan.spine_locator:
+            # what prediction runs: the locator, then the scan within its region
+            t0 = time.perf_counter()
+            located, _, _ = predictor.scan(array, affine, available)
+            row["spine_s"] = round(time.perf_counter() - t0, 2)
+            row["spine_windows"] = located.windows
+            row["spine_candidates"] = len(located.candidates)
         if reference:
             t0 = time.perf_counter()
             maps = monai_scan_maps(*args)

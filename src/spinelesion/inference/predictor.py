@@ -127,8 +127,17 @@ class StudyJob:
 
 
 class Predictor:
-    def __init__(self, net: torch.nn.Module, meta: Mapping[str, Any], cfg: PredictorConfig | None = None):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        meta: Mapping[str, Any],
+        cfg: PredictorConfig | None = None,
+        locator: Any = None,
+    ):
+        """``locator``: the model folder's spine locator (:func:`spinelesion.localize.model.load_locator`),
+        which limits scan mode to the spine; None: scans search the whole field of view."""
         cfg = cfg or PredictorConfig()
+        self.locator = locator
         # auto / on / off read once (a copy: the caller's config stays as given); every later
         # test of them is `is True`, `is False` or "auto"
         self.cfg = replace(
@@ -176,10 +185,42 @@ class Predictor:
     def from_model_dir(
         cls, model_dir: str | os.PathLike[str], cfg: PredictorConfig | None = None
     ) -> Predictor:
-        from spinelesion.models.folder import load_model_folder
+        from spinelesion.localize.model import load_locator
+        from spinelesion.models.folder import load_model_folder, resolve_model
 
         net, meta = load_model_folder(model_dir)
-        return cls(net, meta, cfg)
+        return cls(net, meta, cfg, load_locator(resolve_model(model_dir), meta))
+
+    def scan(
+        self,
+        array: np.ndarray,
+        affine: np.ndarray,
+        available: np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+        cfg: ScanConfig | None = None,
+    ) -> tuple[Any, list[str], list[str]]:
+        """Scan mode on one prepared study, within the spine locator's region when the model has a
+        locator and ``scan.spine_locator`` is on: (ScanResult, warnings, notes). Every scan of a
+        model goes through here (prediction, mining, the release's checks); ``cfg``: other scan
+        settings than the predictor's."""
+        cfg = cfg or self.cfg.scan
+        warnings: list[str] = []
+        notes: list[str] = []
+        region = None
+        if self.locator is not None and cfg.spine_locator:
+            from spinelesion.localize.region import locate
+
+            mask, mask_affine, found_ml = locate(self.locator, array, affine, available, self.device)
+            if mask is None:
+                warnings.append(
+                    f"spine locator found {found_ml:.1f} ml of vertebral body (under "
+                    f"{self.locator.settings.min_body_ml:g} ml): scan searched the whole field of view"
+                )
+            else:
+                region = (mask, mask_affine)
+                notes.append(f"scan searched near the spine: {found_ml:.0f} ml of vertebral body found")
+        result = scan_study(self.net, array, affine, available, self.spec, cfg, self.device, progress, region)
+        return result, warnings, notes
 
     # -- pieces that tests and the benchmark call one by one -----------------------------------
     def prepare(self, study: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -332,16 +373,9 @@ class Predictor:
         t_scan = 0.0
         if not rois:
             t0 = time.perf_counter()
-            result = scan_study(
-                self.net,
-                job.array,
-                job.affine,
-                job.available,
-                self.spec,
-                self.cfg.scan,
-                self.device,
-                progress,
-            )
+            result, warnings, notes = self.scan(job.array, job.affine, job.available, progress)
+            job.warnings.extend(warnings)
+            job.notes.extend(notes)
             t_scan = time.perf_counter() - t0
             job.timings.update({f"scan_{k}": v for k, v in result.timings.items()})
             rois = [

@@ -35,6 +35,7 @@ from spinelesion.data.roi import RoiSpec, sample_grid
 from spinelesion.inference.windows import blend, classify_lattice, lattice, touching
 from spinelesion.io.body_outline import depth_under_skin_mm
 from spinelesion.io.resample import block_mean
+from spinelesion.io.resample import lps_grid as scan_grid
 from spinelesion.io.volume import apply_affine, dominant_axes, spacing_of
 from spinelesion.labels import TASKS
 from spinelesion.models.batch import autocast_for, channels_last_helps
@@ -70,6 +71,10 @@ class ScanConfig:
     # this; None: the model's operating point (metadata scan.call_threshold, fitted on validation
     # studies: evaluation/scan_operating.py), 0.5 for a model without one. The decision rule alone
     # may name a rare class below 0.5, right for a place a user points at, not for a scan's peak.
+
+    spine_locator: bool = True  # candidates only in the region the model's spine locator finds (the bodies,
+    # the canal and arches behind them, a margin: localize/region.py), when the model has one; false:
+    # the whole field of view (a study where it finds too little body is searched whole, with a warning)
 
     max_windows: int = 50_000  # a cost bound: a study needing more windows fails by name (the default
     # walk needs ~1,000-1,500 on a 1 mm lumbar study; 50,000 is ~1 hour on a 2-core CPU)
@@ -140,22 +145,6 @@ class _Clock:
         self._t = now
 
 
-def scan_grid(
-    shape: tuple[int, ...], affine: np.ndarray, spacing: tuple[float, float, float], max_extent_mm: float
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """LPS-aligned grid at ``spacing`` covering the bounding box of a volume."""
-    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1).T
-    world = apply_affine(affine, corners)
-    lo, hi = world.min(0), world.max(0)
-    extent = np.minimum(hi - lo, max_extent_mm)
-    centre = (lo + hi) / 2
-    size = np.maximum(np.ceil(extent / np.asarray(spacing)).astype(int), 1)
-    out = np.eye(4)
-    out[:3, :3] = np.diag(spacing)
-    out[:3, 3] = centre - np.asarray(spacing) * (size - 1) / 2
-    return out, (int(size[0]), int(size[1]), int(size[2]))
-
-
 def window_overlap(spec: RoiSpec, cfg: ScanConfig) -> list[float]:
     """Per-axis overlap of the context-sized windows: at least ``cfg.overlap``, and enough that
     window centres lie at most ``cfg.stride_mm`` apart. The classifier was trained on ROIs
@@ -180,10 +169,14 @@ def scan_study(
     cfg: ScanConfig,
     device: torch.device,
     progress: Callable[[int, int], None] | None = None,
+    region: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScanResult:
     """Sliding-window probability maps and candidate ROI centres for one prepared study.
 
     ``progress`` is called with (windows classified, windows planned so far) as the scan goes.
+    ``region``: (mask, its LPS affine), where candidates may lie besides the field of view's and
+    the skin's limits (the spine locator's region, :mod:`spinelesion.localize.region`); windows
+    that reach no voxel of it are not classified.
     """
     clock = _Clock()
     # Unavailable sequences are exact zeros in the network input (robust_unit_range would zero
@@ -195,6 +188,10 @@ def scan_study(
     present = np.asarray(array)[used]
     grid_affine, grid_shape = scan_grid(array.shape[1:], affine, spec.spacing, cfg.max_extent_mm)
     inside = candidate_region(present, affine, grid_affine, grid_shape, spec, cfg)
+    if region is not None:
+        mask, mask_affine = region
+        on_grid = sample_grid(np.asarray(mask, np.float32)[None], mask_affine, grid_affine, grid_shape)
+        inside &= on_grid[0, 0].numpy() > 0.5
     clock.lap("region")
     volume = sample_grid(present, affine, grid_affine, grid_shape)[0].numpy()  # (C', X, Y, Z)
     lat = lattice(grid_shape, spec.context_shape, window_overlap(spec, cfg))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinelesion.io.volume import Volume, spacing_of
+from spinelesion.io.volume import Volume, apply_affine, spacing_of
 from spinelesion.labels import SEQUENCES
 
 REFERENCE_ORDER: tuple[str, ...] = ("t2", "t1", "stir", "t1c")
@@ -208,3 +208,20 @@ def block_mean(array: np.ndarray, affine: np.ndarray, spacing_mm: float) -> tupl
     scale[:3, :3] = np.diag(factors)
     scale[:3, 3] = (np.asarray(factors) - 1) / 2.0
     return out, np.asarray(affine, float) @ scale
+
+
+def lps_grid(
+    shape: tuple[int, ...], affine: np.ndarray, spacing: tuple[float, float, float], max_extent_mm: float
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """An LPS-aligned grid at ``spacing`` covering the bounding box of a volume (at most
+    ``max_extent_mm`` per axis, about its centre): scan mode's and the spine locator's."""
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1).T
+    world = apply_affine(affine, corners)
+    lo, hi = world.min(0), world.max(0)
+    extent = np.minimum(hi - lo, max_extent_mm)
+    centre = (lo + hi) / 2
+    size = np.maximum(np.ceil(extent / np.asarray(spacing)).astype(int), 1)
+    out = np.eye(4)
+    out[:3, :3] = np.diag(spacing)
+    out[:3, 3] = centre - np.asarray(spacing) * (size - 1) / 2
+    return out, (int(size[0]), int(size[1]), int(size[2]))

@@ -347,6 +347,37 @@ def _operating_lines(scan: dict[str, Any]) -> list[str]:
     ]
 
 
+def _locator_lines(locator: Mapping[str, Any]) -> list[str]:
+    """The spine locator scan mode searches within: what it was trained on and how it did held out."""
+    if not locator:
+        return []
+    info = locator.get("info") or {}
+    seen = ", ".join(
+        f"{ds} ({n.get('train', 0)} training examples)"
+        for ds, n in sorted((info.get("trained_on") or {}).items())
+    )
+    lines = [
+        "## Spine locator (where scan mode looks)",
+        "",
+        f"A 3D U-Net on a {locator.get('spacing_mm')} mm grid segments the vertebral bodies from each sequence; "
+        f"scan mode proposes candidates only within {locator.get('reach_mm')} mm of the bodies swept "
+        f"{locator.get('posterior_mm')} mm posterior (canal, cord, arches); a study where it finds under "
+        f"{locator.get('min_body_ml')} ml of body is searched whole, with a warning "
+        f"(`locator.safetensors`, sha256 `{str(locator.get('weights_sha256', ''))[:16]}...`). "
+        f"Trained {info.get('steps')} steps on: {seen or 'unknown'} (examples are single sequences: real ones as "
+        "acquired and under random appearances, real T2s imaged as T1 and STIR, phantom spines).",
+        "",
+        "| held-out set | examples | body Dice | bodies found | bodies inside the searched region | share of the field of view searched |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ds, r in sorted((info.get("held_out") or {}).items()):
+        lines.append(
+            f"| {ds} | {r.get('examples')} | {fmt_value(r.get('dice'))} | {fmt_value(r.get('bodies_found'))} "
+            f"| {fmt_value(r.get('bodies_in_region'))} | {fmt_value(r.get('region_share'))} |"
+        )
+    return [*lines, ""]
+
+
 def _rates_lines(rates: dict[str, dict[str, float]] | None) -> list[str]:
     """The lesion rates a scan candidate's call was judged at when the point was fitted."""
     if not rates:
@@ -512,12 +543,20 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         *_plain_lines(meta.get("plain_renderer") or {}),
         *_renderer_lines(meta.get("renderers") or {}),
         *_operating_lines(meta.get("scan") or {}),
+        *_locator_lines(meta.get("locator") or {}),
         "These figures describe synthetic phantoms and real normal spines with synthetic lesions. "
         "Nothing here says how the model would do on real patients' lesions.",
         "",
         "## Files",
         f"- `{meta.get('weights', 'weights.safetensors')}` (sha256 `{meta.get('weights_sha256', '')[:16]}...`): "
         "tensors only, loads without executing code.",
+        *(
+            [
+                f"- `{meta['locator'].get('weights')}`: the spine locator's tensors (sealed in `metadata.json`)."
+            ]
+            if meta.get("locator")
+            else []
+        ),
         "- `metadata.json`: everything above, machine-readable; `spinelesion-predict model_dir=<this folder>` uses it.",
         "",
     ]

@@ -76,9 +76,16 @@ INFERENCE_KEYS = (
 that an edited temperature, decision offset or call threshold is caught like edited weights."""
 
 
+SEALED_WHEN_PRESENT = ("locator",)
+"""Inference metadata sealed when a model has it: a folder written before it existed keeps its seal."""
+
+
 def seal(meta: Mapping[str, Any]) -> str:
-    """sha256 of the inference metadata (:data:`INFERENCE_KEYS`, the weights' hash among them)."""
-    body = json.dumps({k: meta.get(k) for k in INFERENCE_KEYS}, sort_keys=True, separators=(",", ":"))
+    """sha256 of the inference metadata (:data:`INFERENCE_KEYS`, the weights' hash among them, and
+    :data:`SEALED_WHEN_PRESENT`: the spine locator's weights and settings)."""
+    values = {k: meta.get(k) for k in INFERENCE_KEYS}
+    values.update({k: meta[k] for k in SEALED_WHEN_PRESENT if k in meta})
+    body = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -118,7 +125,7 @@ def verify_default() -> bool:
     return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _inside_folder(folder: Path, value: Any, where: str) -> Path:
+def inside_folder(folder: Path, value: Any, where: str) -> Path:
     """``folder / value`` after checking it is a relative path that stays inside the folder."""
     if not isinstance(value, str) or not value:
         raise ModelLoadError(f"{where}: expected a file name inside the model folder, got {value!r}")
@@ -205,8 +212,8 @@ def load_model_folder(
         raise ModelLoadError(f"{meta_path}: task classes differ from this version's {dict(TASKS)}")
     _check_plain(meta["network"], str(meta_path))
     for key, value in _metadata_paths(meta):
-        _inside_folder(folder, value, f"{meta_path}: '{key}'")
-    weights = _inside_folder(folder, meta.get("weights", WEIGHTS), f"{meta_path}: 'weights'")
+        inside_folder(folder, value, f"{meta_path}: '{key}'")
+    weights = inside_folder(folder, meta.get("weights", WEIGHTS), f"{meta_path}: 'weights'")
     if weights.suffix != ".safetensors" or not weights.is_file():
         raise ModelLoadError(f"{folder}: weights file '{weights.name}' missing or not .safetensors")
     actual, recorded = sha256_of(weights), meta.get("weights_sha256")

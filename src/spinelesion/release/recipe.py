@@ -58,21 +58,33 @@ KINDS: dict[str, Kind] = {
     # scan candidates of a model on untouched studies -> normal ROIs (hard negatives)
     "mine": Kind(
         ("model", "studies_of"),
-        ("inference", "models", "scoring", "tasks/hard_negatives.py"),
+        ("inference", "localize", "models", "scoring", "tasks/hard_negatives.py"),
         ("model", "studies_of"),
         ("settings",),
+    ),
+    # the spine locator trained on real body masks (split as the named sets) and phantom spines
+    "locator": Kind(
+        ("split_from",),
+        ("localize", "insert", "io", "data", "phantom", "tasks/locator.py"),
+        ("backgrounds", "split_from"),
+        ("measure_only", "phantom", "steps", "seed", "settings"),
+        ("insert.yaml", "make_data.yaml"),
+    ),
+    # a copy of a model with a locator stage's spine locator (scan mode then searches near the spine)
+    "with_locator": Kind(
+        ("model", "locator"), ("localize", "models/folder.py", "models/card.py"), ("model", "locator")
     ),
     # scan mode's operating point on the validation subjects' real studies (a copy of the model)
     "scan_point": Kind(
         ("model", "studies_of"),
-        ("inference", "models", "evaluation", "scoring", "release/checks.py"),
+        ("inference", "localize", "models", "evaluation", "scoring", "release/checks.py"),
         ("model", "studies_of"),
         ("max_sensitivity_loss", "max_untouched_false_calls"),
     ),
     # one check of a model (release/checks.py); its result is a JSON file
     "check": Kind(
         ("model", "data"),
-        ("inference", "models", "evaluation", "scoring", "tasks", "release/checks.py"),
+        ("inference", "localize", "models", "evaluation", "scoring", "tasks", "release/checks.py"),
         ("model", "check"),
         ("args", "label"),
         ("eval.yaml", "predict.yaml", "data"),

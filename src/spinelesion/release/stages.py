@@ -195,6 +195,51 @@ def update_metadata(model: Path, path: tuple[str, ...], value: Any, merge: bool 
     write_model_card(model, meta)
 
 
+def locator(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """The spine locator trained on real body masks (each subject in the split of the set
+    ``split_from`` names, dataset by dataset; a dataset in ``measure_only`` only measured) and
+    phantom spines (:mod:`spinelesion.tasks.locator`): ``locator.safetensors`` and ``locator.json``."""
+    import yaml
+
+    from spinelesion.config_path import CONFIG_DIR
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.localize.model import LocatorSettings
+    from spinelesion.tasks.locator import train_locator
+
+    p = stage.params
+    roots, sets = list(p["backgrounds"]), list(p["split_from"])
+    if len(roots) != len(sets):
+        raise ValueError(f"stage {stage.name}: backgrounds and split_from must name as many entries")
+    measure_only = set(p.get("measure_only") or [])
+    backgrounds = []
+    for root, name in zip(roots, sets, strict=True):
+        rows = read_manifest(ctx.inputs[name] / "manifest.csv").rows
+        split_of = {r.patient_id: ("test" if root in measure_only else r.split) for r in rows if r.split}
+        backgrounds.append((resolve_under(ctx.shared, str(root)), split_of))
+    insert_cfg = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())
+    entry = train_locator(
+        backgrounds,
+        insert_cfg,
+        ctx.folder,
+        settings=LocatorSettings.from_dict(p.get("settings")),
+        phantom=p.get("phantom"),
+        steps=int(p.get("steps", 800)),
+        seed=int(p.get("seed", 0)),
+    )
+    return {"locator": str(ctx.folder / "locator.json"), "held_out": entry["info"]["held_out"]}
+
+
+def with_locator(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """A copy of the model with a ``locator`` stage's spine locator in its folder and metadata."""
+    p = stage.params
+    model = copy_model(model_of(ctx.inputs[p["model"]]), ctx.folder)
+    source = ctx.inputs[p["locator"]]
+    entry = json.loads((source / "locator.json").read_text())
+    shutil.copy2(source / entry["weights"], model / entry["weights"])
+    update_metadata(model, ("locator",), entry)
+    return {"model": str(model)}
+
+
 def scan_point(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     """A copy of the model with scan mode's call threshold chosen on the validation subjects' real
     studies (untouched and with one inserted finding) of each set ``studies_of`` names: metadata
@@ -315,6 +360,8 @@ RUNNERS: Mapping[str, Callable[[Stage, StageContext], dict[str, Any]]] = {
     "plain": plain,
     "train": train,
     "mine": mine,
+    "locator": locator,
+    "with_locator": with_locator,
     "scan_point": scan_point,
     "check": check,
     "judge": judge,

@@ -204,8 +204,12 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         model_dir: Path | None = resolve_model(str(cfg.model_dir))
     except ModelLoadError:
         model_dir = None
+    locator = None
     if model_dir is not None:
+        from spinelesion.localize.model import load_locator
+
         net, meta = load_model_folder(model_dir)
+        locator = load_locator(model_dir, meta)
     else:  # no released model: a randomly initialised default network times the same
         from spinelesion.models.networks import build_network
 
@@ -262,7 +266,9 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
             first = read_manifest(nifti).rows[0]
             folders = [next(iter(first.sequences.values())).parent]
         log.info("scan mode on %d study(ies)", len(folders))
-        scan_predictor = Predictor(net, meta, PredictorConfig(device=str(cfg.device), saliency_method="none"))
+        scan_predictor = Predictor(
+            net, meta, PredictorConfig(device=str(cfg.device), saliency_method="none"), locator
+        )
         results["speed"]["scan"] = compare_scan(
             scan_predictor, folders, int(cfg.scan.repeats), bool(cfg.scan.reference)
         )

@@ -109,12 +109,13 @@ class ScanCandidate:
 
 def scan_candidates(predictor: Any, study: UntouchedStudy, scan_cfg: Any) -> list[ScanCandidate]:
     """Scan candidates of one study with the classifier's answer around each (scan.py)."""
-    from spinelesion.inference.scan import scan_study
     from spinelesion.io.study import load_study_from_paths
 
     loaded = load_study_from_paths(study.study_id, {s: str(p) for s, p in study.sequences.items()})
     array, affine, available, _ = predictor.prepare(loaded)
-    result = scan_study(predictor.net, array, affine, available, predictor.spec, scan_cfg, predictor.device)
+    result, warnings, _ = predictor.scan(array, affine, available, cfg=scan_cfg)
+    for w in warnings:
+        log.warning("%s: %s", study.study_id, w)
     if not result.candidates:
         return []
     centres = [c for c, _ in result.candidates]

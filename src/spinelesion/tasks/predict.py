@@ -182,13 +182,16 @@ def _predict(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from spinelesion.inference.inputs import discover_inputs
     from spinelesion.inference.predictor import Predictor
     from spinelesion.inference.writers import CSV_HEADER, roi_csv_rows, safe_name, write_csv
-    from spinelesion.models.folder import load_model_folder
+    from spinelesion.localize.model import load_locator
+    from spinelesion.models.folder import load_model_folder, resolve_model
 
     for name in RUN_FILES:  # a link there stops the run now, not after every study was predicted
         refuse_symlinks(out / name)
     verify = cfg.get("verify_weights")
-    net, meta = load_model_folder(cfg.model_dir, verify=None if verify is None else bool(verify))
-    predictor = Predictor(net, meta, predictor_config(cfg))
+    verify = None if verify is None else bool(verify)
+    net, meta = load_model_folder(cfg.model_dir, verify=verify)
+    locator = load_locator(resolve_model(cfg.model_dir), meta, verify=verify)
+    predictor = Predictor(net, meta, predictor_config(cfg), locator)
     rois = parse_rois(cfg.rois)
     roi_labels = None
     if is_markups_path(cfg.rois):  # Slicer point labels name the ROIs
