@@ -203,14 +203,17 @@ def test_a_trained_locator_travels_with_the_model_and_loads_sealed(tmp_path: Pat
         steps=3,
     )
     info = entry["info"]
-    assert info["trained_on"]["toy"] == {"train": 5}  # as acquired, two appearances, as T1 and STIR... of T2
+    # the train subject: T1 and T2 as acquired and under two appearances each, its T2 imaged as T1 and STIR
+    assert info["trained_on"]["toy"] == {"train": 2 + 2 * 2 + 2}
     assert set(info["held_out"]) == {"toy", "phantom"} and info["held_out"]["toy"]["bodies"] > 0
     assert json.loads((out / "locator.json").read_text()) == entry
 
     NET = {"backbone": "spinecnn", "widths": [8, 16, 16, 16], "hidden": 16}
     ROI = {"shape": [16, 16, 16], "spacing": [2.0, 2.0, 2.0], "margin": 1.25}
     save_model_folder(
-        build_network(NET), tmp_path / "train" / "model", {"name": "t", "network": NET, "roi": ROI}
+        build_network(NET),
+        tmp_path / "train" / "model",
+        {"name": "t", "version": "0", "network": NET, "roi": ROI},
     )
     stage = Stage("located", "with_locator", {"model": "train", "locator": "loc"})
     ctx = StageContext(tmp_path / "located", {"train": tmp_path / "train", "loc": out}, tmp_path, tmp_path)

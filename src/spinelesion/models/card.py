@@ -476,6 +476,10 @@ def _tta_text(meta: Mapping[str, Any]) -> str:
     )
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
     """A README.md beside the weights: what it is, what it is not, how it was made, how good."""
     roi = meta["roi"]
@@ -501,7 +505,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
         "- Intensities: per sequence, 1st-99th percentile of the ROI context mapped to [0, 1].",
         "",
         "## Network",
-        f"`{meta['network']}`, {meta.get('parameters', '?'):,} parameters.",
+        f"`{meta['network']}`, {_count(meta.get('parameters'))} parameters.",
         "",
         "## Training",
         f"- Data: {', '.join(f'`{m}`' for m in training.get('manifests') or [training.get('manifest')])}; "
