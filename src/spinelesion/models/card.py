@@ -361,7 +361,8 @@ def _locator_lines(locator: Mapping[str, Any]) -> list[str]:
         "",
         f"A 3D U-Net on a {locator.get('spacing_mm')} mm grid segments the vertebral bodies from each sequence; "
         f"scan mode proposes candidates only within {locator.get('reach_mm')} mm of the bodies swept "
-        f"{locator.get('posterior_mm')} mm posterior (canal, cord, arches); a study where it finds under "
+        f"{locator.get('posterior_mm')} mm posterior (canal, cord, arches) and of the column through them "
+        f"(bridging a body it missed, continued {locator.get('extend_mm')} mm past the ends); a study where it finds under "
         f"{locator.get('min_body_ml')} ml of body is searched whole, with a warning "
         f"(`locator.safetensors`, sha256 `{str(locator.get('weights_sha256', ''))[:16]}...`). "
         f"Trained {info.get('steps')} steps on: {seen or 'unknown'} (examples are single sequences: real ones as "
