@@ -228,3 +228,21 @@ def test_a_trained_locator_travels_with_the_model_and_loads_sealed(tmp_path: Pat
 
     with pytest.raises(ModelLoadError, match="edited"):
         load_model_folder(model)
+
+
+def test_a_piece_off_the_column_is_not_a_body_and_the_columns_curve_is() -> None:
+    """A blob well in front of the bodies (an organ a locator took for bone) does not widen the
+    region; bodies along a lordotic curve all stay."""
+    from spinelesion.localize.region import on_the_column
+
+    settings = LocatorSettings()
+    bodies = np.zeros((30, 80, 120), bool)
+    for k in range(7):  # seven bodies along a curve: 12 mm further forward at the middle
+        y = 40 + int(round(3 * (1 - ((k - 3) / 3) ** 2)))
+        bodies[10:20, y - 4 : y + 4, 10 + 15 * k : 10 + 15 * k + 6] = True
+    blob = np.zeros_like(bodies)
+    blob[10:20, 5:13, 80:90] = True  # about 130 mm in front of the column
+    kept = on_the_column(bodies | blob, np.array([4.0, 4.0, 4.0]), settings)
+    assert kept[bodies].all() and not kept[blob].any()
+    region = spine_region((bodies | blob).astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]), settings)
+    assert not region[15, 9, 85]  # the blob's centre is not searched

@@ -33,6 +33,9 @@ class LocatorSettings:
     half_width_mm: float = 25.0  # the column: this far to each side of the bodies' centre line ...
     front_mm: float = 20.0  # ... from this far in front of it (an adult lumbar body is ~45 x 35 mm) ...
     extend_mm: float = 80.0  # ... and this far past the highest and lowest body found (two more levels)
+    off_column_mm: float = (
+        30.0  # a piece of body this far off the line through the others is not on the column
+    )
     min_component_ml: float = 1.0  # a found piece of body smaller than this is a speck, not a body
     min_body_ml: float = 8.0  # less body than this found: the locator is not trusted (whole field of view)
     max_extent_mm: float = 600.0

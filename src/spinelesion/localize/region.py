@@ -93,15 +93,41 @@ def column_tube(bodies: np.ndarray, spacing: np.ndarray, settings: LocatorSettin
     return out
 
 
+def on_the_column(bodies: np.ndarray, spacing: np.ndarray, settings: LocatorSettings) -> np.ndarray:
+    """The pieces of body found that belong to the vertebral column. Specks (under
+    ``min_component_ml``) are dropped, and with three or more pieces, those whose centre lies more
+    than ``off_column_mm`` in front of, behind or beside a smooth line through the others (a
+    quadratic in z fitted to the pieces' centres, weighted by their volume; the farthest piece
+    dropped and the line fitted again until none is that far): a kidney, bowel
+    or the liver taken for bone by a locator that never saw the site lies well off the column,
+    while the column's own curves (lordosis, a scoliosis within a sagittal slab) follow the line."""
+    labels, n = ndimage.label(bodies)
+    if not n:
+        return bodies
+    index = np.arange(1, n + 1)
+    volumes = ndimage.sum(bodies, labels, index=index) * float(np.prod(spacing)) / 1000.0
+    keep = volumes >= settings.min_component_ml
+    centres = np.array(ndimage.center_of_mass(bodies, labels, index)).reshape(-1, 3) * spacing
+    while keep.sum() >= 3:  # the worst piece at a time: one far blob must not drag the line off the rest
+        z = centres[keep, 2]
+        degree = 2 if keep.sum() >= 4 else 1
+        off = np.zeros(n)
+        for axis in (0, 1):
+            coef = np.polyfit(z, centres[keep, axis], degree, w=np.sqrt(volumes[keep]))
+            off = np.maximum(off, np.abs(centres[:, axis] - np.polyval(coef, centres[:, 2])))
+        worst = int(np.argmax(np.where(keep, off, -1.0)))
+        if off[worst] <= settings.off_column_mm:
+            break
+        keep[worst] = False
+    return np.isin(labels, index[keep])
+
+
 def spine_region(prob: np.ndarray, grid_affine: np.ndarray, settings: LocatorSettings) -> np.ndarray:
     """(X, Y, Z) bool on the locator's grid: the bodies swept posterior, widened by ``reach_mm``,
     and the column through them (:func:`column_tube`)."""
     spacing = np.abs(np.diag(np.asarray(grid_affine)[:3, :3]))
     bodies = prob >= settings.threshold
-    labels, n = ndimage.label(bodies)
-    if n:  # specks are not bodies (a body is > 5 ml; a cervical one ~3-5)
-        sizes = ndimage.sum(bodies, labels, index=np.arange(1, n + 1)) * float(np.prod(spacing)) / 1000.0
-        bodies = np.isin(labels, 1 + np.flatnonzero(sizes >= settings.min_component_ml))
+    bodies = on_the_column(bodies, spacing, settings)
     swept = bodies.copy()
     steps = int(round(settings.posterior_mm / spacing[1]))
     for k in range(1, steps + 1):  # LPS +y is posterior; the grid's axes are LPS's
