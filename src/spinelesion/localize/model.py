@@ -3,6 +3,7 @@ described (and sealed with it) in the model folder's ``metadata.json`` under ``l
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -10,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from spinelesion.atomic import atomic_path
+log = logging.getLogger(__name__)
 
 LOCATOR_WEIGHTS = "locator.safetensors"
 
@@ -82,20 +83,11 @@ class SpineLocator:
 
 def save_locator(folder: str | os.PathLike[str], locator: SpineLocator) -> dict[str, Any]:
     """Write ``locator.safetensors`` into a model folder; return the ``locator`` metadata entry."""
-    from spinelesion.models.folder import sha256_of
+    from spinelesion.models.folder import write_weights
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in locator.net.state_dict().items()}
-    with atomic_path(folder / LOCATOR_WEIGHTS) as tmp:
-        save_file(state, str(tmp))
+    sha256 = write_weights(locator.net, Path(folder) / LOCATOR_WEIGHTS)
     entry = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(locator.settings).items()}
-    return {
-        **entry,
-        "weights": LOCATOR_WEIGHTS,
-        "weights_sha256": sha256_of(folder / LOCATOR_WEIGHTS),
-        "info": locator.info,
-    }
+    return {**entry, "weights": LOCATOR_WEIGHTS, "weights_sha256": sha256, "info": locator.info}
 
 
 def load_locator(
@@ -122,9 +114,7 @@ def load_locator(
         )
         if verify_default() if verify is None else verify:
             raise ModelLoadError(message + "; refusing an unverified locator")
-        import logging
-
-        logging.getLogger(__name__).warning("%s; loading anyway because verification is off", message)
+        log.warning("%s; loading anyway because verification is off", message)
     try:
         settings = LocatorSettings.from_dict(
             {k: v for k, v in entry.items() if k not in ("weights", "weights_sha256", "info")}

@@ -96,18 +96,24 @@ def write_metadata(folder: str | os.PathLike[str], meta: dict[str, Any]) -> None
     write_json(Path(folder) / METADATA, meta)
 
 
+def write_weights(net: torch.nn.Module, path: Path) -> str:
+    """A network's tensors as safetensors at ``path`` (written atomically); their sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    return sha256_of(path)
+
+
 def save_model_folder(
     net: MultiTaskNet, folder: str | os.PathLike[str], metadata: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Write ``weights.safetensors`` and ``metadata.json`` (with the weights' sha256); return the metadata written."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
+    sha256 = write_weights(net, folder / WEIGHTS)
     meta = redact_paths(dict(metadata))  # no machine paths (e.g. trainer.default_root_dir) in a shared folder
     meta["weights"] = WEIGHTS
-    meta["weights_sha256"] = sha256_of(folder / WEIGHTS)
+    meta["weights_sha256"] = sha256
     meta.setdefault("sequences", list(SEQUENCES))
     meta.setdefault("tasks", {t: list(c) for t, c in TASKS.items()})
     meta["temperature"] = {t: float(net.temperature[i]) for i, t in enumerate(TASKS)}

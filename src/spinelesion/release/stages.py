@@ -80,17 +80,24 @@ def insert(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     return {"manifest": str(ctx.folder / "manifest.csv")}
 
 
+def insert_config() -> dict[str, Any]:
+    """``configs/insert.yaml`` as plain data: levels, native resolutions, cord levels (the plain
+    renderer and the spine locator read real backgrounds as the insertion does)."""
+    import yaml
+
+    from spinelesion.config_path import CONFIG_DIR
+
+    return dict(yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text()))
+
+
 def plain(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     """The plain renderer's findings in every body of an insertion set's subjects: its held-out
     (test) ones by default, or every subject in its own split (``splits: all``), so that a
     training can read this renderer too and a check its held-out subjects."""
-    import yaml
-
-    from spinelesion.config_path import CONFIG_DIR
     from spinelesion.data.manifest import read_manifest
     from spinelesion.insert.plain import generate_plain
 
-    insert_cfg = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())
+    insert_cfg = insert_config()
     rows = read_manifest(ctx.inputs[stage.params["subjects_of"]] / "manifest.csv").rows
     which = stage.params.get("splits", "test")
     if which not in ("test", "all"):
@@ -199,9 +206,6 @@ def locator(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     """The spine locator trained on real body masks (each subject in the split of the set
     ``split_from`` names, dataset by dataset; a dataset in ``measure_only`` only measured) and
     phantom spines (:mod:`spinelesion.tasks.locator`): ``locator.safetensors`` and ``locator.json``."""
-    import yaml
-
-    from spinelesion.config_path import CONFIG_DIR
     from spinelesion.data.manifest import read_manifest
     from spinelesion.localize.model import LocatorSettings
     from spinelesion.tasks.locator import train_locator
@@ -216,7 +220,7 @@ def locator(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         rows = read_manifest(ctx.inputs[name] / "manifest.csv").rows
         split_of = {r.patient_id: ("test" if root in measure_only else r.split) for r in rows if r.split}
         backgrounds.append((resolve_under(ctx.shared, str(root)), split_of))
-    insert_cfg = yaml.safe_load((Path(CONFIG_DIR) / "insert.yaml").read_text())
+    insert_cfg = insert_config()
     entry = train_locator(
         backgrounds,
         insert_cfg,

@@ -39,6 +39,7 @@ class LocatorExample:
     name: str  # study, sequence and look
     dataset: str
     split: str
+    look: str  # "acquired" (measured when held out), or an appearance draw, or "synthesised"
     image: np.ndarray  # (X, Y, Z) float32, normalised
     bodies: np.ndarray  # (X, Y, Z) uint8: 1 inside a vertebral body
     labels: np.ndarray | None = None  # (X, Y, Z) int16: body k (real studies; for the share found)
@@ -105,14 +106,17 @@ def real_examples(
                 for target in synthesise_as:
                     made = synthesise(bg, an, target, rng)
                     looks.append((target, "synthesised", made.images[target]))
+        labels = None  # every look of a study lies on its grid: its bodies resampled once
         for seq, look, img in looks:
             image, grid_affine, shape = on_locator_grid(img, bg.affine, settings)
-            labels = labels_on_grid(bg.bodies, bg.affine, grid_affine, shape)
+            if labels is None:
+                labels = labels_on_grid(bg.bodies, bg.affine, grid_affine, shape)
             out.append(
                 LocatorExample(
                     f"{spec.study_id}/{seq}/{look}",
                     spec.dataset,
                     split,
+                    look,
                     image,
                     (labels > 0).astype(np.uint8),
                     labels,
@@ -149,6 +153,7 @@ def phantom_examples(
                     f"{study.study_id}/{seq}",
                     "phantom",
                     split,
+                    "acquired",
                     image,
                     bodies.astype(np.uint8),
                     labels.astype(np.int16),
@@ -237,7 +242,7 @@ def measure(
 
     per: dict[str, dict[str, list[float]]] = {}
     for e in examples:
-        if e.split not in splits or "/appearance" in e.name or e.name.endswith("/synthesised"):
+        if e.split not in splits or e.look != "acquired":
             continue
         prob = predict_bodies(locator, e.image[None])
         pred = prob >= locator.settings.threshold
