@@ -294,6 +294,45 @@ def test_place_balance_keeps_a_sites_bodies_from_predicting_a_fracture():
     np.testing.assert_allclose(after[~vb2 & ~lesion], before[~vb2 & ~lesion])
 
 
+def test_place_balance_weighs_each_look_of_a_site_apart():
+    """A real T2 site imaged as T1 (real_synth) had few normal canal ROIs beside the lesions painted
+    there, while the T2 exams' dense canal normals balanced the level as a whole: a T1-only canal
+    was a lesion 3 times as often as normal, and a new site's normal T1 canal was called one."""
+    from pathlib import Path
+
+    from spinelesion.data.datamodule import balanced_weights
+
+    def look(rows: list[Row], seq: str) -> list[Row]:
+        for r in rows:
+            r.sequences = {seq: Path(f"{r.study_id}/{seq}.nii.gz")}
+        return rows
+
+    mix = (
+        look(_placed("vb2_01", "canal", 200, "none", "none", "L2"), "t2")
+        + look(_placed("vb2_01", "region", 400, "none", "none", "L2"), "t2")
+        + look(_placed("vb2_01", "", 20, "intradural_extramedullary", "none", "L2"), "t2")
+        + look(_placed("vb2_01", "canal", 6, "none", "none", "L2"), "t1")
+        + look(_placed("vb2_01", "region", 100, "none", "none", "L2"), "t1")
+        + look(_placed("vb2_01", "", 20, "intradural_extramedullary", "none", "L2"), "t1")
+        + look(_placed("P100000001", "", 300, "none", "none", "L2"), "t1")
+        + look(_placed("P100000001", "", 60, "intradural_extramedullary", "none", "L3"), "t1")
+    )
+    comp = np.array([r.labels["compartment"] for r in mix])
+    t1 = np.array(["t1" in r.sequences and r.patient_id.startswith("vb2") for r in mix])
+    canal = np.array(["_canal" in r.case_id for r in mix])
+    idem = comp == "intradural_extramedullary"
+    before = balanced_weights(mix, domain_balance=True)
+    assert before[t1 & idem].sum() > 2 * before[t1 & canal].sum()  # the T1 look's canal was a lesion
+    after = balanced_weights(mix, domain_balance=True, place_balance=True)
+    assert after[t1 & canal].sum() >= after[t1 & idem].sum() * (1 - 1e-9)
+    # the T1 look's canal normals are funded by the T1 look's other normals, not the T2 exams'
+    t2_normal = ~t1 & (comp == "none") & np.array([r.patient_id.startswith("vb2") for r in mix])
+    assert after[t2_normal].sum() <= before[t2_normal].sum() * (1 + 1e-9)
+    assert after[t1 & (comp == "none") & ~canal].sum() < before[t1 & (comp == "none") & ~canal].sum()
+    for c in np.unique(comp):
+        assert after[comp == c].sum() == pytest.approx(before[comp == c].sum())
+
+
 def test_draw_shares_show_what_each_sites_places_are_drawn_as():
     """The table a training records (metadata training.draws): per site, normal ROIs by place and
     lesions by where they lie, as shares of all draws."""

@@ -112,8 +112,13 @@ def lesion_place(row: Row) -> str:
     return ""
 
 
+def _look(row: Row) -> str:
+    """The sequences a row's study has (``t1``, ``stir+t2``...): the place balance weighs each apart."""
+    return "+".join(sorted(row.sequences))
+
+
 def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
-    """Within each domain and level, the normal ROIs of each place of :data:`BALANCED_PLACES`
+    """Within each domain, level and look (the study's set of sequences), the normal ROIs of each place of :data:`BALANCED_PLACES`
     (the canal, the body) drawn at least its share of the draws of the lesions there: their
     extra weight taken from the domain's other normal ROIs (around the spine, anywhere, discs,
     mined; at most half of their draws), and what that cannot match taken from the lesions there
@@ -123,8 +128,14 @@ def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
     the release's false calls at the real conus), and a real body as a fracture or extradural
     lesion 16 times as often as normal once the dense normals of every other place had joined
     the domain's normal draws (2026-12-07: the fine-tuning stages called real normal bodies
-    benign fractures; stage1, without the dense normals, 4 times)."""
-    domains = np.array([source_of(str(r.patient_id)) for r in rows])
+    benign fractures; stage1, without the dense normals, 4 times). The look is part of the key
+    because a real T2 site imaged as T1 or STIR (``real_synth``) had few normal canal ROIs beside
+    the lesions painted there: a T1-only canal was drawn as a lesion 3 times as often as normal
+    (0.0153 against 0.0049 of finetune1's draws), while T2's dense normals balanced the level as a
+    whole; the model left out of VB1 then called 0.87 of VB1's normal T1 canal ROIs a lesion and
+    0.61 of its STIR ones, against 0.08 of vb2's T2 (2026-12-07)."""
+    # the domain and the look in one key: each (site, sequences) is weighed on its own
+    domains = np.array([f"{source_of(str(r.patient_id))}/{_look(r)}" for r in rows])
     normal = np.array([r.labels["compartment"] == "none" and r.labels["fracture"] == "none" for r in rows])
     named = {name: place for place, (names, _) in BALANCED_PLACES.items() for name in names}
     lesion_mass = weights[~normal].sum()
