@@ -11,11 +11,13 @@ from helpers_phantom import (
     body_marrow_mask,
     mean_where,
     normal_level,
+    quiet_config,
     rendered,
 )
 
 from spinelesion.phantom.anatomy import sac_distance
 from spinelesion.phantom.canvas import soft
+from spinelesion.phantom.study import render_study
 
 # Every test renders whole phantom studies (> 3 s each on the 2-core CPU). The fast tier keeps the
 # phantom's plans, tissue tables, acquisition and writer (test_phantom_signs.py, test_phantom_output.py).
@@ -317,3 +319,59 @@ def test_lesion_texture_is_drawn_from_one_range_for_every_finding():
     values, noise = np.array([100.0, 50.0, 80.0, 60.0]), np.ones((2, 2, 2))
     amounts = [float(textured(values, noise, rng)[0, 0, 0, 0] / 100.0 - 1.0) for _ in range(200)]
     assert TEXTURE[0] <= min(amounts) < TEXTURE[0] + 0.01 and TEXTURE[1] - 0.01 < max(amounts) <= TEXTURE[1]
+
+
+def _sac_ap_mm(s, z: float) -> float:
+    """The sac's front-to-back extent in the midline at z (the canvas's grid)."""
+    cv = s.canvas
+    y = cv.origin[1] + cv.spacing * np.arange(cv.shape[1])
+    inside = sac_distance(s.anatomy, np.zeros_like(y), y, np.full_like(y, z)) < 0
+    return float(inside.sum() * cv.spacing)
+
+
+def test_degenerative_narrowing_pinches_the_sac_at_disc_levels_with_disc_and_ligament():
+    """A disc bulge and a thick ligamentum flavum narrow the sac to an hourglass at the narrowed
+    discs (none at the bodies), the space filled by dark tissue on T2, not CSF; without it the
+    same seed renders exactly as before the option existed."""
+    plain = rendered("meningioma", 3, "lumbar")
+    cfg = quiet_config()
+    cfg["anatomy"]["stenosis"] = {"rate": 1.0, "front_mm": [5.0, 6.0], "back_mm": [3.0, 4.0]}
+    narrow = render_study([3, 4242], cfg, finding="meningioma", region="lumbar", keep_canvas=True)
+    assert plain.anatomy.stenosis == []
+    assert narrow.anatomy.stenosis, "rate 1 narrows some disc"
+    lesion_z = [float(f.center[2]) for f in narrow.findings]
+    for zc, front, back, _ in narrow.anatomy.stenosis:
+        if any(abs(zc - z) < 30 for z in lesion_z):
+            continue  # the meningioma moves the sac there itself
+        assert _sac_ap_mm(narrow, zc) <= _sac_ap_mm(plain, zc) - 0.8 * (front + back) + 1.0
+        body = min(narrow.anatomy.vertebrae, key=lambda v: abs(v.center[2] - zc))
+        assert _sac_ap_mm(narrow, body.center[2]) >= _sac_ap_mm(plain, body.center[2]) - 1.0
+        # where the CSF was at the disc's level, the front of the old sac now holds disc tissue (T2 dark)
+        img, x, y = _axial_canvas(narrow, zc, T2)
+        before, _, _ = _axial_canvas(plain, zc, T2)
+        front_y = float(
+            narrow.anatomy.sac_geometry(np.array([zc]))[0][0]
+            - narrow.anatomy.sac_geometry(np.array([zc]))[1][0]
+        )
+        j, i = int(np.argmin(np.abs(y - (front_y + 1.5)))), int(np.argmin(np.abs(x)))
+        assert img[i, j] < 0.6 * before[i, j]
+    cfg = quiet_config()
+    cfg["anatomy"].pop("stenosis")
+    older = render_study([3, 4242], cfg, finding="meningioma", region="lumbar", keep_canvas=True)
+    for seq in plain.volumes:
+        np.testing.assert_array_equal(plain.volumes[seq].array, older.volumes[seq].array)
+
+
+def test_canal_disc_normal_rois_lie_behind_the_discs():
+    from spinelesion.phantom.study import normal_rois
+
+    s = rendered("meningioma", 3, "lumbar")
+    cfg = quiet_config()
+    cfg["normal_rois"], cfg["normal_roi_kinds"], cfg["background_rois"] = [6, 6], {"canal_disc": 1.0}, [0, 0]
+    rois = normal_rois(np.random.default_rng(0), s.anatomy, [], cfg)
+    assert rois
+    disc_z = np.array([d.center[2] for d in s.anatomy.discs])
+    for r in rois:
+        assert np.min(np.abs(disc_z - r.center[2])) < 1e-6 and r.compartment == "none"
+        yc, b, _ = (float(t[0]) for t in s.anatomy.sac_geometry(np.array([r.center[2]])))
+        assert abs(r.center[1] - yc) < 1e-6

@@ -156,6 +156,9 @@ class Anatomy:
     # the cord grows there (fraction) and over how many mm the conus narrows to its tip.
     enlargement: float = 0.0
     conus_len: float = 14.0
+    # Degenerative narrowing of the sac at disc levels (:func:`degenerate_canal`): per disc
+    # (z of its centre, disc bulge into the canal mm, ligamentum flavum thickening mm, half length mm)
+    stenosis: list[tuple[float, float, float, float]] = field(default_factory=list)
     mods: CanalMods = field(default_factory=CanalMods)
 
     def centre_y(self, z: np.ndarray | float) -> np.ndarray:
@@ -293,6 +296,45 @@ def layout(anatomy: Anatomy, rng: np.random.Generator) -> None:
     # drawn last: the draws before (sizes, levels, roots) stay those of earlier phantom versions
     anatomy.enlargement = float(rng.uniform(*ENLARGEMENT))
     anatomy.conus_len = float(rng.uniform(*CONUS_LENGTH_MM))
+
+
+def degenerate_canal(anatomy: Anatomy, rng: np.random.Generator, cfg: dict | None) -> None:
+    """Degenerative narrowing of the canal at disc levels, a normal finding of adult spines that
+    no lesion class is: a disc bulging into the front of the canal and a thickened ligamentum
+    flavum pressing on its back, the sac narrowed to an hourglass between two levels. Real lumbar
+    exams of older patients show it at most levels (VB1, 2026-12-07), and a model that had only
+    seen capacious sacs called the narrowed ones intradural masses (the bright CSF above and below
+    a narrowing reads like a mass's CSF caps). Each disc narrows at ``rate`` x (0.3 + 0.7 x its
+    degeneration); ``cfg`` None or rate 0: none (and no draw, so earlier renderings stay as
+    they were). After :func:`layout`: the discs' centres are known."""
+    rate = float((cfg or {}).get("rate", 0.0))
+    if rate <= 0:
+        return
+    front_mm, back_mm = cfg["front_mm"], cfg["back_mm"]  # type: ignore[index]
+    for disc in anatomy.discs:
+        if rng.random() >= rate * (0.3 + 0.7 * disc.degeneration):
+            continue
+        front = float(rng.uniform(*front_mm)) * (0.5 + 0.5 * disc.degeneration)
+        back = float(rng.uniform(*back_mm))
+        half = 0.5 * disc.height + float(rng.uniform(1.0, 4.0))
+        anatomy.stenosis.append((float(disc.center[2]), front, back, half))
+
+
+def stenosis_profile(
+    an: Anatomy, x: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """How far (mm) disc bulges push the sac's front wall back and thickened ligaments push its
+    back wall forward at LPS (x, z): greatest in the midline at each narrowed disc's centre."""
+    front: np.ndarray | float = 0.0
+    back: np.ndarray | float = 0.0
+    if not an.stenosis:
+        return front, back
+    across = np.sqrt(np.clip(1.0 - (x / max(an.canal_w / 2, 1e-3)) ** 2, 0.0, 1.0))
+    for zc, f, b, half in an.stenosis:
+        along = np.exp(-0.5 * ((z - zc) / half) ** 2) * across
+        front = front + f * along
+        back = back + b * along
+    return front, back
 
 
 def canvas_bounds(anatomy: Anatomy, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -488,8 +530,9 @@ def canal_box(cv: Canvas, an: Anatomy) -> tuple[slice, slice, slice] | None:
 def sac_distance(an: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     yc, b, a = an.sac_geometry(z)
     d = superellipse_distance(a, b, x, y - yc, n=2.2)
-    front = CanalMods.total(an.mods.sac_indent_front, x, z)
-    back = CanalMods.total(an.mods.sac_indent_back, x, z)
+    bulge, flavum = stenosis_profile(an, x, z)
+    front = CanalMods.total(an.mods.sac_indent_front, x, z) + bulge
+    back = CanalMods.total(an.mods.sac_indent_back, x, z) + flavum
     d = np.maximum(d, (yc - b + front) - y)  # anterior wall pushed back by extradural disease
     return np.maximum(d, y - (yc + b - back))
 
@@ -526,6 +569,14 @@ def paint_canal(cv: Canvas, an: Anatomy, tt: TissueTable, rng: np.random.Generat
     # anterior epidural veins: a thin layer behind the bodies, off the midline
     veins = soft(np.maximum(np.abs(y - front - 0.8) - 0.8, 3 - np.abs(x)), 0.8) * soft(canal)
     cv.paint(box, veins, tt["epidural_vein"])
+    if an.stenosis:  # the bulging disc (its degenerated signal) and the thickened ligament
+        bulge, flavum = stenosis_profile(an, x, z)
+        disc_value = tt.mix("annulus", "nucleus_degenerated", 0.5)
+        cv.paint(box, soft(np.maximum(front - y, y - (front + bulge)), 0.7) * soft(canal), disc_value)
+        back_wall = front + an.canal_ap
+        cv.paint(
+            box, soft(np.maximum(back_wall - flavum - y, y - back_wall), 0.7) * soft(canal), tt["ligament"]
+        )
     d_sac = sac_distance(an, x, y, z)
     cv.paint(box, soft(d_sac), tt["dura"])
     cv.paint(box, soft(d_sac + 0.6), tt["csf"])

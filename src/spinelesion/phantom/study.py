@@ -13,6 +13,7 @@ from spinelesion.phantom.acquisition import SEQ_NAMES, SeriesPlan, acquire, plan
 from spinelesion.phantom.anatomy import (
     Anatomy,
     canvas_bounds,
+    degenerate_canal,
     layout,
     paint_background,
     paint_basivertebral_vein,
@@ -162,6 +163,10 @@ def normal_rois(rng: np.random.Generator, an: Anatomy, findings: list[Finding], 
         elif kind == "canal":
             yc = float(an.sac_geometry(np.array([v.center[2]]))[0][0])
             c = np.array([0.0, yc, v.center[2]])
+        elif kind == "canal_disc" and i < len(an.discs):
+            # the canal behind the disc below: where degenerative narrowing lies (degenerate_canal)
+            z = float(an.discs[i].center[2])
+            c = np.array([0.0, float(an.sac_geometry(np.array([z]))[0][0]), z])
         elif kind == "dorsal":
             # Just behind the sac: posterior epidural fat, laminae, spinous processes. Scan mode
             # puts windows here; without normal ROIs in this band the model called it intradural.
@@ -250,6 +255,9 @@ def render_study(
     for f in findings:
         f.modify(an, rng, feat)
     layout(an, rng_p)
+    # its own stream: a phantom without degenerative narrowing renders as before it existed
+    seed_list = np.atleast_1d(np.asarray(study_seed, dtype=np.int64)).tolist()
+    degenerate_canal(an, np.random.default_rng([*seed_list, 0x5E5]), cfg["anatomy"].get("stenosis"))
     for f in findings:
         f.canal(an, rng, feat)
 
