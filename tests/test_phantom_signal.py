@@ -357,6 +357,7 @@ def test_degenerative_narrowing_pinches_the_sac_at_disc_levels_with_disc_and_lig
         assert img[i, j] < 0.6 * before[i, j]
     cfg = quiet_config()
     cfg["anatomy"].pop("stenosis")
+    cfg["normal_roi_kinds"].pop("canal_disc")  # a kind of weight 0 draws as if it were not there
     older = render_study([3, 4242], cfg, finding="meningioma", region="lumbar", keep_canvas=True)
     for seq in plain.volumes:
         np.testing.assert_array_equal(plain.volumes[seq].array, older.volumes[seq].array)

@@ -397,7 +397,12 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
             "check": "site_left_out",
             "model": "point",
             "data": "real",
-            "args": {"dataset": "toy", "normals": "toy-normals/manifest.csv", "splits": ["test"]},
+            "args": {
+                "dataset": "toy",
+                "normals": "toy-normals/manifest.csv",
+                "splits": ["test"],
+                "dense": "real",
+            },
         },
         "stability": {"kind": "check", "check": "stability", "model": "point", "data": "stable"},
         "plain_check": {
@@ -461,6 +466,11 @@ def test_a_toy_recipe_runs_every_stage_kind_and_a_second_run_does_nothing(tmp_pa
     assert len(site["patients"]) == 1 and site["scan_untouched"]["studies"] == 1
     assert site["bodies_called_normal"]["t1+t2"]["n"] == 3  # three toy bodies
     assert set(site["inserted_per_sequence"]) == {"t1+t2"}
+    dense = site["dense_normals_by_sequence"]["t1+t2"]  # the test subject's canal, per place and level
+    assert {k: v["n"] for k, v in dense.items()} == {
+        k: v["n"] for k, v in places.items()
+    }  # the dense check's ROIs
+    assert dense["canal"]["n"] >= 3 and any(k.startswith("canal@") for k in dense)
     stable = real["appearance_stability"]  # each test body beside its drawn copy
     assert stable["pairs"] == 3 and stable["studies"] == 1 and 0.0 <= stable["call_changed"] <= 1.0
     assert (models / "toy-demo" / "README.md").is_file()  # the card, rewritten with the checks

@@ -321,13 +321,23 @@ def site(
     dataset: str,
     normals: str = "real-multisite/manifest.csv",
     splits: tuple[str, ...] = ("train", "val", "test"),
+    dense: str | None = None,
 ) -> dict[str, Any]:
     """One real site, per sequence: its untouched bodies (the shared manifest ``normals``) called
     none/none, lesions inserted into its exams (``data``, an insertion set of that site), and
     scan mode's false calls on its untouched exams. ``splits`` are the insertion set's subjects
     to use: every one for a model that never saw the site (leave one dataset out), the test
-    subjects for one trained on the others."""
-    from spinelesion.evaluation.real import dataset_of, paired, per_dataset, read_rows, scan_false_calls
+    subjects for one trained on the others. ``dense``: a dense-normals set of the site's
+    untouched exams, read per sequence and place (the canal at each level and behind each disc,
+    around the spine), for those of its subjects that are in ``splits``: where a scan's false
+    calls on the site come from."""
+    from spinelesion.evaluation.real import (
+        dataset_of,
+        paired,
+        per_dataset,
+        read_rows,
+        scan_false_calls,
+    )
 
     manifest = _manifest(ctx, data)
     manifest_rows = read_rows(manifest)
@@ -383,7 +393,25 @@ def site(
             "inserted_per_sequence": inserted,
             "paired": paired(rows),
             "scan_untouched": scan_false_calls(scans, scanned),
+            **({"dense_normals_by_sequence": _dense_by_sequence(model, ctx, dense, splits)} if dense else {}),
         }
+    }
+
+
+def _dense_by_sequence(
+    model: Path, ctx: CheckContext, dense: str, splits: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """A dense-normals set's ROIs called none/none per sequence and place, its ``splits`` only."""
+    from spinelesion.evaluation.real import normals_by_place, read_rows
+
+    manifest = _manifest(ctx, dense)
+    seqs = _sequences_of([r for r in read_rows(manifest) if r["split"] in splits])
+    one_split = ["data.split=" + splits[0]] if len(splits) == 1 else []
+    evaluate(model, manifest, ctx.out / "dense", *one_split, cache=ctx.cache)
+    rows = [r for r in read_rows(ctx.out / "dense" / "predictions.csv") if r["case_id"] in seqs]
+    return {
+        seq: normals_by_place([r for r in rows if seqs[r["case_id"]] == seq])
+        for seq in sorted(set(seqs.values()))
     }
 
 
