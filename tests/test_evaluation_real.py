@@ -439,6 +439,7 @@ def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) 
             "bodies_called_normal": {"t1": {"n": 36, "fraction": 0.6667}, "stir": {"n": 18, "fraction": 0.5}},
             "inserted_per_sequence": {"t1": {"inserted_rois": 40, "inserted_correct": 0.7, "compartment_auc_macro": 0.81}},
             "scan_untouched": {"studies": 6, "false_calls": 3, "false_calls_per_study": 0.5},
+            "dense_normals_by_sequence": {"t1": {"canal": {"n": 216, "called_normal": 0.13}, "body": {"n": 216, "called_normal": 0.95}}},
         }
     }  # fmt: skip
     meta = {
@@ -472,6 +473,7 @@ def test_model_card_says_what_data_it_has_seen_and_each_held_out_site(tmp_path) 
     assert "## Leave one dataset out" in text and "**vb1** (2 patients" in text
     assert "3 false lesion calls in 6 exams (0.500 per exam)" in text
     assert "| t1 | 36 | 0.667 | 40 | 0.700 | 0.810 |" in text and "| stir | 18 | 0.500 |" in text
+    assert "| t1 | 0.950 (216) | 0.130 (216) | - | - | - |" in text  # per place: where the false calls lie
     assert "0.025 of 40 held-out untouched bodies change their call" in text
     assert "0.800 of 5 called none/benign" in text
 

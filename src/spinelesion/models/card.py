@@ -229,8 +229,38 @@ def _site_lines(sites: Mapping[str, Any], title: str) -> list[str]:
                 f"{f(i.get('inserted_correct'))} | {f(i.get('compartment_auc_macro'))} | "
                 f"{f(i.get('fracture_auc_benign_vs_pathologic'))} |"
             )
-        lines.append("")
+        lines += ["", *_dense_lines(d.get("dense_normals_by_sequence") or {})]
     return lines
+
+
+# The places of a dense-normals set as the card names them (data/manifest.NORMAL_PLACES)
+DENSE_PLACES = {
+    "body": "body",
+    "canal": "canal at a body",
+    "canal_between": "canal behind a disc",
+    "region": "around the spine",
+    "bg": "anywhere",
+}
+
+
+def _dense_lines(by_sequence: Mapping[str, Any]) -> list[str]:
+    """Untouched ROIs called none/none per sequence and place: where a site's false calls lie."""
+    if not by_sequence:
+        return []
+    f = fmt_value
+    lines = [
+        "Untouched ROIs all around the exams, called none/none (n):",
+        "",
+        "| sequence | " + " | ".join(DENSE_PLACES.values()) + " |",
+        "|---|" + "---|" * len(DENSE_PLACES),
+    ]
+    for seq, places in sorted(by_sequence.items()):
+        cells = [
+            f"{f(places[p]['called_normal'])} ({places[p]['n']})" if p in places else "-"
+            for p in DENSE_PLACES
+        ]
+        lines.append(f"| {seq} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _overrides() -> list[str]:
