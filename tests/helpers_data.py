@@ -77,7 +77,7 @@ def assert_bank_is_the_primitives(
     """``bank`` holds the primitives' rows, crops and flags bit for bit, and their failures word for word."""
     kept, crops, flags, failures = primitive_bank(rows, spec, refuse_unanswerable)
     assert [r.case_id for r in bank.rows] == [r.case_id for r in kept]
-    assert bank.images.dtype == torch.float16 and torch.equal(bank.images, crops)
+    assert bank.images.dtype == torch.float16 and torch.equal(bank.images.dense(), crops)
     assert torch.equal(bank.available, flags)
     assert [str(f) for f in bank.failures] == failures
     for task in TASKS:

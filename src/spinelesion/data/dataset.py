@@ -49,40 +49,109 @@ def available_memory() -> int | None:
     return meminfo_bytes("MemAvailable")
 
 
+class PackedCrops:
+    """The bank's context crops, read as an (N, C, *context) float16 tensor, stored with only the
+    channels each ROI's study has: a real exam is one sequence of four (T2, or T1, or STIR), so a
+    mix of mostly real ROIs needs about a third of a dense tensor's memory (the 2026-12-07 fine-tuning
+    mix, 18,435 ROIs: 19.8 GiB dense, refused on the 24 GiB machine). The channels a ROI lacks read
+    as exact zeros, as the normalisation writes them. ``crops[i]`` is ROI i's (C, *context) tensor;
+    ``crops[i, c]`` one channel of it; ``dense()`` the whole tensor (tests, small banks)."""
+
+    def __init__(self, slots: torch.Tensor, start: torch.Tensor, present: torch.Tensor):
+        self.slots = slots  # (S, *context): every ROI's stored channels, one after another
+        self.start = start  # (N + 1,) long: ROI i's channels are slots[start[i]:start[i + 1]]
+        self.present = present  # (N, C) bool: which channels ROI i stored
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), self.present.shape[1], *self.slots.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.slots.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.slots.element_size() * self.slots.numel()
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    def __getitem__(self, key: int | slice | Sequence[int] | torch.Tensor | tuple[Any, ...]) -> torch.Tensor:
+        if isinstance(key, tuple):
+            return self[key[0]][key[1:]] if isinstance(key[0], int) else self[key[0]][(slice(None), *key[1:])]
+        if isinstance(key, slice):
+            return self[range(*key.indices(len(self)))]
+        if not isinstance(key, int) and (isinstance(key, Sequence | range) or getattr(key, "ndim", 0) > 0):
+            return torch.stack([self[int(i)] for i in key]) if len(key) else torch.zeros((0, *self.shape[1:]))
+        i = int(key)
+        if i < 0:
+            i += len(self)
+        out = torch.zeros(self.shape[1:], dtype=self.slots.dtype)
+        out[self.present[i]] = self.slots[int(self.start[i]) : int(self.start[i + 1])]
+        return out
+
+    def dense(self) -> torch.Tensor:
+        out = torch.zeros(self.shape, dtype=self.slots.dtype)
+        for i in range(len(self)):
+            out[i][self.present[i]] = self.slots[int(self.start[i]) : int(self.start[i + 1])]
+        return out
+
+
 class BankBuffer:
-    """The bank's crops, written study by study into one preallocated float16 tensor.
+    """The bank's crops, written study by study into one preallocated float16 store
+    (:class:`PackedCrops`: each ROI's own channels only).
 
     Concatenating per-study pieces at the end held the bank twice: a 9,600-ROI training mix
     (11 GiB of context crops) was killed for memory on a 24 GiB machine. Before allocating,
     the size is checked against the memory available, so a mix that cannot fit fails at once
-    with the numbers instead of being killed mid-way."""
+    with the numbers instead of being killed mid-way. ``channels``: how many sequences each ROI's
+    study has (its manifest row's), which sizes the store; None: all of them."""
 
-    def __init__(self, n_rois: int, spec: RoiSpec, headroom: float = 0.85):
+    def __init__(
+        self, n_rois: int, spec: RoiSpec, headroom: float = 0.85, channels: Sequence[int] | None = None
+    ):
         n_ch = len(SEQUENCES)
-        need = n_rois * n_ch * int(np.prod(spec.context_shape)) * 2
+        capacity = n_rois * n_ch if channels is None else int(sum(channels))
+        need = capacity * int(np.prod(spec.context_shape)) * 2
         free = available_memory()
         if free is not None and need > headroom * free:
             from spinelesion.io.limits import ResourceLimitError, human
 
             raise ResourceLimitError(
                 f"{n_rois} ROIs need about {human(need)} of context crops in memory "
-                f"(float16, {n_ch} x {'x'.join(map(str, spec.context_shape))} each), but only "
-                f"{human(free)} is available: train or evaluate on fewer ROIs (fewer manifests, "
+                f"(float16, {capacity} sequence channels of {'x'.join(map(str, spec.context_shape))}), "
+                f"but only {human(free)} is available: train or evaluate on fewer ROIs (fewer manifests, "
                 "a split), or on a machine with more memory"
             )
-        self.images = torch.empty((n_rois, n_ch, *spec.context_shape), dtype=torch.float16)
+        self.slots = torch.empty((capacity, *spec.context_shape), dtype=torch.float16)
+        self.start = torch.zeros(n_rois + 1, dtype=torch.long)
+        self.present = torch.zeros((n_rois, n_ch), dtype=torch.bool)
         self.available = torch.zeros((n_rois, n_ch))
         self.filled = 0
 
     def add(self, crops: torch.Tensor, available: torch.Tensor) -> None:
         n = int(crops.shape[0])
-        self.images[self.filled : self.filled + n] = crops  # cast to float16 in place
+        # a channel is stored when the study has it, or (never expected) when it is not all zeros
+        present = (available > 0) | crops.flatten(2).ne(0).any(-1)
+        counts = present.sum(1)
+        at = int(self.start[self.filled])
+        if at + int(counts.sum()) > self.slots.shape[0]:
+            raise RuntimeError(
+                f"ROI bank: {int(counts.sum())} more sequence channels than the manifest rows promised "
+                f"({self.slots.shape[0]} in all, {at} used)"
+            )
+        self.slots[at : at + int(counts.sum())] = crops[present]  # cast to float16 in place
+        self.start[self.filled + 1 : self.filled + n + 1] = at + torch.cumsum(counts, 0)
+        self.present[self.filled : self.filled + n] = present
         self.available[self.filled : self.filled + n] = available
         self.filled += n
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self) -> tuple[PackedCrops, torch.Tensor]:
         """The filled part (views: rows of failed studies were never written, so never paged in)."""
-        return self.images[: self.filled], self.available[: self.filled]
+        used = int(self.start[self.filled])
+        crops = PackedCrops(self.slots[:used], self.start[: self.filled + 1], self.present[: self.filled])
+        return crops, self.available[: self.filled]
 
 
 @dataclass
@@ -90,7 +159,7 @@ class RoiBank:
     """Normalised context crops (N, C, *context_shape) float16 and their targets."""
 
     rows: list[Row]
-    images: torch.Tensor
+    images: PackedCrops  # (N, C, *context_shape) as read
     available: torch.Tensor  # (N, C) float
     targets: dict[str, torch.Tensor]  # task -> (N,) long, IGNORE_INDEX for unknown
     failures: list[StudyFailure] = field(default_factory=list)

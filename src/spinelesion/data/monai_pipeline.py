@@ -35,7 +35,7 @@ from spinelesion.data.dataset import BadStudiesError, BankBuffer, RoiBank, RoiDa
 from spinelesion.data.manifest import Row
 from spinelesion.data.monai_transforms import study_transforms
 from spinelesion.data.roi import RoiSpec
-from spinelesion.labels import TASKS, encode
+from spinelesion.labels import SEQUENCES, TASKS, encode
 from spinelesion.parallel import map_jobs
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def build_roi_bank(
     items, groups = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
     kept: list[Row] = []
-    buffer = BankBuffer(len(rows), spec)
+    buffer = BankBuffer(len(rows), spec, channels=[sum(s in r.sequences for s in SEQUENCES) for r in rows])
     failures: list[StudyFailure] = []
     for i in tqdm(range(len(items)), desc="ROIs", unit="study", disable=not progress):
         try:
