@@ -135,6 +135,11 @@ def test_an_interrupted_stage_resumes_in_its_folder_and_a_missing_input_is_refus
     assert (tmp_path / "model" / "partial").is_file() and not (tmp_path / "model" / "done.json").exists()
     statuses = {r.stage.name: r.status for r in release_run.plan(recipe, WorkFolder(tmp_path))}
     assert statuses == {"data": "done", "model": "resume", "mined": "run", "model2": "run"}
+    real_hash = release_run.code_hash
+    with pytest.MonkeyPatch.context() as mp:  # a code change re-keys it: the folder is started afresh
+        mp.setattr(release_run, "code_hash", lambda kind: real_hash(kind) + "z")
+        statuses = {r.stage.name: r.status for r in release_run.plan(recipe, WorkFolder(tmp_path))}
+        assert statuses["model"] == "rerun"
     fake_runners.fail = set()
     _run(recipe, tmp_path)
     assert (tmp_path / "model" / "partial").is_file()  # resumed in place, not wiped

@@ -90,7 +90,9 @@ def plan(
         elif rec is not None:
             status = "rerun"
         elif work.folder(stage).exists():
-            status = "resume"
+            # an interrupted run resumes only under the key it started with (WorkFolder.start
+            # clears a folder started under another key)
+            status = "resume" if work.started_key(stage) == keys[stage.name] else "rerun"
         else:
             status = "run"
         if status in ("run", "rerun", "resume"):
