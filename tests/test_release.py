@@ -580,6 +580,7 @@ def test_checks_only_runs_the_recipes_checks_on_a_given_model():
         "real_plain",
         "site_eval",
         "site_insert",
+        "site_dense",  # the site checks read it per sequence and place
         "real_stability",
     }
 
