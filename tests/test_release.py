@@ -628,3 +628,24 @@ def test_kinds_that_run_models_or_evaluation_also_hash_scoring():
 
     lax = [name for name, kind in KINDS.items() if {"models", "evaluation"} & set(kind.code)]
     assert lax and all("scoring" in KINDS[name].code for name in lax), lax
+
+
+def test_a_stage_is_not_started_on_a_nearly_full_disk(tmp_path, fake_runners, monkeypatch):
+    """A stage that fills the disk fails midway (a check, 2026-12-07): under min_free_gb the run
+    stops before starting the next stage, naming the study cache and how to thin it; the stages
+    finished stay finished."""
+    import shutil
+    from collections import namedtuple
+
+    from spinelesion.io.limits import ResourceLimitError
+
+    recipe = _recipe()
+    _run(recipe, tmp_path, until="data", min_free_gb=1.0)  # plenty free
+    (tmp_path / "cache" / "monai").mkdir(parents=True)
+    (tmp_path / "cache" / "monai" / "study.pt").write_bytes(b"x" * 2048)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100 * 2**30, 99.5 * 2**30, 2**29))
+    with pytest.raises(ResourceLimitError, match=r"release stage model: 512\.0 MiB free.*holds 2\.0 KiB"):
+        _run(recipe, tmp_path, min_free_gb=1.0)
+    assert fake_runners == ["data"] and not (tmp_path / "model").exists()
+    assert _run(recipe, tmp_path, min_free_gb=0.0)["model2"] == "done"  # 0: no guard

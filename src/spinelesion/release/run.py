@@ -140,7 +140,11 @@ def run_release(
     overrides: Sequence[str] = (),
     plan_only: bool = False,
     keep: Sequence[str] = (),
+    min_free_gb: float = 0.0,
 ) -> list[PlanRow]:
+    """Run the recipe's stages that are not done (see :func:`plan`). ``min_free_gb``: before each
+    stage, refuse to start it with less free disk than this in the work folder (a stage that
+    fills the disk fails midway: 2026-12-07, a check, "No space left on device")."""
     work = WorkFolder(Path(work_dir))
     work.root.mkdir(parents=True, exist_ok=True)
     rows = plan(recipe, work, start, until, force, Path(models).parent, keep)
@@ -160,6 +164,7 @@ def run_release(
                 f"release stage {stage.name} needs {', '.join(missing)}, not done under the current inputs: "
                 "run without from=/until= first"
             )
+        check_free_disk(work.root, min_free_gb, stage.name)
         row.done = False
         folder = work.start(stage, row.key)
         log.info("%s (%s): %s", stage.name, stage.kind, "resuming" if row.status == "resume" else "running")
@@ -179,6 +184,29 @@ def run_release(
         write_plan(recipe, work, rows)
     log.info("release %s\n%s", recipe.name, plan_table(rows))
     return rows
+
+
+def check_free_disk(root: Path, min_free_gb: float, stage: str) -> None:
+    """Refuse to start ``stage`` when ``root``'s disk has less than ``min_free_gb`` free, naming the
+    shared study cache (the work folder's largest part, never pruned by the recipe) and how to
+    thin it: a file it misses is recomputed, so files no stage read for a while can go."""
+    if min_free_gb <= 0:
+        return
+    import shutil
+
+    from spinelesion.io.limits import ResourceLimitError, human
+
+    free = shutil.disk_usage(root).free
+    if free >= min_free_gb * 2**30:
+        return
+    cache = root / "cache" / "monai"
+    held = sum(f.stat().st_size for f in cache.iterdir() if f.is_file()) if cache.is_dir() else 0
+    raise ResourceLimitError(
+        f"release stage {stage}: {human(free)} free on the work folder's disk ({root}), under "
+        f"min_free_gb={min_free_gb:g}; the study cache {cache} holds {human(held)}. Free space (a cached "
+        f"file that is missing is recomputed, e.g. `find {cache} -type f -amin +180 -delete`) and run "
+        "again: finished stages are kept"
+    )
 
 
 def hydra_arguments(argv: Sequence[str]) -> list[str]:
@@ -223,4 +251,5 @@ def release_from_config(cfg: Any) -> list[PlanRow]:
         overrides=list(cfg.get("overrides") or []),
         plan_only=bool(cfg.get("plan_only", False)),
         keep=list(cfg.get("keep") or []),
+        min_free_gb=float(cfg.get("min_free_gb") or 0.0),
     )
