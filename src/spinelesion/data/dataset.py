@@ -85,17 +85,19 @@ class PackedCrops:
         if not isinstance(key, int) and (isinstance(key, Sequence | range) or getattr(key, "ndim", 0) > 0):
             return torch.stack([self[int(i)] for i in key]) if len(key) else torch.zeros((0, *self.shape[1:]))
         i = int(key)
-        if i < 0:
-            i += len(self)
         out = torch.zeros(self.shape[1:], dtype=self.slots.dtype)
-        out[self.present[i]] = self.slots[int(self.start[i]) : int(self.start[i + 1])]
+        self._fill(out, i + len(self) if i < 0 else i)
         return out
 
     def dense(self) -> torch.Tensor:
         out = torch.zeros(self.shape, dtype=self.slots.dtype)
         for i in range(len(self)):
-            out[i][self.present[i]] = self.slots[int(self.start[i]) : int(self.start[i + 1])]
+            self._fill(out[i], i)
         return out
+
+    def _fill(self, out: torch.Tensor, i: int) -> None:
+        """Write ROI i's stored channels into ``out`` (C, *context), zeros elsewhere."""
+        out[self.present[i]] = self.slots[int(self.start[i]) : int(self.start[i + 1])]
 
 
 class BankBuffer:
@@ -135,13 +137,13 @@ class BankBuffer:
         # a channel is stored when the study has it, or (never expected) when it is not all zeros
         present = (available > 0) | crops.flatten(2).ne(0).any(-1)
         counts = present.sum(1)
-        at = int(self.start[self.filled])
-        if at + int(counts.sum()) > self.slots.shape[0]:
+        at, k = int(self.start[self.filled]), int(counts.sum())
+        if at + k > self.slots.shape[0]:
             raise RuntimeError(
-                f"ROI bank: {int(counts.sum())} more sequence channels than the manifest rows promised "
+                f"ROI bank: {k} more sequence channels than the manifest rows promised "
                 f"({self.slots.shape[0]} in all, {at} used)"
             )
-        self.slots[at : at + int(counts.sum())] = crops[present]  # cast to float16 in place
+        self.slots[at : at + k] = crops[present]  # cast to float16 in place
         self.start[self.filled + 1 : self.filled + n + 1] = at + torch.cumsum(counts, 0)
         self.present[self.filled : self.filled + n] = present
         self.available[self.filled : self.filled + n] = available
