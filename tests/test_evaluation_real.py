@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spinelesion.evaluation.real import (
+    chronic_fractures,
     mimics_called_normal,
     normals_by_place,
     paired,
@@ -193,6 +194,25 @@ def test_mimics_called_normal_per_finding() -> None:
     }
 
 
+CHRONIC_ROWS = [
+    *ROWS,  # untouched bodies (jittered copies are bodies too) and lesions that are not healed fractures
+    _row("vb2_01_chr_ins000_r0", "vb2_01_chr_ins000", "vb2_01", "osteoporotic_fracture_chronic", "L1", ("none", "benign"), ("none", "benign")),
+    _row("vb2_01_chr_ins001_r0", "vb2_01_chr_ins001", "vb2_01", "osteoporotic_fracture_chronic", "L2", ("none", "benign"), ("extradural", "pathologic")),
+    _row("vb2_01_chr_ins002_r0", "vb2_01_chr_ins002", "vb2_01", "osteoporotic_fracture_chronic", "L3", ("none", "benign"), ("none", "none")),
+    _row("vb2_01_chr_ins003_r0", "vb2_01_chr_ins003", "vb2_01", "osteoporotic_fracture_chronic", "L4", ("none", "benign"), ("extradural", "benign")),
+]  # fmt: skip
+
+
+def test_chronic_fractures_are_read_by_their_fracture_call_beside_the_same_spines_bodies() -> None:
+    out = chronic_fractures(CHRONIC_ROWS)
+    assert out["n"] == 4
+    assert out["called_benign"] == 0.5  # the fracture head alone: benign with a wrong compartment counts
+    assert out["called_fracture"] == 0.75  # benign or pathologic
+    assert out["both_labels_right"] == 0.25
+    assert out["untouched_bodies"] == 4 and out["untouched_bodies_called_normal"] == 0.5  # vb2_01 (1 of 3) and tptbox_c5
+    assert chronic_fractures(ROWS)["n"] == 0 and chronic_fractures(ROWS)["called_benign"] is None
+
+
 def test_scan_false_calls_per_study() -> None:
     rows = [
         {"study_id": "a", "compartment_label": "none", "fracture_label": "none"},
@@ -293,6 +313,10 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
         tmp_path, {**meta, "real_mimics": mimics_called_normal(MIMIC_ROWS)}
     ).read_text()
     assert "0.667 of 3 called none/none (focal_fat 0.500 of 2, haemangioma 1.000 of 1)" in with_mimics
+    assert "Healed fractures" not in text
+    healed = write_model_card(tmp_path, {**meta, "chronic_fractures": chronic_fractures(CHRONIC_ROWS)}).read_text()
+    assert "0.500 of 4 called benign, 0.750 called a fracture of either kind" in healed
+    assert "called none/none 0.500 (of 4)" in healed
     assert "plain renderer" not in text
     plain = {
         "subjects": ["vb2_07"],

@@ -24,11 +24,14 @@ from spinelesion.data.manifest import CANAL_PLACES, place_of
 from spinelesion.labels import TASKS, encode
 from spinelesion.scoring.metrics import auc_benign_vs_pathologic, auc_macro
 
+CHRONIC = "osteoporotic_fracture_chronic"
+"""A healed osteoporotic fracture: the shape alone, no signal change (the insertion's finding name)."""
+
 BODY_FINDINGS = {
     "lytic_metastasis",
     "blastic_metastasis",
     "osteoporotic_fracture",
-    "osteoporotic_fracture_chronic",  # the shape alone, no signal change
+    CHRONIC,
     "pathologic_fracture",
     "haemangioma",
     "focal_fat",
@@ -175,6 +178,22 @@ def right_per_finding(rows: Sequence[Mapping[str, str]]) -> dict[str, dict[str, 
     for r in rows:
         by_finding[r["finding"]].append(_correct(r))
     return {k: {"n": len(v), "both_labels_right": _fraction(v)} for k, v in sorted(by_finding.items())}
+
+
+def chronic_fractures(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Healed osteoporotic fractures (the shape alone, no signal change: issue 33's "shape as
+    evidence") and the untouched bodies beside them: how many fractures are called benign, how
+    many any fracture, and what calling them cost the normal bodies of the same spines."""
+    chronic = [r for r in rows if r["finding"] == CHRONIC]
+    normal = [r for r in rows if r["finding"] == "normal" and place_of(r["case_id"]) == "body"]
+    return {
+        "n": len(chronic),
+        "called_benign": _fraction(r["fracture_pred"] == "benign" for r in chronic),
+        "called_fracture": _fraction(r["fracture_pred"] != "none" for r in chronic),
+        "both_labels_right": _fraction(_correct(r) for r in chronic),
+        "untouched_bodies": len(normal),
+        "untouched_bodies_called_normal": _fraction(_called_normal(r) for r in normal),
+    }
 
 
 def mimics_called_normal(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:

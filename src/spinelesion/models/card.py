@@ -442,6 +442,23 @@ def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
     ]
 
 
+def _chronic_lines(chronic: dict[str, Any]) -> list[str]:
+    """Healed fractures on held-out real spines (``spinelesion.release.checks.chronic``)."""
+    if not chronic.get("n"):
+        return []
+    f = fmt_value
+    return [
+        "## Healed fractures: the shape alone",
+        "",
+        f"Chronic osteoporotic fractures (wedge, biconcave or crush, no signal change) inserted into the "
+        f"held-out real subjects: {f(chronic.get('called_benign'))} of {chronic.get('n')} called benign, "
+        f"{f(chronic.get('called_fracture'))} called a fracture of either kind; the untouched bodies of the same "
+        f"spines called none/none {f(chronic.get('untouched_bodies_called_normal'))} "
+        f"(of {chronic.get('untouched_bodies')}).",
+        "",
+    ]
+
+
 def _plain_lines(plain: dict[str, Any]) -> list[str]:
     """The outside check's three findings drawn by a second, plain renderer
     (``spinelesion.release.checks.plain``) as one paragraph."""
@@ -575,6 +592,7 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
             "held-out real studies with one inserted lesion or mimic (mimics are not lesions: a call on one is false)",
         ),
         *_mimic_lines(meta.get("real_mimics") or {}),
+        *_chronic_lines(meta.get("chronic_fractures") or {}),
         *_plain_lines(meta.get("plain_renderer") or {}),
         *_renderer_lines(meta.get("renderers") or {}),
         *_operating_lines(meta.get("scan") or {}),

@@ -266,6 +266,15 @@ def mimics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     return dict(mimics_called_normal(read_rows(ctx.out / "eval" / "predictions.csv")))
 
 
+def chronic(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
+    """Healed fractures (the shape alone) inserted into the held-out subjects: called benign?"""
+    from spinelesion.evaluation.real import chronic_fractures, read_rows
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
+    rows = read_rows(ctx.out / "eval" / "predictions.csv")
+    return chronic_fractures(rows) | {"subjects": subjects(_manifest(ctx, data), "test")}
+
+
 def renderer(
     model: Path,
     ctx: CheckContext,
@@ -443,6 +452,7 @@ CHECKS: dict[str, Check] = {
     "scan_phantom": Check(scan_set, ("phantom_scan",)),
     "scan_inserted": Check(scan_set, ("real_inserted_scan",)),
     "mimics": Check(mimics, ("real_mimics",)),
+    "chronic": Check(chronic, ("chronic_fractures",)),
     # a renderer no training of the model read: renderers.<name> (the release's worst counts)
     "renderer": Check(renderer, ("renderers",), merge=True),
     # a site no training stage read (leave one dataset out), and a site's held-out patients
