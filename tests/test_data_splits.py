@@ -352,3 +352,11 @@ def test_draw_shares_show_what_each_sites_places_are_drawn_as():
     shares = draw_shares(mix, balanced_weights(mix))
     assert sum(v for d in shares.values() for v in d.values()) == pytest.approx(1.0, abs=1e-3)
     assert shares["vb2"]["lesion:body"] > 5 * shares["vb2"]["normal:body"]  # what place balance weighs
+
+
+def test_a_set_of_sequences_has_one_name_in_channel_order():
+    """The place balance (per look) and the site checks (per sequence set) name a set alike."""
+    from spinelesion.labels import sequence_set
+
+    assert sequence_set({"stir": 1, "t2": 1}) == sequence_set(["t2", "stir"]) == "t2+stir"
+    assert sequence_set(["t1c", "t1", "unknown"]) == "t1+t1c" and sequence_set([]) == ""

@@ -326,3 +326,41 @@ def test_cache_workers_fill_the_same_cache_as_one_process(manifest: Path, tmp_pa
                 assert torch.equal(value, b[key]), (name, key)
             else:
                 assert value == b[key] or key == "image_meta_dict", (name, key)
+
+
+def test_a_cached_study_a_run_reads_is_marked_used_and_the_least_recent_are_pruned_first(
+    manifest: Path, tmp_path: Path
+):
+    """The release's shared cache is cut to a size before each stage, least recently used first:
+    warm_cache (a training's first look) and the bank's read mark each cached study used, so the
+    studies a run still reads outlive the ones no run asked for since."""
+    import os
+
+    from spinelesion.data.cache import prune_cache
+    from spinelesion.data.datamodule import roi_spec_from
+    from spinelesion.data.manifest import read_manifest
+    from spinelesion.data.monai_pipeline import build_roi_bank, warm_cache
+
+    rows, spec = read_manifest(manifest).rows, roi_spec_from(SPEC)
+    warm_cache(rows, spec, tmp_path, progress=False)
+    files = sorted((tmp_path / "monai").glob("*.pt"))
+    assert len(files) == 3
+    stale = tmp_path / "monai" / "other_run.pt"
+    stale.write_bytes(b"x" * 1000)
+    for k, f in enumerate([*files, stale]):
+        os.utime(f, (1_000_000 + k, 1_000_000 + k))  # an old day; the stale file the newest of them
+    first = [r for r in rows if r.study_id == rows[0].study_id]  # a study's item holds all its ROIs
+    warm_cache(first, spec, tmp_path, progress=False)  # cached: not read again, marked used
+    used = [f for f in files if f.stat().st_mtime > 2_000_000]
+    assert len(used) == 1
+    sizes = {f: f.stat().st_size for f in [*files, stale]}
+    keep_bytes = sizes[used[0]] + sizes[stale]
+    deleted, freed = prune_cache(tmp_path / "monai", keep_bytes)
+    assert (deleted, freed) == (2, sum(sizes.values()) - keep_bytes)
+    assert sorted(tmp_path.joinpath("monai").iterdir()) == sorted([used[0], stale])
+    assert prune_cache(tmp_path / "monai", keep_bytes) == (0, 0) and prune_cache(tmp_path / "none", 0) == (0, 0)
+    # a pruned study is prepared again on the next read, and the read marks it used
+    bank = build_roi_bank(rows, spec, tmp_path, progress=False)
+    assert len(bank.rows) == len(rows) and len(list((tmp_path / "monai").glob("*.pt"))) == 4
+    assert all(f.stat().st_mtime > 2_000_000 for f in (tmp_path / "monai").glob("*.pt") if f != stale)
+

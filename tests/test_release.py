@@ -650,3 +650,20 @@ def test_a_stage_is_not_started_on_a_nearly_full_disk(tmp_path, fake_runners, mo
         _run(recipe, tmp_path, min_free_gb=1.0)
     assert fake_runners == ["data"] and not (tmp_path / "model").exists()
     assert _run(recipe, tmp_path, min_free_gb=0.0)["model2"] == "done"  # 0: no guard
+
+
+def test_the_study_cache_is_cut_to_its_cap_before_each_stage(tmp_path, fake_runners):
+    """cache_max_gb: the shared study cache is pruned, least recently used first, before a stage
+    starts; 0 leaves it alone."""
+    import os
+
+    cache = tmp_path / "cache" / "monai"
+    cache.mkdir(parents=True)
+    for k in range(4):
+        (cache / f"s{k}.pt").write_bytes(b"x" * 1024)
+        os.utime(cache / f"s{k}.pt", (1_000_000 + k, 1_000_000 + k))
+    _run(_recipe(), tmp_path, until="data", cache_max_gb=0.0)
+    assert len(list(cache.iterdir())) == 4
+    _run(_recipe(), tmp_path, until="model", cache_max_gb=2048 / 2**30)
+    assert sorted(p.name for p in cache.iterdir()) == ["s2.pt", "s3.pt"]
+

@@ -3,10 +3,18 @@ sequences, the classes per task, and every finding a renderer draws with its lab
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SEQUENCES: tuple[str, ...] = ("t1", "t2", "stir", "t1c")
 """Sequence names, in channel order. ``t1c`` is T1 after gadolinium."""
+
+
+def sequence_set(names: Iterable[str]) -> str:
+    """A study's set of sequences as one name, in channel order: ``t1``, ``t2+stir``... (the
+    place balance weighs each set apart; the site checks report per set)."""
+    have = set(names)
+    return "+".join(s for s in SEQUENCES if s in have)
 
 TASKS: dict[str, tuple[str, ...]] = {
     "compartment": ("none", "extradural", "intradural_extramedullary", "intramedullary"),

@@ -9,7 +9,9 @@ The cache itself is MONAI's :class:`~monai.data.PersistentDataset` over the stud
 * :func:`to_half`: the float16 the study is rounded to before its ROIs are cropped (per-channel
   robust scaling; the normalisation downstream is scale-free, so nothing is lost but rounding);
 * :func:`prepare_study`: read every sequence and resample it onto the reference grid, no cache
-  (the benchmark's read timing, and the reference computation the tests hold the cache to).
+  (the benchmark's read timing, and the reference computation the tests hold the cache to);
+* :func:`prune_cache`: the least recently used files of a cache folder deleted down to a size (a
+  study whose file is missing is prepared again), for a cache that many runs share (the release's).
 """
 
 from __future__ import annotations
@@ -89,3 +91,37 @@ def to_half(array: np.ndarray) -> np.ndarray:
         if nz.size:
             scale[c] = max(float(np.percentile(nz, 99.9)), 1e-6) / 4.0  # headroom below fp16's 65504
     return (array / scale[:, None, None, None]).astype(np.float16)
+
+
+def mark_used(path: Path) -> None:
+    """Stamp a cache file as just used (its modification time: access times are not kept
+    reliably, relatime), so that :func:`prune_cache` keeps what a run still reads."""
+    try:
+        os.utime(path)
+    except OSError:  # gone or read-only: it is only a hint for pruning
+        pass
+
+
+def prune_cache(folder: str | os.PathLike[str], max_bytes: int) -> tuple[int, int]:
+    """Delete the least recently used files (oldest :func:`mark_used` stamp first) of ``folder``
+    until the rest holds at most ``max_bytes``; (files deleted, bytes freed). Safe whenever no
+    process is writing the folder: a missing file is a cache miss, recomputed on the next read."""
+    root = Path(folder)
+    if not root.is_dir():
+        return 0, 0
+    files = []
+    for entry in os.scandir(root):
+        if entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            files.append((st.st_mtime_ns, st.st_size, Path(entry.path)))
+    total = sum(size for _, size, _ in files)
+    deleted = freed = 0
+    for _, size, path in sorted(files, key=lambda f: (f[0], str(f[2]))):
+        if total - freed <= max_bytes:
+            break
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        deleted, freed = deleted + 1, freed + size
+    return deleted, freed

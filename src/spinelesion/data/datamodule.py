@@ -24,7 +24,7 @@ from spinelesion.data.monai_pipeline import build_roi_bank, roi_dataset, transfo
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
 from spinelesion.data.splits import assign_splits, check_no_leakage, class_count_table
-from spinelesion.labels import SPLITS, TASKS
+from spinelesion.labels import SPLITS, TASKS, sequence_set
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,6 @@ def lesion_place(row: Row) -> str:
     return ""
 
 
-def _look(row: Row) -> str:
-    """The sequences a row's study has (``t1``, ``stir+t2``...): the place balance weighs each apart."""
-    return "+".join(sorted(row.sequences))
-
-
 def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
     """Within each domain, level and look (the study's set of sequences), the normal ROIs of each place of :data:`BALANCED_PLACES`
     (the canal, the body) drawn at least its share of the draws of the lesions there: their
@@ -135,7 +130,7 @@ def _balance_places(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray:
     whole; the model left out of VB1 then called 0.87 of VB1's normal T1 canal ROIs a lesion and
     0.61 of its STIR ones, against 0.08 of vb2's T2 (2026-12-07)."""
     # the domain and the look in one key: each (site, sequences) is weighed on its own
-    domains = np.array([f"{source_of(str(r.patient_id))}/{_look(r)}" for r in rows])
+    domains = np.array([f"{source_of(str(r.patient_id))}/{sequence_set(r.sequences)}" for r in rows])
     normal = np.array([r.labels["compartment"] == "none" and r.labels["fracture"] == "none" for r in rows])
     named = {name: place for place, (names, _) in BALANCED_PLACES.items() for name in names}
     lesion_mass = weights[~normal].sum()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from spinelesion.atomic import refuse_symlinks
 from spinelesion.data.augment import AugmentConfig
-from spinelesion.data.cache import study_key
+from spinelesion.data.cache import mark_used, study_key
 from spinelesion.data.dataset import BadStudiesError, BankBuffer, RoiBank, RoiDataset, StudyFailure
 from spinelesion.data.manifest import Row
 from spinelesion.data.monai_transforms import study_transforms
@@ -116,7 +116,13 @@ def warm_cache(
     resampling was 3.2 of stage1's 15 minutes in one process (2026-12-07)."""
     items, _ = study_items(rows, spec, reference)
     ds = study_dataset(items, spec, reference, cache_dir)
-    todo = [item for item in items if not _is_cached(ds, item)]  # loading a cached one reads it twice a fit
+    todo = []
+    for item in items:  # loading a cached one would read it twice a fit: it is only marked used
+        cached = _cache_file(ds, item)
+        if cached is not None and cached.is_file():
+            mark_used(cached)
+        else:
+            todo.append(item)
     workers = max(1, int(workers))
     size = max(1, min(8, len(todo) // (4 * workers)))  # small chunks: the bar moves, the workers stay even
     chunks = [(todo[i : i + size], spec, reference, str(cache_dir)) for i in range(0, len(todo), size)]
@@ -149,13 +155,13 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _is_cached(ds: Dataset, item: Mapping[str, Any]) -> bool:
-    """Whether ``ds`` (a PersistentDataset) holds ``item`` on disk, by the file name it gives it
-    (``_cachecheck``: item hash + transform hash); a name that misses just loads the item."""
+def _cache_file(ds: Dataset, item: Mapping[str, Any]) -> Path | None:
+    """The file ``ds`` (a PersistentDataset) keeps ``item`` in, by the name it gives it
+    (``_cachecheck``: item hash + transform hash); None without a disk cache."""
     if not isinstance(ds, PersistentDataset) or ds.cache_dir is None:
-        return False
+        return None
     name = ds.hash_func(item).decode("utf-8") + ds.transform_hash
-    return (Path(ds.cache_dir) / f"{name}.pt").is_file()
+    return Path(ds.cache_dir) / f"{name}.pt"
 
 
 def build_roi_bank(
@@ -186,6 +192,9 @@ def build_roi_bank(
     for i in tqdm(range(len(items)), desc="ROIs", unit="study", disable=not progress):
         try:
             out = ds[i]
+            cached = _cache_file(ds, items[i])
+            if cached is not None:
+                mark_used(cached)
         except Exception as exc:  # noqa: BLE001 - any failure of one study is reported, not fatal
             cause = exc.__cause__ or exc  # MONAI wraps transform errors; name the original
             failures.append(

@@ -318,9 +318,9 @@ def renderer(
 
 def _sequences_of(rows: list[dict[str, str]]) -> dict[str, str]:
     """case_id -> the sequences its study has, e.g. ``t1`` or ``t2+stir`` (manifest rows)."""
-    from spinelesion.labels import SEQUENCES
+    from spinelesion.labels import SEQUENCES, sequence_set
 
-    return {r["case_id"]: "+".join(s for s in SEQUENCES if r.get(s)) for r in rows}
+    return {r["case_id"]: sequence_set(s for s in SEQUENCES if r.get(s)) for r in rows}
 
 
 def site(

@@ -141,10 +141,12 @@ def run_release(
     plan_only: bool = False,
     keep: Sequence[str] = (),
     min_free_gb: float = 0.0,
+    cache_max_gb: float = 0.0,
 ) -> list[PlanRow]:
-    """Run the recipe's stages that are not done (see :func:`plan`). ``min_free_gb``: before each
-    stage, refuse to start it with less free disk than this in the work folder (a stage that
-    fills the disk fails midway: 2026-12-07, a check, "No space left on device")."""
+    """Run the recipe's stages that are not done (see :func:`plan`). Before each stage, the shared
+    study cache is cut to ``cache_max_gb`` (:func:`prune_study_cache`; 0: never), then a stage is
+    refused with less than ``min_free_gb`` free on the work folder's disk (a stage that fills the
+    disk fails midway: 2026-12-07, a check, "No space left on device")."""
     work = WorkFolder(Path(work_dir))
     work.root.mkdir(parents=True, exist_ok=True)
     rows = plan(recipe, work, start, until, force, Path(models).parent, keep)
@@ -164,6 +166,7 @@ def run_release(
                 f"release stage {stage.name} needs {', '.join(missing)}, not done under the current inputs: "
                 "run without from=/until= first"
             )
+        prune_study_cache(work.root, cache_max_gb)
         check_free_disk(work.root, min_free_gb, stage.name)
         row.done = False
         folder = work.start(stage, row.key)
@@ -186,10 +189,27 @@ def run_release(
     return rows
 
 
+def prune_study_cache(root: Path, cache_max_gb: float) -> None:
+    """Cut the work folder's shared study cache (``cache/monai``, the prepared studies every stage
+    reads) to ``cache_max_gb``, the least recently used files first: it grew by every new set and
+    reached 70 GB after seven runs. A training marks each study it reads, so the sets of the stages
+    still to come stay unless the cap is below one stage's own; a missing file is recomputed."""
+    if cache_max_gb <= 0:
+        return
+    from spinelesion.data.cache import prune_cache
+    from spinelesion.io.limits import human
+
+    cache = root / "cache" / "monai"
+    deleted, freed = prune_cache(cache, int(cache_max_gb * 2**30))
+    if deleted:
+        log.info("study cache %s: %d least recently used file(s) deleted, %s freed (cache_max_gb=%g)",
+                 cache, deleted, human(freed), cache_max_gb)
+
+
 def check_free_disk(root: Path, min_free_gb: float, stage: str) -> None:
     """Refuse to start ``stage`` when ``root``'s disk has less than ``min_free_gb`` free, naming the
-    shared study cache (the work folder's largest part, never pruned by the recipe) and how to
-    thin it: a file it misses is recomputed, so files no stage read for a while can go."""
+    shared study cache (the work folder's largest part) and how to thin it: a file it misses is
+    recomputed, so files no stage read for a while can go."""
     if min_free_gb <= 0:
         return
     import shutil
@@ -203,9 +223,9 @@ def check_free_disk(root: Path, min_free_gb: float, stage: str) -> None:
     held = sum(f.stat().st_size for f in cache.iterdir() if f.is_file()) if cache.is_dir() else 0
     raise ResourceLimitError(
         f"release stage {stage}: {human(free)} free on the work folder's disk ({root}), under "
-        f"min_free_gb={min_free_gb:g}; the study cache {cache} holds {human(held)}. Free space (a cached "
-        f"file that is missing is recomputed, e.g. `find {cache} -type f -amin +180 -delete`) and run "
-        "again: finished stages are kept"
+        f"min_free_gb={min_free_gb:g}; the study cache {cache} holds {human(held)}. Free space (a lower "
+        "cache_max_gb cuts the cache to it, least recently used files first; a missing file is recomputed) "
+        "and run again: finished stages are kept"
     )
 
 
@@ -252,4 +272,5 @@ def release_from_config(cfg: Any) -> list[PlanRow]:
         plan_only=bool(cfg.get("plan_only", False)),
         keep=list(cfg.get("keep") or []),
         min_free_gb=float(cfg.get("min_free_gb") or 0.0),
+        cache_max_gb=float(cfg.get("cache_max_gb") or 0.0),
     )
