@@ -108,7 +108,8 @@ def test_every_finding_labels_centre_and_grid(toy, name: str) -> None:
     ctx = insert_finding(bg, an, name, body.label, rng, CFG["rates"])
     for s, img in ctx.images.items():
         assert img.shape == bg.images[s].shape and np.isfinite(img).all()
-    assert ctx.lesion.any(), "nothing painted"
+    # a degenerative narrowing only moves the study's own tissue (its own test below)
+    assert ctx.lesion.any() or name == "degenerative_stenosis", "nothing painted"
     changed = np.abs(ctx.images["t2"] - bg.images["t2"]) > 1.0
     assert changed.any()
     roi = ctx.rois[0]
@@ -126,9 +127,9 @@ def test_every_finding_labels_centre_and_grid(toy, name: str) -> None:
         assert (roi.compartment, roi.fracture) == expected[name]
     ijk = np.round(apply_affine(np.linalg.inv(bg.affine), roi.centre)).astype(int)
     assert np.all(ijk >= 0) and np.all(ijk < bg.shape)
-    structure = ctx.lesion | (ctx.bodies > 0)
+    structure = ctx.lesion | (ctx.bodies > 0) | changed
     near = structure[tuple(slice(max(c - 2, 0), c + 3) for c in ijk)]
-    assert near.any(), f"ROI centre of {name} is neither in the lesion nor in a body"
+    assert near.any(), f"ROI centre of {name} is neither in the lesion, in a body nor where it changed"
 
 
 def test_signal_relations_per_sequence(toy) -> None:
@@ -185,6 +186,39 @@ def test_a_chronic_fracture_is_its_shape_alone(toy) -> None:
     core = ndimage.binary_erosion(ctx.bodies == 2, iterations=2)
     for seq in ("t1", "t2"):  # the marrow keeps its signal
         assert _mean(ctx.images[seq], core) == pytest.approx(an.tissues[seq]["marrow"], rel=0.1)
+
+
+def test_degenerative_stenosis_pinches_the_sac_at_a_disc_with_the_studys_own_tissue(toy) -> None:
+    """A normal variant (none/none): at a disc the sac narrows from the front (the disc's back) and
+    from behind (the ligamenta flava), by tissue moved in, nothing painted; the canal behind the
+    bodies keeps its width; ROIs on the narrowing and the canal above and below."""
+    bg, an = toy
+    ctx = insert_finding(bg, an, "degenerative_stenosis", 2, np.random.default_rng(3), CFG["rates"])
+    assert [(r.compartment, r.fracture, r.finding) for r in ctx.rois] == [
+        ("none", "none", "degenerative_stenosis")
+    ] * 3
+    assert not ctx.lesion.any()  # moved, not painted
+    inverse = np.linalg.inv(bg.affine)
+    narrowed, *beside = (np.round(apply_affine(inverse, r.centre)).astype(int) for r in ctx.rois)
+
+    def sac_depth(images: dict[str, np.ndarray], k: int) -> float:
+        """The sac front to back (mm: first to last CSF voxel) at slice k, over its middle columns."""
+        spans = []
+        for i in range(22, 35):
+            csf = np.flatnonzero(images["t2"][i, 45:75, k] > 450.0)
+            spans.append(csf[-1] - csf[0] + 1 if len(csf) else 0)
+        return float(np.mean(spans))
+
+    assert sac_depth(bg.images, narrowed[2]) == 14.0  # the toy's sac
+    for k in (narrowed[2] - 1, narrowed[2], narrowed[2] + 1):  # the disc level: pinched
+        assert sac_depth(ctx.images, k) <= 14.0 - 2.5
+    for centre in beside:  # behind the bodies: the hourglass's wide ends
+        assert sac_depth(ctx.images, centre[2]) >= 14.0 - 2.5
+    assert 93 <= narrowed[2] <= 102 or 57 <= narrowed[2] <= 66  # a disc's level (toy: k 93-102, 57-66)
+    far = np.zeros(bg.shape, dtype=bool)
+    far[:, :, : max(narrowed[2] - 45, 0)] = far[:, :, narrowed[2] + 45 :] = True
+    assert far.any()
+    np.testing.assert_allclose(ctx.images["t2"][far], bg.images["t2"][far], atol=0.5)  # as it was (noise sd 8)
 
 
 def test_a_fracture_loses_at_least_a_fifth_of_its_height(toy, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,6 +78,7 @@ FINDINGS: dict[str, FindingLabels] = {
     "schmorl_node": _f("none", role="mimic"),
     "discitis": _f("none", role="mimic"),
     "focal_fat": _f("none", role="variant"),
+    "degenerative_stenosis": _f("none", role="variant"),  # disc bulge and thick ligamenta flava pinching the sac
 }
 """Every finding any renderer draws (the manifest's ``finding``), named once with its labels.
 The phantom (``phantom.findings.FINDINGS``), the insertion (``insert.findings.FINDINGS``) and

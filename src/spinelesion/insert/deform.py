@@ -96,16 +96,30 @@ def bulge_posterior(frame: BodyFrame, amount: float, height_scale: float = 1.0) 
     return fn
 
 
-def push(centre: np.ndarray, direction: np.ndarray, amount: float, radius: float) -> Map:
+def push(
+    centre: np.ndarray, direction: np.ndarray, amount: float, radius: float | Sequence[float]
+) -> Map:
     """Mass effect: content near ``centre`` (local mm) shifted by ``amount`` mm along
-    ``direction``, with a Gaussian fall-off of ``radius`` mm (monotone while amount < radius)."""
+    ``direction``, with a Gaussian fall-off of ``radius`` mm, or of radii along l, p, t (a disc
+    bulges across the canal's width, not as a ball); kept monotone: the amount is at most 0.9 of
+    the fall-off along the direction."""
     d = np.asarray(direction, dtype=float)
     d = d / np.linalg.norm(d)
-    amount = min(float(amount), 0.9 * float(radius))
+    if np.ndim(radius) == 0:  # a ball (the arithmetic every earlier set was drawn with)
+        r = float(radius)  # type: ignore[arg-type]
+        amount = min(float(amount), 0.9 * r)
+
+        def ball(loc: np.ndarray) -> np.ndarray:
+            g = np.exp(-((loc - centre) ** 2).sum(-1) / (2 * r**2))
+            return loc - amount * g[..., None] * d
+
+        return ball
+    radii = np.asarray(radius, dtype=float).reshape(3)
+    along = 1.0 / float(np.sqrt(((d / radii) ** 2).sum()))  # the fall-off's radius along d
+    amount = min(float(amount), 0.9 * along)
 
     def fn(loc: np.ndarray) -> np.ndarray:
-        r2 = ((loc - centre) ** 2).sum(-1)
-        g = np.exp(-r2 / (2 * radius**2))
+        g = np.exp(-((((loc - centre) / radii) ** 2).sum(-1)) / 2)
         return loc - amount * g[..., None] * d
 
     return fn

@@ -473,6 +473,45 @@ def discitis(ctx: Insert) -> None:
     ctx.roi(np.array([0.0, mid_p, mid_t]), "discitis")
 
 
+def degenerative_stenosis(ctx: Insert) -> None:
+    """A normal variant of the ageing spine, not a lesion: at a disc, the disc's back bulges into the
+    canal (2.5-8 mm across most of its width) and the ligamenta flava thicken from behind on both
+    sides (1.5-5 mm), pinching the dural sac to an hourglass with the study's own tissues moved in: disc and
+    ligament texture where CSF was, CSF wider above and below by comparison. VB1's older patients have
+    it at most lumbar discs and a model that saw only capacious sacs called their canal a lesion; the
+    phantom's drawn narrowing did not carry to them (docs/results.md, 2026-12-07). ROIs (none/none)
+    on the narrowing and on the canal behind the bodies above and below it."""
+    upper, lower, _disc, top, bottom = _disc_next_to(ctx, "degenerative_stenosis")
+    c0, c1 = upper.canal
+    depth = max(c1 - c0, 4.0)
+    mid_t = 0.5 * (top + bottom)
+    half_t = max(0.5 * (top - bottom), 2.0)
+    front = min(ctx.u(2.5, 8.0), 0.5 * depth)
+    back = min(ctx.u(1.5, 5.0), 0.35 * depth)
+    maps = [  # the annulus across the canal's width, reaching past the disc's height a little
+        deform.push(
+            np.array([ctx.u(-2.0, 2.0), c0 - 1.0, mid_t]),
+            np.array([0.0, 1.0, 0.0]),
+            front,
+            (ctx.u(6.0, 10.0), max(front / 0.8, 3.0), half_t + ctx.u(1.0, 4.0)),
+        )
+    ]
+    for side in (-1.0, 1.0):  # each ligamentum flavum, behind and beside the sac
+        maps.append(
+            deform.push(
+                np.array([side * ctx.u(1.5, 5.0), c1 + 1.0, mid_t + ctx.u(-2.0, 2.0)]),
+                np.array([0.0, -1.0, 0.0]),
+                back * ctx.u(0.6, 1.0),
+                (ctx.u(3.0, 5.0), max(back / 0.8, 2.5), half_t + ctx.u(2.0, 5.0)),
+            )
+        )
+    ctx.warp(*maps)
+    ctx.roi(np.array([0.0, 0.5 * (c0 + front + c1 - back), mid_t]), "degenerative_stenosis")
+    for frame in (upper, lower):
+        l0, l1 = frame.canal
+        ctx.roi(np.array([0.0, 0.5 * (l0 + l1), ctx.u(-0.3, 0.3) * frame.half_height]), "degenerative_stenosis", frame)
+
+
 # -- inside the dural sac -----------------------------------------------------------------------
 def _cord_axis(ctx: Insert) -> np.ndarray:
     """(l, p) of the cord (or the middle of the sac where no cord is known) at this level."""
@@ -616,11 +655,12 @@ FINDINGS: dict[str, Callable[[Insert], None]] = {
     "modic1": modic1,
     "schmorl_node": schmorl_node,
     "discitis": discitis,
+    "degenerative_stenosis": degenerative_stenosis,
 }
 """Finding name (the manifest's ``finding``) -> renderer."""
 
 NEEDS_CORD = {"intramedullary_metastasis"}
-NEEDS_NEIGHBOUR = {"modic1", "discitis"}
+NEEDS_NEIGHBOUR = {"modic1", "discitis", "degenerative_stenosis"}
 
 
 def eligible(name: str, an: SpineAnatomy, frame: BodyFrame) -> bool:
