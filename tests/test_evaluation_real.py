@@ -209,7 +209,9 @@ def test_chronic_fractures_are_read_by_their_fracture_call_beside_the_same_spine
     assert out["called_benign"] == 0.5  # the fracture head alone: benign with a wrong compartment counts
     assert out["called_fracture"] == 0.75  # benign or pathologic
     assert out["both_labels_right"] == 0.25
-    assert out["untouched_bodies"] == 4 and out["untouched_bodies_called_normal"] == 0.5  # vb2_01 (1 of 3) and tptbox_c5
+    assert (
+        out["untouched_bodies"] == 4 and out["untouched_bodies_called_normal"] == 0.5
+    )  # vb2_01 (1 of 3) and tptbox_c5
     assert chronic_fractures(ROWS)["n"] == 0 and chronic_fractures(ROWS)["called_benign"] is None
 
 
@@ -314,7 +316,9 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
     ).read_text()
     assert "0.667 of 3 called none/none (focal_fat 0.500 of 2, haemangioma 1.000 of 1)" in with_mimics
     assert "Healed fractures" not in text
-    healed = write_model_card(tmp_path, {**meta, "chronic_fractures": chronic_fractures(CHRONIC_ROWS)}).read_text()
+    healed = write_model_card(
+        tmp_path, {**meta, "chronic_fractures": chronic_fractures(CHRONIC_ROWS)}
+    ).read_text()
     assert "0.500 of 4 called benign, 0.750 called a fracture of either kind" in healed
     assert "called none/none 0.500 (of 4)" in healed
     assert "plain renderer" not in text

@@ -218,7 +218,9 @@ def test_degenerative_stenosis_pinches_the_sac_at_a_disc_with_the_studys_own_tis
     far = np.zeros(bg.shape, dtype=bool)
     far[:, :, : max(narrowed[2] - 45, 0)] = far[:, :, narrowed[2] + 45 :] = True
     assert far.any()
-    np.testing.assert_allclose(ctx.images["t2"][far], bg.images["t2"][far], atol=0.5)  # as it was (noise sd 8)
+    np.testing.assert_allclose(
+        ctx.images["t2"][far], bg.images["t2"][far], atol=0.5
+    )  # as it was (noise sd 8)
 
 
 def test_a_fracture_loses_at_least_a_fifth_of_its_height(toy, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -358,9 +358,11 @@ def test_a_cached_study_a_run_reads_is_marked_used_and_the_least_recent_are_prun
     deleted, freed = prune_cache(tmp_path / "monai", keep_bytes)
     assert (deleted, freed) == (2, sum(sizes.values()) - keep_bytes)
     assert sorted(tmp_path.joinpath("monai").iterdir()) == sorted([used[0], stale])
-    assert prune_cache(tmp_path / "monai", keep_bytes) == (0, 0) and prune_cache(tmp_path / "none", 0) == (0, 0)
+    assert prune_cache(tmp_path / "monai", keep_bytes) == (0, 0) and prune_cache(tmp_path / "none", 0) == (
+        0,
+        0,
+    )
     # a pruned study is prepared again on the next read, and the read marks it used
     bank = build_roi_bank(rows, spec, tmp_path, progress=False)
     assert len(bank.rows) == len(rows) and len(list((tmp_path / "monai").glob("*.pt"))) == 4
     assert all(f.stat().st_mtime > 2_000_000 for f in (tmp_path / "monai").glob("*.pt") if f != stale)
-

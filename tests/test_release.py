@@ -666,4 +666,3 @@ def test_the_study_cache_is_cut_to_its_cap_before_each_stage(tmp_path, fake_runn
     assert len(list(cache.iterdir())) == 4
     _run(_recipe(), tmp_path, until="model", cache_max_gb=2048 / 2**30)
     assert sorted(p.name for p in cache.iterdir()) == ["s2.pt", "s3.pt"]
-

@@ -16,6 +16,7 @@ def sequence_set(names: Iterable[str]) -> str:
     have = set(names)
     return "+".join(s for s in SEQUENCES if s in have)
 
+
 TASKS: dict[str, tuple[str, ...]] = {
     "compartment": ("none", "extradural", "intradural_extramedullary", "intramedullary"),
     "fracture": ("none", "benign", "pathologic"),
@@ -78,7 +79,9 @@ FINDINGS: dict[str, FindingLabels] = {
     "schmorl_node": _f("none", role="mimic"),
     "discitis": _f("none", role="mimic"),
     "focal_fat": _f("none", role="variant"),
-    "degenerative_stenosis": _f("none", role="variant"),  # disc bulge and thick ligamenta flava pinching the sac
+    "degenerative_stenosis": _f(
+        "none", role="variant"
+    ),  # disc bulge and thick ligamenta flava pinching the sac
 }
 """Every finding any renderer draws (the manifest's ``finding``), named once with its labels.
 The phantom (``phantom.findings.FINDINGS``), the insertion (``insert.findings.FINDINGS``) and

@@ -96,9 +96,7 @@ def bulge_posterior(frame: BodyFrame, amount: float, height_scale: float = 1.0) 
     return fn
 
 
-def push(
-    centre: np.ndarray, direction: np.ndarray, amount: float, radius: float | Sequence[float]
-) -> Map:
+def push(centre: np.ndarray, direction: np.ndarray, amount: float, radius: float | Sequence[float]) -> Map:
     """Mass effect: content near ``centre`` (local mm) shifted by ``amount`` mm along
     ``direction``, with a Gaussian fall-off of ``radius`` mm, or of radii along l, p, t (a disc
     bulges across the canal's width, not as a ball); kept monotone: the amount is at most 0.9 of

@@ -509,7 +509,11 @@ def degenerative_stenosis(ctx: Insert) -> None:
     ctx.roi(np.array([0.0, 0.5 * (c0 + front + c1 - back), mid_t]), "degenerative_stenosis")
     for frame in (upper, lower):
         l0, l1 = frame.canal
-        ctx.roi(np.array([0.0, 0.5 * (l0 + l1), ctx.u(-0.3, 0.3) * frame.half_height]), "degenerative_stenosis", frame)
+        ctx.roi(
+            np.array([0.0, 0.5 * (l0 + l1), ctx.u(-0.3, 0.3) * frame.half_height]),
+            "degenerative_stenosis",
+            frame,
+        )
 
 
 # -- inside the dural sac -----------------------------------------------------------------------

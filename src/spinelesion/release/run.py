@@ -202,8 +202,13 @@ def prune_study_cache(root: Path, cache_max_gb: float) -> None:
     cache = root / "cache" / "monai"
     deleted, freed = prune_cache(cache, int(cache_max_gb * 2**30))
     if deleted:
-        log.info("study cache %s: %d least recently used file(s) deleted, %s freed (cache_max_gb=%g)",
-                 cache, deleted, human(freed), cache_max_gb)
+        log.info(
+            "study cache %s: %d least recently used file(s) deleted, %s freed (cache_max_gb=%g)",
+            cache,
+            deleted,
+            human(freed),
+            cache_max_gb,
+        )
 
 
 def check_free_disk(root: Path, min_free_gb: float, stage: str) -> None:
