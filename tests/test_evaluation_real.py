@@ -315,7 +315,13 @@ def test_model_card_reports_real_anatomy(tmp_path) -> None:
         tmp_path, {**meta, "real_mimics": mimics_called_normal(MIMIC_ROWS)}
     ).read_text()
     assert "0.667 of 3 called none/none (focal_fat 0.500 of 2, haemangioma 1.000 of 1)" in with_mimics
-    assert "Healed fractures" not in text
+    assert "Healed fractures" not in text and "Degenerative narrowing" not in text
+    narrowed = [_row("vb2_01_sten_ins000_r0", "vb2_01_sten_ins000", "vb2_01", "degenerative_stenosis", "L4", ("none", "none"), ("intradural_extramedullary", "none"))]  # fmt: skip
+    variants = write_model_card(
+        tmp_path, {**meta, "real_variants": mimics_called_normal(narrowed)}
+    ).read_text()
+    assert "## Degenerative narrowing of the canal on held-out real spines" in variants
+    assert "0.000 of 1 called none/none (degenerative_stenosis 0.000 of 1)" in variants
     healed = write_model_card(
         tmp_path, {**meta, "chronic_fractures": chronic_fractures(CHRONIC_ROWS)}
     ).read_text()

@@ -583,6 +583,7 @@ def test_checks_only_runs_the_recipes_checks_on_a_given_model():
         "site_dense",  # the site checks read it per sequence and place
         "real_stability",
         "real_chronic",  # its held-out subjects' healed fractures
+        "real_stenosis",  # ... and degenerative narrowings
     }
 
 

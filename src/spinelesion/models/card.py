@@ -424,8 +424,12 @@ def _rates_lines(rates: dict[str, dict[str, float]] | None) -> list[str]:
     ]
 
 
-def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
-    """Held-out real mimics (``spinelesion.release.checks.mimics``) as one paragraph."""
+def _mimic_lines(
+    mimics: dict[str, Any],
+    heading: str = "Mimics and normal variants on held-out real spines",
+    where: str = "`data/real-mimics`, test split",
+) -> list[str]:
+    """Held-out real mimics or variants (``spinelesion.release.checks.mimics``) as one paragraph."""
     if not mimics:
         return []
     f = fmt_value
@@ -434,9 +438,9 @@ def _mimic_lines(mimics: dict[str, Any]) -> list[str]:
         for name, d in (mimics.get("per_finding") or {}).items()
     )
     return [
-        "## Mimics and normal variants on held-out real spines",
+        f"## {heading}",
         "",
-        f"Inserted into the held-out real subjects (`data/real-mimics`, test split), labelled none/none: "
+        f"Inserted into the held-out real subjects ({where}), labelled none/none: "
         f"{f(mimics.get('called_normal'))} of {mimics.get('n')} called none/none ({parts}).",
         "",
     ]
@@ -592,6 +596,11 @@ def write_model_card(folder: Path, meta: dict[str, Any]) -> Path:
             "held-out real studies with one inserted lesion or mimic (mimics are not lesions: a call on one is false)",
         ),
         *_mimic_lines(meta.get("real_mimics") or {}),
+        *_mimic_lines(
+            meta.get("real_variants") or {},
+            "Degenerative narrowing of the canal on held-out real spines",
+            "the release recipe's `real_stenosis`, test split",
+        ),
         *_chronic_lines(meta.get("chronic_fractures") or {}),
         *_plain_lines(meta.get("plain_renderer") or {}),
         *_renderer_lines(meta.get("renderers") or {}),

@@ -453,6 +453,8 @@ CHECKS: dict[str, Check] = {
     "scan_inserted": Check(scan_set, ("real_inserted_scan",)),
     "mimics": Check(mimics, ("real_mimics",)),
     "chronic": Check(chronic, ("chronic_fractures",)),
+    # a normal variant inserted into the held-out subjects (degenerative narrowing): called none/none?
+    "variants": Check(mimics, ("real_variants",)),
     # a renderer no training of the model read: renderers.<name> (the release's worst counts)
     "renderer": Check(renderer, ("renderers",), merge=True),
     # a site no training stage read (leave one dataset out), and a site's held-out patients
