@@ -308,6 +308,25 @@ def test_discitis_phlegmon_lies_outside_the_bodies(toy) -> None:
     assert [(r.compartment, r.fracture, r.finding) for r in with_.rois] == [("none", "none", "discitis")]
 
 
+def test_a_sets_extents_widen_a_signs_reach_and_the_defaults_draw_as_before(toy) -> None:
+    """configs/insert.yaml ``extents``: discitis's marrow oedema reaches as far as the set asks
+    (the sign is the disc crossed, not the oedema's depth); the defaults are the former ranges,
+    so a seed draws the same study; a name the insertion does not know is refused."""
+    bg, an = toy
+    rates = dict(CFG["rates"], discitis_phlegmon=0.0)
+    short = {"discitis_oedema_mm": (3.0, 3.0)}
+    deep = {"discitis_oedema_mm": (20.0, 20.0)}
+    a = insert_finding(bg, an, "discitis", 2, np.random.default_rng(8), rates, short)
+    b = insert_finding(bg, an, "discitis", 2, np.random.default_rng(8), rates, deep)
+    in_bodies = [(ctx.lesion & (bg.bodies > 0)).sum() for ctx in (a, b)]
+    assert in_bodies[1] > 2 * in_bodies[0]
+    default = insert_finding(bg, an, "discitis", 2, np.random.default_rng(8), rates)
+    same = insert_finding(bg, an, "discitis", 2, np.random.default_rng(8), rates, CFG["extents"])
+    np.testing.assert_array_equal(default.images["t2"], same.images["t2"])
+    with pytest.raises(ValueError, match="unknown extents discitis_depth_mm; known: discitis_oedema_mm"):
+        insert_finding(bg, an, "discitis", 2, np.random.default_rng(8), rates, {"discitis_depth_mm": (1, 2)})
+
+
 def test_focal_fat_is_fat_signal_and_normal(toy) -> None:
     """A fat island (normal variant): brighter than the marrow around it on T1 and T2, inside
     the body, labelled none/none at the body centre."""

@@ -298,7 +298,7 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         if looks:  # the inserted studies take the looks in turn: as many of each
             bg, an = list(looks.values())[v % len(looks)]
         name, label = choose(rng, an, cfg["finding_weights"])
-        ctx = insert_finding(bg, an, name, label, rng, cfg["rates"])
+        ctx = insert_finding(bg, an, name, label, rng, cfg["rates"], cfg.get("extents"))
         study_id = f"{spec.study_id}_{cfg.get('variant_tag', '')}ins{v:03d}"
         # A second level or a lateral mass can fall outside a small field of view: such a ROI
         # has no image to read and is left out (the crop still covers what lies inside).
@@ -421,6 +421,7 @@ def generate_inserted(cfg: Mapping[str, Any]) -> Path:
             },
             "finding_weights": dict(cfg["finding_weights"]),
             "rates": dict(cfg["rates"]),
+            "extents": {k: list(v) for k, v in (cfg.get("extents") or {}).items()},
         },
     )
     log.info(

@@ -13,7 +13,7 @@ body is the structure the label describes), canal findings on the lesion.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,13 @@ from spinelesion.labels import finding_labels
 # Heterogeneity (sd of a smooth multiplicative texture) of every textured painted region, drawn
 # per region from one range whatever the finding: texture is not a sign radiology.md names.
 HETEROGENEITY = (0.02, 0.2)
+
+EXTENTS: dict[str, tuple[float, float]] = {
+    "discitis_oedema_mm": (6.0, 14.0),  # marrow oedema from each endplate into its body
+    "discitis_erosion_mm": (1.0, 4.0),  # the disc grown into both bodies (irregular endplate erosion)
+}
+"""Ranges (mm) some signs' extents are drawn from, per finding; ``configs/insert.yaml`` ``extents``
+widens them for a set (the sign is the disc crossed, not how far the oedema reaches)."""
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Insert:
     frame: BodyFrame
     rng: np.random.Generator
     rates: Mapping[str, float]
+    extents: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(EXTENTS))
     images: dict[str, np.ndarray] = field(init=False)
     bodies: np.ndarray = field(init=False)
     lesion: np.ndarray = field(init=False)  # bool, full grid: every voxel the finding painted
@@ -72,6 +80,11 @@ class Insert:
 
     def u(self, lo: float, hi: float) -> float:
         return float(self.rng.uniform(lo, hi))
+
+    def extent(self, name: str) -> float:
+        """A sign's extent (mm), drawn from its range in :data:`EXTENTS` (or the set's own)."""
+        lo, hi = self.extents[name]
+        return self.u(float(lo), float(hi))
 
     # -- shapes ------------------------------------------------------------------------------
     def warp(self, *maps: deform.Map) -> None:
@@ -450,10 +463,16 @@ def schmorl_node(ctx: Insert) -> None:
 def discitis(ctx: Insert) -> None:
     """Crosses the disc: fluid in the disc, eroded endplates, oedema on both sides."""
     upper, lower, disc, top, bottom = _disc_next_to(ctx, "discitis")
-    ctx.paint("oedema", ctx.band(top, top + ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(upper.label))
-    ctx.paint("oedema", ctx.band(bottom, bottom - ctx.u(6.0, 14.0), 2.0) * ctx.body_mask(lower.label))
-    # Irregular endplate erosion: the disc grown 1-4 mm into both bodies, unevenly.
-    depth = 1.0 + 3.0 * np.clip(texture(ctx.rng, disc.shape, 3.0, 1.0), 0.0, 1.0)
+    ctx.paint(
+        "oedema", ctx.band(top, top + ctx.extent("discitis_oedema_mm"), 2.0) * ctx.body_mask(upper.label)
+    )
+    ctx.paint(
+        "oedema",
+        ctx.band(bottom, bottom - ctx.extent("discitis_oedema_mm"), 2.0) * ctx.body_mask(lower.label),
+    )
+    # Irregular endplate erosion: the disc grown 1-4 mm (its range) into both bodies, unevenly.
+    lo, hi = ctx.extents["discitis_erosion_mm"]
+    depth = lo + (hi - lo) * np.clip(texture(ctx.rng, disc.shape, 3.0, 1.0), 0.0, 1.0)
     grown = ndimage.distance_transform_edt(disc < 0.5, sampling=ctx.bg.spacing) <= depth
     mid_p = 0.5 * (upper.anterior + upper.posterior)
     inside = (
@@ -683,9 +702,15 @@ def insert_finding(
     label: int,
     rng: np.random.Generator,
     rates: Mapping[str, float],
+    extents: Mapping[str, Sequence[float]] | None = None,
 ) -> Insert:
-    """Render ``name`` at body ``label``; the result holds the new images, lesion mask and ROIs."""
-    ctx = Insert(bg, an, an.body(label), rng, rates)
+    """Render ``name`` at body ``label``; the result holds the new images, lesion mask and ROIs.
+    ``extents``: ranges that replace those of :data:`EXTENTS` (a name it lacks is an error)."""
+    unknown = sorted(set(extents or {}) - set(EXTENTS))
+    if unknown:
+        raise ValueError(f"unknown extents {', '.join(unknown)}; known: {', '.join(EXTENTS)}")
+    ranges = {**EXTENTS, **{k: (float(v[0]), float(v[1])) for k, v in (extents or {}).items()}}
+    ctx = Insert(bg, an, an.body(label), rng, rates, ranges)
     FINDINGS[name](ctx)
     if name == "osteoporotic_fracture" and ctx.chance("benign_multiple"):
         # Several osteoporotic levels: a second, milder fracture at another body.
