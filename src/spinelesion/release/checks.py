@@ -105,13 +105,20 @@ def phantom_metrics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]
     return dict(headline_metrics(evaluate(model, _manifest(ctx, data), ctx.out / "eval", cache=ctx.cache)))
 
 
+def _split_rows(model: Path, ctx: CheckContext, data: str, split: str = "test") -> list[dict[str, str]]:
+    """``spinelesion-evaluate`` on one split of a data stage's set; its predictions.csv rows."""
+    from spinelesion.evaluation.real import read_rows
+
+    evaluate(model, _manifest(ctx, data), ctx.out / "eval", f"data.split={split}", cache=ctx.cache)
+    return read_rows(ctx.out / "eval" / "predictions.csv")
+
+
 def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     """Held-out subjects of an insertion set: per dataset, and each inserted body finding paired
     with the same vertebra untouched."""
-    from spinelesion.evaluation.real import paired, per_dataset, read_rows, right_per_finding
+    from spinelesion.evaluation.real import paired, per_dataset, right_per_finding
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
-    rows = read_rows(ctx.out / "eval" / "predictions.csv")
+    rows = _split_rows(model, ctx, data)
     return {
         "heldout_per_dataset": per_dataset(rows),
         "heldout_paired": paired(rows),
@@ -124,11 +131,10 @@ def real_heldout(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
 def real_dense(model: Path, ctx: CheckContext, data: str, split: str = "test") -> dict[str, Any]:
     """The held-out subjects' untouched ROIs of a dense-normals set, per place: the body, the canal
     at each level (the real conus and lower thoracic cord), around the spine, anywhere."""
-    from spinelesion.evaluation.real import normals_by_place, read_rows
+    from spinelesion.evaluation.real import normals_by_place
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", f"data.split={split}", cache=ctx.cache)
     return {
-        "dense_normals_by_place": normals_by_place(read_rows(ctx.out / "eval" / "predictions.csv")),
+        "dense_normals_by_place": normals_by_place(_split_rows(model, ctx, data, split)),
         "dense_subjects": subjects(_manifest(ctx, data), split),
     }
 
@@ -260,19 +266,18 @@ def scan_set(
 
 def mimics(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     """Mimics and normal variants inserted into the held-out subjects: called none/none?"""
-    from spinelesion.evaluation.real import mimics_called_normal, read_rows
+    from spinelesion.evaluation.real import mimics_called_normal
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
-    return dict(mimics_called_normal(read_rows(ctx.out / "eval" / "predictions.csv")))
+    return dict(mimics_called_normal(_split_rows(model, ctx, data)))
 
 
 def chronic(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     """Healed fractures (the shape alone) inserted into the held-out subjects: called benign?"""
-    from spinelesion.evaluation.real import chronic_fractures, read_rows
+    from spinelesion.evaluation.real import chronic_fractures
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
-    rows = read_rows(ctx.out / "eval" / "predictions.csv")
-    return chronic_fractures(rows) | {"subjects": subjects(_manifest(ctx, data), "test")}
+    return chronic_fractures(_split_rows(model, ctx, data)) | {
+        "subjects": subjects(_manifest(ctx, data), "test")
+    }
 
 
 def renderer(
@@ -427,10 +432,9 @@ def _dense_by_sequence(
 def stability(model: Path, ctx: CheckContext, data: str) -> dict[str, Any]:
     """Untouched held-out bodies beside the same bodies under random appearances (a set drawn
     with ``appearance.copies``): how often the call changes."""
-    from spinelesion.evaluation.real import appearance_stability, read_rows
+    from spinelesion.evaluation.real import appearance_stability
 
-    evaluate(model, _manifest(ctx, data), ctx.out / "eval", "data.split=test", cache=ctx.cache)
-    return {"appearance_stability": appearance_stability(read_rows(ctx.out / "eval" / "predictions.csv"))}
+    return {"appearance_stability": appearance_stability(_split_rows(model, ctx, data))}
 
 
 @dataclass(frozen=True)
