@@ -288,6 +288,27 @@ def _noise_sd(img: np.ndarray, region: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(vals - np.median(vals))))
 
 
+COLUMNS = {"anterior": 0.1, "middle": 0.5, "posterior": 0.9}
+"""Where a body's heights are read: fractions of its depth from the anterior wall."""
+
+
+def column_heights(loc: np.ndarray, inside: np.ndarray, frame: BodyFrame) -> dict[str, float]:
+    """A body's anterior, middle and posterior height (mm), the three Genant's grading compares:
+    the extent along t of its voxels at each of :data:`COLUMNS`, near the mid-sagittal plane
+    (NaN where too few voxels lie there). ``loc``: local coordinates of a box, ``inside``: the
+    body in that box."""
+    lat, p, t = loc[..., 0], loc[..., 1], loc[..., 2]
+    band = max(0.05 * frame.depth, 1.0)
+    heights = {}
+    for name, frac in COLUMNS.items():
+        at = frame.anterior + frac * frame.depth
+        column = t[inside & (np.abs(p - at) < band) & (np.abs(lat) < max(0.3 * frame.half_width, 2.0))]
+        heights[name] = (
+            float(np.percentile(column, 99) - np.percentile(column, 1)) if column.size >= 10 else float("nan")
+        )
+    return heights
+
+
 def local_coords(bg: Background, box: tuple[slice, slice, slice], frame: BodyFrame) -> np.ndarray:
     """Every voxel of a box in a body's local (l, p, t) frame: (X, Y, Z, 3)."""
     return frame.to_local(voxel_world(bg, box))

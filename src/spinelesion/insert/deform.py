@@ -35,6 +35,26 @@ def footprint(loc: np.ndarray, frame: BodyFrame, margin: float = 4.0) -> np.ndar
     return 1.0 - smoothstep(np.maximum(dl, dp) / margin)
 
 
+def collapse_loss(
+    frame: BodyFrame,
+    lat: np.ndarray | float,
+    p: np.ndarray | float,
+    anterior_loss: float,
+    posterior_loss: float,
+    central_loss: float = 0.0,
+) -> np.ndarray:
+    """The fraction of its height :func:`collapse` takes from the body's column at (``lat``, ``p``):
+    linear from the anterior to the posterior wall, plus a dome in the middle (biconcave)."""
+    frac = np.clip((np.asarray(p) - frame.anterior) / max(frame.depth, 1.0), 0.0, 1.0)
+    radial = np.clip(
+        (np.asarray(lat) / max(frame.half_width, 1.0)) ** 2
+        + ((np.asarray(p) - 0.5 * (frame.anterior + frame.posterior)) / max(0.5 * frame.depth, 1.0)) ** 2,
+        0,
+        1,
+    )
+    return anterior_loss + (posterior_loss - anterior_loss) * frac + central_loss * (1.0 - radial)
+
+
 def collapse(
     frame: BodyFrame,
     anterior_loss: float,
@@ -44,23 +64,16 @@ def collapse(
 ) -> Map:
     """Height loss of a body: wedge (anterior > posterior), biconcave (central) or crush.
 
-    Inside the footprint, |t| <= H*c maps to |t|/c (c = 1 - loss, varying over p and with
-    distance from the centre); the discs and neighbours up to ``reach`` mm stretch to close
-    the gap, so the map stays continuous and the rest of the study is untouched.
+    Inside the footprint, |t| <= H*c maps to |t|/c (c = 1 - :func:`collapse_loss`, varying over
+    the column); the discs and neighbours up to ``reach`` mm stretch to close the gap, so the map
+    stays continuous and the rest of the study is untouched.
     """
     h = frame.half_height
     reach = float(reach if reach is not None else 2.2 * h)
 
     def fn(loc: np.ndarray) -> np.ndarray:
-        lat, p, t = loc[..., 0], loc[..., 1], loc[..., 2]
-        frac = np.clip((p - frame.anterior) / max(frame.depth, 1.0), 0.0, 1.0)
-        radial = np.clip(
-            (lat / max(frame.half_width, 1.0)) ** 2
-            + ((p - 0.5 * (frame.anterior + frame.posterior)) / max(0.5 * frame.depth, 1.0)) ** 2,
-            0,
-            1,
-        )
-        loss = anterior_loss + (posterior_loss - anterior_loss) * frac + central_loss * (1.0 - radial)
+        t = loc[..., 2]
+        loss = collapse_loss(frame, loc[..., 0], loc[..., 1], anterior_loss, posterior_loss, central_loss)
         c = np.clip(1.0 - loss, 0.2, 1.0)
         inner = h * c
         a = np.abs(t)
