@@ -2,7 +2,8 @@
 """Pictures of every finding inserted into a real normal study -> docs/images/insert_*.png, of the
 same study under random appearances -> docs/images/appearance_*.png, of the plain renderer's
 findings (the outside-check proxy) in a held-out one -> docs/images/plain_*.png, and of a real T2
-imaged as T1 and STIR beside real ones of another site -> docs/images/contrast_*.png.
+imaged as T1 and STIR beside real ones of another site -> docs/images/contrast_*.png, and of healed
+fractures at the mildest Genant ratio drawn -> docs/images/fractures_*.png.
 
 Usage: python scripts/preview_insertion.py [backgrounds folder] [study id ...]
 """
@@ -18,6 +19,7 @@ from spinelesion.insert.background import discover_backgrounds
 from spinelesion.insert.preview import (
     write_appearance_preview,
     write_contrast_preview,
+    write_fracture_preview,
     write_insertion_preview,
     write_plain_preview,
 )
@@ -41,6 +43,9 @@ def main() -> None:
             set(cfg["cord_levels"]),
         )
         print(out)
+        if study.startswith("vb2"):
+            fractures = ROOT / "docs" / "images" / f"fractures_{study}.png"
+            print(write_fracture_preview(specs[study], cfg["rates"], fractures, set(cfg["cord_levels"])))
         print(
             write_appearance_preview(
                 specs[study], cfg["appearance"], ROOT / "docs" / "images" / f"appearance_{study}.png"

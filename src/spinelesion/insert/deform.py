@@ -61,15 +61,18 @@ def collapse(
     posterior_loss: float,
     central_loss: float = 0.0,
     reach: float | None = None,
+    half_height: float | None = None,
 ) -> Map:
     """Height loss of a body: wedge (anterior > posterior), biconcave (central) or crush.
 
     Inside the footprint, |t| <= H*c maps to |t|/c (c = 1 - :func:`collapse_loss`, varying over
     the column); the discs and neighbours up to ``reach`` mm stretch to close the gap, so the map
-    stays continuous and the rest of the study is untouched.
+    stays continuous and the rest of the study is untouched. ``half_height`` (H, default the
+    frame's) should reach the body's farthest voxel: a column taller than 2 H (a lordotic L5's
+    front) would otherwise be stretched with the disc beyond H instead of losing its fraction.
     """
-    h = frame.half_height
-    reach = float(reach if reach is not None else 2.2 * h)
+    h = float(half_height if half_height is not None else frame.half_height)
+    reach = float(reach if reach is not None else max(2.2 * frame.half_height, h + 0.8 * frame.half_height))
 
     def fn(loc: np.ndarray) -> np.ndarray:
         t = loc[..., 2]

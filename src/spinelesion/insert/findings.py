@@ -272,45 +272,73 @@ SHAPES: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _reference_ratio(ctx: Insert, shape: str, heights: Mapping[str, float]) -> float:
-    """The body's ratio, as it is, of the height a ``shape`` compresses to its reference; 1 where
-    it cannot be measured or is implausible for an unbroken body (an end body whose frame the
-    spine's curve tilts reads a corner, e.g. VB1's L5 at 0.44)."""
-    measured, reference = SHAPES[shape]
-    if reference is None:
-        others = [b for b in ctx.an.neighbours(ctx.frame) if b is not None]
-        own = ctx.frame.superior - ctx.frame.inferior
-        ratio = own / np.mean([b.superior - b.inferior for b in others]) if others else 1.0
-    else:
-        ratio = heights[measured] / heights[reference]
-    return float(ratio) if np.isfinite(ratio) and 0.7 <= ratio <= 1.5 else 1.0
+def _neighbour_ratio(ctx: Insert) -> float:
+    """The body's height over its neighbours' mean (a crush's reference), 1 at an end of the spine."""
+    others = [b for b in ctx.an.neighbours(ctx.frame) if b is not None]
+    own = ctx.frame.superior - ctx.frame.inferior
+    return float(own / np.mean([b.superior - b.inferior for b in others])) if others else 1.0
 
 
 def _collapse(ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str, float]) -> str:
     """Collapse the body in one of ``shapes`` so that its compressed height ends at a ratio in
-    ``ratio_range`` of its reference (:data:`SHAPES`), measured on the body before."""
+    ``ratio_range`` of its reference (:data:`SHAPES`).
+
+    The losses are solved from the heights measured before (``deform.collapse_loss`` at each
+    column), then corrected on a trial warp of the body's mask: a real body is not a box, and the
+    frame's axis (from the neighbours' centres) runs oblique to a lordotic L5's endplates, so the
+    same loss takes off less than it would from a box. A body whose ratio reads implausibly for an
+    unbroken one (an end body the spine's curve tilts: VB1's L5 reads 0.44) takes the ratio as a
+    loss instead."""
     names, probs = list(shapes), np.asarray(list(shapes.values()), dtype=float)
     shape = str(ctx.rng.choice(names, p=probs / probs.sum()))
     f = ctx.frame
-    heights = column_heights(ctx.loc, ctx.body_mask() > 0.5, f)
+    measured, reference = SHAPES[shape]
     # the direction of the loss (anterior, posterior, central), scaled below to reach the ratio
     direction = {
         "wedge": (1.0, ctx.u(0.0, 0.2), 0.0),
         "biconcave": (0.3, 0.3, 0.7),
         "crush": (1.0, 1.0, 0.0),
     }[shape]
-    measured, reference = SHAPES[shape]
+    target = ctx.u(*ratio_range)
+    inside = ctx.body_mask() > 0.5
+    before = column_heights(ctx.loc, inside, f)
+    # every column loses its fraction: the collapse spans the body's farthest voxel, not the frame's
+    # 2-98 % height (a lordotic L5's front column reaches past it and would barely shrink)
+    reach_t = float(np.abs(ctx.loc[..., 2][inside]).max()) + 0.5 if inside.any() else f.half_height
+    half_height = max(f.half_height, reach_t)
 
-    def loss_at(column: str) -> float:
+    def collapse(scale: float) -> deform.Map:
+        return deform.collapse(f, *(scale * d for d in direction), half_height=half_height)
+
+    def ratio(heights: Mapping[str, float]) -> float:
+        if reference is None:
+            return heights[measured] / before[measured] * _neighbour_ratio(ctx)
+        return heights[measured] / heights[reference]
+
+    def loss_at(column: str | None) -> float:
+        if column is None:
+            return 0.0
         return float(deform.collapse_loss(f, 0.0, f.anterior + COLUMNS[column] * f.depth, *direction))
 
-    # (1 - s * loss_m) * h_m = ratio * (1 - s * loss_r) * h_r, solved for the scale s
-    k = ctx.u(*ratio_range) / _reference_ratio(ctx, shape, heights)
-    loss_m, loss_r = loss_at(measured), (loss_at(reference) if reference else 0.0)
-    scale = (1.0 - k) / max(loss_m - k * loss_r, 1e-3)
-    deepest = max(loss_at(c) for c in COLUMNS)
-    scale = float(np.clip(scale * deepest, *LOSS_LIMITS)) / deepest
-    ctx.warp(deform.collapse(f, *(scale * d for d in direction)))
+    def bounded(scale: float) -> float:
+        deepest = max(loss_at(c) for c in COLUMNS)
+        return float(np.clip(scale * deepest, *LOSS_LIMITS)) / deepest
+
+    start = ratio(before)
+    plausible = bool(np.isfinite(start) and 0.7 <= start <= 1.5)
+    k = target / start if plausible else target
+    # (1 - s * loss_m) * h_m = k * (1 - s * loss_r) * h_r, solved for the scale s
+    scale = bounded((1.0 - k) / max(loss_at(measured) - k * loss_at(reference), 1e-3))
+    # within a voxel's step of the ratio (1 mm of 25 is 0.04 a side), a correction would chase the grid
+    tolerance = max(0.02, 1.2 * float(min(ctx.bg.spacing)) / before[reference or measured])
+    for _ in range(2 if plausible else 0):
+        trial = ctx.bodies.copy()
+        deform.warp_box(ctx.bg, ctx.box, f, collapse(scale), {}, {"b": trial})
+        reached = ratio(column_heights(ctx.loc, trial[ctx.box] == f.label, f))
+        if not np.isfinite(reached) or abs(reached - target) < tolerance or start - reached < 1e-3:
+            break
+        scale = bounded(scale * (start - target) / (start - reached))  # secant through (0, start)
+    ctx.warp(collapse(scale))
     return shape
 
 

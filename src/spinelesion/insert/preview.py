@@ -86,6 +86,61 @@ def write_insertion_preview(
     return _save(fig, path)
 
 
+def write_fracture_preview(
+    spec: BackgroundSpec,
+    rates: Mapping[str, float],
+    path: str | Path,
+    cord_levels: set[str],
+    levels: tuple[str, ...] = ("T12", "L5"),
+    seed: int = 0,
+) -> Path:
+    """Healed fractures (the shape alone) at the mildest ratio drawn, per shape, at ``levels`` (a body
+    that wedges by nature and a lordotic one), each titled with its Genant ratio before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spinelesion.insert.anatomy import column_heights
+    from spinelesion.insert.findings import GENANT_RATIO, SHAPES, Insert, _collapse
+
+    bg = load_background(spec)
+    an = derive_anatomy(bg, cord_levels)
+    seq = "t2" if "t2" in bg.images else next(iter(bg.images))
+    bodies = [b for b in an.bodies if b.level in levels]
+    fig, axes = plt.subplots(
+        len(bodies), 1 + len(SHAPES), figsize=(2.6 * (1 + len(SHAPES)), 2.8 * len(bodies))
+    )
+    axes = np.atleast_2d(axes)
+    vmax = float(np.percentile(bg.images[seq], 99.7))
+    for row, body in zip(axes, bodies, strict=True):
+        for ax, shape in zip(row, [None, *SHAPES], strict=True):
+            ctx = Insert(bg, an, body, np.random.default_rng(seed), dict(rates))
+            measured, reference = SHAPES[shape or "wedge"]
+            before = column_heights(ctx.loc, ctx.body_mask() > 0.5, body)
+            title = f"{body.level} untouched\nA/P {before['anterior'] / before['posterior']:.2f}"
+            if shape:
+                ctx.u = lambda lo, hi: float(hi)  # type: ignore[method-assign]  # the mildest fracture drawn
+                _collapse(ctx, (0.5, GENANT_RATIO), {shape: 1.0})
+                after = column_heights(ctx.loc, ctx.body_mask() > 0.5, body)
+                if reference is None:
+                    title = f"{shape}\nheight {after[measured] / before[measured]:.2f} of before"
+                else:
+                    ratio = (before[measured] / before[reference], after[measured] / after[reference])
+                    title = f"{shape}\n{measured[0].upper()}/{reference[0].upper()} {ratio[0]:.2f} -> {ratio[1]:.2f}"
+            ax.imshow(
+                _sagittal(bg.affine, ctx.images[seq], body.centre, 40.0), cmap="gray", vmin=0, vmax=vmax
+            )
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.suptitle(
+        f"{seq.upper()} of {spec.study_id}: healed fractures at the mildest drawn (Genant {GENANT_RATIO}), "
+        "anterior left",
+        fontsize=9,
+    )
+    return _save(fig, path, rect=(0, 0, 1, 0.95))
+
+
 def write_plain_preview(
     spec: BackgroundSpec,
     path: str | Path,
