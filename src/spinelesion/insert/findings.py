@@ -308,7 +308,8 @@ def _collapse(ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str
     half_height = max(f.half_height, reach_t)
 
     def collapse(scale: float) -> deform.Map:
-        return deform.collapse(f, *(scale * d for d in direction), half_height=half_height)
+        front, back, centre = (scale * d for d in direction)
+        return deform.collapse(f, front, back, centre, half_height=half_height)
 
     def ratio(heights: Mapping[str, float]) -> float:
         if reference is None:
