@@ -251,19 +251,20 @@ def paraspinal_mass(ctx: Insert) -> None:
     ctx.roi(centre, "paraspinal_mass")
 
 
-# A vertebral fracture is called from its shape as Genant grades it: the most compressed height at
-# most 0.8 of its reference (grade 1: 20-25 % lost). The reference is the body's own posterior
-# wall for a wedge, its posterior wall for the middle of a biconcave body, its neighbours' height for
-# a crush. So a fracture is drawn to a final ratio measured on the body as it is, not to a loss
-# applied to whatever shape it had: a thoracolumbar body that wedges by nature (real-normals T11
-# anterior/posterior down to 0.79, docs/results.md) needs little loss to reach 0.7, a lordotic L5
-# (1.1) much more, and every label a model sees is a property of the shape it sees. A healed
-# fracture is its shape alone: drawn by the loss, a fifth of the lower lumbar ones ended as
-# wedged as a normal T11 and the thoracolumbar ones as a normal lumbar body's crush would.
+# A vertebral fracture is called from its shape as Genant grades it: at least a fifth of the body's
+# height gone (grade 1: 20-25 %) against its expected height. Both references are drawn to: the
+# body's own height as it was (a lordotic L5 is taller in front by nature, and a fifth of that is a
+# fracture, OWN_KEPT) and a ratio below every normal body's, whatever its level (GENANT_RATIO: the
+# compressed height over the posterior wall for a wedge and a biconcave body, over the neighbours'
+# height for a crush). The final shape is the more compressed of the two, measured on the body as it
+# is before. Until 2026-12-07 a loss of 20-50 % was applied to whatever shape the body had: a fifth
+# off a lordotic L5 left it as wedged as a normal T11 (real normals 0.79 and up), and a model trained
+# on healed fractures (the shape alone) called 13 normal thoracolumbar bodies benign (docs/results.md).
 GENANT_RATIO = 0.75  # the mildest drawn: grade 1, below every real normal body (0.79 the least, vb2 and
 # VB1) by more than the grid adds when a real mask is warped (measured up to +0.05)
 OSTEOPOROTIC_RATIO = (0.5, GENANT_RATIO)
 PATHOLOGIC_RATIO = (0.45, GENANT_RATIO)
+OWN_KEPT = (0.5, 0.8)  # the fraction of the body's own compressed height (ratio) that is left
 LOSS_LIMITS = (0.05, 0.65)  # the loss at the most compressed column, whatever the body measured
 SHAPES: dict[str, tuple[str, str | None]] = {
     "wedge": ("anterior", "posterior"),  # the measured height and its reference (None: neighbours)
@@ -281,7 +282,7 @@ def _neighbour_ratio(ctx: Insert) -> float:
 
 def _collapse(ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str, float]) -> str:
     """Collapse the body in one of ``shapes`` so that its compressed height ends at a ratio in
-    ``ratio_range`` of its reference (:data:`SHAPES`).
+    ``ratio_range`` of its reference (:data:`SHAPES`) and at most :data:`OWN_KEPT` of its own.
 
     The losses are solved from the heights measured before (``deform.collapse_loss`` at each
     column), then corrected on a trial warp of the body's mask: a real body is not a box, and the
@@ -299,7 +300,6 @@ def _collapse(ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str
         "biconcave": (0.3, 0.3, 0.7),
         "crush": (1.0, 1.0, 0.0),
     }[shape]
-    target = ctx.u(*ratio_range)
     inside = ctx.body_mask() > 0.5
     before = column_heights(ctx.loc, inside, f)
     # every column loses its fraction: the collapse spans the body's farthest voxel, not the frame's
@@ -327,6 +327,9 @@ def _collapse(ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str
 
     start = ratio(before)
     plausible = bool(np.isfinite(start) and 0.7 <= start <= 1.5)
+    target = ctx.u(*ratio_range)
+    if plausible:  # and at least a fifth of the body's own height gone (OWN_KEPT)
+        target = min(target, start * ctx.u(*OWN_KEPT))
     k = target / start if plausible else target
     # (1 - s * loss_m) * h_m = k * (1 - s * loss_r) * h_r, solved for the scale s
     scale = bounded((1.0 - k) / max(loss_at(measured) - k * loss_at(reference), 1e-3))
