@@ -109,7 +109,7 @@ def write_fracture_preview(
     seq = "t2" if "t2" in bg.images else next(iter(bg.images))
     bodies = [b for b in an.bodies if b.level in levels]
     fig, axes = plt.subplots(
-        len(bodies), 1 + len(SHAPES), figsize=(2.6 * (1 + len(SHAPES)), 2.8 * len(bodies))
+        len(bodies), 1 + len(SHAPES), figsize=(2.6 * (1 + len(SHAPES)), 3.2 * len(bodies))
     )
     axes = np.atleast_2d(axes)
     vmax = float(np.percentile(bg.images[seq], 99.7))
