@@ -62,36 +62,29 @@ def collapse(
     central_loss: float = 0.0,
     reach: float | None = None,
     half_height: float | None = None,
-    superior_share: float = 0.5,
 ) -> Map:
     """Height loss of a body: wedge (anterior > posterior), biconcave (central) or crush.
 
-    Inside the footprint each column keeps the fraction c = 1 - :func:`collapse_loss` of its
-    height; ``superior_share`` of the loss is taken at the superior endplate, the rest at the
-    inferior one (0.5: both alike; 1: the superior endplate alone moves, as in most osteoporotic
-    fractures). The discs and neighbours up to ``reach`` mm stretch to close the gap, so the map
+    Inside the footprint, |t| <= H*c maps to |t|/c (c = 1 - :func:`collapse_loss`, varying over
+    the column); the discs and neighbours up to ``reach`` mm stretch to close the gap, so the map
     stays continuous and the rest of the study is untouched. ``half_height`` (H, default the
     frame's) should reach the body's farthest voxel: a column taller than 2 H (a lordotic L5's
     front) would otherwise be stretched with the disc beyond H instead of losing its fraction.
     """
     h = float(half_height if half_height is not None else frame.half_height)
     reach = float(reach if reach is not None else max(2.2 * frame.half_height, h + 0.8 * frame.half_height))
-    share = float(np.clip(superior_share, 0.0, 1.0))
 
     def fn(loc: np.ndarray) -> np.ndarray:
         t = loc[..., 2]
         loss = collapse_loss(frame, loc[..., 0], loc[..., 1], anterior_loss, posterior_loss, central_loss)
         c = np.clip(1.0 - loss, 0.2, 1.0)
-        top = h - 2.0 * h * (1.0 - c) * share  # the endplates after the collapse
-        bottom = -h + 2.0 * h * (1.0 - c) * (1.0 - share)
-        src = -h + (t - bottom) / c  # inside the body: the column stretched back to its height
-        above = h + (t - top) * (reach - h) / np.maximum(reach - top, 1e-3)
-        below = -h + (t - bottom) * (reach - h) / np.maximum(reach + bottom, 1e-3)
-        src = np.where(t > top, above, np.where(t < bottom, below, src))
-        src = np.where(np.abs(t) >= reach, t, src)
+        inner = h * c
+        a = np.abs(t)
+        src = np.where(a <= inner, a / c, h + (a - inner) * (reach - h) / np.maximum(reach - inner, 1e-3))
+        src = np.where(a >= reach, a, src)
         w = footprint(loc, frame)
         out = loc.copy()
-        out[..., 2] = t + w * (src - t)
+        out[..., 2] = t + w * (np.sign(t) * src - t)
         return out
 
     return fn

@@ -280,12 +280,9 @@ def _neighbour_ratio(ctx: Insert) -> float:
     return float(own / np.mean([b.superior - b.inferior for b in others])) if others else 1.0
 
 
-def _collapse(
-    ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str, float], superior_share: float = 0.5
-) -> str:
+def _collapse(ctx: Insert, ratio_range: tuple[float, float], shapes: Mapping[str, float]) -> str:
     """Collapse the body in one of ``shapes`` so that its compressed height ends at a ratio in
-    ``ratio_range`` of its reference (:data:`SHAPES`) and at most :data:`OWN_KEPT` of its own,
-    ``superior_share`` of the loss taken at the superior endplate (``deform.collapse``).
+    ``ratio_range`` of its reference (:data:`SHAPES`) and at most :data:`OWN_KEPT` of its own.
 
     The losses are solved from the heights measured before (``deform.collapse_loss`` at each
     column), then corrected on a trial warp of the body's mask: a real body is not a box, and the
@@ -312,7 +309,7 @@ def _collapse(
 
     def collapse(scale: float) -> deform.Map:
         front, back, centre = (scale * d for d in direction)
-        return deform.collapse(f, front, back, centre, half_height=half_height, superior_share=superior_share)
+        return deform.collapse(f, front, back, centre, half_height=half_height)
 
     def ratio(heights: Mapping[str, float]) -> float:
         if reference is None:
@@ -379,15 +376,10 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
             else []
         )
     )
-    # the fractured endplate (the superior one more often) is the one that moves and carries the
-    # oedema: a collapse taken evenly from both, as until 2026-12-07, is a renderer's habit (the
-    # plain renderer moves the superior endplate alone, and its healed fractures were called benign
-    # 0.14 of the time by a model that had learnt this module's)
-    superior = ctx.rng.random() < 0.7
-    share = ctx.u(0.65, 1.0) if superior else ctx.u(0.0, 0.35)
-    _collapse(ctx, OSTEOPOROTIC_RATIO, {"wedge": 0.55, "biconcave": 0.3, "crush": 0.15}, share)
+    _collapse(ctx, OSTEOPOROTIC_RATIO, {"wedge": 0.55, "biconcave": 0.3, "crush": 0.15})
     if ctx.chance("convex_wall_benign"):  # a hard case: benign with a bulging wall
         ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(1.0, 2.5)))
+    superior = ctx.rng.random() < 0.7
     plate = _endplate_t(ctx, superior)
     inward = -1.0 if superior else 1.0
     body = ctx.body_mask()
@@ -414,7 +406,7 @@ def osteoporotic_fracture(ctx: Insert, roi: bool = True) -> None:
 
 def pathologic_fracture(ctx: Insert) -> None:
     f = ctx.frame
-    _collapse(ctx, PATHOLOGIC_RATIO, {"wedge": 0.35, "biconcave": 0.15, "crush": 0.5}, ctx.u(0.2, 0.8))
+    _collapse(ctx, PATHOLOGIC_RATIO, {"wedge": 0.35, "biconcave": 0.15, "crush": 0.5})
     if ctx.chance("convex_border"):
         ctx.warp(deform.bulge_posterior(ctx.frame, ctx.u(2.0, 5.0)))
     body = ctx.body_mask()
