@@ -259,7 +259,7 @@ def paraspinal_mass(ctx: Insert) -> None:
 # height for a crush). The final shape is the more compressed of the two, measured on the body as it
 # is before. Until 2026-12-07 a loss of 20-50 % was applied to whatever shape the body had: a fifth
 # off a lordotic L5 left it as wedged as a normal T11 (real normals 0.79 and up), and a model trained
-# on healed fractures (the shape alone) called 13 normal thoracolumbar bodies benign (docs/results.md).
+# on healed fractures (the shape alone) called 13 normal bodies benign, 8 of them T11-T12 (docs/results.md).
 GENANT_RATIO = 0.75  # the mildest drawn: grade 1, below every real normal body (0.79 the least, vb2 and
 # VB1) by more than the grid adds when a real mask is warped (measured up to +0.05)
 OSTEOPOROTIC_RATIO = (0.5, GENANT_RATIO)
