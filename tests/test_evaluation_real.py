@@ -91,6 +91,7 @@ def test_normals_by_place_splits_the_canal_from_the_canal_behind_a_disc_and_by_l
         _row("vb2_07_dense_canal01", "vb2_07", "vb2_07", "normal", "T11", ("none", "none"), idem),
         _row("vb2_07_dense_canal02", "vb2_07", "vb2_07", "normal", "L3", ("none", "none"), ("none", "none")),
         _row("vb2_07_dense_canal_between03", "vb2_07", "vb2_07", "normal", "T12", ("none", "none"), idem),
+        _row("vb2_07_dense_canal_wall06", "vb2_07", "vb2_07", "normal", "L3", ("none", "none"), idem),
         _row("vb2_07_dense_region04", "vb2_07", "vb2_07", "normal", "L5", ("none", "none"), ("none", "none")),
         # an inserted lesion and a ROI of no known place are not normals of a place
         _row("vb2_07_ins000_r0", "vb2_07_ins000", "vb2_07", "meningioma", "T11", idem, idem),
@@ -100,6 +101,12 @@ def test_normals_by_place_splits_the_canal_from_the_canal_behind_a_disc_and_by_l
     assert out["canal"] == {"n": 2, "called_normal": 0.5, "intradural_calls": 1, "intramedullary_calls": 0}
     assert out["canal@T11"]["called_normal"] == 0.0 and out["canal@L3"]["called_normal"] == 1.0
     assert out["canal_between"]["intradural_calls"] == 1 and out["body"]["called_normal"] == 1.0
+    assert out["canal_wall"] == {
+        "n": 1,
+        "called_normal": 0.0,
+        "intradural_calls": 1,
+        "intramedullary_calls": 0,
+    }
     # each place is followed by its levels
     assert list(out) == [
         "body",
@@ -108,6 +115,8 @@ def test_normals_by_place_splits_the_canal_from_the_canal_behind_a_disc_and_by_l
         "canal@T11",
         "canal_between",
         "canal_between@T12",
+        "canal_wall",
+        "canal_wall@L3",
         "region",
     ]
 

@@ -674,6 +674,50 @@ def test_canal_normals_between_bodies_sit_behind_each_disc(toy_root: Path, tmp_p
             assert np.abs(points[1:] - points[0]).max() <= 3.0 + 1e-6
 
 
+def test_canal_wall_normals_ring_each_levels_sac(toy_root: Path, tmp_path: Path) -> None:
+    """normal_rois.per_canal_wall: points on the dural sac's wall behind each body, all normal, at
+    every angle around the sac (dorsal and ventral, both sides), off the canal centre by about the
+    sac's own radius and within the body's height."""
+    from spinelesion.data.manifest import place_of, read_manifest
+    from spinelesion.insert.dataset import canal_wall_point, generate_inserted
+
+    cfg = toy_cfg(
+        toy_root,
+        tmp_path / "wall",
+        variants_per_subject=0,
+        normal_rois={"per_body": 0, "discs": False, "canal": False, "per_canal_wall": 5, "tag": "w_"},
+    )
+    rows = read_manifest(generate_inserted(cfg), geometry=True).rows
+    assert len(rows) == 2 * 3 * 5 and {r.finding for r in rows} == {"normal"}
+    assert {place_of(r.case_id) for r in rows} == {"canal_wall"}
+    assert {(r.labels["compartment"], r.labels["fracture"]) for r in rows} == {("none", "none")}
+
+    # the local geometry of a drawn point, on a frame whose sac is 12 mm deep
+    from spinelesion.insert.anatomy import BodyFrame
+
+    frame = BodyFrame(
+        label=1,
+        level="L3",
+        centre=np.zeros(3),
+        axes=np.eye(3),
+        half_width=20.0,
+        anterior=-16.0,
+        posterior=16.0,
+        inferior=-12.0,
+        superior=12.0,
+        canal=(18.0, 30.0),
+    )
+    rng = np.random.default_rng(0)
+    points = np.array([canal_wall_point(frame, rng) for _ in range(400)])
+    lat, p, t = points.T
+    half_depth, half_width = 6.0, 8.4  # 1.4 x the depth, inside 6-12 mm
+    radius = np.hypot(lat / half_width, (p - 24.0) / half_depth)  # 1 on the ellipse
+    assert radius.min() >= 0.85 - 1e-9 and radius.max() <= 1.15 + 1e-9
+    assert p.min() < 18.0 + 1.0 and p.max() > 30.0 - 1.0  # the ventral and the dorsal wall both
+    assert lat.min() < -7.0 and lat.max() > 7.0  # and both sides
+    assert np.abs(t).max() <= 0.8 * 12.0 + 1e-9 and np.ptp(t) > 12.0
+
+
 @pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_a_second_insertion_set_of_the_same_subjects_mixes(toy_root: Path, tmp_path: Path) -> None:
     """variant_tag: inserted study ids of a second set (e.g. more intradural lesions) stay

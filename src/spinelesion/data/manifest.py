@@ -128,8 +128,9 @@ def source_of(patient_id: str) -> str:
 
 # Where an insertion set's normal ROI lies, from its case id (insert/dataset.py normal_records:
 # ``<study>_<tag><place><nn>``); longest names first ("canal_between" before "canal").
-NORMAL_PLACES = ("canal_between", "canal", "body", "disc", "region", "bg")
-CANAL_PLACES = ("canal", "canal_between")  # the canal at a body's level and behind the disc below
+NORMAL_PLACES = ("canal_between", "canal_wall", "canal", "body", "disc", "region", "bg")
+# the canal at a body's level, on the sac's wall there, and behind the disc below
+CANAL_PLACES = ("canal", "canal_wall", "canal_between")
 _PLACE = re.compile(r"(" + "|".join(NORMAL_PLACES) + r")\d+$")
 
 

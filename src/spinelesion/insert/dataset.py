@@ -29,7 +29,7 @@ from spinelesion.atomic import write_json
 from spinelesion.data.appearance import AppearanceConfig, appearance_from_dict, randomise_study
 from spinelesion.data.manifest import Row, write_manifest
 from spinelesion.data.splits import assign_splits
-from spinelesion.insert.anatomy import SpineAnatomy, box_around, derive_anatomy
+from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, derive_anatomy
 from spinelesion.insert.background import Background, BackgroundSpec, discover_backgrounds, load_background
 from spinelesion.insert.contrast import TARGETS, synthesise
 from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
@@ -104,6 +104,8 @@ def normal_records(
             # what the intradural and intramedullary insertions are painted into
             for k in range(max(int(cfg.get("per_canal", 1)), 1)):
                 add(canal + (rng.uniform(-jitter, jitter, 3) if k else 0.0), f.level, "canal")
+        for _ in range(int(cfg.get("per_canal_wall", 0))):
+            add(f.to_world(canal_wall_point(f, rng)), f.level, "canal_wall")
         if int(cfg.get("per_canal_between", 0)) and i + 1 < len(an.bodies):
             # the canal behind the disc below: the conus often ends there (T12-L2) and the roots
             # run on; every other canal ROI sits at a body's centre level
@@ -131,6 +133,25 @@ def normal_records(
             nearest = min(an.bodies, key=lambda b: float(np.linalg.norm(b.centre - point)))
             add(point, nearest.level, "region")
     return recs
+
+
+def canal_wall_point(frame: BodyFrame, rng: np.random.Generator) -> np.ndarray:
+    """A local (l, p, t) point on the dural sac's wall behind a body, at a random angle around
+    the sac and a random height within the body's middle 80 %: the place an intradural-extramedullary
+    lesion lies against, in a real spine the dorsal epidural fat, the ligamentum flavum and the
+    roots lying on the dorsal dura. Held-out whole exams' scans called it intradural at L2-L4
+    (7 of 12 false calls of the ninth release run, 2026-12-07, 4-8 mm behind the canal centre the
+    ``canal`` ROIs sit on). The sac is an ellipse: its depth the canal's, its width 1.4 times
+    the depth within 12-24 mm (the lumbar sac is wider than deep)."""
+    c0, c1 = frame.canal
+    half_depth = 0.5 * (c1 - c0)
+    half_width = float(np.clip(1.4 * half_depth, 6.0, 12.0))
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    reach = rng.uniform(0.85, 1.15)
+    t = rng.uniform(0.8 * frame.inferior, 0.8 * frame.superior)
+    return np.array(
+        [reach * half_width * np.cos(angle), 0.5 * (c0 + c1) + reach * half_depth * np.sin(angle), t]
+    )
 
 
 def region_points(

@@ -238,6 +238,7 @@ DENSE_PLACES = {
     "body": "body",
     "canal": "canal at a body",
     "canal_between": "canal behind a disc",
+    "canal_wall": "sac wall at a body",
     "region": "around the spine",
     "bg": "anywhere",
 }
