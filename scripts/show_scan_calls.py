@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Sagittal and axial crops through each ROI of a ``spinelesion-predict`` output, with its call:
+where scan mode looked and what it said, for a reader to judge the calls (one column per ROI).
+
+Planes are sampled in LPS millimetres through the point (anterior left, superior up; axial seen
+from below, the patient's left on the right), so an oblique or RAS-stored study shows as any other.
+
+Usage: python scripts/show_scan_calls.py IMAGE.nii.gz PREDICTIONS.csv OUT.png [--study ID] [--half-mm 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import ndimage
+
+from spinelesion.io.nifti import read_nifti
+from spinelesion.io.volume import Volume
+
+
+def plane(volume: Volume, centre: np.ndarray, u: np.ndarray, v: np.ndarray, half_mm: float) -> np.ndarray:
+    """The image on the plane through ``centre`` spanned by LPS unit vectors ``u`` (columns) and
+    ``v`` (rows), 1 mm a pixel, linearly interpolated; outside the study reads 0."""
+    steps = np.arange(-half_mm, half_mm + 1.0)
+    rows, cols = np.meshgrid(steps, steps, indexing="ij")
+    world = centre + rows[..., None] * v + cols[..., None] * u
+    ijk = volume.world_to_voxel(world.reshape(-1, 3)).T
+    return ndimage.map_coordinates(volume.array, ijk, order=1, cval=0.0).reshape(rows.shape)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("image", type=Path)
+    ap.add_argument("predictions", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--study", default=None, help="only this study's rows")
+    ap.add_argument("--half-mm", type=float, default=40.0)
+    a = ap.parse_args()
+    volume = read_nifti(a.image)
+    with open(a.predictions, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if a.study in (None, r["study_id"])]
+    if not rows:
+        raise SystemExit(f"{a.predictions}: no rows{f' of study {a.study}' if a.study else ''}")
+    lo, hi = np.percentile(volume.array, [1, 99.5])
+    fig, axes = plt.subplots(2, len(rows), figsize=(2.8 * len(rows), 5.8), squeeze=False)
+    for k, r in enumerate(rows):
+        p = np.array([float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])])
+        sagittal = plane(volume, p, np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), a.half_mm)
+        axial = plane(volume, p, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), a.half_mm)
+        for ax, img in zip(axes[:, k], (sagittal, axial), strict=True):
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+            ax.plot([a.half_mm], [a.half_mm], "r+", ms=10)
+            ax.axis("off")
+        label = f"{r['compartment_label']}/{r['fracture_label']}"
+        axes[0, k].set_title(
+            f"{r['roi_id']}: {label}\np(none) {float(r['compartment_p_none']):.2f}", fontsize=7
+        )
+    fig.suptitle(f"{a.image.name}: sagittal (top), axial (bottom); + the ROI centre", fontsize=8)
+    fig.tight_layout()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(a.out, dpi=90)
+
+
+if __name__ == "__main__":
+    main()
