@@ -475,6 +475,45 @@ def test_appearance_draws_fall_alike_on_normals_and_lesions_of_the_drawn_splits(
 
 
 @pytest.mark.slow  # > 3 s on the 2-core CPU
+def test_twins_are_the_same_crop_and_look_without_the_finding(toy_root: Path, tmp_path: Path) -> None:
+    """twins: each inserted study of the twin splits has a twin, the same crop of the untouched
+    study under the same appearance draw, with a normal ROI at each inserted ROI's centre named by
+    its place; the pair differs only where the finding is. Off (the default): no twin, and the
+    inserted studies are those of the stream as it always was."""
+    from spinelesion.data.manifest import place_of, read_manifest
+    from spinelesion.insert.dataset import generate_inserted
+
+    look = {"enabled": True, "prob": 1.0, "splits": ["train"]}
+    common = dict(variants_per_subject=3, seed=4, splits={"train": 1.0}, appearance=look)
+    plain = read_manifest(generate_inserted(toy_cfg(toy_root, tmp_path / "off", **common))).rows
+    cfg = toy_cfg(toy_root, tmp_path / "on", twins=True, **common)
+    rows = read_manifest(generate_inserted(cfg), geometry=True).rows
+    assert not [r for r in plain if "_twin" in r.study_id]
+    inserted = [r for r in rows if "_ins" in r.study_id and not r.study_id.endswith("_twin")]
+    twins = {r.case_id: r for r in rows if r.study_id.endswith("_twin")}
+    assert inserted and len(twins) == len(inserted)
+    # with twins off the inserted studies are the same draws (the seed of a twin's look is extra)
+    before = {r.case_id: r for r in plain if "_ins" in r.study_id}
+    assert {r.case_id: r.finding for r in inserted} == {k: r.finding for k, r in before.items()}
+    lesion_seen = 0
+    for r in inserted:
+        k = r.case_id.rsplit("_r", 1)[1]
+        place = (
+            "canal" if r.labels["compartment"] in ("intradural_extramedullary", "intramedullary") else "body"
+        )
+        t = twins[f"{r.study_id}_twin_{place}{int(k):02d}"]
+        assert place_of(t.case_id) == place and t.finding == "normal"
+        assert (t.labels["compartment"], t.labels["fracture"]) == ("none", "none")
+        np.testing.assert_allclose(t.center_lps, r.center_lps)
+        a, b = read_nifti(r.sequences["t2"]), read_nifti(t.sequences["t2"])
+        np.testing.assert_allclose(a.affine, b.affine)  # the same crop
+        same = np.isclose(a.array, b.array, atol=1.0)
+        assert same.mean() > 0.6  # the same look: most of the crop equal, voxel for voxel
+        lesion_seen += int(not same.all())
+    assert lesion_seen == len(inserted)  # every pair differs somewhere: the finding
+
+
+@pytest.mark.slow  # > 3 s on the 2-core CPU
 def test_two_drawn_sets_of_the_same_subjects_mix(toy_root: Path, tmp_path: Path) -> None:
     """The release's real_insert and its dense normals both draw looks for the train subjects:
     the drawn studies' ids carry each set's tags, so one training reads both (a clash of

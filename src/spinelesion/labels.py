@@ -23,6 +23,9 @@ TASKS: dict[str, tuple[str, ...]] = {
 }
 """Classes per task, in the index order every head, metric and file uses."""
 
+CANAL_CLASSES: tuple[str, ...] = ("intradural_extramedullary", "intramedullary")
+"""The compartments inside the dural sac: lesions of the canal, not of the bone beside it."""
+
 IGNORE_INDEX = -100
 """Target index of an unknown (empty) label: that task's loss and metrics skip the row."""
 

@@ -24,7 +24,7 @@ from spinelesion.data.monai_pipeline import build_roi_bank, roi_dataset, transfo
 from spinelesion.data.roi import RoiSpec
 from spinelesion.data.sampler import KeyedSampler
 from spinelesion.data.splits import assign_splits, check_no_leakage, class_count_table
-from spinelesion.labels import SPLITS, TASKS, sequence_set
+from spinelesion.labels import CANAL_CLASSES, SPLITS, TASKS, sequence_set
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def _spread_over_domains(rows: Sequence[Row], weights: np.ndarray) -> np.ndarray
     return out
 
 
-# Canal lesions; the normal ROIs of their place are named in an insertion set's case ids (CANAL_PLACES).
-CANAL_CLASSES = ("intradural_extramedullary", "intramedullary")
+# Canal lesions (labels.CANAL_CLASSES); the normal ROIs of their place are named in an insertion
+# set's case ids (CANAL_PLACES).
 # The places whose normal ROIs the place balance weighs against the lesions there, and how many
 # normal draws each needs per lesion draw: the canal as many (2026-12-06, the real conus), a body
 # as many as the normal class has against the lesions in the whole mix ("prior": then a body's

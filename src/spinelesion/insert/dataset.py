@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
 from spinelesion.insert.paint import quantise
 from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume, apply_affine
+from spinelesion.labels import CANAL_CLASSES
 from spinelesion.parallel import map_jobs
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,8 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         for c in range(appearance.copies):
             copy_rng = np.random.default_rng([int(cfg["seed"]), index, 0, 2 + c])
             records += drawn_normals(spec, bg, an, out, cfg, copy_rng, appearance, f"app{c:02d}")
+    twins = bool(cfg.get("twins", False))
+    twin_splits = tuple(cfg.get("twin_splits", ("train", "val")))
     for v in range(int(cfg["variants_per_subject"])):
         rng = np.random.default_rng([int(cfg["seed"]), index, v + 1])
         if looks:  # the inserted studies take the looks in turn: as many of each
@@ -327,12 +330,23 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         if not inside:
             continue
         # after painting: the lesion follows the study's tissues through the draw
-        draw = drawer(bg, rng, appearance) if drawn and draw_rng.random() < appearance.prob else None
+        twin = twins and split in twin_splits
+        look: int | None = None
+        draw = None
+        if drawn and draw_rng.random() < appearance.prob:
+            if twin:  # one seed for the inserted study and its twin: the same look, twice
+                look = int(rng.integers(2**63))
+                draw = drawer(bg, np.random.default_rng(look), appearance)
+            else:  # the stream as it always was
+                draw = drawer(bg, rng, appearance)
         folder = out / "studies" / study_id
-        paths = write_crop(
-            bg, ctx.images, [r.centre for r in ctx.rois], folder, float(cfg["crop_margin_mm"]), draw
-        )
+        centres = [r.centre for r in ctx.rois]
+        paths = write_crop(bg, ctx.images, centres, folder, float(cfg["crop_margin_mm"]), draw)
         rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
+        if twin:
+            records += twin_records(
+                spec, bg, inside, centres, out, study_id, float(cfg["crop_margin_mm"]), look, appearance
+            )
         for k, r in enumerate(inside):
             records.append(
                 dict(
@@ -357,6 +371,36 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
         "records": records,
         "seconds": time.perf_counter() - start,
     }
+
+
+def twin_records(
+    spec: BackgroundSpec,
+    bg: Background,
+    rois: Sequence[Any],
+    centres: list[np.ndarray],
+    out: Path,
+    study_id: str,
+    margin_mm: float,
+    look: int | None,
+    appearance: AppearanceConfig,
+) -> list[dict[str, Any]]:
+    """The inserted study's twin: the same crop of the untouched study under the same look (the
+    appearance draw replayed from ``look``), with a normal ROI at each inserted ROI's centre. The
+    pair differs by the finding alone, so nothing but the sign tells them apart: not the place
+    (the insertion puts 6 of 10 meningiomas on the sac's dorsal wall, and the held-out subjects'
+    dorsal walls at L2-L3 were called a lesion 0.6 of the time, 2026-12-07), not the look, not the
+    crop. Each ROI is named by its place (``canal`` for the intradural classes, else ``body``), so
+    the place balance and the dense checks count it there."""
+    twin_id = f"{study_id}_twin"
+    draw = drawer(bg, np.random.default_rng(look), appearance) if look is not None else None
+    paths = write_crop(bg, bg.images, centres, out / "studies" / twin_id, margin_mm, draw)
+    rel = {s: os.path.relpath(p, out) for s, p in paths.items()}
+    recs = []
+    for k, r in enumerate(rois):
+        place = "canal" if r.compartment in CANAL_CLASSES else "body"
+        rec = normal_record(f"{twin_id}_{place}{k:02d}", twin_id, spec.subject, rel, r.centre, r.level)
+        recs.append(rec)
+    return recs
 
 
 def imaged_as(
