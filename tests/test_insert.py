@@ -511,6 +511,13 @@ def test_twins_are_the_same_crop_and_look_without_the_finding(toy_root: Path, tm
         assert same.mean() > 0.6  # the same look: most of the crop equal, voxel for voxel
         lesion_seen += int(not same.all())
     assert lesion_seen == len(inserted)  # every pair differs somewhere: the finding
+    # training pairs only: mining and the scan operating point read the untouched whole studies
+    from spinelesion.tasks.hard_negatives import study_rows, untouched_studies
+
+    manifest = Path(cfg["output_dir"]) / "manifest.csv"
+    mined = {u.study_id for u in untouched_studies(manifest)}
+    assert mined and not any(sid.endswith("_twin") for sid in mined)
+    assert not any(sid.endswith("_twin") for sid in study_rows(manifest, ("train", "val", "test")))
 
 
 @pytest.mark.slow  # > 3 s on the 2-core CPU

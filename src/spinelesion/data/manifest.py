@@ -134,6 +134,15 @@ CANAL_PLACES = ("canal", "canal_wall", "canal_between")
 _PLACE = re.compile(r"(" + "|".join(NORMAL_PLACES) + r")\d+$")
 
 
+TWIN_SUFFIX = "_twin"  # an inserted study's untouched twin (insert/dataset.py twin_records)
+
+
+def is_twin(study_id: str) -> bool:
+    """Whether a study is an inserted study's untouched twin: training material (the same crop and
+    look without the finding), not a study a scan is judged or mined on."""
+    return study_id.endswith(TWIN_SUFFIX)
+
+
 def place_of(case_id: str) -> str:
     """The place of an insertion set's normal ROI (``canal``, ``body``, ...), or "" when unknown."""
     m = _PLACE.search(case_id)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from spinelesion.atomic import write_json
 from spinelesion.data.appearance import AppearanceConfig, appearance_from_dict, randomise_study
-from spinelesion.data.manifest import Row, write_manifest
+from spinelesion.data.manifest import TWIN_SUFFIX, Row, write_manifest
 from spinelesion.data.splits import assign_splits
 from spinelesion.insert.anatomy import BodyFrame, SpineAnatomy, box_around, derive_anatomy
 from spinelesion.insert.background import Background, BackgroundSpec, discover_backgrounds, load_background
@@ -316,7 +316,7 @@ def subject_job(args: tuple[BackgroundSpec, int, dict[str, Any], str, str]) -> d
             copy_rng = np.random.default_rng([int(cfg["seed"]), index, 0, 2 + c])
             records += drawn_normals(spec, bg, an, out, cfg, copy_rng, appearance, f"app{c:02d}")
     twins = bool(cfg.get("twins", False))
-    twin_splits = tuple(cfg.get("twin_splits", ("train", "val")))
+    twin_splits = tuple(cfg.get("twin_splits", ("train",)))
     for v in range(int(cfg["variants_per_subject"])):
         rng = np.random.default_rng([int(cfg["seed"]), index, v + 1])
         if looks:  # the inserted studies take the looks in turn: as many of each
@@ -391,7 +391,7 @@ def twin_records(
     dorsal walls at L2-L3 were called a lesion 0.6 of the time, 2026-12-07), not the look, not the
     crop. Each ROI is named by its place (``canal`` for the intradural classes, else ``body``), so
     the place balance and the dense checks count it there."""
-    twin_id = f"{study_id}_twin"
+    twin_id = f"{study_id}{TWIN_SUFFIX}"
     draw = drawer(bg, np.random.default_rng(look), appearance) if look is not None else None
     paths = write_crop(bg, bg.images, centres, out / "studies" / twin_id, margin_mm, draw)
     rel = {s: os.path.relpath(p, out) for s, p in paths.items()}

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from spinelesion.data.manifest import is_twin
 from spinelesion.labels import SEQUENCES, TASKS
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,15 @@ class UntouchedStudy:
 def study_rows(
     manifest: str | os.PathLike[str], splits: Iterable[str] = ("train", "val")
 ) -> dict[str, list[dict[str, str]]]:
-    """A manifest's rows in ``splits``, grouped by study (in file order)."""
+    """A manifest's rows in ``splits``, grouped by study (in file order). Twins (an inserted study's
+    untouched crop, :func:`spinelesion.data.manifest.is_twin`) are left out: they are training pairs,
+    and as "untouched studies" they would be mined (hundreds of crops) and would dilute the scan
+    operating point's false calls per whole healthy exam."""
     wanted = set(splits)
     rows: dict[str, list[dict[str, str]]] = {}
     with open(manifest, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            if row["split"] in wanted:
+            if row["split"] in wanted and not is_twin(row["study_id"]):
                 rows.setdefault(row["study_id"], []).append(row)
     return rows
 
