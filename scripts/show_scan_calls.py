@@ -19,20 +19,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy import ndimage
 
 from spinelesion.io.nifti import read_nifti
+from spinelesion.io.resample import sample_grid
 from spinelesion.io.volume import Volume
 
 
 def plane(volume: Volume, centre: np.ndarray, u: np.ndarray, v: np.ndarray, half_mm: float) -> np.ndarray:
     """The image on the plane through ``centre`` spanned by LPS unit vectors ``u`` (columns) and
-    ``v`` (rows), 1 mm a pixel, linearly interpolated; outside the study reads 0."""
-    steps = np.arange(-half_mm, half_mm + 1.0)
-    rows, cols = np.meshgrid(steps, steps, indexing="ij")
-    world = centre + rows[..., None] * v + cols[..., None] * u
-    ijk = volume.world_to_voxel(world.reshape(-1, 3)).T
-    return ndimage.map_coordinates(volume.array, ijk, order=1, cval=0.0).reshape(rows.shape)
+    ``v`` (rows), 1 mm a pixel, linearly interpolated; outside the study reads 0. The plane is a
+    one-voxel-thick grid sampled by :func:`~spinelesion.io.resample.sample_grid`, the project's
+    one resampler."""
+    n = int(2 * half_mm) + 1
+    affine = np.eye(4)
+    affine[:3, :3] = np.stack([v, u, np.cross(v, u)], axis=1)  # grid axes: rows, columns, normal
+    affine[:3, 3] = np.asarray(centre, dtype=np.float64) - half_mm * (np.asarray(u) + np.asarray(v))
+    return sample_grid(volume.array[None], volume.affine, affine, (n, n, 1))[0, 0, :, :, 0].numpy()
 
 
 def main() -> None:
