@@ -21,20 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from spinelesion.io.nifti import read_nifti
-from spinelesion.io.resample import sample_grid
-from spinelesion.io.volume import Volume
-
-
-def plane(volume: Volume, centre: np.ndarray, u: np.ndarray, v: np.ndarray, half_mm: float) -> np.ndarray:
-    """The image on the plane through ``centre`` spanned by LPS unit vectors ``u`` (columns) and
-    ``v`` (rows), 1 mm a pixel, linearly interpolated; outside the study reads 0. The plane is a
-    one-voxel-thick grid sampled by :func:`~spinelesion.io.resample.sample_grid`, the project's
-    one resampler."""
-    n = int(2 * half_mm) + 1
-    affine = np.eye(4)
-    affine[:3, :3] = np.stack([v, u, np.cross(v, u)], axis=1)  # grid axes: rows, columns, normal
-    affine[:3, 3] = np.asarray(centre, dtype=np.float64) - half_mm * (np.asarray(u) + np.asarray(v))
-    return sample_grid(volume.array[None], volume.affine, affine, (n, n, 1))[0, 0, :, :, 0].numpy()
+from spinelesion.io.resample import sample_plane
 
 
 def main() -> None:
@@ -54,8 +41,8 @@ def main() -> None:
     fig, axes = plt.subplots(2, len(rows), figsize=(2.8 * len(rows), 5.8), squeeze=False)
     for k, r in enumerate(rows):
         p = np.array([float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"])])
-        sagittal = plane(volume, p, np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), a.half_mm)
-        axial = plane(volume, p, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), a.half_mm)
+        sagittal = sample_plane(volume.array, volume.affine, p, (0.0, 1.0, 0.0), (0.0, 0.0, -1.0), a.half_mm)
+        axial = sample_plane(volume.array, volume.affine, p, (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), a.half_mm)
         for ax, img in zip(axes[:, k], (sagittal, axial), strict=True):
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
             ax.plot([a.half_mm], [a.half_mm], "r+", ms=10)

@@ -11,7 +11,7 @@ from scipy.ndimage import map_coordinates
 from scipy.spatial.transform import Rotation
 
 from spinelesion.io.nifti import write_nifti
-from spinelesion.io.resample import resample_to, sample_grid, to_reference
+from spinelesion.io.resample import resample_to, sample_grid, sample_plane, to_reference
 from spinelesion.io.study import Study, load_study_from_paths
 from spinelesion.io.volume import Volume, grid_affine
 
@@ -140,3 +140,26 @@ def test_to_reference_named_reference_and_errors():
     np.testing.assert_array_equal(array[0], t1.array)
     with pytest.raises(ValueError, match="reference sequence 'stir' is not in this study"):
         to_reference(Study("s", {"t1": t1}), reference="stir")
+
+
+def test_sample_plane_puts_anterior_left_and_superior_up_for_ras_and_oblique_storage() -> None:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # an oblique rotation
+    for rotation in (np.diag([-1.0, -1.0, 1.0]), q):  # RAS-stored, then oblique
+        affine = np.eye(4)
+        affine[:3, :3] = rotation  # 1 mm voxels
+        affine[:3, 3] = -rotation @ np.full(3, 20.0)  # voxel (20, 20, 20) at the LPS origin
+        index = np.indices((41, 41, 41)).reshape(3, -1).T.astype(float)
+        world = index @ rotation.T + affine[:3, 3]
+        # the image is the LPS y (posterior) coordinate plus 10 x the z (superior) one: linear,
+        # so trilinear sampling gives it exactly inside the volume
+        array = (world[:, 1] + 10.0 * world[:, 2]).reshape(41, 41, 41)
+        sag = sample_plane(array, affine, np.zeros(3), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0), 5.0)
+        assert sag.shape == (11, 11)
+        offsets = np.arange(-5.0, 6.0)
+        expected = offsets[None, :] - 10.0 * offsets[:, None]  # columns posterior, rows inferior
+        np.testing.assert_allclose(sag, expected, atol=1e-3)
+        fine = sample_plane(array, affine, np.zeros(3), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0), 5.0, step_mm=0.5)
+        assert fine.shape == (21, 21)
+        np.testing.assert_allclose(fine[::2, ::2], sag, atol=1e-3)  # the same plane, twice as fine
+        assert abs(fine[10, 11] - 0.5) < 1e-3  # half a millimetre posterior of the centre

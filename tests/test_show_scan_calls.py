@@ -1,40 +1,55 @@
-"""scripts/show_scan_calls.py: its planes are sampled in LPS millimetres, whatever the storage."""
+"""scripts/show_scan_calls.py: one column per ROI of a predictions file, read from a NIfTI study
+(its planes come from :func:`spinelesion.io.resample.sample_plane`, tested in test_io_resample)."""
 
 from __future__ import annotations
 
-import importlib.util
+import csv
+import runpy
+import sys
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
+import pytest
 
+from spinelesion.io.nifti import write_nifti
 from spinelesion.io.volume import Volume
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "show_scan_calls.py"
+COLUMNS = [
+    "study_id",
+    "roi_id",
+    "x_mm",
+    "y_mm",
+    "z_mm",
+    "compartment_label",
+    "fracture_label",
+    "compartment_p_none",
+]
 
 
-def _script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("show_scan_calls", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
-def test_planes_put_anterior_left_and_superior_up_for_ras_and_oblique_storage() -> None:
-    plane = _script().plane
-    rng = np.random.default_rng(0)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # an oblique rotation
-    for rotation in (np.diag([-1.0, -1.0, 1.0]), q):  # RAS-stored, then oblique
-        affine = np.eye(4)
-        affine[:3, :3] = rotation  # 1 mm voxels
-        affine[:3, 3] = -rotation @ np.full(3, 20.0)  # voxel (20, 20, 20) at the LPS origin
-        index = np.indices((41, 41, 41)).reshape(3, -1).T.astype(float)
-        world = index @ rotation.T + affine[:3, 3]
-        # the image is the LPS y (posterior) coordinate plus 10 x the z (superior) one
-        array = (world[:, 1] + 10.0 * world[:, 2]).reshape(41, 41, 41)
-        volume = Volume(array, affine)
-        sag = plane(volume, np.zeros(3), np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), 5.0)
-        assert sag.shape == (11, 11)
-        assert abs(sag[5, 5]) < 1e-6  # the centre is the point
-        assert sag[5, 6] > sag[5, 5]  # posterior to the right (anterior left)
-        assert sag[4, 5] > sag[5, 5] + 5.0  # superior up
+def test_one_column_per_roi_of_the_chosen_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = write_nifti(
+        Volume(np.random.default_rng(0).random((30, 30, 30)).astype(np.float32), np.eye(4)),
+        tmp_path / "s.nii.gz",
+    )
+    rows = [("a", "r1", 10, 10, 10), ("a", "r2", 15, 12, 8), ("b", "r3", 5, 5, 5)]
+    table = tmp_path / "predictions.csv"
+    with open(table, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for study, roi, x, y, z in rows:
+            writer.writerow([study, roi, x, y, z, "none", "none", 0.9])
+    one, two = tmp_path / "a.png", tmp_path / "all.png"
+    _run(monkeypatch, str(image), str(table), str(one), "--study", "a", "--half-mm", "10")
+    _run(monkeypatch, str(image), str(table), str(two), "--half-mm", "10")
+    # the figure is 2.8 inches a column at 90 dpi: two columns for study a, three for all
+    assert matplotlib.image.imread(one).shape[1] == round(2.8 * 2 * 90)
+    assert matplotlib.image.imread(two).shape[1] == round(2.8 * 3 * 90)
+    with pytest.raises(SystemExit, match="no rows of study c"):
+        _run(monkeypatch, str(image), str(table), str(tmp_path / "c.png"), "--study", "c")

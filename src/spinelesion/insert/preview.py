@@ -11,6 +11,7 @@ import numpy as np
 from spinelesion.insert.anatomy import derive_anatomy
 from spinelesion.insert.background import BackgroundSpec, load_background
 from spinelesion.insert.findings import FINDINGS, eligible, insert_finding
+from spinelesion.io.resample import sample_plane
 from spinelesion.io.volume import apply_affine
 
 
@@ -18,13 +19,7 @@ def _sagittal(
     bg_affine: np.ndarray, image: np.ndarray, centre: np.ndarray, half_mm: float = 55.0
 ) -> np.ndarray:
     """The sagittal plane through ``centre`` (LPS), anterior left, superior up, 0.5 mm pixels."""
-    from scipy import ndimage
-
-    a = np.arange(-half_mm, half_mm, 0.5)
-    y, z = np.meshgrid(a, -a, indexing="xy")  # rows: superior -> inferior; columns: anterior -> posterior
-    pts = np.stack([np.full_like(y, centre[0]), centre[1] + y, centre[2] + z], -1)
-    ijk = apply_affine(np.linalg.inv(bg_affine), pts.reshape(-1, 3))
-    return ndimage.map_coordinates(image, ijk.T, order=1, cval=0.0).reshape(y.shape)
+    return sample_plane(image, bg_affine, centre, (0.0, 1.0, 0.0), (0.0, 0.0, -1.0), half_mm, step_mm=0.5)
 
 
 def _save(fig: Any, path: str | Path, rect: tuple[float, float, float, float] | None = None) -> Path:

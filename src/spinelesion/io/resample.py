@@ -117,6 +117,30 @@ def sample_grid(
     return out.contiguous()
 
 
+def sample_plane(
+    array: np.ndarray,
+    affine: np.ndarray,
+    centre: np.ndarray | Sequence[float],
+    u: np.ndarray | Sequence[float],
+    v: np.ndarray | Sequence[float],
+    half_mm: float,
+    step_mm: float = 1.0,
+) -> np.ndarray:
+    """The (n, n) image of a 3D ``array`` on the plane through ``centre`` (LPS mm) spanned by the
+    LPS unit vectors ``u`` (along a row, left to right) and ``v`` (down a column, top to bottom),
+    ``half_mm`` either side of the centre, one pixel every ``step_mm``; the centre is pixel
+    (n // 2, n // 2). Linear; outside the array reads 0. A one-voxel-thick grid through
+    :func:`sample_grid`, for pictures (e.g. u = posterior, v = inferior: a sagittal plane,
+    anterior left and superior up)."""
+    n = int(round(2.0 * half_mm / step_mm)) + 1
+    u_, v_ = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    grid = np.eye(4)
+    grid[:3, :3] = np.stack([v_, u_, np.cross(v_, u_)], axis=1) * step_mm  # grid axes: rows, columns, normal
+    grid[:3, 3] = np.asarray(centre, dtype=np.float64) - half_mm * (u_ + v_)
+    source = np.asarray(array, dtype=np.float32)[None]
+    return sample_grid(source, affine, grid, (n, n, 1))[0, 0, :, :, 0].numpy()
+
+
 def _map_coordinates(volume: Volume, shape: Sequence[int], affine: np.ndarray, order: int) -> np.ndarray:
     from scipy.ndimage import map_coordinates
 
